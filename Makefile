@@ -1,0 +1,34 @@
+# Two entry points for a fresh clone: `make demo` (set-up + main job) and `make test` (set-up + tests).
+# TORCH_SPEC picks the PyTorch build: the default is the CPU-friendly pin this project is tested with;
+# GPU users may set e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bertscope-installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/bertscope reconstruct --out runs/recon-default
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,7 @@
+"""bertscope: look inside BERT-family encoders (layers, token vectors, hidden dimensions) and exploit what you find."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

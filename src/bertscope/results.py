@@ -1,0 +1,135 @@
+"""Provenance and crash-safe writing of result files.
+
+Every result file bertscope writes records the options it ran with, the library versions and the git hash of the
+bertscope source, so a number in a paper can be traced back. Files are written to a temporary name and renamed,
+so an interrupted run never leaves a file that looks complete. This module imports nothing else of bertscope.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "environment_info",
+    "git_info",
+    "to_jsonable",
+    "write_csv_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+_TRACKED_PACKAGES = (
+    "bertscope", "torch", "transformers", "tokenizers", "datasets", "accelerate", "safetensors",
+    "numpy", "scikit-learn", "scipy",
+)
+
+
+def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Commit hash and dirty flag of the git checkout holding ``path`` (default: the bertscope source)."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(status)}
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions of Python, the key libraries and the hardware, plus the bertscope git hash and a UTC timestamp."""
+    versions: dict[str, str | None] = {}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "git": git_info(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import torch
+
+        info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return info
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert dataclasses, paths, tuples, numpy and torch scalars into plain JSON values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and value != value:  # NaN is not valid JSON
+        return None
+    return value
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
+    """Write ``payload`` as indented JSON, atomically."""
+    return write_text_atomic(path, json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv_atomic(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write dict rows as CSV (columns in first-seen order), atomically."""
+    rows = [dict(r) for r in rows]
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: to_jsonable(v) for k, v in row.items()})
+    return write_text_atomic(path, buffer.getvalue())

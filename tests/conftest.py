@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny random-weight models of every supported family, and the local GLUE copy.
+
+Tiny models use the embedded default's BERT WordPiece vocabulary (30522 tokens) so real text can be tokenised, and
+pad token id 0 so every family agrees with that tokenizer about padding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+VOCAB = 30522
+HIDDEN = 32
+
+# One tiny config per family (model types sharing code are listed too: XLM-R and CamemBERT use RoBERTa's).
+TINY_CONFIGS: dict[str, dict] = {
+    "bert": {},
+    "roberta": {"max_position_embeddings": 140},
+    "xlm-roberta": {"max_position_embeddings": 140},
+    "camembert": {"max_position_embeddings": 140},
+    "albert": {"embedding_size": 16},
+    "distilbert": {},
+    "electra": {"embedding_size": 16},
+    "deberta-v2": {"relative_attention": True, "position_biased_input": False, "pos_att_type": ["p2c", "c2p"]},
+    "deberta-v2-legacy": {"legacy": True},
+    "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 8, "bos_token_id": 101, "eos_token_id": 102,
+                   "cls_token_id": 101, "sep_token_id": 102},
+}
+FAMILY_IDS = list(TINY_CONFIGS)
+
+
+def tiny_config(name: str, num_layers: int = 3) -> transformers.PretrainedConfig:
+    model_type = name.removesuffix("-legacy")
+    extra = dict(TINY_CONFIGS[name])
+    if model_type == "deberta-v2" and "legacy" not in extra:
+        extra["legacy"] = False
+    if model_type == "distilbert":
+        base = {"vocab_size": VOCAB, "dim": HIDDEN, "n_layers": num_layers, "n_heads": 2, "hidden_dim": 48,
+                "pad_token_id": 0}
+    else:
+        base = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": num_layers,
+                "num_attention_heads": 2, "intermediate_size": 48, "pad_token_id": 0}
+    base.update(extra)
+    return transformers.AutoConfig.for_model(model_type, **base)
+
+
+def tiny_model(name: str, kind: str = "masked-lm", num_layers: int = 3, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    auto = {"masked-lm": transformers.AutoModelForMaskedLM, "base": transformers.AutoModel,
+            "sequence-classification": transformers.AutoModelForSequenceClassification}[kind]
+    model = auto.from_config(tiny_config(name, num_layers))
+    # Random init leaves LayerNorms at identity and biases at zero; perturb them so tests can tell parts apart.
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if "norm" in param_name.lower() or param_name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> str:
+    from bertscope.families import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(default_model_dir: str):
+    return transformers.AutoTokenizer.from_pretrained(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer):
+    """Factory: save a tiny masked-LM of a family (with the BERT tokenizer) and return its folder."""
+    made: dict[tuple[str, int], Path] = {}
+
+    def make(name: str, num_layers: int = 3) -> Path:
+        key = (name, num_layers)
+        if key not in made:
+            folder = tmp_path_factory.mktemp(f"tiny-{name}-{num_layers}")
+            tiny_model(name, num_layers=num_layers).save_pretrained(folder)
+            bert_tokenizer.save_pretrained(folder)
+            made[key] = folder
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The local GLUE copy beside the repository (../shared/data/glue) or $BERTSCOPE_GLUE_DIR."""
+    candidates = [os.environ.get("BERTSCOPE_GLUE_DIR"), Path(__file__).resolve().parents[2] / "shared/data/glue"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    pytest.skip("local GLUE copy not found (set BERTSCOPE_GLUE_DIR)")

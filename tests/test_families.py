@@ -1,0 +1,93 @@
+"""The family registry: every family's head, applied through bertscope, equals the Hugging Face model's own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertscope import families
+from bertscope.errors import BertscopeError, UnsupportedModelError
+from conftest import FAMILY_IDS, tiny_config, tiny_model
+
+
+def _inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (3, 11), generator=g)
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[1, 7:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("name", FAMILY_IDS)
+def test_full_head_on_last_hidden_state_equals_masked_lm_logits(name: str) -> None:
+    model = tiny_model(name)
+    ids, mask = _inputs()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        parts = families.mlm_head_parts(model, "full")
+        last = len(out.hidden_states) - 1
+        logits = parts.logits(out.hidden_states[last], is_last_layer=True)
+    assert last == families.num_layers(model)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILY_IDS)
+def test_truncated_model_computes_exactly_the_lower_hidden_states(name: str) -> None:
+    model = tiny_model(name, num_layers=3)
+    ids, mask = _inputs()
+    with torch.no_grad():
+        full = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        with families.truncated(model, 2):
+            part = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert families.num_layers(model) == 3
+    assert len(part) == 3
+    for a, b in zip(part[:2], full[:2]):
+        torch.testing.assert_close(a, b)
+    if families.family_for(model).final_norm_path is None:
+        torch.testing.assert_close(part[2], full[2])
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "distilbert", "deberta-v2", "modernbert"])
+def test_decoder_only_head_skips_the_transform(name: str) -> None:
+    model = tiny_model(name)
+    parts = families.mlm_head_parts(model, "decoder")
+    h = torch.randn(4, families.family_for(model) and (model.config.dim if name == "distilbert" else 32))
+    expected = h @ parts.weight.T + (parts.bias if parts.bias is not None else 0)
+    torch.testing.assert_close(parts.logits(h, is_last_layer=True), expected)
+
+
+@pytest.mark.parametrize("name", ["albert", "electra"])
+def test_decoder_only_head_is_refused_when_decoder_reads_embedding_size(name: str) -> None:
+    with pytest.raises(BertscopeError, match="decoder"):
+        families.mlm_head_parts(tiny_model(name), "decoder")
+
+
+def test_unsupported_model_type_names_the_supported_ones() -> None:
+    import transformers
+
+    config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2)
+    with pytest.raises(UnsupportedModelError, match="supported: .*bert"):
+        families.family_for(config)
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(BertscopeError, match="does not exist"):
+        families.resolve_model_source(str(tmp_path / "nope"))
+    with pytest.raises(BertscopeError, match="config.json"):
+        families.resolve_model_source(str(tmp_path))
+
+
+def test_embedded_default_loads_and_reports_no_mlm_head() -> None:
+    loaded = families.load_model(None, "masked-lm")
+    assert loaded.family.name == "bert"
+    assert families.num_layers(loaded.model) == 6
+    assert not loaded.has_pretrained_mlm_head
+
+
+@pytest.mark.parametrize("name", ["bert", "electra", "modernbert"])
+def test_saved_tiny_checkpoint_reports_its_pretrained_head(name: str, tiny_checkpoint) -> None:
+    loaded = families.load_model(str(tiny_checkpoint(name)), "masked-lm")
+    assert loaded.has_pretrained_mlm_head
+    assert families.num_layers(tiny_config(name)) == families.num_layers(loaded.model)
