@@ -19,9 +19,10 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
+    "CommandResult",
     "environment_info",
     "git_info",
     "to_jsonable",
@@ -133,3 +134,13 @@ def write_csv_atomic(path: str | os.PathLike[str], rows: Iterable[Mapping[str, A
     for row in rows:
         writer.writerow({k: to_jsonable(v) for k, v in row.items()})
     return write_text_atomic(path, buffer.getvalue())
+
+
+class CommandResult(Protocol):
+    """What every command returns (see docs/DEVELOPING.md)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    def render(self) -> Any: ...
