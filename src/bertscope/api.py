@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bertscope.config import Config
-from bertscope.configs import ReconstructConfig
+from bertscope.configs import (
+    CompareConfig,
+    DeepenConfig,
+    FinetuneConfig,
+    LayerScanConfig,
+    ReconstructConfig,
+    ReportConfig,
+    StatusConfig,
+    SweepConfig,
+)
 
-__all__ = ["COMMANDS", "Command", "reconstruct"]
+__all__ = ["COMMANDS", "Command", "compare", "deepen", "finetune", "layer_scan", "reconstruct", "report", "status", "sweep"]
 
 C = TypeVar("C", bound=Config)
 
@@ -51,6 +60,63 @@ def _register(name: str, cls: type[Config], help: str) -> Callable[[Callable[...
 @_register("reconstruct", ReconstructConfig, "decode every hidden layer with the MLM head (paper 1)")
 def reconstruct(config: ReconstructConfig | None = None, /, **options: Any) -> Any:
     """Per-layer reconstruction of the input tokens by the masked-LM head; returns a ReconstructResult."""
-    from bertscope.lens import run_reconstruct
+    from bertscope.reconstruct import run_reconstruct
 
     return run_reconstruct(_config(ReconstructConfig, config, options))
+
+
+@_register("deepen", DeepenConfig, "deepen or shrink an encoder by copying/removing layers; saves a verified HF folder")
+def deepen(config: DeepenConfig | None = None, /, **options: Any) -> Any:
+    """Apply a layer map (from --duplicate, --remove or --layer-map) and save the new model; returns a DeepenResult."""
+    from bertscope.surgery import run_deepen
+
+    return run_deepen(_config(DeepenConfig, config, options))
+
+
+@_register("compare", CompareConfig, "agreement of an original and a variant model on real text (top-1, KL, cosine)")
+def compare(config: CompareConfig | None = None, /, **options: Any) -> Any:
+    """Top-1 agreement, KL, cosine and both reconstruction curves of --model vs --variant; returns a CompareResult."""
+    from bertscope.compare import run_compare
+
+    return run_compare(_config(CompareConfig, config, options))
+
+
+@_register("layer-scan", LayerScanConfig, "measure every single-layer duplicate/remove variant in memory")
+def layer_scan(config: LayerScanConfig | None = None, /, **options: Any) -> Any:
+    """Agreement with the original of each one-layer-duplicated (or removed) variant; returns a LayerScanResult."""
+    from bertscope.compare import run_layer_scan
+
+    return run_layer_scan(_config(LayerScanConfig, config, options))
+
+
+@_register("sweep", SweepConfig, "run an experiment spec (YAML grid) into a resumable result store, locally or on Ray")
+def sweep(config: SweepConfig | None = None, /, **options: Any) -> Any:
+    """Run every not-yet-done run of a spec and commit each result to the store; returns a SweepResult."""
+    from bertscope.sweep import run_sweep
+
+    return run_sweep(_config(SweepConfig, config, options))
+
+
+@_register("status", StatusConfig, "counts by status, slowest and failed runs of a sweep result store")
+def status(config: StatusConfig | None = None, /, **options: Any) -> Any:
+    """Summarise a result store (read-only); returns a StatusResult."""
+    from bertscope.sweep import sweep_status
+
+    return sweep_status(_config(StatusConfig, config, options))
+
+
+@_register("report", ReportConfig, "Markdown + HTML report with plots and mean +/- std tables from a result store")
+def report(config: ReportConfig | None = None, /, **options: Any) -> Any:
+    """Build report.md, report.html (self-contained), PNG plots and CSV tables; returns a ReportResult."""
+    from bertscope.report import build_report
+
+    return build_report(_config(ReportConfig, config, options))
+
+
+@_register("finetune", FinetuneConfig, "GLUE fine-tuning with a head reading a chosen token, layer and dimensions "
+                                       "(paper 2)")
+def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> Any:
+    """Fine-tune on a GLUE task with a representation-selecting head; returns a FinetuneResult."""
+    from bertscope.finetune import run_finetune
+
+    return run_finetune(_config(FinetuneConfig, config, options))

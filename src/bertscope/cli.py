@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rich.console import Console
 
         Console().print(render())
-    return 0
+    return int(getattr(result, "exit_code", 0))  # e.g. a sweep with failed runs exits 1
 
 
 if __name__ == "__main__":  # pragma: no cover

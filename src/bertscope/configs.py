@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
 
-__all__ = ["ModelOptions", "ReconstructConfig", "TextOptions"]
+__all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
+    "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
 
 
 def _env_glue_dir() -> str | None:
@@ -74,9 +75,242 @@ class ReconstructConfig(TextOptions, ModelOptions):
     include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
     mask_prob: float = opt(0.0, "mask inputs BERT-style (80/10/10) with this probability first; masked and unmasked "
                                 "positions are then reported separately")
+    layers: str | None = opt(None, "decode only these layers, e.g. 0,6,12 or 0-3 or -1 (0 = embedding output); "
+                                   "default: every layer 0..L", metavar="LAYERS")
+    fit_corpus: str = opt("builtin", "text the fitted head is trained on: builtin (the built-in English sample), "
+                                     "source (the sentences being reconstructed) or a text file", metavar="SOURCE")
+    fit_steps: int = opt(300, "optimisation steps when fitting a head")
+    fit_lr: float = opt(6e-3, "AdamW learning rate when fitting a head")
+    fit_batch_size: int = opt(32, "sentences per step when fitting a head")
+    fit_mask_prob: float = opt(0.15, "share of tokens selected for BERT-style 80/10/10 masking when fitting a head")
+    fit_tie: bool = opt(True, "tie the fitted head's decoder to the model's (frozen) input embeddings")
+    head_cache: str | None = opt(None, "folder of cached fitted heads (env BERTSCOPE_CACHE; default "
+                                       "~/.cache/bertscope)", metavar="DIR")
+    refit: bool = opt(False, "fit the head again even if a cached one matches")
+    examples: int = opt(3, "decode this many sentences token by token at every layer into reconstruct.json")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
         TextOptions.validate(self)
         if not 0.0 <= self.mask_prob < 1.0:
             raise BertscopeError(f"--mask-prob must be in [0, 1), got {self.mask_prob}")
+        if self.fit_steps < 1:
+            raise BertscopeError(f"--fit-steps must be at least 1, got {self.fit_steps}")
+        if not self.fit_lr > 0:
+            raise BertscopeError(f"--fit-lr must be positive, got {self.fit_lr}")
+        if self.fit_batch_size < 1:
+            raise BertscopeError(f"--fit-batch-size must be at least 1, got {self.fit_batch_size}")
+        if not 0.0 < self.fit_mask_prob < 1.0:
+            raise BertscopeError(f"--fit-mask-prob must be in (0, 1), got {self.fit_mask_prob}")
+        if self.examples < 0:
+            raise BertscopeError(f"--examples must be at least 0, got {self.examples}")
+
+
+@dataclass(frozen=True)
+class DeepenConfig(Config):
+    """Deepen or shrink an encoder by copying/removing layers (no training); saves a verified Hugging Face folder."""
+
+    command = "deepen"
+
+    model: str | None = opt(None, "Hugging Face hub id or local model folder; default: the embedded MiniLM-L6-H384",
+                            metavar="ID_OR_PATH")
+    out: str | None = opt(None, "folder to write the new checkpoint to (required; refused if it exists)",
+                          metavar="DIR")
+    duplicate: str | None = opt(None, "layers to duplicate: one (6), a range (6-8, inclusive) or a list (2,6-8)",
+                                metavar="LAYERS")
+    copies: int = opt(1, "extra copies of each duplicated layer")
+    placement: str = opt("adjacent", "where copies go: right after each layer (adjacent: 6,6,7,7) or the whole "
+                                     "selection repeated after itself (block: 6,7,6,7)",
+                         choices=("adjacent", "block"))
+    remove: str | None = opt(None, "layers to remove: one, a range or a list (e.g. 3,7)", metavar="LAYERS")
+    layer_map: str | None = opt(None, "the new stack spelled out as source-layer indices (e.g. 0,1,2,2,3)",
+                                metavar="MAP")
+    overwrite: bool = opt(False, "replace --out if it already exists (the old folder is kept until the new one "
+                                 "is complete)")
+    verify: bool = opt(True, "reload the saved folder and check depth, storage and outputs before publishing it")
+    device: str = opt("auto", "torch device for verification: auto (cuda when available), cpu, cuda, cuda:N")
+    seed: int = opt(0, "random seed (verification inputs)")
+
+    def validate(self) -> None:
+        given = [name for name, value in (("--duplicate", self.duplicate), ("--remove", self.remove),
+                                          ("--layer-map", self.layer_map)) if value is not None]
+        if len(given) != 1:
+            raise BertscopeError("give exactly one of --duplicate, --remove or --layer-map"
+                                 + (f" (got {', '.join(given)})" if given else ""))
+        if self.out is None:
+            raise BertscopeError("--out is required: the folder the new checkpoint is written to")
+        if self.copies < 1:
+            raise BertscopeError(f"--copies must be at least 1, got {self.copies}")
+        if self.duplicate is None and (self.copies != 1 or self.placement != "adjacent"):
+            raise BertscopeError("--copies and --placement only apply to --duplicate")
+
+
+@dataclass(frozen=True)
+class CompareConfig(TextOptions, ModelOptions):
+    """Agreement between an original model and a variant (e.g. a deepened one) on real text, layer by layer."""
+
+    command = "compare"
+
+    variant: str | None = opt(None, "the variant's model folder or hub id (required)", metavar="ID_OR_PATH")
+    head: str = opt("auto", "MLM head for the agreement metrics: each checkpoint's own (pretrained), one fitted on "
+                            "the original's frozen final layer and shared by both (fit), or pretrained when both "
+                            "have one else fit (auto)", choices=("auto", "pretrained", "fit"))
+    include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
+    curves: bool = opt(True, "also compute both models' per-layer reconstruction curves (the lens)")
+
+    def validate(self) -> None:
+        ModelOptions.validate(self)
+        TextOptions.validate(self)
+        if self.variant is None:
+            raise BertscopeError("--variant is required: the model to compare against --model")
+
+
+@dataclass(frozen=True)
+class LayerScanConfig(TextOptions, ModelOptions):
+    """Build every single-layer variant (one layer duplicated, or removed) in memory and measure its agreement."""
+
+    command = "layer-scan"
+
+    op: str = opt("duplicate", "edit applied to each layer in turn", choices=("duplicate", "remove"))
+    layers: str | None = opt(None, "scan only these layers (e.g. 0-5 or 2,7); default: every layer",
+                             metavar="LAYERS")
+    head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer "
+                            "(fit), or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
+    include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
+
+    def validate(self) -> None:
+        ModelOptions.validate(self)
+        TextOptions.validate(self)
+
+
+@dataclass(frozen=True)
+class SweepConfig(Config):
+    """Run every configuration of an experiment spec (YAML) into a resumable SQLite result store."""
+
+    command = "sweep"
+
+    spec: str | None = opt(None, "experiment spec (YAML): command, base options, grid axes", positional=True,
+                           metavar="SPEC")
+    store: str = opt("results.db", "SQLite result store (created if missing; re-running resumes it)", metavar="DB")
+    executor: str = opt("local", "where runs execute: local processes or a Ray cluster", choices=("local", "ray"))
+    workers: int | None = opt(None, "local: worker processes (default 1: runs in this process); ray without "
+                                    "--address: CPUs of the local Ray instance (default: all)")
+    address: str | None = opt(None, "Ray cluster address (auto, host:port or ray://host:port); default: start a "
+                                    "local Ray instance", metavar="ADDR")
+    cpus_per_run: float | None = opt(None, "Ray: CPUs each run reserves (overrides the spec's resources; default 1)")
+    gpus_per_run: float | None = opt(None, "Ray: GPUs each run reserves (overrides the spec's resources; default 0)")
+    threads: int | None = opt(None, "torch threads per local worker (default: CPU count / workers)")
+    runs_dir: str | None = opt(None, "folder for each run's own output folder (named by run id); default: "
+                                     "<store>-runs/ beside the store", metavar="DIR")
+    retry_failed: bool = opt(False, "run failed runs again (done runs are always kept)")
+    dry_run: bool = opt(False, "validate the spec and list its runs with their stored status; run nothing")
+    progress: bool = opt(True, "show overall progress")
+
+    def validate(self) -> None:
+        if not self.spec:
+            raise BertscopeError("give the experiment spec: bertscope sweep SPEC.yaml --store results.db")
+        if self.workers is not None and self.workers < 1:
+            raise BertscopeError(f"--workers must be at least 1, got {self.workers}")
+        if self.address is not None and self.executor != "ray":
+            raise BertscopeError("--address needs --executor ray")
+        for name, value in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
+            if value is not None and value < 0:
+                raise BertscopeError(f"{name} must not be negative, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class StatusConfig(Config):
+    """Counts of a result store's runs by status, the slowest runs and the failed ones with their errors."""
+
+    command = "status"
+
+    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`", metavar="DB")
+    sweep: str | None = opt(None, "only this sweep (its spec's name); default: every run in the store")
+    slowest: int = opt(5, "how many of the slowest finished runs to list")
+    failed: int = opt(20, "how many failed runs to list (with their errors)")
+
+    def validate(self) -> None:
+        if self.slowest < 0 or self.failed < 0:
+            raise BertscopeError("--slowest and --failed must not be negative")
+
+
+@dataclass(frozen=True)
+class ReportConfig(Config):
+    """Build a Markdown and a self-contained HTML report (with PNG plots) from a result store."""
+
+    command = "report"
+
+    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`", metavar="DB")
+    out: str = opt("report", "output folder: report.md, report.html, PNG plots and CSV tables", metavar="DIR")
+    sweep: str | None = opt(None, "only this sweep (its spec's name); default: every sweep in the store")
+    title: str | None = opt(None, "report title (default: the store's file name)")
+    metric: str | None = opt(None, "metric key for the GLUE-score sections (default: each task's official "
+                                   "main metric when present, else the first metric)")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(ModelOptions):
+    """Fine-tune on a GLUE task with a head that sees only a chosen token vector, layer(s) and hidden dimensions
+    (paper 2); the encoder may be frozen in part or whole."""
+
+    command = "finetune"
+
+    task: str | None = opt(None, "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    data_dir: str | None = opt(None, "local GLUE folder in the original tsv layout (env BERTSCOPE_GLUE_DIR); "
+                                     "default: the Hugging Face hub", metavar="DIR")
+    max_train: int | None = opt(None, "train on a seeded random subset of this many examples")
+    max_eval: int | None = opt(None, "evaluate on a seeded random subset of this many examples (per dev split)")
+    eval_split: str = opt("auto", "dev split(s) to evaluate each epoch: auto (validation; MNLI matched and "
+                                  "mismatched), or a split name / comma list")
+    bad_rows: str = opt("error", "malformed tsv rows: error (stop, naming file and line) or skip (skip them and "
+                                 "list them in results.json)", choices=("error", "skip"))
+    epochs: int = opt(3, "training epochs")
+    lr: float = opt(2e-5, "peak learning rate of the encoder (AdamW)")
+    head_lr: float | None = opt(None, "peak learning rate of the head; default: --lr, or 1e-3 when the encoder "
+                                      "is entirely frozen")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and norm weights)")
+    warmup_ratio: float = opt(0.1, "fraction of the steps with linear warmup, then linear decay to 0")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
+    token: str = opt("cls", "token vector the head reads: cls, max-norm, mean, max (element-wise) or index:K")
+    include_special: bool = opt(False, "let max-norm/mean/max pooling choose [CLS]/[SEP] too")
+    layer: str = opt("-1", "hidden layer(s) the head reads: 0..L (0 = embeddings), negative from the top; a "
+                           "comma list concatenates", metavar="L[,L...]")
+    dims: str = opt("all", "hidden dimensions the head sees: all, first:K, random:K (seeded) or idx:i,j,...")
+    head: str = opt("linear", "head: linear, or mlp2 (two fully connected layers with GELU)",
+                    choices=("linear", "mlp2"))
+    head_hidden: int = opt(256, "width of the mlp2 head's hidden layer")
+    dropout: float = opt(0.1, "dropout on the selected features (and inside mlp2)")
+    pooler: bool = opt(False, "pass the selected vector(s) through the checkpoint's pretrained pooler (dense+tanh) "
+                              "first, trained with the head")
+    freeze: str = opt("none", "frozen part: none, embeddings, encoder, or layers:A-B (0 = embeddings)")
+    group_by_length: bool = opt(True, "batch examples of similar length together (less padding)")
+    eval_batch_size: int | None = opt(None, "examples per evaluation batch (default: --batch-size)")
+    save_model: bool = opt(False, "save the fine-tuned encoder (plain transformers folder) and the head in OUT/model")
+    overwrite: bool = opt(False, "replace an existing OUT/results.json")
+
+    def validate(self) -> None:
+        ModelOptions.validate(self)
+        if self.task is None:
+            raise BertscopeError("--task is required (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+        for name in ("max_train", "max_eval", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BertscopeError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.epochs < 1:
+            raise BertscopeError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
+            raise BertscopeError("--lr and --head-lr must be positive")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise BertscopeError("--weight-decay and --grad-clip must not be negative")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise BertscopeError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BertscopeError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.head_hidden < 1:
+            raise BertscopeError(f"--head-hidden must be at least 1, got {self.head_hidden}")
+        if self.save_model and self.out is None:
+            raise BertscopeError("--save-model needs --out DIR")
+        if self.data_dir is None and _env_glue_dir() is not None:
+            object.__setattr__(self, "data_dir", _env_glue_dir())

@@ -39,6 +39,21 @@ __all__ = [
     "resolve_model_source",
     "set_layers",
     "supported_model_types",
+    # fine-tuning with a selecting head (issue 4)
+    "embeddings_module",
+    "pooler_parts",
+    "uses_token_type_ids",
+    # layer surgery (issue 3)
+    "apply_layer_map",
+    "check_layer_map",
+    "embed",
+    "finalize_hidden",
+    "load_saved_architecture",
+    "run_layers",
+    # lens helpers (issue 2)
+    "base_encoder",
+    "final_norm",
+    "hidden_size",
 ]
 
 DEFAULT_MODEL_NAME = "embedded:all-MiniLM-L6-v2"
@@ -388,3 +403,278 @@ def load_model(
     model.eval()
     logging.getLogger("bertscope").debug("loaded %s (%s) from %s", type(model).__name__, family.name, source)
     return LoadedModel(model=model, family=family, source=source, missing_keys=frozenset(info.get("missing_keys", ())))
+
+
+# --- Layer surgery: build a new stack from a layer map, and run any list of layers on a hidden state ----------------
+#
+# A *layer map* lists, for each layer of a new stack, the index of the source layer it copies. Copying a layer is not
+# only copying its weights: some families keep per-layer state (``layer_idx`` fields, ModernBERT's ``layer_types`` and
+# each layer's attention type / sliding window, ModernBERT's missing pre-attention norm in layer 0, DistilBERT's
+# ``n_layers`` on the transformer, ALBERT's one shared layer). That knowledge lives here.
+
+
+def _albert_groups(depth: int, groups: int) -> list[int]:
+    """Which shared layer group ALBERT applies at each of ``depth`` positions (its own schedule, in transformers)."""
+    return [int(i / (depth / groups)) for i in range(depth)]
+
+
+def check_layer_map(config_or_model: Any, layer_map: list[int] | tuple[int, ...]) -> None:
+    """Raise a one-line :class:`BertscopeError` when ``layer_map`` cannot be built for this family.
+
+    Rejects an empty map, indices outside ``0..L-1``, ALBERT maps that are not a repeat count of its shared layer
+    groups, and ModernBERT maps that move its layer 0 (the only layer without a pre-attention LayerNorm, a structural
+    difference a saved checkpoint cannot express at another position).
+    """
+    config = getattr(config_or_model, "config", config_or_model)
+    family = family_for(config)
+    depth = num_layers(config)
+    if len(layer_map) == 0:
+        raise BertscopeError("the layer map is empty: a model needs at least one layer")
+    bad = [i for i in layer_map if not 0 <= int(i) < depth]
+    if bad:
+        raise BertscopeError(f"layer index {bad[0]} out of range: this model has layers 0..{depth - 1}")
+    if family.shared_layers:
+        groups = int(getattr(config, "num_hidden_groups", 1))
+        wanted = _albert_groups(len(layer_map), groups)
+        got = [_albert_groups(depth, groups)[i] for i in layer_map]
+        if got != wanted:
+            raise BertscopeError(
+                f"{family.name} applies {groups} shared layer group(s) on a fixed schedule; a {len(layer_map)}-layer "
+                f"stack must use groups {wanted}, this map gives {got} (only the depth can change)"
+            )
+    if family.name == "modernbert":
+        moved = [pos for pos, src in enumerate(layer_map) if (pos == 0) != (src == 0)]
+        if moved:
+            raise BertscopeError(
+                "ModernBERT's layer 0 has no attention LayerNorm, so it must stay first and cannot be copied or "
+                f"removed (map position {moved[0]} breaks this); edit layers 1..{depth - 1} only"
+            )
+
+
+def _set_layer_positions(layer: nn.Module, position: int) -> None:
+    """Point every ``layer_idx`` field inside a copied layer at its new depth (used by caches and masks)."""
+    for module in layer.modules():
+        if hasattr(module, "layer_idx") and not isinstance(module, nn.ModuleList):
+            module.layer_idx = position
+
+
+def apply_layer_map(model: nn.Module, layer_map: list[int] | tuple[int, ...]) -> nn.Module:
+    """Rebuild ``model``'s layer stack in place from ``layer_map``; every new layer is a real deep copy.
+
+    The config's depth and per-layer lists follow the map, so ``save_pretrained`` writes a checkpoint that plain
+    ``transformers`` reloads into the same network. For ALBERT only the depth changes (one shared layer).
+    """
+    import copy
+
+    layer_map = [int(i) for i in layer_map]
+    check_layer_map(model, layer_map)
+    family = family_for(model)
+    config = model.config
+    if family.shared_layers:
+        setattr(config, family.depth_key, len(layer_map))
+        return model
+    old = list(get_layers(model))
+    new_layers = []
+    for position, source in enumerate(layer_map):
+        layer = copy.deepcopy(old[source])
+        _set_layer_positions(layer, position)
+        new_layers.append(layer)
+    if family.layer_types_key is not None:
+        old_types = list(getattr(config, family.layer_types_key))
+        setattr(config, family.layer_types_key, [old_types[s] for s in layer_map])
+    set_layers(model, nn.ModuleList(new_layers))
+    transformer = _attr(_base(model), family.layers_path.rpartition(".")[0]) if "." in family.layers_path else None
+    if transformer is not None and hasattr(transformer, "n_layers"):  # DistilBERT's Transformer keeps its own count
+        transformer.n_layers = len(layer_map)
+    return model
+
+
+def embed(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The input of the first layer (``hidden_states[0]``), exactly as the family's own forward computes it."""
+    family = family_for(model)
+    base = _base(model)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if family.name in ("bert", "roberta", "electra"):
+        hidden = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        if hasattr(base, "embeddings_project"):
+            hidden = base.embeddings_project(hidden)
+        return hidden
+    if family.name == "albert":
+        hidden = base.embeddings(input_ids, token_type_ids=token_type_ids)
+        return base.encoder.embedding_hidden_mapping_in(hidden)
+    if family.name == "distilbert":
+        return base.embeddings(input_ids)
+    if family.name == "deberta-v2":
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        return base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, mask=attention_mask)
+    if family.name == "modernbert":
+        return base.embeddings(input_ids=input_ids)
+    raise UnsupportedModelError(f"no embedding recipe for family {family.name}")  # pragma: no cover
+
+
+def finalize_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's last hidden state from the raw output of its last layer (pre-norm families add a final norm)."""
+    family = family_for(model)
+    if family.final_norm_path is None:
+        return hidden
+    return _attr(_base(model), family.final_norm_path)(hidden)
+
+
+def run_layers(
+    model: nn.Module,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer_indices: list[int] | tuple[int, ...],
+    *,
+    start: int = 0,
+    all_states: bool = False,
+) -> torch.Tensor | list[torch.Tensor]:
+    """Apply ``model``'s layers ``layer_indices`` in order to ``hidden`` (the input of stack position ``start``).
+
+    ``attention_mask`` is the usual 2-D 0/1 padding mask; each family's 4-D masks, relative positions or rotary
+    embeddings are built here as its own forward builds them. The result is the raw output of the last layer run
+    (before any final norm, see :func:`finalize_hidden`); with ``all_states`` the list of every layer's output. With
+    ``layer_indices = range(L)`` and ``start = 0`` this reproduces the model's own hidden states; with another list it
+    computes, without building it, the model that :func:`apply_layer_map` would build.
+    """
+    from transformers.masking_utils import create_bidirectional_mask
+
+    family = family_for(model)
+    base = _base(model)
+    config = model.config
+    depth = num_layers(model)
+    outputs: list[torch.Tensor] = []
+    if family.name == "albert":
+        mask = create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
+        groups = _albert_groups(depth, int(config.num_hidden_groups))
+        stack = base.encoder.albert_layer_groups
+        for i in layer_indices:
+            hidden = stack[groups[i]](hidden, mask)
+            outputs.append(hidden)
+    elif family.name == "deberta-v2":
+        encoder = base.encoder
+        mask4d = encoder.get_attention_mask(attention_mask)
+        rel_pos = encoder.get_rel_pos(hidden)
+        rel_emb = encoder.get_rel_embedding()
+        layers = get_layers(model)
+        for position, i in enumerate(layer_indices, start=start):
+            out, _ = layers[i](hidden, mask4d, relative_pos=rel_pos, rel_embeddings=rel_emb)
+            if position == 0 and encoder.conv is not None:  # DeBERTa's conv follows whichever layer is first
+                out = encoder.conv(hidden, out, attention_mask)
+            hidden = out
+            outputs.append(hidden)
+    elif family.name == "modernbert":
+        from transformers.masking_utils import create_bidirectional_sliding_window_mask
+
+        kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": attention_mask}
+        masks = {"full_attention": create_bidirectional_mask(**kwargs),
+                 "sliding_attention": create_bidirectional_sliding_window_mask(**kwargs)}
+        position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        layers = get_layers(model)
+        rotary = {t: base.rotary_emb(hidden, position_ids, t) for t in set(config.layer_types)}
+        for i in layer_indices:
+            kind = layers[i].attention_type
+            hidden = layers[i](hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
+            outputs.append(hidden)
+    else:  # bert, roberta, electra, distilbert: layer(hidden, 4-D mask)
+        mask = create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
+        layers = get_layers(model)
+        for i in layer_indices:
+            hidden = layers[i](hidden, mask)
+            outputs.append(hidden)
+    return outputs if all_states else hidden
+
+
+def load_saved_architecture(name: str | None, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint as the class it was saved as (``config.architectures[0]``), in its own dtype.
+
+    Surgery must keep every head a checkpoint has (MLM, NSP, classifier...), so it cannot pick one ``Auto`` class;
+    a config without a known architecture of a supported family loads as the bare encoder (``AutoModel``).
+    """
+    import transformers
+
+    source = resolve_model_source(name)
+    with _quiet_transformers():
+        try:
+            config = transformers.AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+        family = family_for(config)
+        names = list(getattr(config, "architectures", None) or [])
+        cls = getattr(transformers, names[0], None) if names else None
+        if cls is None or getattr(cls, "config_class", None) is None or \
+                getattr(cls.config_class, "model_type", None) != config.model_type:
+            cls = transformers.AutoModel
+        try:
+            model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+    model.to(resolve_device(str(device)) if not isinstance(device, torch.device) else device)
+    model.eval()
+    return LoadedModel(model=model, family=family, source=source, missing_keys=frozenset(info.get("missing_keys", ())))
+
+
+# --- Lens helpers (issue 2): the bare encoder, the final norm, the hidden width ------------------------------------
+
+
+def base_encoder(model: nn.Module) -> nn.Module:
+    """The bare encoder of any model of a supported family (no task head), e.g. to get hidden states cheaply."""
+    return _base(model)
+
+
+def final_norm(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The final encoder norm of pre-norm families (ModernBERT), which ``hidden_states[L]`` already includes; else None."""
+    family = family_for(model)
+    return _attr(_base(model), family.final_norm_path) if family.final_norm_path else None
+
+
+def hidden_size(config_or_model: Any) -> int:
+    """Width of the hidden states (DistilBERT calls it ``dim``)."""
+    config = getattr(config_or_model, "config", config_or_model)
+    return int(config.dim if family_for(config).name == "distilbert" else config.hidden_size)
+
+
+# --- Fine-tuning with a selecting head (issue 4): embeddings for freezing, the pooler, token type ids -----------------
+
+
+def embeddings_module(model: nn.Module) -> nn.Module:
+    """The input embedding block (word/position/type embeddings and their norm), for ``--freeze embeddings``.
+
+    ELECTRA's ``embeddings_project`` and ALBERT's ``embedding_hidden_mapping_in`` are not included: they are the
+    first learned map after the embeddings, counted with the encoder.
+    """
+    return _base(model).embeddings
+
+
+def pooler_parts(model: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
+    """The pretrained pooler as (dense layer, activation), or None for families without one.
+
+    BERT-style poolers apply ``tanh(dense(h))`` to the [CLS] vector; ALBERT keeps the two as separate attributes.
+    """
+    base = _base(model)
+    pooler = getattr(base, "pooler", None)
+    if pooler is None:
+        return None
+    if isinstance(pooler, nn.Linear):  # ALBERT
+        return pooler, getattr(base, "pooler_activation", nn.Tanh())
+    dense, activation = getattr(pooler, "dense", None), getattr(pooler, "activation", None)
+    if isinstance(dense, nn.Linear) and activation is not None:
+        return dense, activation
+    return None
+
+
+def uses_token_type_ids(model: nn.Module) -> bool:
+    """Whether the encoder takes segment ids (BERT, ALBERT, ELECTRA, DeBERTa with type embeddings) for pairs."""
+    import inspect
+
+    base = _base(model)
+    if "token_type_ids" not in inspect.signature(base.forward).parameters:
+        return False
+    return int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2

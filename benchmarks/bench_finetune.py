@@ -1,0 +1,190 @@
+"""bertscope finetune vs a Hugging Face ``Trainer`` run of the same model, subset, hyper-parameters, precision, seed.
+
+Three runs side by side in one process (same threads, same moment):
+
+* ``trainer-padded``: ``run_glue.py`` defaults, every example padded to ``--max-length``;
+* ``trainer-dynamic``: ``DataCollatorWithPadding`` + length-grouped sampling (a tuned Trainer);
+* ``bertscope``: ``bertscope finetune`` with its defaults (dynamic padding, length-grouped batches).
+
+Reported: training examples per second (train loop only: tokenisation and evaluation excluded on both sides) and the
+dev metric of each, then the ratios. ``--layer-check`` adds bertscope runs reading the middle and the last layer (the
+layers above the one read are not computed, so the middle one should cost about half).
+
+    python -m benchmarks.bench_finetune --task sst2 --train 2000 --seeds 0
+    python -m benchmarks.bench_finetune --train 200 --eval 200 --padded-train 64 --layer-check   # quick
+
+The summary is printed and written to ``benchmarks/results/bench_finetune.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertscope import api, families, glue
+from bertscope.results import environment_info, write_json_atomic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _glue_dir(value: str | None) -> str:
+    for candidate in (value, os.environ.get("BERTSCOPE_GLUE_DIR"),
+                      str(Path(__file__).resolve().parents[2] / "shared/data/glue")):
+        if candidate and Path(candidate).is_dir():
+            return candidate
+    raise SystemExit("local GLUE folder not found: pass --data-dir or set BERTSCOPE_GLUE_DIR")
+
+
+def run_trainer(args: argparse.Namespace, seed: int, *, padded: bool, max_train: int) -> dict[str, Any]:
+    """A Trainer run as run_glue.py does it (padded) or tuned (dynamic padding + group_by_length)."""
+    import datasets
+    import transformers
+
+    task = glue.get_task(args.task)
+    train = glue.load_split(task, "train", args.data_dir, max_train, seed)
+    dev = glue.load_split(task, task.default_eval_split, args.data_dir, args.eval, seed)
+    source = families.resolve_model_source(args.model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    transformers.set_seed(seed)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(source, num_labels=task.num_labels)
+
+    def to_dataset(split: glue.GlueSplit) -> datasets.Dataset:
+        columns = list(zip(*(ex.texts for ex in split.examples)))
+        enc = tokenizer(*columns[:2], truncation=True, max_length=args.max_length,
+                        padding="max_length" if padded else False)
+        data = dict(enc)
+        data["labels"] = [ex.label for ex in split.examples]
+        return datasets.Dataset.from_dict(data)
+
+    train_ds, dev_ds = to_dataset(train), to_dataset(dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = transformers.TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
+            learning_rate=args.lr, num_train_epochs=args.epochs, weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_ratio, max_grad_norm=args.grad_clip, seed=seed, data_seed=seed,
+            report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no", use_cpu=args.device == "cpu",
+            dataloader_num_workers=0, train_sampling_strategy="random" if padded else "group_by_length",
+            disable_tqdm=True,
+            bf16=args.dtype == "bfloat16", fp16=args.dtype == "float16",
+        )
+        collator = (transformers.default_data_collator if padded
+                    else transformers.DataCollatorWithPadding(tokenizer))
+        trainer = transformers.Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=collator)
+        start = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        output = trainer.predict(dev_ds)
+        eval_seconds = time.perf_counter() - start
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    preds = logits.squeeze(-1).tolist() if task.is_regression else logits.argmax(-1).tolist()
+    metrics = glue.compute_metrics(task, preds, dev.labels)
+    examples = len(train) * args.epochs
+    return {"train_examples": examples, "train_seconds": train_seconds, "examples_per_second": examples / train_seconds,
+            "eval_seconds": eval_seconds, "dev": metrics}
+
+
+def run_bertscope(args: argparse.Namespace, seed: int, *, layer: str = "-1", max_train: int) -> dict[str, Any]:
+    result = api.finetune(task=args.task, model=args.model, data_dir=args.data_dir, max_train=max_train,
+                          max_eval=args.eval, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, grad_clip=args.grad_clip,
+                          max_length=args.max_length, seed=seed, device=args.device, dtype=args.dtype, layer=layer,
+                          pooler=args.pooler, progress=False)
+    t = result.timing
+    return {"train_examples": t["train_examples"], "train_seconds": t["train_seconds"],
+            "examples_per_second": t["train_examples_per_second"], "eval_seconds": t["eval_seconds"],
+            "dev": next(iter(result.final.values()))}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--model", default=None, help="default: the embedded MiniLM-L6")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--train", type=int, default=2000, help="training examples (seeded subset)")
+    parser.add_argument("--eval", type=int, default=None, help="dev examples (default: the whole dev split)")
+    parser.add_argument("--padded-train", type=int, default=None,
+                        help="cap the slow padded Trainer at this many training examples (throughput only)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-ratio", type=float, default=0.1)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seeds", default="0", help="comma list")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--pooler", action="store_true", help="bertscope head through the pretrained pooler")
+    parser.add_argument("--skip", default="", help="comma list of runs to skip: trainer-padded,trainer-dynamic")
+    parser.add_argument("--layer-check", action="store_true", help="also time reading the middle vs last layer")
+    parser.add_argument("--out", default=str(RESULTS / "bench_finetune.json"))
+    args = parser.parse_args(argv)
+    args.data_dir = _glue_dir(args.data_dir)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+
+    runs: dict[str, list[dict[str, Any]]] = {"bertscope": [], "trainer-dynamic": [], "trainer-padded": []}
+    for seed in seeds:
+        print(f"seed {seed}: bertscope ...", flush=True)
+        runs["bertscope"].append(run_bertscope(args, seed, max_train=args.train))
+        print(f"  {runs['bertscope'][-1]['examples_per_second']:.1f} ex/s  {runs['bertscope'][-1]['dev']}", flush=True)
+        if "trainer-dynamic" not in skip:
+            print(f"seed {seed}: Trainer, dynamic padding + group_by_length ...", flush=True)
+            runs["trainer-dynamic"].append(run_trainer(args, seed, padded=False, max_train=args.train))
+            r = runs["trainer-dynamic"][-1]
+            print(f"  {r['examples_per_second']:.1f} ex/s  {r['dev']}", flush=True)
+        if "trainer-padded" not in skip:
+            print(f"seed {seed}: Trainer, padded to {args.max_length} (run_glue defaults) ...", flush=True)
+            runs["trainer-padded"].append(run_trainer(args, seed, padded=True,
+                                                      max_train=args.padded_train or args.train))
+            r = runs["trainer-padded"][-1]
+            print(f"  {r['examples_per_second']:.1f} ex/s  {r['dev']}", flush=True)
+
+    def mean(name: str, key: str) -> float | None:
+        values = [r[key] if key != "score" else r["dev"]["score"] for r in runs[name]]
+        return statistics.fmean(values) if values else None
+
+    summary: dict[str, Any] = {"args": vars(args), "threads": torch.get_num_threads(), "runs": runs,
+                               "environment": environment_info()}
+    ours = mean("bertscope", "examples_per_second")
+    for name in ("trainer-dynamic", "trainer-padded"):
+        theirs = mean(name, "examples_per_second")
+        if theirs:
+            summary[f"speedup_vs_{name}"] = ours / theirs  # type: ignore[operator]
+    summary["mean_score"] = {name: mean(name, "score") for name in runs if runs[name]}
+    if args.layer_check:
+        depth = families.num_layers(families.load_model(args.model, "base").model)
+        middle = str(depth // 2)
+        mid = run_bertscope(args, seeds[0], layer=middle, max_train=args.train)
+        last = run_bertscope(args, seeds[0], layer="-1", max_train=args.train)
+        summary["layer_check"] = {"middle_layer": int(middle), "middle": mid, "last": last,
+                                  "time_ratio_middle_over_last": mid["train_seconds"] / last["train_seconds"]}
+
+    print("\n=== summary ===")
+    print(f"threads: {summary['threads']}, task {args.task}, train {args.train}, epochs {args.epochs}, "
+          f"dtype {args.dtype}, seeds {seeds}")
+    for name in runs:
+        if runs[name]:
+            print(f"{name:16s} {mean(name, 'examples_per_second'):8.1f} ex/s   dev score "
+                  f"{mean(name, 'score'):.4f}  ({[round(r['dev']['score'], 4) for r in runs[name]]})")
+    for name in ("trainer-dynamic", "trainer-padded"):
+        if f"speedup_vs_{name}" in summary:
+            print(f"bertscope / {name}: {summary[f'speedup_vs_{name}']:.2f}x")
+    if args.layer_check:
+        print(f"layer {summary['layer_check']['middle_layer']} vs last: train time ratio "
+              f"{summary['layer_check']['time_ratio_middle_over_last']:.2f}")
+    write_json_atomic(args.out, summary)
+    print(f"written {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+"""``bertscope reconstruct``: decode every hidden layer with the masked-LM head and score the input tokens.
+
+For every layer l = 0..L (0 = embedding output) the head is applied to ``hidden_states[l]`` at every counted
+position and the *input* token is scored (top-1, top-5, mean rank, NLL, exact sentences; see :mod:`bertscope.lens`).
+
+How it runs (and why it is fast): sentences are tokenised once and sorted by length so batches carry little
+padding; the bare encoder runs once per batch with all hidden states; only counted positions (real, non-special
+tokens by default) are gathered, and the head decodes them chunk by chunk, layer by layer. Masks for ``--mask-prob``
+are drawn per sentence from a seeded generator, so no number depends on batch size, padding or order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertscope import families
+from bertscope.configs import ReconstructConfig
+from bertscope.errors import BertscopeError
+from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
+from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
+from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.texts import TextSource, load_texts, read_text_file
+
+__all__ = ["LayerRecord", "ReconstructResult", "parse_layers", "run_reconstruct"]
+
+_log = logging.getLogger("bertscope")
+METRIC_NAMES = ("top1", "top5", "mean_rank", "nll", "exact")
+
+
+def parse_layers(spec: str | None, depth: int) -> list[int]:
+    """Layer indices from ``0,3,6`` / ``0-3`` / ``-1`` (negative counts from L) / ``all``; sorted, unique."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return list(range(depth + 1))
+    chosen: set[int] = set()
+
+    def index(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise BertscopeError(f"--layers: {text!r} is not a layer number (use e.g. 0,3,6 or 2-5)") from None
+        value = depth + 1 + value if value < 0 else value
+        if not 0 <= value <= depth:
+            raise BertscopeError(f"--layers: layer {text} out of range; this model has layers 0..{depth}")
+        return value
+
+    for part in spec.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", part)
+        if match:
+            lo, hi = index(match.group(1)), index(match.group(2))
+            if lo > hi:
+                raise BertscopeError(f"--layers: empty range {part}")
+            chosen.update(range(lo, hi + 1))
+        elif part:
+            chosen.add(index(part))
+    if not chosen:
+        raise BertscopeError("--layers: no layer given")
+    return sorted(chosen)
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """Metrics of one layer over one group of positions (``all``, or ``masked`` / ``unmasked`` with --mask-prob)."""
+
+    layer: int
+    group: str
+    tokens: int
+    sentences: int
+    top1: float
+    top5: float
+    mean_rank: float
+    nll: float
+    exact: float
+
+    @classmethod
+    def of(cls, layer: int, group: str, m: LayerMetrics) -> LayerRecord:
+        return cls(layer=layer, group=group, **dataclasses.asdict(m))
+
+
+@dataclass(frozen=True)
+class ReconstructResult:
+    """Per-layer reconstruction of the input by the MLM head, with everything needed to trace the numbers."""
+
+    config: ReconstructConfig
+    model: dict[str, Any]
+    head: dict[str, Any]
+    texts: dict[str, Any]
+    records: tuple[LayerRecord, ...]
+    examples: tuple[dict[str, Any], ...] = ()
+    counting: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(r.group for r in self.records))
+
+    def record(self, layer: int, group: str = "all") -> LayerRecord:
+        for r in self.records:
+            if r.layer == layer and r.group == group:
+                return r
+        raise KeyError((layer, group))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": "reconstruct",
+            "config": self.config.to_dict(),
+            "model": self.model,
+            "head": self.head,
+            "texts": self.texts,
+            "counting": self.counting,
+            "metric_definitions": {
+                "top1": "share of counted tokens whose input token has the highest logit",
+                "top5": "share of counted tokens whose input token is among the 5 highest logits",
+                "mean_rank": "mean 1-based rank of the input token (1 = first choice; ties count in its favour)",
+                "nll": "mean negative log-likelihood of the input token, natural log (nats)",
+                "exact": "share of sentences whose counted tokens are all top-1",
+            },
+            "records": [dataclasses.asdict(r) for r in self.records],
+            "examples": list(self.examples),
+            "timing": self.timing,
+            "environment": self.environment,
+            "files": self.files,
+        }
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        last = max(r.layer for r in self.records)
+        for r in self.records:
+            prefix = f"layer{r.layer}" + ("" if r.group == "all" else f".{r.group}")
+            for name in METRIC_NAMES:
+                out[f"{prefix}.{name}"] = getattr(r, name)
+            if r.layer == last:
+                final = "final" + ("" if r.group == "all" else f".{r.group}")
+                for name in METRIC_NAMES:
+                    out[f"{final}.{name}"] = getattr(r, name)
+        fit = self.head.get("fit") or {}
+        if fit.get("heldout_masked_top1") is not None:
+            out["head.heldout_masked_top1"] = float(fit["heldout_masked_top1"])
+        return out
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        head = self.head["mode"] + (f"/{self.head['part']}" if self.head["mode"] == "pretrained" else "")
+        title = (f"reconstruct: {self.model['name']} ({self.model['family']}, {self.model['num_layers']} layers), "
+                 f"head {head}, {self.texts.get('num_sentences')} sentences")
+        table = Table(title=title, title_justify="left")
+        several = len(self.groups) > 1
+        table.add_column("layer", justify="right")
+        if several:
+            table.add_column("positions")
+        for label in ("tokens", "top-1", "top-5", "mean rank", "NLL", "exact sent."):
+            table.add_column(label, justify="right")
+        for r in self.records:
+            row = [str(r.layer)] + ([r.group] if several else [])
+            row += [str(r.tokens), _pct(r.top1), _pct(r.top5), _num(r.mean_rank, 1), _num(r.nll, 3), _pct(r.exact)]
+            table.add_row(*row)
+        notes = []
+        fit = self.head.get("fit")
+        if fit:
+            acc = fit.get("heldout_masked_top1")
+            notes.append(f"fitted head ({'reused from cache' if fit.get('reused') else 'fitted now'}): final-layer "
+                         f"masked-token top-1 on held-out text {_pct(acc) if acc is not None else 'n/a'}")
+        if self.files:
+            notes.append("wrote " + ", ".join(sorted(self.files.values())))
+        table.caption = "\n".join(notes) if notes else None
+        table.caption_justify = "left"
+        return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def _num(value: float, digits: int) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------------- the run
+
+
+def _resolve_head(config: ReconstructConfig, loaded: families.LoadedModel, tokenizer: Any, source: TextSource,
+                  dtype_name: str) -> tuple[families.HeadParts, dict[str, Any]]:
+    """The head to decode with, per --head / --head-part, and what the result file says about it."""
+    mode = config.head
+    has_head = loaded.has_pretrained_mlm_head
+    if mode == "auto":
+        mode = "pretrained" if has_head else "fit"
+    if mode == "pretrained":
+        if not has_head:
+            raise BertscopeError(
+                f"{loaded.source} has no pretrained masked-LM head (its weights hold none); "
+                "use --head fit to fit one on the frozen final layer, or --head auto"
+            )
+        parts = families.mlm_head_parts(loaded.model, config.head_part)  # type: ignore[arg-type]
+        return parts, {"mode": "pretrained", "requested": config.head, "part": config.head_part}
+    corpus, corpus_info = _fit_corpus(config.fit_corpus, source)
+    options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
+                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length)
+    fitted = get_fitted_head(
+        loaded.model, tokenizer, corpus, corpus_info, options=options, seed=config.seed, dtype=dtype_name,
+        cache_dir=config.head_cache, refit=config.refit, progress=config.progress, model_source=loaded.source,
+    )
+    info = {"mode": "fit", "requested": config.head, "part": "full (fitted)", "fit": fitted.info}
+    if config.head_part != "full":
+        info["note"] = "--head-part applies to pretrained heads only; the fitted head is always used whole"
+    return fitted.parts(loaded.model), info
+
+
+def _fit_corpus(choice: str, source: TextSource) -> tuple[list[str], dict[str, Any]]:
+    if choice == "builtin":
+        builtin = load_texts()
+        return list(builtin.sentences), {"kind": "builtin", "file": "bertscope/data/sentences.txt"}
+    if choice == "source":
+        return list(source.sentences), {"kind": "source", "source": source.describe()}
+    return read_text_file(choice), {"kind": "file", "file": str(Path(choice).expanduser().resolve())}
+
+
+@dataclass
+class _Encoded:
+    ids: list[torch.Tensor]          # the (possibly masked) input ids per sentence
+    targets: list[torch.Tensor]      # the original ids (what the head should reconstruct)
+    counted: list[torch.Tensor]      # bool: position enters the metrics
+    selected: list[torch.Tensor]     # bool: position was selected for masking
+    truncated: int
+
+
+def _encode(tokenizer: Any, sentences: Sequence[str], config: ReconstructConfig) -> _Encoded:
+    enc = tokenizer(list(sentences), truncation=True, max_length=config.max_length, return_special_tokens_mask=True)
+    full = tokenizer(list(sentences), truncation=False, add_special_tokens=True)["input_ids"]
+    truncated = sum(len(f) > config.max_length for f in full)
+    mask_id = tokenizer.mask_token_id
+    if config.mask_prob > 0 and mask_id is None:
+        raise BertscopeError("--mask-prob needs a tokenizer with a mask token; this one has none")
+    vocab = len(tokenizer)
+    out = _Encoded([], [], [], [], truncated)
+    for i, (ids, special) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
+        ids_t = torch.tensor(ids, dtype=torch.long)
+        normal = torch.tensor(special, dtype=torch.bool).logical_not()
+        counted = torch.ones_like(normal) if config.include_special else normal
+        if config.mask_prob > 0:
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + i)
+            masked, selected = bert_mask(ids_t, normal, config.mask_prob, generator, mask_id, vocab)
+        else:
+            masked, selected = ids_t, torch.zeros_like(normal)
+        out.ids.append(masked)
+        out.targets.append(ids_t)
+        out.counted.append(counted)
+        out.selected.append(selected)
+    return out
+
+
+def _pad(rows: list[torch.Tensor], value: Any, dtype: torch.dtype) -> torch.Tensor:
+    width = max(r.shape[0] for r in rows)
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, :r.shape[0]] = r
+    return out
+
+
+def _chunk_size(vocab: int) -> int:
+    """Rows of logits decoded at once: about 16M logits (64 MB in fp32), at least 16 rows."""
+    return max(16, min(4 * DEFAULT_CHUNK_SIZE, (1 << 24) // max(1, vocab)))
+
+
+def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
+    """Run the lens as configured; writes reconstruct.json/.csv/.png when ``config.out`` is set."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
+                        max_examples=config.max_examples, seed=config.seed)
+    out_dir = _check_out(config.out)
+    device = families.resolve_device(config.device)
+    loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+    tokenizer = families.load_tokenizer(config.model)
+    model = loaded.model
+    depth = families.num_layers(model)
+    layers = parse_layers(config.layers, depth)
+    t_loaded = time.perf_counter()
+    head, head_info = _resolve_head(config, loaded, tokenizer, source, config.dtype)
+    t_head = time.perf_counter()
+
+    encoded = _encode(tokenizer, source.sentences, config)
+    groups = ("all",) if config.mask_prob == 0 else ("all", "masked", "unmasked")
+    sums = {(layer, g): MetricSums() for layer in layers for g in groups}
+    vocab = head.weight.shape[0]
+    chunk = _chunk_size(vocab)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(encoded.ids)), key=lambda i: (-encoded.ids[i].shape[0], i))
+    wanted_examples = set(range(min(config.examples, len(order))))
+    examples: dict[int, dict[str, Any]] = {}
+    encoder = families.base_encoder(model)
+    bar = tqdm(total=len(order), desc="reconstructing", unit="sent", disable=not config.progress, leave=False)
+    with torch.inference_mode():
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            ids = _pad([encoded.ids[i] for i in batch], pad_id, torch.long).to(device)
+            attention = _pad([torch.ones_like(encoded.ids[i]) for i in batch], 0, torch.long).to(device)
+            counted = _pad([encoded.counted[i] for i in batch], False, torch.bool).to(device) & attention.bool()
+            targets = _pad([encoded.targets[i] for i in batch], pad_id, torch.long).to(device)[counted]
+            selected = _pad([encoded.selected[i] for i in batch], False, torch.bool).to(device)[counted]
+            rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(counted)[counted]
+            hidden_states = encoder(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states
+            picks = {"all": None, "masked": selected, "unmasked": ~selected}
+            for layer in layers:
+                hidden = hidden_states[layer][counted]
+                rank, nll = head_token_stats(head, hidden, targets, is_last_layer=layer == depth, chunk_size=chunk)
+                for g in groups:
+                    pick = picks[g]
+                    if pick is None:
+                        sums[layer, g].add(rank, nll, rows, len(batch))
+                    else:
+                        sums[layer, g].add(rank[pick], nll[pick], rows[pick], len(batch))
+            for row, index in enumerate(batch):
+                if index in wanted_examples:
+                    examples[index] = _example(tokenizer, head, hidden_states, layers, depth, row, index,
+                                               encoded, counted[row], attention[row])
+            bar.update(len(batch))
+    bar.close()
+    t_lens = time.perf_counter()
+
+    records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
+    config_dict_model = {
+        "name": config.model or families.DEFAULT_MODEL_NAME,
+        "source": loaded.source,
+        "family": loaded.family.name,
+        "model_type": model.config.model_type,
+        "num_layers": depth,
+        "hidden_size": families.hidden_size(model),
+        "vocab_size": vocab,
+        "has_pretrained_mlm_head": loaded.has_pretrained_mlm_head,
+        "device": str(device),
+        "dtype": config.dtype,
+    }
+    counting = {
+        "positions": "real tokens incl. special tokens" if config.include_special else
+                     "real tokens, special tokens ([CLS], [SEP], ...) excluded",
+        "padding": "never counted",
+        "layers": layers,
+        "layer_0": "embedding output (hidden_states[0])",
+        "truncated_sentences": encoded.truncated,
+        "max_length": config.max_length,
+        "masking": None if config.mask_prob == 0 else {
+            "prob": config.mask_prob, "scheme": "BERT 80/10/10 over non-special tokens, per-sentence seeded",
+            "groups": "masked = selected positions (whatever they were replaced by); unmasked = the rest"},
+        "head_application": "ModernBERT-style final norm applied to layers < L" if head.pre_norm is not None
+                            else "head applied to the raw hidden state",
+    }
+    timing = {"load_s": round(t_loaded - started, 3), "head_s": round(t_head - t_loaded, 3),
+              "lens_s": round(t_lens - t_head, 3)}
+    result = ReconstructResult(
+        config=config, model=config_dict_model, head=head_info, texts=source.describe(), records=records,
+        examples=tuple(examples[i] for i in sorted(examples)), counting=counting, timing=timing,
+        environment=environment_info(),
+    )
+    if out_dir is not None:
+        result = _write(result, out_dir)
+    return result
+
+
+def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[torch.Tensor], layers: list[int],
+             depth: int, row: int, index: int, encoded: _Encoded, counted: torch.Tensor,
+             attention: torch.Tensor) -> dict[str, Any]:
+    """One sentence decoded top-1 at every layer (all real positions, counted or not), for reading by eye."""
+    n = int(attention.sum())
+    decoded = {}
+    for layer in layers:
+        logits = head.logits(hidden_states[layer][row, :n], is_last_layer=layer == depth)
+        decoded[str(layer)] = tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    return {
+        "index": index,
+        "input": tokenizer.convert_ids_to_tokens(encoded.targets[index].tolist()),
+        "fed": tokenizer.convert_ids_to_tokens(encoded.ids[index].tolist()),
+        "counted": counted[:n].tolist(),
+        "top1_by_layer": decoded,
+    }
+
+
+def _check_out(out: str | None) -> Path | None:
+    """The output folder, created (and checked writable) before any heavy work."""
+    if out is None:
+        return None
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise BertscopeError(f"--out {out} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise BertscopeError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return folder
+
+
+def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
+    """Write CSV, PNG, then JSON (each atomically); the JSON, written last, lists the files."""
+    files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv"),
+             "png": str(folder / "reconstruct.png")}
+    rows = [{"model": result.model["name"], "head": result.head["mode"], **dataclasses.asdict(r)}
+            for r in result.records]
+    write_csv_atomic(files["csv"], rows)
+    _plot(result, Path(files["png"]))
+    result = dataclasses.replace(result, files=files)
+    write_json_atomic(files["json"], result.to_dict())
+    return result
+
+
+def _plot(result: ReconstructResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    styles = {"all": "-", "masked": "--", "unmasked": ":"}
+    for group in result.groups:
+        recs = [r for r in result.records if r.group == group]
+        x = [r.layer for r in recs]
+        suffix = "" if group == "all" else f" ({group})"
+        for name, label in (("top1", "top-1"), ("top5", "top-5"), ("exact", "exact sentences")):
+            axes[0].plot(x, [100 * getattr(r, name) for r in recs], styles.get(group, "-"), marker="o",
+                         label=label + suffix)
+        axes[1].plot(x, [r.nll for r in recs], styles.get(group, "-"), marker="o", label="NLL" + suffix)
+        axes[2].plot(x, [r.mean_rank for r in recs], styles.get(group, "-"), marker="o", label="mean rank" + suffix)
+    axes[0].set_ylabel("% of tokens / sentences")
+    axes[0].set_ylim(-2, 102)
+    axes[1].set_ylabel("NLL of the input token (nats)")
+    axes[2].set_ylabel("mean rank of the input token (1 = best)")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    head = result.head["mode"] + (f"/{result.head['part']}" if result.head["mode"] == "pretrained" else "")
+    fig.suptitle(f"Input reconstruction by the MLM head at every layer: {result.model['name']} (head {head})",
+                 fontsize=10)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)

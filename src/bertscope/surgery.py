@@ -1,0 +1,392 @@
+"""Layer surgery: deepen or shrink a pre-trained encoder by copying or removing layers, with no training.
+
+Paper 1 (Kao et al., arXiv 2001.09309) deepens a pre-trained encoder by duplicating some of its layers and then
+fine-tunes it; its first version also reports that removing or duplicating most single layers barely changes the
+outputs. Here every such edit is a *layer map*: the list of source-layer indices of the new stack (``0,1,2,2,3``
+duplicates layer 2 of a 4-layer model). ``--duplicate`` and ``--remove`` are sugar that produce a map.
+
+:func:`run_deepen` applies a map with real deep copies, saves a normal Hugging Face folder through a temporary folder,
+verifies it (reload, depth, no shared storage, reloaded outputs = in-memory outputs = the original's layers composed
+by the map) and only then renames it into place, so a half-written folder never looks complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertscope import __version__, families
+from bertscope.configs import DeepenConfig
+from bertscope.errors import BertscopeError
+from bertscope.results import environment_info, write_json_atomic
+
+__all__ = [
+    "PROVENANCE_FILE",
+    "DeepenResult",
+    "Verification",
+    "duplicate_map",
+    "layer_map_from_config",
+    "parse_layer_list",
+    "parse_layer_map",
+    "remove_map",
+    "run_deepen",
+    "variant_model",
+    "verify_checkpoint",
+]
+
+PROVENANCE_FILE = "bertscope_provenance.json"
+CONFIG_NOTE_KEY = "bertscope_surgery"
+
+
+def _int(token: str, what: str) -> int:
+    try:
+        return int(token.strip())
+    except ValueError:
+        raise BertscopeError(f"{what}: {token.strip()!r} is not a layer index (use e.g. 3, 6-8 or 2,6-8)") from None
+
+
+def parse_layer_list(spec: str, depth: int, *, what: str = "--layers") -> list[int]:
+    """Sorted unique layer indices from ``"6"``, ``"6-8"`` (inclusive) or ``"2,6-8"``; each must be in 0..depth-1."""
+    if spec is None or not str(spec).strip():
+        raise BertscopeError(f"{what} is empty: give a layer (6), a range (6-8) or a list (2,6-8)")
+    chosen: set[int] = set()
+    for part in str(spec).split(","):
+        part = part.strip()
+        if not part:
+            raise BertscopeError(f"{what}: empty item in {spec!r}")
+        dash = part.find("-", 1)
+        if dash > 0:
+            lo, hi = _int(part[:dash], what), _int(part[dash + 1:], what)
+            if hi < lo:
+                raise BertscopeError(f"{what}: range {part} runs backwards; write {hi}-{lo}")
+            items = range(lo, hi + 1)
+        else:
+            items = range(_int(part, what), _int(part, what) + 1)
+        for i in items:
+            if not 0 <= i < depth:
+                raise BertscopeError(f"{what}: layer {i} out of range: this model has layers 0..{depth - 1}")
+            chosen.add(i)
+    return sorted(chosen)
+
+
+def parse_layer_map(spec: str, depth: int) -> list[int]:
+    """The explicit map ``"0,1,2,2,3"`` as a list (order and repeats kept); indices must be in 0..depth-1."""
+    tokens = [t for t in str(spec).replace(" ", "").split(",")]
+    if not tokens or tokens == [""]:
+        raise BertscopeError("--layer-map is empty: a model needs at least one layer")
+    layer_map = [_int(t, "--layer-map") for t in tokens]
+    for i in layer_map:
+        if not 0 <= i < depth:
+            raise BertscopeError(f"--layer-map: layer {i} out of range: this model has layers 0..{depth - 1}")
+    return layer_map
+
+
+def _runs(layers: list[int]) -> list[list[int]]:
+    """Contiguous runs of sorted indices: [2, 6, 7, 8] -> [[2], [6, 7, 8]]."""
+    runs: list[list[int]] = []
+    for i in layers:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def duplicate_map(depth: int, layers: list[int], copies: int = 1, placement: str = "adjacent") -> list[int]:
+    """The map that duplicates ``layers`` ``copies`` extra times.
+
+    ``adjacent``: every chosen layer is followed by its copies (6-8 -> 6,6,7,7,8,8). ``block``: each contiguous run
+    of chosen layers is repeated after itself (6-8 -> 6,7,8,6,7,8), which is how paper 1 stacks a range.
+    """
+    chosen = set(layers)
+    if placement == "adjacent":
+        return [j for i in range(depth) for j in [i] * (1 + copies * (i in chosen))]
+    if placement != "block":
+        raise BertscopeError(f"--placement must be adjacent or block, got {placement!r}")
+    ends = {run[-1]: run for run in _runs(sorted(chosen))}
+    out: list[int] = []
+    for i in range(depth):
+        out.append(i)
+        if i in ends:
+            out.extend(ends[i] * copies)
+    return out
+
+
+def remove_map(depth: int, layers: list[int]) -> list[int]:
+    """The map without ``layers``; removing every layer is an error."""
+    kept = [i for i in range(depth) if i not in set(layers)]
+    if not kept:
+        raise BertscopeError(f"--remove would leave no layers (the model has {depth}); keep at least one")
+    return kept
+
+
+def layer_map_from_config(config: DeepenConfig, depth: int) -> tuple[list[int], dict[str, Any]]:
+    """(layer map, description of the operation) for a deepen config and a model of ``depth`` layers."""
+    if config.layer_map is not None:
+        return parse_layer_map(config.layer_map, depth), {"op": "layer-map", "spec": config.layer_map}
+    if config.duplicate is not None:
+        layers = parse_layer_list(config.duplicate, depth, what="--duplicate")
+        return duplicate_map(depth, layers, config.copies, config.placement), {
+            "op": "duplicate", "layers": layers, "copies": config.copies, "placement": config.placement}
+    layers = parse_layer_list(config.remove or "", depth, what="--remove")
+    return remove_map(depth, layers), {"op": "remove", "layers": layers}
+
+
+def variant_model(model: torch.nn.Module, layer_map: list[int]) -> torch.nn.Module:
+    """A deep copy of ``model`` whose layer stack follows ``layer_map`` (the original is left untouched)."""
+    families.check_layer_map(model, layer_map)
+    return families.apply_layer_map(copy.deepcopy(model), layer_map)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What was checked on a saved folder, with the measured differences."""
+
+    reloaded_depth: int
+    expected_depth: int
+    shared_storage: list[str]
+    max_abs_diff_reload: float
+    max_abs_diff_composition: float
+    identity_map: bool
+    max_abs_diff_original: float | None
+    tolerance: float
+    storage_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        diffs = [self.max_abs_diff_reload, self.max_abs_diff_composition]
+        if self.max_abs_diff_original is not None:
+            diffs.append(self.max_abs_diff_original)
+        return (self.reloaded_depth == self.expected_depth and not self.shared_storage
+                and all(d <= self.tolerance for d in diffs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "reloaded_depth": self.reloaded_depth, "expected_depth": self.expected_depth,
+                "shared_storage": self.shared_storage, "storage_note": self.storage_note,
+                "max_abs_diff_reload": self.max_abs_diff_reload,
+                "max_abs_diff_composition": self.max_abs_diff_composition, "identity_map": self.identity_map,
+                "max_abs_diff_original": self.max_abs_diff_original, "tolerance": self.tolerance}
+
+
+def _probe_inputs(config: Any, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random token ids (two rows, the second padded) for output checks that need no tokenizer."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = int(config.vocab_size)
+    pad = getattr(config, "pad_token_id", None)
+    ids = torch.randint(5, vocab, (2, 12), generator=g)
+    if pad is not None:
+        ids[ids == pad] = 5 if pad != 5 else 6
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    if pad is not None:
+        ids[1, 8:] = pad
+    return ids.to(device), mask.to(device)
+
+
+def _first_output(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=ids, attention_mask=mask)
+    first = out[0] if isinstance(out, tuple) else next(iter(out.values()))
+    return first.float()
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    diff = (a.float() - b.float()).abs()
+    if mask is not None and diff.dim() >= 2 and diff.shape[:2] == mask.shape:
+        diff = diff[mask.bool()]  # padded positions are undefined in some families; compare real tokens
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def _shared_storage(model: torch.nn.Module) -> list[str]:
+    """Names of layer parameters whose storage another layer of the stack also uses (must be none)."""
+    owner: dict[int, str] = {}
+    shared: list[str] = []
+    for index, layer in enumerate(families.get_layers(model)):
+        for name, tensor in list(layer.named_parameters()) + list(layer.named_buffers()):
+            ptr = tensor.untyped_storage().data_ptr()
+            if tensor.numel() == 0 or ptr == 0:
+                continue
+            here = f"layer {index}: {name}"
+            if ptr in owner and not owner[ptr].startswith(f"layer {index}:"):
+                shared.append(f"{here} shares storage with {owner[ptr]}")
+            owner.setdefault(ptr, here)
+    return shared
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    return 1e-4 if dtype == torch.float32 else 2e-2
+
+
+@torch.no_grad()
+def verify_checkpoint(
+    folder: str | Path,
+    variant: torch.nn.Module,
+    original: torch.nn.Module,
+    layer_map: list[int],
+    *,
+    seed: int = 0,
+) -> Verification:
+    """Reload ``folder`` and check it against the in-memory ``variant`` and the ``original``'s layers.
+
+    The composition check runs the original's own layers in map order (:func:`families.run_layers`) without building
+    anything, an independent reference for what the variant must compute; for the identity map the reloaded model
+    must also reproduce the original's outputs.
+    """
+    device = next(variant.parameters()).device
+    reloaded = families.load_saved_architecture(str(folder), device=device).model
+    ids, mask = _probe_inputs(original.config, seed, device)
+    dtype = next(variant.parameters()).dtype
+    out_variant = _first_output(variant, ids, mask)
+    out_reloaded = _first_output(reloaded, ids, mask)
+    hidden = families.embed(original, ids, mask)
+    composed = families.finalize_hidden(original, families.run_layers(original, hidden, mask, layer_map))
+    base_variant = variant.base_model(input_ids=ids, attention_mask=mask)[0]
+    identity = list(layer_map) == list(range(families.num_layers(original)))
+    diff_original = _max_diff(_first_output(original, ids, mask), out_reloaded, mask) if identity else None
+    family = families.family_for(original)
+    shared = [] if family.shared_layers else _shared_storage(reloaded) + _shared_storage(variant)
+    note = "one shared layer by design (only the depth changed)" if family.shared_layers else ""
+    return Verification(
+        reloaded_depth=families.num_layers(reloaded),
+        expected_depth=len(layer_map),
+        shared_storage=shared,
+        max_abs_diff_reload=_max_diff(out_variant, out_reloaded, mask),
+        max_abs_diff_composition=_max_diff(base_variant, composed, mask),
+        identity_map=identity,
+        max_abs_diff_original=diff_original,
+        tolerance=_tolerance(dtype),
+        storage_note=note,
+    )
+
+
+@dataclass(frozen=True)
+class DeepenResult:
+    """A saved, verified deepened (or shrunk) checkpoint."""
+
+    config: DeepenConfig
+    source: str
+    family: str
+    architecture: str
+    operation: dict[str, Any]
+    layer_map: list[int]
+    old_depth: int
+    new_depth: int
+    out: str
+    verification: dict[str, Any] | None
+    tokenizer_saved: bool
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": "deepen", "config": self.config.to_dict(), "bertscope_version": __version__,
+                "source_model": self.source, "family": self.family, "architecture": self.architecture,
+                "operation": self.operation, "layer_map": self.layer_map, "old_depth": self.old_depth,
+                "new_depth": self.new_depth, "out": self.out, "tokenizer_saved": self.tokenizer_saved,
+                "verification": self.verification, "environment": self.environment}
+
+    def metrics(self) -> dict[str, float]:
+        m = {"old_depth": float(self.old_depth), "new_depth": float(self.new_depth)}
+        if self.verification:
+            m["verify.ok"] = float(self.verification["ok"])
+            m["verify.max_abs_diff_reload"] = float(self.verification["max_abs_diff_reload"])
+        return m
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"deepen: {self.old_depth} -> {self.new_depth} layers ({self.family})", show_header=False)
+        table.add_row("source", self.source)
+        table.add_row("layer map", ",".join(map(str, self.layer_map)))
+        table.add_row("saved to", self.out)
+        if self.verification is None:
+            table.add_row("verified", "skipped (--no-verify)")
+        else:
+            v = self.verification
+            table.add_row("verified", "yes" if v["ok"] else "NO")
+            table.add_row("max |reloaded - in memory|", f"{v['max_abs_diff_reload']:.2e}")
+            table.add_row("max |in memory - composed originals|", f"{v['max_abs_diff_composition']:.2e}")
+        if not self.tokenizer_saved:
+            table.add_row("tokenizer", "none found in the source; copy one in before use")
+        return table
+
+
+def _check_out(out: Path, overwrite: bool, source: str) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise BertscopeError(f"--out {out} exists and is not a folder")
+        if not overwrite:
+            raise BertscopeError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    if Path(source).exists() and Path(source).resolve() == out.resolve() and not overwrite:
+        raise BertscopeError("--out is the source model folder; pass --overwrite to replace it")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``out``; an existing ``out`` is set aside first and deleted last."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_deepen(config: DeepenConfig) -> DeepenResult:
+    """Build the variant named by ``config``, save it as a Hugging Face folder, verify it, publish it atomically."""
+    out = Path(os.path.expanduser(config.out or ""))
+    source = families.resolve_model_source(config.model)
+    _check_out(out, config.overwrite, source)
+    loaded = families.load_saved_architecture(config.model, device=families.resolve_device(config.device))
+    original = loaded.model
+    depth = families.num_layers(original)
+    layer_map, operation = layer_map_from_config(config, depth)
+    families.check_layer_map(original, layer_map)
+    variant = variant_model(original, layer_map)
+    note = {"source_model": config.model or families.DEFAULT_MODEL_NAME, "layer_map": layer_map,
+            "old_depth": depth, "bertscope_version": __version__, "provenance_file": PROVENANCE_FILE}
+    setattr(variant.config, CONFIG_NOTE_KEY, note)
+    variant.config.name_or_path = str(out)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        variant.save_pretrained(tmp)
+        tokenizer_saved = True
+        try:
+            families.load_tokenizer(config.model).save_pretrained(tmp)
+        except BertscopeError:
+            tokenizer_saved = False
+        verification = None
+        if config.verify:
+            check = verify_checkpoint(tmp, variant, original, layer_map, seed=config.seed)
+            verification = check.to_dict()
+            if not check.ok:
+                raise BertscopeError(
+                    f"verification failed (reloaded depth {check.reloaded_depth}/{check.expected_depth}, "
+                    f"max diff {check.max_abs_diff_reload:.2e}/{check.max_abs_diff_composition:.2e}, "
+                    f"{len(check.shared_storage)} shared tensors); nothing was written to {out}"
+                )
+        result = DeepenResult(
+            config=config, source=config.model or families.DEFAULT_MODEL_NAME, family=loaded.family.name,
+            architecture=type(variant).__name__, operation=operation, layer_map=layer_map, old_depth=depth,
+            new_depth=len(layer_map), out=str(out), verification=verification, tokenizer_saved=tokenizer_saved,
+            environment=environment_info(),
+        )
+        write_json_atomic(tmp / PROVENANCE_FILE, result.to_dict())
+        _publish(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result

@@ -1,0 +1,356 @@
+"""The result store: one SQLite file holding every run's configuration, status, metrics, timings and provenance.
+
+Why SQLite: one file, no server, transactional, readable with any SQLite client. The sweep driver is the only
+writer (workers return their results to it). Every state change is one transaction, and a run becomes ``done`` in
+the same transaction that stores its metrics and full result payload, so a ``kill -9`` at any moment leaves each
+run either finished (with its result) or not, never half-written. Runs are keyed by their deterministic id, so a
+re-run of the same sweep finds them instead of adding duplicates. A second sweep on the same store is refused
+while the first is alive (an OS file lock that dies with its process).
+
+Statuses: ``pending`` (known, not started), ``running`` (handed to a worker; found on a store no sweep holds, it
+means the sweep was interrupted and the run will be started again), ``done``, ``failed`` (with its error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertscope.errors import BertscopeError
+
+__all__ = ["STATUSES", "ResultStore", "RunRecord", "StoreLock"]
+
+STATUSES = ("pending", "running", "done", "failed")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    config TEXT NOT NULL,            -- JSON: every option the run was built with
+    identity TEXT NOT NULL,          -- JSON: what the id hashes
+    depends_on TEXT NOT NULL DEFAULT '[]',
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    error TEXT,
+    traceback TEXT,
+    metrics TEXT,                    -- JSON: result.metrics()
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    started REAL,                    -- when the run was handed to a worker
+    finished REAL,                   -- when its outcome was committed
+    duration REAL,                   -- seconds the command itself ran (measured in the worker)
+    worker TEXT,                     -- host:pid that ran it
+    environment TEXT,                -- JSON: results.environment_info() in the worker
+    git_commit TEXT
+);
+CREATE TABLE IF NOT EXISTS payloads (run_id TEXT PRIMARY KEY REFERENCES runs(id), data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY, spec TEXT NOT NULL, spec_path TEXT, created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep TEXT NOT NULL, run_id TEXT NOT NULL REFERENCES runs(id), experiment TEXT NOT NULL,
+    axes TEXT NOT NULL, label TEXT, position INTEGER NOT NULL,
+    PRIMARY KEY (sweep, run_id)
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the store, decoded."""
+
+    id: str
+    command: str
+    config: dict[str, Any]
+    identity: dict[str, Any]
+    depends_on: tuple[str, ...]
+    status: str
+    error: str | None
+    metrics: dict[str, float | None]
+    attempts: int
+    created: float
+    started: float | None
+    finished: float | None
+    duration: float | None
+    worker: str | None
+    environment: dict[str, Any] | None
+    git_commit: str | None
+    sweep: str | None = None
+    experiment: str | None = None
+    axes: dict[str, Any] | None = None
+    label: str | None = None
+    traceback: str | None = None
+
+
+class StoreLock:
+    """An exclusive OS lock on ``<store>.lock``: one sweep per store at a time; released when the process dies."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = Path(f"{store_path}.lock")
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the sweep's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep ({holder}); "
+                                 "wait for it or stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def held_elsewhere(self) -> bool:
+        """True when some live process holds the lock (without taking it for long)."""
+        import fcntl
+
+        if not self.path.exists():
+            return False
+        with open(self.path, "a+") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _dumps(value: Any) -> str:
+    from bertscope.results import to_jsonable
+
+    return json.dumps(to_jsonable(value), sort_keys=True)
+
+
+def _clean_metrics(metrics: Any) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, value in dict(metrics or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        out[str(key)] = None if number != number or number in (float("inf"), float("-inf")) else number
+    return out
+
+
+class ResultStore:
+    """A sweep result store in one SQLite file (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise BertscopeError(f"no result store at {self.path} (run `bertscope sweep SPEC --store {self.path}`)")
+        if self.path.exists() and self.path.is_dir():
+            raise BertscopeError(f"--store {self.path} is a folder; give a file such as results.db")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            with self.transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise BertscopeError(f"store {self.path} was written by a newer bertscope (schema {row[0]})")
+        except sqlite3.DatabaseError as exc:
+            raise BertscopeError(f"{self.path} is not a bertscope result store: {exc}") from None
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def lock(self) -> StoreLock:
+        return StoreLock(self.path)
+
+    # -- writing (driver only) --------------------------------------------------------------------------------
+
+    def register(self, sweep: str, spec: dict[str, Any], spec_path: str | None, runs: Iterable[Any]) -> int:
+        """Record a sweep and its runs as pending (runs already known keep their status). Returns new runs."""
+        now = time.time()
+        added = 0
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sweeps(name, spec, spec_path, created, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, spec_path=excluded.spec_path, "
+                "updated=excluded.updated", (sweep, _dumps(spec), spec_path, now, now))
+            conn.execute("DELETE FROM sweep_runs WHERE sweep=?", (sweep,))
+            for position, run in enumerate(runs):
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO runs(id, command, config, identity, depends_on, status, created) "
+                    "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                    (run.id, run.command, _dumps(run.options), _dumps(run.identity), _dumps(list(run.depends_on)),
+                     now))
+                added += cursor.rowcount
+                conn.execute(
+                    "INSERT OR REPLACE INTO sweep_runs(sweep, run_id, experiment, axes, label, position) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (sweep, run.id, run.experiment, _dumps(run.axes), run.label, position))
+        return added
+
+    def mark_running(self, run_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET status='running', started=?, attempts=attempts+1, error=NULL, "
+                         "traceback=NULL WHERE id=?", (time.time(), run_id))
+
+    def mark_done(self, run_id: str, *, metrics: dict[str, Any], payload: Any, duration: float | None,
+                  worker: str | None, environment: dict[str, Any] | None) -> None:
+        """Commit a finished run: metrics, full payload, timings and provenance in one transaction."""
+        data = zlib.compress(json.dumps(payload, allow_nan=True).encode("utf-8"), 6)
+        commit = ((environment or {}).get("git") or {}).get("commit")
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO payloads(run_id, data) VALUES (?, ?)", (run_id, data))
+            conn.execute(
+                "UPDATE runs SET status='done', metrics=?, error=NULL, traceback=NULL, finished=?, duration=?, "
+                "worker=?, environment=?, git_commit=? WHERE id=?",
+                (_dumps(_clean_metrics(metrics)), time.time(), duration, worker, _dumps(environment), commit, run_id))
+
+    def mark_failed(self, run_id: str, *, error: str, traceback: str | None = None, duration: float | None = None,
+                    worker: str | None = None, environment: dict[str, Any] | None = None) -> None:
+        commit = ((environment or {}).get("git") or {}).get("commit")
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET status='failed', error=?, traceback=?, finished=?, duration=?, worker=?, "
+                "environment=COALESCE(?, environment), git_commit=COALESCE(?, git_commit) WHERE id=?",
+                (error, traceback, time.time(), duration, worker, _dumps(environment) if environment else None,
+                 commit, run_id))
+
+    def reset_interrupted(self, run_ids: Iterable[str] | None = None) -> int:
+        """Runs left ``running`` by a dead sweep go back to ``pending`` (call with the store lock held)."""
+        with self.transaction() as conn:
+            if run_ids is None:
+                return conn.execute("UPDATE runs SET status='pending' WHERE status='running'").rowcount
+            ids = list(run_ids)
+            count = 0
+            for rid in ids:
+                count += conn.execute("UPDATE runs SET status='pending' WHERE status='running' AND id=?",
+                                      (rid,)).rowcount
+            return count
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT name, spec_path, created, updated FROM sweeps ORDER BY created").fetchall()
+        return [dict(r) for r in rows]
+
+    def status_of(self, run_ids: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for rid in run_ids:
+            row = self.conn.execute("SELECT status FROM runs WHERE id=?", (rid,)).fetchone()
+            if row is not None:
+                out[rid] = row[0]
+        return out
+
+    def records(self, *, sweep: str | None = None, status: str | None = None,
+                command: str | None = None) -> list[RunRecord]:
+        """Runs (with their sweep membership when ``sweep`` is given, else their first sweep's)."""
+        if sweep is not None and not self.conn.execute("SELECT 1 FROM sweeps WHERE name=?", (sweep,)).fetchone():
+            known = ", ".join(s["name"] for s in self.sweeps()) or "none"
+            raise BertscopeError(f"no sweep named {sweep!r} in {self.path}; sweeps: {known}")
+        query = ("SELECT r.*, s.sweep, s.experiment, s.axes, s.label FROM runs r "
+                 "LEFT JOIN sweep_runs s ON s.run_id = r.id AND s.rowid = (SELECT MIN(rowid) FROM sweep_runs x "
+                 "WHERE x.run_id = r.id" + (" AND x.sweep = :sweep" if sweep else "") + ")")
+        where = []
+        if sweep is not None:
+            where.append("s.sweep = :sweep")
+        if status is not None:
+            where.append("r.status = :status")
+        if command is not None:
+            where.append("r.command = :command")
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY s.sweep, s.position, r.created"
+        rows = self.conn.execute(query, {"sweep": sweep, "status": status, "command": command}).fetchall()
+        return [self._record(r) for r in rows]
+
+    def record(self, run_id: str) -> RunRecord:
+        rows = [r for r in self.records() if r.id == run_id]
+        if not rows:
+            raise BertscopeError(f"no run {run_id!r} in {self.path}")
+        return rows[0]
+
+    def payload(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data FROM payloads WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None else json.loads(zlib.decompress(row[0]).decode("utf-8"))
+
+    def counts(self, *, sweep: str | None = None) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        if sweep is None:
+            rows = self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        else:
+            rows = self.conn.execute("SELECT r.status, COUNT(*) FROM runs r JOIN sweep_runs s ON s.run_id=r.id "
+                                     "WHERE s.sweep=? GROUP BY r.status", (sweep,)).fetchall()
+        for status, count in rows:
+            counts[status] = count
+        return counts
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> RunRecord:
+        def load(text: str | None, default: Any) -> Any:
+            return default if text is None else json.loads(text)
+
+        return RunRecord(
+            id=row["id"], command=row["command"], config=load(row["config"], {}),
+            identity=load(row["identity"], {}), depends_on=tuple(load(row["depends_on"], [])),
+            status=row["status"], error=row["error"], metrics=load(row["metrics"], {}), attempts=row["attempts"],
+            created=row["created"], started=row["started"], finished=row["finished"], duration=row["duration"],
+            worker=row["worker"], environment=load(row["environment"], None), git_commit=row["git_commit"],
+            sweep=row["sweep"], experiment=row["experiment"], axes=load(row["axes"], None), label=row["label"],
+            traceback=row["traceback"],
+        )

@@ -1,0 +1,399 @@
+"""The fine-tuning loop, top to bottom: tokenise once, group by length, AdamW + linear warmup/decay, clip, evaluate.
+
+How one step works::
+
+    vectors = represent(batch)          # [B, n_layers, H]: the selected token vector of each layer read
+    logits  = head(vectors)             # pooler? -> fixed dimension mask -> dropout -> linear / mlp2
+    loss    = cross-entropy (or MSE for STS-B); backward; clip; AdamW step; scheduler step
+
+Contracts other modules rely on (the cached fast path for frozen encoders in ``studies`` feeds pre-computed token
+vectors through this *same* loop and must get the same numbers):
+
+* The representation step is swappable: :func:`train_loop` takes any ``represent`` object with ``__call__(batch) ->
+  [B, n_layers, H]`` and ``train(mode)``; :class:`EncoderRepresentation` is the live one. A cached one can index a
+  tensor of pre-computed vectors with ``batch.example_index`` (positions in the split, carried by every batch).
+* When the encoder is frozen entirely it runs in eval mode (no dropout) under ``torch.no_grad``: a fixed feature
+  extractor, so cached vectors are identical to live ones.
+* Token selection is pure (:func:`bertscope.selection.select_tokens`).
+* Batch order depends only on ``seed``, the epoch and the example lengths (:func:`length_grouped_batches`, its own
+  ``torch.Generator``); the head is initialised from its own generator and its dropout draws from its own generator
+  (:class:`bertscope.selection.SeededDropout`), so nothing in the head's path reads the global RNG.
+
+Mixed precision (``dtype`` bfloat16/float16) uses ``torch.autocast`` around the forward pass with float32 master
+weights (float16 adds a gradient scaler). Multi-GPU: under ``accelerate launch`` (``WORLD_SIZE`` > 1) the encoder and
+head are wrapped by :class:`accelerate.Accelerator` (DDP), each process takes every n-th batch of the same seeded order
+and predictions are gathered before scoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from bertscope import families, glue
+from bertscope.selection import SelectingHead, select_layers, trainable_parameters
+
+__all__ = [
+    "Batch",
+    "EncodedSplit",
+    "EncoderRepresentation",
+    "EpochRecord",
+    "Representation",
+    "TrainHistory",
+    "collate",
+    "encode_split",
+    "evaluate",
+    "length_grouped_batches",
+    "train_loop",
+]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """A tokenised split: token ids per example (unpadded), special-token masks, labels and lengths."""
+
+    task: str
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    special_masks: list[list[int]]
+    labels: list[int | float | None]
+    idx: list[int]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode_split(tokenizer: Any, split: glue.GlueSplit, max_length: int) -> EncodedSplit:
+    """Tokenise every example once (truncating pairs longest-first to ``max_length``), without padding."""
+    columns = list(zip(*(ex.texts for ex in split.examples)))
+    encoded = tokenizer(*columns[:2], truncation=True, max_length=max_length, padding=False,
+                        return_special_tokens_mask=True, return_token_type_ids=True)
+    types = encoded.get("token_type_ids")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return EncodedSplit(task=split.task, input_ids=encoded["input_ids"], token_type_ids=types,
+                        special_masks=encoded["special_tokens_mask"], labels=split.labels,
+                        idx=[ex.idx for ex in split.examples], pad_id=int(pad))
+
+
+@dataclass
+class Batch:
+    """Padded tensors of a few examples; ``example_index`` are their positions in the split."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None
+    special_mask: torch.Tensor
+    labels: torch.Tensor | None
+    example_index: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.example_index.shape[0])
+
+
+def collate(data: EncodedSplit, indices: Sequence[int], *, regression: bool,
+            device: torch.device | str = "cpu") -> Batch:
+    """Pad ``indices``' examples to the longest of them (dynamic padding)."""
+    width = max(len(data.input_ids[i]) for i in indices)
+    n = len(indices)
+    ids = torch.full((n, width), data.pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    special = torch.zeros((n, width), dtype=torch.long)
+    types = torch.zeros((n, width), dtype=torch.long) if data.token_type_ids is not None else None
+    for row, i in enumerate(indices):
+        length = len(data.input_ids[i])
+        ids[row, :length] = torch.tensor(data.input_ids[i])
+        mask[row, :length] = 1
+        special[row, :length] = torch.tensor(data.special_masks[i])
+        if types is not None:
+            types[row, :length] = torch.tensor(data.token_type_ids[i])  # type: ignore[index]
+    labels = None
+    if all(data.labels[i] is not None for i in indices):
+        labels = torch.tensor([data.labels[i] for i in indices], dtype=torch.float32 if regression else torch.long)
+    to = torch.device(device)
+    return Batch(input_ids=ids.to(to), attention_mask=mask.to(to), token_type_ids=None if types is None else types.to(to),
+                 special_mask=special.to(to), labels=None if labels is None else labels.to(to),
+                 example_index=torch.tensor(list(indices), dtype=torch.long))
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int = 0,
+                           shuffle: bool = True, group_by_length: bool = True,
+                           group_batches: int = 50) -> list[list[int]]:
+    """Batches of example positions; the order depends only on ``seed``, ``epoch`` and ``lengths``.
+
+    Training (``shuffle``): a seeded permutation is cut into mega-batches of ``group_batches`` batches, each sorted
+    by length (longest first) and cut into batches, whose order is then shuffled again, so batches hold similar
+    lengths (little padding) yet stay random. Evaluation (no shuffle): sorted by length, longest first.
+    """
+    n = len(lengths)
+    if not shuffle:
+        order = sorted(range(n), key=lambda i: -lengths[i]) if group_by_length else list(range(n))
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    order = torch.randperm(n, generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    mega = batch_size * max(1, group_batches)
+    batches: list[list[int]] = []
+    for start in range(0, n, mega):
+        chunk = sorted(order[start:start + mega], key=lambda i: -lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
+
+
+# ------------------------------------------------------------------------------------------ representation
+
+
+class Representation(Protocol):
+    """The swappable representation step: a batch -> selected token vectors ``[B, n_layers, H]``."""
+
+    def __call__(self, batch: Batch) -> torch.Tensor: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+
+class EncoderRepresentation:
+    """Run the encoder up to the highest layer read (layers above are not computed) and select token vectors."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[int], token: tuple[str, int | None], *,
+                 include_special: bool = False, frozen: bool = False, forward: nn.Module | None = None) -> None:
+        self.model = model
+        self.forward_module = forward if forward is not None else model  # a DDP wrapper under accelerate
+        self.layers = tuple(layers)
+        self.method, self.index = token
+        self.include_special = include_special
+        self.frozen = frozen
+        self.depth = max(self.layers)
+        self.token_types = families.uses_token_type_ids(model)
+
+    def train(self, mode: bool = True) -> EncoderRepresentation:
+        self.forward_module.train(mode and not self.frozen)  # a frozen encoder is a fixed feature extractor
+        return self
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if self.token_types and batch.token_type_ids is not None:
+            kwargs["token_type_ids"] = batch.token_type_ids
+        grad = contextlib.nullcontext() if not self.frozen and torch.is_grad_enabled() else torch.no_grad()
+        with grad, families.truncated(self.model, self.depth):
+            out = self.forward_module(**kwargs, output_hidden_states=True, return_dict=True)
+        return select_layers(out.hidden_states, self.layers, batch.attention_mask, batch.special_mask, self.method,
+                             index=self.index, include_special=self.include_special)
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    learning_rate: float
+    train_seconds: float
+    train_examples: int
+    eval: dict[str, dict[str, float]]
+    eval_seconds: float
+
+
+@dataclass(frozen=True)
+class TrainHistory:
+    epochs: tuple[EpochRecord, ...]
+    train_seconds: float
+    eval_seconds: float
+    train_examples: int
+    steps: int
+    predictions: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def train_examples_per_second(self) -> float:
+        return self.train_examples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return nn.functional.mse_loss(logits.float().squeeze(-1), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+@torch.no_grad()
+def evaluate(represent: Representation, head: SelectingHead, data: EncodedSplit, *, batch_size: int,
+             device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None) -> list[float]:
+    """Predictions for every example of ``data`` in split order: class ids, or real values for regression."""
+    regression = glue.get_task(data.task).is_regression
+    represent.train(False)
+    head.eval()
+    batches = length_grouped_batches(data.lengths, batch_size, seed=0, shuffle=False)
+    if accelerator is not None:
+        batches = batches[accelerator.process_index::accelerator.num_processes]
+    out = torch.empty(len(data), dtype=torch.float64)
+    positions, values = [], []
+    for indices in batches:
+        batch = collate(data, indices, regression=regression, device=device)
+        with _autocast(device, dtype):
+            logits = head(represent(batch)).float()
+        pred = logits.squeeze(-1) if regression else logits.argmax(dim=-1)
+        positions.append(batch.example_index.to(device))
+        values.append(pred.double())
+    pos, val = (torch.cat(positions), torch.cat(values)) if positions else (torch.empty(0), torch.empty(0))
+    if accelerator is not None:
+        pos, val = accelerator.gather(pos), accelerator.gather(val)
+    out[pos.cpu().long()] = val.cpu()
+    return out.tolist()
+
+
+def _score(task: str, predictions: list[float], labels: Sequence[Any]) -> dict[str, float]:
+    info = glue.get_task(task)
+    preds = predictions if info.is_regression else [int(p) for p in predictions]
+    return glue.compute_metrics(info, preds, list(labels))
+
+
+def train_loop(
+    *,
+    represent: Representation,
+    head: SelectingHead,
+    encoder_params: Sequence[nn.Parameter],
+    train_data: EncodedSplit,
+    eval_data: Mapping[str, EncodedSplit],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    head_lr: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    grad_clip: float,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    group_by_length: bool = True,
+    eval_batch_size: int | None = None,
+    progress: bool = True,
+    decay_exempt: Callable[[str], bool] | None = None,
+    named_encoder_params: Sequence[tuple[str, nn.Parameter]] | None = None,
+    accelerator: Any = None,
+) -> TrainHistory:
+    """Fine-tune ``head`` (and the trainable encoder parameters) on ``train_data``; evaluate after every epoch."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    regression = glue.get_task(train_data.task).is_regression
+    eval_batch_size = eval_batch_size or batch_size
+
+    # Optimizer: AdamW over trainable parameters only; biases and norm weights get no weight decay (as in BERT).
+    exempt = decay_exempt or (lambda name: name.endswith("bias") or "norm" in name.lower())
+    named = list(named_encoder_params or [(f"p{i}", p) for i, p in enumerate(encoder_params)])
+    head_named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not exempt(n)], "weight_decay": weight_decay, "lr": lr},
+        {"params": [p for n, p in named if exempt(n)], "weight_decay": 0.0, "lr": lr},
+        {"params": [p for n, p in head_named if not exempt(n)], "weight_decay": weight_decay, "lr": head_lr},
+        {"params": [p for n, p in head_named if exempt(n)], "weight_decay": 0.0, "lr": head_lr},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+    # Schedule: linear warmup over warmup_ratio of all steps, then linear decay to zero.
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    steps_per_epoch = len(length_grouped_batches(train_data.lengths, batch_size, seed=seed)) // world
+    total_steps = max(1, steps_per_epoch * epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 and device.type == "cuda" else None
+    params_to_clip = trainable_parameters(head) + list(encoder_params)
+
+    records: list[EpochRecord] = []
+    predictions: dict[str, list[float]] = {}
+    train_seconds = eval_seconds = 0.0
+    seen = steps = 0
+    for epoch in range(1, epochs + 1):
+        # ---- train one epoch
+        batches = length_grouped_batches(train_data.lengths, batch_size, seed=seed, epoch=epoch,
+                                         group_by_length=group_by_length)
+        batches = batches[rank::world][:steps_per_epoch]
+        represent.train(True)
+        head.train()
+        loss_sum, loss_count, epoch_seen = 0.0, 0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress or rank != 0,
+                   leave=False, dynamic_ncols=True)
+        start = time.perf_counter()
+        for indices in bar:
+            batch = collate(train_data, indices, regression=regression, device=device)
+            with _autocast(device, dtype):
+                logits = head(represent(batch))
+            loss = _loss(logits, batch.labels, regression)  # type: ignore[arg-type]
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            elif accelerator is not None:
+                accelerator.backward(loss)
+            else:
+                loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params_to_clip, grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            steps += 1
+            loss_sum += float(loss.detach()) * len(batch)
+            loss_count += len(batch)
+            epoch_seen += len(batch)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}", ex_s=f"{epoch_seen / max(elapsed, 1e-9):.1f}")
+        bar.close()
+        epoch_train = time.perf_counter() - start
+        train_seconds += epoch_train
+        seen += epoch_seen * world
+
+        # ---- evaluate on every dev split
+        start = time.perf_counter()
+        scores: dict[str, dict[str, float]] = {}
+        for name, data in eval_data.items():
+            preds = evaluate(represent, head, data, batch_size=eval_batch_size, device=device, dtype=dtype,
+                             accelerator=accelerator)
+            predictions[name] = preds
+            scores[name] = _score(data.task, preds, data.labels)
+        epoch_eval = time.perf_counter() - start
+        eval_seconds += epoch_eval
+        records.append(EpochRecord(epoch=epoch, train_loss=loss_sum / max(loss_count, 1),
+                                   learning_rate=float(scheduler.get_last_lr()[0]), train_seconds=epoch_train,
+                                   train_examples=epoch_seen * world, eval=scores, eval_seconds=epoch_eval))
+        if progress and rank == 0:
+            summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
+            tqdm.write(f"epoch {epoch}/{epochs}: loss {records[-1].train_loss:.4f}  "
+                       f"{epoch_seen * world / max(epoch_train, 1e-9):.1f} ex/s  {summary}")
+    return TrainHistory(epochs=tuple(records), train_seconds=train_seconds, eval_seconds=eval_seconds,
+                        train_examples=seen, steps=steps, predictions=predictions)
+
+
+def distributed_world_size() -> int:
+    """Processes started by ``accelerate launch`` / torchrun (1 when run directly)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1

@@ -1,0 +1,123 @@
+"""The head fitted on the frozen final layer: masking, fitting, caching, reuse, and its HeadParts view."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bertscope import families, fitted_head
+from bertscope.errors import BertscopeError
+from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
+from bertscope.texts import builtin_sentences
+from conftest import VOCAB, tiny_model
+
+FAST = FitOptions(steps=12, batch_size=8, lr=5e-3, heldout_mask_draws=1)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+
+
+def test_bert_mask_follows_80_10_10_on_candidates_only() -> None:
+    n = 20_000
+    ids = torch.randint(1000, 2000, (n,))
+    candidates = torch.rand(n, generator=torch.Generator().manual_seed(5)) < 0.7
+    new, selected = bert_mask(ids, candidates, 0.3, torch.Generator().manual_seed(0), mask_token_id=103,
+                              vocab_size=VOCAB)
+    assert not selected[~candidates].any()
+    assert (new[~selected] == ids[~selected]).all()
+    share = selected.sum().item() / candidates.sum().item()
+    assert abs(share - 0.3) < 0.02
+    masked = (new[selected] == 103).float().mean().item()
+    kept = (new[selected] == ids[selected]).float().mean().item()
+    assert abs(masked - 0.8) < 0.03 and abs(kept - 0.1) < 0.02
+    again, _ = bert_mask(ids, candidates, 0.3, torch.Generator().manual_seed(0), 103, VOCAB)
+    assert torch.equal(new, again)
+
+
+def test_fit_saves_and_reuses_the_same_head(bert_tokenizer, tmp_path) -> None:
+    model = tiny_model("bert")
+    corpus = builtin_sentences()[:60]
+    first = get_fitted_head(model, bert_tokenizer, corpus, {"kind": "test"}, options=FAST, progress=False)
+    assert not first.info["reused"]
+    folder = tmp_path / "cache" / "fitted-heads" / first.info["key"]
+    assert (folder / "head.safetensors").is_file()
+    saved = json.loads((folder / "head.json").read_text())
+    assert saved["key"] == first.info["key"] and saved["options"]["steps"] == FAST.steps
+    assert 0.0 <= saved["heldout_masked_top1"] <= 1.0 and saved["heldout_masked_tokens"] > 0
+    second = get_fitted_head(model, bert_tokenizer, corpus, {"kind": "test"}, options=FAST, progress=False)
+    assert second.info["reused"] and second.info["key"] == first.info["key"]
+    for name, tensor in first.module.state_dict().items():
+        torch.testing.assert_close(second.module.state_dict()[name], tensor)
+    # a different seed, corpus or option is a different head
+    assert get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, seed=1,
+                           progress=False).info["key"] != first.info["key"]
+    assert get_fitted_head(model, bert_tokenizer, corpus[:-1], {}, options=FAST,
+                           progress=False).info["key"] != first.info["key"]
+    refit = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, refit=True, progress=False)
+    assert not refit.info["reused"]
+    for name, tensor in first.module.state_dict().items():  # fitting is deterministic for a seed
+        torch.testing.assert_close(refit.module.state_dict()[name], tensor)
+
+
+def test_fitting_lowers_the_loss(bert_tokenizer) -> None:
+    model = tiny_model("bert")
+    opts = FitOptions(steps=40, batch_size=8, lr=1e-2, heldout_mask_draws=1)
+    head = get_fitted_head(model, bert_tokenizer, builtin_sentences()[:80], {}, options=opts, use_cache=False,
+                           progress=False)
+    # a uniform guess over the vocabulary costs ln(V); the fitted head must do clearly better on its training data
+    assert head.info["final_train_loss"] < math.log(VOCAB) - 1.0
+
+
+def test_a_changed_model_does_not_reuse_the_head(bert_tokenizer) -> None:
+    model = tiny_model("bert")
+    corpus = builtin_sentences()[:40]
+    a = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    with torch.no_grad():
+        families.get_layers(model)[-1].output.dense.weight.mul_(1.01)
+    b = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    assert a.info["model_fingerprint"] != b.info["model_fingerprint"] and not b.info["reused"]
+
+
+@pytest.mark.parametrize("name", ["bert", "albert", "modernbert"])
+def test_head_parts_of_a_fitted_head_equal_the_module(name: str, bert_tokenizer) -> None:
+    model = tiny_model(name)
+    head = get_fitted_head(model, bert_tokenizer, builtin_sentences()[:30], {}, options=FAST, use_cache=False,
+                           progress=False)
+    parts = head.parts(model)
+    h = torch.randn(5, families.hidden_size(model))
+    with torch.no_grad():
+        torch.testing.assert_close(parts.logits(h, is_last_layer=True), head.module(h))
+        norm = families.final_norm(model)
+        if norm is not None:  # ModernBERT: the final norm is applied below the last layer
+            torch.testing.assert_close(parts.logits(h, is_last_layer=False), head.module(norm(h)))
+        else:
+            assert parts.pre_norm is None
+    # the decoder is tied to the model's input embeddings
+    assert parts.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_corrupt_cache_is_fitted_again(bert_tokenizer, tmp_path) -> None:
+    model = tiny_model("bert")
+    corpus = builtin_sentences()[:40]
+    first = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    (tmp_path / "cache" / "fitted-heads" / first.info["key"] / "head.safetensors").write_bytes(b"garbage")
+    again = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    assert not again.info["reused"]
+
+
+def test_bad_fit_options_and_tiny_corpus_are_clear_errors(bert_tokenizer) -> None:
+    with pytest.raises(BertscopeError, match="fit-steps"):
+        FitOptions(steps=0)
+    with pytest.raises(BertscopeError, match="at least 2 sentences"):
+        get_fitted_head(tiny_model("bert"), bert_tokenizer, ["only one"], {}, options=FAST, progress=False)
+
+
+def test_cache_root_follows_the_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "x"))
+    assert fitted_head.cache_root() == tmp_path / "x"
+    assert fitted_head.cache_root(tmp_path / "y") == tmp_path / "y"

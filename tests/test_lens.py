@@ -1,0 +1,122 @@
+"""The lens's metric functions against plain reference computations (log-softmax, argsort, Python loops)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bertscope.families import HeadParts
+from bertscope.lens import LayerMetrics, MetricSums, head_token_stats, sentence_exact, token_stats
+
+
+def _reference(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[int], list[float]]:
+    """0-based position of each target in a descending sort, and -log softmax, computed the obvious way."""
+    ranks, nlls = [], []
+    for row, target in zip(logits.double(), targets.tolist()):
+        order = torch.argsort(row, descending=True).tolist()
+        ranks.append(order.index(target))
+        nlls.append(-float(torch.log_softmax(row, dim=0)[target]))
+    return ranks, nlls
+
+
+def test_token_stats_match_sort_and_log_softmax() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 300, generator=g) * 3
+    targets = torch.randint(0, 300, (40,), generator=g)
+    targets[:5] = logits[:5].argmax(-1)  # some top-1 hits
+    rank, nll = token_stats(logits, targets)
+    ref_rank, ref_nll = _reference(logits, targets)
+    assert rank.tolist() == ref_rank
+    torch.testing.assert_close(nll.double(), torch.tensor(ref_nll, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    assert (rank[:5] == 0).all()
+
+
+def test_token_stats_upcasts_half_precision() -> None:
+    logits = torch.randn(6, 50).to(torch.bfloat16)
+    targets = torch.arange(6)
+    rank, nll = token_stats(logits, targets)
+    assert nll.dtype == torch.float32
+    ref_rank, ref_nll = _reference(logits.float(), targets)
+    assert rank.tolist() == ref_rank
+
+
+def _head(hidden: int = 8, vocab: int = 97, transform: bool = True) -> HeadParts:
+    g = torch.Generator().manual_seed(1)
+    dense = torch.nn.Linear(hidden, hidden)
+    with torch.no_grad():
+        dense.weight.copy_(torch.randn(hidden, hidden, generator=g))
+    return HeadParts(transform=(lambda h: torch.tanh(dense(h))) if transform else None,
+                     weight=torch.randn(vocab, hidden, generator=g), bias=torch.randn(vocab, generator=g))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_head_token_stats_is_independent_of_chunking(chunk: int) -> None:
+    head = _head()
+    hidden = torch.randn(50, 8)
+    targets = torch.randint(0, 97, (50,))
+    with torch.no_grad():
+        full_logits = head.logits(hidden, is_last_layer=True)
+        rank, nll = head_token_stats(head, hidden, targets, is_last_layer=True, chunk_size=chunk)
+    ref_rank, ref_nll = _reference(full_logits, targets)
+    assert rank.tolist() == ref_rank
+    torch.testing.assert_close(nll.double(), torch.tensor(ref_nll, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_head_token_stats_applies_pre_norm_except_on_the_last_layer() -> None:
+    base = _head(transform=False)
+    head = HeadParts(transform=None, weight=base.weight, bias=base.bias, pre_norm=lambda h: 2.0 * h + 1.0)
+    hidden = torch.randn(5, 8)
+    targets = torch.randint(0, 97, (5,))
+    _, nll_last = head_token_stats(head, hidden, targets, is_last_layer=True)
+    _, nll_mid = head_token_stats(head, hidden, targets, is_last_layer=False)
+    _, ref_last = _reference(hidden @ base.weight.T + base.bias, targets)
+    _, ref_mid = _reference((2.0 * hidden + 1.0) @ base.weight.T + base.bias, targets)
+    torch.testing.assert_close(nll_last.double(), torch.tensor(ref_last, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(nll_mid.double(), torch.tensor(ref_mid, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_head_token_stats_handles_no_positions() -> None:
+    rank, nll = head_token_stats(_head(), torch.zeros(0, 8), torch.zeros(0, dtype=torch.long), is_last_layer=True)
+    assert rank.numel() == 0 and nll.numel() == 0
+
+
+def test_sentence_exact_counts_sentences_whose_tokens_are_all_right() -> None:
+    correct = torch.tensor([True, True, False, True, True, True, False])
+    sentence = torch.tensor([0, 0, 1, 1, 3, 3, 4])
+    # sentence 2 has no counted token: left out; 0 and 3 fully right; 1 and 4 not.
+    exact, present = sentence_exact(correct, sentence, 5)
+    by_sentence: dict[int, list[bool]] = {}
+    for c, s in zip(correct.tolist(), sentence.tolist()):
+        by_sentence.setdefault(s, []).append(c)
+    assert present == len(by_sentence)
+    assert exact == sum(all(v) for v in by_sentence.values())
+
+
+def test_metric_sums_are_the_same_in_one_batch_or_many() -> None:
+    g = torch.Generator().manual_seed(3)
+    rank = torch.randint(0, 12, (200,), generator=g)
+    nll = torch.rand(200, generator=g) * 5
+    sentence = torch.sort(torch.randint(0, 20, (200,), generator=g)).values
+    whole = LayerMetrics.from_tokens(rank, nll, sentence, 20)
+    sums = MetricSums()
+    for lo, hi in ((0, 57), (57, 130), (130, 200)):  # split at arbitrary points, sentences renumbered per batch
+        ids = sentence[lo:hi]
+        # a sentence split across batches would change "exact"; keep whole sentences per batch
+        first, last = int(ids[0]), int(ids[-1])
+        keep = (sentence >= first) & (sentence <= last) if lo == 0 else (sentence > prev_last) & (sentence <= last)
+        prev_last = last
+        sums.add(rank[keep], nll[keep], sentence[keep] - int(sentence[keep].min()), 20)
+    split = sums.result()
+    assert split.tokens == whole.tokens == 200
+    assert split.top1 == whole.top1 and split.top5 == whole.top5 and split.exact == whole.exact
+    assert math.isclose(split.nll, whole.nll, rel_tol=1e-12)
+    assert math.isclose(whole.mean_rank, float((rank + 1).double().mean()), rel_tol=1e-12)
+    assert whole.top1 == float((rank == 0).double().mean())
+    assert whole.top5 == float((rank < 5).double().mean())
+
+
+def test_empty_metrics_are_nan_not_an_error() -> None:
+    m = MetricSums().result()
+    assert m.tokens == 0 and math.isnan(m.top1) and math.isnan(m.exact)

@@ -1,0 +1,228 @@
+"""Running sweeps: local (serial and worker processes) and Ray; resume, retry, failures, SIGKILL mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bertscope import api
+from bertscope.cli import main
+from bertscope.errors import BertscopeError
+from bertscope.sweep.store import ResultStore
+
+TOY = str(Path(__file__).with_name("sweep_toy.py"))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def toy_score(x: float, seed: int, offset: float = 0.0) -> float:  # same closed form as the plugin, restated
+    return x * x + 0.01 * seed + offset
+
+
+def write_spec(tmp_path: Path, name: str = "toy", **fields) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"plugins": [TOY], "command": "toy", **fields}))
+    return path
+
+
+def executions(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def check_scores(store_path: Path, offset_of=lambda record: 0.0) -> dict[str, float]:
+    with ResultStore(store_path, create=False) as store:
+        scores = {}
+        for record in store.records(command="toy"):
+            assert record.status == "done", record
+            cfg = record.config
+            expected = toy_score(cfg["x"], cfg["seed"], offset_of(record))
+            assert record.metrics["score"] == pytest.approx(expected)
+            assert store.payload(record.id)["score"] == pytest.approx(expected)
+            assert (Path(cfg["out"]) / "result.json").is_file()  # the command's own files survive
+            scores[record.id] = record.metrics["score"]
+        return scores
+
+
+def test_serial_sweep_runs_everything_then_skips_done_runs(tmp_path):
+    log = tmp_path / "log.txt"
+    spec = write_spec(tmp_path, base={"log": str(log)}, grid={"x": [1, 2, 3], "seed": [1, 2]})
+    store = tmp_path / "r.db"
+    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert result.counts == {"pending": 0, "running": 0, "done": 6, "failed": 0}
+    assert result.executed == {"done": 6, "failed": 0} and result.exit_code == 0
+    assert len(executions(log)) == 6
+    check_scores(store)
+    with ResultStore(store) as s:
+        env = s.records()[0].environment
+        assert env["versions"]["torch"] and "git" in env
+    again = api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert again.skipped == 6 and again.executed == {"done": 0, "failed": 0}
+    assert len(executions(log)) == 6  # nothing ran twice
+    # growing the grid runs only the new points
+    bigger = write_spec(tmp_path, base={"log": str(log)}, grid={"x": [1, 2, 3, 4], "seed": [1, 2]})
+    grown = api.sweep(spec=str(bigger), store=str(store), progress=False)
+    assert grown.executed["done"] == 2 and len(executions(log)) == 8
+
+
+def test_failures_are_recorded_never_stop_the_sweep_and_are_retried_on_request(tmp_path):
+    spec = write_spec(tmp_path, grid={"x": [1, 2], "fail": [False, True], "crash": [False, True]})
+    store = tmp_path / "r.db"
+    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert result.executed == {"done": 2, "failed": 6} and result.exit_code == 1
+    with ResultStore(store) as s:
+        failed = {r.axes["x"]: r for r in s.records(status="failed") if not r.axes["fail"]}
+        assert failed[1].error == "ZeroDivisionError: toy bug" and "Traceback" in failed[1].traceback
+        user = [r for r in s.records(status="failed") if r.axes["fail"]]
+        assert all(r.error.startswith("toy failure for x=") and r.traceback is None for r in user)
+    assert api.sweep(spec=str(spec), store=str(store), progress=False).executed == {"done": 0, "failed": 0}
+    retried = api.sweep(spec=str(spec), store=str(store), progress=False, retry_failed=True)
+    assert retried.executed == {"done": 0, "failed": 6}
+    with ResultStore(store) as s:
+        assert {r.attempts for r in s.records(status="failed")} == {2}
+    # the CLI prints the summary and exits 1 when runs failed, 2 for a user error
+    assert main(["sweep", str(spec), "--store", str(store), "--no-progress"]) == 1
+    assert main(["sweep", str(tmp_path / "missing.yaml"), "--store", str(store)]) == 2
+
+
+def test_pre_step_runs_once_and_a_failed_pre_step_fails_its_dependents(tmp_path):
+    log = tmp_path / "log.txt"
+    made = {"toy-make": {"offset": 0.25}, "label": "made"}
+    spec = write_spec(tmp_path, base={"log": str(log)}, grid={"model": [None, made], "x": [1, 2], "seed": [3]})
+    store = tmp_path / "r.db"
+    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert result.counts["done"] == 5
+    check_scores(store, offset_of=lambda r: 0.25 if r.config["model"] else 0.0)
+    broken = write_spec(tmp_path, "broken", grid={"model": [{"toy-make": {"offset": 1.0}}], "x": [1, 2]})
+    with ResultStore(store) as s:  # make the pre-step's output folder impossible to create
+        pass
+    runs_dir = tmp_path / "r-runs"
+    from bertscope.sweep.spec import load_spec
+
+    pre = next(r for r in load_spec(broken, runs_dir=runs_dir.resolve()).runs if r.command == "toy-make")
+    Path(pre.options["out"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(pre.options["out"]).write_text("a file where the folder should go")
+    failed = api.sweep(spec=str(broken), store=str(store), progress=False)
+    assert failed.executed == {"done": 0, "failed": 3}
+    with ResultStore(store) as s:
+        errors = {r.id: r.error for r in s.records(sweep="broken")}
+    assert all(f"pre-step {pre.id} failed" == e for rid, e in errors.items() if rid != pre.id)
+
+
+def test_worker_processes_give_the_same_results_as_serial(tmp_path):
+    spec = write_spec(tmp_path, grid={"x": [0.5, 1.5, 2.5], "seed": [1, 2]})
+    serial = check_scores(Path(api.sweep(spec=str(spec), store=str(tmp_path / "a.db"), progress=False).store))
+    parallel_result = api.sweep(spec=str(spec), store=str(tmp_path / "b.db"), progress=False, workers=2, threads=1)
+    assert parallel_result.counts["done"] == 6
+    parallel = check_scores(tmp_path / "b.db")
+    assert parallel == serial
+    with ResultStore(tmp_path / "b.db") as s:
+        workers = {r.worker for r in s.records()}
+    assert all(w and not w.endswith(f":{os.getpid()}") for w in workers)  # ran in other processes
+
+
+def test_a_second_sweep_on_the_same_store_is_refused(tmp_path):
+    from bertscope.sweep.store import StoreLock
+
+    spec = write_spec(tmp_path, grid={"x": [1]})
+    with StoreLock(tmp_path / "r.db"), pytest.raises(BertscopeError, match="in use by a running sweep"):
+        api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
+
+
+def test_status_counts_slowest_and_failed(tmp_path):
+    spec = write_spec(tmp_path, grid={"x": [1, 2, 3], "sleep": [0.0, 0.05], "fail": [False, True]})
+    store = tmp_path / "r.db"
+    api.sweep(spec=str(spec), store=str(store), progress=False)
+    status = api.status(store=str(store), slowest=2)
+    assert status.counts == {"pending": 0, "running": 0, "done": 6, "failed": 6}
+    assert status.by_sweep == {"toy": status.counts}
+    assert len(status.slowest) == 2 and all(row["duration"] >= 0.05 for row in status.slowest)
+    assert len(status.failed) == 6 and all(row["error"].startswith("toy failure") for row in status.failed)
+    assert main(["status", "--store", str(store)]) == 0
+    assert main(["status", "--store", str(tmp_path / "none.db")]) == 2
+    with pytest.raises(BertscopeError, match="no sweep named"):
+        api.status(store=str(store), sweep="other")
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path):
+    spec = write_spec(tmp_path, grid={"x": [1, 2]})
+    result = api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), dry_run=True)
+    assert [row["status"] for row in result.plan] == ["new", "new"]
+    assert not (tmp_path / "r.db").exists()
+
+
+def _done_ids(store: Path) -> list[str]:
+    if not store.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+        try:
+            return [r[0] for r in conn.execute("SELECT id FROM runs WHERE status='done'")]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_sweep_loses_nothing_and_duplicates_nothing(tmp_path, workers):
+    log = tmp_path / "log.txt"
+    n = 12
+    spec = write_spec(tmp_path, base={"sleep": 0.15, "log": str(log)}, grid={"x": list(range(n))})
+    store = tmp_path / "r.db"
+    command = [sys.executable, "-m", "bertscope", "sweep", str(spec), "--store", str(store), "--no-progress",
+               "--workers", str(workers), "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(_done_ids(store)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = set(_done_ids(store))
+    assert 3 <= len(before) < n, "the sweep should have been killed mid-way"
+    with ResultStore(store) as s:
+        finished_before = {r.id: r.finished for r in s.records() if r.status == "done"}
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    with ResultStore(store) as s:
+        records = s.records()
+        assert len(records) == n and len({r.id for r in records}) == n
+        assert all(r.status == "done" for r in records)
+        for rid, finished in finished_before.items():  # finished results were kept, not recomputed
+            assert s.record(rid).finished == finished and s.record(rid).attempts == 1
+    check_scores(store)
+    ran = executions(log)
+    assert n <= len(ran) <= n + workers  # only runs in flight at the kill ran twice
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_gives_the_same_results_as_local(tmp_path, local_ray):
+    made = {"toy-make": {"offset": 0.25}, "label": "made"}
+    spec = write_spec(tmp_path, grid={"model": [None, made], "x": [1, 2, 3], "seed": [1, 2]},
+                      resources={"cpus": 1})
+    local = api.sweep(spec=str(spec), store=str(tmp_path / "local.db"), progress=False)
+    ray_result = api.sweep(spec=str(spec), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
+    assert local.counts == ray_result.counts == {"pending": 0, "running": 0, "done": 13, "failed": 0}
+    offset = lambda r: 0.25 if r.config["model"] else 0.0  # noqa: E731
+    assert check_scores(tmp_path / "ray.db", offset) == check_scores(tmp_path / "local.db", offset)
+    with ResultStore(tmp_path / "ray.db") as s:
+        assert all(not r.worker.endswith(f":{os.getpid()}") for r in s.records())  # ran in Ray workers
+    failing = write_spec(tmp_path, "failing", grid={"x": [1, 2], "crash": [False, True]})
+    result = api.sweep(spec=str(failing), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
+    assert result.executed == {"done": 2, "failed": 2}
+    assert local_ray.is_initialized()  # the sweep did not shut down a Ray it did not start

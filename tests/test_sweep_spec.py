@@ -1,0 +1,154 @@
+"""Experiment specs: validation that names the bad key, grid expansion, deterministic ids, pre-steps."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bertscope.errors import BertscopeError
+from bertscope.sweep.spec import load_spec, parse_spec, run_id
+
+TOY = str(Path(__file__).with_name("sweep_toy.py"))
+
+
+def spec(**fields):
+    return {"plugins": [TOY], "command": "toy", **fields}
+
+
+def test_grid_expands_to_the_cartesian_product_with_distinct_stable_ids(tmp_path):
+    grid = {"x": [1, 2, 3], "seed": [0, 1], "sleep": [0.0, 0.01]}
+    runs = parse_spec(spec(grid=grid), runs_dir=tmp_path / "a").runs
+    assert len(runs) == 3 * 2 * 2
+    assert len({r.id for r in runs}) == len(runs)
+    expected = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    assert [r.axes for r in runs] == expected
+    for run, point in zip(runs, expected):
+        assert run.options["x"] == float(point["x"]) and run.options["seed"] == point["seed"]
+        assert run.options["out"] == str(tmp_path / "a" / run.id)  # each run writes under runs dir / id
+        assert run.options["progress"] is False
+        assert run.id == run_id("toy", run.identity)
+    # the same spec elsewhere (other runs dir, other key order) gives the same ids
+    again = parse_spec(spec(grid=dict(reversed(list(grid.items())))), runs_dir=tmp_path / "b").runs
+    assert {r.id for r in again} == {r.id for r in runs}
+
+
+def test_id_ignores_defaults_spelled_out_and_output_options_but_not_real_changes(tmp_path):
+    base = parse_spec(spec(base={"x": 2}), runs_dir=tmp_path).runs[0]
+    explicit = parse_spec(spec(base={"x": 2.0, "seed": 0, "sleep": 0, "progress": True}), runs_dir=tmp_path).runs[0]
+    changed = parse_spec(spec(base={"x": 2, "seed": 1}), runs_dir=tmp_path).runs[0]
+    assert base.id == explicit.id
+    assert changed.id != base.id
+    assert "out" not in base.identity and "progress" not in base.identity
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (spec(base={"nope": 1}), "base: unknown option(s) nope for 'toy'"),
+        (spec(grid={"x": [1], "bogus_axis": [1, 2]}), "grid: unknown option(s) bogus_axis"),
+        (spec(grid={"x": 3}), "grid.x must be a non-empty list"),
+        (spec(grid={"x": []}), "grid.x must be a non-empty list"),
+        (spec(grid={"x": [1, 1]}), "grid.x lists 1 twice"),
+        (spec(base={"x": 1}, grid={"x": [2]}), "x are in both base and grid"),
+        (spec(base={"out": "here"}), "'out' is set by the sweep"),
+        (spec(grid={"x": [1, -1000]}), "x must be at least -100"),
+        (spec(grid={"x": [1, "abc"]}), "option 'x' expects float"),
+        ({"plugins": [TOY], "command": "no-such-command"}, "unknown command 'no-such-command'"),
+        ({"plugins": [TOY], "base": {"x": 1}}, "missing 'command'"),
+        ({**spec(), "grids": {}}, "unknown top level key(s) grids"),
+        (spec(resources={"gpu": 1}), "unknown resources key(s) gpu"),
+        (spec(resources={"gpus": -1}), "resources.gpus must be a non-negative number"),
+        ({"plugins": ["no_such_module_xyz"], "command": "toy"}, "plugin module 'no_such_module_xyz'"),
+        ({"plugins": ["/nope/plugin.py"], "command": "toy"}, "plugin file not found"),
+        ([1, 2], "a spec is a mapping"),
+    ],
+)
+def test_validation_errors_name_the_bad_key(tmp_path, raw, message):
+    with pytest.raises(BertscopeError) as info:
+        parse_spec(raw, runs_dir=tmp_path, where="my.yaml")
+    assert message in str(info.value)
+    assert str(info.value).startswith("my.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_bad_value_names_the_run(tmp_path):
+    with pytest.raises(BertscopeError, match=r'run \{"seed":1,"x":-1000\}'):
+        parse_spec(spec(grid={"seed": [1], "x": [-1000]}), runs_dir=tmp_path)
+
+
+def test_load_spec_reports_yaml_errors_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("command: toy\nbase: {x: 1\n")
+    with pytest.raises(BertscopeError, match=r"bad.yaml: line \d+ not valid YAML"):
+        load_spec(bad, runs_dir=tmp_path)
+    with pytest.raises(BertscopeError, match="cannot read spec"):
+        load_spec(tmp_path / "missing.yaml", runs_dir=tmp_path)
+
+
+def test_load_spec_names_the_sweep_after_the_file_and_resolves_relative_plugins(tmp_path):
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "toy.py").write_text(Path(TOY).read_text())
+    path = folder / "my-sweep.yaml"
+    path.write_text(yaml.safe_dump({"plugins": ["toy.py"], "command": "toy", "grid": {"x": [1, 2]}}))
+    loaded = load_spec(path, runs_dir=tmp_path / "runs")
+    assert loaded.name == "my-sweep"
+    assert loaded.plugins == (str((folder / "toy.py").resolve()),)
+    assert len(loaded.runs) == 2
+
+
+def test_pre_step_runs_once_and_feeds_its_output_folder(tmp_path):
+    made = {"toy-make": {"offset": 0.5}, "label": "made"}
+    runs = parse_spec(spec(grid={"model": [None, made], "x": [1, 2], "seed": [1, 2]}), runs_dir=tmp_path).runs
+    pre = [r for r in runs if r.command == "toy-make"]
+    main = [r for r in runs if r.command == "toy"]
+    assert len(pre) == 1 and len(main) == 8
+    order = [r.id for r in runs]
+    assert all(order.index(pre[0].id) < order.index(r.id) for r in main if r.depends_on)  # pre-steps first
+    assert pre[0].axes is None and pre[0].label == "made"
+    users = [r for r in main if r.depends_on]
+    assert len(users) == 4 and all(r.depends_on == (pre[0].id,) for r in users)
+    assert all(r.options["model"] == str(tmp_path / pre[0].id) for r in users)
+    assert all(r.identity["model"] == {"@run": pre[0].id} for r in users)
+    assert all(r.axes["model"] == "made" for r in users)
+    # changing the pre-step's options changes the ids of the runs built on it
+    other = parse_spec(spec(grid={"model": [{"toy-make": {"offset": 0.7}}], "x": [1]}), runs_dir=tmp_path).runs
+    assert other[-1].id not in {r.id for r in users}
+
+
+def test_experiments_blocks_inherit_the_top_level_base(tmp_path):
+    raw = {"plugins": [TOY], "command": "toy", "base": {"sleep": 0.01},
+           "experiments": [{"name": "a", "grid": {"x": [1, 2]}}, {"grid": {"x": [3]}, "base": {"sleep": 0.0}}]}
+    runs = parse_spec(raw, runs_dir=tmp_path, default_name="two").runs
+    assert [r.experiment for r in runs] == ["a", "a", "two[1]"]
+    assert [r.options["sleep"] for r in runs] == [0.01, 0.01, 0.0]
+    with pytest.raises(BertscopeError, match=r"experiments\[0\]: unknown experiment key\(s\) bases"):
+        parse_spec({**raw, "experiments": [{"bases": {}}]}, runs_dir=tmp_path)
+
+
+def test_real_command_specs_validate_against_their_configs(tmp_path):
+    raw = {"command": "reconstruct", "base": {"max_examples": 8}, "grid": {"head": ["pretrained", "fit"],
+                                                                           "seed": [1, 2]}}
+    runs = parse_spec(raw, runs_dir=tmp_path).runs
+    assert len(runs) == 4 and {r.options["head"] for r in runs} == {"pretrained", "fit"}
+    with pytest.raises(BertscopeError, match="head' must be one of"):
+        parse_spec({**raw, "grid": {"head": ["sideways"]}}, runs_dir=tmp_path)
+
+
+def test_shipped_experiment_specs_are_valid(tmp_path, monkeypatch):
+    from bertscope.api import COMMANDS
+
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    specs = sorted(folder.glob("*.yaml"))
+    assert specs, "experiments/*.yaml are missing"
+    for path in specs:
+        raw = yaml.safe_load(path.read_text())
+        commands = {raw.get("command")} | {b.get("command") for b in raw.get("experiments") or []}
+        missing = sorted(c for c in commands if c and c not in COMMANDS)
+        if missing:  # a command another engineer has not registered yet
+            continue
+        loaded = load_spec(path, runs_dir=tmp_path)
+        assert loaded.runs, path

@@ -1,0 +1,117 @@
+"""The SQLite result store: transactional status changes, payload round trip, no duplicates, the sweep lock."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertscope.errors import BertscopeError
+from bertscope.sweep.spec import parse_spec
+from bertscope.sweep.store import ResultStore, StoreLock
+
+TOY = str(Path(__file__).with_name("sweep_toy.py"))
+
+
+def _runs(tmp_path, n=3):
+    return parse_spec({"plugins": [TOY], "command": "toy", "grid": {"x": list(range(n)), "seed": [7]}},
+                      runs_dir=tmp_path / "runs", default_name="s").runs
+
+
+def test_register_is_idempotent_and_keeps_status(tmp_path):
+    runs = _runs(tmp_path)
+    with ResultStore(tmp_path / "r.db") as store:
+        assert store.register("s", {"command": "toy"}, "s.yaml", runs) == 3
+        store.mark_running(runs[0].id)
+        store.mark_done(runs[0].id, metrics={"score": 1.5}, payload={"a": [1, 2]}, duration=0.1, worker="w",
+                        environment={"git": {"commit": "abc"}, "versions": {"torch": "x"}})
+        assert store.register("s", {"command": "toy"}, "s.yaml", runs) == 0  # same runs: nothing new
+        assert store.counts() == {"pending": 2, "running": 0, "done": 1, "failed": 0}
+        rows = store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        assert rows == 3
+        record = store.record(runs[0].id)
+        assert record.status == "done" and record.metrics == {"score": 1.5} and record.attempts == 1
+        assert record.git_commit == "abc" and record.axes == {"x": 0, "seed": 7} and record.sweep == "s"
+        assert record.config["out"] == str(tmp_path / "runs" / runs[0].id)
+        assert store.payload(runs[0].id) == {"a": [1, 2]}
+        assert store.payload(runs[1].id) is None
+
+
+def test_failed_runs_keep_their_error_and_interrupted_runs_go_back_to_pending(tmp_path):
+    runs = _runs(tmp_path)
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("s", {}, None, runs)
+        store.mark_running(runs[0].id)
+        store.mark_failed(runs[0].id, error="boom", traceback="Traceback ...")
+        store.mark_running(runs[1].id)
+        assert store.reset_interrupted() == 1
+        assert store.status_of(r.id for r in runs) == {runs[0].id: "failed", runs[1].id: "pending",
+                                                       runs[2].id: "pending"}
+        failed = store.record(runs[0].id)
+        assert failed.error == "boom" and failed.traceback == "Traceback ..."
+
+
+def test_non_finite_metrics_are_stored_as_null(tmp_path):
+    runs = _runs(tmp_path, 1)
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("s", {}, None, runs)
+        store.mark_done(runs[0].id, metrics={"a": math.nan, "b": 2, "c": "text"}, payload={"v": math.nan},
+                        duration=None, worker=None, environment=None)
+        assert store.record(runs[0].id).metrics == {"a": None, "b": 2.0}
+        assert math.isnan(store.payload(runs[0].id)["v"])
+
+
+def test_an_error_inside_a_transaction_rolls_back(tmp_path):
+    runs = _runs(tmp_path, 1)
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("s", {}, None, runs)
+        with pytest.raises(RuntimeError), store.transaction() as conn:
+            conn.execute("UPDATE runs SET status='done'")
+            raise RuntimeError("crash between writes")
+        assert store.counts()["done"] == 0
+
+
+def test_store_survives_reopening_and_is_readable_by_plain_sqlite(tmp_path):
+    runs = _runs(tmp_path, 2)
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("s", {}, None, runs)
+        store.mark_done(runs[1].id, metrics={"score": 3.0}, payload={}, duration=1.0, worker=None, environment=None)
+    conn = sqlite3.connect(tmp_path / "r.db")
+    assert conn.execute("SELECT status FROM runs WHERE id=?", (runs[1].id,)).fetchone()[0] == "done"
+    conn.close()
+
+
+def test_user_errors_for_bad_store_paths(tmp_path):
+    with pytest.raises(BertscopeError, match="no result store"):
+        ResultStore(tmp_path / "missing.db", create=False)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(BertscopeError, match="not a bertscope result store"):
+        ResultStore(junk)
+    with pytest.raises(BertscopeError, match="is a folder"):
+        ResultStore(tmp_path)
+    with ResultStore(tmp_path / "r.db") as store, pytest.raises(BertscopeError, match="no sweep named 'x'"):
+        store.records(sweep="x")
+
+
+def test_the_lock_admits_one_sweep_and_dies_with_its_process(tmp_path):
+    store_path = tmp_path / "r.db"
+    first = StoreLock(store_path)
+    first.acquire()
+    try:
+        assert StoreLock(store_path).held_elsewhere()
+        with pytest.raises(BertscopeError, match=r"in use by a running sweep \(pid"):
+            StoreLock(store_path).acquire()
+    finally:
+        first.release()
+    assert not StoreLock(store_path).held_elsewhere()
+    # a process that dies while holding the lock (even by SIGKILL) releases it
+    code = ("import os, signal; from bertscope.sweep.store import StoreLock; "
+            f"StoreLock({str(store_path)!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    with StoreLock(store_path):
+        pass
