@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pooler", action="store_true", help="bertscope head through the pretrained pooler")
     parser.add_argument("--skip", default="", help="comma list of runs to skip: trainer-padded,trainer-dynamic")
     parser.add_argument("--layer-check", action="store_true", help="also time reading the middle vs last layer")
+    parser.add_argument("--layer-train", type=int, default=None, help="training examples of the layer check "
+                                                                       "(default: --train)")
     parser.add_argument("--out", default=str(RESULTS / "bench_finetune.json"))
     args = parser.parse_args(argv)
     args.data_dir = _glue_dir(args.data_dir)
@@ -163,8 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.layer_check:
         depth = families.num_layers(families.load_model(args.model, "base").model)
         middle = str(depth // 2)
-        mid = run_bertscope(args, seeds[0], layer=middle, max_train=args.train)
-        last = run_bertscope(args, seeds[0], layer="-1", max_train=args.train)
+        n = args.layer_train or args.train
+        last = run_bertscope(args, seeds[0], layer="-1", max_train=n)
+        mid = run_bertscope(args, seeds[0], layer=middle, max_train=n)
         summary["layer_check"] = {"middle_layer": int(middle), "middle": mid, "last": last,
                                   "time_ratio_middle_over_last": mid["train_seconds"] / last["train_seconds"]}
 

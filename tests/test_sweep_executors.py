@@ -100,8 +100,6 @@ def test_pre_step_runs_once_and_a_failed_pre_step_fails_its_dependents(tmp_path)
     assert result.counts["done"] == 5
     check_scores(store, offset_of=lambda r: 0.25 if r.config["model"] else 0.0)
     broken = write_spec(tmp_path, "broken", grid={"model": [{"toy-make": {"offset": 1.0}}], "x": [1, 2]})
-    with ResultStore(store) as s:  # make the pre-step's output folder impossible to create
-        pass
     runs_dir = tmp_path / "r-runs"
     from bertscope.sweep.spec import load_spec
 
@@ -170,7 +168,7 @@ def _done_ids(store: Path) -> list[str]:
         return []
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_mid_sweep_loses_nothing_and_duplicates_nothing(tmp_path, workers):
     log = tmp_path / "log.txt"
     n = 12
@@ -226,3 +224,32 @@ def test_ray_executor_gives_the_same_results_as_local(tmp_path, local_ray):
     result = api.sweep(spec=str(failing), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
     assert result.executed == {"done": 2, "failed": 2}
     assert local_ray.is_initialized()  # the sweep did not shut down a Ray it did not start
+
+
+def test_real_commands_reconstruct_over_a_checkpoint_and_its_deepened_variant(tmp_path, tiny_checkpoint):
+    folder = str(tiny_checkpoint("bert", 2))
+    spec = tmp_path / "recon.yaml"
+    spec.write_text(yaml.safe_dump({
+        "command": "reconstruct",
+        "base": {"max_examples": 4, "max_length": 16, "head": "pretrained", "device": "cpu", "batch_size": 4},
+        "grid": {"model": [folder, {"deepen": {"model": folder, "duplicate": "1", "device": "cpu"}, "label": "3L"}],
+                 "seed": [1, 2]},
+    }))
+    store = tmp_path / "r.db"
+    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert result.counts == {"pending": 0, "running": 0, "done": 5, "failed": 0}, result.failures
+    with ResultStore(store) as s:
+        runs = s.records(command="reconstruct")
+        deepen = s.records(command="deepen")[0]
+        for record in runs:
+            # the same configuration run directly gives the same metrics (the sweep adds nothing of its own)
+            direct = api.reconstruct(**{**record.config, "out": None})
+            assert record.metrics == pytest.approx(direct.metrics(), nan_ok=True)
+            layers = sorted({r["layer"] for r in s.payload(record.id)["records"]})
+            deep = record.axes["model"] == "3L"
+            assert layers == list(range(4 if deep else 3))
+            assert record.config["model"] == (deepen.config["out"] if deep else folder)
+    assert Path(deepen.config["out"], "config.json").is_file()  # the pre-step's checkpoint survives
+    report = api.report(store=str(store), out=str(tmp_path / "report"))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert report.plots >= 1 and "reconstruction curves per layer" in md and "model=3L" in md

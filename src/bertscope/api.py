@@ -16,16 +16,21 @@ from typing import Any, TypeVar
 from bertscope.config import Config
 from bertscope.configs import (
     CompareConfig,
+    CrossConfig,
     DeepenConfig,
+    DimsConfig,
     FinetuneConfig,
     LayerScanConfig,
+    LayersConfig,
     ReconstructConfig,
     ReportConfig,
     StatusConfig,
     SweepConfig,
+    TokensConfig,
 )
 
 __all__ = ["COMMANDS", "Command", "compare", "deepen", "finetune", "layer_scan", "reconstruct", "report", "status", "sweep"]
+__all__ += ["cross", "dims", "layers", "tokens"]
 
 C = TypeVar("C", bound=Config)
 
@@ -120,3 +125,36 @@ def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> Any:
     from bertscope.finetune import run_finetune
 
     return run_finetune(_config(FinetuneConfig, config, options))
+
+
+@_register("dims", DimsConfig, "paper 2 study: score vs number of hidden dimensions (random control, ranked), or "
+                               "--find-effective")
+def dims(config: DimsConfig | None = None, /, **options: Any) -> Any:
+    """Score vs K dimensions (or the effective-dimension search); writes dims.json/.csv/.png; returns a StudyResult."""
+    from bertscope.studies import run_dims
+
+    return run_dims(_config(DimsConfig, config, options))
+
+
+@_register("layers", LayersConfig, "paper 2 study: the same head read from every hidden layer")
+def layers(config: LayersConfig | None = None, /, **options: Any) -> Any:
+    """Score per hidden layer 0..L; writes layers.json/.csv/.png; returns a StudyResult."""
+    from bertscope.studies import run_layers
+
+    return run_layers(_config(LayersConfig, config, options))
+
+
+@_register("tokens", TokensConfig, "paper 2 study: CLS vs max-norm vs mean vs max vs fixed token positions")
+def tokens(config: TokensConfig | None = None, /, **options: Any) -> Any:
+    """Score per token strategy; writes tokens.json/.csv/.png; returns a StudyResult."""
+    from bertscope.studies import run_tokens
+
+    return run_tokens(_config(TokensConfig, config, options))
+
+
+@_register("cross", CrossConfig, "paper 2 study: cross-fine-tuning over a task sequence (stage x task matrix)")
+def cross(config: CrossConfig | None = None, /, **options: Any) -> Any:
+    """Sequential fine-tuning with per-task heads and dims; writes cross.json/.csv/.png; returns a StudyResult."""
+    from bertscope.studies import run_cross
+
+    return run_cross(_config(CrossConfig, config, options))

@@ -168,27 +168,58 @@ def _batches(tokenizer: Any, sentences: Sequence[str], config: CompareConfig | L
 
 
 def _choose_heads(
-    mode: str, loaded: Sequence[families.LoadedModel], fit_on: Any, config: Any
-) -> tuple[list[HeadParts], str]:
-    """One head per model: each checkpoint's own, or one head fitted on the first model's final layer for all."""
+    config: CompareConfig | LayerScanConfig, loaded: Sequence[families.LoadedModel], tokenizer: Any, source: Any
+) -> tuple[list[HeadParts], dict[str, Any]]:
+    """One head per model: each checkpoint's own, or one head fitted on the *first* model's final layer, shared.
+
+    Sharing the fitted head keeps the comparison about the encoders: both models are decoded by the same weights.
+    """
     have = [lm.has_pretrained_mlm_head for lm in loaded]
+    mode = config.head
     if mode == "pretrained" and not all(have):
-        missing = [lm.source for lm, h in zip(loaded, have) if not h]
-        raise BertscopeError(f"{missing[0]} has no pretrained MLM head; use --head fit (or auto)")
+        missing = next(lm.source for lm, h in zip(loaded, have) if not h)
+        raise BertscopeError(f"{missing} has no pretrained masked-LM head (its weights hold none); "
+                             "use --head fit to fit one on the frozen final layer, or --head auto")
     if mode == "pretrained" or (mode == "auto" and all(have)):
-        return [families.mlm_head_parts(lm.model, "full") for lm in loaded], "pretrained"
-    head = _fitted_head(loaded[0], fit_on, config)
-    return [head for _ in loaded], "fit"
+        return [families.mlm_head_parts(lm.model, "full") for lm in loaded], {"mode": "pretrained",
+                                                                             "requested": config.head}
+    from bertscope.fitted_head import FitOptions, get_fitted_head
+
+    corpus, corpus_info = _fit_corpus(config.fit_corpus, source)
+    options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
+                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length)
+    with torch.enable_grad():  # fitting trains the head even when a caller runs under no_grad
+        fitted = get_fitted_head(loaded[0].model, tokenizer, corpus, corpus_info, options=options, seed=config.seed,
+                                 dtype=config.dtype, cache_dir=config.head_cache, refit=config.refit,
+                                 progress=config.progress, model_source=loaded[0].source)
+    info = {"mode": "fit", "requested": config.head, "fitted_on": loaded[0].source,
+            "shared_by": [lm.source for lm in loaded], "fit": fitted.info}
+    return [fitted.parts(lm.model) for lm in loaded], info
 
 
-def _fitted_head(loaded: families.LoadedModel, texts: Any, config: Any) -> HeadParts:
-    """A decoder fitted on the frozen final layer of ``loaded`` (bertscope.fitted_head), shared by every model."""
+def _fit_corpus(choice: str, source: Any) -> tuple[list[str], dict[str, Any]]:
+    from bertscope.texts import load_texts, read_text_file
+
+    if choice == "builtin":
+        return list(load_texts().sentences), {"kind": "builtin", "file": "bertscope/data/sentences.txt"}
+    if choice == "source":
+        return list(source.sentences), {"kind": "source", "source": source.describe()}
+    return read_text_file(choice), {"kind": "file", "file": str(Path(choice).expanduser().resolve())}
+
+
+def _check_out(out: str | None) -> Path | None:
+    """The output folder, created and checked writable before any model is loaded."""
+    if out is None:
+        return None
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise BertscopeError(f"--out {out} exists and is not a folder")
     try:
-        from bertscope import fitted_head
-    except ImportError:
-        raise BertscopeError("this model has no MLM head and this bertscope build cannot fit one; "
-                             "use checkpoints with an MLM head (--head pretrained)") from None
-    return fitted_head.head_for(loaded, config, texts)
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise BertscopeError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return folder
 
 
 def _tqdm(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -211,7 +242,7 @@ class CompareResult:
     """Agreement of ``variant`` with ``model`` and both models' per-layer reconstruction curves."""
 
     config: CompareConfig
-    head: str
+    head: dict[str, Any]
     texts: dict[str, Any]
     depths: dict[str, int]
     agreement: AgreementMetrics
@@ -240,7 +271,7 @@ class CompareResult:
 
         a = self.agreement
         table = Table(title=f"compare: {self.config.model or 'default'} vs {self.config.variant} "
-                            f"({a.positions} positions, head: {self.head})")
+                            f"({a.positions} positions, head: {self.head['mode']})")
         for col in ("metric", "value"):
             table.add_column(col)
         table.add_row("top-1 agreement", f"{a.top1_agreement:.4f}")
@@ -261,19 +292,19 @@ def _curve_rows(sums: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-@torch.no_grad()
 def run_compare(config: CompareConfig) -> CompareResult:
     """Run ``config.model`` and ``config.variant`` on the same sentences and measure how much they agree."""
-    from bertscope.lens import MetricSums, head_token_stats
+    from bertscope.lens import MetricSums
 
     device = families.resolve_device(config.device)
+    _check_out(config.out)
     torch.manual_seed(config.seed)
     source = _texts(config)
     tokenizer = families.load_tokenizer(config.model)
     original = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
     variant = families.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype)
     _same_vocab(original.model, variant.model)
-    heads, head_mode = _choose_heads(config.head, [original, variant], source, config)
+    heads, head_info = _choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
     depths = {n: families.num_layers(lm.model) for n, lm in zip(names, (original, variant))}
     curve_sums = {n: [MetricSums() for _ in range(depths[n] + 1)] for n in names}
@@ -282,26 +313,35 @@ def run_compare(config: CompareConfig) -> CompareResult:
     n_batches = math.ceil(len(sentences) / config.batch_size)
     for ids, mask, counted in _tqdm(_batches(tokenizer, sentences, config, device), n_batches, "compare",
                                     config.progress):
-        finals = []
-        sentence_ids = torch.arange(ids.shape[0], device=device).unsqueeze(1).expand_as(ids)[counted]
-        targets = ids[counted]
-        for name, lm, head in zip(names, (original, variant), heads):
-            states = lm.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            finals.append(states[-1][counted])
-            if config.curves:
-                last = len(states) - 1
-                for layer, hidden in enumerate(states):
-                    rank, nll = head_token_stats(head, hidden[counted], targets, is_last_layer=layer == last)
-                    curve_sums[name][layer].add(rank, nll, sentence_ids, ids.shape[0])
-        sums.add(*agreement_stats(heads[0], finals[0], heads[1], finals[1]))
+        _compare_batch(ids, mask, counted, (original, variant), heads, names, curve_sums, sums, config.curves)
     curves = {n: _curve_rows(curve_sums[n]) if config.curves else [] for n in names}
-    result = CompareResult(config=config, head=head_mode, texts=source.describe(), depths=depths,
+    result = CompareResult(config=config, head=head_info, texts=source.describe(), depths=depths,
                            agreement=sums.result(), curves=curves, environment=environment_info())
     if config.out:
         files = _write_compare(Path(config.out), result)
         result = CompareResult(**{**result.__dict__, "files": files})
         write_json_atomic(Path(config.out) / "compare.json", result.to_dict())
     return result
+
+
+@torch.no_grad()
+def _compare_batch(ids: torch.Tensor, mask: torch.Tensor, counted: torch.Tensor,
+                   models: Sequence[families.LoadedModel], heads: Sequence[HeadParts], names: Sequence[str],
+                   curve_sums: dict[str, list[Any]], sums: AgreementSums, curves: bool) -> None:
+    from bertscope.lens import head_token_stats
+
+    finals = []
+    sentence_ids = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(ids)[counted]
+    targets = ids[counted]
+    for name, lm, head in zip(names, models, heads):
+        states = lm.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        finals.append(states[-1][counted])
+        if curves:
+            last = len(states) - 1
+            for layer, hidden in enumerate(states):
+                rank, nll = head_token_stats(head, hidden[counted], targets, is_last_layer=layer == last)
+                curve_sums[name][layer].add(rank, nll, sentence_ids, ids.shape[0])
+    sums.add(*agreement_stats(heads[0], finals[0], heads[1], finals[1]))
 
 
 def _write_compare(out: Path, result: CompareResult) -> dict[str, str]:
@@ -357,7 +397,7 @@ class LayerScanResult:
     """Per edited layer: the variant's agreement with the original (and its own top-1 reconstruction)."""
 
     config: LayerScanConfig
-    head: str
+    head: dict[str, Any]
     texts: dict[str, Any]
     depth: int
     original_top1: float
@@ -384,7 +424,7 @@ class LayerScanResult:
     def render(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"layer-scan --op {self.config.op}: {self.depth} layers, head {self.head}, "
+        table = Table(title=f"layer-scan --op {self.config.op}: {self.depth} layers, head {self.head['mode']}, "
                             f"original top-1 {self.original_top1:.4f}")
         for col in ("layer", "depth", "top-1 agreement", "mean KL", "mean cosine", "variant top-1", "status"):
             table.add_column(col, justify="right" if col != "status" else "left")
@@ -461,12 +501,12 @@ def scan_batch(
     return stats, hits, original_hits
 
 
-@torch.no_grad()
 def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     """Every single-layer duplicate (or remove) variant of ``config.model``, measured against the original."""
     from bertscope.surgery import parse_layer_list
 
     device = families.resolve_device(config.device)
+    _check_out(config.out)
     torch.manual_seed(config.seed)
     source = _texts(config)
     tokenizer = families.load_tokenizer(config.model)
@@ -475,7 +515,7 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     depth = families.num_layers(model)
     chosen = parse_layer_list(config.layers, depth, what="--layers") if config.layers is not None else None
     variants = _scan_variants(model, scan_layer_maps(depth, config.op, chosen))
-    heads, head_mode = _choose_heads(config.head, [loaded], source, config)
+    heads, head_info = _choose_heads(config, [loaded], tokenizer, source)
     head = heads[0]
     sums = [AgreementSums() for _ in variants]
     variant_hits = [0 for _ in variants]
@@ -500,7 +540,7 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
             row["variant_top1"] = variant_hits[k] / m.positions if m.positions else math.nan
         rows.append(row)
     positions = next((s.positions for s in sums if s.positions), 0)
-    result = LayerScanResult(config=config, head=head_mode, texts=source.describe(), depth=depth,
+    result = LayerScanResult(config=config, head=head_info, texts=source.describe(), depth=depth,
                              original_top1=original_hits / positions if positions else math.nan, rows=rows,
                              environment=environment_info())
     if config.out:

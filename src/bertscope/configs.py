@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
 
-__all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
+__all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
+__all__ += ["CrossConfig", "DimsConfig", "LayersConfig", "StudyOptions", "TokensConfig"]
 
 
 def _env_glue_dir() -> str | None:
@@ -107,6 +108,22 @@ class ReconstructConfig(TextOptions, ModelOptions):
 
 
 @dataclass(frozen=True)
+class FitHeadOptions(Config):
+    """How a masked-LM head is fitted for checkpoints that ship none (same options and defaults as reconstruct)."""
+
+    fit_corpus: str = opt("builtin", "text the fitted head is trained on: builtin (the built-in English sample), "
+                                     "source (the sentences being measured) or a text file", metavar="SOURCE")
+    fit_steps: int = opt(300, "optimisation steps when fitting a head")
+    fit_lr: float = opt(6e-3, "AdamW learning rate when fitting a head")
+    fit_batch_size: int = opt(32, "sentences per step when fitting a head")
+    fit_mask_prob: float = opt(0.15, "share of tokens selected for BERT-style 80/10/10 masking when fitting a head")
+    fit_tie: bool = opt(True, "tie the fitted head's decoder to the model's (frozen) input embeddings")
+    head_cache: str | None = opt(None, "folder of cached fitted heads (env BERTSCOPE_CACHE; default "
+                                       "~/.cache/bertscope)", metavar="DIR")
+    refit: bool = opt(False, "fit the head again even if a cached one matches")
+
+
+@dataclass(frozen=True)
 class DeepenConfig(Config):
     """Deepen or shrink an encoder by copying/removing layers (no training); saves a verified Hugging Face folder."""
 
@@ -146,7 +163,7 @@ class DeepenConfig(Config):
 
 
 @dataclass(frozen=True)
-class CompareConfig(TextOptions, ModelOptions):
+class CompareConfig(FitHeadOptions, TextOptions, ModelOptions):
     """Agreement between an original model and a variant (e.g. a deepened one) on real text, layer by layer."""
 
     command = "compare"
@@ -166,7 +183,7 @@ class CompareConfig(TextOptions, ModelOptions):
 
 
 @dataclass(frozen=True)
-class LayerScanConfig(TextOptions, ModelOptions):
+class LayerScanConfig(FitHeadOptions, TextOptions, ModelOptions):
     """Build every single-layer variant (one layer duplicated, or removed) in memory and measure its agreement."""
 
     command = "layer-scan"
@@ -289,9 +306,16 @@ class FinetuneConfig(ModelOptions):
     eval_batch_size: int | None = opt(None, "examples per evaluation batch (default: --batch-size)")
     save_model: bool = opt(False, "save the fine-tuned encoder (plain transformers folder) and the head in OUT/model")
     overwrite: bool = opt(False, "replace an existing OUT/results.json")
+    cache_features: bool = opt(False, "fast path for a frozen encoder (--freeze encoder): compute every layer's "
+                                      "token vectors once, keep them on disk, train the head on them (same numbers)")
+    cache_dir: str | None = opt(None, "feature cache folder (default $BERTSCOPE_CACHE/features or "
+                                      "~/.cache/bertscope/features)", metavar="DIR")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
+        if (self.cache_features and self.command == "finetune"
+                and self.freeze.strip().lower() in ("none", "embeddings")):
+            raise BertscopeError("--cache-features needs a fully frozen encoder: add --freeze encoder")
         if self.task is None:
             raise BertscopeError("--task is required (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
         for name in ("max_train", "max_eval", "eval_batch_size"):
@@ -314,3 +338,126 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError("--save-model needs --out DIR")
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
+
+
+@dataclass(frozen=True)
+class StudyOptions(FinetuneConfig):
+    """Options every paper-2 study adds to finetune's: each run is a fine-tuning run with these options."""
+
+    cache_features: bool = opt(True, "with --freeze encoder: train every run's head on cached token vectors (one "
+                                     "encoder pass for the whole study, same numbers as without)")
+    overwrite: bool = opt(False, "start over: discard the finished runs in OUT/runs (default: resume, skipping "
+                                 "finished runs)")
+
+    def validate(self) -> None:
+        FinetuneConfig.validate(self)
+        if self.save_model:
+            raise BertscopeError(f"{self.command} does not save models; use finetune --save-model for one run")
+
+
+@dataclass(frozen=True)
+class DimsConfig(StudyOptions):
+    """Score vs the number of hidden dimensions the head sees (seeded random subsets, optional ranked choices), or
+    paper 2's search for effective dimensions (--find-effective)."""
+
+    command = "dims"
+
+    k: str = opt("1,2,3,5,10,50,all", "numbers of dimensions to try (comma list; all = every dimension)",
+                 metavar="K[,K...]")
+    samples: int = opt(5, "seeded random dimension subsets per K (the control)")
+    rank_by: str = opt("random", "also pick the top-K dimensions by: the weights of the full-dimension run's head "
+                                 "(weights) or the variance of the pretrained token vectors on the train set "
+                                 "(variance); random = random subsets only",
+                       choices=("random", "weights", "variance"))
+    find_effective: bool = opt(False, "search effective dimensions: start from --start-subsets random subsets of "
+                                      "--start dims, drop one at a time, recombine the marked ones into pairs")
+    start: int = opt(3, "--find-effective: size of each starting subset")
+    start_subsets: int = opt(5, "--find-effective: number of seeded starting subsets")
+    hurt_threshold: float = opt(0.01, "--find-effective: a removal hurts when the score drops by more than this; a "
+                                      "pair is verified when it scores within this of the start subsets' mean")
+    max_pairs: int = opt(20, "--find-effective: at most this many recombined pairs to verify (0 = all)")
+
+    def validate(self) -> None:
+        StudyOptions.validate(self)
+        if self.dims.strip().lower() != "all":
+            raise BertscopeError("dims chooses the dimensions itself; use --k (and --samples, --rank-by)")
+        if self.samples < 1:
+            raise BertscopeError(f"--samples must be at least 1, got {self.samples}")
+        if self.start < 2:
+            raise BertscopeError(f"--start must be at least 2, got {self.start}")
+        if self.start_subsets < 1 or self.max_pairs < 0:
+            raise BertscopeError("--start-subsets must be at least 1 and --max-pairs not negative")
+        if self.hurt_threshold < 0:
+            raise BertscopeError(f"--hurt-threshold must not be negative, got {self.hurt_threshold}")
+
+
+@dataclass(frozen=True)
+class LayersConfig(StudyOptions):
+    """The same head configuration read from each hidden layer 0..L in turn: score per layer."""
+
+    command = "layers"
+
+    layers: str | None = opt(None, "layers to scan, e.g. 0-6 or 0,3,6 (0 = embeddings); default: every layer 0..L",
+                             metavar="LAYERS")
+
+    def validate(self) -> None:
+        StudyOptions.validate(self)
+        if self.layer != "-1":
+            raise BertscopeError("layers scans the layer itself; use --layers to choose which")
+
+
+@dataclass(frozen=True)
+class TokensConfig(StudyOptions):
+    """The same head configuration reading different token vectors: CLS, max-norm, mean, element-wise max, fixed
+    positions."""
+
+    command = "tokens"
+
+    tokens: str = opt("cls,max-norm,mean,max,index:1,index:-1", "token strategies to compare (comma list of cls, "
+                                                                 "max-norm, mean, max, index:K)", metavar="T[,T...]")
+
+    def validate(self) -> None:
+        StudyOptions.validate(self)
+        if self.token != "cls":
+            raise BertscopeError("tokens varies the token itself; use --tokens to choose which")
+        if not [t for t in self.tokens.split(",") if t.strip()]:
+            raise BertscopeError("--tokens is empty")
+
+
+@dataclass(frozen=True)
+class CrossConfig(StudyOptions):
+    """Cross-fine-tuning: one encoder fine-tuned on task A, then B, then C..., each task with its own head and
+    dimensions; after every stage every task seen so far is evaluated with its own head (stage x task matrix)."""
+
+    command = "cross"
+
+    tasks: str | None = opt(None, "tasks in training order, e.g. sst2,rte,cola (required)", metavar="T1,T2,...")
+    dims_per_task: str = opt("random:2", "each task's dimensions: random:K, first:K or all")
+    dims_mode: str = opt("disjoint", "tasks get disjoint dimension sets (disjoint) or one shared set (shared)",
+                         choices=("disjoint", "shared"))
+    earlier_heads: str = opt("frozen", "after later stages, evaluate an earlier task with its head as trained in its "
+                                       "own stage (frozen), or with its head retrained on the current, frozen encoder "
+                                       "first (retrain: is the information still there?)",
+                             choices=("frozen", "retrain"))
+    single_task: bool = opt(True, "also fine-tune each task alone from the pretrained encoder (the single-task "
+                                  "reference beside the matrix)")
+    keep_checkpoint: bool = opt(True, "keep the encoder after each stage in OUT/checkpoint so an interrupted study "
+                                      "resumes at the next stage")
+
+    def validate(self) -> None:
+        ModelOptions.validate(self)
+        if self.task is not None:
+            raise BertscopeError("cross takes --tasks (comma list in training order), not --task")
+        names = [t.strip() for t in (self.tasks or "").split(",") if t.strip()]
+        if len(names) < 2:
+            raise BertscopeError("--tasks needs at least two tasks in training order, e.g. sst2,rte,cola")
+        if self.freeze.strip().lower() == "encoder":
+            raise BertscopeError("cross fine-tunes the encoder from task to task; --freeze encoder leaves "
+                                 "nothing to carry over")
+        if self.dims.strip().lower() != "all":
+            raise BertscopeError("cross sets each task's dimensions from --dims-per-task (and --dims-mode)")
+        if self.save_model:
+            raise BertscopeError("cross does not save models (see --keep-checkpoint)")
+        for name in names:  # every other option is checked as for finetune
+            FinetuneConfig(**{**{k: getattr(self, k) for k in FinetuneConfig.field_names()}, "task": name,
+                              "cache_features": False})

@@ -41,6 +41,7 @@ __all__ = [
     "supported_model_types",
     # fine-tuning with a selecting head (issue 4)
     "embeddings_module",
+    "layer_at_positions",
     "pooler_parts",
     "uses_token_type_ids",
     # layer surgery (issue 3)
@@ -48,6 +49,7 @@ __all__ = [
     "check_layer_map",
     "embed",
     "finalize_hidden",
+    "load_config",
     "load_saved_architecture",
     "run_layers",
     # lens helpers (issue 2)
@@ -224,6 +226,22 @@ def set_layers(model: nn.Module, layers: nn.ModuleList) -> None:
     setattr(model.config, family.depth_key, len(layers))
 
 
+def _install_output_hooks(model: nn.Module) -> None:
+    """Install transformers' output-capturing hooks while the whole stack is present.
+
+    Families that collect ``hidden_states`` by hooks (DistilBERT in transformers 5) install them on the layers present
+    at the first forward call; if that call ran truncated, the upper layers would never report their outputs.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # pragma: no cover - older transformers collect hidden states without hooks
+        return
+    for module in {id(m): m for m in (model, _base(model))}.values():
+        if hasattr(module, "config"):
+            with contextlib.suppress(Exception):
+                maybe_install_capturing_hooks(module)
+
+
 @contextlib.contextmanager
 def truncated(model: nn.Module, depth: int) -> Iterator[nn.Module]:
     """Run ``model`` with only its first ``depth`` layers (layers above are not computed at all)."""
@@ -231,6 +249,7 @@ def truncated(model: nn.Module, depth: int) -> Iterator[nn.Module]:
     full_depth = num_layers(model)
     if not 0 <= depth <= full_depth:
         raise BertscopeError(f"depth {depth} out of range 0..{full_depth}")
+    _install_output_hooks(model)
     if family.shared_layers:
         setattr(model.config, family.depth_key, depth)
         try:
@@ -592,6 +611,20 @@ def run_layers(
     return outputs if all_states else hidden
 
 
+def load_config(name: str | None) -> Any:
+    """The checkpoint's config alone (no weights), for checks that should fail before anything heavy is loaded."""
+    import transformers
+
+    source = resolve_model_source(name)
+    with _quiet_transformers():
+        try:
+            config = transformers.AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+    family_for(config)
+    return config
+
+
 def load_saved_architecture(name: str | None, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a checkpoint as the class it was saved as (``config.architectures[0]``), in its own dtype.
 
@@ -678,3 +711,38 @@ def uses_token_type_ids(model: nn.Module) -> bool:
     if "token_type_ids" not in inspect.signature(base.forward).parameters:
         return False
     return int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
+
+
+_POSITIONWISE_FAMILIES = ("bert", "roberta", "electra")
+
+
+def layer_at_positions(
+    model: nn.Module, layer_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor | None:
+    """Output of transformer layer ``layer_index`` (0-based) at one position per example, ``[B, H]``, or None.
+
+    When a head reads only one token of the top layer it reads, that layer's queries, attention, output projection
+    and feed-forward are needed at that token alone (keys and values still come from every token): about a sixth of
+    the layer's cost. Exact (up to float rounding) for the post-norm BERT layer shared by BERT, RoBERTa and ELECTRA;
+    None for other families or decoder configs, and the caller then runs the whole layer.
+    """
+    family = family_for(model)
+    if family.name not in _POSITIONWISE_FAMILIES or getattr(model.config, "is_decoder", False):
+        return None
+    layer = get_layers(model)[layer_index]
+    attention = layer.attention.self
+    batch, length, _ = hidden.shape
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    rows = torch.arange(batch, device=hidden.device)
+    query_input = hidden[rows, positions]  # [B, H]
+    query = attention.query(query_input).view(batch, 1, heads, size).transpose(1, 2)
+    key = attention.key(hidden).view(batch, length, heads, size).transpose(1, 2)
+    value = attention.value(hidden).view(batch, length, heads, size).transpose(1, 2)
+    mask = attention_mask.to(torch.bool)[:, None, None, :]
+    context = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=attention.dropout.p if attention.training else 0.0,
+        scale=attention.scaling,
+    )
+    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
+    attended = layer.attention.output(context, query_input[:, None])
+    return layer.feed_forward_chunk(attended)[:, 0]

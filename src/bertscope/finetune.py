@@ -90,6 +90,7 @@ class FinetuneResult:
     parameters: dict[str, int]
     environment: dict[str, Any]
     saved_model: str | None = None
+    features: dict[str, Any] | None = None
     predictions: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class FinetuneResult:
             "timing": self.timing,
             "parameters": self.parameters,
             "saved_model": self.saved_model,
+            "features": self.features,
             "environment": self.environment,
         }
 
@@ -223,8 +225,22 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     eval_data = {name: encode_split(tokenizer, split, config.max_length) for name, split in eval_sets.items()}
     tokenize_seconds = time.perf_counter() - start
 
+    # A frozen encoder computes whole layers, so live vectors are bit-identical to the feature cache's.
     represent = EncoderRepresentation(model, layers, token, include_special=config.include_special,
-                                      frozen=frozen_entirely, forward=forward)
+                                      frozen=frozen_entirely, forward=forward, fast_top=not frozen_entirely)
+    collate_fn, feature_info = None, None
+    if config.cache_features:  # fast path (bertscope.features): cached token vectors of the frozen encoder
+        if not frozen_entirely:
+            raise BertscopeError(f"--cache-features needs a fully frozen encoder; --freeze {config.freeze} "
+                                 "leaves parameters trainable (use --freeze encoder)")
+        from bertscope.features import FeatureStore, cached_inputs
+
+        represent, collate_fn, feature_info = cached_inputs(
+            FeatureStore(config.cache_dir), model, train_data, eval_data, config.token, layers,
+            include_special=config.include_special, batch_size=config.eval_batch_size or config.batch_size,
+            device=device, dtype=config.dtype, progress=config.progress,
+            provenance={"task": task.name, "model_source": loaded.source, "max_length": config.max_length,
+                        "max_train": config.max_train, "max_eval": config.max_eval, "seed": config.seed})
     _status(out, "running", started_utc=environment_info()["created_utc"])
     try:
         history: TrainHistory = train_loop(
@@ -233,7 +249,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
             batch_size=config.batch_size, lr=config.lr, head_lr=head_lr, weight_decay=config.weight_decay,
             warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip, seed=config.seed, device=device,
             dtype=dtype, group_by_length=config.group_by_length, eval_batch_size=config.eval_batch_size,
-            progress=config.progress, accelerator=accelerator,
+            progress=config.progress, accelerator=accelerator, collate_fn=collate_fn,
         )
     except BaseException as exc:
         _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__)
@@ -251,7 +267,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
         selection={"token": config.token, "token_method": token[0], "token_index": token[1],
                    "include_special": config.include_special, "layers": list(layers), "num_layers": depth,
                    "dims_spec": config.dims, "dims": list(dims), "hidden_size": families.hidden_size(model),
-                   "pooler": config.pooler, "layers_computed": max(layers)},
+                   "pooler": config.pooler, "layers_computed": max(layers),
+                   "top_layer_at_one_position": bool(getattr(represent, "fast_top", False))},
         freezing=freezing,
         data={"train": train_split.provenance(), "eval": {k: v.provenance() for k, v in eval_sets.items()},
               "max_length": config.max_length},
@@ -269,6 +286,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
         environment=environment_info(),
         saved_model=str(Path(out) / "model") if (out is not None and config.save_model) else None,
         predictions=history.predictions,
+        features=feature_info,
     )
     is_main = accelerator is None or accelerator.is_main_process
     if out is not None and is_main:

@@ -1,7 +1,8 @@
 """A masked-LM head fitted on the frozen final layer, for models that ship none (e.g. the embedded MiniLM).
 
 The head has BERT's shape: ``dense (H -> E) -> GELU -> LayerNorm -> decoder (E -> V) + bias``; by default the decoder
-is tied to the model's (frozen) input embeddings, so only the transform and the bias are learned. It is trained on
+is tied to the model's (frozen) input embeddings, so only the transform and the bias are learned (the bias starts at
+the fit corpus's smoothed log unigram frequencies). It is trained on
 the final layer only, with BERT's 80/10/10 masking (15% of the non-special tokens selected; of those 80% -> [MASK],
 10% -> a random token, 10% unchanged; loss on the selected tokens), and then applied to every layer by the lens.
 
@@ -56,7 +57,7 @@ class FitOptions:
     """How the head is fitted; every field enters the cache key and the result files."""
 
     steps: int = 300
-    lr: float = 2e-3
+    lr: float = 6e-3
     batch_size: int = 32
     mask_prob: float = 0.15
     tie_decoder: bool = True
@@ -281,6 +282,11 @@ def _fit(model: nn.Module, tokenizer: Any, train: list[str], held: list[str], op
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     items = _encode(tokenizer, train, opts.max_length)
+    with torch.no_grad():  # start the bias at the corpus's smoothed log unigram frequencies (faster convergence)
+        counts = torch.ones(vocab)
+        for ids, candidates in items:
+            counts.index_add_(0, ids[candidates], torch.ones(int(candidates.sum())))
+        head.bias.copy_((counts / counts.sum()).log().to(head.bias.device))
     rng = random.Random(seed)
     order: list[int] = []
     losses: list[float] = []
@@ -346,7 +352,7 @@ def _load(folder: Path, model: nn.Module, key: str, opts: FitOptions) -> tuple[H
         head = HeadModule(families.hidden_size(model), embedding, tie_decoder=opts.tie_decoder,
                           eps=float(info.get("layer_norm_eps", 1e-12)))
         head.load_state_dict(load_file(str(folder / "head.safetensors")))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # a cache entry is only a shortcut: anything unreadable is refitted
         _log.warning("ignoring unusable cached head in %s (%s); fitting again", folder, exc)
         return None
     return head, info

@@ -27,7 +27,7 @@ import html
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,10 @@ from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 __all__ = ["Block", "ReportResult", "Section", "aggregate", "build_report", "format_cell", "main_metric"]
 
 REPLICATE_AXIS = "seed"
+#: replicate axes: seeds, and the random samples a `dims` study draws per K
+REPLICATE_AXES = ("seed", "sample")
+#: paper-2 study commands whose one run holds many fine-tuning runs (their payload's table is exploded into points)
+STUDY_COMMANDS = ("layers", "tokens", "dims", "cross")
 LAYER_AXES = ("layer", "layers")
 TASK_AXES = ("task",)
 SOURCE_AXES = ("source", "source_task", "first", "first_task", "from_task", "task_a", "intermediate",
@@ -177,6 +181,10 @@ def _to_html(title: str, sections: list[Section]) -> str:
                 parts.append(f"<figure><img class=\"plot\" alt=\"{html.escape(block.text)}\" "
                              f"src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(block.text)}"
                              "</figcaption></figure>")
+    # marks how many plots decoded, so a headless browser (and the test suite) can check the report shows them
+    parts.append("<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
+                 "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}"
+                 "document.body.setAttribute('data-plots-loaded',ok+'/'+im.length);});</script>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -246,7 +254,7 @@ def _conditions(rows: Sequence[RunRecord]) -> list[str]:
     """Non-replicate axes that take more than one value in ``rows``."""
     names: list[str] = []
     for row in rows:
-        names.extend(k for k in (row.axes or {}) if k not in names and k != REPLICATE_AXIS)
+        names.extend(k for k in (row.axes or {}) if k not in names and k not in REPLICATE_AXES)
     return [n for n in names if len(_axis_values(rows, n)) > 1]
 
 
@@ -309,10 +317,15 @@ def layer_curves(payload: Any) -> dict[str, list[dict[str, float]]]:
             return
         if isinstance(value, list) and value and all(isinstance(v, dict) and isinstance(v.get("layer"), int)
                                                       and not isinstance(v.get("layer"), bool) for v in value):
-            rows = [{k: float(x) for k, x in v.items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
-                    for v in value]
-            if any(len(r) > 1 for r in rows):
-                found[path or "records"] = rows
+            groups: dict[str, list[dict[str, float]]] = {}
+            for v in value:  # records split by a string "group" (e.g. masked/unmasked) are separate curves
+                group = v.get("group") if isinstance(v.get("group"), str) else "all"
+                groups.setdefault(group, []).append(
+                    {k: float(x) for k, x in v.items() if isinstance(x, (int, float)) and not isinstance(x, bool)})
+            for group, rows in groups.items():
+                if any(len(r) > 1 for r in rows):
+                    name = path or "records"
+                    found[name if group == "all" else f"{name}[{group}]"] = rows
             return
         if isinstance(value, dict):
             for key, inner in value.items():
@@ -417,6 +430,29 @@ def _heatmap(plots: _Plots, matrix: list[list[float]], rows: list[str], cols: li
     return plots.save(fig, stem)
 
 
+def _grouped_bars(plots: _Plots, rows: Sequence[RunRecord], group_axis: str | None, bar_axis: str, metric: str,
+                  title: str, stem: str) -> Path:
+    """Bars of ``metric`` (mean, ±1 std whiskers) per ``bar_axis`` value, grouped by ``group_axis`` (e.g. task)."""
+    import numpy as np
+
+    groups = _axis_values(rows, group_axis) if group_axis else [None]
+    bars = _axis_values(rows, bar_axis)
+    width = 0.8 / max(len(bars), 1)
+    fig, ax = _figure(max(5.0, 1.2 * len(groups) * max(1, len(bars)) / 2 + 2), 4.0)
+    for i, bar in enumerate(bars):
+        stats = [_metric_stats([r for r in rows if (r.axes or {}).get(bar_axis) == bar
+                                and (group_axis is None or (r.axes or {}).get(group_axis) == g)], metric)
+                 for g in groups]
+        xs = np.arange(len(groups)) + (i - (len(bars) - 1) / 2) * width
+        ax.bar(xs, [st[0] for st in stats], width, yerr=[st[1] or 0.0 for st in stats], capsize=3, label=str(bar))
+    ax.set_xticks(range(len(groups)), labels=[str(g) if g is not None else metric for g in groups])
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, title=bar_axis)
+    return plots.save(fig, stem)
+
+
 def _layer_task_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric: str) -> Section | None:
     conditions = _conditions(rows)
     layer_axis = next((a for a in LAYER_AXES if a in conditions), None)
@@ -454,7 +490,7 @@ def _layer_task_section(rows: Sequence[RunRecord], plots: _Plots, title: str, me
     return section
 
 
-_DIMS = re.compile(r"^\s*(first|random|top|idx)\s*:\s*(.+)$", re.IGNORECASE)
+_DIMS = re.compile(r"^\s*([a-z][a-z_-]*)\s*:\s*(.+)$", re.IGNORECASE)
 
 
 def _dims_k(value: Any) -> tuple[str, int | None]:
@@ -499,7 +535,7 @@ def _dims_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric: 
                         label=kind + (" (control)" if kind == "random" else ""),
                         linestyle="--" if kind == "random" else "-")
         if full:
-            mean, std, n = _metric_stats(full, metric)
+            mean, _, n = _metric_stats(full, metric)
             ax.axhline(mean, color="black", linestyle=":", label=f"all dims (n={n})")
         if any(len(p) > 1 for p in by_kind.values()):
             ax.set_xscale("log", base=2)
@@ -519,13 +555,19 @@ def _dims_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric: 
 
 
 def _axis_table_section(rows: Sequence[RunRecord], axis: str, heading: str, title: str, metric: str,
-                        explanation: str) -> Section | None:
+                        explanation: str, plots: _Plots | None = None) -> Section | None:
     conditions = _conditions(rows)
     if axis not in conditions:
         return None
     section = Section(f"{title}: {heading}", level=3)
     section.text(explanation)
     task_axis = next((a for a in TASK_AXES if a in conditions and a != axis), None)
+    if plots is not None:
+        others = [a for a in conditions if a not in (axis, task_axis)]
+        for fixed, group in _split(rows, others):
+            suffix = f" ({_describe(fixed)})" if fixed else ""
+            section.image(_grouped_bars(plots, group, task_axis, axis, metric, f"{heading}{suffix}",
+                                        f"{title}-{axis}{suffix}"), f"`{metric}` by {axis}{suffix}; ±1 std over seeds")
     if task_axis:
         _pivot(section, rows, axis, task_axis, metric, caption=heading.capitalize())
     else:
@@ -540,19 +582,27 @@ def _model_label(row: RunRecord) -> str:
     return str(value)
 
 
-def _deepened_section(rows: Sequence[RunRecord], title: str, metric: str) -> Section | None:
+def _deepened_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric: str,
+                      products: dict[str, RunRecord]) -> Section | None:
     conditions = _conditions(rows)
     if "model" not in conditions:
         return None
     derived = {_model_label(r) for r in rows if isinstance(r.identity.get("model"), dict)}
-    heading = "original vs deepened" if derived else "by model"
+    makers = {products[ref].command for r in rows if (ref := _model_ref(r)) and ref in products}
+    heading = "original vs deepened" if derived and makers <= {"deepen"} else "by model"
     section = Section(f"{title}: {heading}", level=3)
     if derived:
         section.text("Models produced by a pre-step of the sweep (e.g. `deepen`): " + ", ".join(sorted(derived))
                      + ". Each pre-step ran once and every run below used its output folder.")
     task_axis = next((a for a in TASK_AXES if a in conditions), None)
+    others = [a for a in conditions if a not in ("model", task_axis, "source_task")]
+    for fixed, group in _split(rows, others):
+        suffix = f" ({_describe(fixed)})" if fixed else ""
+        section.image(_grouped_bars(plots, group, task_axis, "model", metric, f"{heading}{suffix}",
+                                    f"{title}-models{suffix}"), f"`{metric}` by model{suffix}; ±1 std over seeds")
     if task_axis:
-        _pivot(section, rows, task_axis, "model", metric, caption=f"GLUE {heading}")
+        _pivot(section, [_without(r, "source_task") for r in rows], task_axis, "model", metric,
+               caption=f"GLUE {heading}")
         averages = []
         for label in _axis_values(rows, "model"):
             members = [r for r in rows if (r.axes or {}).get("model") == label]
@@ -569,6 +619,31 @@ def _deepened_section(rows: Sequence[RunRecord], title: str, metric: str) -> Sec
     else:
         _single_axis_table(section, rows, "model", metric, f"GLUE {heading}")
     return section
+
+
+def _without(row: RunRecord, axis: str) -> RunRecord:
+    import dataclasses
+
+    return dataclasses.replace(row, axes={k: v for k, v in (row.axes or {}).items() if k != axis})
+
+
+def _model_ref(row: RunRecord) -> str | None:
+    """The id of the pre-step run that produced this run's model, if any."""
+    value = row.identity.get("model")
+    return value.get("@run") if isinstance(value, dict) else None
+
+
+def _with_source_task(rows: list[RunRecord], products: dict[str, RunRecord]) -> list[RunRecord]:
+    """Cross-fine-tuning as a sweep: runs whose model is a ``finetune`` pre-step get a ``source_task`` axis (the
+    pre-step's task; ``none`` for runs on an original model), so the cross matrix can be drawn."""
+    import dataclasses
+
+    sources = {r.id: products[ref].config.get("task") for r in rows
+               if (ref := _model_ref(r)) and ref in products and products[ref].command == "finetune"}
+    if not sources:
+        return rows
+    return [dataclasses.replace(r, axes={"source_task": sources.get(r.id, "none"), **(r.axes or {})})
+            for r in rows]
 
 
 def _cross_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric: str) -> Section | None:
@@ -594,7 +669,8 @@ def _cross_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric:
     def value_of(row: RunRecord, axis: str) -> Any:
         return (row.axes or {}).get(axis, row.config.get(axis))
 
-    others = [a for a in conditions if a not in (source, target)]
+    derived = ("model",) if source == "source_task" else ()  # the source model *is* the source task
+    others = [a for a in conditions if a not in (source, target, *derived)]
     for fixed, group in _split(rows, others):
         sources = []
         targets = []
@@ -689,6 +765,66 @@ class ReportResult:
         return table
 
 
+def _study_points(command: str, payload: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """(extra axes, score) of every fine-tuning point inside one paper-2 study run."""
+    table = payload.get("table") or []
+    points: list[tuple[dict[str, Any], float]] = []
+    if command == "layers":
+        points = [({"layer": row["layer"]}, row["score"]) for row in table if "layer" in row]
+    elif command == "tokens":
+        points = [({"token": row["token_strategy"]}, row["score"]) for row in table if "token_strategy" in row]
+    elif command == "dims":
+        for rec in payload.get("runs") or []:
+            if "selection" in rec and "k" in rec and rec.get("score") is not None:
+                dims = "all" if rec["selection"] == "all" else f"{rec['selection']}:{rec['k']}"
+                points.append(({"dims": dims, "sample": rec.get("sample", 0)}, rec["score"]))
+    elif command == "cross":
+        for row in table:
+            source = "single-task" if row.get("stage") == "single-task" else f"after {row.get('trained_on')}"
+            for task, value in row.items():
+                if task not in ("stage", "trained_on") and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    points.append(({"source": source, "target": task}, value))
+    return [(axes, float(score)) for axes, score in points if score is not None]
+
+
+def _explode_studies(store: ResultStore, rows: list[RunRecord]) -> list[RunRecord]:
+    """A study run (``layers``, ``tokens``, ``dims``, ``cross``) becomes one point per fine-tuning run it holds,
+    with the study's own axis (layer, token, dims + sample, source/target) added to the sweep's grid values, so
+    the same sections (layer x task heatmap, token tables, score vs k, cross matrix) apply over seeds and tasks."""
+    import dataclasses
+
+    out: list[RunRecord] = []
+    for row in rows:
+        points = _study_points(row.command, store.payload(row.id) or {}) if row.command in STUDY_COMMANDS else []
+        if not points:
+            out.append(row)
+            continue
+        for i, (axes, score) in enumerate(points):
+            out.append(dataclasses.replace(row, id=f"{row.id}#{i}", axes={**(row.axes or {}), **axes},
+                                           metrics={"score": score}))
+    return out
+
+
+def _experiment_sections(store: ResultStore, rows: list[RunRecord], plots: _Plots, name: str, metric: str,
+                         preferred: str | None, products: dict[str, RunRecord]) -> list[Section]:
+    """The paper-shaped sections that apply to one experiment's finished runs (see the module docstring)."""
+    rows = _with_source_task(rows, products)
+    candidates = [
+        _curves_section(store, rows, plots, name, preferred),
+        _layer_task_section(rows, plots, name, metric),
+        _dims_section(rows, plots, name, metric),
+        _axis_table_section(rows, "token", "token choice", name, metric,
+                            "Which token vector the head reads (e.g. `cls`, `mean`, `max-norm`).", plots),
+        _axis_table_section(rows, "freeze", "frozen vs fine-tuned", name, metric,
+                            "`none` fine-tunes the whole encoder; other values freeze the named parts and train "
+                            "only the head (and what is left).", plots),
+        _cross_section(rows, plots, name, metric),
+        _deepened_section(rows, plots, name, metric, products),
+    ]
+    return [section for section in candidates if section is not None]
+
+
 def _experiment_order(records: Sequence[RunRecord]) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
     for r in records:
@@ -704,14 +840,15 @@ def build_report(config: ReportConfig) -> ReportResult:
     if out.exists() and not out.is_dir():
         raise BertscopeError(f"--out {out} is a file; give a folder")
     with ResultStore(config.store, create=False) as store:
-        records = store.records(sweep=config.sweep)
+        records = store.records(sweep=config.sweep, memberships=True)
         if not records:
             raise BertscopeError(f"store {config.store} holds no runs"
                                  + (f" for sweep {config.sweep!r}" if config.sweep else ""))
         counts = dict.fromkeys(STATUSES, 0)
-        for r in records:
+        for r in {r.id: r for r in records}.values():  # a run serving several experiments counts once
             counts[r.status] += 1
         done = [r for r in records if r.status == "done" and r.axes is not None]  # pre-steps have no axes
+        products = {r.id: r for r in store.records() if r.status == "done"}
         out.mkdir(parents=True, exist_ok=True)
         plots = _Plots(out)
         title = config.title or f"bertscope report: {Path(config.store).name}"
@@ -720,37 +857,24 @@ def build_report(config: ReportConfig) -> ReportResult:
         experiments = []
         for sweep_name, experiment in _experiment_order(done):
             rows = [r for r in done if (r.sweep or "?") == sweep_name and (r.experiment or "?") == experiment]
-            main_rows = rows
+            main_rows = _explode_studies(store, rows)
             name = experiment if experiment.startswith(sweep_name) else f"{sweep_name}/{experiment}"
             experiments.append(name)
             metric = main_metric(main_rows, config.metric)
             commands = sorted({r.command for r in main_rows})
             head = Section(f"{name}", level=2)
             axes = _conditions(main_rows)
-            head.text(f"Command `{', '.join(commands)}`; {len(main_rows)} finished run(s); conditions: "
+            head.text(f"Command `{', '.join(commands)}`; {len(rows)} finished run(s); conditions: "
                       + (", ".join(f"`{a}`" for a in axes) or "none")
                       + f"; replicate axis `{REPLICATE_AXIS}` ({len(_axis_values(main_rows, REPLICATE_AXIS))} "
-                      f"value(s)); main metric `{metric}`.")
+                      f"value(s)); main metric `{metric}`."
+                      + (" Study runs are shown point by point (each fine-tuning run inside them)."
+                         if set(commands) & set(STUDY_COMMANDS) else ""))
             sections.append(head)
             if metric is None:
                 head.text("These runs report no metrics.")
                 continue
-            builders: list[Callable[[], Section | None]] = [
-                lambda: _curves_section(store, main_rows, plots, name, config.metric),
-                lambda: _layer_task_section(main_rows, plots, name, metric),
-                lambda: _dims_section(main_rows, plots, name, metric),
-                lambda: _axis_table_section(main_rows, "token", "token choice", name, metric,
-                                            "Which token vector the head reads (e.g. `cls`, `mean`, `max-norm`)."),
-                lambda: _axis_table_section(main_rows, "freeze", "frozen vs fine-tuned", name, metric,
-                                            "`none` fine-tunes the whole encoder; other values freeze the named "
-                                            "parts and train only the head (and what is left)."),
-                lambda: _cross_section(main_rows, plots, name, metric),
-                lambda: _deepened_section(main_rows, name, metric),
-            ]
-            for build in builders:
-                section = build()
-                if section is not None:
-                    sections.append(section)
+            sections.extend(_experiment_sections(store, main_rows, plots, name, metric, config.metric, products))
             sections.append(_summary_section(main_rows, name, _summary_metrics(main_rows, metric)))
             csv_rows.extend(_aggregate_rows(main_rows, name))
         if not experiments:
@@ -761,9 +885,7 @@ def build_report(config: ReportConfig) -> ReportResult:
         files.append(write_csv_atomic(out / "tables" / "aggregated.csv", csv_rows))
     files.append(write_text_atomic(out / "report.md", _to_markdown(title, sections, out)))
     files.append(write_text_atomic(out / "report.html", _to_html(title, sections)))
-    result = ReportResult(config=config, out=str(out), files=(), experiments=tuple(experiments), counts=counts,
-                          plots=len(plots.files))
-    names = tuple(str(p.relative_to(out)) for p in [*files, *plots.files]) + ("report.json",)
+    names = (*(str(p.relative_to(out)) for p in [*files, *plots.files]), "report.json")
     result = ReportResult(config=config, out=str(out), files=names, experiments=tuple(experiments),
                           counts=counts, plots=len(plots.files))
     write_json_atomic(out / "report.json", result.to_dict())
@@ -790,12 +912,13 @@ def _overview(store: ResultStore, records: Sequence[RunRecord], counts: dict[str
         section.text("Provenance of finished runs: bertscope git "
                      + ", ".join(f"`{c[:10]}`" for c in commits) + "; "
                      + "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(versions.items())))
-    failed = [r for r in records if r.status == "failed"]
+    unique = list({r.id: r for r in records}.values())
+    failed = [r for r in unique if r.status == "failed"]
     if failed:
         section.table(["run id", "axes", "error"],
                       [[r.id, _describe(r.axes or {}) or "(pre-step)", r.error or ""] for r in failed[:50]],
                       caption=f"Failed runs ({len(failed)}; `bertscope sweep SPEC --retry-failed` runs them again)")
-    pre = [r for r in records if r.status == "done" and r.axes is None]
+    pre = [r for r in unique if r.status == "done" and r.axes is None]
     if pre:
         section.table(["pre-step", "command", "label", "metrics"],
                       [[r.id, r.command, r.label or "", ", ".join(f"{k}={v:.4g}" for k, v in r.metrics.items()

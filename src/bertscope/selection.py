@@ -49,6 +49,7 @@ __all__ = [
     "parse_token",
     "select_layers",
     "select_tokens",
+    "token_positions",
     "trainable_parameters",
 ]
 
@@ -151,6 +152,21 @@ def parse_freeze(spec: str, num_layers: int) -> tuple[str, tuple[int, int] | Non
 # ------------------------------------------------------------------------------------------ pure selection
 
 
+def token_positions(attention_mask: torch.Tensor, method: str, *, index: int | None = None) -> torch.Tensor | None:
+    """The position each example's vector is read at, ``[B]``, for ``cls`` and ``index``; None for pooling methods
+    (their choice depends on the hidden states). Known before the layer is computed, which lets the top layer read
+    be computed at that position only (:func:`bertscope.families.layer_at_positions`)."""
+    if method == "cls":
+        return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
+    if method != "index":
+        return None
+    if index is None:
+        raise ValueError("method 'index' needs index")
+    lengths = attention_mask.to(torch.bool).sum(dim=1)
+    pos = torch.full_like(lengths, index) if index >= 0 else lengths + index
+    return torch.minimum(pos.clamp(min=0), lengths - 1)
+
+
 def select_tokens(
     hidden: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -170,15 +186,9 @@ def select_tokens(
         raise ValueError(f"hidden must be [B, T, H], got {tuple(hidden.shape)}")
     batch = torch.arange(hidden.shape[0], device=hidden.device)
     real = attention_mask.to(torch.bool)
-    if method == "cls":
-        return hidden[:, 0]
-    if method == "index":
-        if index is None:
-            raise ValueError("method 'index' needs index")
-        lengths = real.sum(dim=1)
-        pos = torch.full_like(lengths, index) if index >= 0 else lengths + index
-        pos = torch.minimum(pos.clamp(min=0), lengths - 1)
-        return hidden[batch, pos]
+    positions = token_positions(attention_mask, method, index=index)
+    if positions is not None:
+        return hidden[batch, positions]
     candidates = real
     if special_mask is not None and not include_special:
         candidates = real & ~special_mask.to(torch.bool)

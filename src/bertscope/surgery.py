@@ -12,10 +12,12 @@ by the map) and only then renames it into place, so a half-written folder never 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,16 +345,36 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _no_hf_progress_bars() -> Iterator[None]:
+    """transformers' per-file load/save bars would bury bertscope's one-line messages; bertscope reports itself."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def run_deepen(config: DeepenConfig) -> DeepenResult:
     """Build the variant named by ``config``, save it as a Hugging Face folder, verify it, publish it atomically."""
+    with _no_hf_progress_bars():
+        return _run_deepen(config)
+
+
+def _run_deepen(config: DeepenConfig) -> DeepenResult:
     out = Path(os.path.expanduser(config.out or ""))
     source = families.resolve_model_source(config.model)
     _check_out(out, config.overwrite, source)
+    model_config = families.load_config(config.model)  # bad maps fail here, before any weights are read
+    depth = families.num_layers(model_config)
+    layer_map, operation = layer_map_from_config(config, depth)
+    families.check_layer_map(model_config, layer_map)
     loaded = families.load_saved_architecture(config.model, device=families.resolve_device(config.device))
     original = loaded.model
-    depth = families.num_layers(original)
-    layer_map, operation = layer_map_from_config(config, depth)
-    families.check_layer_map(original, layer_map)
     variant = variant_model(original, layer_map)
     note = {"source_model": config.model or families.DEFAULT_MODEL_NAME, "layer_map": layer_map,
             "old_depth": depth, "bertscope_version": __version__, "provenance_file": PROVENANCE_FILE}

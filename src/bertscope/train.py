@@ -19,6 +19,12 @@ vectors through this *same* loop and must get the same numbers):
   ``torch.Generator``); the head is initialised from its own generator and its dropout draws from its own generator
   (:class:`bertscope.selection.SeededDropout`), so nothing in the head's path reads the global RNG.
 
+Speed: examples are tokenised once; batches are padded to their longest member and grouped by length; the encoder
+runs only up to the highest layer read (``families.truncated``); and when the head reads one known position
+(``cls``/``index:K``), the top layer read is computed at that position only (``families.layer_at_positions``: keys
+and values from every token, queries, attention output and feed-forward for one), which is exact and saves most of
+one layer. ``fast_top=False`` turns that off. AdamW uses the fused kernel, as the Trainer does.
+
 Mixed precision (``dtype`` bfloat16/float16) uses ``torch.autocast`` around the forward pass with float32 master
 weights (float16 adds a gradient scaler). Multi-GPU: under ``accelerate launch`` (``WORLD_SIZE`` > 1) the encoder and
 head are wrapped by :class:`accelerate.Accelerator` (DDP), each process takes every n-th batch of the same seeded order
@@ -39,7 +45,7 @@ import torch
 from torch import nn
 
 from bertscope import families, glue
-from bertscope.selection import SelectingHead, select_layers, trainable_parameters
+from bertscope.selection import SelectingHead, select_layers, token_positions, trainable_parameters
 
 __all__ = [
     "Batch",
@@ -172,7 +178,8 @@ class EncoderRepresentation:
     """Run the encoder up to the highest layer read (layers above are not computed) and select token vectors."""
 
     def __init__(self, model: nn.Module, layers: Sequence[int], token: tuple[str, int | None], *,
-                 include_special: bool = False, frozen: bool = False, forward: nn.Module | None = None) -> None:
+                 include_special: bool = False, frozen: bool = False, forward: nn.Module | None = None,
+                 fast_top: bool = True) -> None:
         self.model = model
         self.forward_module = forward if forward is not None else model  # a DDP wrapper under accelerate
         self.layers = tuple(layers)
@@ -181,19 +188,42 @@ class EncoderRepresentation:
         self.frozen = frozen
         self.depth = max(self.layers)
         self.token_types = families.uses_token_type_ids(model)
+        # cls / index:K read the top layer at one known position: compute that layer there only (same numbers).
+        self.fast_top = (fast_top and self.forward_module is model and self.depth >= 1
+                         and self.method in ("cls", "index"))
 
     def train(self, mode: bool = True) -> EncoderRepresentation:
         self.forward_module.train(mode and not self.frozen)  # a frozen encoder is a fixed feature extractor
         return self
+
+    def _states(self, kwargs: dict[str, Any], depth: int, forward: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
+        """Hidden states 0..depth; depth 0 = the embedding output alone."""
+        if depth == 0:
+            return (families.embed(self.model, kwargs["input_ids"], kwargs["attention_mask"],
+                                   kwargs.get("token_type_ids")),)
+        with families.truncated(self.model, depth):
+            out = (forward or self.model)(**kwargs, output_hidden_states=True, return_dict=True)
+        return tuple(out.hidden_states)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if self.token_types and batch.token_type_ids is not None:
             kwargs["token_type_ids"] = batch.token_type_ids
         grad = contextlib.nullcontext() if not self.frozen and torch.is_grad_enabled() else torch.no_grad()
-        with grad, families.truncated(self.model, self.depth):
-            out = self.forward_module(**kwargs, output_hidden_states=True, return_dict=True)
-        return select_layers(out.hidden_states, self.layers, batch.attention_mask, batch.special_mask, self.method,
+        if self.fast_top:
+            with grad:
+                states = self._states(kwargs, self.depth - 1)
+                positions = token_positions(batch.attention_mask, self.method, index=self.index)
+                top = families.layer_at_positions(self.model, self.depth - 1, states[-1], batch.attention_mask,
+                                                  positions)  # type: ignore[arg-type]
+            if top is not None:
+                rows = torch.arange(len(batch), device=top.device)
+                return torch.stack([top if layer == self.depth else states[layer][rows, positions]
+                                    for layer in self.layers], dim=1)
+            self.fast_top = False  # this family has no position-wise layer: run whole layers from now on
+        with grad:
+            states = self._states(kwargs, self.depth, self.forward_module)
+        return select_layers(states, self.layers, batch.attention_mask, batch.special_mask, self.method,
                              index=self.index, include_special=self.include_special)
 
 
@@ -242,7 +272,8 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 
 @torch.no_grad()
 def evaluate(represent: Representation, head: SelectingHead, data: EncodedSplit, *, batch_size: int,
-             device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None) -> list[float]:
+             device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None,
+             collate_fn: Callable[..., Any] | None = None) -> list[float]:
     """Predictions for every example of ``data`` in split order: class ids, or real values for regression."""
     regression = glue.get_task(data.task).is_regression
     represent.train(False)
@@ -253,7 +284,7 @@ def evaluate(represent: Representation, head: SelectingHead, data: EncodedSplit,
     out = torch.empty(len(data), dtype=torch.float64)
     positions, values = [], []
     for indices in batches:
-        batch = collate(data, indices, regression=regression, device=device)
+        batch = (collate_fn or collate)(data, indices, regression=regression, device=device)
         with _autocast(device, dtype):
             logits = head(represent(batch)).float()
         pred = logits.squeeze(-1) if regression else logits.argmax(dim=-1)
@@ -295,6 +326,7 @@ def train_loop(
     decay_exempt: Callable[[str], bool] | None = None,
     named_encoder_params: Sequence[tuple[str, nn.Parameter]] | None = None,
     accelerator: Any = None,
+    collate_fn: Callable[..., Any] | None = None,
 ) -> TrainHistory:
     """Fine-tune ``head`` (and the trainable encoder parameters) on ``train_data``; evaluate after every epoch."""
     from tqdm.auto import tqdm
@@ -303,7 +335,8 @@ def train_loop(
     regression = glue.get_task(train_data.task).is_regression
     eval_batch_size = eval_batch_size or batch_size
 
-    # Optimizer: AdamW over trainable parameters only; biases and norm weights get no weight decay (as in BERT).
+    # Optimizer: AdamW (fused kernel, as the Trainer's default) over trainable parameters only; biases and norm
+    # weights get no weight decay (as in BERT).
     exempt = decay_exempt or (lambda name: name.endswith("bias") or "norm" in name.lower())
     named = list(named_encoder_params or [(f"p{i}", p) for i, p in enumerate(encoder_params)])
     head_named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
@@ -313,7 +346,9 @@ def train_loop(
         {"params": [p for n, p in head_named if not exempt(n)], "weight_decay": weight_decay, "lr": head_lr},
         {"params": [p for n, p in head_named if exempt(n)], "weight_decay": 0.0, "lr": head_lr},
     ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    groups = [g for g in groups if g["params"]]
+    fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
     # Schedule: linear warmup over warmup_ratio of all steps, then linear decay to zero.
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
@@ -339,7 +374,7 @@ def train_loop(
                    leave=False, dynamic_ncols=True)
         start = time.perf_counter()
         for indices in bar:
-            batch = collate(train_data, indices, regression=regression, device=device)
+            batch = (collate_fn or collate)(train_data, indices, regression=regression, device=device)
             with _autocast(device, dtype):
                 logits = head(represent(batch))
             loss = _loss(logits, batch.labels, regression)  # type: ignore[arg-type]
@@ -375,7 +410,7 @@ def train_loop(
         scores: dict[str, dict[str, float]] = {}
         for name, data in eval_data.items():
             preds = evaluate(represent, head, data, batch_size=eval_batch_size, device=device, dtype=dtype,
-                             accelerator=accelerator)
+                             accelerator=accelerator, collate_fn=collate_fn)
             predictions[name] = preds
             scores[name] = _score(data.task, preds, data.labels)
         epoch_eval = time.perf_counter() - start

@@ -110,7 +110,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     try:
         lock.acquire()
         try:
-            store.register(spec.name, spec.raw, spec.path, spec.runs)
+            store.register(spec.name, spec.raw, spec.path, spec.runs, spec.members)
             store.reset_interrupted()  # we hold the lock: anything still 'running' belongs to a dead sweep
             return _drive(config, spec, store, runs_dir, start)
         finally:

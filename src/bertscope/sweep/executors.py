@@ -9,6 +9,7 @@ small interface (``slots``, ``submit``, ``wait``, ``close``) so the driver's sch
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import os
 import shutil
@@ -37,6 +38,7 @@ class Task:
     plugins: tuple[str, ...] = ()
     resources: dict[str, float] = field(default_factory=dict)
     threads: int | None = None
+    quiet: bool = False  # a worker process: silence library progress bars (the sweep shows overall progress)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def execute(task: Task) -> Outcome:
         from bertscope.sweep.spec import load_plugins
 
         load_plugins(task.plugins)
+        if task.quiet:
+            _silence_progress_bars()
         if task.threads:
             import torch
 
@@ -105,6 +109,14 @@ def execute(task: Task) -> Outcome:
         trace = _traceback.format_exc()
     return Outcome(task.run_id, False, error=error, traceback=trace, duration=time.perf_counter() - start,
                    worker=worker, environment=_environment())
+
+
+def _silence_progress_bars() -> None:
+    import sys
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub/transformers when imported
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 class Executor(Protocol):
@@ -166,7 +178,7 @@ class ProcessExecutor:
                                       initializer=_worker_init, initargs=(self.threads,))
 
     def submit(self, task: Task) -> None:
-        task = Task(**{**task.__dict__, "threads": task.threads or self.threads})
+        task = Task(**{**task.__dict__, "threads": task.threads or self.threads, "quiet": True})
         self.in_flight[self.pool.submit(execute, task)] = task
 
     def wait(self) -> list[Outcome]:
@@ -230,6 +242,7 @@ class RayExecutor:
     def submit(self, task: Task) -> None:
         cpus = self.cli_cpus if self.cli_cpus is not None else task.resources.get("cpus", self.default_cpus)
         gpus = self.cli_gpus if self.cli_gpus is not None else task.resources.get("gpus", self.default_gpus)
+        task = Task(**{**task.__dict__, "quiet": True})
         ref = self.remote.options(num_cpus=cpus, num_gpus=gpus, name=task.run_id).remote(task)
         self.in_flight[ref] = task
 
@@ -249,10 +262,8 @@ class RayExecutor:
 
     def close(self) -> None:
         for ref in list(self.in_flight):
-            try:
+            with contextlib.suppress(Exception):  # already finished or gone
                 self.ray.cancel(ref, force=True)
-            except Exception:  # already finished or gone
-                pass
         self.in_flight.clear()
         if self.started_here:
             self.ray.shutdown()

@@ -14,7 +14,7 @@ variants of a checkpoint: ``model: [bert-base-uncased, {deepen: {model: bert-bas
 
 Every run is validated up front by building the command's config (so a bad key or value fails before anything
 runs, naming the key) and gets a deterministic id from its canonical configuration: all options with defaults
-filled in, minus those that do not change the result (``out``, ``progress``, ``data_dir``), with pre-step outputs
+filled in, minus those that do not change the result (:data:`NON_IDENTITY_OPTIONS`), with pre-step outputs
 replaced by the pre-step's id. The same experiment therefore has the same id in every sweep and on every machine.
 """
 
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Options that never change a run's result: excluded from its identity (still recorded with the run).
-NON_IDENTITY_OPTIONS = frozenset({"out", "progress", "data_dir"})
+NON_IDENTITY_OPTIONS = frozenset({"out", "progress", "data_dir", "cache_dir", "overwrite"})
 _TOP_KEYS = {"name", "description", "command", "base", "grid", "experiments", "resources", "plugins", "notes"}
 _BLOCK_KEYS = {"name", "command", "base", "grid", "resources", "notes"}
 _RESOURCE_KEYS = {"cpus", "gpus"}
@@ -78,8 +78,11 @@ class SweepSpec:
     name: str
     path: str | None
     raw: dict[str, Any]
-    runs: tuple[Run, ...]
+    runs: tuple[Run, ...]  # unique runs, pre-steps first
     plugins: tuple[str, ...] = ()
+    #: (run id, experiment, axes, label) for every place a run appears: the same configuration may serve several
+    #: experiments of a spec (it runs once; each experiment's report sees it)
+    members: tuple[tuple[str, str, dict[str, Any] | None, str | None], ...] = ()
 
     def run(self, run_id: str) -> Run:
         for r in self.runs:
@@ -190,7 +193,7 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         experiment = str(block.get("name") or (f"{name}[{index}]" if "experiments" in raw else name))
         expander.block(str(command), base, grid, resources, experiment, block_where)
     return SweepSpec(name=name, path=where, raw=dict(raw), runs=tuple(expander.runs.values()),
-                     plugins=tuple(plugins))
+                     plugins=tuple(plugins), members=tuple(expander.members))
 
 
 def expand(spec: Mapping[str, Any], *, runs_dir: str | Path) -> list[Run]:
@@ -258,6 +261,8 @@ def _ref_command(value: Any) -> str | None:
 
 
 def _display(value: Any) -> Any:
+    if value is None:
+        return "default"
     if isinstance(value, Mapping) and _ref_command(value):
         command = _ref_command(value)
         return str(value.get("label") or f"{command}({canonical_json(value[command])})")
@@ -273,6 +278,7 @@ class _Expander:
         self.runs_dir = runs_dir
         self.where = where
         self.runs: dict[str, Run] = {}
+        self.members: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
 
     def block(self, command: str, base: dict[str, Any], grid: dict[str, list[Any]], resources: dict[str, float],
               experiment: str, where: str) -> None:
@@ -309,7 +315,10 @@ class _Expander:
             inner = value[ref]
             if not isinstance(inner, Mapping):
                 raise BertscopeError(f"{where}: {key}.{ref} must be a mapping of {ref} options")
-            pre = self.add(ref, _mapping(inner, where, f"{key}.{ref}"), resources, experiment,
+            inner = _mapping(inner, where, f"{key}.{ref}")
+            if "save_model" in self._config_class(ref, where).field_names():
+                inner.setdefault("save_model", True)  # a pre-step exists to produce a model: make it save one
+            pre = self.add(ref, inner, resources, experiment,
                            f"{where}: {key}.{ref}", None, label=value.get("label"))
             refs[key] = pre.id
             deps.append(pre.id)
@@ -331,6 +340,9 @@ class _Expander:
         rid = run_id(command, identity)
         if "out" in fields:
             full["out"] = str(self.runs_dir / rid)
+        member = (rid, experiment, axes, label)
+        if member not in self.members:
+            self.members.append(member)
         if rid in self.runs:
             return self.runs[rid]
         run = Run(id=rid, command=command, options=json.loads(canonical_json(full)), identity=identity,
@@ -349,5 +361,9 @@ def _output_path(command: str, out_dir: Path) -> Path:
     """Where a pre-step's product lives inside its output folder (a config may name a sub-folder)."""
     from bertscope.api import COMMANDS
 
-    subdir = getattr(COMMANDS[command].config, "model_subdir", None)
+    subdir = getattr(COMMANDS[command].config, "model_subdir", None) or _PRODUCT_SUBDIRS.get(command)
     return out_dir / subdir if subdir else out_dir
+
+
+#: Where commands that do not declare ``model_subdir`` on their config put the model they produce.
+_PRODUCT_SUBDIRS = {"finetune": "model"}  # finetune --save-model writes OUT/model; deepen writes OUT itself

@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
 CREATE TABLE IF NOT EXISTS sweep_runs (
     sweep TEXT NOT NULL, run_id TEXT NOT NULL REFERENCES runs(id), experiment TEXT NOT NULL,
     axes TEXT NOT NULL, label TEXT, position INTEGER NOT NULL,
-    PRIMARY KEY (sweep, run_id)
+    PRIMARY KEY (sweep, experiment, run_id)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
@@ -221,8 +221,16 @@ class ResultStore:
 
     # -- writing (driver only) --------------------------------------------------------------------------------
 
-    def register(self, sweep: str, spec: dict[str, Any], spec_path: str | None, runs: Iterable[Any]) -> int:
-        """Record a sweep and its runs as pending (runs already known keep their status). Returns new runs."""
+    def register(self, sweep: str, spec: dict[str, Any], spec_path: str | None, runs: Iterable[Any],
+                 members: Iterable[tuple[str, str, Any, str | None]] | None = None) -> int:
+        """Record a sweep and its runs as pending (runs already known keep their status). Returns new runs.
+
+        ``members`` lists (run id, experiment, axes, label) for every experiment a run belongs to; by default
+        each run's own experiment/axes/label.
+        """
+        runs = list(runs)
+        if members is None:
+            members = [(r.id, r.experiment, r.axes, r.label) for r in runs]
         now = time.time()
         added = 0
         with self.transaction() as conn:
@@ -231,17 +239,17 @@ class ResultStore:
                 "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, spec_path=excluded.spec_path, "
                 "updated=excluded.updated", (sweep, _dumps(spec), spec_path, now, now))
             conn.execute("DELETE FROM sweep_runs WHERE sweep=?", (sweep,))
-            for position, run in enumerate(runs):
+            for run in runs:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO runs(id, command, config, identity, depends_on, status, created) "
                     "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                     (run.id, run.command, _dumps(run.options), _dumps(run.identity), _dumps(list(run.depends_on)),
                      now))
                 added += cursor.rowcount
+            for position, (run_id, experiment, axes, label) in enumerate(members):
                 conn.execute(
                     "INSERT OR REPLACE INTO sweep_runs(sweep, run_id, experiment, axes, label, position) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (sweep, run.id, run.experiment, _dumps(run.axes), run.label, position))
+                    "VALUES (?, ?, ?, ?, ?, ?)", (sweep, run_id, experiment, _dumps(axes), label, position))
         return added
 
     def mark_running(self, run_id: str) -> None:
@@ -297,15 +305,17 @@ class ResultStore:
                 out[rid] = row[0]
         return out
 
-    def records(self, *, sweep: str | None = None, status: str | None = None,
-                command: str | None = None) -> list[RunRecord]:
-        """Runs (with their sweep membership when ``sweep`` is given, else their first sweep's)."""
+    def records(self, *, sweep: str | None = None, status: str | None = None, command: str | None = None,
+                memberships: bool = False) -> list[RunRecord]:
+        """One record per run, with its first membership (in ``sweep`` when given); with ``memberships`` one
+        record per (sweep, experiment) a run belongs to, as reports need."""
         if sweep is not None and not self.conn.execute("SELECT 1 FROM sweeps WHERE name=?", (sweep,)).fetchone():
             known = ", ".join(s["name"] for s in self.sweeps()) or "none"
             raise BertscopeError(f"no sweep named {sweep!r} in {self.path}; sweeps: {known}")
-        query = ("SELECT r.*, s.sweep, s.experiment, s.axes, s.label FROM runs r "
-                 "LEFT JOIN sweep_runs s ON s.run_id = r.id AND s.rowid = (SELECT MIN(rowid) FROM sweep_runs x "
-                 "WHERE x.run_id = r.id" + (" AND x.sweep = :sweep" if sweep else "") + ")")
+        query = "SELECT r.*, s.sweep, s.experiment, s.axes, s.label FROM runs r LEFT JOIN sweep_runs s ON s.run_id = r.id"
+        if not memberships:
+            query += (" AND s.rowid = (SELECT MIN(rowid) FROM sweep_runs x WHERE x.run_id = r.id"
+                      + (" AND x.sweep = :sweep" if sweep else "") + ")")
         where = []
         if sweep is not None:
             where.append("s.sweep = :sweep")
@@ -334,8 +344,8 @@ class ResultStore:
         if sweep is None:
             rows = self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
         else:
-            rows = self.conn.execute("SELECT r.status, COUNT(*) FROM runs r JOIN sweep_runs s ON s.run_id=r.id "
-                                     "WHERE s.sweep=? GROUP BY r.status", (sweep,)).fetchall()
+            rows = self.conn.execute("SELECT r.status, COUNT(DISTINCT r.id) FROM runs r JOIN sweep_runs s "
+                                     "ON s.run_id=r.id WHERE s.sweep=? GROUP BY r.status", (sweep,)).fetchall()
         for status, count in rows:
             counts[status] = count
         return counts

@@ -1,0 +1,166 @@
+"""bertscope layer-scan vs the naive loop (build, save, reload and evaluate every single-layer variant).
+
+Both sides run in one process on the same model, sentences, batches, head and threads, one after the other:
+
+* ``naive``: load the original once and compute its final-layer outputs once per batch; then for every layer i:
+  deep-copy the model with layer i duplicated (or removed), ``save_pretrained`` it, reload it with
+  ``AutoModelForMaskedLM.from_pretrained``, run it whole on every batch and measure its agreement with the original;
+* ``bertscope``: ``bertscope layer-scan`` (never saves or reloads; per batch the original's layer inputs are computed
+  once and the variant that edits layer i runs only the layers from i on).
+
+Reported: wall seconds of each (model load, tokenisation and everything included on both sides), the ratio, and the
+largest difference between the two sides' per-layer metrics (they must agree).
+
+    python -m benchmarks.bench_layer_scan                       # 12-layer BERT-base shape, 32 sentences
+    python -m benchmarks.bench_layer_scan --op remove --max-examples 128
+    python -m benchmarks.bench_layer_scan --model ./ckpt        # any local masked-LM checkpoint
+
+Without ``--model`` a randomly initialised ``BertForMaskedLM`` of BERT-base shape (12 layers, hidden 768, the embedded
+default's 30522-token vocabulary and tokenizer) is written to a temporary folder: the hub is not needed, and save /
+reload costs are those of a real 12-layer base model. The summary is printed and written to
+``benchmarks/results/bench_layer_scan.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertscope import api, compare, families, surgery
+from bertscope.configs import LayerScanConfig
+from bertscope.results import environment_info, write_json_atomic
+from bertscope.texts import load_texts
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_base_model(folder: Path, layers: int, hidden: int, heads: int, seed: int) -> str:
+    """A random BERT-base-shaped masked LM with the embedded default's tokenizer, saved to ``folder``."""
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                                     intermediate_size=4 * hidden, vocab_size=30522)
+    transformers.BertForMaskedLM(config).save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(families.default_model_path()).save_pretrained(folder)
+    return str(folder)
+
+
+@torch.no_grad()
+def run_naive(args: argparse.Namespace, work: Path) -> tuple[float, list[dict[str, Any]]]:
+    """Build, save, reload and evaluate every variant; returns (seconds, rows)."""
+    import transformers
+
+    started = time.perf_counter()
+    tokenizer = families.load_tokenizer(args.model)
+    loaded = families.load_model(args.model, "masked-lm")
+    model, head = loaded.model, families.mlm_head_parts(loaded.model)
+    depth = families.num_layers(model)
+    sentences = list(load_texts(max_examples=args.max_examples, seed=args.seed).sentences)
+    config = LayerScanConfig(model=args.model, max_examples=args.max_examples, batch_size=args.batch_size,
+                                 max_length=args.max_length, seed=args.seed, progress=False)
+    batches = list(compare._batches(tokenizer, sentences, config, torch.device("cpu")))
+    finals = [model.base_model(input_ids=i, attention_mask=m).last_hidden_state[c] for i, m, c in batches]
+    rows = []
+    for layer, layer_map in compare.scan_layer_maps(depth, args.op):
+        folder = work / f"variant-{layer}"
+        surgery.variant_model(model, layer_map).save_pretrained(folder)
+        variant = transformers.AutoModelForMaskedLM.from_pretrained(folder).eval()
+        vhead = families.mlm_head_parts(variant)
+        sums = compare.AgreementSums()
+        for (ids, mask, counted), final in zip(batches, finals):
+            v_final = variant.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[counted]
+            sums.add(*compare.agreement_stats(head, final, vhead, v_final))
+        rows.append({"layer": layer, **sums.result().to_dict()})
+        del variant
+        shutil.rmtree(folder)
+    return time.perf_counter() - started, rows
+
+
+def run_bertscope(args: argparse.Namespace) -> tuple[float, list[dict[str, Any]]]:
+    started = time.perf_counter()
+    result = api.layer_scan(model=args.model, op=args.op, max_examples=args.max_examples, batch_size=args.batch_size,
+                            max_length=args.max_length, seed=args.seed, progress=False, head="pretrained")
+    return time.perf_counter() - started, result.rows
+
+
+@torch.no_grad()
+def warm_up(model: str) -> None:
+    """Pay one-time costs (imports of the model code, tokenizer files, the text sample) before either side is timed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    import transformers
+
+    loaded = families.load_model(model, "masked-lm")
+    tokenizer = families.load_tokenizer(model)
+    loaded.model(**tokenizer(["warm up"], return_tensors="pt"))
+    transformers.AutoModelForMaskedLM  # noqa: B018 - resolve the lazy attribute
+    load_texts()
+    environment_info()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="local masked-LM checkpoint (default: random BERT-base shape)")
+    parser.add_argument("--layers", type=int, default=12, help="depth of the generated model")
+    parser.add_argument("--hidden", type=int, default=768, help="hidden size of the generated model")
+    parser.add_argument("--heads", type=int, default=12, help="attention heads of the generated model")
+    parser.add_argument("--op", choices=("duplicate", "remove"), default="duplicate")
+    parser.add_argument("--max-examples", type=int, default=32, help="sentences of the built-in sample")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=str(RESULTS / "bench_layer_scan.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    with tempfile.TemporaryDirectory(prefix="bench-layer-scan-") as tmp:
+        work = Path(tmp)
+        generated = args.model is None
+        if generated:
+            args.model = make_base_model(work / "model", args.layers, args.hidden, args.heads, args.seed)
+        warm_up(args.model)
+        t_scan, rows_scan = run_bertscope(args)
+        t_naive, rows_naive = run_naive(args, work)
+    worst = {k: max(abs(a[k] - b[k]) for a, b in zip(rows_scan, rows_naive))
+             for k in ("top1_agreement", "mean_kl", "mean_cosine")}
+    positions = rows_scan[0]["positions"]
+    summary = {
+        "benchmark": "layer-scan vs naive build/save/reload/evaluate loop",
+        "model": "random BertForMaskedLM" if generated else args.model,
+        "shape": {"layers": len(rows_scan), "hidden": args.hidden if generated else None},
+        "op": args.op, "sentences": args.max_examples, "positions": positions, "batch_size": args.batch_size,
+        "max_length": args.max_length, "threads": torch.get_num_threads(),
+        "seconds": {"naive": round(t_naive, 2), "bertscope": round(t_scan, 2)},
+        "speedup": round(t_naive / t_scan, 2),
+        "max_metric_difference": worst,
+        "metrics_agree": all(v < 1e-3 or math.isclose(v, 0.0) for v in worst.values()),
+        "environment": environment_info(),
+    }
+    print(f"layer-scan --op {args.op}, {len(rows_scan)} variants, {args.max_examples} sentences "
+          f"({positions} positions), {torch.get_num_threads()} threads")
+    print(f"  naive (build+save+reload+eval each): {t_naive:8.2f} s")
+    print(f"  bertscope layer-scan:                {t_scan:8.2f} s")
+    print(f"  speedup: {summary['speedup']:.2f}x   max |metric difference|: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
+    write_json_atomic(args.out, summary)
+    print(f"  written: {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

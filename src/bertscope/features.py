@@ -1,0 +1,434 @@
+"""On-disk cache of frozen-encoder token vectors: the fast path for studies that train many heads on one encoder.
+
+When the encoder is frozen entirely it is a fixed feature extractor (eval mode, no dropout, no gradient), so the
+vector a selecting head reads -- token strategy ``t`` of hidden layer ``l`` of example ``i`` -- never changes. This
+module computes those vectors once per (model, tokenised split, token strategy) with one encoder pass and stores
+them; any number of head configurations (token, layer(s), dimensions, linear/mlp2, dropout, learning rate, seed) then
+train on them without running the encoder again.
+
+Storage design (documented in docs/studies.md). Storing every token of every layer is too large for big tasks
+(``N x T x (L+1) x H``), so the cache stores the *pooled* vectors, one ``.npy`` file per token strategy::
+
+    <root>/<key>/manifest.json          what the entry holds (model, task, split, subset, max length, shapes...)
+    <root>/<key>/cls.npy                float32 [N, L+1, H]: strategy "cls" of every hidden layer 0..L
+    <root>/<key>/max-norm.npy           one file per strategy; a later run asking for a new strategy (index:K)
+    <root>/<key>/index_-1.npy           adds its file with one more encoder pass and leaves the others alone
+
+Together the files are the ``[N, L+1, S, H]`` array of (example, layer, strategy, dimension); they are read back as
+memory maps, and a run copies only the slice it needs (``[N, n_layers_read, H]``) into memory.
+
+The key is a SHA-256 of: the weights' content fingerprint (so a moved folder or a hub copy of the same weights
+hits the cache, and a fine-tuned one does not), the tokenised split itself (token ids, token types and special-token
+masks, which pins task, split, subset, seed, max length and tokenizer), ``include_special`` (pooling candidates), the
+compute dtype and the format version. Every file is written to a temporary name and renamed; the manifest is rewritten
+atomically after each strategy file is complete, so an interrupted run leaves either a usable entry or a strategy
+that is computed again. Concurrent writers of one entry are serialised with a lock file (POSIX ``flock``).
+
+The cache lives in ``--cache-dir``, else ``$BERTSCOPE_CACHE/features``, else ``~/.cache/bertscope/features``.
+Imports: families, selection (pure token selection), results, errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertscope import families
+from bertscope.errors import BertscopeError
+from bertscope.results import write_json_atomic
+from bertscope.selection import parse_token, select_tokens
+
+__all__ = [
+    "DEFAULT_TOKENS",
+    "FORMAT_VERSION",
+    "CachedRepresentation",
+    "FeatureBatch",
+    "FeatureCollate",
+    "FeatureSet",
+    "FeatureStore",
+    "cache_root",
+    "cached_inputs",
+    "canonical_token",
+    "data_fingerprint",
+    "model_fingerprint",
+]
+
+FORMAT_VERSION = "bertscope-features/1"
+DEFAULT_TOKENS = ("cls", "max-norm", "mean", "max")
+_log = logging.getLogger("bertscope")
+
+
+def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
+    """``override``, else ``$BERTSCOPE_CACHE/features``, else ``~/.cache/bertscope/features``."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("BERTSCOPE_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "bertscope") / "features"
+
+
+def canonical_token(spec: str) -> str:
+    """The canonical spelling of a token strategy (``maxnorm`` -> ``max-norm``, ``INDEX:2`` -> ``index:2``)."""
+    method, index = parse_token(spec)
+    return f"index:{index}" if method == "index" else method
+
+
+def _file_name(token: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "_", token.replace(":", "_")) + ".npy"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A content hash of the weights: name, shape, dtype, exact sum and a strided sample of every tensor.
+
+    Identifies "the same weights" whether they came from the hub, a folder that moved, or memory; any training step
+    changes it. (Same recipe as the fitted-head cache, so both caches agree on what "the same model" means.)
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // 1024)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+            if flat.is_floating_point():
+                digest.update(f"{float(flat.double().sum()):.10e}|".encode())
+                digest.update(flat[::step].float().cpu().numpy().tobytes())
+            else:
+                digest.update(flat[::step].long().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: Any) -> str:
+    """SHA-256 of a tokenised split (``input_ids``, ``token_type_ids``, ``special_masks`` lists of lists)."""
+    digest = hashlib.sha256()
+    for name in ("input_ids", "token_type_ids", "special_masks"):
+        rows = getattr(data, name, None)
+        digest.update(f"|{name}:{'none' if rows is None else len(rows)}|".encode())
+        for row in rows or ():
+            digest.update(np.asarray(row, dtype=np.int64).tobytes())
+            digest.update(b";")
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` (no-op where ``fcntl`` is unavailable)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / ".lock", "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@dataclass
+class FeatureSet:
+    """The cached vectors of one tokenised split: ``token -> memmap [N, L+1, H]`` and what it took to get them."""
+
+    key: str
+    path: Path | None
+    arrays: dict[str, np.ndarray]
+    manifest: dict[str, Any]
+    computed: tuple[str, ...] = ()
+    reused: tuple[str, ...] = ()
+    encoder_examples: int = 0
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_examples"])
+
+    def select(self, token: str, layers: Sequence[int]) -> torch.Tensor:
+        """The vectors a head reading ``token`` of ``layers`` sees: float32 ``[N, len(layers), H]`` in memory."""
+        name = canonical_token(token)
+        if name not in self.arrays:
+            raise BertscopeError(f"feature cache {self.key} holds no token strategy {name!r} "
+                                 f"(it has {', '.join(sorted(self.arrays))})")
+        array = self.arrays[name]
+        depth = array.shape[1] - 1
+        bad = [layer for layer in layers if not 0 <= layer <= depth]
+        if bad:
+            raise BertscopeError(f"layer {bad[0]} out of range 0..{depth} for the cached features")
+        return torch.from_numpy(np.ascontiguousarray(array[:, list(layers), :], dtype=np.float32))
+
+    def info(self) -> dict[str, Any]:
+        """What a result file records about the features it trained on."""
+        return {"key": self.key, "path": None if self.path is None else str(self.path),
+                "computed": list(self.computed), "reused": list(self.reused),
+                "encoder_examples": self.encoder_examples, "seconds": self.seconds,
+                "num_examples": len(self), "tokens": sorted(self.arrays),
+                **{k: self.manifest.get(k) for k in ("task", "split", "max_length", "include_special", "dtype",
+                                                     "num_layers", "hidden_size", "model_fingerprint")}}
+
+
+class FeatureStore:
+    """Get (from disk, or computed now and stored) the pooled token vectors of every layer of a tokenised split.
+
+    ``use_cache=False`` computes in memory and writes nothing (same numbers, nothing reused).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, use_cache: bool = True) -> None:
+        self.root = cache_root(root)
+        self.use_cache = use_cache
+        self._fingerprints: dict[int, str] = {}
+
+    def _fingerprint(self, model: nn.Module) -> str:
+        # Weights of a frozen encoder do not change within a process; hash each model object once.
+        key = id(model)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = model_fingerprint(model)
+        return self._fingerprints[key]
+
+    def key(self, model: nn.Module, data: Any, *, include_special: bool, dtype: str) -> str:
+        payload = {"format": FORMAT_VERSION, "model": self._fingerprint(model), "data": data_fingerprint(data),
+                   "include_special": bool(include_special), "dtype": dtype}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+    def get(
+        self,
+        model: nn.Module,
+        data: Any,
+        tokens: Sequence[str] = DEFAULT_TOKENS,
+        *,
+        include_special: bool = False,
+        batch_size: int = 32,
+        device: torch.device | str = "cpu",
+        dtype: str = "float32",
+        provenance: Mapping[str, Any] | None = None,
+        progress: bool = False,
+    ) -> FeatureSet:
+        """The feature set of ``data`` (an :class:`~bertscope.train.EncodedSplit`-like object) for ``tokens``.
+
+        Strategies already on disk are memory-mapped; missing ones are computed together in one encoder pass.
+        """
+        wanted = list(dict.fromkeys(canonical_token(t) for t in tokens))
+        start = time.perf_counter()
+        key = self.key(model, data, include_special=include_special, dtype=dtype)
+        depth, hidden = families.num_layers(model), families.hidden_size(model)
+        shape = (len(data.input_ids), depth + 1, hidden)
+        manifest: dict[str, Any] = {
+            "format": FORMAT_VERSION, "key": key, "model_fingerprint": self._fingerprint(model),
+            "data_fingerprint": data_fingerprint(data), "num_examples": shape[0], "num_layers": depth,
+            "hidden_size": hidden, "shape_per_token": list(shape), "include_special": bool(include_special),
+            "dtype": dtype, "storage_dtype": "float32", **dict(provenance or {}), "tokens": {},
+        }
+        if not self.use_cache:
+            arrays = _compute(model, data, wanted, include_special=include_special, batch_size=batch_size,
+                              device=device, dtype=dtype, progress=progress)
+            manifest["tokens"] = {t: {"file": None} for t in wanted}
+            return FeatureSet(key, None, arrays, manifest, computed=tuple(wanted), encoder_examples=shape[0],
+                              seconds=time.perf_counter() - start)
+        folder = self.root / key
+        try:
+            with _locked(folder):
+                stored = _read_manifest(folder)
+                if stored is not None:
+                    manifest = {**manifest, **{k: v for k, v in stored.items() if k != "tokens"},
+                                "tokens": dict(stored.get("tokens", {}))}
+                arrays: dict[str, np.ndarray] = {}
+                for token in list(manifest["tokens"]):
+                    array = _open(folder / manifest["tokens"][token]["file"], shape)
+                    if array is None:
+                        del manifest["tokens"][token]  # damaged or missing: computed again below if wanted
+                    elif token in wanted:
+                        arrays[token] = array
+                missing = [t for t in wanted if t not in arrays]
+                if missing:
+                    fresh = _compute(model, data, missing, include_special=include_special, batch_size=batch_size,
+                                     device=device, dtype=dtype, progress=progress)
+                    for token in missing:
+                        name = _file_name(token)
+                        tmp = folder / f".{name}.{os.getpid()}.tmp"
+                        with open(tmp, "wb") as handle:
+                            np.save(handle, fresh[token])
+                            handle.flush()
+                            os.fsync(handle.fileno())
+                        os.replace(tmp, folder / name)
+                        manifest["tokens"][token] = {"file": name,
+                                                     "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                  time.gmtime())}
+                        arrays[token] = _open(folder / name, shape)  # type: ignore[assignment]
+                    write_json_atomic(folder / "manifest.json", manifest)
+        except OSError as exc:
+            raise BertscopeError(f"feature cache {folder} is not usable ({exc}); choose another --cache-dir") from None
+        return FeatureSet(key, folder, arrays, manifest, computed=tuple(missing),
+                          reused=tuple(t for t in wanted if t not in missing),
+                          encoder_examples=shape[0] if missing else 0, seconds=time.perf_counter() - start)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        _log.warning("ignoring unreadable feature cache manifest %s (%s)", path, exc)
+        return None
+    if values.get("format") != FORMAT_VERSION:
+        return None
+    return values
+
+
+def _open(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        _log.warning("ignoring damaged feature file %s (%s)", path, exc)
+        return None
+    if array.shape != shape or array.dtype != np.float32:
+        _log.warning("ignoring feature file %s of shape %s (expected %s)", path, array.shape, shape)
+        return None
+    return array
+
+
+def _pad(rows: Sequence[Sequence[int]], indices: Sequence[int], value: int) -> torch.Tensor:
+    width = max(len(rows[i]) for i in indices)
+    out = torch.full((len(indices), width), value, dtype=torch.long)
+    for r, i in enumerate(indices):
+        out[r, :len(rows[i])] = torch.as_tensor(rows[i], dtype=torch.long)
+    return out
+
+
+@torch.no_grad()
+def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_special: bool, batch_size: int,
+             device: torch.device | str, dtype: str, progress: bool) -> dict[str, np.ndarray]:
+    """One pass of the frozen encoder (eval mode) over ``data``; every strategy of every layer, float32 arrays."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    compute_dtype = families.resolve_dtype(dtype)
+    depth, hidden = families.num_layers(model), families.hidden_size(model)
+    n = len(data.input_ids)
+    methods = [parse_token(t) for t in tokens]
+    out = {t: np.empty((n, depth + 1, hidden), dtype=np.float32) for t in tokens}
+    lengths = [len(ids) for ids in data.input_ids]
+    order = sorted(range(n), key=lambda i: -lengths[i])  # longest first: little padding
+    token_types = families.uses_token_type_ids(model) and data.token_type_ids is not None
+    was_training = model.training
+    model.eval()
+    autocast = (contextlib.nullcontext() if compute_dtype == torch.float32
+                else torch.autocast(device_type=device.type, dtype=compute_dtype))
+    try:
+        for start in tqdm(range(0, n, batch_size), desc="encoding (feature cache)", unit="batch",
+                          disable=not progress, leave=False, dynamic_ncols=True):
+            indices = order[start:start + batch_size]
+            ids = _pad(data.input_ids, indices, int(data.pad_id)).to(device)
+            mask = (_pad([[1] * length for length in lengths], indices, 0)).to(device)
+            special = _pad(data.special_masks, indices, 0).to(device)
+            kwargs = {"input_ids": ids, "attention_mask": mask}
+            if token_types:
+                kwargs["token_type_ids"] = _pad(data.token_type_ids, indices, 0).to(device)
+            with autocast:
+                hidden_states = model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
+                for token, (method, index) in zip(tokens, methods):
+                    stacked = torch.stack([select_tokens(h, mask, special, method, index=index,
+                                                         include_special=include_special) for h in hidden_states],
+                                          dim=1)
+                    out[token][indices] = stacked.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ------------------------------------------------------------------------- plugging cached vectors into the loop
+
+
+@dataclass
+class FeatureBatch:
+    """A batch of the cached path: the selected vectors ``[B, n_layers, H]``, labels and positions in the split."""
+
+    vectors: torch.Tensor
+    labels: torch.Tensor | None
+    example_index: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.example_index.shape[0])
+
+
+class FeatureCollate:
+    """A ``collate_fn`` for :func:`bertscope.train.train_loop`: gathers cached vectors instead of padding tokens.
+
+    ``vectors`` maps each split object the loop is given (train and eval) to its ``[N, n_layers, H]`` tensor.
+    """
+
+    def __init__(self, vectors: Mapping[int, torch.Tensor] | Sequence[tuple[Any, torch.Tensor]]) -> None:
+        pairs = vectors.items() if isinstance(vectors, Mapping) else [(id(d), v) for d, v in vectors]
+        self._vectors = {k: v for k, v in pairs}
+        self._labels: dict[int, tuple[torch.Tensor | None, bool]] = {}
+
+    def __call__(self, data: Any, indices: Sequence[int], *, regression: bool,
+                 device: torch.device | str = "cpu") -> FeatureBatch:
+        key = id(data)
+        if key not in self._vectors:
+            raise KeyError("FeatureCollate was given a split it has no cached vectors for")
+        if key not in self._labels:
+            labelled = all(label is not None for label in data.labels)
+            labels = (torch.tensor(data.labels, dtype=torch.float32 if regression else torch.long)
+                      if labelled else None)
+            self._labels[key] = (labels, labelled)
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        labels, _ = self._labels[key]
+        to = torch.device(device)
+        return FeatureBatch(vectors=self._vectors[key].index_select(0, index).to(to),
+                            labels=None if labels is None else labels.index_select(0, index).to(to),
+                            example_index=index)
+
+
+class CachedRepresentation:
+    """The representation step of the cached path: the batch already carries its selected vectors."""
+
+    frozen = True
+
+    def train(self, mode: bool = True) -> CachedRepresentation:
+        return self  # a frozen encoder is a fixed feature extractor: nothing to switch
+
+    def __call__(self, batch: FeatureBatch) -> torch.Tensor:
+        return batch.vectors
+
+
+def cached_inputs(
+    store: FeatureStore,
+    model: nn.Module,
+    train_data: Any,
+    eval_data: Mapping[str, Any],
+    token: str,
+    layers: Sequence[int],
+    *,
+    include_special: bool = False,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    dtype: str = "float32",
+    tokens: Sequence[str] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> tuple[CachedRepresentation, FeatureCollate, dict[str, Any]]:
+    """The representation, ``collate_fn`` and provenance that make :func:`bertscope.train.train_loop` train on cached
+    vectors of ``token`` / ``layers`` (``tokens``: strategies to cache while the encoder runs anyway, default
+    :data:`DEFAULT_TOKENS` plus ``token``)."""
+    wanted = list(dict.fromkeys([canonical_token(token), *(tokens if tokens is not None else DEFAULT_TOKENS)]))
+    pairs, info = [], {}
+    for name, data in [("train", train_data), *eval_data.items()]:
+        extra = {**dict(provenance or {}), "split": name}
+        features = store.get(model, data, wanted, include_special=include_special, batch_size=batch_size,
+                             device=device, dtype=dtype, provenance=extra, progress=progress)
+        pairs.append((data, features.select(token, layers)))
+        info[name] = features.info()
+    return CachedRepresentation(), FeatureCollate(pairs), {"root": str(store.root), "splits": info}

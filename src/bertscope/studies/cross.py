@@ -1,0 +1,330 @@
+"""``bertscope cross``: cross-fine-tuning (paper 2): one encoder fine-tuned on task A, then B, then C...
+
+Each task has its own selecting head and its own hidden dimensions (``--dims-per-task``, disjoint across tasks by
+default; ``--dims-mode shared`` gives every task the same set). Stage *s* fine-tunes the encoder (as left by stage
+*s-1*) together with task *s*'s new head, exactly as ``finetune`` would (same loop, options and seed). After every
+stage every task seen so far is evaluated on its dev split(s) with its own head and dimensions, giving the stage x
+task matrix: the diagonal is each task learnt in sequence, the cells below it show forgetting (or gains) of earlier
+tasks. Beside it, ``--single-task`` fine-tunes each task alone from the pretrained encoder (the reference).
+
+Summary numbers: ``forgetting[t]`` = score of *t* right after its own stage minus after the last stage (positive =
+forgotten); ``transfer[t]`` = score of *t* learnt in sequence minus learnt alone (the effect of the earlier stages);
+``backward_transfer`` = mean over all tasks but the last of (last stage - own stage), as in continual learning.
+
+``--earlier-heads retrain`` adds a second matrix where each earlier task is scored with a head retrained on the
+current encoder, frozen (one cached encoder pass per task and stage): it separates "the information is gone" from
+"the old head no longer fits". Assumption (paper silent): earlier heads are never updated by later stages.
+
+Resuming: every stage's evaluation is saved as it finishes in ``OUT/runs``, and with ``--keep-checkpoint`` the encoder
+and heads after the latest stage in ``OUT/checkpoint``; a re-run continues after the last finished stage (without a
+checkpoint it trains the stages again, deterministically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertscope import families, glue
+from bertscope.configs import CrossConfig, FinetuneConfig
+from bertscope.errors import BertscopeError
+from bertscope.features import CachedRepresentation, FeatureCollate, FeatureStore
+from bertscope.finetune import resolve_eval_splits, seed_everything
+from bertscope.results import write_json_atomic
+from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
+from bertscope.studies.common import (
+    HeadRunner,
+    RunSpec,
+    RunStore,
+    StudyResult,
+    execute,
+    finetune_config,
+    finish_study,
+    model_shape,
+)
+from bertscope.train import EncoderRepresentation, encode_split, evaluate, train_loop
+
+__all__ = ["assign_dims", "run_cross"]
+
+
+def assign_dims(spec: str, mode: str, n_tasks: int, hidden: int, seed: int) -> list[tuple[int, ...]]:
+    """Each task's dimensions: ``random:K`` / ``first:K`` / ``all``; disjoint across tasks or one shared set."""
+    text = spec.strip().lower()
+    if mode == "shared" or text == "all":
+        if text == "all" and mode == "disjoint":
+            raise BertscopeError("--dims-per-task all cannot be disjoint; use --dims-mode shared")
+        dims = parse_dims(spec, hidden, seed)
+        return [dims] * n_tasks
+    kind, _, arg = text.partition(":")
+    if kind not in ("random", "first") or not arg.isdigit():
+        raise BertscopeError(f"--dims-per-task {spec!r}: use random:K, first:K or all")
+    k = int(arg)
+    if k < 1 or k * n_tasks > hidden:
+        raise BertscopeError(f"--dims-per-task {spec!r}: {n_tasks} disjoint sets of {k} need K >= 1 and "
+                             f"K x tasks <= {hidden} (the hidden size)")
+    pool = list(range(hidden))
+    if kind == "random":
+        random.Random(f"cross|{seed}").shuffle(pool)
+    return [tuple(sorted(pool[i * k:(i + 1) * k])) for i in range(n_tasks)]
+
+
+@dataclass
+class _Task:
+    info: glue.GlueTask
+    dims: tuple[int, ...]
+    train_split: glue.GlueSplit
+    eval_sets: dict[str, glue.GlueSplit]
+    train_data: Any
+    eval_data: dict[str, Any]
+
+
+def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...]) -> FinetuneConfig:
+    return finetune_config(config, task=task, dims="idx:" + ",".join(map(str, dims)), cache_features=False)
+
+
+def _stage_hash(config: CrossConfig, stage: int) -> str:
+    skip = {"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model", "single_task",
+            "keep_checkpoint", "tasks"}
+    values = {k: v for k, v in config.to_dict().items() if k not in skip}
+    values["tasks_so_far"] = [t.strip() for t in (config.tasks or "").split(",") if t.strip()][:stage]
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfig, device: torch.device,
+            collate_fn: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, data in task.eval_data.items():
+        preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
+                         device=device, dtype=families.resolve_dtype(config.dtype), collate_fn=collate_fn)
+        labels = [ex.label for ex in task.eval_sets[name].examples]
+        preds = preds if task.info.is_regression else [int(p) for p in preds]
+        out[name] = glue.compute_metrics(task.info, preds, labels)
+    out["score"] = sum(v["score"] for v in out.values()) / len(task.eval_data)
+    return out
+
+
+def _new_head(config: CrossConfig, task: _Task, model: torch.nn.Module, layers: tuple[int, ...],
+              device: torch.device) -> SelectingHead:
+    spec = HeadSpec(num_labels=task.info.num_labels, hidden_size=families.hidden_size(model), layers=layers,
+                    dims=task.dims, token=config.token, include_special=config.include_special, head=config.head,
+                    head_hidden=config.head_hidden, dropout=config.dropout, pooler=config.pooler,
+                    task=task.info.name, label_names=task.info.label_names)
+    pooler = families.pooler_parts(model) if config.pooler else None
+    if config.pooler and pooler is None:
+        raise BertscopeError("--pooler: this checkpoint has no pooler; drop --pooler")
+    return SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
+
+
+def _train(config: CrossConfig, task: _Task, model: torch.nn.Module, head: SelectingHead, layers: tuple[int, ...],
+           device: torch.device, *, frozen: bool) -> Any:
+    """One stage, as ``finetune`` trains (or, ``frozen``, a head on cached vectors of the current encoder)."""
+    seed_everything(config.seed)
+    common = dict(head=head, train_data=task.train_data, eval_data=task.eval_data, epochs=config.epochs,
+                  batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+                  warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip, seed=config.seed, device=device,
+                  dtype=families.resolve_dtype(config.dtype), group_by_length=config.group_by_length,
+                  eval_batch_size=config.eval_batch_size, progress=config.progress)
+    if frozen:
+        store = FeatureStore(use_cache=False)
+        pairs = []
+        for data in (task.train_data, *task.eval_data.values()):
+            features = store.get(model, data, [config.token], include_special=config.include_special,
+                                 batch_size=config.eval_batch_size or config.batch_size, device=device,
+                                 dtype=config.dtype)
+            pairs.append((data, features.select(config.token, layers)))
+        return train_loop(represent=CachedRepresentation(), encoder_params=[], named_encoder_params=[],
+                          head_lr=config.head_lr or 1e-3, collate_fn=FeatureCollate(pairs), **common)
+    freezing = apply_freezing(model, config.freeze, read_layers=layers)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head_lr = config.head_lr if config.head_lr is not None else (1e-3 if freezing["encoder_fully_frozen"] else config.lr)
+    represent = EncoderRepresentation(model, layers, parse_token(config.token), include_special=config.include_special,
+                                      frozen=bool(freezing["encoder_fully_frozen"]))
+    return train_loop(represent=represent, encoder_params=[p for _, p in named], named_encoder_params=named,
+                      head_lr=head_lr, **common)
+
+
+def run_cross(config: CrossConfig) -> StudyResult:
+    names = [glue.get_task(t.strip()).name for t in (config.tasks or "").split(",") if t.strip()]
+    if len(set(names)) != len(names):
+        raise BertscopeError(f"--tasks lists a task twice: {','.join(names)}")
+    depth, hidden = model_shape(config)
+    dims = assign_dims(config.dims_per_task, config.dims_mode, len(names), hidden, config.seed)
+    store = RunStore(config.out, fresh=config.overwrite)
+    out = None if config.out is None else Path(config.out)
+    checkpoint = None if out is None else out / "checkpoint"
+    if config.overwrite and checkpoint is not None and checkpoint.exists():
+        shutil.rmtree(checkpoint)
+
+    # ---- single-task references (independent runs; resumable one by one)
+    single: dict[str, dict[str, Any]] = {}
+    if config.single_task:
+        specs = [RunSpec(f"single {name}", {"kind": "single", "task": name}, _task_config(config, name, d))
+                 for name, d in zip(names, dims)]
+        for record in execute(specs, HeadRunner(progress=False), store, progress=config.progress,
+                              desc="single-task"):
+            single[record["task"]] = record
+
+    # ---- the stages
+    device = families.resolve_device(config.device)
+    stage_specs = [RunSpec(f"stage {s} {names[s - 1]}", {"kind": "stage", "stage": s, "task": names[s - 1]},
+                           _task_config(config, names[s - 1], dims[s - 1])) for s in range(1, len(names) + 1)]
+    stage_records: dict[int, dict[str, Any]] = {}
+    for s, spec in enumerate(stage_specs, start=1):
+        record = _load_stage(store, spec, config, s)
+        if record is None:
+            break
+        stage_records[s] = record
+    resume_at = _resume_point(checkpoint, config, len(stage_records))
+    stage_records = {s: r for s, r in stage_records.items() if s < resume_at}
+
+    tasks: dict[str, _Task] = {}
+    tokenizer = families.load_tokenizer(config.model)
+
+    def task_data(i: int) -> _Task:
+        name = names[i]
+        if name not in tasks:
+            info = glue.get_task(name)
+            train_split = glue.load_split(info, "train", config.data_dir, config.max_train, config.seed,
+                                          bad_rows=config.bad_rows)
+            eval_sets = {sp: glue.load_split(info, sp, config.data_dir, config.max_eval, config.seed,
+                                             bad_rows=config.bad_rows)
+                         for sp in resolve_eval_splits(info, config.eval_split)}
+            tasks[name] = _Task(info, dims[i], train_split, eval_sets, encode_split(tokenizer, train_split,
+                                                                                   config.max_length),
+                                {k: encode_split(tokenizer, v, config.max_length) for k, v in eval_sets.items()})
+        return tasks[name]
+
+    if resume_at <= len(names):
+        source = str(checkpoint / "encoder") if resume_at > 1 else config.model
+        model = families.load_model(source, "base", device=device, dtype="float32").model
+        layers = parse_layers(config.layer, families.num_layers(model))
+        heads: dict[str, SelectingHead] = {}
+        for i in range(resume_at - 1):
+            heads[names[i]] = SelectingHead.load(checkpoint / "heads" / names[i], map_location=device)  # type: ignore[operator]
+        for s in range(resume_at, len(names) + 1):
+            start = time.perf_counter()
+            task = task_data(s - 1)
+            head = _new_head(config, task, model, layers, device)
+            history = _train(config, task, model, head, layers, device, frozen=False)
+            heads[task.info.name] = head
+            represent = EncoderRepresentation(model, layers, parse_token(config.token),
+                                              include_special=config.include_special, frozen=True)
+            evals, retrained = {}, {}
+            for i in range(s):
+                earlier = task_data(i)
+                evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, device)
+                if config.earlier_heads == "retrain" and i < s - 1:
+                    probe = _new_head(config, earlier, model, layers, device)
+                    _train(config, earlier, model, probe, layers, device, frozen=True)
+                    retrained[earlier.info.name] = _scores(earlier, represent, probe, config, device)
+            record = {"complete": True, "run_id": stage_specs[s - 1].run_id, "kind": "stage", "stage": s,
+                      "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,
+                      "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
+                      "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
+                      "stage_hash": _stage_hash(config, s), "cached": False,
+                      "data": {"train": task.train_split.provenance(),
+                               "eval": {k: v.provenance() for k, v in task.eval_sets.items()}}}
+            if checkpoint is not None and config.keep_checkpoint and s < len(names):
+                _save_checkpoint(checkpoint, model, heads, s, _stage_hash(config, s))
+            store.save(stage_specs[s - 1], record)
+            record["resumed"] = False
+            stage_records[s] = record
+        if checkpoint is not None and checkpoint.exists():
+            shutil.rmtree(checkpoint, ignore_errors=True)  # the study is complete: the matrix is on disk
+
+    # ---- the matrix and its summary
+    table, retrained_table = [], []
+    for s in range(1, len(names) + 1):
+        record = stage_records[s]
+        row: dict[str, Any] = {"stage": s, "trained_on": names[s - 1]}
+        row.update({name: (record["evals"][name]["score"] if name in record["evals"] else None) for name in names})
+        table.append(row)
+        if config.earlier_heads == "retrain":
+            retrained_table.append({"stage": s, "trained_on": names[s - 1],
+                                    **{n: (record["retrained"].get(n, record["evals"].get(n, {})).get("score"))
+                                       for n in names}})
+    if single:
+        table.append({"stage": "single-task", "trained_on": "each alone",
+                      **{name: single[name]["score"] for name in names}})
+    last = stage_records[len(names)]["evals"]
+    own = {name: stage_records[i + 1]["evals"][name]["score"] for i, name in enumerate(names)}
+    forgetting = {name: own[name] - last[name]["score"] for name in names}
+    summary: dict[str, Any] = {
+        "tasks": names, "dims": {n: list(d) for n, d in zip(names, dims)}, "dims_mode": config.dims_mode,
+        "earlier_heads": config.earlier_heads, "own_stage_score": own,
+        "final_score": {n: last[n]["score"] for n in names}, "forgetting": forgetting,
+        "backward_transfer": sum(-forgetting[n] for n in names[:-1]) / (len(names) - 1),
+        "single_task_score": {n: single[n]["score"] for n in single},
+        "transfer": {n: own[n] - single[n]["score"] for n in single},
+        "matrix_retrained_heads": retrained_table or None, "num_layers": depth, "hidden_size": hidden,
+    }
+    runs = [*single.values(), *(stage_records[s] for s in sorted(stage_records))]
+
+    def plot(ax: Any) -> None:
+        import numpy as np
+
+        rows = [r for r in table if r["stage"] != "single-task"] + [r for r in table if r["stage"] == "single-task"]
+        grid = np.array([[np.nan if r[n] is None else r[n] for n in names] for r in rows], dtype=float)
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_yticks(range(len(rows)), [f"after {r['trained_on']}" if r["stage"] != "single-task" else "single-task"
+                                         for r in rows])
+        ax.set_xlabel("evaluated task (own head and dims)")
+        ax.set_title("cross-fine-tuning: dev score after each stage")
+        ax.figure.colorbar(image, ax=ax)
+
+    return finish_study("cross", config, table, runs, summary, plot=plot,
+                        title=f"cross {' -> '.join(names)} (dims {config.dims_mode} {config.dims_per_task})",
+                        row_key="stage")
+
+
+def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int) -> dict[str, Any] | None:
+    record = store.load(spec)
+    if record is None or record.get("stage_hash") != _stage_hash(config, stage):
+        return None
+    record["resumed"] = True
+    return record
+
+
+def _resume_point(checkpoint: Path | None, config: CrossConfig, done: int) -> int:
+    """The stage to train next: after the finished stages when the checkpoint holds their encoder, else 1."""
+    n = len([t for t in (config.tasks or "").split(",") if t.strip()])
+    if done >= n:
+        return n + 1
+    if done == 0 or checkpoint is None:
+        return 1
+    try:
+        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return 1
+    if state.get("stage") == done and state.get("stage_hash") == _stage_hash(config, done):
+        return done + 1
+    return 1
+
+
+def _save_checkpoint(folder: Path, model: torch.nn.Module, heads: dict[str, SelectingHead], stage: int,
+                     stage_hash: str) -> None:
+    """Encoder + heads after ``stage``, written beside the old checkpoint and swapped in when complete."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "encoder")
+    for name, head in heads.items():
+        head.save(tmp / "heads" / name)
+    write_json_atomic(tmp / "state.json", {"stage": stage, "stage_hash": stage_hash})
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)

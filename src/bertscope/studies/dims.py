@@ -1,0 +1,218 @@
+"""``bertscope dims``: how the score depends on the number of hidden dimensions the head sees (paper 2).
+
+Score vs K: for each K, ``--samples`` seeded random subsets of K dimensions (the control, always run), their mean,
+standard deviation, min and max, beside the full-dimension run. ``--rank-by weights`` adds the top-K dimensions by the
+weight magnitude of the full-dimension run's head (:func:`~bertscope.studies.common.dim_importance`); ``--rank-by
+variance`` the top-K by the variance of the pretrained encoder's token vectors on the training subset.
+
+``--find-effective`` (paper 2's procedure; details the abstract leaves open are options): draw ``--start-subsets``
+random subsets of ``--start`` dimensions; fine-tune with each, then with each of its ``start`` subsets missing one
+dimension; a dimension is *marked* when removing it lowers the score by more than ``--hurt-threshold``. The marked
+dimensions of all starts are recombined into pairs (at most ``--max-pairs``, in a seeded order); a pair is
+*verified* when it scores at least the start subsets' mean score minus ``--hurt-threshold``. The effective
+dimensions are those in a verified pair; the table reports, per dimension, how often it was drawn, marked and
+verified.
+
+Random subsets are drawn from a generator seeded by (``--seed``, K, sample), independently of the training seed, so
+adding a K or a sample never changes the others; the training seed (data subset, head initialisation, batch order)
+is ``--seed`` for every run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+from bertscope.configs import DimsConfig
+from bertscope.errors import BertscopeError
+from bertscope.studies.common import (
+    HeadRunner,
+    RunSpec,
+    RunStore,
+    StudyResult,
+    dim_importance,
+    execute,
+    finetune_config,
+    finish_study,
+    model_shape,
+    summarise,
+)
+
+__all__ = ["parse_ks", "random_subset", "run_dims"]
+
+
+def parse_ks(spec: str, hidden: int) -> list[int]:
+    """``1,2,3,all`` -> sorted distinct K values in 1..hidden (``all`` = hidden)."""
+    ks: list[int] = []
+    for item in spec.split(","):
+        text = item.strip().lower()
+        if not text:
+            continue
+        if text == "all":
+            ks.append(hidden)
+            continue
+        try:
+            k = int(text)
+        except ValueError:
+            raise BertscopeError(f"--k: {item!r} is not a number or 'all'") from None
+        if not 1 <= k <= hidden:
+            raise BertscopeError(f"--k: {k} out of range 1..{hidden} (the hidden size)")
+        ks.append(k)
+    if not ks:
+        raise BertscopeError("--k is empty")
+    return sorted(set(ks))
+
+
+def random_subset(hidden: int, k: int, seed: int, sample: int, salt: str = "dims") -> tuple[int, ...]:
+    """A seeded random subset of K of the ``hidden`` dimensions, sorted; independent of every other (K, sample)."""
+    return tuple(sorted(random.Random(f"{salt}|{seed}|{k}|{sample}").sample(range(hidden), k)))
+
+
+def _idx(dims: tuple[int, ...] | list[int]) -> str:
+    return "idx:" + ",".join(str(d) for d in dims)
+
+
+def _full_spec(config: DimsConfig, hidden: int) -> RunSpec:
+    return RunSpec("all", {"selection": "all", "k": hidden, "sample": 0}, finetune_config(config, dims="all"))
+
+
+def run_dims(config: DimsConfig) -> StudyResult:
+    if config.find_effective:
+        return _run_find_effective(config)
+    depth, hidden = model_shape(config)
+    ks = parse_ks(config.k, hidden)
+    store = RunStore(config.out, fresh=config.overwrite)
+    runner = HeadRunner([config.token], progress=config.progress)
+
+    # The full-dimension run first: the reference, and the source of the weight ranking.
+    full = execute([_full_spec(config, hidden)], runner, store, progress=False,
+                   want_head=lambda s: config.rank_by == "weights",
+                   on_head=lambda s, head: {"dim_importance": dim_importance(head)})[0]
+    specs = [RunSpec(f"random k={k} s={s}", {"selection": "random", "k": k, "sample": s},
+                     finetune_config(config, dims=_idx(random_subset(hidden, k, config.seed, s))))
+             for k in ks if k < hidden for s in range(config.samples)]
+    ranking: list[int] | None = None
+    if config.rank_by == "weights":
+        if "dim_importance" not in full:
+            raise BertscopeError(f"{store.path(_full_spec(config, hidden))} has no dim_importance; rerun with "
+                                 "--overwrite")
+        ranking = sorted(range(hidden), key=lambda d: -full["dim_importance"][d])
+    elif config.rank_by == "variance":
+        vectors = runner.train_vectors(finetune_config(config, dims="all"))  # [N, n_layers, H], pretrained
+        variance = vectors.double().var(dim=0).mean(dim=0).tolist()
+        ranking = sorted(range(hidden), key=lambda d: -variance[d])
+    if ranking is not None:
+        specs += [RunSpec(f"{config.rank_by} k={k}", {"selection": config.rank_by, "k": k, "sample": 0},
+                          finetune_config(config, dims=_idx(sorted(ranking[:k]))))
+                  for k in ks if k < hidden]
+    records = [full, *execute(specs, runner, store, progress=config.progress, desc="dims")]
+
+    table = []
+    for selection in dict.fromkeys(r["selection"] for r in records):
+        for k in sorted({r["k"] for r in records if r["selection"] == selection}):
+            scores = [r["score"] for r in records if r["selection"] == selection and r["k"] == k]
+            table.append({"selection": selection, "k": k, **summarise(scores),
+                          "full_score": full["score"]})
+    summary = {"full_score": full["score"], "hidden_size": hidden, "num_layers": depth, "ks": ks,
+               "rank_by": config.rank_by, "ranking": ranking, "metric": "GLUE task score (mean of official metrics)"}
+
+    def plot(ax: Any) -> None:
+        for selection in dict.fromkeys(r["selection"] for r in table if r["selection"] != "all"):
+            rows = [r for r in table if r["selection"] == selection]
+            if selection == "random":
+                ax.errorbar([r["k"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
+                            marker="o", capsize=3, label=f"random subsets (mean ± std, n={config.samples})")
+            else:
+                ax.plot([r["k"] for r in rows], [r["mean"] for r in rows], marker="s", label=f"top-K by {selection}")
+        ax.axhline(full["score"], color="gray", linestyle="--", label=f"all {hidden} dims")
+        ax.set_xscale("log")
+        ax.set_xlabel("dimensions the head sees (K)")
+        ax.set_ylabel(f"{config.task} dev score")
+        ax.set_title(f"{config.task}: score vs number of dimensions")
+        ax.legend(fontsize=8)
+
+    return finish_study("dims", config, table, records, summary, plot=plot,
+                        title=f"dims {config.task}: score vs K (full {full['score']:.4f})", row_key="k")
+
+
+def _run_find_effective(config: DimsConfig) -> StudyResult:
+    _, hidden = model_shape(config)
+    if config.start > hidden:
+        raise BertscopeError(f"--start {config.start} exceeds the hidden size {hidden}")
+    store = RunStore(config.out, fresh=config.overwrite)
+    runner = HeadRunner([config.token], progress=config.progress)
+    starts = [random_subset(hidden, config.start, config.seed, r, salt="effective") for r in range(config.start_subsets)]
+
+    def spec(run_id: str, phase: str, dims: tuple[int, ...], **params: Any) -> RunSpec:
+        return RunSpec(run_id, {"phase": phase, "k": len(dims), **params}, finetune_config(config, dims=_idx(dims)))
+
+    phase1 = []
+    for r, subset in enumerate(starts):
+        phase1.append(spec(f"start {r}", "start", subset, start=r, removed=None))
+        phase1 += [spec(f"start {r} without {d}", "remove", tuple(x for x in subset if x != d), start=r, removed=d)
+                   for d in subset]
+    # Two starts can share a subset (or a removal subset): run each dimension set once.
+    by_dims: dict[tuple[int, ...], dict[str, Any]] = {}
+    unique = {}
+    for s in phase1:
+        unique.setdefault(s.config.dims, s)
+    for record in execute(list(unique.values()), runner, store, progress=config.progress, desc="find-effective"):
+        by_dims[tuple(record["dims"])] = record
+
+    def score(dims: tuple[int, ...]) -> float:
+        return float(by_dims[tuple(sorted(dims))]["score"])
+
+    start_scores = [score(s) for s in starts]
+    reference = sum(start_scores) / len(start_scores)
+    marked_by_start: list[list[int]] = []
+    for subset in starts:
+        base = score(subset)
+        marked_by_start.append([d for d in subset
+                                if score(tuple(x for x in subset if x != d)) < base - config.hurt_threshold])
+    marked = sorted({d for m in marked_by_start for d in m})
+    pairs = list(itertools.combinations(marked, 2))
+    random.Random(f"pairs|{config.seed}").shuffle(pairs)
+    if config.max_pairs:
+        pairs = pairs[:config.max_pairs]
+    pairs = sorted(pairs)
+    phase2 = [spec(f"pair {a},{b}", "pair", (a, b)) for a, b in pairs if (a, b) not in by_dims]
+    for record in execute(phase2, runner, store, progress=config.progress, desc="verify pairs"):
+        by_dims[tuple(record["dims"])] = record
+    verified = [(a, b) for a, b in pairs if score((a, b)) >= reference - config.hurt_threshold]
+    effective = sorted({d for pair in verified for d in pair})
+
+    table = []
+    for d in sorted({d for s in starts for d in s}):
+        drawn = sum(d in s for s in starts)
+        times_marked = sum(d in m for m in marked_by_start)
+        table.append({"dim": d, "drawn": drawn, "marked": times_marked, "marked_rate": times_marked / drawn,
+                      "pairs_tried": sum(d in p for p in pairs), "pairs_verified": sum(d in p for p in verified),
+                      "effective": d in effective})
+    table.sort(key=lambda row: (-row["pairs_verified"], -row["marked"], row["dim"]))
+    removal_scores = [r["score"] for dims, r in by_dims.items() if len(dims) == config.start - 1
+                      and any(set(dims) < set(s) for s in starts)]
+    summary = {
+        "task": config.task, "hidden_size": hidden, "start": config.start, "starts": [list(s) for s in starts],
+        "start_scores": start_scores, "reference_score": reference,
+        "removal_score_mean": sum(removal_scores) / len(removal_scores) if removal_scores else None,
+        "marked_by_start": marked_by_start, "pairs": [list(p) for p in pairs],
+        "pair_scores": {f"{a},{b}": score((a, b)) for a, b in pairs}, "verified_pairs": [list(p) for p in verified],
+        "effective_dims": effective, "hurt_threshold": config.hurt_threshold,
+    }
+    records = list(by_dims.values())
+
+    def plot(ax: Any) -> None:
+        rows = sorted(table, key=lambda row: row["dim"])
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["marked"] for r in rows], width=0.4, label="marked (removal hurts)")
+        ax.bar([x + 0.2 for x in xs], [r["pairs_verified"] for r in rows], width=0.4, label="in verified pairs")
+        ax.set_xticks(list(xs), [str(r["dim"]) for r in rows], rotation=90, fontsize=7)
+        ax.set_xlabel("hidden dimension")
+        ax.set_ylabel("count")
+        ax.set_title(f"{config.task}: effective dimensions ({len(starts)} starts of {config.start})")
+        ax.legend(fontsize=8)
+
+    return finish_study("dims", config, table, records, summary, plot=plot,
+                        title=f"find-effective {config.task}: effective dims {effective or 'none found'}",
+                        row_key="dim")

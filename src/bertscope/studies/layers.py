@@ -1,0 +1,82 @@
+"""``bertscope layers``: the same head configuration read from each hidden layer 0..L in turn (paper 2).
+
+Every run differs from the others only in ``--layer``; dimensions given as ``random:K`` are drawn once from
+``--seed`` and so are the same at every layer. With ``--freeze encoder`` (and the default ``--cache-features``) the
+encoder runs once for the whole scan and every layer's head trains on cached vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bertscope.configs import LayersConfig
+from bertscope.errors import BertscopeError
+from bertscope.studies.common import (
+    HeadRunner,
+    RunSpec,
+    RunStore,
+    StudyResult,
+    execute,
+    finetune_config,
+    finish_study,
+    model_shape,
+)
+
+__all__ = ["parse_layer_list", "run_layers"]
+
+
+def parse_layer_list(spec: str | None, depth: int) -> list[int]:
+    """``None`` -> 0..L; ``0-3``, ``0,3,6``, ``-1`` (negative from the top) -> sorted distinct layer numbers."""
+    if spec is None or not spec.strip():
+        return list(range(depth + 1))
+    out: list[int] = []
+    for item in spec.split(","):
+        text = item.strip()
+        if not text:
+            continue
+        try:
+            if "-" in text[1:]:
+                a, b = text[0] + text[1:].split("-", 1)[0], text[1:].split("-", 1)[1]
+                lo, hi = int(a), int(b)
+                values = list(range(lo, hi + 1))
+                if not values:
+                    raise BertscopeError(f"--layers: empty range {text!r}")
+            else:
+                values = [int(text)]
+        except ValueError:
+            raise BertscopeError(f"--layers: cannot read {item!r}; use e.g. 0-6 or 0,3,6") from None
+        for value in values:
+            layer = value + depth + 1 if value < 0 else value
+            if not 0 <= layer <= depth:
+                raise BertscopeError(f"--layers: layer {value} out of range 0..{depth} (0 = embeddings)")
+            out.append(layer)
+    if not out:
+        raise BertscopeError("--layers is empty")
+    return sorted(set(out))
+
+
+def run_layers(config: LayersConfig) -> StudyResult:
+    depth, hidden = model_shape(config)
+    layers = parse_layer_list(config.layers, depth)
+    store = RunStore(config.out, fresh=config.overwrite)
+    runner = HeadRunner([config.token], progress=config.progress)
+    specs = [RunSpec(f"layer {layer}", {"layer": layer}, finetune_config(config, layer=str(layer)))
+             for layer in layers]
+    records = execute(specs, runner, store, progress=config.progress, desc="layers")
+    table = [{"layer": r["layer"], "score": r["score"],
+              **{f"{split}.{name}": value for split, values in r["final"].items() for name, value in values.items()
+                 if name != "score"}} for r in records]
+    best = max(table, key=lambda row: row["score"])
+    summary = {"best_layer": best["layer"], "best_score": best["score"], "num_layers": depth, "hidden_size": hidden,
+               "dims": records[0]["dims"], "token": config.token}
+
+    def plot(ax: Any) -> None:
+        ax.plot([r["layer"] for r in table], [r["score"] for r in table], marker="o")
+        ax.set_xticks([r["layer"] for r in table])
+        ax.set_xlabel("hidden layer read (0 = embeddings)")
+        ax.set_ylabel(f"{config.task} dev score")
+        ax.set_title(f"{config.task}: score per layer (token {config.token}, dims {config.dims})")
+        ax.grid(alpha=0.3)
+
+    return finish_study("layers", config, table, records, summary, plot=plot,
+                        title=f"layers {config.task}: token {config.token}, dims {config.dims}", row_key="layer")

@@ -1,0 +1,52 @@
+"""``bertscope tokens``: the same head configuration reading different token vectors (paper 2).
+
+Strategies: ``cls`` (position 0), ``max-norm`` (the token with the largest L2 norm), ``mean`` and ``max``
+(element-wise) over the tokens, and fixed positions ``index:K`` (negative from the end: ``index:-1`` is [SEP]); see
+:func:`bertscope.selection.select_tokens` for the details (special tokens excluded from pooling unless
+``--include-special``). Everything else is the same for every run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bertscope.configs import TokensConfig
+from bertscope.errors import BertscopeError
+from bertscope.features import canonical_token
+from bertscope.studies.common import (
+    HeadRunner,
+    RunSpec,
+    RunStore,
+    StudyResult,
+    execute,
+    finetune_config,
+    finish_study,
+)
+
+__all__ = ["run_tokens"]
+
+
+def run_tokens(config: TokensConfig) -> StudyResult:
+    tokens = list(dict.fromkeys(canonical_token(t) for t in config.tokens.split(",") if t.strip()))
+    if not tokens:
+        raise BertscopeError("--tokens is empty")
+    store = RunStore(config.out, fresh=config.overwrite)
+    runner = HeadRunner(tokens, progress=config.progress)
+    specs = [RunSpec(f"token {t}", {"token_strategy": t}, finetune_config(config, token=t)) for t in tokens]
+    records = execute(specs, runner, store, progress=config.progress, desc="tokens")
+    table = [{"token_strategy": r["token_strategy"], "score": r["score"],
+              **{f"{split}.{name}": value for split, values in r["final"].items() for name, value in values.items()
+                 if name != "score"}} for r in records]
+    best = max(table, key=lambda row: row["score"])
+    summary = {"best_token": best["token_strategy"], "best_score": best["score"], "layer": config.layer,
+               "dims": records[0]["dims"]}
+
+    def plot(ax: Any) -> None:
+        ax.bar(range(len(table)), [r["score"] for r in table])
+        ax.set_xticks(range(len(table)), [r["token_strategy"] for r in table], rotation=20)
+        ax.set_ylabel(f"{config.task} dev score")
+        ax.set_title(f"{config.task}: token strategies (layer {config.layer}, dims {config.dims})")
+
+    return finish_study("tokens", config, table, records, summary, plot=plot,
+                        title=f"tokens {config.task}: layer {config.layer}, dims {config.dims}",
+                        row_key="token_strategy")

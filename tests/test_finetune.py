@@ -1,0 +1,192 @@
+"""`bertscope finetune` end to end on tiny checkpoints and the local GLUE copy (the heavy runs are marked slow)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import pearsonr
+from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+from bertscope import api, glue
+from bertscope.cli import main
+from bertscope.errors import BertscopeError
+from bertscope.finetune import load_finetuned
+from bertscope.selection import parse_dims
+
+SMALL = {"max_train": 32, "max_eval": 24, "batch_size": 8, "max_length": 48, "progress": False}
+
+
+def _predictions(out: Path) -> list[dict[str, str]]:
+    with open(out / "predictions.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_results_file_records_options_dims_and_official_metric(tmp_path, tiny_checkpoint, glue_dir) -> None:
+    out = tmp_path / "run"
+    result = api.finetune(model=str(tiny_checkpoint("bert", 3)), task="rte", data_dir=str(glue_dir), epochs=2,
+                          dims="random:5", token="max-norm", layer="1,-1", seed=3, out=str(out), **SMALL)
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["complete"] and payload["command"] == "finetune"
+    assert payload["config"]["dims"] == "random:5" and payload["config"]["token"] == "max-norm"
+    assert payload["selection"]["dims"] == list(parse_dims("random:5", 32, seed=3))
+    assert payload["selection"]["layers"] == [1, 3]
+    assert len(payload["epochs"]) == 2 and payload["head"]["dims"] == payload["selection"]["dims"]
+    assert payload["environment"]["versions"]["torch"] and "git" in payload["environment"]
+    assert payload["timing"]["train_examples"] == 2 * 32 and payload["timing"]["train_examples_per_second"] > 0
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    rows = _predictions(out)
+    dev = glue.load_split("rte", "validation", glue_dir, 24, 3)
+    assert [int(r["idx"]) for r in rows] == [ex.idx for ex in dev.examples]
+    preds = [int(float(r["prediction"])) for r in rows]
+    assert payload["final"]["validation"]["accuracy"] == pytest.approx(accuracy_score(dev.labels, preds))
+    assert result.metrics()["final.accuracy"] == payload["final"]["validation"]["accuracy"]
+    assert result.metrics()["final.score"] == payload["final_score"]
+
+
+def test_cola_and_stsb_metrics_equal_sklearn_and_scipy_on_the_runs_predictions(tmp_path, tiny_checkpoint,
+                                                                               glue_dir) -> None:
+    for task, check in (("cola", "mcc"), ("stsb", "pearson")):
+        out = tmp_path / task
+        api.finetune(model=str(tiny_checkpoint("bert", 2)), task=task, data_dir=str(glue_dir), epochs=1,
+                     head="mlp2", head_hidden=16, out=str(out), **SMALL)
+        payload = json.loads((out / "results.json").read_text())
+        rows = _predictions(out)
+        labels = [float(r["label"]) for r in rows]
+        preds = [float(r["prediction"]) for r in rows]
+        if check == "mcc":
+            expected = matthews_corrcoef(np.array(labels, int), np.array(preds, int))
+        else:
+            expected = pearsonr(preds, labels)[0]
+        assert payload["final"]["validation"][check] == pytest.approx(expected, abs=1e-9)
+        assert payload["head"]["num_labels"] == glue.get_task(task).num_labels
+
+
+def test_saved_model_reloads_with_transformers_and_bertscope(tmp_path, tiny_checkpoint, glue_dir) -> None:
+    import transformers
+
+    out = tmp_path / "saved"
+    api.finetune(model=str(tiny_checkpoint("bert", 3)), task="mrpc", data_dir=str(glue_dir), epochs=1,
+                 layer="2", dims="idx:17,3,30", pooler=True, head="mlp2", head_hidden=8, save_model=True,
+                 out=str(out), **SMALL)
+    plain = transformers.AutoModel.from_pretrained(out / "model")
+    assert plain.config.num_hidden_layers == 3
+    reloaded = load_finetuned(out)
+    assert reloaded.spec.dims == (17, 3, 30) and reloaded.spec.layers == (2,) and reloaded.spec.pooler
+    torch.testing.assert_close(reloaded.head.pooler_dense.weight, plain.pooler.dense.weight)
+    dev = glue.load_split("mrpc", "validation", glue_dir, 24, 0)
+    logits = reloaded.logits([ex.texts for ex in dev.examples], max_length=48)
+    preds = [int(float(r["prediction"])) for r in _predictions(out)]
+    assert logits.argmax(-1).tolist() == preds
+
+
+def test_frozen_encoder_is_unchanged_and_head_uses_its_own_rate(tmp_path, tiny_checkpoint, glue_dir) -> None:
+    import transformers
+
+    source = tiny_checkpoint("bert", 2)
+    out = tmp_path / "frozen"
+    api.finetune(model=str(source), task="sst2", data_dir=str(glue_dir), epochs=1, freeze="encoder",
+                 token="mean", save_model=True, out=str(out), **SMALL)
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["freezing"]["encoder_fully_frozen"] and payload["parameters"]["encoder_trainable"] == 0
+    assert payload["head"]["head_lr"] == pytest.approx(1e-3)
+    before = transformers.AutoModel.from_pretrained(source).state_dict()
+    after = transformers.AutoModel.from_pretrained(out / "model").state_dict()
+    for key in after:
+        if not key.startswith("pooler"):
+            torch.testing.assert_close(after[key], before[key], msg=key)
+
+
+def _write_mnli(root: Path) -> None:
+    header = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+              "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n")
+    labels = ["entailment", "neutral", "contradiction"]
+    (root / "MNLI").mkdir(parents=True)
+    for name, n in (("train.tsv", 24), ("dev_matched.tsv", 9), ("dev_mismatched.tsv", 6)):
+        lines = [header] + [f"{i}\t1\t1a\tfiction\t-\t-\t-\t-\tA man sleeps {i} .\tSomeone rests .\t"
+                            f"{labels[i % 3]}\t{labels[i % 3]}\n" for i in range(n)]
+        (root / "MNLI" / name).write_text("".join(lines), encoding="utf-8")
+
+
+def test_mnli_evaluates_matched_and_mismatched(tmp_path, tiny_checkpoint) -> None:
+    _write_mnli(tmp_path / "glue")
+    result = api.finetune(model=str(tiny_checkpoint("bert", 2)), task="MNLI", data_dir=str(tmp_path / "glue"),
+                          epochs=1, **SMALL)
+    assert set(result.final) == {"validation_matched", "validation_mismatched"}
+    assert result.final_score == pytest.approx(
+        (result.final["validation_matched"]["score"] + result.final["validation_mismatched"]["score"]) / 2)
+    assert "final.validation_mismatched.accuracy" in result.metrics()
+
+
+@pytest.mark.parametrize("name", ["distilbert", "modernbert", "albert"])
+def test_other_families_fine_tune(name: str, tmp_path, tiny_checkpoint, glue_dir) -> None:
+    result = api.finetune(model=str(tiny_checkpoint(name, 2)), task="rte", data_dir=str(glue_dir), epochs=1,
+                          token="cls", layer="1", **SMALL)
+    assert 0.0 <= result.final["validation"]["accuracy"] <= 1.0
+
+
+def test_deepened_folder_fine_tunes_like_any_model(tmp_path, tiny_checkpoint, glue_dir) -> None:
+    deep = tmp_path / "deep"
+    api.deepen(model=str(tiny_checkpoint("bert", 2)), out=str(deep), duplicate="1")
+    result = api.finetune(model=str(deep), task="rte", data_dir=str(glue_dir), epochs=1, **SMALL)
+    assert result.selection["num_layers"] == 3 and result.selection["layers"] == [3]
+
+
+def test_user_errors_are_one_line_bertscope_errors(tmp_path, tiny_checkpoint, glue_dir) -> None:
+    model = str(tiny_checkpoint("distilbert", 2))
+    cases = [
+        ({"pooler": True}, "no pooler"),
+        ({"layer": "5"}, "out of range"),
+        ({"dims": "idx:99"}, "out of range"),
+        ({"eval_split": "test"}, "no labels"),
+        ({"freeze": "layers:2-1"}, "freeze"),
+        ({"token": "first"}, "--token"),
+        ({"task": "squad"}, "known tasks"),
+        ({"save_model": True}, "--out"),
+    ]
+    for options, message in cases:
+        merged = {"model": model, "task": "rte", "data_dir": str(glue_dir), **SMALL, **options}
+        with pytest.raises(BertscopeError, match=message) as info:
+            api.finetune(**merged)
+        assert "\n" not in str(info.value)
+
+
+def test_interrupted_run_leaves_no_complete_results_and_cli_exit_codes(tmp_path, tiny_checkpoint, glue_dir,
+                                                                       monkeypatch, capsys) -> None:
+    import bertscope.finetune as finetune
+
+    out = tmp_path / "interrupted"
+    args = ["finetune", "--model", str(tiny_checkpoint("bert", 2)), "--task", "rte", "--data-dir", str(glue_dir),
+            "--max-train", "16", "--max-eval", "8", "--epochs", "1", "--no-progress", "--out", str(out)]
+
+    def interrupt(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "train_loop", interrupt)
+    assert main(args) == 130
+    assert not (out / "results.json").exists()
+    assert json.loads((out / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["complete"]
+    assert main(args) == 2  # results.json exists: refused without --overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert main([*args, "--layer", "9"]) == 2
+
+
+@pytest.mark.slow
+def test_default_model_learns_sst2_and_random_two_dims_runs(tmp_path, glue_dir) -> None:
+    """The issue's check: a short CPU run with the embedded model is clearly above the majority class."""
+    dev = glue.load_split("sst2", "validation", glue_dir)
+    majority = max(dev.labels.count(0), dev.labels.count(1)) / len(dev)
+    result = api.finetune(task="sst2", data_dir=str(glue_dir), max_train=1000, epochs=1, lr=5e-5, batch_size=32,
+                          progress=False, out=str(tmp_path / "full"))
+    assert result.final["validation"]["accuracy"] > majority + 0.15
+    two = api.finetune(task="sst2", data_dir=str(glue_dir), max_train=1000, epochs=1, lr=5e-5, dims="random:2",
+                       token="max-norm", seed=3, progress=False, out=str(tmp_path / "two"))
+    assert len(two.selection["dims"]) == 2
+    assert two.final["validation"]["accuracy"] > majority

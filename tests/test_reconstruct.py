@@ -1,0 +1,264 @@
+"""`bertscope reconstruct` end to end: every family against the Hugging Face model's own outputs, batch-size and
+padding independence, the CLI and its files, and every user error as a one-line message with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from bertscope import families
+from bertscope.cli import main
+from bertscope.configs import ReconstructConfig
+from bertscope.errors import BertscopeError
+from bertscope.reconstruct import parse_layers, run_reconstruct
+from bertscope.texts import builtin_sentences
+from conftest import FAMILY_IDS
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "A much longer sentence, with commas and a question at the end, is here?",
+    "Short.",
+    "Rivers flow to the sea, slowly and without hurry.",
+    "Why?",
+    "She sold twelve old maps at the market on Saturday morning.",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)
+
+
+@pytest.fixture()
+def sentence_file(tmp_path) -> Path:
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    return path
+
+
+def _reference(folder: Path, sentences: list[str], *, include_special: bool = False) -> dict[int, dict[str, float]]:
+    """Per-layer metrics the plain way: one sentence at a time through AutoModelForMaskedLM (no padding at all);
+    the last layer uses the model's own logits, layer l < L the head on ``hidden_states[l]``; rank by argsort,
+    NLL by log-softmax."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForMaskedLM.from_pretrained(folder).eval()
+    head = families.mlm_head_parts(model, "full")
+    depth = families.num_layers(model)
+    stats: dict[int, dict[str, list]] = {l: {"rank": [], "nll": [], "exact": []} for l in range(depth + 1)}
+    for sentence in sentences:
+        enc = tokenizer(sentence, return_tensors="pt", truncation=True, max_length=128,
+                        return_special_tokens_mask=True)
+        keep = torch.ones_like(enc["input_ids"][0], dtype=torch.bool) if include_special else \
+            enc["special_tokens_mask"][0] == 0
+        with torch.no_grad():
+            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
+            assert len(out.hidden_states) == depth + 1
+            for layer in range(depth + 1):
+                logits = out.logits[0] if layer == depth else \
+                    head.logits(out.hidden_states[layer][0], is_last_layer=False)
+                logits, targets = logits[keep].double(), enc["input_ids"][0][keep]
+                order = torch.argsort(logits, dim=-1, descending=True)
+                ranks = [order[i].tolist().index(t) for i, t in enumerate(targets.tolist())]
+                nll = (-torch.log_softmax(logits, -1).gather(1, targets[:, None])).squeeze(1).tolist()
+                stats[layer]["rank"] += ranks
+                stats[layer]["nll"] += nll
+                stats[layer]["exact"].append(all(r == 0 for r in ranks))
+    out_metrics = {}
+    for layer, s in stats.items():
+        n = len(s["rank"])
+        out_metrics[layer] = {"tokens": n, "top1": sum(r == 0 for r in s["rank"]) / n,
+                              "top5": sum(r < 5 for r in s["rank"]) / n,
+                              "mean_rank": sum(r + 1 for r in s["rank"]) / n, "nll": sum(s["nll"]) / n,
+                              "exact": sum(s["exact"]) / len(s["exact"])}
+    return out_metrics
+
+
+def _assert_same(result, reference: dict[int, dict[str, float]], group: str = "all") -> None:
+    for layer, ref in reference.items():
+        rec = result.record(layer, group)
+        assert rec.tokens == ref["tokens"], layer
+        # random tiny models put thousands of logits within float noise of the input token's, so a rank may move
+        # by one between a padded batch and a lone sentence; allow that, nothing more
+        for name in ("top1", "top5"):
+            assert getattr(rec, name) == pytest.approx(ref[name], abs=1.01 / ref["tokens"]), (layer, name)
+        assert rec.exact == pytest.approx(ref["exact"], abs=1e-9), layer
+        assert rec.mean_rank == pytest.approx(ref["mean_rank"], rel=1e-4, abs=0.5), layer
+        assert rec.nll == pytest.approx(ref["nll"], rel=1e-5, abs=1e-5), layer
+
+
+@pytest.mark.parametrize("name", FAMILY_IDS)
+def test_every_family_matches_the_masked_lm_and_its_hidden_states(name: str, tiny_checkpoint,
+                                                                  sentence_file) -> None:
+    folder = tiny_checkpoint(name)
+    result = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), batch_size=4,
+                                               progress=False, device="cpu", examples=0))
+    assert result.head["mode"] == "pretrained"
+    assert [r.layer for r in result.records] == list(range(families.num_layers(transformers.AutoConfig.from_pretrained(folder)) + 1))
+    _assert_same(result, _reference(folder, SENTENCES))
+
+
+def test_include_special_counts_cls_and_sep(tiny_checkpoint, sentence_file) -> None:
+    folder = tiny_checkpoint("bert")
+    plain = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False))
+    special = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False,
+                                                include_special=True))
+    assert special.record(0).tokens == plain.record(0).tokens + 2 * len(SENTENCES)
+    _assert_same(special, _reference(folder, SENTENCES, include_special=True))
+
+
+@pytest.mark.parametrize("name", ["bert", "modernbert", "deberta-v2"])
+def test_batch_size_and_padding_do_not_change_the_numbers(name: str, tiny_checkpoint, tmp_path) -> None:
+    folder = tiny_checkpoint(name)
+    path = tmp_path / "many.txt"
+    path.write_text("\n".join(builtin_sentences()[:24]), encoding="utf-8")
+    common = {"model": str(folder), "texts": str(path), "progress": False, "mask_prob": 0.2, "seed": 3,
+              "examples": 0}
+    one = run_reconstruct(ReconstructConfig(batch_size=1, **common))
+    many = run_reconstruct(ReconstructConfig(batch_size=32, **common))
+    assert one.groups == many.groups == ["all", "masked", "unmasked"]
+    for a, b in zip(one.records, many.records):
+        assert (a.layer, a.group, a.tokens, a.sentences) == (b.layer, b.group, b.tokens, b.sentences)
+        for metric in ("top1", "top5", "exact"):
+            assert getattr(a, metric) == pytest.approx(getattr(b, metric), abs=1.5 / a.tokens)
+        assert a.mean_rank == pytest.approx(b.mean_rank, rel=1e-3)
+        assert a.nll == pytest.approx(b.nll, rel=1e-5, abs=1e-5)
+
+
+def test_masking_splits_positions_and_scores_the_original_tokens(tiny_checkpoint, sentence_file) -> None:
+    folder = tiny_checkpoint("bert")
+    result = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False,
+                                               mask_prob=0.5, seed=1))
+    for layer in range(4):
+        masked, unmasked, both = (result.record(layer, g) for g in ("masked", "unmasked", "all"))
+        assert masked.tokens > 0 and unmasked.tokens > 0
+        assert masked.tokens + unmasked.tokens == both.tokens
+        weighted = (masked.nll * masked.tokens + unmasked.nll * unmasked.tokens) / both.tokens
+        assert weighted == pytest.approx(both.nll, rel=1e-9)
+    metrics = result.metrics()
+    assert "final.masked.top1" in metrics and "layer0.unmasked.nll" in metrics
+
+
+def test_layer_subset(tiny_checkpoint, sentence_file) -> None:
+    folder = tiny_checkpoint("bert")
+    full = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False))
+    part = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False,
+                                             layers="0,-1"))
+    assert [r.layer for r in part.records] == [0, 3]
+    for layer in (0, 3):
+        assert part.record(layer).nll == pytest.approx(full.record(layer).nll, rel=1e-6)
+
+
+def test_parse_layers() -> None:
+    assert parse_layers(None, 4) == [0, 1, 2, 3, 4]
+    assert parse_layers("all", 2) == [0, 1, 2]
+    assert parse_layers("3, 0-1, -1", 6) == [0, 1, 3, 6]
+    for bad, match in (("7", "out of range"), ("x", "not a layer"), ("3-1", "empty range"), ("-9", "out of range")):
+        with pytest.raises(BertscopeError, match=match):
+            parse_layers(bad, 6)
+
+
+def test_cli_writes_json_csv_png_on_a_tiny_checkpoint(tiny_checkpoint, sentence_file, tmp_path, capsys) -> None:
+    folder = tiny_checkpoint("roberta")
+    out = tmp_path / "run"
+    code = main(["reconstruct", "--model", str(folder), "--texts", str(sentence_file), "--out", str(out),
+                 "--no-progress", "--batch-size", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "top-1" in printed and "layer" in printed
+    payload = json.loads((out / "reconstruct.json").read_text())
+    assert payload["config"]["batch_size"] == 2 and payload["config"]["model"] == str(folder)
+    assert payload["environment"]["versions"]["torch"] and "git" in payload["environment"]
+    assert payload["model"]["family"] == "roberta" and payload["head"]["mode"] == "pretrained"
+    assert [r["layer"] for r in payload["records"]] == [0, 1, 2, 3]
+    assert payload["texts"]["num_sentences"] == len(SENTENCES)
+    assert payload["examples"] and set(payload["examples"][0]["top1_by_layer"]) == {"0", "1", "2", "3"}
+    with (out / "reconstruct.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and float(rows[3]["top1"]) == payload["records"][3]["top1"]
+    assert (out / "reconstruct.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+
+
+def test_embedded_default_fits_a_head_then_reuses_it(tmp_path, capsys) -> None:
+    out = tmp_path / "default"
+    args = ["reconstruct", "--out", str(out), "--max-examples", "12", "--fit-steps", "4", "--fit-batch-size", "8",
+            "--no-progress", "--layers", "0,3,6"]
+    assert main(args) == 0
+    first = json.loads((out / "reconstruct.json").read_text())
+    assert first["head"]["mode"] == "fit" and first["head"]["requested"] == "auto"
+    fit = first["head"]["fit"]
+    assert not fit["reused"] and 0.0 <= fit["heldout_masked_top1"] <= 1.0
+    assert fit["corpus"]["kind"] == "builtin"
+    assert first["model"]["name"] == families.DEFAULT_MODEL_NAME and first["model"]["num_layers"] == 6
+    assert main(args) == 0
+    second = json.loads((out / "reconstruct.json").read_text())
+    assert second["head"]["fit"]["reused"] and second["head"]["fit"]["key"] == fit["key"]
+    assert second["records"] == first["records"]
+    assert "masked-token top-1" in capsys.readouterr().out
+
+
+def _error(args: list[str], capsys) -> str:
+    code = main(["reconstruct", "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and err.startswith("bertscope reconstruct: error:")
+    return err
+
+
+def test_user_errors_are_one_line_and_exit_2(tiny_checkpoint, sentence_file, tmp_path, capsys) -> None:
+    folder = str(tiny_checkpoint("bert"))
+    base = ["--model", folder, "--texts", str(sentence_file)]
+    assert "out of range" in _error([*base, "--layers", "9"], capsys)
+    assert "does not exist" in _error(["--model", folder, "--texts", str(tmp_path / "missing.txt")], capsys)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert "no sentences" in _error(["--model", folder, "--texts", str(empty)], capsys)
+    assert "mask-prob" in _error([*base, "--mask-prob", "1.5"], capsys)
+    assert "batch-size" in _error([*base, "--batch-size", "0"], capsys)
+    assert "either" in _error([*base, "--task", "sst2"], capsys)
+    assert "model folder" in _error(["--model", str(tmp_path / "no-such-model"), "--texts", str(sentence_file)],
+                                    capsys)
+
+
+def test_unknown_task_and_missing_glue_folder(tiny_checkpoint, tmp_path, capsys, glue_dir) -> None:
+    folder = str(tiny_checkpoint("bert"))
+    assert "unknown GLUE task" in _error(["--model", folder, "--task", "sst3", "--data-dir", str(glue_dir)], capsys)
+    assert "does not exist" in _error(["--model", folder, "--task", "sst2", "--data-dir", str(tmp_path / "x")],
+                                      capsys)
+
+
+def test_pretrained_head_refused_for_a_checkpoint_without_one(sentence_file, tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    err = _error(["--head", "pretrained", "--texts", str(sentence_file), "--out", str(out)], capsys)
+    assert "no pretrained masked-LM head" in err and "--head fit" in err
+    assert not (out / "reconstruct.json").exists()  # nothing half-written
+
+
+def test_unreachable_hub_without_a_local_copy(sentence_file, capsys) -> None:
+    err = _error(["--model", "bertscope-test/definitely-not-a-model", "--texts", str(sentence_file)], capsys)
+    assert "hub" in err
+
+
+def test_glue_source_end_to_end(tiny_checkpoint, glue_dir) -> None:
+    result = run_reconstruct(ReconstructConfig(model=str(tiny_checkpoint("bert")), task="mrpc", split="validation",
+                                               data_dir=str(glue_dir), max_examples=10, progress=False))
+    assert result.texts["kind"] == "glue" and result.texts["num_sentences"] == 10
+    assert result.record(0).sentences == 10
+    assert math.isfinite(result.record(3).nll)

@@ -1,0 +1,314 @@
+"""Reports from a result store: paper-shaped sections on synthetic store rows, numbers checked against numpy,
+PNGs referenced from Markdown and embedded in the HTML, and a headless-Chromium screenshot of the HTML."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bertscope import api
+from bertscope.cli import main
+from bertscope.errors import BertscopeError
+from bertscope.report import aggregate, format_cell, layer_curves
+from bertscope.sweep.spec import run_id
+from bertscope.sweep.store import ResultStore
+
+
+@dataclass
+class FakeRun:
+    """What ResultStore.register needs of a run (the report reads only the store, never the spec)."""
+
+    command: str
+    axes: dict[str, Any] | None
+    experiment: str
+    identity: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    depends_on: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.identity = {**(self.axes or {}), **self.config, **self.identity}
+        self.id = run_id(self.command, {"experiment": self.experiment, **self.identity})
+        self.options = {**(self.axes or {}), **self.config, "out": f"/tmp/{self.id}"}
+
+
+def cell(values: list[float]) -> str:
+    """Independent formatting of mean ± sample std (n) with numpy."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 1:
+        return f"{values.mean():.3f} (n=1)"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
+
+
+def grid(**axes):
+    names = list(axes)
+    return [dict(zip(names, combo)) for combo in itertools.product(*axes.values())]
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    """A store holding finished runs shaped like both papers' experiments, with random (seeded) metrics."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("report")
+    path = folder / "results.db"
+    runs: list[tuple[FakeRun, dict[str, float], Any]] = []
+    for axes in grid(task=["rte", "mrpc"], layer=[2, 4, 6], seed=[1, 2, 3]):
+        runs.append((FakeRun("finetune", axes, "layers"), {"score": float(rng.uniform(0.5, 0.9)),
+                                                             "accuracy": float(rng.uniform(0.5, 0.9))}, None))
+    for axes in grid(dims=["all", "first:4", "first:16", "random:4", "random:16"], seed=[1, 2]):
+        runs.append((FakeRun("finetune", {"task": "sst2", **axes}, "dims"), {"score": float(rng.uniform())}, None))
+    for axes in grid(token=["cls", "mean", "max-norm"], task=["rte", "cola"], seed=[1, 2]):
+        runs.append((FakeRun("finetune", axes, "tokens"), {"score": float(rng.uniform())}, None))
+    for axes in grid(freeze=["none", "encoder"], task=["rte"], seed=[1, 2, 3]):
+        runs.append((FakeRun("finetune", axes, "frozen"), {"score": float(rng.uniform())}, None))
+    for axes in grid(source=["rte", "mrpc"], target=["rte", "mrpc", "sst2"], seed=[1, 2]):
+        runs.append((FakeRun("cross", axes, "cross"), {"score": float(rng.uniform())}, None))
+    deepen = FakeRun("deepen", None, "deepened", identity={"duplicate": "3"}, label="MiniLM-7L")
+    runs.append((deepen, {"new_depth": 7.0}, {}))
+    for axes in grid(model=["MiniLM-6L", "MiniLM-7L"], task=["rte", "mrpc"], seed=[1, 2]):
+        identity = {"model": {"@run": deepen.id}} if axes["model"] == "MiniLM-7L" else {}
+        runs.append((FakeRun("finetune", axes, "deepened", identity=identity), {"score": float(rng.uniform())},
+                     None))
+    sources = {t: FakeRun("finetune", None, "crossft", config={"task": t}, label=f"after {t}") for t in ("rte", "sst2")}
+    for pre in sources.values():
+        runs.append((pre, {"final.score": 0.5}, {}))
+    for axes in grid(model=["base", "after rte", "after sst2"], task=["rte", "mrpc"], seed=[1, 2]):
+        source = axes["model"].removeprefix("after ")
+        identity = {"model": {"@run": sources[source].id}} if source in sources else {}
+        runs.append((FakeRun("finetune", axes, "crossft", identity=identity), {"score": float(rng.uniform())},
+                     None))
+    # paper-2 study commands: one run holds many fine-tuning runs (payload table / runs)
+    for axes in grid(task=["rte", "mrpc"], seed=[1, 2]):
+        table = [{"layer": layer, "score": float(rng.uniform())} for layer in range(4)]
+        runs.append((FakeRun("layers", axes, "study-layers"), {"best_score": 0.0}, {"table": table}))
+        table = [{"token_strategy": t, "score": float(rng.uniform())} for t in ("cls", "mean")]
+        runs.append((FakeRun("tokens", axes, "study-tokens"), {"best_score": 0.0}, {"table": table}))
+        records = [{"selection": "all", "k": 32, "sample": 0, "score": float(rng.uniform())}]
+        records += [{"selection": "random", "k": k, "sample": i, "score": float(rng.uniform())}
+                    for k in (1, 4) for i in range(3)]
+        runs.append((FakeRun("dims", axes, "study-dims"), {"full_score": 0.0}, {"table": [], "runs": records}))
+    for axes in grid(seed=[1, 2]):
+        table = [{"stage": 1, "trained_on": "sst2", "sst2": float(rng.uniform()), "rte": None},
+                 {"stage": 2, "trained_on": "rte", "sst2": float(rng.uniform()), "rte": float(rng.uniform())},
+                 {"stage": "single-task", "trained_on": "each alone", "sst2": float(rng.uniform()),
+                  "rte": float(rng.uniform())}]
+        runs.append((FakeRun("cross", axes, "study-cross"), {"backward_transfer": 0.0}, {"table": table}))
+    for axes in grid(model=["MiniLM-6L", "MiniLM-7L"], seed=[1, 2]):
+        curve = [{"layer": i, "top1": float(rng.uniform()), "loss": 1.0} for i in range(7)]
+        runs.append((FakeRun("reconstruct", axes, "recon"), {"final.top1": curve[-1]["top1"]},
+                     {"config": {}, "records": curve}))
+    with ResultStore(path) as store:
+        store.register("paper", {"command": "finetune"}, "experiments/paper.yaml", [r for r, _, _ in runs])
+        for run, metrics, payload in runs:
+            store.mark_running(run.id)
+            store.mark_done(run.id, metrics=metrics, payload=payload or {}, duration=1.0, worker="test",
+                            environment={"git": {"commit": "0123456789abcdef"}, "versions": {"torch": "2.x"}})
+        failed = FakeRun("finetune", {"task": "rte", "layer": 9, "seed": 1}, "layers")
+        store.register("broken", {}, None, [failed])
+        store.mark_failed(failed.id, error="layer 9 out of range")
+    return path, runs
+
+
+@pytest.fixture(scope="module")
+def built(synthetic_store, tmp_path_factory):
+    path, runs = synthetic_store
+    out = tmp_path_factory.mktemp("out") / "report"
+    result = api.report(store=str(path), out=str(out), title="Test report")
+    return out, result, runs
+
+
+def metric_values(runs, experiment, metric="score", **where):
+    return [m[metric] for r, m, _ in runs if r.experiment == experiment and r.axes is not None
+            and all(r.axes.get(k) == v for k, v in where.items())]
+
+
+def test_aggregate_and_format_match_numpy():
+    values = [0.1, 0.4, 0.35]
+    mean, std, n = aggregate([*values, None, float("nan")])
+    assert (mean, n) == (pytest.approx(np.mean(values)), 3) and std == pytest.approx(np.std(values, ddof=1))
+    assert format_cell((mean, std, n)) == cell(values)
+    assert format_cell(aggregate([0.5])) == cell([0.5])
+    assert format_cell(aggregate([])) == "–"
+
+
+def test_layer_curves_finds_per_layer_records_anywhere_in_a_payload():
+    payload = {"config": {"layer": 1}, "records": [{"layer": 0, "top1": 0.5}, {"layer": 1, "top1": 0.7}],
+               "curves": {"variant": [{"layer": 0, "top1": 0.1}]}, "other": [{"x": 1}]}
+    assert layer_curves(payload) == {"records": [{"layer": 0.0, "top1": 0.5}, {"layer": 1.0, "top1": 0.7}],
+                                     "curves.variant": [{"layer": 0.0, "top1": 0.1}]}
+
+
+def test_report_writes_markdown_html_pngs_and_csv(built):
+    out, result, _ = built
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert result.plots == len(pngs) >= 6
+    for png in pngs:  # every plot is referenced from the Markdown and embedded in the HTML
+        assert f"](plots/{png.name})" in md
+        assert base64.b64encode(png.read_bytes()).decode() in html
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert not re.search(r"<img[^>]+src=\"(?!data:)", html)  # self-contained: no external image
+    assert (out / "tables" / "aggregated.csv").is_file() and (out / "report.json").is_file()
+    assert set(result.experiments) == {f"paper/{e}" for e in ("layers", "dims", "tokens", "frozen", "cross",
+                                                              "deepened", "recon", "crossft", "study-layers",
+                                                              "study-tokens", "study-dims", "study-cross")}
+    for heading in ("score by layer", "score vs number of dimensions", "token choice", "frozen vs fine-tuned",
+                    "cross-fine-tuning matrix", "original vs deepened", "reconstruction curves per layer"):
+        assert heading in md and heading in html, heading
+    assert "layer 9 out of range" in md  # failed runs are listed with their errors
+
+
+def test_layer_task_table_matches_numpy(built):
+    out, _, runs = built
+    md = (out / "report.md").read_text()
+    for task, layer in itertools.product(["rte", "mrpc"], [2, 4, 6]):
+        values = metric_values(runs, "layers", task=task, layer=layer)
+        assert len(values) == 3
+        assert cell(values) in md
+    row = next(line for line in md.splitlines() if line.startswith("| 4 |"))
+    assert row.count("(n=3)") == 2
+
+
+def test_dims_tokens_frozen_cross_and_deepened_tables_match_numpy(built):
+    out, _, runs = built
+    md = (out / "report.md").read_text()
+    for dims in ("all", "first:4", "random:16"):
+        assert f"| {dims} | {cell(metric_values(runs, 'dims', dims=dims))} |" in md
+    for token, task in itertools.product(["cls", "mean", "max-norm"], ["rte", "cola"]):
+        assert cell(metric_values(runs, "tokens", token=token, task=task)) in md
+    for freeze in ("none", "encoder"):
+        assert cell(metric_values(runs, "frozen", freeze=freeze)) in md
+    for source, target in itertools.product(["rte", "mrpc"], ["rte", "mrpc", "sst2"]):
+        assert cell(metric_values(runs, "cross", source=source, target=target)) in md
+    for model, task in itertools.product(["MiniLM-6L", "MiniLM-7L"], ["rte", "mrpc"]):
+        assert cell(metric_values(runs, "deepened", model=model, task=task)) in md
+    # macro average over tasks per seed, then mean ± std over seeds
+    for model in ("MiniLM-6L", "MiniLM-7L"):
+        per_seed = [np.mean([metric_values(runs, "deepened", model=model, task=t, seed=s)[0] for t in ("rte", "mrpc")])
+                    for s in (1, 2)]
+        assert f"| {model} | {cell(per_seed)} |" in md
+    assert "MiniLM-7L" in md.split("original vs deepened")[1]
+
+
+def test_cross_fine_tuning_built_from_finetune_pre_steps(built):
+    out, _, runs = built
+    md = (out / "report.md").read_text()
+    section = md.split("\n## paper/crossft\n")[1].split("\n## ")[0]
+    assert "cross-fine-tuning matrix" in section
+    for model, source in (("base", "none"), ("after rte", "rte"), ("after sst2", "sst2")):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {source} |"))
+        expected = [cell(metric_values(runs, "crossft", model=model, task=t)) for t in ("rte", "mrpc")]
+        assert row == f"| {source} | " + " | ".join(expected) + " |"
+
+
+def test_reconstruction_curve_table_matches_numpy(built):
+    out, _, runs = built
+    md = (out / "report.md").read_text()
+    for model in ("MiniLM-6L", "MiniLM-7L"):
+        payloads = [p for r, _, p in runs if r.experiment == "recon" and r.axes["model"] == model]
+        expected = [cell([p["records"][layer]["top1"] for p in payloads]) for layer in range(7)]
+        assert f"| model={model} | " + " | ".join(expected) + " |" in md
+
+
+def test_report_only_one_sweep_and_user_errors(synthetic_store, tmp_path):
+    path, _ = synthetic_store
+    result = api.report(store=str(path), out=str(tmp_path / "r"), sweep="paper")
+    assert result.counts["failed"] == 0 and result.counts["done"] > 0
+    with pytest.raises(BertscopeError, match="no sweep named 'nope'"):
+        api.report(store=str(path), out=str(tmp_path / "r2"), sweep="nope")
+    assert main(["report", "--store", str(tmp_path / "missing.db"), "--out", str(tmp_path / "x")]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["report", "--store", str(path), "--out", str(tmp_path / "file")]) == 2
+
+
+def test_report_of_a_real_sweep_shows_progress_while_incomplete(tmp_path):
+    toy = str(Path(__file__).with_name("sweep_toy.py"))
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(f"plugins: [{toy}]\ncommand: toy\ngrid: {{x: [1, 2], fail: [false, true], seed: [1, 2]}}\n")
+    api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
+    result = api.report(store=str(tmp_path / "r.db"), out=str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert result.counts == {"pending": 0, "running": 0, "done": 4, "failed": 4}
+    expected = cell([1 + 0.01, 1 + 0.02])  # toy score x^2 + seed/100, x=1, over the two seeds
+    assert expected in md
+
+
+def _chromium() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars"]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_html_report_opens_in_headless_chromium_and_shows_its_plots(built, tmp_path):
+    import matplotlib.image
+
+    out, result, _ = built
+    browser = _chromium()
+    url = (out / "report.html").resolve().as_uri()
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, *profile, "--enable-logging=stderr", "--v=0",
+                          "--virtual-time-budget=5000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    loaded = re.search(r'data-plots-loaded="(\d+)/(\d+)"', dom.stdout)
+    assert loaded, "the page's load handler did not run"
+    assert loaded.group(1) == loaded.group(2) == str(result.plots)  # every plot decoded
+    assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr.upper().replace("CONSOLE_", "")
+    shot = tmp_path / "screenshot.png"
+    run = subprocess.run([browser, *CHROMIUM_FLAGS, "--user-data-dir=" + str(tmp_path / "profile2"),
+                          "--window-size=1200,3000", f"--screenshot={shot}", url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
+    colourful = np.abs(pixels[..., 0] - pixels[..., 2]) > 0.2  # plots (viridis/magma/lines) are not grey text
+    assert colourful.mean() > 0.01
+
+
+def _payloads(runs, experiment):
+    return [(r, p) for r, _, p in runs if r.experiment == experiment]
+
+
+def test_study_commands_are_shown_point_by_point_over_seeds(built):
+    out, _, runs = built
+    md = (out / "report.md").read_text()
+    section = lambda name: md.split(f"\n## paper/{name}\n")[1].split("\n## ")[0]  # noqa: E731
+    layers = section("study-layers")
+    assert "layer x task" in layers and "4 finished run(s)" in layers
+    for task, layer in itertools.product(["rte", "mrpc"], range(4)):
+        values = [p["table"][layer]["score"] for r, p in _payloads(runs, "study-layers") if r.axes["task"] == task]
+        assert cell(values) in layers
+    tokens = section("study-tokens")
+    for task, index in itertools.product(["rte", "mrpc"], range(2)):
+        values = [p["table"][index]["score"] for r, p in _payloads(runs, "study-tokens") if r.axes["task"] == task]
+        assert cell(values) in tokens
+    dims = section("study-dims")
+    for task, k in itertools.product(["rte", "mrpc"], (1, 4)):  # samples and seeds are both replicates: n = 6
+        values = [rec["score"] for r, p in _payloads(runs, "study-dims") if r.axes["task"] == task
+                  for rec in p["runs"] if rec["selection"] == "random" and rec["k"] == k]
+        assert len(values) == 6 and cell(values) in dims
+    cross = section("study-cross")
+    assert "cross-fine-tuning matrix" in cross
+    for row_index, source in enumerate(["after sst2", "after rte", "single-task"]):
+        line = next(x for x in cross.splitlines() if x.startswith(f"| {source} |"))
+        for task in ("sst2", "rte"):
+            values = [p["table"][row_index][task] for _, p in _payloads(runs, "study-cross")]
+            if None in values:
+                assert "–" in line
+            else:
+                assert cell(values) in line

@@ -1,0 +1,186 @@
+"""The training loop's parts: batching order, padding, the position-wise top layer, and the swappable representation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bertscope import glue
+from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_token
+from bertscope.train import (
+    Batch,
+    EncoderRepresentation,
+    collate,
+    encode_split,
+    length_grouped_batches,
+    train_loop,
+)
+from conftest import tiny_model
+
+WORDS = ["good", "bad", "fine", "awful", "great", "terrible", "nice", "poor", "lovely", "dull"]
+
+
+def _split(n: int = 40, seed: int = 0) -> glue.GlueSplit:
+    g = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(n):
+        length = int(torch.randint(1, 12, (1,), generator=g))
+        words = [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (length,), generator=g)]
+        label = int(sum(WORDS.index(w) % 2 == 0 for w in words) * 2 > length)
+        examples.append(glue.GlueExample(texts=(" ".join(words),), label=label, idx=i))
+    return glue.GlueSplit(task="sst2", split="train", examples=tuple(examples), source="synthetic", num_available=n)
+
+
+def test_batches_cover_every_example_once_and_depend_only_on_seed_epoch_lengths() -> None:
+    lengths = [int(x) for x in torch.randint(3, 60, (203,), generator=torch.Generator().manual_seed(0))]
+    a = length_grouped_batches(lengths, 16, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(203))
+    assert a == length_grouped_batches(list(lengths), 16, seed=1, epoch=1)
+    assert a != length_grouped_batches(lengths, 16, seed=1, epoch=2)
+    assert a != length_grouped_batches(lengths, 16, seed=2, epoch=1)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert a == length_grouped_batches(lengths, 16, seed=1, epoch=1)
+
+    def padding(batches):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(a) < padding(length_grouped_batches(lengths, 16, seed=1, epoch=1, group_by_length=False)) / 3
+    ordered = length_grouped_batches(lengths, 16, seed=0, shuffle=False)
+    assert [lengths[i] for b in ordered for i in b] == sorted(lengths, reverse=True)
+
+
+def test_collate_pads_dynamically(bert_tokenizer) -> None:
+    data = encode_split(bert_tokenizer, _split(6), max_length=8)
+    batch = collate(data, [0, 3, 5], regression=False)
+    width = max(len(data.input_ids[i]) for i in (0, 3, 5))
+    assert batch.input_ids.shape == (3, width) and batch.labels.tolist() == [data.labels[i] for i in (0, 3, 5)]
+    for row, i in enumerate((0, 3, 5)):
+        n = len(data.input_ids[i])
+        assert batch.input_ids[row, :n].tolist() == data.input_ids[i]
+        assert batch.attention_mask[row].tolist() == [1] * n + [0] * (width - n)
+        assert batch.special_mask[row, 0] == 1 and batch.special_mask[row, n - 1] == 1  # [CLS] ... [SEP]
+    assert batch.example_index.tolist() == [0, 3, 5]
+    assert max(len(ids) for ids in data.input_ids) <= 8
+
+
+def _batch(seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (4, 10), generator=g)
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[3, 3:] = 0
+    special = torch.zeros_like(ids)
+    special[:, 0] = 1
+    return Batch(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), special_mask=special,
+                 labels=None, example_index=torch.arange(4))
+
+
+@pytest.mark.parametrize("name,token,layers", [("bert", "cls", (3,)), ("bert", "index:-1", (1, 3)),
+                                               ("roberta", "index:2", (2,)), ("electra", "cls", (1, 3)),
+                                               ("distilbert", "cls", (3,))])
+def test_position_wise_top_layer_equals_the_whole_layer_with_gradients(name: str, token: str, layers) -> None:
+    model = tiny_model(name, "base", num_layers=3)
+    slow_model = copy.deepcopy(model)
+    batch = _batch()
+    fast = EncoderRepresentation(model, layers, parse_token(token))
+    slow = EncoderRepresentation(slow_model, layers, parse_token(token), fast_top=False)
+    a, b = fast(batch), slow(batch)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(a)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    for (n, p), (_, q) in zip(model.named_parameters(), slow_model.named_parameters()):
+        if q.grad is None:
+            assert p.grad is None or not p.grad.any(), n
+        else:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_reading_layer_zero_and_one_work() -> None:
+    model = tiny_model("bert", "base", num_layers=2)
+    batch = _batch()
+    full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                 output_hidden_states=True).hidden_states
+    got = EncoderRepresentation(model, (0, 1), parse_token("cls"), frozen=True)(batch)
+    torch.testing.assert_close(got, torch.stack([full[0][:, 0], full[1][:, 0]], dim=1), rtol=1e-5, atol=1e-5)
+
+
+class _Cached:
+    """A cached representation, as a studies fast path would build it: vectors looked up by example position."""
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        self.vectors = vectors
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        return self.vectors[batch.example_index]
+
+
+def _run(represent, data, eval_data, seed: int = 5):
+    spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=(1, 4, 9, 30), token="max-norm", dropout=0.2)
+    head = SelectingHead(spec, seed=seed)
+    history = train_loop(represent=represent, head=head, encoder_params=[], train_data=data,
+                         eval_data={"validation": eval_data}, epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2,
+                         weight_decay=0.01, warmup_ratio=0.1, grad_clip=1.0, seed=seed,
+                         device=torch.device("cpu"), progress=False)
+    return history, head
+
+
+def test_cached_vectors_through_the_same_loop_equal_the_frozen_encoder_path(bert_tokenizer) -> None:
+    model = tiny_model("bert", "base", num_layers=3).train()
+    info = apply_freezing(model, "encoder", read_layers=(2,))
+    before = copy.deepcopy(model.state_dict())
+    data = encode_split(bert_tokenizer, _split(40, seed=0), 32)
+    eval_data = encode_split(bert_tokenizer, _split(16, seed=1), 32)
+    live = EncoderRepresentation(model, (2,), parse_token("max-norm"), frozen=info["encoder_fully_frozen"])
+    torch.manual_seed(0)
+    history_live, head_live = _run(live, data, eval_data)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])  # a frozen encoder is not changed
+    with torch.no_grad():
+        cache = {name: torch.cat([live(collate(d, [i], regression=False)) for i in range(len(d))])
+                 for name, d in (("train", data), ("eval", eval_data))}
+
+    class Switch(_Cached):
+        def __call__(self, batch: Batch) -> torch.Tensor:
+            source = cache["train"] if len(batch.input_ids[0]) and self.training else cache["eval"]
+            return source[batch.example_index]
+
+        def train(self, mode: bool = True):
+            self.training = mode
+            return self
+
+    torch.manual_seed(999)  # a different global RNG state must not matter
+    history_cached, head_cached = _run(Switch(cache["train"]), data, eval_data)
+    for r_live, r_cached in zip(history_live.epochs, history_cached.epochs):
+        assert r_live.train_loss == pytest.approx(r_cached.train_loss, rel=1e-5, abs=1e-6)
+        assert r_live.eval == r_cached.eval
+    for key, value in head_live.state_dict().items():
+        torch.testing.assert_close(value, head_cached.state_dict()[key], rtol=1e-5, atol=1e-6)
+    assert history_live.predictions == history_cached.predictions
+
+
+def test_unfrozen_training_changes_the_encoder_and_learns_a_separable_task(bert_tokenizer) -> None:
+    torch.manual_seed(0)
+    model = tiny_model("bert", "base", num_layers=2)
+    apply_freezing(model, "embeddings", read_layers=(2,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    data = encode_split(bert_tokenizer, _split(64, seed=0), 32)
+    spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32)), token="mean")
+    head = SelectingHead(spec, seed=0)
+    history = train_loop(represent=EncoderRepresentation(model, (2,), parse_token("mean")), head=head,
+                         encoder_params=[p for _, p in named], named_encoder_params=named, train_data=data,
+                         eval_data={"validation": data}, epochs=4, batch_size=16, lr=3e-3, head_lr=3e-3,
+                         weight_decay=0.0, warmup_ratio=0.0, grad_clip=1.0, seed=0, device=torch.device("cpu"),
+                         progress=False)
+    after = model.state_dict()
+    assert torch.equal(after["embeddings.word_embeddings.weight"], before["embeddings.word_embeddings.weight"])
+    assert not torch.equal(after["encoder.layer.1.output.dense.weight"], before["encoder.layer.1.output.dense.weight"])
+    assert history.epochs[-1].train_loss < history.epochs[0].train_loss
+    assert history.steps == 4 * 4 and history.train_examples == 4 * 64
