@@ -176,6 +176,9 @@ def test_interrupted_run_leaves_no_complete_results_and_cli_exit_codes(tmp_path,
     assert main(args) == 2  # results.json exists: refused without --overwrite
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--layer", "9"]) == 2
+    monkeypatch.setattr(finetune, "train_loop", interrupt)
+    assert main([*args, "--overwrite"]) == 130  # the old complete file is moved aside, not left looking current
+    assert not (out / "results.json").exists() and (out / "results.previous.json").exists()
 
 
 @pytest.mark.slow

@@ -360,3 +360,12 @@ def test_embedded_default_deepens_and_verifies(tmp_path) -> None:
     result = surgery.run_deepen(DeepenConfig(duplicate="2-3", placement="block", out=str(tmp_path / "d")))
     assert result.verification["ok"] and result.layer_map == [0, 1, 2, 3, 2, 3, 4, 5]
     assert families.num_layers(families.load_model(str(tmp_path / "d"), "base").model) == 8
+
+
+def test_deepened_checkpoint_fine_tunes_like_any_other(deepened, glue_dir) -> None:
+    from bertscope import api
+
+    _, out, result = deepened["bert"]
+    tuned = api.finetune(model=str(out), task="sst2", data_dir=str(glue_dir), max_train=8, max_eval=8, epochs=1,
+                         batch_size=4, progress=False)
+    assert 0.0 <= tuned.metrics()["final.score"] <= 1.0 and result.new_depth == 6

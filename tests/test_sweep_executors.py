@@ -233,11 +233,11 @@ def test_real_commands_reconstruct_over_a_checkpoint_and_its_deepened_variant(tm
         "command": "reconstruct",
         "base": {"max_examples": 4, "max_length": 16, "head": "pretrained", "device": "cpu", "batch_size": 4},
         "grid": {"model": [folder, {"deepen": {"model": folder, "duplicate": "1", "device": "cpu"}, "label": "3L"}],
-                 "seed": [1, 2]},
+                 "seed": [1]},
     }))
     store = tmp_path / "r.db"
     result = api.sweep(spec=str(spec), store=str(store), progress=False)
-    assert result.counts == {"pending": 0, "running": 0, "done": 5, "failed": 0}, result.failures
+    assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 0}, result.failures
     with ResultStore(store) as s:
         runs = s.records(command="reconstruct")
         deepen = s.records(command="deepen")[0]
@@ -253,3 +253,78 @@ def test_real_commands_reconstruct_over_a_checkpoint_and_its_deepened_variant(tm
     report = api.report(store=str(store), out=str(tmp_path / "report"))
     md = (tmp_path / "report" / "report.md").read_text()
     assert report.plots >= 1 and "reconstruction curves per layer" in md and "model=3L" in md
+
+
+@pytest.mark.slow
+def test_real_study_sweep_over_tasks_and_seeds_then_report(tmp_path, tiny_checkpoint, glue_dir):
+    folder = str(tiny_checkpoint("bert", 2))
+    spec = tmp_path / "layers.yaml"
+    spec.write_text(yaml.safe_dump({
+        "command": "layers",
+        "base": {"model": folder, "data_dir": str(glue_dir), "max_train": 16, "max_eval": 16, "epochs": 1,
+                 "batch_size": 8, "max_length": 32, "device": "cpu", "lr": 1e-3},
+        "grid": {"task": ["rte", "mrpc"], "seed": [1, 2]},
+    }))
+    store = tmp_path / "r.db"
+    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert result.counts["done"] == 4, result.failures
+    with ResultStore(store) as s:
+        payloads = {(r.axes["task"], r.axes["seed"]): s.payload(r.id) for r in s.records()}
+    api.report(store=str(store), out=str(tmp_path / "report"))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "score by layer" in md and "layer x task" in md
+    for task in ("rte", "mrpc"):
+        for layer in range(3):  # 0 = embeddings, 1..2
+            values = [next(row["score"] for row in payloads[(task, seed)]["table"] if row["layer"] == layer)
+                      for seed in (1, 2)]
+            mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5
+            assert f"{mean:.3f} ± {std:.3f} (n=2)" in md
+
+
+def _glue_spec(tmp_path: Path, glue_dir: Path) -> Path:
+    """A small sweep on the embedded default model and a GLUE subset (the issue's acceptance scenario)."""
+    spec = tmp_path / "glue.yaml"
+    spec.write_text(yaml.safe_dump({
+        "command": "finetune",
+        "base": {"task": "rte", "data_dir": str(glue_dir), "max_train": 16, "max_eval": 16, "epochs": 1,
+                 "batch_size": 8, "max_length": 32, "device": "cpu", "lr": 1e-4},
+        "grid": {"dims": ["all", "random:8"], "seed": [1, 2, 3]},
+    }))
+    return spec
+
+
+@pytest.mark.slow
+def test_glue_sweep_on_the_default_model_survives_sigkill(tmp_path, glue_dir):
+    spec = _glue_spec(tmp_path, glue_dir)
+    store = tmp_path / "r.db"
+    command = [sys.executable, "-m", "bertscope", "sweep", str(spec), "--store", str(store), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not _done_ids(store) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = set(_done_ids(store))
+    assert 1 <= len(before) < 6
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    with ResultStore(store) as s:
+        records = s.records()
+        assert len(records) == 6 and all(r.status == "done" for r in records)
+        assert all(s.record(rid).attempts == 1 for rid in before)
+        assert all(0.0 <= r.metrics["final.score"] <= 1.0 for r in records)
+
+
+@pytest.mark.slow
+def test_glue_sweep_gives_the_same_results_on_ray_and_locally(tmp_path, glue_dir, local_ray):
+    spec = _glue_spec(tmp_path, glue_dir)
+    api.sweep(spec=str(spec), store=str(tmp_path / "local.db"), progress=False)
+    api.sweep(spec=str(spec), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
+    with ResultStore(tmp_path / "local.db") as a, ResultStore(tmp_path / "ray.db") as b:
+        local = {r.id: r.metrics for r in a.records()}
+        remote = {r.id: r.metrics for r in b.records()}
+    assert local.keys() == remote.keys() and len(local) == 6
+    for rid, metrics in local.items():
+        for key in ("final.score", "final.accuracy"):
+            assert remote[rid][key] == pytest.approx(metrics[key], abs=1e-6), (rid, key)

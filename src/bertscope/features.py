@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = "bertscope-features/1"
+_TOP = "@top"  # suffix of the variant read when a layer below the top is the highest one read (final-norm families)
 DEFAULT_TOKENS = ("cls", "max-norm", "mean", "max")
 _log = logging.getLogger("bertscope")
 
@@ -157,7 +158,7 @@ class FeatureSet:
     def select(self, token: str, layers: Sequence[int]) -> torch.Tensor:
         """The vectors a head reading ``token`` of ``layers`` sees: float32 ``[N, len(layers), H]`` in memory."""
         name = canonical_token(token)
-        if name not in self.arrays:
+        if name not in self.arrays or name.endswith(_TOP):
             raise BertscopeError(f"feature cache {self.key} holds no token strategy {name!r} "
                                  f"(it has {', '.join(sorted(self.arrays))})")
         array = self.arrays[name]
@@ -165,7 +166,16 @@ class FeatureSet:
         bad = [layer for layer in layers if not 0 <= layer <= depth]
         if bad:
             raise BertscopeError(f"layer {bad[0]} out of range 0..{depth} for the cached features")
-        return torch.from_numpy(np.ascontiguousarray(array[:, list(layers), :], dtype=np.float32))
+        out = torch.from_numpy(np.ascontiguousarray(array[:, list(layers), :], dtype=np.float32))
+        top = max(layers)
+        if name + _TOP in self.arrays and top < depth:
+            # Final-norm families (ModernBERT): the live path runs the encoder only up to the highest layer read,
+            # so that layer's output passes the final norm; the cache keeps those vectors too.
+            normed = torch.from_numpy(np.ascontiguousarray(self.arrays[name + _TOP][:, top, :], dtype=np.float32))
+            for j, layer in enumerate(layers):
+                if layer == top:
+                    out[:, j] = normed
+        return out
 
     def info(self) -> dict[str, Any]:
         """What a result file records about the features it trained on."""
@@ -218,6 +228,8 @@ class FeatureStore:
         Strategies already on disk are memory-mapped; missing ones are computed together in one encoder pass.
         """
         wanted = list(dict.fromkeys(canonical_token(t) for t in tokens))
+        if families.final_norm(model) is not None:
+            wanted += [t + _TOP for t in wanted]
         start = time.perf_counter()
         key = self.key(model, data, include_special=include_special, dtype=dtype)
         depth, hidden = families.num_layers(model), families.hidden_size(model)
@@ -316,7 +328,8 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
     compute_dtype = families.resolve_dtype(dtype)
     depth, hidden = families.num_layers(model), families.hidden_size(model)
     n = len(data.input_ids)
-    methods = [parse_token(t) for t in tokens]
+    methods = [parse_token(t.removesuffix(_TOP)) for t in tokens]
+    norm = families.final_norm(model)
     out = {t: np.empty((n, depth + 1, hidden), dtype=np.float32) for t in tokens}
     lengths = [len(ids) for ids in data.input_ids]
     order = sorted(range(n), key=lambda i: -lengths[i])  # longest first: little padding
@@ -337,9 +350,13 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
                 kwargs["token_type_ids"] = _pad(data.token_type_ids, indices, 0).to(device)
             with autocast:
                 hidden_states = model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
+                normed = None
+                if norm is not None and any(t.endswith(_TOP) for t in tokens):
+                    normed = [norm(h) for h in hidden_states[:-1]] + [hidden_states[-1]]  # the last is normed
                 for token, (method, index) in zip(tokens, methods):
+                    states = normed if token.endswith(_TOP) else hidden_states
                     stacked = torch.stack([select_tokens(h, mask, special, method, index=index,
-                                                         include_special=include_special) for h in hidden_states],
+                                                         include_special=include_special) for h in states],
                                           dim=1)
                     out[token][indices] = stacked.float().cpu().numpy()
     finally:

@@ -160,6 +160,13 @@ def _check_out(config: FinetuneConfig) -> Path | None:
     return out
 
 
+def _retire_old_results(out: Path | None) -> None:
+    """With --overwrite, move an old results.json aside first: a new run that is interrupted must not leave a
+    complete-looking file from before (the old one is kept as results.previous.json until the new one is written)."""
+    if out is not None and (out / "results.json").exists():
+        (out / "results.json").replace(out / "results.previous.json")
+
+
 def _status(out: Path | None, state: str, **extra: Any) -> None:
     if out is not None:
         write_json_atomic(out / "status.json", {"command": "finetune", "state": state, **extra})
@@ -241,6 +248,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
             device=device, dtype=config.dtype, progress=config.progress,
             provenance={"task": task.name, "model_source": loaded.source, "max_length": config.max_length,
                         "max_train": config.max_train, "max_eval": config.max_eval, "seed": config.seed})
+    _retire_old_results(out)
     _status(out, "running", started_utc=environment_info()["created_utc"])
     try:
         history: TrainHistory = train_loop(
@@ -299,6 +307,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
                      for ex, p in zip(data.examples, preds)]
         write_csv_atomic(Path(out) / "predictions.csv", rows)
         write_json_atomic(Path(out) / "results.json", result.to_dict())
+        (Path(out) / "results.previous.json").unlink(missing_ok=True)
         _status(out, "complete", finished_utc=environment_info()["created_utc"])
     return result
 

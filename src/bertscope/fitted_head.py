@@ -89,13 +89,17 @@ def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A content hash of the weights (name, shape, dtype, sum and a strided sample of every tensor).
+    """A content hash of the encoder's weights (name, shape, dtype, sum and a strided sample of every tensor).
 
-    Identifies "the same model" for the cache whether it came from the hub, a folder that moved, or memory.
+    Identifies "the same model" for the cache whether it came from the hub, a folder that moved, or memory. Only the
+    bare encoder counts, without its pooler: heads and poolers a checkpoint lacks are freshly (randomly)
+    initialised on every load and play no part in the hidden states the head is fitted on.
     """
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
+        for name, tensor in sorted(families.base_encoder(model).state_dict().items()):
+            if "pooler" in name:
+                continue
             flat = tensor.detach().reshape(-1)
             step = max(1, flat.numel() // 1024)
             digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())

@@ -11,13 +11,14 @@ are drawn per sentence from a seeded generator, so no number depends on batch si
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_to
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.texts import TextSource, load_texts, read_text_file
 
-__all__ = ["LayerRecord", "ReconstructResult", "parse_layers", "run_reconstruct"]
+__all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "parse_layers",
+           "run_reconstruct"]
 
 _log = logging.getLogger("bertscope")
 METRIC_NAMES = ("top1", "top5", "mean_rank", "nll", "exact")
@@ -230,7 +232,9 @@ def _fit_corpus(choice: str, source: TextSource) -> tuple[list[str], dict[str, A
 
 
 @dataclass
-class _Encoded:
+class Encoded:
+    """Tokenised sentences, ready for :func:`lens_pass`."""
+
     ids: list[torch.Tensor]          # the (possibly masked) input ids per sentence
     targets: list[torch.Tensor]      # the original ids (what the head should reconstruct)
     counted: list[torch.Tensor]      # bool: position enters the metrics
@@ -238,22 +242,24 @@ class _Encoded:
     truncated: int
 
 
-def _encode(tokenizer: Any, sentences: Sequence[str], config: ReconstructConfig) -> _Encoded:
-    enc = tokenizer(list(sentences), truncation=True, max_length=config.max_length, return_special_tokens_mask=True)
+def encode_sentences(tokenizer: Any, sentences: Sequence[str], *, max_length: int = 128,
+                     include_special: bool = False, mask_prob: float = 0.0, seed: int = 0) -> Encoded:
+    """Tokenise once; mark counted positions; draw per-sentence seeded BERT masks when ``mask_prob`` > 0."""
+    enc = tokenizer(list(sentences), truncation=True, max_length=max_length, return_special_tokens_mask=True)
     full = tokenizer(list(sentences), truncation=False, add_special_tokens=True)["input_ids"]
-    truncated = sum(len(f) > config.max_length for f in full)
+    truncated = sum(len(f) > max_length for f in full)
     mask_id = tokenizer.mask_token_id
-    if config.mask_prob > 0 and mask_id is None:
+    if mask_prob > 0 and mask_id is None:
         raise BertscopeError("--mask-prob needs a tokenizer with a mask token; this one has none")
     vocab = len(tokenizer)
-    out = _Encoded([], [], [], [], truncated)
+    out = Encoded([], [], [], [], truncated)
     for i, (ids, special) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
         ids_t = torch.tensor(ids, dtype=torch.long)
         normal = torch.tensor(special, dtype=torch.bool).logical_not()
-        counted = torch.ones_like(normal) if config.include_special else normal
-        if config.mask_prob > 0:
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + i)
-            masked, selected = bert_mask(ids_t, normal, config.mask_prob, generator, mask_id, vocab)
+        counted = torch.ones_like(normal) if include_special else normal
+        if mask_prob > 0:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
+            masked, selected = bert_mask(ids_t, normal, mask_prob, generator, mask_id, vocab)
         else:
             masked, selected = ids_t, torch.zeros_like(normal)
         out.ids.append(masked)
@@ -276,38 +282,36 @@ def _chunk_size(vocab: int) -> int:
     return max(16, min(4 * DEFAULT_CHUNK_SIZE, (1 << 24) // max(1, vocab)))
 
 
-def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
-    """Run the lens as configured; writes reconstruct.json/.csv/.png when ``config.out`` is set."""
+def lens_pass(
+    model: torch.nn.Module,
+    head: families.HeadParts,
+    encoded: Encoded,
+    *,
+    layers: Sequence[int],
+    batch_size: int = 32,
+    pad_id: int | None = 0,
+    groups: Sequence[str] = ("all",),
+    progress: bool = False,
+    on_batch: Callable[[list[int], Sequence[torch.Tensor], torch.Tensor, torch.Tensor], None] | None = None,
+) -> dict[tuple[int, str], MetricSums]:
+    """Score every layer in ``layers``: one encoder forward per length-sorted batch, head on counted tokens only.
+
+    Returns running sums per (layer, group); groups are ``all``, ``masked`` and ``unmasked``. ``on_batch`` sees
+    each batch's sentence indices, hidden states, counted-position mask and attention mask (e.g. to keep examples).
+    """
     from tqdm.auto import tqdm
 
-    started = time.perf_counter()
-    source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
-                        max_examples=config.max_examples, seed=config.seed)
-    out_dir = _check_out(config.out)
-    device = families.resolve_device(config.device)
-    loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
-    tokenizer = families.load_tokenizer(config.model)
-    model = loaded.model
     depth = families.num_layers(model)
-    layers = parse_layers(config.layers, depth)
-    t_loaded = time.perf_counter()
-    head, head_info = _resolve_head(config, loaded, tokenizer, source, config.dtype)
-    t_head = time.perf_counter()
-
-    encoded = _encode(tokenizer, source.sentences, config)
-    groups = ("all",) if config.mask_prob == 0 else ("all", "masked", "unmasked")
+    device = next(model.parameters()).device
+    pad_id = 0 if pad_id is None else pad_id
     sums = {(layer, g): MetricSums() for layer in layers for g in groups}
-    vocab = head.weight.shape[0]
-    chunk = _chunk_size(vocab)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    chunk = _chunk_size(head.weight.shape[0])
     order = sorted(range(len(encoded.ids)), key=lambda i: (-encoded.ids[i].shape[0], i))
-    wanted_examples = set(range(min(config.examples, len(order))))
-    examples: dict[int, dict[str, Any]] = {}
     encoder = families.base_encoder(model)
-    bar = tqdm(total=len(order), desc="reconstructing", unit="sent", disable=not config.progress, leave=False)
+    bar = tqdm(total=len(order), desc="reconstructing", unit="sent", disable=not progress, leave=False)
     with torch.inference_mode():
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
             ids = _pad([encoded.ids[i] for i in batch], pad_id, torch.long).to(device)
             attention = _pad([torch.ones_like(encoded.ids[i]) for i in batch], 0, torch.long).to(device)
             counted = _pad([encoded.counted[i] for i in batch], False, torch.bool).to(device) & attention.bool()
@@ -325,12 +329,63 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                         sums[layer, g].add(rank, nll, rows, len(batch))
                     else:
                         sums[layer, g].add(rank[pick], nll[pick], rows[pick], len(batch))
-            for row, index in enumerate(batch):
-                if index in wanted_examples:
-                    examples[index] = _example(tokenizer, head, hidden_states, layers, depth, row, index,
-                                               encoded, counted[row], attention[row])
+            if on_batch is not None:
+                on_batch(batch, hidden_states, counted, attention)
             bar.update(len(batch))
     bar.close()
+    return sums
+
+
+@contextlib.contextmanager
+def _library_progress_bars(enabled: bool) -> Iterator[None]:
+    """With --no-progress, transformers' own loading bars stay quiet too."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            hf_logging.enable_progress_bar()
+
+
+def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
+    """Run the lens as configured; writes reconstruct.json/.csv/.png when ``config.out`` is set."""
+
+    started = time.perf_counter()
+    source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
+                        max_examples=config.max_examples, seed=config.seed)
+    out_dir = _check_out(config.out)
+    device = families.resolve_device(config.device)
+    with _library_progress_bars(config.progress):
+        loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+        tokenizer = families.load_tokenizer(config.model)
+    model = loaded.model
+    depth = families.num_layers(model)
+    layers = parse_layers(config.layers, depth)
+    t_loaded = time.perf_counter()
+    head, head_info = _resolve_head(config, loaded, tokenizer, source, config.dtype)
+    t_head = time.perf_counter()
+
+    encoded = encode_sentences(tokenizer, source.sentences, max_length=config.max_length,
+                               include_special=config.include_special, mask_prob=config.mask_prob, seed=config.seed)
+    groups = ("all",) if config.mask_prob == 0 else ("all", "masked", "unmasked")
+    vocab = head.weight.shape[0]
+    wanted_examples = set(range(min(config.examples, len(encoded.ids))))
+    examples: dict[int, dict[str, Any]] = {}
+
+    def keep_examples(batch: list[int], hidden_states: Sequence[torch.Tensor], counted: torch.Tensor,
+                      attention: torch.Tensor) -> None:
+        for row, index in enumerate(batch):
+            if index in wanted_examples:
+                examples[index] = _example(tokenizer, head, hidden_states, layers, depth, row, index, encoded,
+                                           counted[row], attention[row])
+
+    sums = lens_pass(model, head, encoded, layers=layers, batch_size=config.batch_size,
+                     pad_id=tokenizer.pad_token_id, groups=groups, progress=config.progress,
+                     on_batch=keep_examples if wanted_examples else None)
     t_lens = time.perf_counter()
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
@@ -373,7 +428,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
 
 
 def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[torch.Tensor], layers: list[int],
-             depth: int, row: int, index: int, encoded: _Encoded, counted: torch.Tensor,
+             depth: int, row: int, index: int, encoded: Encoded, counted: torch.Tensor,
              attention: torch.Tensor) -> dict[str, Any]:
     """One sentence decoded top-1 at every layer (all real positions, counted or not), for reading by eye."""
     n = int(attention.sum())

@@ -709,8 +709,18 @@ def _summary_metrics(rows: Sequence[RunRecord], main: str | None, limit: int = 6
     for row in rows:
         keys.extend(k for k in row.metrics if k not in keys)
     per_layer = re.compile(r"(^|[._])(layer)?[._]?\d+($|[._])")
+    timing = re.compile(r"seconds|per_second|throughput")
     chosen = [main] if main else []
-    chosen += [k for k in keys if k not in chosen and not per_layer.search(k)]
+
+    def column(key: str) -> list[Any]:
+        return [row.metrics.get(key) for row in rows]
+
+    for key in keys:
+        if key in chosen or per_layer.search(key) or timing.search(key):
+            continue
+        if any(column(key) == column(c) for c in chosen):  # the same numbers under another name
+            continue
+        chosen.append(key)
     return chosen[:limit]
 
 
@@ -918,7 +928,7 @@ def _overview(store: ResultStore, records: Sequence[RunRecord], counts: dict[str
         section.table(["run id", "axes", "error"],
                       [[r.id, _describe(r.axes or {}) or "(pre-step)", r.error or ""] for r in failed[:50]],
                       caption=f"Failed runs ({len(failed)}; `bertscope sweep SPEC --retry-failed` runs them again)")
-    pre = [r for r in unique if r.status == "done" and r.axes is None]
+    pre = [r for r in unique if r.status == "done" and r.axes is None and r.sweep is not None]
     if pre:
         section.table(["pre-step", "command", "label", "metrics"],
                       [[r.id, r.command, r.label or "", ", ".join(f"{k}={v:.4g}" for k, v in r.metrics.items()

@@ -284,6 +284,7 @@ class DeepenResult:
     out: str
     verification: dict[str, Any] | None
     tokenizer_saved: bool
+    initialised_on_load: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +292,9 @@ class DeepenResult:
                 "source_model": self.source, "family": self.family, "architecture": self.architecture,
                 "operation": self.operation, "layer_map": self.layer_map, "old_depth": self.old_depth,
                 "new_depth": self.new_depth, "out": self.out, "tokenizer_saved": self.tokenizer_saved,
+                "initialised_on_load": self.initialised_on_load,
+                "initialised_on_load_note": "weights the source checkpoint lacked: transformers initialised them "
+                                            "randomly on load, so they are random in this folder too",
                 "verification": self.verification, "environment": self.environment}
 
     def metrics(self) -> dict[str, float]:
@@ -316,6 +320,9 @@ class DeepenResult:
             table.add_row("max |in memory - composed originals|", f"{v['max_abs_diff_composition']:.2e}")
         if not self.tokenizer_saved:
             table.add_row("tokenizer", "none found in the source; copy one in before use")
+        if self.initialised_on_load:
+            table.add_row("random weights", f"{len(self.initialised_on_load)} tensors the source lacked (see "
+                                            f"{PROVENANCE_FILE})")
         return table
 
 
@@ -404,7 +411,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
             config=config, source=config.model or families.DEFAULT_MODEL_NAME, family=loaded.family.name,
             architecture=type(variant).__name__, operation=operation, layer_map=layer_map, old_depth=depth,
             new_depth=len(layer_map), out=str(out), verification=verification, tokenizer_saved=tokenizer_saved,
-            environment=environment_info(),
+            initialised_on_load=sorted(loaded.missing_keys), environment=environment_info(),
         )
         write_json_atomic(tmp / PROVENANCE_FILE, result.to_dict())
         _publish(tmp, out)

@@ -291,8 +291,12 @@ def evaluate(represent: Representation, head: SelectingHead, data: EncodedSplit,
         positions.append(batch.example_index.to(device))
         values.append(pred.double())
     pos, val = (torch.cat(positions), torch.cat(values)) if positions else (torch.empty(0), torch.empty(0))
-    if accelerator is not None:
-        pos, val = accelerator.gather(pos), accelerator.gather(val)
+    if accelerator is not None:  # processes hold different numbers of examples: gather as Python objects
+        from accelerate.utils import gather_object
+
+        pairs = gather_object([(pos.cpu().tolist(), val.cpu().tolist())])
+        pos = torch.tensor([i for p, _ in pairs for i in p], dtype=torch.long)
+        val = torch.tensor([v for _, vs in pairs for v in vs], dtype=torch.float64)
     out[pos.cpu().long()] = val.cpu()
     return out.tolist()
 

@@ -126,7 +126,6 @@ def _new_head(config: CrossConfig, task: _Task, model: torch.nn.Module, layers: 
 def _train(config: CrossConfig, task: _Task, model: torch.nn.Module, head: SelectingHead, layers: tuple[int, ...],
            device: torch.device, *, frozen: bool) -> Any:
     """One stage, as ``finetune`` trains (or, ``frozen``, a head on cached vectors of the current encoder)."""
-    seed_everything(config.seed)
     common = dict(head=head, train_data=task.train_data, eval_data=task.eval_data, epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
                   warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip, seed=config.seed, device=device,
@@ -212,7 +211,8 @@ def run_cross(config: CrossConfig) -> StudyResult:
         for s in range(resume_at, len(names) + 1):
             start = time.perf_counter()
             task = task_data(s - 1)
-            head = _new_head(config, task, model, layers, device)
+            seed_everything(config.seed)  # as finetune: seed, build the head (its layers draw from the global RNG),
+            head = _new_head(config, task, model, layers, device)  # then train (encoder dropout draws too)
             history = _train(config, task, model, head, layers, device, frozen=False)
             heads[task.info.name] = head
             represent = EncoderRepresentation(model, layers, parse_token(config.token),

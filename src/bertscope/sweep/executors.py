@@ -26,6 +26,9 @@ __all__ = ["EXECUTORS", "Executor", "Outcome", "ProcessExecutor", "RayExecutor",
            "execute", "make_executor"]
 
 EXECUTORS = ("local", "ray")
+#: commands that resume from their own output folder (paper-2 studies keep each finished inner run in OUT/runs):
+#: a retried run keeps its folder instead of starting from an empty one
+RESUMING_COMMANDS = frozenset({"dims", "layers", "tokens", "cross"})
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def execute(task: Task) -> Outcome:
             raise BertscopeError(f"command {task.command!r} is not registered in this worker (missing plugin?)")
         start = time.perf_counter()  # the run's own time: after imports and thread set-up
         out = task.options.get("out")
-        if out and Path(out).is_dir():  # a previous, interrupted attempt: start from an empty folder
+        resumes = task.command in RESUMING_COMMANDS or getattr(COMMANDS[task.command].config, "resumes_in_out", False)
+        if out and Path(out).is_dir() and not resumes:  # a previous, interrupted attempt: start from scratch
             shutil.rmtree(out)
         command = COMMANDS[task.command]
         config = command.config.from_dict(task.options, where=f"run {task.run_id}")
@@ -205,6 +209,10 @@ class ProcessExecutor:
         return outcomes
 
     def close(self) -> None:
+        if self.in_flight:  # interrupted: stop the runs in flight now (they are started again on resume)
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                with contextlib.suppress(Exception):
+                    process.terminate()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.in_flight.clear()
 

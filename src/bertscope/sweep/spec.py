@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Options that never change a run's result: excluded from its identity (still recorded with the run).
-NON_IDENTITY_OPTIONS = frozenset({"out", "progress", "data_dir", "cache_dir", "overwrite"})
+NON_IDENTITY_OPTIONS = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
 _TOP_KEYS = {"name", "description", "command", "base", "grid", "experiments", "resources", "plugins", "notes"}
 _BLOCK_KEYS = {"name", "command", "base", "grid", "resources", "notes"}
 _RESOURCE_KEYS = {"cpus", "gpus"}
