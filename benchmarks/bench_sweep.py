@@ -79,6 +79,15 @@ def _sweep(spec: Path, store: Path, **options: Any) -> tuple[float, Any]:
     return wall, result
 
 
+def _steady_ms_per_run(store: Path) -> float:
+    """Time between the first and the last committed result, per run: the per-run cost once workers are up."""
+    from bertscope.sweep.store import ResultStore
+
+    with ResultStore(store, create=False) as s:
+        finished = sorted(r.finished for r in s.records() if r.finished is not None)
+    return 1000 * (finished[-1] - finished[0]) / max(len(finished) - 1, 1)
+
+
 def overhead(folder: Path, n: int, with_ray: bool) -> dict[str, Any]:
     from bertscope.sweep.executors import _static_environment
 
@@ -93,9 +102,12 @@ def overhead(folder: Path, n: int, with_ray: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": n, "baseline_loop_ms_per_run": 1000 * loop / n}
     wall, _ = _sweep(spec, folder / "serial.db")
     out["local_serial_ms_per_run"] = 1000 * wall / n
+    out["local_serial_steady_ms_per_run"] = _steady_ms_per_run(folder / "serial.db")
     wall, _ = _sweep(spec, folder / "workers2.db", workers=2, threads=1)
     out["local_2_workers_ms_per_run"] = 1000 * wall / n
-    out["local_2_workers_note"] = "includes starting 2 spawned worker processes (imports) once per sweep"
+    out["local_2_workers_steady_ms_per_run"] = _steady_ms_per_run(folder / "workers2.db")
+    out["note"] = ("ms_per_run = sweep wall time / runs, including one-time start-up (spawning workers, imports); "
+                   "steady = time between the first and last committed result / (runs - 1)")
     if with_ray:
         import ray
 
@@ -110,6 +122,7 @@ def overhead(folder: Path, n: int, with_ray: bool) -> dict[str, Any]:
             out["baseline_plain_ray_ms_per_run"] = 1000 * (time.perf_counter() - start) / n
             wall, _ = _sweep(spec, folder / "ray.db", executor="ray")
             out["ray_sweep_ms_per_run"] = 1000 * wall / n
+            out["ray_sweep_steady_ms_per_run"] = _steady_ms_per_run(folder / "ray.db")
         finally:
             ray.shutdown()
     return out
@@ -153,14 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         ov = overhead(folder, args.n_trivial, not args.skip_ray)
         summary["overhead"] = ov
         print(f"scheduling overhead ({ov['runs']} no-op runs), ms per run:")
+        print("                              total   steady")
         print(f"  plain loop (baseline)     {ov['baseline_loop_ms_per_run']:8.2f}")
-        print(f"  sweep, local serial       {ov['local_serial_ms_per_run']:8.2f}   "
-              f"(+{ov['local_serial_ms_per_run'] - ov['baseline_loop_ms_per_run']:.2f} ms/run)")
-        print(f"  sweep, 2 local workers    {ov['local_2_workers_ms_per_run']:8.2f}   (incl. worker start-up)")
+        print(f"  sweep, local serial       {ov['local_serial_ms_per_run']:8.2f} {ov['local_serial_steady_ms_per_run']:8.2f}"
+              f"   (+{ov['local_serial_steady_ms_per_run'] - ov['baseline_loop_ms_per_run']:.2f} ms/run vs loop)")
+        print(f"  sweep, 2 local workers    {ov['local_2_workers_ms_per_run']:8.2f} "
+              f"{ov['local_2_workers_steady_ms_per_run']:8.2f}   (total includes spawning the workers)")
         if "ray_sweep_ms_per_run" in ov:
             print(f"  plain Ray tasks (baseline){ov['baseline_plain_ray_ms_per_run']:8.2f}")
-            print(f"  sweep, Ray executor       {ov['ray_sweep_ms_per_run']:8.2f}   "
-                  f"(ratio {ov['ray_sweep_ms_per_run'] / ov['baseline_plain_ray_ms_per_run']:.2f}x plain Ray)")
+            print(f"  sweep, Ray executor       {ov['ray_sweep_ms_per_run']:8.2f} {ov['ray_sweep_steady_ms_per_run']:8.2f}"
+                  f"   (ratio {ov['ray_sweep_ms_per_run'] / ov['baseline_plain_ray_ms_per_run']:.2f}x plain Ray)")
         if not args.skip_real:
             tp = throughput(folder, args.n_real, args.max_examples)
             summary["throughput"] = tp

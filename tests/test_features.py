@@ -8,15 +8,24 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_IDS, tiny_model
 
 from bertscope import api, features, glue
 from bertscope.errors import BertscopeError
 from bertscope.features import FeatureStore, canonical_token
 from bertscope.selection import parse_token, select_tokens
 from bertscope.train import EncoderRepresentation, collate, encode_split
+from conftest import FAMILY_IDS, tiny_model
 
 TOKENS = ["cls", "max-norm", "mean", "max", "index:2", "index:-1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and the test machine's cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +143,16 @@ def test_uncached_store_writes_nothing(bert_tokenizer, rte_split, tmp_path):
 FAST = dict(max_train=48, max_eval=24, epochs=2, max_length=48, batch_size=8, progress=False, freeze="encoder")
 
 
-@pytest.mark.parametrize("options", [
-    dict(task="rte", token="mean", layer="3", dims="random:20", head="mlp2", dropout=0.2),
-    dict(task="stsb", token="max-norm", layer="2,-1", dims="all", head="linear", pooler=True),
+@pytest.mark.parametrize("family,options", [
+    ("bert", dict(task="rte", token="mean", layer="2", dims="random:20", head="mlp2", dropout=0.2)),
+    ("roberta", dict(task="stsb", token="max-norm", layer="1,-1", dims="all", head="linear", pooler=True)),
+    ("modernbert", dict(task="mrpc", token="index:-1", layer="1", dims="first:8", head="linear")),
+    pytest.param(None, dict(task="cola", token="cls", layer="4", dims="random:3", head="mlp2"), marks=pytest.mark.slow),
 ])
-def test_cached_finetune_equals_uncached(options, glue_dir, tmp_path, monkeypatch):
+def test_cached_finetune_equals_uncached(family, options, glue_dir, tiny_checkpoint, tmp_path, monkeypatch):
     """Same seed -> same losses, metrics and predictions, whether the encoder runs or the cache is read."""
-    kw = {**FAST, **options, "data_dir": str(glue_dir)}
+    model = None if family is None else str(tiny_checkpoint(family, 3))  # None: the embedded default
+    kw = {**FAST, **options, "data_dir": str(glue_dir), "model": model}
     live = api.finetune(**kw)
     cached = api.finetune(**kw, cache_features=True, cache_dir=str(tmp_path))
     assert live.features is None and cached.features["splits"]["train"]["computed"]

@@ -156,6 +156,7 @@ def test_report_writes_markdown_html_pngs_and_csv(built):
     for png in pngs:  # every plot is referenced from the Markdown and embedded in the HTML
         assert f"](plots/{png.name})" in md
         assert base64.b64encode(png.read_bytes()).decode() in html
+        assert f'href="plots/{png.name}"' in html  # the HTML also links the PNG file beside it
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.count("data:image/png;base64,") == len(pngs)
     assert not re.search(r"<img[^>]+src=\"(?!data:)", html)  # self-contained: no external image

@@ -519,13 +519,14 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     head = heads[0]
     sums = [AgreementSums() for _ in variants]
     variant_hits = [0 for _ in variants]
-    original_hits = 0
+    original_hits = positions = 0
     sentences = list(source.sentences)
     n_batches = math.ceil(len(sentences) / config.batch_size)
     for ids, mask, counted in _tqdm(_batches(tokenizer, sentences, config, device), n_batches,
                                     f"layer-scan {config.op}", config.progress):
         stats, hits, orig = scan_batch(model, head, ids, mask, counted, variants)
         original_hits += int(orig.sum())
+        positions += int(orig.numel())
         for k, st in enumerate(stats):
             if st is not None:
                 sums[k].add(*st)
@@ -539,7 +540,6 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
             row.update(m.to_dict())
             row["variant_top1"] = variant_hits[k] / m.positions if m.positions else math.nan
         rows.append(row)
-    positions = next((s.positions for s in sums if s.positions), 0)
     result = LayerScanResult(config=config, head=head_info, texts=source.describe(), depth=depth,
                              original_top1=original_hits / positions if positions else math.nan, rows=rows,
                              environment=environment_info())

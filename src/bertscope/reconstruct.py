@@ -278,8 +278,8 @@ def _pad(rows: list[torch.Tensor], value: Any, dtype: torch.dtype) -> torch.Tens
 
 
 def _chunk_size(vocab: int) -> int:
-    """Rows of logits decoded at once: about 16M logits (64 MB in fp32), at least 16 rows."""
-    return max(16, min(4 * DEFAULT_CHUNK_SIZE, (1 << 24) // max(1, vocab)))
+    """Rows of logits decoded at once: about 8M logits (32 MB in fp32; ~270 rows for BERT's vocabulary), at least 16."""
+    return max(16, min(4 * DEFAULT_CHUNK_SIZE, (1 << 23) // max(1, vocab)))
 
 
 def lens_pass(

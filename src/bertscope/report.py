@@ -156,7 +156,7 @@ nav ul{columns:2}code{background:#f5f5f5;padding:0 .2em}
 """
 
 
-def _to_html(title: str, sections: list[Section]) -> str:
+def _to_html(title: str, sections: list[Section], out: Path) -> str:
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>{html.escape(title)}</title>",
              "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
@@ -178,9 +178,10 @@ def _to_html(title: str, sections: list[Section]) -> str:
                 parts.append("</tbody></table>")
             elif block.kind == "image" and block.image is not None:
                 data = base64.b64encode(block.image.read_bytes()).decode("ascii")
+                link = html.escape(block.image.relative_to(out).as_posix())
                 parts.append(f"<figure><img class=\"plot\" alt=\"{html.escape(block.text)}\" "
-                             f"src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(block.text)}"
-                             "</figcaption></figure>")
+                             f"src=\"data:image/png;base64,{data}\"><figcaption>{_inline_html(block.text)} "
+                             f"(<a href=\"{link}\">{link}</a>)</figcaption></figure>")
     # marks how many plots decoded, so a headless browser (and the test suite) can check the report shows them
     parts.append("<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
                  "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}"
@@ -894,7 +895,7 @@ def build_report(config: ReportConfig) -> ReportResult:
     if csv_rows:
         files.append(write_csv_atomic(out / "tables" / "aggregated.csv", csv_rows))
     files.append(write_text_atomic(out / "report.md", _to_markdown(title, sections, out)))
-    files.append(write_text_atomic(out / "report.html", _to_html(title, sections)))
+    files.append(write_text_atomic(out / "report.html", _to_html(title, sections, out)))
     names = (*(str(p.relative_to(out)) for p in [*files, *plots.files]), "report.json")
     result = ReportResult(config=config, out=str(out), files=names, experiments=tuple(experiments),
                           counts=counts, plots=len(plots.files))

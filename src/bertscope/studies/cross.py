@@ -203,6 +203,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
 
     if resume_at <= len(names):
         source = str(checkpoint / "encoder") if resume_at > 1 else config.model
+        seed_everything(config.seed)  # before loading, as finetune does (a missing pooler is initialised randomly)
         model = families.load_model(source, "base", device=device, dtype="float32").model
         layers = parse_layers(config.layer, families.num_layers(model))
         heads: dict[str, SelectingHead] = {}
@@ -211,8 +212,9 @@ def run_cross(config: CrossConfig) -> StudyResult:
         for s in range(resume_at, len(names) + 1):
             start = time.perf_counter()
             task = task_data(s - 1)
-            seed_everything(config.seed)  # as finetune: seed, build the head (its layers draw from the global RNG),
-            head = _new_head(config, task, model, layers, device)  # then train (encoder dropout draws too)
+            if s > 1:  # as finetune: seed, (load,) build the head (its layers draw from the global RNG), train
+                seed_everything(config.seed)
+            head = _new_head(config, task, model, layers, device)
             history = _train(config, task, model, head, layers, device, frozen=False)
             heads[task.info.name] = head
             represent = EncoderRepresentation(model, layers, parse_token(config.token),

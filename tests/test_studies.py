@@ -1,0 +1,237 @@
+"""The paper-2 studies: expected table rows, files, resuming without redoing runs, and agreement with plain finetune."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from bertscope import api, cli, glue
+from bertscope.errors import BertscopeError
+from bertscope.selection import HeadSpec, SelectingHead
+from bertscope.studies import common, cross
+from bertscope.studies.common import dim_importance
+from bertscope.studies.dims import parse_ks, random_subset
+from bertscope.studies.layers import parse_layer_list
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models run fastest on one thread (and the test machine's cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def small(glue_dir, tmp_path):
+    """Options of a tiny, fast study run (frozen encoder, cached features in a private cache)."""
+    return dict(data_dir=str(glue_dir), max_train=32, max_eval=16, epochs=1, max_length=40, batch_size=8,
+                progress=False, freeze="encoder", cache_dir=str(tmp_path / "cache"))
+
+
+def _no_runs(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+
+
+def test_layers_study_on_the_default_model(small, tmp_path, monkeypatch):
+    out = tmp_path / "layers"
+    result = api.layers(task="rte", dims="random:2", out=str(out), **small)
+    assert [row["layer"] for row in result.table] == list(range(7))  # MiniLM-L6: layers 0..6
+    assert len({tuple(r["dims"]) for r in result.runs}) == 1 and len(result.runs[0]["dims"]) == 2
+    for name in ("layers.json", "layers.csv", "layers.png", "runs.csv"):
+        assert (out / name).is_file()
+    assert len(list((out / "runs").glob("*.json"))) == 7
+    with open(out / "layers.csv") as handle:
+        assert [int(r["layer"]) for r in csv.DictReader(handle)] == list(range(7))
+    saved = json.loads((out / "layers.json").read_text())
+    assert saved["complete"] and len(saved["runs"]) == 7 and saved["config"]["dims"] == "random:2"
+
+    # One layer's run equals a plain, uncached finetune with the same options.
+    plain = api.finetune(task="rte", dims="random:2", layer="4", **{**small, "cache_dir": None})
+    assert result.table[4]["score"] == pytest.approx(plain.final_score, abs=1e-6)
+
+    # Re-running resumes: nothing is trained again, the table is the same.
+    monkeypatch.setattr(common.HeadRunner, "run", _no_runs)
+    again = api.layers(task="rte", dims="random:2", out=str(out), **small)
+    assert all(r["resumed"] for r in again.runs) and again.table == result.table
+
+
+def test_layers_study_resumes_an_interrupted_scan(small, tiny_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "layers"
+    options = dict(task="sst2", model=str(tiny_checkpoint("bert", 3)), out=str(out), **small)
+    real = common.HeadRunner.run
+    calls = []
+
+    def stop_at_third(self, config, **kw):
+        calls.append(config.layer)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, config, **kw)
+
+    monkeypatch.setattr(common.HeadRunner, "run", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        api.layers(**options)
+    assert len(list((out / "runs").glob("*.json"))) == 2 and not (out / "layers.json").exists()
+    calls.clear()
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.layer)
+                        or real(self, config, **kw))
+    result = api.layers(**options)
+    assert calls == ["2", "3"] and [r["layer"] for r in result.table] == [0, 1, 2, 3]
+
+
+def test_dims_study_rows_and_variance_ranking(small, tiny_checkpoint, glue_dir, tmp_path):
+    model = str(tiny_checkpoint("bert", 3))
+    result = api.dims(task="sst2", model=model, k="1,2,all", samples=2, rank_by="variance", out=str(tmp_path / "d"),
+                      **small)
+    assert [(r["selection"], r["k"], r["n"]) for r in result.table] == [
+        ("all", 32, 1), ("random", 1, 2), ("random", 2, 2), ("variance", 1, 1), ("variance", 2, 1)]
+    randoms = [r for r in result.runs if r["selection"] == "random"]
+    assert all(len(r["dims"]) == r["k"] for r in randoms)
+    assert randoms[0]["dims"] != randoms[1]["dims"]  # two seeded samples of K=1
+    for row in result.table:
+        scores = [r["score"] for r in result.runs if r["selection"] == row["selection"] and r["k"] == row["k"]]
+        assert row["mean"] == pytest.approx(np.mean(scores)) and row["std"] == pytest.approx(
+            np.std(scores, ddof=1) if len(scores) > 1 else 0.0)
+
+    # Independent reference for the ranking: variance of the HF model's own final-layer [CLS] vectors.
+    split = glue.load_split("sst2", "train", glue_dir, 32, 0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    encoder = transformers.AutoModel.from_pretrained(model).eval()
+    with torch.no_grad():
+        cls = torch.cat([encoder(**tokenizer(ex.texts[0], truncation=True, max_length=40, return_tensors="pt"))
+                         .last_hidden_state[:, 0] for ex in split.examples])
+    variance = cls.double().var(dim=0)
+    ranking = result.summary["ranking"]
+    assert ranking[0] == int(variance.argmax())
+    assert variance[ranking[:5]].min() >= variance[ranking[5:]].max() - 1e-9
+    assert [r["dims"] for r in result.runs if r["selection"] == "variance"] == [[ranking[0]], sorted(ranking[:2])]
+
+
+def test_dims_study_weights_ranking_uses_the_full_run(small, tiny_checkpoint, tmp_path):
+    result = api.dims(task="rte", model=str(tiny_checkpoint("bert", 3)), k="4", samples=1, rank_by="weights",
+                      out=str(tmp_path / "w"), **small)
+    full = next(r for r in result.runs if r["selection"] == "all")
+    importance = full["dim_importance"]
+    top = sorted(range(len(importance)), key=lambda d: -importance[d])[:4]
+    assert next(r for r in result.runs if r["selection"] == "weights")["dims"] == sorted(top)
+    assert {r["selection"] for r in result.runs} == {"all", "random", "weights"}  # random stays as the control
+
+
+def test_dim_importance_closed_form():
+    spec = HeadSpec(num_labels=2, hidden_size=6, layers=(1, 2), dims=(4, 0), dropout=0.0)
+    head = SelectingHead(spec)
+    with torch.no_grad():
+        head.classifier.weight.copy_(torch.tensor([[3.0, 0.0, 1.0, 2.0], [4.0, 0.0, 0.0, 0.0]]))
+    # inputs are layer-major: (layer 1, dim 4), (layer 1, dim 0), (layer 2, dim 4), (layer 2, dim 0)
+    assert dim_importance(head) == pytest.approx([0.0 + 2.0, 0, 0, 0, 5.0 + 1.0, 0])
+
+
+def test_find_effective_marks_and_pairs(small, tiny_checkpoint, tmp_path):
+    result = api.dims(task="stsb", model=str(tiny_checkpoint("bert", 3)), find_effective=True, start=3,
+                      start_subsets=2, hurt_threshold=0.0, max_pairs=0, out=str(tmp_path / "e"), **small)
+    summary = result.summary
+    by_dims = {tuple(r["dims"]): r["score"] for r in result.runs}
+    for subset, marked in zip(summary["starts"], summary["marked_by_start"]):
+        base = by_dims[tuple(subset)]
+        expected = [d for d in subset if by_dims[tuple(x for x in subset if x != d)] < base]
+        assert marked == expected
+    union = sorted({d for m in summary["marked_by_start"] for d in m})
+    assert summary["pairs"] == [[a, b] for i, a in enumerate(union) for b in union[i + 1:]]
+    reference = np.mean(summary["start_scores"])
+    assert summary["verified_pairs"] == [p for p in summary["pairs"] if by_dims[tuple(p)] >= reference]
+    assert summary["effective_dims"] == sorted({d for p in summary["verified_pairs"] for d in p})
+    assert {row["dim"] for row in result.table} == {d for s in summary["starts"] for d in s}
+    assert (tmp_path / "e" / "dims.png").is_file()
+
+
+def test_tokens_study_matches_plain_finetune(small, tiny_checkpoint, tmp_path):
+    model = str(tiny_checkpoint("roberta", 3))
+    result = api.tokens(task="mrpc", model=model, tokens="cls,max-norm,mean,max,index:1,index:-1",
+                        out=str(tmp_path / "t"), **small)
+    assert [r["token_strategy"] for r in result.table] == ["cls", "max-norm", "mean", "max", "index:1", "index:-1"]
+    assert all(r["cached"] for r in result.runs)
+    plain = api.finetune(task="mrpc", model=model, token="max", **{**small, "cache_dir": None})
+    assert result.table[3]["score"] == pytest.approx(plain.final_score, abs=1e-6)
+
+
+def test_study_option_errors(small, capsys):
+    with pytest.raises(BertscopeError, match="--k"):
+        api.dims(task="sst2", dims="random:2", **small)
+    with pytest.raises(BertscopeError, match="out of range"):
+        api.layers(task="rte", layers="0,9", **small)
+    with pytest.raises(BertscopeError, match="at least two"):
+        api.cross(tasks="sst2", data_dir=small["data_dir"])
+    with pytest.raises(BertscopeError, match="disjoint"):
+        cross.assign_dims("random:200", "disjoint", 2, 384, 0)
+    assert parse_ks("all,2,2,1", 8) == [1, 2, 8] and parse_layer_list("-1,0-2", 6) == [0, 1, 2, 6]
+    assert random_subset(100, 5, 0, 1) == random_subset(100, 5, 0, 1) != random_subset(100, 5, 0, 2)
+    assert cli.main(["tokens", "--task", "rte", "--token", "mean"]) == 2
+    assert "use --tokens" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ cross
+
+
+CROSS = dict(max_train=24, max_eval=16, epochs=1, max_length=32, batch_size=8, progress=False)
+
+
+def test_cross_frozen_encoder_keeps_earlier_scores(glue_dir, tiny_checkpoint, tmp_path):
+    """With every layer frozen nothing carries over, so A's score after stage B must equal its own-stage score:
+    a closed-form check that A is evaluated with A's own head and dimensions."""
+    result = api.cross(tasks="rte,stsb,mrpc", model=str(tiny_checkpoint("bert", 3)), freeze="layers:0-3",
+                       dims_per_task="random:3", single_task=False, data_dir=str(glue_dir), out=str(tmp_path / "c"),
+                       **CROSS)
+    table = result.table
+    assert [row["trained_on"] for row in table] == ["rte", "stsb", "mrpc"]
+    for s, row in enumerate(table):
+        for t, task in enumerate(["rte", "stsb", "mrpc"]):
+            assert (row[task] is None) == (t > s)  # every seen task has a cell
+    assert table[1]["rte"] == table[0]["rte"] and table[2]["rte"] == table[0]["rte"]
+    assert table[2]["stsb"] == table[1]["stsb"]
+    dims = result.summary["dims"]
+    assert len({d for v in dims.values() for d in v}) == 9  # disjoint
+    assert all(v == 0 for v in result.summary["forgetting"].values())
+    for name in ("cross.json", "cross.csv", "cross.png"):
+        assert (tmp_path / "c" / name).is_file()
+
+
+def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoint, tmp_path, monkeypatch):
+    options = dict(tasks="rte,mrpc", model=str(tiny_checkpoint("bert", 3)), dims_per_task="random:4", lr=1e-3,
+                   earlier_heads="retrain", data_dir=str(glue_dir), **CROSS)
+    full = api.cross(out=str(tmp_path / "full"), **options)
+    single = {r["task"]: r for r in full.runs if r.get("kind") == "single"}
+    stage1 = next(r for r in full.runs if r.get("stage") == 1)
+    assert stage1["score"] == pytest.approx(single["rte"]["score"], abs=1e-6)
+    assert stage1["train_loss"] == pytest.approx([e["train_loss"] for e in single["rte"]["result"]["epochs"]])
+    assert full.summary["matrix_retrained_heads"][1]["rte"] is not None
+
+    # Interrupt during stage 2, then resume from the stage-1 checkpoint: the same matrix, stage 1 not retrained.
+    real, calls = cross._train, []
+
+    def interrupt(config, task, *args, **kwargs):
+        calls.append((task.info.name, kwargs.get("frozen")))
+        if task.info.name == "mrpc" and not kwargs.get("frozen"):
+            raise KeyboardInterrupt
+        return real(config, task, *args, **kwargs)
+
+    monkeypatch.setattr(cross, "_train", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        api.cross(out=str(tmp_path / "resumed"), **options)
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
+    calls.clear()
+    monkeypatch.setattr(cross, "_train", lambda config, task, *a, **k: calls.append((task.info.name, k.get("frozen")))
+                        or real(config, task, *a, **k))
+    resumed = api.cross(out=str(tmp_path / "resumed"), **options)
+    assert calls == [("mrpc", False), ("rte", True)]  # stage 2, then rte's retrained head
+    for a, b in zip(resumed.table, full.table):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(b[key], abs=1e-6)
+    assert not (tmp_path / "resumed" / "checkpoint").exists()
