@@ -135,3 +135,15 @@ def test_cache_root_follows_the_environment(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "x"))
     assert fitted_head.cache_root() == tmp_path / "x"
     assert fitted_head.cache_root(tmp_path / "y") == tmp_path / "y"
+
+
+def test_fitting_works_under_no_grad_and_inference_mode(bert_tokenizer) -> None:
+    model = tiny_model("bert")
+    with torch.no_grad():
+        a = get_fitted_head(model, bert_tokenizer, builtin_sentences()[:20], {}, options=FAST, use_cache=False,
+                            progress=False)
+    with torch.inference_mode():
+        b = get_fitted_head(model, bert_tokenizer, builtin_sentences()[:20], {}, options=FAST, use_cache=False,
+                            progress=False)
+    for name, tensor in a.module.state_dict().items():
+        torch.testing.assert_close(b.module.state_dict()[name], tensor)

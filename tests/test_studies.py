@@ -88,7 +88,8 @@ def test_layers_study_resumes_an_interrupted_scan(small, tiny_checkpoint, tmp_pa
 def test_dims_study_rows_and_variance_ranking(small, tiny_checkpoint, glue_dir, tmp_path):
     model = str(tiny_checkpoint("bert", 3))
     result = api.dims(task="sst2", model=model, k="1,2,all", samples=2, rank_by="variance", out=str(tmp_path / "d"),
-                      **small)
+                      **{**small, "freeze": "none"})  # full fine-tuning runs; the ranking reads the pretrained model
+    assert not any(r["cached"] for r in result.runs)
     assert [(r["selection"], r["k"], r["n"]) for r in result.table] == [
         ("all", 32, 1), ("random", 1, 2), ("random", 2, 2), ("variance", 1, 1), ("variance", 2, 1)]
     randoms = [r for r in result.runs if r["selection"] == "random"]
@@ -171,8 +172,11 @@ def test_study_option_errors(small, capsys):
         cross.assign_dims("random:200", "disjoint", 2, 384, 0)
     assert parse_ks("all,2,2,1", 8) == [1, 2, 8] and parse_layer_list("-1,0-2", 6) == [0, 1, 2, 6]
     assert random_subset(100, 5, 0, 1) == random_subset(100, 5, 0, 1) != random_subset(100, 5, 0, 2)
-    assert cli.main(["tokens", "--task", "rte", "--token", "mean"]) == 2
-    assert "use --tokens" in capsys.readouterr().err
+    with pytest.raises(BertscopeError, match="use --tokens"):
+        api.tokens(task="rte", token="mean")
+    assert cli.main(["layers", "--task", "rte", "--layers", "0,99", "--data-dir", small["data_dir"]]) == 2
+    err = capsys.readouterr().err
+    assert "out of range" in err and len(err.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------------------------------------ cross

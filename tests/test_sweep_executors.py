@@ -146,6 +146,16 @@ def test_status_counts_slowest_and_failed(tmp_path):
     assert main(["status", "--store", str(tmp_path / "none.db")]) == 2
     with pytest.raises(BertscopeError, match="no sweep named"):
         api.status(store=str(store), sweep="other")
+    # a run left 'running': in flight while a sweep holds the store, interrupted when none does
+    from bertscope.sweep.store import StoreLock
+
+    with ResultStore(store) as s:
+        failed_id = s.records(status="failed")[0].id
+        s.mark_running(failed_id)
+    assert api.status(store=str(store)).interrupted == 1
+    with StoreLock(store):
+        live = api.status(store=str(store))
+        assert live.active and live.interrupted == 0 and [r["id"] for r in live.running] == [failed_id]
 
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path):
@@ -328,3 +338,22 @@ def test_glue_sweep_gives_the_same_results_on_ray_and_locally(tmp_path, glue_dir
     for rid, metrics in local.items():
         for key in ("final.score", "final.accuracy"):
             assert remote[rid][key] == pytest.approx(metrics[key], abs=1e-6), (rid, key)
+
+
+def test_ray_address_errors_are_one_line_user_errors(tmp_path):
+    pytest.importorskip("ray")
+    import socket as _socket
+
+    spec = write_spec(tmp_path, grid={"x": [1]})
+    with _socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.time()
+    with pytest.raises(BertscopeError, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
+        api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False, executor="ray",
+                  address=f"127.0.0.1:{port}")
+    assert time.time() - start < 30
+    with pytest.raises(BertscopeError, match="--address needs --executor ray"):
+        api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), address="auto")
+    with ResultStore(tmp_path / "r.db") as s:  # nothing ran, nothing was lost: the run is still pending
+        assert s.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0}

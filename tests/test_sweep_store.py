@@ -94,6 +94,16 @@ def test_user_errors_for_bad_store_paths(tmp_path):
         ResultStore(junk)
     with pytest.raises(BertscopeError, match="is a folder"):
         ResultStore(tmp_path)
+    other = tmp_path / "other.db"  # somebody else's SQLite file: readers refuse it and leave it untouched
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (a)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(BertscopeError, match="not a bertscope result store"):
+        ResultStore(other, create=False)
+    conn = sqlite3.connect(other)
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["t"]
+    conn.close()
     with ResultStore(tmp_path / "r.db") as store, pytest.raises(BertscopeError, match="no sweep named 'x'"):
         store.records(sweep="x")
 

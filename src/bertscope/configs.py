@@ -362,6 +362,7 @@ class DimsConfig(StudyOptions):
 
     command = "dims"
 
+    dims: str = opt("all", "set by the study (see --k)", cli=False)
     k: str = opt("1,2,3,5,10,50,all", "numbers of dimensions to try (comma list; all = every dimension)",
                  metavar="K[,K...]")
     samples: int = opt(5, "seeded random dimension subsets per K (the control)")
@@ -397,6 +398,7 @@ class LayersConfig(StudyOptions):
 
     command = "layers"
 
+    layer: str = opt("-1", "set by the study (see --layers)", cli=False)
     layers: str | None = opt(None, "layers to scan, e.g. 0-6 or 0,3,6 (0 = embeddings); default: every layer 0..L",
                              metavar="LAYERS")
 
@@ -413,6 +415,7 @@ class TokensConfig(StudyOptions):
 
     command = "tokens"
 
+    token: str = opt("cls", "set by the study (see --tokens)", cli=False)
     tokens: str = opt("cls,max-norm,mean,max,index:1,index:-1", "token strategies to compare (comma list of cls, "
                                                                  "max-norm, mean, max, index:K)", metavar="T[,T...]")
 
@@ -431,6 +434,10 @@ class CrossConfig(StudyOptions):
 
     command = "cross"
 
+    task: str | None = opt(None, "set by the study (see --tasks)", cli=False)
+    dims: str = opt("all", "set by the study (see --dims-per-task)", cli=False)
+    cache_features: bool = opt(False, "not used: cross fine-tunes the encoder", cli=False)
+    cache_dir: str | None = opt(None, "not used: cross fine-tunes the encoder", cli=False)
     tasks: str | None = opt(None, "tasks in training order, e.g. sst2,rte,cola (required)", metavar="T1,T2,...")
     dims_per_task: str = opt("random:2", "each task's dimensions: random:K, first:K or all")
     dims_mode: str = opt("disjoint", "tasks get disjoint dimension sets (disjoint) or one shared set (shared)",

@@ -17,6 +17,11 @@ Storage design (documented in docs/studies.md). Storing every token of every lay
 Together the files are the ``[N, L+1, S, H]`` array of (example, layer, strategy, dimension); they are read back as
 memory maps, and a run copies only the slice it needs (``[N, n_layers_read, H]``) into memory.
 
+Families with a final norm after the last layer (ModernBERT): the live path runs the encoder only up to the highest
+layer a head reads, so that layer's output passes the final norm. For them the cache also stores each strategy of
+the normed layers (``<token>@top``, file ``<token>_top.npy``) and :meth:`FeatureSet.select` uses it for the highest
+layer read, so cached and live vectors stay identical.
+
 The key is a SHA-256 of: the weights' content fingerprint (so a moved folder or a hub copy of the same weights
 hits the cache, and a fine-tuned one does not), the tokenised split itself (token ids, token types and special-token
 masks, which pins task, split, subset, seed, max length and tokenizer), ``include_special`` (pooling candidates), the
@@ -262,16 +267,26 @@ class FeatureStore:
                         arrays[token] = array
                 missing = [t for t in wanted if t not in arrays]
                 if missing:
-                    fresh = _compute(model, data, missing, include_special=include_special, batch_size=batch_size,
-                                     device=device, dtype=dtype, progress=progress)
+                    # Written straight into memory-mapped temporary .npy files (a big split need not fit in RAM),
+                    # then flushed and renamed into place.
+                    targets = {t: folder / f".{_file_name(t)}.{os.getpid()}.tmp" for t in missing}
+                    try:
+                        fresh = _compute(model, data, missing, include_special=include_special,
+                                         batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                                         targets=targets)
+                        for array in fresh.values():
+                            array.flush()  # type: ignore[attr-defined]
+                        del fresh
+                        for tmp in targets.values():
+                            with open(tmp, "rb+") as handle:
+                                os.fsync(handle.fileno())
+                    except BaseException:
+                        for tmp in targets.values():
+                            tmp.unlink(missing_ok=True)
+                        raise
                     for token in missing:
                         name = _file_name(token)
-                        tmp = folder / f".{name}.{os.getpid()}.tmp"
-                        with open(tmp, "wb") as handle:
-                            np.save(handle, fresh[token])
-                            handle.flush()
-                            os.fsync(handle.fileno())
-                        os.replace(tmp, folder / name)
+                        os.replace(targets[token], folder / name)
                         manifest["tokens"][token] = {"file": name,
                                                      "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                   time.gmtime())}
@@ -320,8 +335,10 @@ def _pad(rows: Sequence[Sequence[int]], indices: Sequence[int], value: int) -> t
 
 @torch.no_grad()
 def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_special: bool, batch_size: int,
-             device: torch.device | str, dtype: str, progress: bool) -> dict[str, np.ndarray]:
-    """One pass of the frozen encoder (eval mode) over ``data``; every strategy of every layer, float32 arrays."""
+             device: torch.device | str, dtype: str, progress: bool,
+             targets: Mapping[str, Path] | None = None) -> dict[str, np.ndarray]:
+    """One pass of the frozen encoder (eval mode) over ``data``; every strategy of every layer, float32 arrays
+    (in memory, or memory-mapped ``.npy`` files at ``targets[token]``)."""
     from tqdm.auto import tqdm
 
     device = torch.device(device)
@@ -330,7 +347,9 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
     n = len(data.input_ids)
     methods = [parse_token(t.removesuffix(_TOP)) for t in tokens]
     norm = families.final_norm(model)
-    out = {t: np.empty((n, depth + 1, hidden), dtype=np.float32) for t in tokens}
+    shape = (n, depth + 1, hidden)
+    out = {t: (np.empty(shape, dtype=np.float32) if targets is None
+               else np.lib.format.open_memmap(targets[t], mode="w+", dtype=np.float32, shape=shape)) for t in tokens}
     lengths = [len(ids) for ids in data.input_ids]
     order = sorted(range(n), key=lambda i: -lengths[i])  # longest first: little padding
     token_types = families.uses_token_type_ids(model) and data.token_type_ids is not None

@@ -395,7 +395,8 @@ def get_fitted_head(
             return FittedHead(head.to(device).eval(), {**info, "reused": True, "path": str(folder)})
     train, held = _split_heldout(corpus, opts.heldout_fraction, seed)
     started = time.perf_counter()
-    head, stats = _fit(model, tokenizer, train, held, opts, seed, device, progress)
+    with torch.inference_mode(False), torch.enable_grad():  # the head trains even if the caller runs without grad
+        head, stats = _fit(model, tokenizer, train, held, opts, seed, device, progress)
     info = {
         "format": FORMAT_VERSION,
         "key": key,

@@ -478,6 +478,7 @@ def _plot(result: ReconstructResult, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     styles = {"all": "-", "masked": "--", "unmasked": ":"}
@@ -495,6 +496,8 @@ def _plot(result: ReconstructResult, path: Path) -> None:
     axes[1].set_ylabel("NLL of the input token (nats)")
     axes[2].set_ylabel("mean rank of the input token (1 = best)")
     axes[2].set_yscale("log")
+    axes[2].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in axes:
         ax.set_xlabel("layer (0 = embeddings)")
         ax.grid(alpha=0.3)

@@ -538,8 +538,12 @@ def _dims_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metric: 
         if full:
             mean, _, n = _metric_stats(full, metric)
             ax.axhline(mean, color="black", linestyle=":", label=f"all dims (n={n})")
-        if any(len(p) > 1 for p in by_kind.values()):
+        all_ks = sorted({k for points in by_kind.values() for k in points})
+        if len(all_ks) > 2 and all_ks[-1] / all_ks[0] > 8:
             ax.set_xscale("log", base=2)
+        if all_ks:
+            ax.set_xticks(all_ks, labels=[str(k) for k in all_ks])
+            ax.minorticks_off()
         suffix = f" ({_describe(fixed)})" if fixed else ""
         ax.set_xlabel("k (hidden dimensions the head sees)")
         ax.set_ylabel(metric)
@@ -576,6 +580,10 @@ def _axis_table_section(rows: Sequence[RunRecord], axis: str, heading: str, titl
     return section
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _model_label(row: RunRecord) -> str:
     value = (row.axes or {}).get("model")
     if value is None:
@@ -601,9 +609,10 @@ def _deepened_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metr
         suffix = f" ({_describe(fixed)})" if fixed else ""
         section.image(_grouped_bars(plots, group, task_axis, "model", metric, f"{heading}{suffix}",
                                     f"{title}-models{suffix}"), f"`{metric}` by model{suffix}; ±1 std over seeds")
+    glue = "GLUE " if any(r.command in ("finetune", *STUDY_COMMANDS) for r in rows) else ""
     if task_axis:
         _pivot(section, [_without(r, "source_task") for r in rows], task_axis, "model", metric,
-               caption=f"GLUE {heading}")
+               caption=_sentence(f"{glue}{heading}"))
         averages = []
         for label in _axis_values(rows, "model"):
             members = [r for r in rows if (r.axes or {}).get("model") == label]
@@ -618,7 +627,7 @@ def _deepened_section(rows: Sequence[RunRecord], plots: _Plots, title: str, metr
         section.table(["model", f"average over tasks ({metric})"], averages,
                       caption="Macro average over tasks per seed (seeds with every task done), then mean ± std")
     else:
-        _single_axis_table(section, rows, "model", metric, f"GLUE {heading}")
+        _single_axis_table(section, rows, "model", metric, _sentence(f"{glue}{heading}"))
     return section
 
 

@@ -217,7 +217,7 @@ class HeadRunner:
 
     def train_vectors(self, config: FinetuneConfig) -> torch.Tensor:
         """The (pretrained, frozen) training-set vectors ``[N, n_layers, H]`` the head of ``config`` would read."""
-        ctx = self.context(config.replace(cache_features=True))
+        ctx = self.context(config)  # the pretrained encoder, frozen, whatever the runs themselves do
         layers = parse_layers(config.layer, families.num_layers(ctx.loaded.model))
         return ctx.features["train"].select(config.token, layers)
 
@@ -368,7 +368,7 @@ class StudyResult:
     environment: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
     title: str = ""
-    row_key: str = "run_id"
+    row_key: str | tuple[str, ...] = "run_id"
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": f"bertscope-{self.study}/1", "command": self.study, "complete": True,
@@ -377,10 +377,11 @@ class StudyResult:
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        keys = (self.row_key,) if isinstance(self.row_key, str) else self.row_key
         for row in self.table:
-            label = str(row.get(self.row_key))
+            label = "/".join(str(row.get(k)) for k in keys)
             for key, value in row.items():
-                if key != self.row_key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if key not in keys and isinstance(value, (int, float)) and not isinstance(value, bool):
                     out[f"{label}.{key}"] = float(value)
         for key, value in self.summary.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -395,7 +396,8 @@ class StudyResult:
         for column in columns:
             table.add_column(column, justify="right")
         for row in self.table:
-            table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+            table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else "-" if row[c] is None else str(row[c])
+                            for c in columns])
         resumed = sum(1 for r in self.runs if r.get("resumed"))
         table.caption = (f"{len(self.runs)} runs ({resumed} loaded from earlier), "
                          f"{sum(1 for r in self.runs if r.get('cached'))} on cached features"
@@ -405,7 +407,7 @@ class StudyResult:
 
 def finish_study(study: str, config: Any, table: list[dict[str, Any]], runs: list[dict[str, Any]],
                  summary: dict[str, Any], *, plot: Callable[[Any], None] | None, title: str,
-                 row_key: str = "run_id") -> StudyResult:
+                 row_key: str | tuple[str, ...] = "run_id") -> StudyResult:
     """Build the result and, with ``config.out``, write ``<study>.json``, ``<study>.csv``, ``runs.csv``, the plot."""
     files: dict[str, str] = {}
     if config.out is not None:

@@ -278,7 +278,8 @@ def run_cross(config: CrossConfig) -> StudyResult:
         image = ax.imshow(grid, cmap="viridis", aspect="auto")
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.5})
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(len(rows)), [f"after {r['trained_on']}" if r["stage"] != "single-task" else "single-task"
                                          for r in rows])

@@ -126,14 +126,19 @@ def run_dims(config: DimsConfig) -> StudyResult:
             else:
                 ax.plot([r["k"] for r in rows], [r["mean"] for r in rows], marker="s", label=f"top-K by {selection}")
         ax.axhline(full["score"], color="gray", linestyle="--", label=f"all {hidden} dims")
+        ax.plot([hidden], [full["score"]], marker="D", color="gray")
         ax.set_xscale("log")
+        ticks = sorted({*ks, hidden})
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("dimensions the head sees (K)")
         ax.set_ylabel(f"{config.task} dev score")
         ax.set_title(f"{config.task}: score vs number of dimensions")
         ax.legend(fontsize=8)
 
     return finish_study("dims", config, table, records, summary, plot=plot,
-                        title=f"dims {config.task}: score vs K (full {full['score']:.4f})", row_key="k")
+                        title=f"dims {config.task}: score vs K (full {full['score']:.4f})",
+                        row_key=("selection", "k"))
 
 
 def _run_find_effective(config: DimsConfig) -> StudyResult:

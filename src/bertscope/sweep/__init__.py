@@ -245,6 +245,7 @@ class StatusResult:
     failed: tuple[dict[str, Any], ...]
     interrupted: int = 0  # runs marked running while no sweep holds the store
     active: bool = False  # a sweep holds the store right now
+    running: tuple[dict[str, Any], ...] = ()  # runs in flight (while a sweep is active), with seconds so far
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,7 +253,8 @@ class StatusResult:
 
         return {"command": "status", "config": self.config.to_dict(), "environment": environment_info(),
                 "counts": self.counts, "by_sweep": self.by_sweep, "slowest": list(self.slowest),
-                "failed": list(self.failed), "interrupted": self.interrupted, "active": self.active}
+                "failed": list(self.failed), "interrupted": self.interrupted, "active": self.active,
+                "running": list(self.running)}
 
     def metrics(self) -> dict[str, float]:
         return {f"runs.{k}": float(v) for k, v in self.counts.items()}
@@ -273,6 +275,13 @@ class StatusResult:
         if self.interrupted:
             parts.append(f"{self.interrupted} run(s) were interrupted (no sweep is running); the next "
                          "`bertscope sweep` starts them again")
+        if self.running:
+            now = Table(title="running now")
+            for column in ("run id", "seconds so far", "axes"):
+                now.add_column(column)
+            for row in self.running:
+                now.add_row(row["id"], f"{row['seconds']:.0f}", _axes_text(row["axes"]))
+            parts.append(now)
         if self.slowest:
             slow = Table(title="slowest finished runs")
             for column in ("run id", "seconds", "axes", "worker"):
@@ -314,7 +323,9 @@ def sweep_status(config: StatusConfig) -> StatusResult:
     failed = tuple({"id": r.id, "attempts": r.attempts, "axes": r.axes, "error": r.error}
                    for r in failed_rows[: config.failed])
     interrupted = 0 if active else counts["running"]
+    running = tuple({"id": r.id, "seconds": time.time() - (r.started or time.time()), "axes": r.axes}
+                    for r in records if r.status == "running") if active else ()
     if not records and config.sweep is None:
         raise BertscopeError(f"store {config.store} holds no runs yet")
     return StatusResult(config=config, counts=counts, by_sweep=by_sweep, slowest=slowest, failed=failed,
-                        interrupted=interrupted, active=active)
+                        interrupted=interrupted, active=active, running=running)

@@ -230,6 +230,8 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
+            if address:
+                _check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, **kwargs)
@@ -275,6 +277,18 @@ class RayExecutor:
         self.in_flight.clear()
         if self.started_here:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when a ``host:port`` (or ``ray://host:port``) cluster address is unreachable."""
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise BertscopeError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def make_executor(kind: str, *, workers: int | None = None, address: str | None = None, threads: int | None = None,

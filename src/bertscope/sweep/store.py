@@ -178,18 +178,24 @@ class ResultStore:
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
-            with self.transaction():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
-                row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise BertscopeError(f"store {self.path} was written by a newer bertscope (schema {row[0]})")
+            exists = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone()
+            if not exists and not create:
+                raise BertscopeError(f"{self.path} is not a bertscope result store (no runs table)")
+            if not exists:  # a new store: create it (readers of an existing store never write)
+                self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, and vice versa
+                with self.transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                      (str(SCHEMA_VERSION),))
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                raise sqlite3.DatabaseError("no schema version")
+            if int(row[0]) > SCHEMA_VERSION:
+                raise BertscopeError(f"store {self.path} was written by a newer bertscope (schema {row[0]})")
         except sqlite3.DatabaseError as exc:
             raise BertscopeError(f"{self.path} is not a bertscope result store: {exc}") from None
 
