@@ -18,7 +18,8 @@ most 2 encoder passes.
     python -m benchmarks.bench_features                                  # sst2, 1000 train / 500 dev, 100 configs
     python -m benchmarks.bench_features --train 300 --eval 200 --configs 20 --baseline-configs 2   # quick
 
-The summary is printed and written to ``benchmarks/results/bench_features.json``.
+The summary is printed and written to ``benchmarks/results/bench_features.json`` (other tasks:
+``bench_features-<task>.json``).
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"(with the cache build: {summary['total_cost_in_encoder_passes']:.2f})")
     print(f"max |score(cached) - score(baseline)| = {summary['max_abs_score_diff_cached_vs_baseline']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(RESULTS / "bench_features.json", summary)
+    name = "bench_features.json" if args.task == "sst2" else f"bench_features-{args.task}.json"
+    write_json_atomic(RESULTS / name, summary)
     return summary
 
 

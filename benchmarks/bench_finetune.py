@@ -10,7 +10,7 @@ Reported: training examples per second (train loop only: tokenisation and evalua
 dev metric of each, then the ratios. ``--layer-check`` adds bertscope runs reading the middle and the last layer (the
 layers above the one read are not computed, so the middle one should cost about half).
 
-    python -m benchmarks.bench_finetune --task sst2 --train 2000 --seeds 0
+    python -m benchmarks.bench_finetune --task sst2 --train 2000 --seeds 0 --abba --layer-check
     python -m benchmarks.bench_finetune --train 200 --eval 200 --padded-train 64 --layer-check   # quick
 
 The summary is printed and written to ``benchmarks/results/bench_finetune.json``.
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--layer-check", action="store_true", help="also time reading the middle vs last layer")
     parser.add_argument("--layer-train", type=int, default=None, help="training examples of the layer check "
                                                                        "(default: --train)")
+    parser.add_argument("--abba", action="store_true",
+                        help="run bertscope and the tuned Trainer twice in A-B-B-A order (and the layer check "
+                             "last-middle-middle-last) and average, so a change of machine load cancels out")
     parser.add_argument("--out", default=str(RESULTS / "bench_finetune.json"))
     args = parser.parse_args(argv)
     args.data_dir = _glue_dir(args.data_dir)
@@ -149,6 +152,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                       max_train=args.padded_train or args.train))
             r = runs["trainer-padded"][-1]
             print(f"  {r['examples_per_second']:.1f} ex/s  {r['dev']}", flush=True)
+        if args.abba:
+            if "trainer-dynamic" not in skip:
+                print(f"seed {seed}: Trainer, dynamic padding + group_by_length (again) ...", flush=True)
+                runs["trainer-dynamic"].append(run_trainer(args, seed, padded=False, max_train=args.train))
+                r = runs["trainer-dynamic"][-1]
+                print(f"  {r['examples_per_second']:.1f} ex/s  {r['dev']}", flush=True)
+            print(f"seed {seed}: bertscope (again) ...", flush=True)
+            runs["bertscope"].append(run_bertscope(args, seed, max_train=args.train))
+            r = runs["bertscope"][-1]
+            print(f"  {r['examples_per_second']:.1f} ex/s  {r['dev']}", flush=True)
 
     def mean(name: str, key: str) -> float | None:
         values = [r[key] if key != "score" else r["dev"]["score"] for r in runs[name]]
@@ -166,10 +179,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         depth = families.num_layers(families.load_model(args.model, "base").model)
         middle = str(depth // 2)
         n = args.layer_train or args.train
-        last = run_bertscope(args, seeds[0], layer="-1", max_train=n)
-        mid = run_bertscope(args, seeds[0], layer=middle, max_train=n)
-        summary["layer_check"] = {"middle_layer": int(middle), "middle": mid, "last": last,
-                                  "time_ratio_middle_over_last": mid["train_seconds"] / last["train_seconds"]}
+        order = ["-1", middle, middle, "-1"] if args.abba else ["-1", middle]
+        timed: dict[str, list[dict[str, Any]]] = {"-1": [], middle: []}
+        for layer in order:
+            print(f"layer check: layer {layer} ...", flush=True)
+            timed[layer].append(run_bertscope(args, seeds[0], layer=layer, max_train=n))
+        mid_s = statistics.fmean(r["train_seconds"] for r in timed[middle])
+        last_s = statistics.fmean(r["train_seconds"] for r in timed["-1"])
+        summary["layer_check"] = {"middle_layer": int(middle), "middle": timed[middle], "last": timed["-1"],
+                                  "time_ratio_middle_over_last": mid_s / last_s}
 
     print("\n=== summary ===")
     print(f"threads: {summary['threads']}, task {args.task}, train {args.train}, epochs {args.epochs}, "

@@ -1,7 +1,7 @@
 """Benchmark: the output-layer lens against a naive baseline and against the floor, in one run, on the same data.
 
     python -m benchmarks.bench_lens                       # embedded MiniLM-L6, 500 SST-2 dev sentences
-    python -m benchmarks.bench_lens --max-examples 200 --rounds 2
+    python -m benchmarks.bench_lens --max-examples 200 --rounds 3 --threads 1
 
 * naive:  what one would write first -- batches in file order padded to their longest sentence, one
   ``AutoModelForMaskedLM`` forward with all hidden states, then the head on every layer over every padded position
@@ -100,10 +100,14 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the three timings, keep each one's best")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="repeat the three timings interleaved, keep each one's best (robust to other load)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULTS / "bench_lens.json"))
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     glue_dir = _glue_dir()
     if glue_dir is not None:
         source = load_texts(task=args.task, split="validation", data_dir=glue_dir, max_examples=args.max_examples)
@@ -131,10 +135,11 @@ def main() -> None:
           f"{counted} counted, {real} real, {padded} padded positions (naive); torch threads {torch.get_num_threads()}")
 
     best = {"naive": float("inf"), "lens": float("inf"), "floor": float("inf")}
+    cpu = dict(best)
     results: dict[str, Any] = {}
     for round_ in range(args.rounds):
         for name in ("floor", "lens", "naive"):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             if name == "naive":
                 results[name] = naive(model, tokenizer, head, sentences, args.batch_size, args.max_length)
             elif name == "lens":
@@ -142,9 +147,10 @@ def main() -> None:
                                           pad_id=pad_id)
             else:
                 floor(model, head, encoded, args.batch_size, pad_id)
-            elapsed = time.perf_counter() - started
+            elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
             best[name] = min(best[name], elapsed)
-            print(f"round {round_ + 1}: {name:5s} {elapsed:8.2f} s")
+            cpu[name] = min(cpu[name], elapsed_cpu)
+            print(f"round {round_ + 1}: {name:5s} {elapsed:8.2f} s wall, {elapsed_cpu:8.2f} s cpu", flush=True)
 
     a, b = _records(results["naive"]), _records(results["lens"])
     worst = {"top1": 0.0, "top5": 0.0, "exact": 0.0, "nll_rel": 0.0, "mean_rank_rel": 0.0}
@@ -159,7 +165,9 @@ def main() -> None:
         worst["top1"], worst["top5"], worst["exact"]) < 2.0 / max(1, counted)
     speedup = best["naive"] / best["lens"]
     over_floor = best["lens"] / best["floor"]
-    print(f"naive {best['naive']:.2f} s | lens {best['lens']:.2f} s | floor {best['floor']:.2f} s")
+    print(f"naive {best['naive']:.2f} s | lens {best['lens']:.2f} s | floor {best['floor']:.2f} s (best wall); "
+          f"cpu: naive {cpu['naive']:.2f} s | lens {cpu['lens']:.2f} s | floor {cpu['floor']:.2f} s "
+          f"(ratios {cpu['naive'] / cpu['lens']:.2f}x, {cpu['lens'] / cpu['floor']:.2f}x)")
     print(f"speed-up over naive: {speedup:.2f}x (goal >= 2)   lens / floor: {over_floor:.2f}x (goal <= 1.3)   "
           f"equal results: {equal} (max differences {json.dumps({k: float(f'{v:.2g}') for k, v in worst.items()})})")
     summary = {
@@ -172,6 +180,10 @@ def main() -> None:
         "tokens": {"counted": counted, "real": real, "naive_padded_positions": padded},
         "batch_size": args.batch_size,
         "seconds": best,
+        "cpu_seconds": cpu,
+        "speedup_vs_naive_cpu": cpu["naive"] / cpu["lens"],
+        "lens_over_floor_cpu": cpu["lens"] / cpu["floor"],
+        "torch_threads": torch.get_num_threads(),
         "speedup_vs_naive": speedup,
         "lens_over_floor": over_floor,
         "equal_results": equal,

@@ -369,3 +369,19 @@ def test_deepened_checkpoint_fine_tunes_like_any_other(deepened, glue_dir) -> No
     tuned = api.finetune(model=str(out), task="sst2", data_dir=str(glue_dir), max_train=8, max_eval=8, epochs=1,
                          batch_size=4, progress=False)
     assert 0.0 <= tuned.metrics()["final.score"] <= 1.0 and result.new_depth == 6
+
+
+def test_classifier_heads_are_kept(bert_tokenizer, tmp_path) -> None:
+    import transformers
+
+    source = tmp_path / "cls"
+    model = tiny_model("roberta", kind="sequence-classification")
+    model.save_pretrained(source)
+    bert_tokenizer.save_pretrained(source)
+    result = surgery.run_deepen(DeepenConfig(model=str(source), duplicate="2", out=str(tmp_path / "out")))
+    assert result.architecture == "RobertaForSequenceClassification" and not result.initialised_on_load
+    reloaded, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"]
+    for (name, theirs), (_, mine) in zip(model.classifier.named_parameters(), reloaded.classifier.named_parameters()):
+        assert torch.equal(theirs, mine), name

@@ -341,8 +341,11 @@ def test_glue_sweep_gives_the_same_results_on_ray_and_locally(tmp_path, glue_dir
 
 
 def test_ray_address_errors_are_one_line_user_errors(tmp_path):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     import socket as _socket
+
+    if ray.is_initialized():  # an initialised Ray (another test's) would be used instead of --address
+        ray.shutdown()
 
     spec = write_spec(tmp_path, grid={"x": [1]})
     with _socket.socket() as sock:  # a port nobody listens on

@@ -152,3 +152,16 @@ def test_shipped_experiment_specs_are_valid(tmp_path, monkeypatch):
             continue
         loaded = load_spec(path, runs_dir=tmp_path)
         assert loaded.runs, path
+
+
+def test_block_grid_overrides_inherited_base_and_pre_steps_take_their_own_resources(tmp_path):
+    raw = {"plugins": [TOY], "command": "toy", "base": {"seed": 5, "x": 1}, "resources": {"cpus": 4, "gpus": 1},
+           "experiments": [{"grid": {"seed": [1, 2]}},
+                           {"grid": {"model": [{"toy-make": {}, "resources": {"gpus": 0}}]}}]}
+    runs = parse_spec(raw, runs_dir=tmp_path).runs
+    assert [r.options["seed"] for r in runs if r.command == "toy"] == [1, 2, 5]
+    pre = next(r for r in runs if r.command == "toy-make")
+    user = next(r for r in runs if r.depends_on)
+    assert pre.resources == {"cpus": 4.0, "gpus": 0.0} and user.resources == {"cpus": 4.0, "gpus": 1.0}
+    with pytest.raises(BertscopeError, match="x are in both base and grid"):
+        parse_spec({**raw, "experiments": [{"base": {"x": 2}, "grid": {"x": [1]}}]}, runs_dir=tmp_path)

@@ -430,7 +430,7 @@ class LayerScanResult:
             table.add_column(col, justify="right" if col != "status" else "left")
         for r in self.rows:
             if r["status"] != "ok":
-                table.add_row(str(r["layer"]), str(r["depth"]), "", "", "", "", r["status"])
+                table.add_row(str(r["layer"]), str(r["depth"]), "", "", "", "", "skipped (reason in JSON/CSV)")
                 continue
             table.add_row(str(r["layer"]), str(r["depth"]), f"{r['top1_agreement']:.4f}", f"{r['mean_kl']:.4g}",
                           f"{r['mean_cosine']:.4f}", f"{r['variant_top1']:.4f}", "ok")
@@ -534,7 +534,9 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     rows = []
     for k, (layer, layer_map, status) in enumerate(variants):
         row: dict[str, Any] = {"layer": layer, "op": config.op, "depth": len(layer_map),
-                               "layer_map": ",".join(map(str, layer_map)), "status": status}
+                               "layer_map": ",".join(map(str, layer_map)),
+                               "status": "ok" if status == "ok" else "skipped",
+                               "reason": "" if status == "ok" else status.removeprefix("skipped: ")}
         if status == "ok":
             m = sums[k].result()
             row.update(m.to_dict())

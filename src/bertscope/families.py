@@ -236,10 +236,10 @@ def _install_output_hooks(model: nn.Module) -> None:
         from transformers.utils.output_capturing import maybe_install_capturing_hooks
     except ImportError:  # pragma: no cover - older transformers collect hidden states without hooks
         return
-    for module in {id(m): m for m in (model, _base(model))}.values():
-        if hasattr(module, "config"):
-            with contextlib.suppress(Exception):
-                maybe_install_capturing_hooks(module)
+    base = _base(model)  # the wrapper's hooks, when it installs them, are the same (installing both doubles them)
+    if hasattr(base, "config") and not getattr(model, "_output_capturing_hooks_installed", False):
+        with contextlib.suppress(Exception):
+            maybe_install_capturing_hooks(base)
 
 
 @contextlib.contextmanager

@@ -362,7 +362,8 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
                           disable=not progress, leave=False, dynamic_ncols=True):
             indices = order[start:start + batch_size]
             ids = _pad(data.input_ids, indices, int(data.pad_id)).to(device)
-            mask = (_pad([[1] * length for length in lengths], indices, 0)).to(device)
+            width = ids.shape[1]
+            mask = (torch.arange(width) < torch.tensor([lengths[i] for i in indices]).unsqueeze(1)).long().to(device)
             special = _pad(data.special_masks, indices, 0).to(device)
             kwargs = {"input_ids": ids, "attention_mask": mask}
             if token_types:

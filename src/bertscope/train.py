@@ -373,7 +373,8 @@ def train_loop(
         batches = batches[rank::world][:steps_per_epoch]
         represent.train(True)
         head.train()
-        loss_sum, loss_count, epoch_seen = 0.0, 0, 0
+        loss_sum: Any = 0.0
+        loss_count, epoch_seen = 0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress or rank != 0,
                    leave=False, dynamic_ncols=True)
         start = time.perf_counter()
@@ -399,12 +400,15 @@ def train_loop(
                 optimizer.step()
             scheduler.step()
             steps += 1
-            loss_sum += float(loss.detach()) * len(batch)
+            loss_sum = loss_sum + loss.detach().float() * len(batch)  # a tensor: no device sync per step
             loss_count += len(batch)
             epoch_seen += len(batch)
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}", ex_s=f"{epoch_seen / max(elapsed, 1e-9):.1f}")
+            if progress and (steps % 10 == 0 or steps == 1):
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{float(loss_sum) / loss_count:.4f}",
+                                ex_s=f"{epoch_seen / max(elapsed, 1e-9):.1f}")
         bar.close()
+        loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
         epoch_train = time.perf_counter() - start
         train_seconds += epoch_train
         seen += epoch_seen * world

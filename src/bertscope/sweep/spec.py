@@ -53,7 +53,7 @@ NON_IDENTITY_OPTIONS = frozenset({"out", "progress", "data_dir", "cache_dir", "h
 _TOP_KEYS = {"name", "description", "command", "base", "grid", "experiments", "resources", "plugins", "notes"}
 _BLOCK_KEYS = {"name", "command", "base", "grid", "resources", "notes"}
 _RESOURCE_KEYS = {"cpus", "gpus"}
-_REF_KEYS = {"label"}
+_REF_KEYS = {"label", "resources"}
 
 
 @dataclass(frozen=True)
@@ -187,8 +187,10 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         command = block.get("command", raw.get("command"))
         if not command:
             raise BertscopeError(f"{block_where}: missing 'command' (one of {', '.join(sorted(_commands()))})")
-        base = {**inherited_base, **_mapping(block.get("base"), block_where, "base")}
         grid = _grid(block.get("grid"), block_where)
+        # a block's grid may override an inherited (top-level) base option, not its own base
+        base = {**{k: v for k, v in inherited_base.items() if k not in grid},
+                **_mapping(block.get("base"), block_where, "base")}
         resources = {**top_resources, **_resources(block.get("resources"), block_where, "resources")}
         experiment = str(block.get("name") or (f"{name}[{index}]" if "experiments" in raw else name))
         expander.block(str(command), base, grid, resources, experiment, block_where)
@@ -318,7 +320,8 @@ class _Expander:
             inner = _mapping(inner, where, f"{key}.{ref}")
             if "save_model" in self._config_class(ref, where).field_names():
                 inner.setdefault("save_model", True)  # a pre-step exists to produce a model: make it save one
-            pre = self.add(ref, inner, resources, experiment,
+            pre_resources = {**resources, **_resources(value.get("resources"), where, f"{key}.resources")}
+            pre = self.add(ref, inner, pre_resources, experiment,
                            f"{where}: {key}.{ref}", None, label=value.get("label"))
             refs[key] = pre.id
             deps.append(pre.id)
