@@ -116,3 +116,12 @@ def test_metric_sums_are_the_same_in_one_batch_or_many() -> None:
 def test_empty_metrics_are_nan_not_an_error() -> None:
     m = MetricSums().result()
     assert m.tokens == 0 and math.isnan(m.top1) and math.isnan(m.exact)
+
+
+def test_token_stats_in_place_variant_agrees() -> None:
+    logits = torch.randn(30, 200)
+    targets = torch.randint(0, 200, (30,))
+    rank, nll = token_stats(logits.clone(), targets)
+    rank_ip, nll_ip = token_stats(logits.clone(), targets, overwrite=True)
+    assert torch.equal(rank, rank_ip)
+    torch.testing.assert_close(nll, nll_ip)

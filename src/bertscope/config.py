@@ -152,8 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {'on' if default else 'off'})")
             continue
-        kwargs: dict[str, Any] = {"type": kind if kind in (int, float) else str, "default": None,
-                                  "help": f"{help_text} (default: {default})"}
+        shown = f"{help_text} (default: {default})" if default is not None else help_text
+        kwargs: dict[str, Any] = {"type": kind if kind in (int, float) else str, "default": None, "help": shown}
         if meta.get("choices"):
             kwargs["choices"] = list(meta["choices"])
         if meta.get("metavar"):

@@ -34,16 +34,23 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 512
 
 
-def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(0-based rank, NLL) of ``targets`` [N] under ``logits`` [N, V]; computed in float32 or wider."""
+def token_stats(
+    logits: torch.Tensor, targets: torch.Tensor, *, overwrite: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(0-based rank, NLL) of ``targets`` [N] under ``logits`` [N, V]; computed in float32 or wider.
+
+    ``overwrite=True`` lets the function use ``logits`` as scratch space (saves one [N, V] allocation).
+    """
     if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+        logits, overwrite = logits.float(), True
     target = targets.unsqueeze(1)
-    # count of strictly greater logits; sub/clamp/sign/sum is a few times faster on CPU than a bool reduction, and
-    # a float32 sum of ones is exact far beyond any vocabulary size
-    rank = (logits - logits.gather(1, target)).clamp_(min=0).sign_().sum(dim=1).long()
+    target_logit = logits.gather(1, target)
     # log_softmax's fused kernel is faster than logsumexp and gives the same value at the target
     nll = -torch.log_softmax(logits, dim=1).gather(1, target).squeeze(1)
+    # count of strictly greater logits: sub/clamp/sign/sum is a few times faster on CPU than a bool reduction, and a
+    # float32 sum of ones is exact far beyond any vocabulary size; in place when ``logits`` may be overwritten
+    diff = logits.sub_(target_logit) if overwrite else logits - target_logit
+    rank = diff.clamp_(min=0).sign_().sum(dim=1).long()
     return rank, nll
 
 
@@ -65,7 +72,8 @@ def head_token_stats(
     features = head.features(hidden, is_last_layer=is_last_layer)
     ranks, nlls = [], []
     for start in range(0, features.shape[0], chunk_size):
-        rank, nll = token_stats(head.decode(features[start:start + chunk_size]), targets[start:start + chunk_size])
+        logits = head.decode(features[start:start + chunk_size])
+        rank, nll = token_stats(logits, targets[start:start + chunk_size], overwrite=True)
         ranks.append(rank)
         nlls.append(nll)
     if not ranks:

@@ -14,12 +14,13 @@ seed, same numbers); otherwise each run is an ordinary :func:`bertscope.finetune
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,7 +252,15 @@ class HeadRunner:
         head = SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
         collate = FeatureCollate([(data, ctx.features[name].select(config.token, layers))
                                   for name, data in [("train", ctx.train_data), *ctx.eval_data.items()]])
-        history = train_loop(
+        with _head_threads(device):
+            history = self._train(config, ctx, head, head_lr, collate, device)
+        final = dict(history.epochs[-1].eval)
+        return self._result(config, ctx, spec, head, head_lr, token, layers, dims, freezing, history, final), head
+
+    @staticmethod
+    def _train(config: FinetuneConfig, ctx: _Context, head: SelectingHead, head_lr: float,
+               collate: FeatureCollate, device: torch.device) -> Any:
+        return train_loop(
             represent=CachedRepresentation(), head=head, encoder_params=[], named_encoder_params=[],
             train_data=ctx.train_data, eval_data=ctx.eval_data, epochs=config.epochs, batch_size=config.batch_size,
             lr=config.lr, head_lr=head_lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
@@ -259,8 +268,14 @@ class HeadRunner:
             group_by_length=config.group_by_length, eval_batch_size=config.eval_batch_size, progress=False,
             collate_fn=collate,
         )
-        final = dict(history.epochs[-1].eval)
-        result = FinetuneResult(
+
+    @staticmethod
+    def _result(config: FinetuneConfig, ctx: _Context, spec: HeadSpec, head: SelectingHead, head_lr: float,
+                token: tuple[str, int | None], layers: tuple[int, ...], dims: tuple[int, ...],
+                freezing: dict[str, Any], history: Any, final: dict[str, Any]) -> FinetuneResult:
+        model, task, device = ctx.loaded.model, ctx.task, ctx.device
+        depth, hidden = families.num_layers(model), families.hidden_size(model)
+        return FinetuneResult(
             config=config, task=task.name, model_source=ctx.loaded.source,
             head={**spec.to_dict(), "seed": config.seed, "head_lr": head_lr},
             selection={"token": config.token, "token_method": token[0], "token_index": token[1],
@@ -284,7 +299,21 @@ class HeadRunner:
             features={"root": str(FeatureStore(config.cache_dir).root),
                       "splits": {k: v.info() for k, v in ctx.features.items()}},
         )
-        return result, head
+
+
+@contextlib.contextmanager
+def _head_threads(device: torch.device) -> Iterator[None]:
+    """Train a head on cached vectors with one CPU thread: its matrices are tiny, so more threads only add
+    synchronisation (several times slower on a busy machine). The encoder pass is not affected."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def dim_importance(head: SelectingHead) -> list[float]:
