@@ -27,35 +27,35 @@ __all__ = [
     "Family",
     "HeadParts",
     "LoadedModel",
+    # layer surgery (issue 3)
+    "apply_layer_map",
+    # lens helpers (issue 2)
+    "base_encoder",
+    "check_layer_map",
     "default_model_path",
+    "embed",
+    # fine-tuning with a selecting head (issue 4)
+    "embeddings_module",
     "family_for",
+    "final_norm",
+    "finalize_hidden",
     "get_layers",
+    "hidden_size",
+    "layer_at_positions",
+    "load_config",
     "load_model",
+    "load_saved_architecture",
     "load_tokenizer",
     "mlm_head_parts",
     "num_layers",
+    "pooler_parts",
     "resolve_device",
     "resolve_dtype",
     "resolve_model_source",
+    "run_layers",
     "set_layers",
     "supported_model_types",
-    # fine-tuning with a selecting head (issue 4)
-    "embeddings_module",
-    "layer_at_positions",
-    "pooler_parts",
     "uses_token_type_ids",
-    # layer surgery (issue 3)
-    "apply_layer_map",
-    "check_layer_map",
-    "embed",
-    "finalize_hidden",
-    "load_config",
-    "load_saved_architecture",
-    "run_layers",
-    # lens helpers (issue 2)
-    "base_encoder",
-    "final_norm",
-    "hidden_size",
 ]
 
 DEFAULT_MODEL_NAME = "embedded:all-MiniLM-L6-v2"
