@@ -85,7 +85,10 @@ def run_trainer(args: argparse.Namespace, seed: int, *, padded: bool, max_train:
         eval_seconds = time.perf_counter() - start
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     preds = logits.squeeze(-1).tolist() if task.is_regression else logits.argmax(-1).tolist()
-    metrics = glue.compute_metrics(task, preds, dev.labels)
+    # transformers 5 also length-groups the *prediction* order under group_by_length: score against the labels the
+    # Trainer returns in its own order, not the split's order.
+    labels = output.label_ids.reshape(-1).tolist()
+    metrics = glue.compute_metrics(task, preds, labels)
     examples = len(train) * args.epochs
     return {"train_examples": examples, "train_seconds": train_seconds, "examples_per_second": examples / train_seconds,
             "eval_seconds": eval_seconds, "dev": metrics}

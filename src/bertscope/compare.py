@@ -18,10 +18,7 @@ writes files.
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +30,13 @@ from bertscope import families
 from bertscope.configs import CompareConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
 from bertscope.families import HeadParts
-from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.results import (
+    environment_info,
+    prepare_out_dir,
+    save_figure_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+)
 
 __all__ = [
     "AgreementMetrics",
@@ -134,21 +137,6 @@ class AgreementSums:
 # --- shared plumbing --------------------------------------------------------------------------------------------
 
 
-def _write_png_atomic(path: Path, fig: Any) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _texts(config: CompareConfig | LayerScanConfig) -> Any:
     from bertscope.texts import load_texts
 
@@ -205,21 +193,6 @@ def _fit_corpus(choice: str, source: Any) -> tuple[list[str], dict[str, Any]]:
     if choice == "source":
         return list(source.sentences), {"kind": "source", "source": source.describe()}
     return read_text_file(choice), {"kind": "file", "file": str(Path(choice).expanduser().resolve())}
-
-
-def _check_out(out: str | None) -> Path | None:
-    """The output folder, created and checked writable before any model is loaded."""
-    if out is None:
-        return None
-    folder = Path(out).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise BertscopeError(f"--out {out} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise BertscopeError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return folder
 
 
 def _tqdm(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -297,7 +270,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     from bertscope.lens import MetricSums
 
     device = families.resolve_device(config.device)
-    _check_out(config.out)
+    prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
     source = _texts(config)
     tokenizer = families.load_tokenizer(config.model)
@@ -363,7 +336,7 @@ def _write_compare(out: Path, result: CompareResult) -> dict[str, str]:
                title=f"top-1 agreement {a.top1_agreement:.3f}, KL {a.mean_kl:.3g}, cosine {a.mean_cosine:.3f}")
         ax.grid(alpha=0.3)
         ax.legend()
-        _write_png_atomic(out / "compare.png", fig)
+        save_figure_atomic(fig, out / "compare.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
         files["png"] = str(out / "compare.png")
     return files
@@ -506,7 +479,7 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     from bertscope.surgery import parse_layer_list
 
     device = families.resolve_device(config.device)
-    _check_out(config.out)
+    prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
     source = _texts(config)
     tokenizer = families.load_tokenizer(config.model)
@@ -568,7 +541,7 @@ def _write_scan(out: Path, result: LayerScanResult) -> dict[str, str]:
         ax.set(xlabel=f"{result.config.op}d layer", ylabel=label)
         ax.grid(alpha=0.3)
     fig.suptitle(f"layer-scan --op {result.config.op} ({result.config.model or 'default model'})")
-    _write_png_atomic(out / "layer_scan.png", fig)
+    save_figure_atomic(fig, out / "layer_scan.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return {"json": str(out / "layer_scan.json"), "csv": str(out / "layer_scan.csv"),
             "png": str(out / "layer_scan.png")}

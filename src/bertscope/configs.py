@@ -64,50 +64,6 @@ class TextOptions(Config):
 
 
 @dataclass(frozen=True)
-class ReconstructConfig(TextOptions, ModelOptions):
-    """Apply the masked-LM output head to every hidden layer and measure how well the input is reconstructed."""
-
-    command = "reconstruct"
-
-    head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer (fit), "
-                            "or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
-    head_part: str = opt("full", "with a pretrained head: full (transform+LayerNorm+decoder+bias) or decoder only",
-                         choices=("full", "decoder"))
-    include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
-    mask_prob: float = opt(0.0, "mask inputs BERT-style (80/10/10) with this probability first; masked and unmasked "
-                                "positions are then reported separately")
-    layers: str | None = opt(None, "decode only these layers, e.g. 0,6,12 or 0-3 or -1 (0 = embedding output); "
-                                   "default: every layer 0..L", metavar="LAYERS")
-    fit_corpus: str = opt("builtin", "text the fitted head is trained on: builtin (the built-in English sample), "
-                                     "source (the sentences being reconstructed) or a text file", metavar="SOURCE")
-    fit_steps: int = opt(300, "optimisation steps when fitting a head")
-    fit_lr: float = opt(6e-3, "AdamW learning rate when fitting a head")
-    fit_batch_size: int = opt(32, "sentences per step when fitting a head")
-    fit_mask_prob: float = opt(0.15, "share of tokens selected for BERT-style 80/10/10 masking when fitting a head")
-    fit_tie: bool = opt(True, "tie the fitted head's decoder to the model's (frozen) input embeddings")
-    head_cache: str | None = opt(None, "folder of cached fitted heads (env BERTSCOPE_CACHE; default "
-                                       "~/.cache/bertscope)", metavar="DIR")
-    refit: bool = opt(False, "fit the head again even if a cached one matches")
-    examples: int = opt(3, "decode this many sentences token by token at every layer into reconstruct.json")
-
-    def validate(self) -> None:
-        ModelOptions.validate(self)
-        TextOptions.validate(self)
-        if not 0.0 <= self.mask_prob < 1.0:
-            raise BertscopeError(f"--mask-prob must be in [0, 1), got {self.mask_prob}")
-        if self.fit_steps < 1:
-            raise BertscopeError(f"--fit-steps must be at least 1, got {self.fit_steps}")
-        if not self.fit_lr > 0:
-            raise BertscopeError(f"--fit-lr must be positive, got {self.fit_lr}")
-        if self.fit_batch_size < 1:
-            raise BertscopeError(f"--fit-batch-size must be at least 1, got {self.fit_batch_size}")
-        if not 0.0 < self.fit_mask_prob < 1.0:
-            raise BertscopeError(f"--fit-mask-prob must be in (0, 1), got {self.fit_mask_prob}")
-        if self.examples < 0:
-            raise BertscopeError(f"--examples must be at least 0, got {self.examples}")
-
-
-@dataclass(frozen=True)
 class FitHeadOptions(Config):
     """How a masked-LM head is fitted for checkpoints that ship none (same options and defaults as reconstruct)."""
 
@@ -121,6 +77,43 @@ class FitHeadOptions(Config):
     head_cache: str | None = opt(None, "folder of cached fitted heads (env BERTSCOPE_CACHE; default "
                                        "~/.cache/bertscope)", metavar="DIR")
     refit: bool = opt(False, "fit the head again even if a cached one matches")
+
+    def validate(self) -> None:
+        if self.fit_steps < 1:
+            raise BertscopeError(f"--fit-steps must be at least 1, got {self.fit_steps}")
+        if not self.fit_lr > 0:
+            raise BertscopeError(f"--fit-lr must be positive, got {self.fit_lr}")
+        if self.fit_batch_size < 1:
+            raise BertscopeError(f"--fit-batch-size must be at least 1, got {self.fit_batch_size}")
+        if not 0.0 < self.fit_mask_prob < 1.0:
+            raise BertscopeError(f"--fit-mask-prob must be in (0, 1), got {self.fit_mask_prob}")
+
+
+@dataclass(frozen=True)
+class ReconstructConfig(FitHeadOptions, TextOptions, ModelOptions):
+    """Apply the masked-LM output head to every hidden layer and measure how well the input is reconstructed."""
+
+    command = "reconstruct"
+
+    head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer (fit), "
+                            "or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
+    head_part: str = opt("full", "with a pretrained head: full (transform+LayerNorm+decoder+bias) or decoder only",
+                         choices=("full", "decoder"))
+    include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
+    mask_prob: float = opt(0.0, "mask inputs BERT-style (80/10/10) with this probability first; masked and unmasked "
+                                "positions are then reported separately")
+    layers: str | None = opt(None, "decode only these layers, e.g. 0,6,12 or 0-3 or -1 (0 = embedding output); "
+                                   "default: every layer 0..L", metavar="LAYERS")
+    examples: int = opt(3, "decode this many sentences token by token at every layer into reconstruct.json")
+
+    def validate(self) -> None:
+        ModelOptions.validate(self)
+        TextOptions.validate(self)
+        if not 0.0 <= self.mask_prob < 1.0:
+            raise BertscopeError(f"--mask-prob must be in [0, 1), got {self.mask_prob}")
+        FitHeadOptions.validate(self)
+        if self.examples < 0:
+            raise BertscopeError(f"--examples must be at least 0, got {self.examples}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +171,7 @@ class CompareConfig(FitHeadOptions, TextOptions, ModelOptions):
     def validate(self) -> None:
         ModelOptions.validate(self)
         TextOptions.validate(self)
+        FitHeadOptions.validate(self)
         if self.variant is None:
             raise BertscopeError("--variant is required: the model to compare against --model")
 
@@ -198,6 +192,7 @@ class LayerScanConfig(FitHeadOptions, TextOptions, ModelOptions):
     def validate(self) -> None:
         ModelOptions.validate(self)
         TextOptions.validate(self)
+        FitHeadOptions.validate(self)
 
 
 @dataclass(frozen=True)

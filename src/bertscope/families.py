@@ -338,15 +338,19 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports; bertscope reports what matters itself."""
+    """Silence transformers' load reports and loading bars; bertscope reports what matters itself."""
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 def _hub_error(source: str, exc: Exception) -> BertscopeError:

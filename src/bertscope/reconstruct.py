@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,13 @@ from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
 from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
-from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.results import (
+    environment_info,
+    prepare_out_dir,
+    save_figure_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from bertscope.texts import TextSource, load_texts, read_text_file
 
 __all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "parse_layers",
@@ -360,7 +364,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
     started = time.perf_counter()
     source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
                         max_examples=config.max_examples, seed=config.seed)
-    out_dir = _check_out(config.out)
+    out_dir = prepare_out_dir(config.out)
     device = families.resolve_device(config.device)
     with _library_progress_bars(config.progress):
         loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
@@ -448,21 +452,6 @@ def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[t
     }
 
 
-def _check_out(out: str | None) -> Path | None:
-    """The output folder, created (and checked writable) before any heavy work."""
-    if out is None:
-        return None
-    folder = Path(out).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise BertscopeError(f"--out {out} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise BertscopeError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return folder
-
-
 def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
     """Write CSV, PNG, then JSON (each atomically); the JSON, written last, lists the files."""
     files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv"),
@@ -508,13 +497,7 @@ def _plot(result: ReconstructResult, path: Path) -> None:
     head = result.head["mode"] + (f"/{result.head['part']}" if result.head["mode"] == "pretrained" else "")
     fig.suptitle(f"Input reconstruction by the MLM head at every layer: {result.model['name']} (head {head})",
                  fontsize=10)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        save_figure_atomic(fig, path, dpi=120)
     finally:
         plt.close(fig)

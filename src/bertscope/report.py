@@ -34,7 +34,7 @@ from typing import Any
 
 from bertscope.configs import ReportConfig
 from bertscope.errors import BertscopeError
-from bertscope.results import write_csv_atomic, write_json_atomic, write_text_atomic
+from bertscope.results import save_figure_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
 __all__ = ["Block", "ReportResult", "Section", "aggregate", "build_report", "format_cell", "main_metric"]
@@ -224,11 +224,11 @@ class _Plots:
         import matplotlib.pyplot as plt
 
         target = self.path(stem)
-        tmp = target.with_suffix(".tmp.png")
         fig.tight_layout()
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        tmp.replace(target)
+        try:
+            save_figure_atomic(fig, target, dpi=110)
+        finally:
+            plt.close(fig)
         self.files.append(target)
         return target
 

@@ -2,7 +2,7 @@
 
 Every result file bertscope writes records the options it ran with, the library versions and the git hash of the
 bertscope source, so a number in a paper can be traced back. Files are written to a temporary name and renamed,
-so an interrupted run never leaves a file that looks complete. This module imports nothing else of bertscope.
+so an interrupted run never leaves a file that looks complete. This module imports only ``errors`` of bertscope.
 """
 
 from __future__ import annotations
@@ -21,10 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
+from bertscope.errors import BertscopeError
+
 __all__ = [
     "CommandResult",
     "environment_info",
     "git_info",
+    "prepare_out_dir",
+    "save_figure_atomic",
     "to_jsonable",
     "write_csv_atomic",
     "write_json_atomic",
@@ -100,6 +104,21 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def prepare_out_dir(out: str | os.PathLike[str] | None) -> Path | None:
+    """Create the output folder and check it is writable *before* any heavy work, so a bad --out fails in a second."""
+    if out is None:
+        return None
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise BertscopeError(f"--out {out} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise BertscopeError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return folder
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     target = Path(path)
@@ -110,6 +129,21 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike[str], **savefig_options: Any) -> Path:
+    """Save a matplotlib figure as PNG via a temporary file and an atomic rename (the figure is not closed)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", **savefig_options)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

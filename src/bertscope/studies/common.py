@@ -32,7 +32,7 @@ from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, CachedRepresentation, FeatureCollate, FeatureSet, FeatureStore
 from bertscope.finetune import FinetuneResult, resolve_eval_splits, run_finetune, seed_everything
-from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.results import environment_info, save_figure_atomic, write_csv_atomic, write_json_atomic
 from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
 from bertscope.train import encode_split, train_loop
 
@@ -459,7 +459,6 @@ def finish_study(study: str, config: Any, table: list[dict[str, Any]], runs: lis
 
 
 def _save_plot(draw: Callable[[Any], None], path: Path) -> None:
-    import os
 
     import matplotlib
 
@@ -470,8 +469,6 @@ def _save_plot(draw: Callable[[Any], None], path: Path) -> None:
     try:
         draw(ax)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_figure_atomic(fig, path)
     finally:
         plt.close(fig)
