@@ -27,14 +27,11 @@ __all__ = [
     "Family",
     "HeadParts",
     "LoadedModel",
-    # layer surgery (issue 3)
     "apply_layer_map",
-    # lens helpers (issue 2)
     "base_encoder",
     "check_layer_map",
     "default_model_path",
     "embed",
-    # fine-tuning with a selecting head (issue 4)
     "embeddings_module",
     "family_for",
     "final_norm",
@@ -56,6 +53,7 @@ __all__ = [
     "set_layers",
     "supported_model_types",
     "uses_token_type_ids",
+    "weights_fingerprint",
 ]
 
 DEFAULT_MODEL_NAME = "embedded:all-MiniLM-L6-v2"
@@ -750,3 +748,28 @@ def layer_at_positions(
     context = context.transpose(1, 2).reshape(batch, 1, heads * size)
     attended = layer.attention.output(context, query_input[:, None])
     return layer.feed_forward_chunk(attended)[:, 0]
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A content hash of the bare encoder's weights (name, shape, dtype, exact sum and a strided sample of each tensor).
+
+    Identifies "the same encoder" for on-disk caches whether it came from the hub, a folder that moved, or memory; any
+    training step changes it. Heads and the pooler are left out: a checkpoint that lacks them gets fresh random ones on
+    every load, and they play no part in the hidden states the caches hold.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(base_encoder(model).state_dict().items()):
+            if "pooler" in name:
+                continue
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // 1024)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+            if flat.is_floating_point():
+                digest.update(f"{float(flat.double().sum()):.10e}|".encode())
+                digest.update(flat[::step].float().cpu().numpy().tobytes())
+            else:
+                digest.update(flat[::step].long().cpu().numpy().tobytes())
+    return digest.hexdigest()

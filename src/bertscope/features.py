@@ -101,18 +101,7 @@ def model_fingerprint(model: nn.Module) -> str:
     Identifies "the same weights" whether they came from the hub, a folder that moved, or memory; any training step
     changes it. (Same recipe as the fitted-head cache, so both caches agree on what "the same model" means.)
     """
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // 1024)
-            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-            if flat.is_floating_point():
-                digest.update(f"{float(flat.double().sum()):.10e}|".encode())
-                digest.update(flat[::step].float().cpu().numpy().tobytes())
-            else:
-                digest.update(flat[::step].long().cpu().numpy().tobytes())
-    return digest.hexdigest()
+    return families.weights_fingerprint(model)
 
 
 def data_fingerprint(data: Any) -> str:

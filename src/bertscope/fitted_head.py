@@ -97,20 +97,7 @@ def model_fingerprint(model: nn.Module) -> str:
     bare encoder counts, without its pooler: heads and poolers a checkpoint lacks are freshly (randomly)
     initialised on every load and play no part in the hidden states the head is fitted on.
     """
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in sorted(families.base_encoder(model).state_dict().items()):
-            if "pooler" in name:
-                continue
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // 1024)
-            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-            if flat.is_floating_point():
-                digest.update(f"{float(flat.double().sum()):.10e}|".encode())
-                digest.update(flat[::step].float().cpu().numpy().tobytes())
-            else:
-                digest.update(flat[::step].long().cpu().numpy().tobytes())
-    return digest.hexdigest()
+    return families.weights_fingerprint(model)
 
 
 def fit_cache_key(fingerprint: str, corpus_sha256: str, seed: int, options: FitOptions, dtype: str) -> str:
