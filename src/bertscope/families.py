@@ -365,6 +365,20 @@ def _hub_error(source: str, exc: Exception) -> BertscopeError:
     return BertscopeError(f"cannot load model '{source}': {text.splitlines()[0] if text else type(exc).__name__}")
 
 
+def _source_and_config(name: str | None) -> tuple[str, Any]:
+    """The resolved source and its config, with hub and unsupported-family errors raised before any weights load."""
+    import transformers
+
+    source = resolve_model_source(name)
+    with _quiet_transformers():
+        try:
+            config = transformers.AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+    family_for(config)
+    return source, config
+
+
 def load_tokenizer(name: str | None) -> Any:
     from transformers import AutoTokenizer
 
@@ -407,13 +421,9 @@ def load_model(
         "base": transformers.AutoModel,
         "sequence-classification": transformers.AutoModelForSequenceClassification,
     }[kind]
-    source = resolve_model_source(name)
+    source, config = _source_and_config(name)
+    family = family_for(config)
     with _quiet_transformers():
-        try:
-            config = transformers.AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise _hub_error(source, exc) from None
-        family = family_for(config)
         try:
             model, info = auto.from_pretrained(
                 source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True, **model_kwargs
@@ -615,16 +625,8 @@ def run_layers(
 
 def load_config(name: str | None) -> Any:
     """The checkpoint's config alone (no weights), for checks that should fail before anything heavy is loaded."""
-    import transformers
 
-    source = resolve_model_source(name)
-    with _quiet_transformers():
-        try:
-            config = transformers.AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise _hub_error(source, exc) from None
-    family_for(config)
-    return config
+    return _source_and_config(name)[1]
 
 
 def load_saved_architecture(name: str | None, *, device: str | torch.device = "cpu") -> LoadedModel:
@@ -635,13 +637,9 @@ def load_saved_architecture(name: str | None, *, device: str | torch.device = "c
     """
     import transformers
 
-    source = resolve_model_source(name)
+    source, config = _source_and_config(name)
+    family = family_for(config)
     with _quiet_transformers():
-        try:
-            config = transformers.AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise _hub_error(source, exc) from None
-        family = family_for(config)
         names = list(getattr(config, "architectures", None) or [])
         cls = getattr(transformers, names[0], None) if names else None
         if cls is None or getattr(cls, "config_class", None) is None or \
