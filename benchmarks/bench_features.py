@@ -26,31 +26,20 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import random
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.common import RESULTS, require_glue_dir
 from bertscope import families, glue
 from bertscope.configs import FinetuneConfig
 from bertscope.finetune import run_finetune
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.studies.common import HeadRunner
 from bertscope.train import encode_split
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _glue_dir(value: str | None) -> str:
-    for candidate in (value, os.environ.get("BERTSCOPE_GLUE_DIR"),
-                      str(Path(__file__).resolve().parents[2] / "shared/data/glue")):
-        if candidate and Path(candidate).is_dir():
-            return candidate
-    raise SystemExit("local GLUE folder not found: pass --data-dir or set BERTSCOPE_GLUE_DIR")
 
 
 def head_grid(depth: int, n: int, seed: int) -> list[dict[str, Any]]:
@@ -104,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data_dir = _glue_dir(args.data_dir)
+    data_dir = require_glue_dir(args.data_dir)
     base = FinetuneConfig(task=args.task, model=args.model, data_dir=data_dir, max_train=args.train,
                           max_eval=args.eval, epochs=args.epochs, max_length=args.max_length,
                           batch_size=args.batch_size, freeze="encoder", progress=False, seed=args.seed)

@@ -19,27 +19,16 @@ The summary is printed and written to ``benchmarks/results/bench_finetune.json``
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.common import RESULTS, require_glue_dir
 from bertscope import api, families, glue
 from bertscope.results import environment_info, write_json_atomic
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _glue_dir(value: str | None) -> str:
-    for candidate in (value, os.environ.get("BERTSCOPE_GLUE_DIR"),
-                      str(Path(__file__).resolve().parents[2] / "shared/data/glue")):
-        if candidate and Path(candidate).is_dir():
-            return candidate
-    raise SystemExit("local GLUE folder not found: pass --data-dir or set BERTSCOPE_GLUE_DIR")
 
 
 def run_trainer(args: argparse.Namespace, seed: int, *, padded: bool, max_train: int) -> dict[str, Any]:
@@ -135,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "last-middle-middle-last) and average, so a change of machine load cancels out")
     parser.add_argument("--out", default=str(RESULTS / "bench_finetune.json"))
     args = parser.parse_args(argv)
-    args.data_dir = _glue_dir(args.data_dir)
+    args.data_dir = require_glue_dir(args.data_dir)
     seeds = [int(s) for s in args.seeds.split(",")]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 

@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import RESULTS
 from bertscope import api, compare, families, surgery
 from bertscope.configs import LayerScanConfig
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CPU_SECONDS: dict[str, float] = {}  # process CPU time per side: less sensitive than wall time to other jobs
 
 

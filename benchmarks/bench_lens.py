@@ -23,26 +23,17 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.common import RESULTS, find_glue_dir
 from bertscope import families
 from bertscope.fitted_head import HeadModule
 from bertscope.lens import MetricSums
 from bertscope.reconstruct import Encoded, _chunk_size, _pad, encode_sentences, lens_pass
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _glue_dir() -> str | None:
-    for candidate in (os.environ.get("BERTSCOPE_GLUE_DIR"), Path(__file__).resolve().parents[2] / "shared/data/glue"):
-        if candidate and Path(candidate).is_dir():
-            return str(candidate)
-    return None
 
 
 def naive(model: torch.nn.Module, tokenizer: Any, head: families.HeadParts, sentences: list[str], batch_size: int,
@@ -108,7 +99,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    glue_dir = _glue_dir()
+    glue_dir = find_glue_dir()
     if glue_dir is not None:
         source = load_texts(task=args.task, split="validation", data_dir=glue_dir, max_examples=args.max_examples)
     else:  # no local GLUE: the built-in sample

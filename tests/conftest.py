@@ -61,6 +61,15 @@ def tiny_model(name: str, kind: str = "masked-lm", num_layers: int = 3, seed: in
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def default_model_dir() -> str:
     from bertscope.families import default_model_path
