@@ -1,12 +1,15 @@
 """bertscope layer-scan vs the naive loop (build, save, reload and evaluate every single-layer variant).
 
-Both sides run in one process on the same model, sentences, batches, head and threads, one after the other:
+Both sides run in one process on the same model, sentences, head and threads, one after the other:
 
-* ``naive``: load the original once and compute its final-layer outputs once per batch; then for every layer i:
-  deep-copy the model with layer i duplicated (or removed), ``save_pretrained`` it, reload it with
-  ``AutoModelForMaskedLM.from_pretrained``, run it whole on every batch and measure its agreement with the original;
+* ``naive``: load the original once; then for every layer i: deep-copy the model with layer i duplicated (or
+  removed), ``save_pretrained`` it, reload it with ``AutoModelForMaskedLM.from_pretrained``, run it whole on every
+  batch and measure its agreement with the original. Batches hold the sentences in the sample's order, as a plain loop
+  batches them (``--naive-batches sorted``: bertscope's length-sorted batches). Two versions: ``plain`` reruns the
+  original for every variant (``deepen`` + ``compare`` per layer), ``cached`` computes its outputs once;
 * ``bertscope``: ``bertscope layer-scan`` (never saves or reloads; per batch the original's layer inputs are computed
-  once and the variant that edits layer i runs only the layers from i on).
+  once, the variant that edits layer i runs only the layers from i on, variants are stacked by layer, and packable
+  families run padding-free packed rows).
 
 Reported: wall seconds of each (model load, tokenisation and everything included on both sides), the ratio, and the
 largest difference between the two sides' per-layer metrics (they must agree).
@@ -71,7 +74,15 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
     sentences = list(load_texts(max_examples=args.max_examples, seed=args.seed).sentences)
     config = LayerScanConfig(model=args.model, max_examples=args.max_examples, batch_size=args.batch_size,
                                  max_length=args.max_length, seed=args.seed, progress=False)
-    batches = list(compare._batches(tokenizer, sentences, config, torch.device("cpu")))
+    if args.naive_batches == "sorted":  # the same length-sorted batches as bertscope
+        batches = list(compare._batches(tokenizer, sentences, config, torch.device("cpu")))
+    else:  # a plain loop: sentences in the sample's order
+        batches = []
+        for start in range(0, len(sentences), args.batch_size):
+            enc = tokenizer(sentences[start:start + args.batch_size], padding=True, truncation=True,
+                            max_length=args.max_length, return_tensors="pt", return_special_tokens_mask=True)
+            counted = enc["attention_mask"].bool() & ~enc["special_tokens_mask"].bool()
+            batches.append((enc["input_ids"], enc["attention_mask"], counted))
     def original_finals() -> list[torch.Tensor]:
         return [model.base_model(input_ids=i, attention_mask=m).last_hidden_state[c] for i, m, c in batches]
 
@@ -96,7 +107,8 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
 def run_bertscope(args: argparse.Namespace) -> tuple[float, list[dict[str, Any]]]:
     started, cpu_started = time.perf_counter(), time.process_time()
     result = api.layer_scan(model=args.model, op=args.op, max_examples=args.max_examples, batch_size=args.batch_size,
-                            max_length=args.max_length, seed=args.seed, progress=False, head="pretrained")
+                            max_length=args.max_length, seed=args.seed, progress=False, head="pretrained",
+                            variants_per_pass=args.variants_per_pass)
     CPU_SECONDS["bertscope"] = time.process_time() - cpu_started
     return time.perf_counter() - started, result.rows
 
@@ -130,6 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--naive-batches", choices=("input", "sorted"), default="input",
+                        help="naive loop's batches: the sample's order (a plain loop) or bertscope's length-sorted ones")
+    parser.add_argument("--variants-per-pass", type=int, default=4, help="bertscope's --variants-per-pass")
     parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the plain naive loop that reruns the original for every variant")
     parser.add_argument("--out", default=str(RESULTS / "bench_layer_scan.json"))
@@ -156,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "layer-scan vs naive build/save/reload/evaluate loop",
         "model": "random BertForMaskedLM" if generated else args.model,
         "shape": {"layers": len(rows_scan), "hidden": args.hidden if generated else None},
-        "op": args.op, "sentences": args.max_examples, "positions": positions, "batch_size": args.batch_size,
+        "op": args.op, "sentences": args.max_examples, "naive_batches": args.naive_batches,
+        "variants_per_pass": args.variants_per_pass, "positions": positions, "batch_size": args.batch_size,
         "max_length": args.max_length, "threads": torch.get_num_threads(),
         "seconds": {"naive": round(t_naive, 2), "bertscope": round(t_scan, 2)},
         "speedup": round(t_naive / t_scan, 2),

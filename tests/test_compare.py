@@ -17,13 +17,14 @@ from bertscope.errors import BertscopeError
 from conftest import FAMILY_IDS, tiny_model
 
 
-def _inputs(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _inputs(seed: int = 3, lengths: tuple[int, ...] = (10, 10, 6)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 30000, (3, 10), generator=g)
+    ids = torch.randint(1000, 30000, (len(lengths), max(lengths)), generator=g)
     ids[:, 0] = 101
     mask = torch.ones_like(ids)
-    mask[2, 6:] = 0
-    ids[2, 6:] = 0
+    for row, n in enumerate(lengths):
+        mask[row, n:] = 0
+        ids[row, n:] = 0
     counted = mask.bool().clone()
     counted[:, 0] = False
     return ids, mask, counted
@@ -82,14 +83,17 @@ def test_scan_layer_maps() -> None:
         compare.scan_layer_maps(1, "remove")
 
 
+@pytest.mark.parametrize(("lengths", "per_pass"), [((10, 10, 6), 4), ((10, 3, 6, 4, 2), 2)],
+                         ids=["padded", "packable"])
 @pytest.mark.parametrize("name", FAMILY_IDS)
-def test_scan_batch_equals_building_each_variant(name: str) -> None:
+def test_scan_batch_equals_building_each_variant(name: str, lengths: tuple[int, ...], per_pass: int) -> None:
     model = tiny_model(name, num_layers=3)
     head = families.mlm_head_parts(model)
-    ids, mask, counted = _inputs()
+    ids, mask, counted = _inputs(lengths=lengths)
     maps = compare.scan_layer_maps(3, "duplicate") + compare.scan_layer_maps(3, "remove")
     variants = compare._scan_variants(model, maps)
-    stats, hits, original_hits = compare.scan_batch(model, head, ids, mask, counted, variants)
+    stats, hits, original_hits = compare.scan_batch(model, head, ids, mask, counted, variants,
+                                                    variants_per_pass=per_pass, chunk=7)
     with torch.no_grad():
         original = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         np.testing.assert_array_equal(original_hits.numpy(), (original.logits.argmax(-1) == ids)[counted].numpy())
@@ -102,7 +106,7 @@ def test_scan_batch_equals_building_each_variant(name: str) -> None:
             want = compare.agreement_stats(head, original.hidden_states[-1][counted],
                                            families.mlm_head_parts(variant), out.hidden_states[-1][counted])
             assert torch.equal(got[0], want[0]), (layer, "top-1 agreement")
-            torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=5e-6)  # float32 KL noise floor
             torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
             np.testing.assert_array_equal(hit.numpy(), (out.logits.argmax(-1) == ids)[counted].numpy())
 

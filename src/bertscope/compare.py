@@ -10,7 +10,8 @@ Three numbers per counted token position, averaged over all of them:
 ``layer-scan`` builds every single-layer variant (one layer duplicated, or removed) *in memory* and measures each, the
 claim of paper 1's first version. The scan never reloads a checkpoint and reuses the shared prefix of the
 computation: the original's layer inputs are computed once per batch, and the variant that edits layer ``i`` only
-runs the layers from ``i`` on (:func:`bertscope.families.run_layers`).
+runs the layers from ``i`` on (:func:`bertscope.families.run_layers`), stacked with the other variants that need the
+same layer next, on packed rows where the family allows (:mod:`bertscope.packing`).
 
 The metric functions at the top are pure functions on tensors; the orchestration below them loads, batches and
 writes files.
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families
+from bertscope import families, packing
 from bertscope.configs import CompareConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
 from bertscope.families import HeadParts
@@ -46,6 +47,7 @@ __all__ = [
     "agreement_stats",
     "cosine_similarity",
     "kl_divergence",
+    "kl_from_log_probs",
     "run_compare",
     "run_layer_scan",
     "scan_layer_maps",
@@ -65,9 +67,12 @@ def top1_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tens
 
 def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """[N] KL(P || Q) in nats between the softmax distributions of two [N, V] logit rows (float32 or wider)."""
-    logp = torch.log_softmax(logits_p.float(), dim=-1)
-    logq = torch.log_softmax(logits_q.float(), dim=-1)
-    return (logp.exp() * (logp - logq)).sum(dim=-1).clamp_min(0.0)
+    return kl_from_log_probs(torch.log_softmax(logits_p.float(), dim=-1), torch.log_softmax(logits_q.float(), dim=-1))
+
+
+def kl_from_log_probs(logp: torch.Tensor, logq: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+    """[N] KL(P || Q) from [N, V] log-probabilities; pass ``p = logp.exp()`` when it is reused across many Q."""
+    return ((logp.exp() if p is None else p) * (logp - logq)).sum(dim=-1).clamp_min(0.0)
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -146,9 +151,15 @@ def _texts(config: CompareConfig | LayerScanConfig) -> Any:
 
 def _batches(tokenizer: Any, sentences: Sequence[str], config: CompareConfig | LayerScanConfig,
              device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(input_ids, attention_mask, counted) per batch; ``counted`` marks the positions the metrics use."""
-    for start in range(0, len(sentences), config.batch_size):
-        enc = tokenizer(list(sentences[start:start + config.batch_size]), padding=True, truncation=True,
+    """(input_ids, attention_mask, counted) per batch; ``counted`` marks the positions the metrics use.
+
+    Sentences are batched longest first, so each batch holds similar lengths and little padding; every metric is a
+    sum over positions, so the order changes nothing but the time.
+    """
+    lengths = [len(x) for x in tokenizer(list(sentences), truncation=True, max_length=config.max_length)["input_ids"]]
+    order = sorted(range(len(sentences)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), config.batch_size):
+        enc = tokenizer([sentences[i] for i in order[start:start + config.batch_size]], padding=True, truncation=True,
                         max_length=config.max_length, return_tensors="pt", return_special_tokens_mask=True)
         mask = enc["attention_mask"].bool()
         counted = mask if config.include_special else mask & ~enc["special_tokens_mask"].bool()
@@ -422,6 +433,48 @@ def _scan_variants(model: torch.nn.Module, maps: list[tuple[int, list[int]]]) ->
     return out
 
 
+def _run_suffixes(
+    model: torch.nn.Module,
+    inputs: Sequence[torch.Tensor],
+    mask: torch.Tensor | None,
+    segments: torch.Tensor | None,
+    variants: Sequence[tuple[int, list[int], str]],
+    variants_per_pass: int,
+) -> list[torch.Tensor | None]:
+    """Raw last-layer output of every ``ok`` variant, from the original's cached layer inputs.
+
+    A variant whose map starts with the original's layers ``0..p-1`` starts from ``inputs[p]`` and runs only the rest
+    of its map. Work is scheduled by layer: every variant whose next step is "layer ``j`` at stack position ``q``" is
+    stacked along the batch dimension and runs in one call (at most ``variants_per_pass`` variants per call), so the
+    weights are applied to bigger matrices and each layer is called about once per batch instead of once per variant.
+    ``mask`` (padded rows) or ``segments`` (packed rows) describe one copy of the batch.
+    """
+    batch = inputs[0].shape[0]
+    finals: list[torch.Tensor | None] = [None] * len(variants)
+    pending: dict[int, tuple[int, list[int], torch.Tensor]] = {}  # variant -> (position, layers left, hidden)
+    for k, (_, layer_map, status) in enumerate(variants):
+        if status == "ok":
+            p = _common_prefix(layer_map)
+            pending[k] = (p, layer_map[p:], inputs[p])
+    while pending:
+        for k in [k for k, (_, left, _) in pending.items() if not left]:
+            finals[k] = pending.pop(k)[2]
+        if not pending:
+            break
+        layer, position = min((left[0], p) for p, left, _ in pending.values())
+        group = [k for k, (p, left, _) in pending.items() if left[0] == layer and p == position]
+        for s in range(0, len(group), variants_per_pass):
+            members = group[s:s + variants_per_pass]
+            stacked = torch.cat([pending[k][2] for k in members]) if len(members) > 1 else pending[members[0]][2]
+            n = len(members)
+            out = families.run_layers(model, stacked, None if mask is None else mask.repeat(n, 1), [layer],
+                                      start=position, segments=None if segments is None else segments.repeat(n, 1))
+            for k, hidden in zip(members, out.split(batch)):
+                p, left, _ = pending[k]
+                pending[k] = (p + 1, left[1:], hidden)
+    return finals
+
+
 @torch.no_grad()
 def scan_batch(
     model: torch.nn.Module,
@@ -430,43 +483,67 @@ def scan_batch(
     mask: torch.Tensor,
     counted: torch.Tensor,
     variants: Sequence[tuple[int, list[int], str]],
+    *,
+    variants_per_pass: int = 4,
+    chunk: int = CHUNK,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None], list[torch.Tensor], torch.Tensor]:
     """Agreement stats of every variant on one batch, reusing the original's layer inputs.
 
     Returns (per variant: (agree, kl, cosine) or None when skipped; per variant [N] variant-top-1-is-input flags;
-    the original's [N] top-1-is-input flags).
+    the original's [N] top-1-is-input flags). Vocabulary logits exist for at most ``chunk`` rows of one model at a
+    time; the original's log-probabilities of a chunk are computed once and shared by every variant. Families that
+    can (:func:`bertscope.families.can_pack`) run the layers on packed rows when that saves padding.
     """
     depth = families.num_layers(model)
     hidden0 = families.embed(model, ids, mask)
-    states = families.run_layers(model, hidden0, mask, list(range(depth)), all_states=True)
+    layout = packing.layout_for(mask) if families.can_pack(model) else None
+    run_mask: torch.Tensor | None = mask
+    if layout is not None and layout.positions < mask.numel():
+        hidden0, run_mask = packing.pack(hidden0, mask, layout), None
+        counted_real = counted[mask.bool()]
+
+        def pick(hidden: torch.Tensor) -> torch.Tensor:
+            return packing.unpack(hidden, layout)[counted_real]
+    else:
+        layout = None
+
+        def pick(hidden: torch.Tensor) -> torch.Tensor:
+            return hidden[counted]
+    segments = None if layout is None else layout.segments
+    states = families.run_layers(model, hidden0, run_mask, list(range(depth)), all_states=True, segments=segments)
     inputs = [hidden0, *states]  # inputs[p] = input of stack position p (inputs[depth] = raw last output)
-    final = families.finalize_hidden(model, states[-1])[counted]
+    final = pick(families.finalize_hidden(model, states[-1]))
     targets = ids[counted]
+    raw = _run_suffixes(model, inputs, run_mask, segments, variants, max(1, variants_per_pass))
+    del inputs, states
+    v_finals = [None if r is None else pick(families.finalize_hidden(model, r)) for r in raw]
     feats = head.features(final, is_last_layer=True)
-    cached = [head.decode(feats[s:s + CHUNK]) for s in range(0, feats.shape[0], CHUNK)]
-    original_hits = torch.cat([c.argmax(-1) for c in cached]) == targets if cached else targets.bool()
+    v_feats = [None if v is None else head.features(v, is_last_layer=True) for v in v_finals]
+    parts: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in variants]
+    original_top = []
+    for s in range(0, feats.shape[0], chunk):
+        logits = head.decode(feats[s:s + chunk])
+        top = logits.argmax(-1)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        p = logp.exp()
+        original_top.append(top)
+        for k, vf in enumerate(v_feats):
+            if vf is not None:
+                v_logits = head.decode(vf[s:s + chunk])
+                v_top = v_logits.argmax(-1)
+                kl = kl_from_log_probs(logp, torch.log_softmax(v_logits.float(), dim=-1), p)
+                parts[k].append((top == v_top, kl, v_top))
+    original_hits = torch.cat(original_top) == targets if original_top else targets.bool()
     stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
     hits: list[torch.Tensor] = []
-    for _, layer_map, status in variants:
-        if status != "ok":
+    for k, v_final in enumerate(v_finals):
+        if v_final is None:
             stats.append(None)
             hits.append(targets.new_zeros(0).bool())
-            continue
-        p = _common_prefix(layer_map)
-        hidden = inputs[p]
-        if p < len(layer_map):
-            hidden = families.run_layers(model, hidden, mask, layer_map[p:], start=p)
-        v_final = families.finalize_hidden(model, hidden)[counted]
-        v_feats = head.features(v_final, is_last_layer=True)
-        agree, kl, top = [], [], []
-        for k, s in enumerate(range(0, v_feats.shape[0], CHUNK)):
-            logits = head.decode(v_feats[s:s + CHUNK])
-            agree.append(top1_agreement(cached[k], logits))
-            kl.append(kl_divergence(cached[k], logits))
-            top.append(logits.argmax(-1))
-        if agree:
-            stats.append((torch.cat(agree), torch.cat(kl), cosine_similarity(final, v_final)))
-            hits.append(torch.cat(top) == targets)
+        elif parts[k]:
+            agree, kl, v_top = (torch.cat(x) for x in zip(*parts[k]))
+            stats.append((agree, kl, cosine_similarity(final, v_final)))
+            hits.append(v_top == targets)
         else:
             z = final.new_zeros(0)
             stats.append((z.bool(), z, z))
@@ -497,7 +574,8 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     n_batches = math.ceil(len(sentences) / config.batch_size)
     for ids, mask, counted in _tqdm(_batches(tokenizer, sentences, config, device), n_batches,
                                     f"layer-scan {config.op}", config.progress):
-        stats, hits, orig = scan_batch(model, head, ids, mask, counted, variants)
+        stats, hits, orig = scan_batch(model, head, ids, mask, counted, variants,
+                                       variants_per_pass=config.variants_per_pass)
         original_hits += int(orig.sum())
         positions += int(orig.numel())
         for k, st in enumerate(stats):

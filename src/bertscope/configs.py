@@ -188,11 +188,15 @@ class LayerScanConfig(FitHeadOptions, TextOptions, ModelOptions):
     head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer "
                             "(fit), or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
     include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
+    variants_per_pass: int = opt(4, "variants stacked into one forward call per layer: bigger matrix products (faster "
+                                    "on a GPU), that many times one batch's activation memory")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
         TextOptions.validate(self)
         FitHeadOptions.validate(self)
+        if self.variants_per_pass < 1:
+            raise BertscopeError(f"--variants-per-pass must be at least 1, got {self.variants_per_pass}")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ __all__ = [
     "LoadedModel",
     "apply_layer_map",
     "base_encoder",
+    "can_pack",
     "check_layer_map",
     "default_model_path",
     "embed",
@@ -158,20 +159,22 @@ class Family:
     shared_layers: bool = False
     decoder_reads_embedding_size: bool = False
     layer_types_key: str | None = None
+    packable: bool = False  # layers see only hidden states + an attention mask: sequences may share a row
     notes: str = ""
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("bert", ("bert",), "encoder.layer", head=_bert_head, head_prefixes=("cls.predictions",)),
+    Family("bert", ("bert",), "encoder.layer", head=_bert_head, head_prefixes=("cls.predictions",), packable=True),
     Family("roberta", ("roberta", "xlm-roberta", "camembert"), "encoder.layer", head=_roberta_head,
-           head_prefixes=("lm_head",)),
+           head_prefixes=("lm_head",), packable=True),
     Family("albert", ("albert",), "encoder.albert_layer_groups", head=_albert_head, head_prefixes=("predictions",),
-           shared_layers=True, decoder_reads_embedding_size=True,
+           shared_layers=True, decoder_reads_embedding_size=True, packable=True,
            notes="one set of layer weights shared by all depths; depth = how often it is applied"),
     Family("distilbert", ("distilbert",), "transformer.layer", depth_key="n_layers", head=_distilbert_head,
-           head_prefixes=("vocab_transform", "vocab_layer_norm", "vocab_projector")),
+           head_prefixes=("vocab_transform", "vocab_layer_norm", "vocab_projector"), packable=True),
     Family("electra", ("electra",), "encoder.layer", head=_electra_head,
            head_prefixes=("generator_predictions", "generator_lm_head"), decoder_reads_embedding_size=True,
+           packable=True,
            notes="the MLM head is the generator's; discriminator checkpoints have none (use --head fit)"),
     Family("deberta-v2", ("deberta-v2",), "encoder.layer", head=_deberta_v2_head,
            head_prefixes=("cls.predictions", "lm_predictions"),
@@ -558,14 +561,36 @@ def finalize_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return _attr(_base(model), family.final_norm_path)(hidden)
 
 
+def can_pack(model: nn.Module) -> bool:
+    """Whether several sequences may share one row of :func:`run_layers` (``segments``): true where positions enter
+    only at the embeddings, so a layer sees nothing but hidden states and which positions may attend to which."""
+    return family_for(model).packable
+
+
+def _packed_attention_mask(config: Any, hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """The 4-D mask of packed rows, in the form the configured attention implementation expects."""
+    same = segments[:, None, :, None] == segments[:, None, None, :]
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    if implementation == "sdpa":
+        return same
+    if implementation == "eager":
+        return torch.zeros(same.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
+            ~same, torch.finfo(hidden.dtype).min)
+    from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
+
+    return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=torch.ones_like(segments),
+                                     and_mask_function=packed_sequence_mask_function(segments))
+
+
 def run_layers(
     model: nn.Module,
     hidden: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     layer_indices: list[int] | tuple[int, ...],
     *,
     start: int = 0,
     all_states: bool = False,
+    segments: torch.Tensor | None = None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Apply ``model``'s layers ``layer_indices`` in order to ``hidden`` (the input of stack position ``start``).
 
@@ -574,10 +599,17 @@ def run_layers(
     (before any final norm, see :func:`finalize_hidden`); with ``all_states`` the list of every layer's output. With
     ``layer_indices = range(L)`` and ``start = 0`` this reproduces the model's own hidden states; with another list it
     computes, without building it, the model that :func:`apply_layer_map` would build.
+
+    ``segments`` [B, T] runs packed rows instead (families where :func:`can_pack`; ``attention_mask`` is then
+    ignored): a position attends only to positions with the same segment id (see :mod:`bertscope.packing`).
     """
     from transformers.masking_utils import create_bidirectional_mask
 
     family = family_for(model)
+    if segments is not None:
+        if not family.packable:
+            raise ValueError(f"family {family.name} cannot run packed rows (its layers read positions)")
+        attention_mask = _packed_attention_mask(model.config, hidden, segments)  # 4-D: used as it is
     base = _base(model)
     config = model.config
     depth = num_layers(model)

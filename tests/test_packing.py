@@ -1,0 +1,64 @@
+"""Packed rows (bertscope.packing) and families.run_layers on them, against the padded batch the model itself runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertscope import families, packing
+from conftest import FAMILY_IDS, tiny_model
+
+
+def _ragged_batch(lengths: list[int], width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 90, (len(lengths), width), generator=g)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def test_plan_rows_places_every_sequence_once_within_the_width() -> None:
+    lengths = [9, 2, 7, 3, 3, 1, 9, 5]
+    rows = packing.plan_rows(lengths, 9)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 9 for row in rows)
+    assert len(rows) == 5  # first-fit decreasing: [9] [9] [7,2] [5,3,1] [3]
+    with pytest.raises(ValueError, match="does not fit"):
+        packing.plan_rows([3, 10], 9)
+
+
+def test_pack_then_unpack_returns_the_real_tokens_in_order() -> None:
+    _, mask = _ragged_batch([6, 2, 3, 1, 5], 6)
+    mask[1] = torch.tensor([0, 0, 0, 0, 1, 1])  # a left-padded row too
+    hidden = torch.randn(5, 6, 4)
+    layout = packing.layout_for(mask)
+    packed = packing.pack(hidden, mask, layout)
+    assert packed.shape == (layout.rows, 6, 4) and layout.rows == 3 < 5
+    torch.testing.assert_close(packing.unpack(packed, layout), hidden[mask.bool()], rtol=0, atol=0)
+    real = layout.segments > 0
+    assert int(real.sum()) == int(mask.sum())
+    for i, n in enumerate(mask.sum(1).tolist()):
+        assert int((layout.segments == i + 1).sum()) == n
+    padding_ids = layout.segments[~real]
+    assert padding_ids.unique().numel() == padding_ids.numel()  # every padding position is its own segment
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("name", FAMILY_IDS)
+def test_packed_rows_give_the_padded_batch_outputs(name: str, implementation: str) -> None:
+    model = tiny_model(name, num_layers=2).eval()
+    ids, mask = _ragged_batch([8, 3, 4, 2, 8, 5], 8)
+    if not families.can_pack(model):
+        with pytest.raises(ValueError, match="cannot run packed rows"):
+            families.run_layers(model, torch.zeros(1, 8, 1), None, [0], segments=torch.ones(1, 8, dtype=torch.long))
+        return
+    model.set_attn_implementation(implementation)
+    with torch.no_grad():
+        want = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
+        layout = packing.layout_for(mask)
+        assert layout.positions < mask.numel()
+        packed = packing.pack(families.embed(model, ids, mask), mask, layout)
+        out = families.run_layers(model, packed, None, [0, 1], segments=layout.segments)
+        got = packing.unpack(families.finalize_hidden(model, out), layout)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
