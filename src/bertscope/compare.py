@@ -497,19 +497,19 @@ def scan_batch(
     depth = families.num_layers(model)
     hidden0 = families.embed(model, ids, mask)
     layout = packing.layout_for(mask) if families.can_pack(model) else None
-    run_mask: torch.Tensor | None = mask
-    if layout is not None and layout.positions < mask.numel():
-        hidden0, run_mask = packing.pack(hidden0, mask, layout), None
-        counted_real = counted[mask.bool()]
-
-        def pick(hidden: torch.Tensor) -> torch.Tensor:
-            return packing.unpack(hidden, layout)[counted_real]
-    else:
-        layout = None
+    run_mask: torch.Tensor | None
+    segments: torch.Tensor | None
+    if layout is None or layout.positions >= mask.numel():  # not packable, or packing saves no padding
+        run_mask, segments = mask, None
 
         def pick(hidden: torch.Tensor) -> torch.Tensor:
             return hidden[counted]
-    segments = None if layout is None else layout.segments
+    else:
+        packed_layout, counted_real = layout, counted[mask.bool()]
+        hidden0, run_mask, segments = packing.pack(hidden0, mask, layout), None, layout.segments
+
+        def pick(hidden: torch.Tensor) -> torch.Tensor:
+            return packing.unpack(hidden, packed_layout)[counted_real]
     states = families.run_layers(model, hidden0, run_mask, list(range(depth)), all_states=True, segments=segments)
     inputs = [hidden0, *states]  # inputs[p] = input of stack position p (inputs[depth] = raw last output)
     final = pick(families.finalize_hidden(model, states[-1]))
