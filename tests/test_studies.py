@@ -18,14 +18,7 @@ from bertscope.studies.common import dim_importance
 from bertscope.studies.dims import parse_ks, random_subset
 from bertscope.studies.layers import parse_layer_list
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread (and the test machine's cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
 
 @pytest.fixture

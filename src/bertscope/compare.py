@@ -156,11 +156,13 @@ def _batches(tokenizer: Any, sentences: Sequence[str], config: CompareConfig | L
     Sentences are batched longest first, so each batch holds similar lengths and little padding; every metric is a
     sum over positions, so the order changes nothing but the time.
     """
-    lengths = [len(x) for x in tokenizer(list(sentences), truncation=True, max_length=config.max_length)["input_ids"]]
-    order = sorted(range(len(sentences)), key=lambda i: -lengths[i])
+    encoded = tokenizer(list(sentences), truncation=True, max_length=config.max_length,
+                        return_special_tokens_mask=True)  # tokenised once; batches are padded from it
+    keys = ("input_ids", "attention_mask", "special_tokens_mask")
+    order = sorted(range(len(sentences)), key=lambda i: -len(encoded["input_ids"][i]))
     for start in range(0, len(order), config.batch_size):
-        enc = tokenizer([sentences[i] for i in order[start:start + config.batch_size]], padding=True, truncation=True,
-                        max_length=config.max_length, return_tensors="pt", return_special_tokens_mask=True)
+        rows = [{k: encoded[k][i] for k in keys} for i in order[start:start + config.batch_size]]
+        enc = tokenizer.pad(rows, return_tensors="pt")
         mask = enc["attention_mask"].bool()
         counted = mask if config.include_special else mask & ~enc["special_tokens_mask"].bool()
         yield enc["input_ids"].to(device), enc["attention_mask"].to(device), counted.to(device)
