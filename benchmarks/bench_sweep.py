@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.api import COMMANDS, Command
 from bertscope.config import Config, opt
+from bertscope.registry import CommandInfo
 
 THIS = Path(__file__).resolve()
 RESULTS = THIS.parent / "results" / "bench_sweep.json"
@@ -58,7 +58,8 @@ def run_noop(config: NoopConfig) -> NoopResult:
     return NoopResult(config)
 
 
-COMMANDS["bench-noop"] = Command("bench-noop", NoopConfig, run_noop, "benchmark no-op")
+#: Read by the spec plugin loader (this file is the benchmark specs' plugin).
+BERTSCOPE_COMMANDS = [CommandInfo("bench-noop", NoopConfig, run_noop, NoopResult, "benchmark no-op")]
 
 
 def _spec(folder: Path, name: str, body: dict[str, Any]) -> Path:

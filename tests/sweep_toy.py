@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.api import COMMANDS, Command
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo
 from bertscope.results import write_json_atomic
 
 
@@ -114,5 +114,8 @@ def run_toy_make(config: ToyMakeConfig) -> ToyMakeResult:
     return ToyMakeResult(config)
 
 
-COMMANDS["toy"] = Command("toy", ToyConfig, run_toy, "test-only toy command")
-COMMANDS["toy-make"] = Command("toy-make", ToyMakeConfig, run_toy_make, "test-only pre-step")
+#: What the spec's plugin loader reads: the commands this plugin adds (nothing is registered at import time).
+BERTSCOPE_COMMANDS = [
+    CommandInfo("toy", ToyConfig, run_toy, ToyResult, "test-only toy command"),
+    CommandInfo("toy-make", ToyMakeConfig, run_toy_make, ToyMakeResult, "test-only pre-step", model_subdir=""),
+]

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bertscope import __version__
+from bertscope.api import COMMANDS
 from bertscope.config import add_arguments, config_from_args
 from bertscope.errors import BertscopeError
 
@@ -15,8 +16,6 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bertscope.api import COMMANDS
-
     parser = argparse.ArgumentParser(
         prog="bertscope",
         description="Look inside BERT-family encoders: layers, token vectors, hidden dimensions.",
@@ -31,8 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from bertscope.api import COMMANDS
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -31,6 +31,7 @@ from bertscope import families, packing
 from bertscope.configs import CompareConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
 from bertscope.families import HeadParts
+from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
     prepare_out_dir,
@@ -625,3 +626,9 @@ def _write_scan(out: Path, result: LayerScanResult) -> dict[str, str]:
     plt.close(fig)
     return {"json": str(out / "layer_scan.json"), "csv": str(out / "layer_scan.csv"),
             "png": str(out / "layer_scan.png")}
+
+
+COMMAND = CommandInfo("compare", CompareConfig, run_compare, CompareResult,
+                      "agreement of an original and a variant model on real text (top-1, KL, cosine)")
+SCAN_COMMAND = CommandInfo("layer-scan", LayerScanConfig, run_layer_scan, LayerScanResult,
+                           "measure every single-layer duplicate/remove variant in memory")

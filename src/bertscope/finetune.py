@@ -23,6 +23,7 @@ from torch import nn
 from bertscope import families, glue
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.selection import (
     HeadSpec,
@@ -372,3 +373,8 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
     loaded = families.load_model(str(path), "base", device=device)
     tokenizer = families.load_tokenizer(str(path))
     return FinetunedModel(encoder=loaded.model, head=head.to(families.resolve_device(device)), tokenizer=tokenizer)
+
+
+COMMAND = CommandInfo("finetune", FinetuneConfig, run_finetune, FinetuneResult,
+                      "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",
+                      model_subdir="model")

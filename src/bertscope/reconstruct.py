@@ -28,6 +28,7 @@ from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
 from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
+from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
     prepare_out_dir,
@@ -501,3 +502,7 @@ def _plot(result: ReconstructResult, path: Path) -> None:
         save_figure_atomic(fig, path, dpi=120)
     finally:
         plt.close(fig)
+
+
+COMMAND = CommandInfo("reconstruct", ReconstructConfig, run_reconstruct, ReconstructResult,
+                      "decode every hidden layer with the MLM head (paper 1)")

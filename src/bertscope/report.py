@@ -34,6 +34,7 @@ from typing import Any
 
 from bertscope.configs import ReportConfig
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo
 from bertscope.results import save_figure_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
@@ -945,3 +946,8 @@ def _overview(store: ResultStore, records: Sequence[RunRecord], counts: dict[str
                                                                 if v is not None)] for r in pre],
                       caption="Pre-steps (e.g. deepened checkpoints) the runs below depend on")
     return section
+
+
+COMMAND = CommandInfo("report", ReportConfig, build_report, ReportResult,
+                      "Markdown + HTML report with plots and mean +/- std tables from a result store",
+                      sweepable=False)

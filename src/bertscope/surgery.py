@@ -27,6 +27,7 @@ import torch
 from bertscope import __version__, families
 from bertscope.configs import DeepenConfig
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo
 from bertscope.results import environment_info, write_json_atomic
 
 __all__ = [
@@ -419,3 +420,8 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+COMMAND = CommandInfo("deepen", DeepenConfig, run_deepen, DeepenResult,
+                      "deepen or shrink an encoder by copying/removing layers; saves a verified HF folder",
+                      model_subdir="")

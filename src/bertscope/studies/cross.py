@@ -27,6 +27,7 @@ import json
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import CachedRepresentation, FeatureCollate, FeatureStore
 from bertscope.finetune import resolve_eval_splits, seed_everything
+from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.results import write_json_atomic
 from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
 from bertscope.studies.common import (
@@ -331,3 +333,19 @@ def _save_checkpoint(folder: Path, model: torch.nn.Module, heads: dict[str, Sele
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
+    """One point per cell of the stage x task matrix: ``({"source": "after A" | "single-task", "target": T}, s)``."""
+    points: list[StudyPoint] = []
+    for row in payload.get("table") or []:
+        source = "single-task" if row.get("stage") == "single-task" else f"after {row.get('trained_on')}"
+        for task, value in row.items():
+            if task not in ("stage", "trained_on") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points.append(({"source": source, "target": task}, float(value)))
+    return points
+
+
+COMMAND = CommandInfo("cross", CrossConfig, run_cross, StudyResult,
+                      "paper 2 study: cross-fine-tuning over a task sequence (stage x task matrix)",
+                      resumes_in_out=True, study_points=study_points)

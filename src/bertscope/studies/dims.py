@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from bertscope.configs import DimsConfig
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -221,3 +223,18 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     return finish_study("dims", config, table, records, summary, plot=plot,
                         title=f"find-effective {config.task}: effective dims {effective or 'none found'}",
                         row_key="dim")
+
+
+def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
+    """One point per run of the K sweep: ``({"dims": "random:K" | "all", "sample": i}, score)``."""
+    points: list[StudyPoint] = []
+    for rec in payload.get("runs") or []:
+        if "selection" in rec and "k" in rec and rec.get("score") is not None:
+            dims = "all" if rec["selection"] == "all" else f"{rec['selection']}:{rec['k']}"
+            points.append(({"dims": dims, "sample": rec.get("sample", 0)}, float(rec["score"])))
+    return points
+
+
+COMMAND = CommandInfo("dims", DimsConfig, run_dims, StudyResult,
+                      "paper 2 study: score vs number of hidden dimensions (random control, ranked), or "
+                      "--find-effective", resumes_in_out=True, study_points=study_points)

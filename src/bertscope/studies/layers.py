@@ -7,10 +7,12 @@ encoder runs once for the whole scan and every layer's head trains on cached vec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bertscope.configs import LayersConfig
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -80,3 +82,14 @@ def run_layers(config: LayersConfig) -> StudyResult:
 
     return finish_study("layers", config, table, records, summary, plot=plot,
                         title=f"layers {config.task}: token {config.token}, dims {config.dims}", row_key="layer")
+
+
+def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
+    """One point per layer read: ``({"layer": L}, score)``."""
+    return [({"layer": row["layer"]}, float(row["score"])) for row in payload.get("table") or []
+            if "layer" in row and row.get("score") is not None]
+
+
+COMMAND = CommandInfo("layers", LayersConfig, run_layers, StudyResult,
+                      "paper 2 study: the same head read from every hidden layer",
+                      resumes_in_out=True, study_points=study_points)

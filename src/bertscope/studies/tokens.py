@@ -8,11 +8,13 @@ Strategies: ``cls`` (position 0), ``max-norm`` (the token with the largest L2 no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bertscope.configs import TokensConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import canonical_token
+from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -50,3 +52,14 @@ def run_tokens(config: TokensConfig) -> StudyResult:
     return finish_study("tokens", config, table, records, summary, plot=plot,
                         title=f"tokens {config.task}: layer {config.layer}, dims {config.dims}",
                         row_key="token_strategy")
+
+
+def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
+    """One point per token strategy: ``({"token": T}, score)``."""
+    return [({"token": row["token_strategy"]}, float(row["score"])) for row in payload.get("table") or []
+            if "token_strategy" in row and row.get("score") is not None]
+
+
+COMMAND = CommandInfo("tokens", TokensConfig, run_tokens, StudyResult,
+                      "paper 2 study: CLS vs max-norm vs mean vs max vs fixed token positions",
+                      resumes_in_out=True, study_points=study_points)

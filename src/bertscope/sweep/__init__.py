@@ -16,6 +16,7 @@ from typing import Any
 
 from bertscope.configs import StatusConfig, SweepConfig
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo
 from bertscope.sweep.executors import Task, make_executor
 from bertscope.sweep.spec import Run, SweepSpec, load_spec
 from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
@@ -329,3 +330,10 @@ def sweep_status(config: StatusConfig) -> StatusResult:
         raise BertscopeError(f"store {config.store} holds no runs yet")
     return StatusResult(config=config, counts=counts, by_sweep=by_sweep, slowest=slowest, failed=failed,
                         interrupted=interrupted, active=active, running=running)
+
+
+COMMAND = CommandInfo("sweep", SweepConfig, run_sweep, SweepResult,
+                      "run an experiment spec (YAML grid) into a resumable result store, locally or on Ray",
+                      sweepable=False)
+STATUS_COMMAND = CommandInfo("status", StatusConfig, sweep_status, StatusResult,
+                             "counts by status, slowest and failed runs of a sweep result store", sweepable=False)

@@ -28,7 +28,6 @@ __all__ = ["EXECUTORS", "Executor", "Outcome", "ProcessExecutor", "RayExecutor",
 EXECUTORS = ("local", "ray")
 #: commands that resume from their own output folder (paper-2 studies keep each finished inner run in OUT/runs):
 #: a retried run keeps its folder instead of starting from an empty one
-RESUMING_COMMANDS = frozenset({"dims", "layers", "tokens", "cross"})
 
 
 @dataclass(frozen=True)
@@ -79,25 +78,24 @@ def execute(task: Task) -> Outcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     start = time.perf_counter()
     try:
-        from bertscope.api import COMMANDS
         from bertscope.results import to_jsonable
-        from bertscope.sweep.spec import load_plugins
+        from bertscope.sweep.spec import commands, load_plugins
 
         load_plugins(task.plugins)
+        registry = commands()
         if task.quiet:
             _silence_progress_bars()
         if task.threads:
             import torch
 
             torch.set_num_threads(task.threads)
-        if task.command not in COMMANDS:
+        if task.command not in registry:
             raise BertscopeError(f"command {task.command!r} is not registered in this worker (missing plugin?)")
         start = time.perf_counter()  # the run's own time: after imports and thread set-up
         out = task.options.get("out")
-        resumes = task.command in RESUMING_COMMANDS or getattr(COMMANDS[task.command].config, "resumes_in_out", False)
-        if out and Path(out).is_dir() and not resumes:  # a previous, interrupted attempt: start from scratch
+        command = registry[task.command]
+        if out and Path(out).is_dir() and not command.resumes_in_out:  # an interrupted attempt: start over
             shutil.rmtree(out)
-        command = COMMANDS[task.command]
         config = command.config.from_dict(task.options, where=f"run {task.run_id}")
         result = command.run(config)
         metrics = dict(result.metrics())

@@ -33,14 +33,17 @@ from typing import Any
 
 import yaml
 
+from bertscope.commands import ANALYSES
 from bertscope.config import Config
 from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo, Registry
 
 __all__ = [
     "NON_IDENTITY_OPTIONS",
     "Run",
     "SweepSpec",
     "canonical_json",
+    "commands",
     "expand",
     "load_plugins",
     "load_spec",
@@ -104,8 +107,10 @@ def run_id(command: str, identity: Mapping[str, Any]) -> str:
     return f"{command}-{digest[:12]}"
 
 
-def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> None:
-    """Import modules that register extra commands: dotted module names or ``.py`` files (relative to the spec)."""
+def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> list[CommandInfo]:
+    """Import plugin modules (dotted names or ``.py`` files, relative to the spec) and return the commands they
+    declare in a module-level ``BERTSCOPE_COMMANDS`` list of :class:`~bertscope.registry.CommandInfo`."""
+    found: list[CommandInfo] = []
     for entry in plugins:
         if entry.endswith(".py"):
             path = Path(entry)
@@ -113,24 +118,39 @@ def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> 
                 path = Path(base_dir) / path
             path = path.resolve()
             name = f"bertscope_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-            if name in sys.modules:
-                continue
-            if not path.is_file():
-                raise BertscopeError(f"plugin file not found: {path}")
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            try:
-                module_spec.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[name]
-                raise BertscopeError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
+            module = sys.modules.get(name)
+            if module is None:
+                if not path.is_file():
+                    raise BertscopeError(f"plugin file not found: {path}")
+                module_spec = importlib.util.spec_from_file_location(name, path)
+                assert module_spec is not None and module_spec.loader is not None
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[name] = module
+                try:
+                    module_spec.loader.exec_module(module)
+                except Exception as exc:
+                    del sys.modules[name]
+                    raise BertscopeError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
         else:
             try:
-                importlib.import_module(entry)
+                module = importlib.import_module(entry)
             except ImportError as exc:
                 raise BertscopeError(f"plugin module {entry!r} cannot be imported: {exc}") from None
+        declared = getattr(module, "BERTSCOPE_COMMANDS", None)
+        if not isinstance(declared, (list, tuple)) or not all(isinstance(c, CommandInfo) for c in declared):
+            raise BertscopeError(f"plugin {entry}: declares no BERTSCOPE_COMMANDS list of CommandInfo")
+        found.extend(declared)
+        _PLUGIN_COMMANDS.update({c.name: c for c in declared})
+    return found
+
+
+#: Commands declared by the plugins this process has loaded (a plugin's module is imported once per process).
+_PLUGIN_COMMANDS: dict[str, CommandInfo] = {}
+
+
+def commands() -> Registry:
+    """The commands a sweep can run in this process: the analyses plus the loaded plugins' commands."""
+    return ANALYSES.with_commands(c for n, c in _PLUGIN_COMMANDS.items() if n not in ANALYSES)
 
 
 def load_spec(path: str | Path, *, runs_dir: str | Path) -> SweepSpec:
@@ -186,7 +206,7 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         _check_keys(block, _BLOCK_KEYS, block_where, "experiment")
         command = block.get("command", raw.get("command"))
         if not command:
-            raise BertscopeError(f"{block_where}: missing 'command' (one of {', '.join(sorted(_commands()))})")
+            raise BertscopeError(f"{block_where}: missing 'command' (one of {', '.join(sorted(commands()))})")
         grid = _grid(block.get("grid"), block_where)
         # a block's grid may override an inherited (top-level) base option, not its own base
         base = {**{k: v for k, v in inherited_base.items() if k not in grid},
@@ -204,12 +224,6 @@ def expand(spec: Mapping[str, Any], *, runs_dir: str | Path) -> list[Run]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _commands() -> dict[str, Any]:
-    from bertscope.api import COMMANDS
-
-    return {name: cmd for name, cmd in COMMANDS.items() if name not in ("sweep", "status", "report")}
 
 
 def _check_keys(mapping: Mapping[str, Any], allowed: set[str], where: str, what: str) -> None:
@@ -256,8 +270,8 @@ def _ref_command(value: Any) -> str | None:
     if not isinstance(value, Mapping):
         return None
     keys = [k for k in value if k not in _REF_KEYS]
-    commands = _commands()
-    if len(keys) == 1 and keys[0] in commands:
+    known = commands()
+    if len(keys) == 1 and keys[0] in known:
         return str(keys[0])
     return None
 
@@ -354,19 +368,13 @@ class _Expander:
         return run
 
     def _config_class(self, command: str, where: str) -> type[Config]:
-        commands = _commands()
-        if command not in commands:
-            raise BertscopeError(f"{where}: unknown command {command!r}; known: {', '.join(sorted(commands))}")
-        return commands[command].config
+        known = commands()
+        if command not in known:
+            raise BertscopeError(f"{where}: unknown command {command!r}; known: {', '.join(sorted(known))}")
+        return known[command].config
 
 
 def _output_path(command: str, out_dir: Path) -> Path:
-    """Where a pre-step's product lives inside its output folder (a config may name a sub-folder)."""
-    from bertscope.api import COMMANDS
-
-    subdir = getattr(COMMANDS[command].config, "model_subdir", None) or _PRODUCT_SUBDIRS.get(command)
+    """Where a pre-step's product lives inside its output folder (its ``model_subdir``)."""
+    subdir = commands()[command].model_subdir
     return out_dir / subdir if subdir else out_dir
-
-
-#: Where commands that do not declare ``model_subdir`` on their config put the model they produce.
-_PRODUCT_SUBDIRS = {"finetune": "model"}  # finetune --save-model writes OUT/model; deepen writes OUT itself

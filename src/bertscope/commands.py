@@ -1,0 +1,26 @@
+"""The analysis commands, collected from their modules: the registry a sweep runs from.
+
+Each command declares its :class:`bertscope.registry.CommandInfo` once, at the bottom of its own module
+(``COMMAND = ...``); this module only lists them. :mod:`bertscope.api` adds ``sweep``, ``status`` and ``report``.
+"""
+
+from __future__ import annotations
+
+from bertscope import compare, finetune, reconstruct, surgery
+from bertscope.registry import Registry
+from bertscope.studies import cross, dims, layers, tokens
+
+__all__ = ["ANALYSES"]
+
+#: Every command a sweep (or a spec's pre-step) may run, in CLI order.
+ANALYSES: Registry = Registry.of([
+    reconstruct.COMMAND,
+    surgery.COMMAND,
+    compare.COMMAND,
+    compare.SCAN_COMMAND,
+    finetune.COMMAND,
+    dims.COMMAND,
+    layers.COMMAND,
+    tokens.COMMAND,
+    cross.COMMAND,
+])
