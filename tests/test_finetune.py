@@ -157,16 +157,16 @@ def test_user_errors_are_one_line_bertscope_errors(tmp_path, tiny_checkpoint, gl
 
 def test_interrupted_run_leaves_no_complete_results_and_cli_exit_codes(tmp_path, tiny_checkpoint, glue_dir,
                                                                        monkeypatch, capsys) -> None:
-    import bertscope.finetune as finetune
+    import bertscope.pipeline as pipeline
 
     out = tmp_path / "interrupted"
     args = ["finetune", "--model", str(tiny_checkpoint("bert", 2)), "--task", "rte", "--data-dir", str(glue_dir),
             "--max-train", "16", "--max-eval", "8", "--epochs", "1", "--no-progress", "--out", str(out)]
 
-    def interrupt(**_: object) -> None:
+    def interrupt(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finetune, "train_loop", interrupt)
+    monkeypatch.setattr(pipeline, "train_loop", interrupt)
     assert main(args) == 130
     assert not (out / "results.json").exists()
     assert json.loads((out / "status.json").read_text())["state"] == "interrupted"
@@ -176,7 +176,7 @@ def test_interrupted_run_leaves_no_complete_results_and_cli_exit_codes(tmp_path,
     assert main(args) == 2  # results.json exists: refused without --overwrite
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--layer", "9"]) == 2
-    monkeypatch.setattr(finetune, "train_loop", interrupt)
+    monkeypatch.setattr(pipeline, "train_loop", interrupt)
     assert main([*args, "--overwrite"]) == 130  # the old complete file is moved aside, not left looking current
     assert not (out / "results.json").exists() and (out / "results.previous.json").exists()
 

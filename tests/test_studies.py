@@ -209,21 +209,22 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
     assert full.summary["matrix_retrained_heads"][1]["rte"] is not None
 
     # Interrupt during stage 2, then resume from the stage-1 checkpoint: the same matrix, stage 1 not retrained.
-    real, calls = cross._train, []
+    from bertscope.pipeline import PreparedRun
 
-    def interrupt(config, task, *args, **kwargs):
-        calls.append((task.info.name, kwargs.get("frozen")))
-        if task.info.name == "mrpc" and not kwargs.get("frozen"):
+    real, calls = PreparedRun.train, []
+
+    def interrupt(self):  # the single-task runs train first (rte, mrpc), then stage 1 (rte), then stage 2 (mrpc)
+        calls.append((self.config.task, self.cached))
+        if calls.count(("mrpc", False)) == 2:
             raise KeyboardInterrupt
-        return real(config, task, *args, **kwargs)
+        return real(self)
 
-    monkeypatch.setattr(cross, "_train", interrupt)
+    monkeypatch.setattr(PreparedRun, "train", interrupt)
     with pytest.raises(KeyboardInterrupt):
         api.cross(out=str(tmp_path / "resumed"), **options)
     assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
     calls.clear()
-    monkeypatch.setattr(cross, "_train", lambda config, task, *a, **k: calls.append((task.info.name, k.get("frozen")))
-                        or real(config, task, *a, **k))
+    monkeypatch.setattr(PreparedRun, "train", lambda self: calls.append((self.config.task, self.cached)) or real(self))
     resumed = api.cross(out=str(tmp_path / "resumed"), **options)
     assert calls == [("mrpc", False), ("rte", True)]  # stage 2, then rte's retrained head
     for a, b in zip(resumed.table, full.table):

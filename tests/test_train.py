@@ -12,6 +12,7 @@ from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_t
 from bertscope.train import (
     Batch,
     EncoderRepresentation,
+    TrainOptions,
     collate,
     encode_split,
     length_grouped_batches,
@@ -124,10 +125,9 @@ class _Cached:
 def _run(represent, data, eval_data, seed: int = 5):
     spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=(1, 4, 9, 30), token="max-norm", dropout=0.2)
     head = SelectingHead(spec, seed=seed)
-    history = train_loop(represent=represent, head=head, encoder_params=[], train_data=data,
-                         eval_data={"validation": eval_data}, epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2,
-                         weight_decay=0.01, warmup_ratio=0.1, grad_clip=1.0, seed=seed,
-                         device=torch.device("cpu"), progress=False)
+    options = TrainOptions(epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2, weight_decay=0.01, warmup_ratio=0.1,
+                           grad_clip=1.0, seed=seed, progress=False)
+    history = train_loop(represent, head, data, {"validation": eval_data}, options, device=torch.device("cpu"))
     return history, head
 
 
@@ -174,11 +174,10 @@ def test_unfrozen_training_changes_the_encoder_and_learns_a_separable_task(bert_
     data = encode_split(bert_tokenizer, _split(64, seed=0), 32)
     spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32)), token="mean")
     head = SelectingHead(spec, seed=0)
-    history = train_loop(represent=EncoderRepresentation(model, (2,), parse_token("mean")), head=head,
-                         encoder_params=[p for _, p in named], named_encoder_params=named, train_data=data,
-                         eval_data={"validation": data}, epochs=4, batch_size=16, lr=3e-3, head_lr=3e-3,
-                         weight_decay=0.0, warmup_ratio=0.0, grad_clip=1.0, seed=0, device=torch.device("cpu"),
-                         progress=False)
+    options = TrainOptions(epochs=4, batch_size=16, lr=3e-3, head_lr=3e-3, weight_decay=0.0, warmup_ratio=0.0,
+                           grad_clip=1.0, seed=0, progress=False)
+    history = train_loop(EncoderRepresentation(model, (2,), parse_token("mean")), head, data, {"validation": data},
+                         options, encoder_params=named, device=torch.device("cpu"))
     after = model.state_dict()
     assert torch.equal(after["embeddings.word_embeddings.weight"], before["embeddings.word_embeddings.weight"])
     assert not torch.equal(after["encoder.layer.1.output.dense.weight"], before["encoder.layer.1.output.dense.weight"])

@@ -33,7 +33,8 @@ from bertscope.configs import (
     SweepConfig,
     TokensConfig,
 )
-from bertscope.finetune import FinetuneResult, run_finetune
+from bertscope.finetune import run_finetune
+from bertscope.finetune_result import FinetuneResult
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.registry import CommandInfo, Registry
 from bertscope.report import ReportResult, build_report

@@ -54,10 +54,14 @@ __all__ = [
     "EpochRecord",
     "Representation",
     "TrainHistory",
+    "TrainOptions",
     "collate",
+    "decay_exempt",
+    "distributed_world_size",
     "encode_split",
     "evaluate",
     "length_grouped_batches",
+    "param_groups",
     "train_loop",
 ]
 
@@ -307,103 +311,131 @@ def _score(task: str, predictions: list[float], labels: Sequence[Any]) -> dict[s
     return glue.compute_metrics(info, preds, list(labels))
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything :func:`train_loop` needs to know about *how* to train, in one frozen object.
+
+    Built from a fine-tuning config by :meth:`from_config` (the pipeline resolves ``head_lr`` first: see
+    :func:`bertscope.pipeline.head_learning_rate`), so one place maps options to the loop.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    head_lr: float
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    dtype: str = "float32"
+    group_by_length: bool = True
+    eval_batch_size: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any, *, head_lr: float, progress: bool | None = None) -> TrainOptions:
+        """The options of a :class:`~bertscope.configs.FinetuneConfig` (or any config with the same fields)."""
+        return cls(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, head_lr=head_lr,
+                   weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip,
+                   seed=config.seed, dtype=config.dtype, group_by_length=config.group_by_length,
+                   eval_batch_size=config.eval_batch_size,
+                   progress=config.progress if progress is None else progress)
+
+
+def decay_exempt(name: str) -> bool:
+    """Parameters that get no weight decay (as in BERT): biases and normalisation weights."""
+    return name.endswith("bias") or "norm" in name.lower()
+
+
+def param_groups(encoder_params: Sequence[tuple[str, nn.Parameter]], head: nn.Module,
+                 options: TrainOptions) -> list[dict[str, Any]]:
+    """AdamW groups: encoder and head, each split into decayed and exempt parameters; empty groups dropped."""
+    head_named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in encoder_params if not decay_exempt(n)], "weight_decay": options.weight_decay,
+         "lr": options.lr},
+        {"params": [p for n, p in encoder_params if decay_exempt(n)], "weight_decay": 0.0, "lr": options.lr},
+        {"params": [p for n, p in head_named if not decay_exempt(n)], "weight_decay": options.weight_decay,
+         "lr": options.head_lr},
+        {"params": [p for n, p in head_named if decay_exempt(n)], "weight_decay": 0.0, "lr": options.head_lr},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def train_loop(
-    *,
     represent: Representation,
-    head: SelectingHead,
-    encoder_params: Sequence[nn.Parameter],
-    train_data: EncodedSplit,
-    eval_data: Mapping[str, EncodedSplit],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    head_lr: float,
-    weight_decay: float,
-    warmup_ratio: float,
-    grad_clip: float,
-    seed: int,
+    head: nn.Module,
+    train_data: Any,
+    eval_data: Mapping[str, Any],
+    options: TrainOptions,
+    *,
+    encoder_params: Sequence[tuple[str, nn.Parameter]] = (),
     device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    group_by_length: bool = True,
-    eval_batch_size: int | None = None,
-    progress: bool = True,
-    decay_exempt: Callable[[str], bool] | None = None,
-    named_encoder_params: Sequence[tuple[str, nn.Parameter]] | None = None,
     accelerator: Any = None,
     collate_fn: Callable[..., Any] | None = None,
 ) -> TrainHistory:
-    """Fine-tune ``head`` (and the trainable encoder parameters) on ``train_data``; evaluate after every epoch."""
+    """Fine-tune ``head`` (and the trainable, named ``encoder_params``) on ``train_data``; evaluate every epoch.
+
+    ``train_data`` / ``eval_data`` are :class:`EncodedSplit` s (or what ``collate_fn`` turns into batches).
+    """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     regression = glue.get_task(train_data.task).is_regression
-    eval_batch_size = eval_batch_size or batch_size
+    dtype = families.resolve_dtype(options.dtype)
+    eval_batch_size = options.eval_batch_size or options.batch_size
+    collate_batch = collate_fn or collate
 
-    # Optimizer: AdamW (fused kernel, as the Trainer's default) over trainable parameters only; biases and norm
-    # weights get no weight decay (as in BERT).
-    exempt = decay_exempt or (lambda name: name.endswith("bias") or "norm" in name.lower())
-    named = list(named_encoder_params or [(f"p{i}", p) for i, p in enumerate(encoder_params)])
-    head_named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if not exempt(n)], "weight_decay": weight_decay, "lr": lr},
-        {"params": [p for n, p in named if exempt(n)], "weight_decay": 0.0, "lr": lr},
-        {"params": [p for n, p in head_named if not exempt(n)], "weight_decay": weight_decay, "lr": head_lr},
-        {"params": [p for n, p in head_named if exempt(n)], "weight_decay": 0.0, "lr": head_lr},
-    ]
-    groups = [g for g in groups if g["params"]]
+    # Optimizer: AdamW (fused kernel, as the Trainer's default) over trainable parameters only.
+    groups = param_groups(encoder_params, head, options)
     fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
+    optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
     # Schedule: linear warmup over warmup_ratio of all steps, then linear decay to zero.
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    steps_per_epoch = len(length_grouped_batches(train_data.lengths, batch_size, seed=seed)) // world
-    total_steps = max(1, steps_per_epoch * epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * total_steps), total_steps)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 and device.type == "cuda" else None
-    params_to_clip = trainable_parameters(head) + list(encoder_params)
+    steps_per_epoch = len(length_grouped_batches(train_data.lengths, options.batch_size, seed=options.seed)) // world
+    total_steps = max(1, steps_per_epoch * options.epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(options.warmup_ratio * total_steps),
+                                                total_steps)
+    # float16 on CUDA scales the loss; every other case backpropagates the loss as it is (scale 1, disabled scaler).
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
+    backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
+    params_to_clip = trainable_parameters(head) + [p for _, p in encoder_params]
 
     records: list[EpochRecord] = []
     predictions: dict[str, list[float]] = {}
     train_seconds = eval_seconds = 0.0
     seen = steps = 0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, options.epochs + 1):
         # ---- train one epoch
-        batches = length_grouped_batches(train_data.lengths, batch_size, seed=seed, epoch=epoch,
-                                         group_by_length=group_by_length)
+        batches = length_grouped_batches(train_data.lengths, options.batch_size, seed=options.seed, epoch=epoch,
+                                         group_by_length=options.group_by_length)
         batches = batches[rank::world][:steps_per_epoch]
         represent.train(True)
         head.train()
         loss_sum: Any = 0.0
         loss_count, epoch_seen = 0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress or rank != 0,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", unit="batch",
+                   disable=not options.progress or rank != 0, leave=False, dynamic_ncols=True)
         start = time.perf_counter()
         for indices in bar:
-            batch = (collate_fn or collate)(train_data, indices, regression=regression, device=device)
+            batch = collate_batch(train_data, indices, regression=regression, device=device)
             with _autocast(device, dtype):
                 logits = head(represent(batch))
-            loss = _loss(logits, batch.labels, regression)  # type: ignore[arg-type]
+            loss = _loss(logits, batch.labels, regression)
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            elif accelerator is not None:
-                accelerator.backward(loss)
-            else:
-                loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params_to_clip, grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            backward(scaler.scale(loss))
+            scaler.unscale_(optimizer)
+            if options.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params_to_clip, options.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             steps += 1
             loss_sum = loss_sum + loss.detach().float() * len(batch)  # a tensor: no device sync per step
             loss_count += len(batch)
             epoch_seen += len(batch)
-            if progress and (steps % 10 == 0 or steps == 1):
+            if options.progress and (steps % 10 == 0 or steps == 1):
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{float(loss_sum) / loss_count:.4f}",
                                 ex_s=f"{epoch_seen / max(elapsed, 1e-9):.1f}")
@@ -426,9 +458,9 @@ def train_loop(
         records.append(EpochRecord(epoch=epoch, train_loss=loss_sum / max(loss_count, 1),
                                    learning_rate=float(scheduler.get_last_lr()[0]), train_seconds=epoch_train,
                                    train_examples=epoch_seen * world, eval=scores, eval_seconds=epoch_eval))
-        if progress and rank == 0:
+        if options.progress and rank == 0:
             summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
-            tqdm.write(f"epoch {epoch}/{epochs}: loss {records[-1].train_loss:.4f}  "
+            tqdm.write(f"epoch {epoch}/{options.epochs}: loss {records[-1].train_loss:.4f}  "
                        f"{epoch_seen * world / max(epoch_train, 1e-9):.1f} ex/s  {summary}")
     return TrainHistory(epochs=tuple(records), train_seconds=train_seconds, eval_seconds=eval_seconds,
                         train_examples=seen, steps=steps, predictions=predictions)

@@ -6,35 +6,42 @@ finished run is written at once, atomically, to ``OUT/runs/<run id>-<config hash
 again loads finished runs instead of training them (the hash covers every option that changes the numbers, so a run
 with other options is never mistaken for a finished one). ``--overwrite`` starts over.
 
-:class:`HeadRunner` runs a configuration. With a fully frozen encoder (``--freeze encoder``) and ``--cache-features``
-(the studies' default) it loads the model, the data and the cached token vectors (:mod:`bertscope.features`) once per
-data setting and trains each head on them through the same :func:`bertscope.train.train_loop` as ``finetune`` (same
-seed, same numbers); otherwise each run is an ordinary :func:`bertscope.finetune.run_finetune`.
+:class:`HeadRunner` runs a configuration through the one fine-tuning pipeline (:mod:`bertscope.pipeline`), exactly as
+``finetune`` would. With a fully frozen encoder (``--freeze encoder``) and ``--cache-features`` (the studies' default)
+the runs share the model, the data and the cached token vectors (:mod:`bertscope.features`) of their data setting, so
+the whole study costs one encoder pass (same seed, same numbers as live runs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bertscope import families, glue
+from bertscope import families
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
-from bertscope.features import DEFAULT_TOKENS, CachedRepresentation, FeatureCollate, FeatureSet, FeatureStore
-from bertscope.finetune import FinetuneResult, resolve_eval_splits, run_finetune, seed_everything
+from bertscope.features import DEFAULT_TOKENS, cache_root
+from bertscope.finetune import COMMAND as FINETUNE
+from bertscope.finetune_result import FinetuneResult
+from bertscope.pipeline import (
+    Shared,
+    compute_features,
+    data_key,
+    is_cached,
+    load_task_data,
+    prepare,
+    resolve_selection,
+)
 from bertscope.results import environment_info, save_figure_atomic, write_csv_atomic, write_json_atomic
-from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
-from bertscope.train import encode_split, train_loop
+from bertscope.selection import SelectingHead
 
 __all__ = [
     "HeadRunner",
@@ -49,28 +56,20 @@ __all__ = [
     "summarise",
 ]
 
-# Options that never change a run's numbers (the cached path equals the live one): left out of the run hash.
-_NOT_HASHED = {"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model"}
+#: What the study run files were named by before the registry's one list of result-neutral options (bertscope
+#: 0.1.0 stores): kept only so that those files are found and renamed (:meth:`RunStore.load`).
+_LEGACY_NOT_HASHED = frozenset({"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model"})
 
 
-_ENVIRONMENT: dict[str, Any] = {}
-
-
-def run_environment() -> dict[str, Any]:
-    """:func:`environment_info` for one run of a study: versions and git state are looked up once per process
-    (the lookup takes most of a second, longer than a cached head's training); the timestamp is the run's own."""
-    import datetime as _dt
-
-    if not _ENVIRONMENT:
-        _ENVIRONMENT.update(environment_info())
-    return {**_ENVIRONMENT, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+def _hash(config: FinetuneConfig, skip: frozenset[str]) -> str:
+    values = {k: v for k, v in FinetuneConfig.to_dict(config).items() if k not in skip}
+    values = {k: values[k] for k in FinetuneConfig.field_names() if k in values}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def config_hash(config: FinetuneConfig) -> str:
-    """Short hash of the fine-tuning options that determine a run's result."""
-    values = {k: v for k, v in FinetuneConfig.to_dict(config).items() if k not in _NOT_HASHED}
-    values = {k: values[k] for k in FinetuneConfig.field_names() if k in values}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """Short hash of the fine-tuning options that determine a run's result (``finetune``'s identity)."""
+    return _hash(config, FINETUNE.not_identity)
 
 
 def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
@@ -117,15 +116,23 @@ class RunStore:
                 for path in self.folder.glob("*.json"):
                     path.unlink()
 
-    def path(self, spec: RunSpec) -> Path | None:
+    def path(self, spec: RunSpec, *, legacy: bool = False) -> Path | None:
+        """``OUT/runs/<run id>-<config hash>.json`` (``legacy``: the hash as bertscope 0.1.0 computed it)."""
         if self.folder is None:
             return None
         slug = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", spec.run_id).strip("_")[:80]
-        return self.folder / f"{slug}-{config_hash(spec.config)}.json"
+        digest = _hash(spec.config, _LEGACY_NOT_HASHED) if legacy else config_hash(spec.config)
+        return self.folder / f"{slug}-{digest}.json"
 
     def load(self, spec: RunSpec) -> dict[str, Any] | None:
-        path = self.path(spec)
-        if path is None or not path.is_file():
+        """The finished run's record, or None. A record stored under its legacy name is renamed to the current one
+        first (same options, same numbers: only the list of result-neutral options changed)."""
+        path, legacy = self.path(spec), self.path(spec, legacy=True)
+        if path is None or legacy is None:
+            return None
+        if not path.is_file() and legacy != path and legacy.is_file():
+            legacy.replace(path)
+        if not path.is_file():
             return None
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -142,178 +149,49 @@ class RunStore:
 # ------------------------------------------------------------------------------------------------ running
 
 
-@dataclass
-class _Context:
-    """Everything shared by the cached runs of one data setting: model, data, cached vectors."""
-
-    task: glue.GlueTask
-    loaded: Any
-    train_split: glue.GlueSplit
-    eval_sets: dict[str, glue.GlueSplit]
-    train_data: Any
-    eval_data: dict[str, Any]
-    features: dict[str, FeatureSet]
-    tokenize_seconds: float
-    device: torch.device
-
-
-def _context_key(config: FinetuneConfig) -> tuple:
-    return (config.model, config.task, config.data_dir, config.max_train, config.max_eval, config.seed,
-            config.max_length, config.eval_split, config.bad_rows, config.include_special, config.dtype,
-            config.device, config.cache_dir)
-
-
 class HeadRunner:
-    """Runs fine-tuning configurations; frozen encoder + cache -> the shared fast path, else ``run_finetune``.
+    """Runs the fine-tuning configurations of a study through the one pipeline (:func:`bertscope.pipeline.prepare`).
 
-    ``tokens``: token strategies to cache in the one encoder pass (the union of what the study needs).
+    Runs on a fully frozen encoder with ``--cache-features`` (the studies' default with ``--freeze encoder``) share
+    one model, one tokenised data set and one encoder pass per data setting (:class:`~bertscope.pipeline.Shared`);
+    ``tokens``: the token strategies to keep from that pass (the union of what the study needs).
     """
 
     def __init__(self, tokens: Sequence[str] = DEFAULT_TOKENS, *, progress: bool = False) -> None:
         self.tokens = list(tokens)
         self.progress = progress
-        self._contexts: dict[tuple, _Context] = {}
+        self._shared: dict[tuple[Any, ...], Shared] = {}
 
-    @staticmethod
-    def is_cached(config: FinetuneConfig) -> bool:
-        return bool(config.cache_features) and config.freeze.strip().lower() == "encoder"
+    is_cached = staticmethod(is_cached)
 
-    def context(self, config: FinetuneConfig) -> _Context:
-        key = _context_key(config)
-        if key not in self._contexts:
-            self._contexts.clear()  # one data setting at a time: keeps memory bounded
-            self._contexts[key] = self._prepare(config)
-        return self._contexts[key]
-
-    def _prepare(self, config: FinetuneConfig) -> _Context:
-        task = glue.get_task(config.task or "")
-        device = families.resolve_device(config.device)
-        train_split = glue.load_split(task, "train", config.data_dir, config.max_train, config.seed,
-                                      bad_rows=config.bad_rows)
-        eval_sets = {s: glue.load_split(task, s, config.data_dir, config.max_eval, config.seed,
-                                        bad_rows=config.bad_rows)
-                     for s in resolve_eval_splits(task, config.eval_split)}
-        for split in (train_split, *eval_sets.values()):
-            if not split.is_labelled:
-                raise BertscopeError(f"GLUE {task.name} {split.split} has no labels; use train and a validation split")
-        tokenizer = families.load_tokenizer(config.model)
-        loaded = families.load_model(config.model, "base", device=device, dtype="float32")
-        apply_freezing(loaded.model, "encoder")
-        start = time.perf_counter()
-        train_data = encode_split(tokenizer, train_split, config.max_length)
-        eval_data = {name: encode_split(tokenizer, split, config.max_length) for name, split in eval_sets.items()}
-        tokenize_seconds = time.perf_counter() - start
-        store = FeatureStore(config.cache_dir)
-        features = {}
-        for name, data in [("train", train_data), *eval_data.items()]:
-            features[name] = store.get(
-                loaded.model, data, self.tokens, include_special=config.include_special,
-                batch_size=config.eval_batch_size or config.batch_size, device=device, dtype=config.dtype,
-                progress=self.progress,
-                provenance={"task": task.name, "split": name, "model_source": loaded.source,
-                            "max_length": config.max_length, "max_train": config.max_train,
-                            "max_eval": config.max_eval, "seed": config.seed})
-        return _Context(task, loaded, train_split, eval_sets, train_data, eval_data, features, tokenize_seconds,
-                        device)
+    def shared(self, config: FinetuneConfig) -> Shared:
+        """Model, data and feature sets of ``config``'s data setting (the pretrained encoder, frozen)."""
+        key = (*data_key(config), config.include_special, config.dtype, config.device, config.cache_dir)
+        if key not in self._shared:
+            self._shared.clear()  # one data setting at a time: keeps memory bounded
+            device = families.resolve_device(config.device)
+            tokenizer = families.load_tokenizer(config.model)
+            data = load_task_data(config, tokenizer)
+            loaded = families.load_model(config.model, "base", device=device, dtype="float32")
+            features = compute_features(config, loaded.model, data, tokens=self.tokens, source=loaded.source,
+                                        progress=self.progress)
+            root = str(cache_root(config.cache_dir))
+            self._shared[key] = Shared(tokenizer=tokenizer, loaded=loaded, data=data, features=features,
+                                       feature_root=root)
+        return self._shared[key]
 
     def train_vectors(self, config: FinetuneConfig) -> torch.Tensor:
         """The (pretrained, frozen) training-set vectors ``[N, n_layers, H]`` the head of ``config`` would read."""
-        ctx = self.context(config)  # the pretrained encoder, frozen, whatever the runs themselves do
-        layers = parse_layers(config.layer, families.num_layers(ctx.loaded.model))
-        return ctx.features["train"].select(config.token, layers)
+        shared = self.shared(config)
+        assert shared.features is not None and shared.loaded is not None
+        layers = resolve_selection(config, shared.loaded.model).layers
+        return shared.features["train"].select(config.token, layers)
 
     def run(self, config: FinetuneConfig, *, want_head: bool = False) -> tuple[FinetuneResult, SelectingHead | None]:
-        """Run one configuration; with ``want_head`` also return the trained head."""
-        if self.is_cached(config):
-            return self._run_cached(config)
-        if not want_head:
-            return run_finetune(config), None
-        with tempfile.TemporaryDirectory(prefix="bertscope-run-") as tmp:
-            result = run_finetune(config.replace(out=tmp, save_model=True, overwrite=True))
-            return result, SelectingHead.load(Path(tmp) / "model")
-
-    def _run_cached(self, config: FinetuneConfig) -> tuple[FinetuneResult, SelectingHead]:
-        # Mirrors bertscope.finetune.run_finetune step by step, with the encoder replaced by cached vectors.
-        ctx = self.context(config)
-        model, task, device = ctx.loaded.model, ctx.task, ctx.device
-        seed_everything(config.seed)
-        depth, hidden = families.num_layers(model), families.hidden_size(model)
-        token = parse_token(config.token)
-        layers = parse_layers(config.layer, depth)
-        dims = parse_dims(config.dims, hidden, config.seed)
-        pooler = families.pooler_parts(model) if config.pooler else None
-        if config.pooler and pooler is None:
-            raise BertscopeError(f"--pooler: {ctx.loaded.family.name} checkpoints have no pooler; drop --pooler")
-        freezing = apply_freezing(model, "encoder", read_layers=layers)
-        head_lr = config.head_lr if config.head_lr is not None else 1e-3
-        spec = HeadSpec(num_labels=task.num_labels, hidden_size=hidden, layers=layers, dims=dims, token=config.token,
-                        include_special=config.include_special, head=config.head, head_hidden=config.head_hidden,
-                        dropout=config.dropout, pooler=config.pooler, task=task.name, label_names=task.label_names)
-        head = SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
-        collate = FeatureCollate([(data, ctx.features[name].select(config.token, layers))
-                                  for name, data in [("train", ctx.train_data), *ctx.eval_data.items()]])
-        with _head_threads(device):
-            history = self._train(config, ctx, head, head_lr, collate, device)
-        final = dict(history.epochs[-1].eval)
-        return self._result(config, ctx, spec, head, head_lr, token, layers, dims, freezing, history, final), head
-
-    @staticmethod
-    def _train(config: FinetuneConfig, ctx: _Context, head: SelectingHead, head_lr: float,
-               collate: FeatureCollate, device: torch.device) -> Any:
-        return train_loop(
-            represent=CachedRepresentation(), head=head, encoder_params=[], named_encoder_params=[],
-            train_data=ctx.train_data, eval_data=ctx.eval_data, epochs=config.epochs, batch_size=config.batch_size,
-            lr=config.lr, head_lr=head_lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
-            grad_clip=config.grad_clip, seed=config.seed, device=device, dtype=families.resolve_dtype(config.dtype),
-            group_by_length=config.group_by_length, eval_batch_size=config.eval_batch_size, progress=False,
-            collate_fn=collate,
-        )
-
-    @staticmethod
-    def _result(config: FinetuneConfig, ctx: _Context, spec: HeadSpec, head: SelectingHead, head_lr: float,
-                token: tuple[str, int | None], layers: tuple[int, ...], dims: tuple[int, ...],
-                freezing: dict[str, Any], history: Any, final: dict[str, Any]) -> FinetuneResult:
-        model, task, device = ctx.loaded.model, ctx.task, ctx.device
-        depth, hidden = families.num_layers(model), families.hidden_size(model)
-        return FinetuneResult(
-            config=config, task=task.name, model_source=ctx.loaded.source,
-            head={**spec.to_dict(), "seed": config.seed, "head_lr": head_lr},
-            selection={"token": config.token, "token_method": token[0], "token_index": token[1],
-                       "include_special": config.include_special, "layers": list(layers), "num_layers": depth,
-                       "dims_spec": config.dims, "dims": list(dims), "hidden_size": hidden, "pooler": config.pooler,
-                       "layers_computed": depth},
-            freezing=freezing,
-            data={"train": ctx.train_split.provenance(), "eval": {k: v.provenance() for k, v in ctx.eval_sets.items()},
-                  "max_length": config.max_length},
-            epochs=tuple({"epoch": r.epoch, "train_loss": r.train_loss, "learning_rate": r.learning_rate,
-                          "train_seconds": r.train_seconds, "train_examples": r.train_examples,
-                          "eval_seconds": r.eval_seconds, "eval": r.eval} for r in history.epochs),
-            final=final, final_score=sum(s["score"] for s in final.values()) / len(final),
-            timing={"tokenize_seconds": ctx.tokenize_seconds, "train_seconds": history.train_seconds,
-                    "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
-                    "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,
-                    "device": str(device), "dtype": config.dtype, "world_size": 1},
-            parameters={"encoder_trainable": 0, "encoder_total": freezing["encoder_params"],
-                        "head_trainable": sum(p.numel() for p in head.parameters() if p.requires_grad)},
-            environment=run_environment(), predictions=history.predictions,
-            features={"root": str(FeatureStore(config.cache_dir).root),
-                      "splits": {k: v.info() for k, v in ctx.features.items()}},
-        )
-
-
-@contextlib.contextmanager
-def _head_threads(device: torch.device) -> Iterator[None]:
-    """Train a head on cached vectors with one CPU thread: its matrices are tiny, so more threads only add
-    synchronisation (several times slower on a busy machine). The encoder pass is not affected."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        """Run one configuration; return its result and its trained head (the head only with ``want_head``)."""
+        run = prepare(config, self.shared(config) if self.is_cached(config) else None)
+        history = run.train()
+        return run.result(history), (run.trained_head if want_head else None)
 
 
 def dim_importance(head: SelectingHead) -> list[float]:

@@ -37,11 +37,12 @@ import torch
 from bertscope import families, glue
 from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
-from bertscope.features import CachedRepresentation, FeatureCollate, FeatureStore
-from bertscope.finetune import resolve_eval_splits, seed_everything
+from bertscope.features import FeatureStore, canonical_token
+from bertscope.finetune import NOT_IDENTITY
+from bertscope.pipeline import PreparedRun, Shared, TaskData, compute_features, load_task_data, prepare
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.results import write_json_atomic
-from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
+from bertscope.selection import SelectingHead, parse_dims
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -52,7 +53,7 @@ from bertscope.studies.common import (
     finish_study,
     model_shape,
 )
-from bertscope.train import EncoderRepresentation, encode_split, evaluate, train_loop
+from bertscope.train import EncoderRepresentation, evaluate
 
 __all__ = ["assign_dims", "run_cross"]
 
@@ -78,78 +79,65 @@ def assign_dims(spec: str, mode: str, n_tasks: int, hidden: int, seed: int) -> l
     return [tuple(sorted(pool[i * k:(i + 1) * k])) for i in range(n_tasks)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Task:
-    info: glue.GlueTask
+    """One task of the sequence: its data (loaded once) and its own hidden dimensions."""
+
+    data: TaskData
     dims: tuple[int, ...]
-    train_split: glue.GlueSplit
-    eval_sets: dict[str, glue.GlueSplit]
-    train_data: Any
-    eval_data: dict[str, Any]
+
+    @property
+    def info(self) -> glue.GlueTask:
+        return self.data.task
 
 
-def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...]) -> FinetuneConfig:
-    return finetune_config(config, task=task, dims="idx:" + ",".join(map(str, dims)), cache_features=False)
+def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...], **changes: Any) -> FinetuneConfig:
+    """The fine-tuning options of one task of the sequence (its dims; the study's other options)."""
+    return finetune_config(config, task=task, dims="idx:" + ",".join(map(str, dims)),
+                           **{"cache_features": False, **changes})
 
 
-def _stage_hash(config: CrossConfig, stage: int) -> str:
-    skip = {"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model", "single_task",
-            "keep_checkpoint", "tasks"}
+#: The options the stage hash left out before the registry's one list (bertscope 0.1.0): still accepted on resume.
+_LEGACY_STAGE_SKIP = frozenset({"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model",
+                                "single_task", "keep_checkpoint", "tasks"})
+
+
+def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str:
+    """Hash of what determines stages 1..``stage``: every option that changes results, and the tasks so far."""
+    skip = _LEGACY_STAGE_SKIP if legacy else COMMAND.not_identity | {"single_task", "tasks"}
     values = {k: v for k, v in config.to_dict().items() if k not in skip}
     values["tasks_so_far"] = [t.strip() for t in (config.tasks or "").split(",") if t.strip()][:stage]
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfig, device: torch.device,
-            collate_fn: Any = None) -> dict[str, Any]:
+def _stage_hashes(config: CrossConfig, stage: int) -> tuple[str, str]:
+    """The current and the legacy stage hash (a store written by bertscope 0.1.0 resumes)."""
+    return _stage_hash(config, stage), _stage_hash(config, stage, legacy=True)
+
+
+def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfig, device: torch.device) -> dict[str, Any]:
+    """``task``'s dev metrics (per split, plus their mean ``score``) with ``head`` on the current encoder."""
     out: dict[str, Any] = {}
-    for name, data in task.eval_data.items():
+    for name, data in task.data.eval_data.items():
         preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
-                         device=device, dtype=families.resolve_dtype(config.dtype), collate_fn=collate_fn)
-        labels = [ex.label for ex in task.eval_sets[name].examples]
+                         device=device, dtype=families.resolve_dtype(config.dtype))
+        labels = [ex.label for ex in task.data.eval_sets[name].examples]
         preds = preds if task.info.is_regression else [int(p) for p in preds]
         out[name] = glue.compute_metrics(task.info, preds, labels)
-    out["score"] = sum(v["score"] for v in out.values()) / len(task.eval_data)
+    out["score"] = sum(v["score"] for v in out.values()) / len(task.data.eval_data)
     return out
 
 
-def _new_head(config: CrossConfig, task: _Task, model: torch.nn.Module, layers: tuple[int, ...],
-              device: torch.device) -> SelectingHead:
-    spec = HeadSpec(num_labels=task.info.num_labels, hidden_size=families.hidden_size(model), layers=layers,
-                    dims=task.dims, token=config.token, include_special=config.include_special, head=config.head,
-                    head_hidden=config.head_hidden, dropout=config.dropout, pooler=config.pooler,
-                    task=task.info.name, label_names=task.info.label_names)
-    pooler = families.pooler_parts(model) if config.pooler else None
-    if config.pooler and pooler is None:
-        raise BertscopeError("--pooler: this checkpoint has no pooler; drop --pooler")
-    return SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
-
-
-def _train(config: CrossConfig, task: _Task, model: torch.nn.Module, head: SelectingHead, layers: tuple[int, ...],
-           device: torch.device, *, frozen: bool) -> Any:
-    """One stage, as ``finetune`` trains (or, ``frozen``, a head on cached vectors of the current encoder)."""
-    common = dict(head=head, train_data=task.train_data, eval_data=task.eval_data, epochs=config.epochs,
-                  batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-                  warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip, seed=config.seed, device=device,
-                  dtype=families.resolve_dtype(config.dtype), group_by_length=config.group_by_length,
-                  eval_batch_size=config.eval_batch_size, progress=config.progress)
-    if frozen:
-        store = FeatureStore(use_cache=False)
-        pairs = []
-        for data in (task.train_data, *task.eval_data.values()):
-            features = store.get(model, data, [config.token], include_special=config.include_special,
-                                 batch_size=config.eval_batch_size or config.batch_size, device=device,
-                                 dtype=config.dtype)
-            pairs.append((data, features.select(config.token, layers)))
-        return train_loop(represent=CachedRepresentation(), encoder_params=[], named_encoder_params=[],
-                          head_lr=config.head_lr or 1e-3, collate_fn=FeatureCollate(pairs), **common)
-    freezing = apply_freezing(model, config.freeze, read_layers=layers)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    head_lr = config.head_lr if config.head_lr is not None else (1e-3 if freezing["encoder_fully_frozen"] else config.lr)
-    represent = EncoderRepresentation(model, layers, parse_token(config.token), include_special=config.include_special,
-                                      frozen=bool(freezing["encoder_fully_frozen"]))
-    return train_loop(represent=represent, encoder_params=[p for _, p in named], named_encoder_params=named,
-                      head_lr=head_lr, **common)
+def _probe(config: CrossConfig, task: _Task, run: PreparedRun) -> PreparedRun:
+    """A fresh head for an earlier ``task`` on the current encoder, frozen (``--earlier-heads retrain``): trained on
+    that encoder's token vectors, computed in memory (the encoder changes every stage: nothing worth caching)."""
+    probe_config = _task_config(config, task.info.name, task.dims, freeze="encoder", cache_features=True)
+    features = compute_features(probe_config, run.model, task.data, tokens=[canonical_token(config.token)],
+                                store=FeatureStore(use_cache=False), source=run.loaded.source, progress=False)
+    probe = prepare(probe_config, Shared(tokenizer=run.tokenizer, loaded=run.loaded, data=task.data,
+                                         features=features, feature_root="(in memory)"))
+    probe.train()
+    return probe
 
 
 def run_cross(config: CrossConfig) -> StudyResult:
@@ -192,52 +180,46 @@ def run_cross(config: CrossConfig) -> StudyResult:
     def task_data(i: int) -> _Task:
         name = names[i]
         if name not in tasks:
-            info = glue.get_task(name)
-            train_split = glue.load_split(info, "train", config.data_dir, config.max_train, config.seed,
-                                          bad_rows=config.bad_rows)
-            eval_sets = {sp: glue.load_split(info, sp, config.data_dir, config.max_eval, config.seed,
-                                             bad_rows=config.bad_rows)
-                         for sp in resolve_eval_splits(info, config.eval_split)}
-            tasks[name] = _Task(info, dims[i], train_split, eval_sets, encode_split(tokenizer, train_split,
-                                                                                   config.max_length),
-                                {k: encode_split(tokenizer, v, config.max_length) for k, v in eval_sets.items()})
+            tasks[name] = _Task(load_task_data(_task_config(config, name, dims[i]), tokenizer), dims[i])
         return tasks[name]
 
     if resume_at <= len(names):
-        source = str(checkpoint / "encoder") if resume_at > 1 else config.model
-        seed_everything(config.seed)  # before loading, as finetune does (a missing pooler is initialised randomly)
-        model = families.load_model(source, "base", device=device, dtype="float32").model
-        layers = parse_layers(config.layer, families.num_layers(model))
+        # The first stage trained here loads its encoder (the pretrained one, or the checkpoint's); later stages
+        # carry on with the encoder as the previous stage left it. Each stage runs through the one pipeline.
+        source = str(checkpoint / "encoder") if (checkpoint is not None and resume_at > 1) else config.model
+        loaded = None
         heads: dict[str, SelectingHead] = {}
         for i in range(resume_at - 1):
-            heads[names[i]] = SelectingHead.load(checkpoint / "heads" / names[i], map_location=device)  # type: ignore[operator]
+            assert checkpoint is not None
+            heads[names[i]] = SelectingHead.load(checkpoint / "heads" / names[i], map_location=device)
         for s in range(resume_at, len(names) + 1):
             start = time.perf_counter()
             task = task_data(s - 1)
-            if s > 1:  # as finetune: seed, (load,) build the head (its layers draw from the global RNG), train
-                seed_everything(config.seed)
-            head = _new_head(config, task, model, layers, device)
-            history = _train(config, task, model, head, layers, device, frozen=False)
-            heads[task.info.name] = head
-            represent = EncoderRepresentation(model, layers, parse_token(config.token),
+            stage_config = _task_config(config, task.info.name, task.dims, progress=config.progress)
+            run = prepare(stage_config if loaded is not None else stage_config.replace(model=source),
+                          Shared(tokenizer=tokenizer, loaded=loaded, data=task.data))
+            history = run.train()
+            loaded = run.loaded
+            heads[task.info.name] = run.trained_head
+            layers = run.selection.layers
+            represent = EncoderRepresentation(run.model, layers, run.selection.token_spec,
                                               include_special=config.include_special, frozen=True)
             evals, retrained = {}, {}
             for i in range(s):
                 earlier = task_data(i)
-                evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, device)
+                evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, run.device)
                 if config.earlier_heads == "retrain" and i < s - 1:
-                    probe = _new_head(config, earlier, model, layers, device)
-                    _train(config, earlier, model, probe, layers, device, frozen=True)
-                    retrained[earlier.info.name] = _scores(earlier, represent, probe, config, device)
+                    probe = _probe(config, earlier, run)
+                    retrained[earlier.info.name] = _scores(earlier, represent, probe.trained_head, config, run.device)
             record = {"complete": True, "run_id": stage_specs[s - 1].run_id, "kind": "stage", "stage": s,
                       "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,
                       "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
                       "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
                       "stage_hash": _stage_hash(config, s), "cached": False,
-                      "data": {"train": task.train_split.provenance(),
-                               "eval": {k: v.provenance() for k, v in task.eval_sets.items()}}}
+                      "data": {"train": task.data.train_split.provenance(),
+                               "eval": {k: v.provenance() for k, v in task.data.eval_sets.items()}}}
             if checkpoint is not None and config.keep_checkpoint and s < len(names):
-                _save_checkpoint(checkpoint, model, heads, s, _stage_hash(config, s))
+                _save_checkpoint(checkpoint, run.model, heads, s, _stage_hash(config, s))
             store.save(stage_specs[s - 1], record)
             record["resumed"] = False
             stage_records[s] = record
@@ -296,7 +278,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
 
 def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int) -> dict[str, Any] | None:
     record = store.load(spec)
-    if record is None or record.get("stage_hash") != _stage_hash(config, stage):
+    if record is None or record.get("stage_hash") not in _stage_hashes(config, stage):
         return None
     record["resumed"] = True
     return record
@@ -313,7 +295,7 @@ def _resume_point(checkpoint: Path | None, config: CrossConfig, done: int) -> in
         state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return 1
-    if state.get("stage") == done and state.get("stage_hash") == _stage_hash(config, done):
+    if state.get("stage") == done and state.get("stage_hash") in _stage_hashes(config, done):
         return done + 1
     return 1
 
@@ -348,4 +330,5 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
 
 COMMAND = CommandInfo("cross", CrossConfig, run_cross, StudyResult,
                       "paper 2 study: cross-fine-tuning over a task sequence (stage x task matrix)",
-                      resumes_in_out=True, study_points=study_points)
+                      resumes_in_out=True, study_points=study_points,
+                      not_identity=NOT_IDENTITY | {"keep_checkpoint"})

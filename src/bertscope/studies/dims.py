@@ -27,6 +27,7 @@ from typing import Any
 
 from bertscope.configs import DimsConfig
 from bertscope.errors import BertscopeError
+from bertscope.finetune import NOT_IDENTITY
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -237,4 +238,4 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
 
 COMMAND = CommandInfo("dims", DimsConfig, run_dims, StudyResult,
                       "paper 2 study: score vs number of hidden dimensions (random control, ranked), or "
-                      "--find-effective", resumes_in_out=True, study_points=study_points)
+                      "--find-effective", resumes_in_out=True, study_points=study_points, not_identity=NOT_IDENTITY)

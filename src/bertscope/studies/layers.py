@@ -12,6 +12,7 @@ from typing import Any
 
 from bertscope.configs import LayersConfig
 from bertscope.errors import BertscopeError
+from bertscope.finetune import NOT_IDENTITY
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -92,4 +93,4 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
 
 COMMAND = CommandInfo("layers", LayersConfig, run_layers, StudyResult,
                       "paper 2 study: the same head read from every hidden layer",
-                      resumes_in_out=True, study_points=study_points)
+                      resumes_in_out=True, study_points=study_points, not_identity=NOT_IDENTITY)

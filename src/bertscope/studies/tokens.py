@@ -14,6 +14,7 @@ from typing import Any
 from bertscope.configs import TokensConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import canonical_token
+from bertscope.finetune import NOT_IDENTITY
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -62,4 +63,4 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
 
 COMMAND = CommandInfo("tokens", TokensConfig, run_tokens, StudyResult,
                       "paper 2 study: CLS vs max-norm vs mean vs max vs fixed token positions",
-                      resumes_in_out=True, study_points=study_points)
+                      resumes_in_out=True, study_points=study_points, not_identity=NOT_IDENTITY)

@@ -1,0 +1,93 @@
+"""The result of one fine-tuning run: an immutable record of what it measured, with its options and environment.
+
+Built by :meth:`bertscope.pipeline.PreparedRun.result`; ``finetune`` writes it as ``results.json`` and every study
+keeps one per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bertscope.configs import FinetuneConfig
+
+__all__ = ["RESULTS_FORMAT", "FinetuneResult"]
+
+RESULTS_FORMAT = "bertscope-finetune/1"
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Everything a fine-tuning run measured, with the options and environment it ran in."""
+
+    config: FinetuneConfig
+    task: str
+    model_source: str
+    head: dict[str, Any]
+    selection: dict[str, Any]
+    freezing: dict[str, Any]
+    data: dict[str, Any]
+    epochs: tuple[dict[str, Any], ...]
+    final: dict[str, dict[str, float]]
+    final_score: float
+    timing: dict[str, float]
+    parameters: dict[str, int]
+    environment: dict[str, Any]
+    saved_model: str | None = None
+    features: dict[str, Any] | None = None
+    predictions: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULTS_FORMAT,
+            "command": "finetune",
+            "complete": True,
+            "config": self.config.to_dict(),
+            "task": self.task,
+            "model_source": self.model_source,
+            "head": self.head,
+            "selection": self.selection,
+            "freezing": self.freezing,
+            "data": self.data,
+            "epochs": list(self.epochs),
+            "final": self.final,
+            "final_score": self.final_score,
+            "timing": self.timing,
+            "parameters": self.parameters,
+            "saved_model": self.saved_model,
+            "features": self.features,
+            "environment": self.environment,
+        }
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {"final.score": self.final_score}
+        for split, values in self.final.items():
+            for name, value in values.items():
+                out[f"final.{split}.{name}"] = value
+        if len(self.final) == 1:
+            out.update({f"final.{k}": v for k, v in next(iter(self.final.values())).items()})
+        out["train.examples_per_second"] = self.timing["train_examples_per_second"]
+        out["train.seconds"] = self.timing["train_seconds"]
+        out["eval.seconds"] = self.timing["eval_seconds"]
+        return out
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        splits = list(self.final)
+        table = Table(title=f"finetune {self.task}: token {self.selection['token']}, layers "
+                            f"{list(self.selection['layers'])}, {len(self.selection['dims'])} dims, "
+                            f"freeze {self.freezing['policy']}")
+        table.add_column("epoch", justify="right")
+        table.add_column("train loss", justify="right")
+        for split in splits:
+            for name in self.final[split]:
+                table.add_column(f"{split} {name}", justify="right")
+        for record in self.epochs:
+            row = [str(record["epoch"]), f"{record['train_loss']:.4f}"]
+            for split in splits:
+                row += [f"{v:.4f}" for v in record["eval"][split].values()]
+            table.add_row(*row)
+        table.caption = (f"final GLUE score {self.final_score:.4f}; "
+                         f"{self.timing['train_examples_per_second']:.1f} train examples/s")
+        return table

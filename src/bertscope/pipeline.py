@@ -1,0 +1,418 @@
+"""The one fine-tuning pipeline: prepare a run, train it, turn it into a result.
+
+Every command that fine-tunes goes through here -- ``finetune``, every run of the ``dims`` / ``layers`` / ``tokens``
+studies (live or on cached features) and every stage (and retrained probe) of ``cross`` -- so a change of the
+fine-tuning set-up is made once::
+
+    run = prepare(config)              # data, tokenisation, model, selection, freezing, head, representation
+    history = run.train()              # bertscope.train.train_loop, the only call of it in the package
+    result = run.result(history)       # an immutable FinetuneResult
+
+:func:`prepare` loads what it is not given: a study passes the model, data and cached feature sets it shares across
+runs (:class:`Shared`), ``cross`` passes the encoder as left by the previous stage. The order of the steps that touch
+the global RNG is fixed (seed, then load the model, then build the head and train), so a run gives the same numbers
+whether its pieces were loaded here or handed in.
+
+Choices made once for every caller (where the three earlier copies disagreed):
+
+* ``head_lr`` default: ``--lr``, or 1e-3 when the encoder is entirely frozen (:func:`head_learning_rate`);
+* ``selection.layers_computed``: the highest hidden layer the head reads (what the run needs; a feature cache
+  computes every layer once for all runs, recorded under ``features``);
+* ``selection.top_layer_at_one_position`` is recorded by every run (False on cached features);
+* training on cached features runs with one CPU thread (the head's matrices are tiny; more threads only add
+  synchronisation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import random
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bertscope import families, glue
+from bertscope.configs import FinetuneConfig
+from bertscope.errors import BertscopeError
+from bertscope.features import (
+    DEFAULT_TOKENS,
+    CachedRepresentation,
+    FeatureCollate,
+    FeatureSet,
+    FeatureStore,
+    canonical_token,
+)
+from bertscope.finetune_result import FinetuneResult
+from bertscope.results import environment_info
+from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
+from bertscope.train import (
+    EncodedSplit,
+    EncoderRepresentation,
+    Representation,
+    TrainHistory,
+    TrainOptions,
+    distributed_world_size,
+    encode_split,
+    train_loop,
+)
+
+__all__ = [
+    "PreparedRun",
+    "Selection",
+    "Shared",
+    "TaskData",
+    "build_head",
+    "compute_features",
+    "data_key",
+    "head_learning_rate",
+    "is_cached",
+    "load_task_data",
+    "prepare",
+    "resolve_eval_splits",
+    "resolve_selection",
+    "run_environment",
+    "seed_everything",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all GPUs)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+_ENVIRONMENT: dict[str, Any] = {}
+
+
+def run_environment() -> dict[str, Any]:
+    """:func:`environment_info` for one run: versions and git state are looked up once per process (the lookup
+    takes most of a second, longer than a cached head's training); the timestamp is the run's own."""
+    if not _ENVIRONMENT:
+        _ENVIRONMENT.update(environment_info())
+    return {**_ENVIRONMENT, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def resolve_eval_splits(task: glue.GlueTask, spec: str) -> tuple[str, ...]:
+    """The dev split(s) of ``--eval-split``: auto (the task's own), or a split name / comma list."""
+    if spec.strip().lower() == "auto":
+        return task.eval_splits
+    names = tuple(dict.fromkeys(task.resolve_split(s) for s in spec.split(",") if s.strip()))
+    if not names:
+        raise BertscopeError("--eval-split is empty")
+    return names
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's labelled train subset and dev split(s), raw and tokenised once."""
+
+    task: glue.GlueTask
+    train_split: glue.GlueSplit
+    eval_sets: dict[str, glue.GlueSplit]
+    train_data: EncodedSplit
+    eval_data: dict[str, EncodedSplit]
+    tokenize_seconds: float
+
+    def provenance(self, max_length: int) -> dict[str, Any]:
+        return {"train": self.train_split.provenance(),
+                "eval": {k: v.provenance() for k, v in self.eval_sets.items()}, "max_length": max_length}
+
+    def splits(self) -> list[tuple[str, EncodedSplit]]:
+        """("train", train) then every dev split: the order feature sets are computed and stored in."""
+        return [("train", self.train_data), *self.eval_data.items()]
+
+
+def data_key(config: FinetuneConfig) -> tuple[Any, ...]:
+    """The options that determine a run's :class:`TaskData` (two configs with the same key share it)."""
+    return (config.model, config.task, config.data_dir, config.max_train, config.max_eval, config.seed,
+            config.max_length, config.eval_split, config.bad_rows)
+
+
+def load_task_data(config: FinetuneConfig, tokenizer: Any) -> TaskData:
+    """Load the train subset and dev split(s) of ``config.task`` and tokenise them once (no padding)."""
+    task = glue.get_task(config.task or "")
+    eval_splits = resolve_eval_splits(task, config.eval_split)
+    train_split = glue.load_split(task, "train", config.data_dir, config.max_train, config.seed,
+                                  bad_rows=config.bad_rows)
+    eval_sets = {s: glue.load_split(task, s, config.data_dir, config.max_eval, config.seed, bad_rows=config.bad_rows)
+                 for s in eval_splits}
+    for split in (train_split, *eval_sets.values()):
+        if not split.is_labelled:
+            raise BertscopeError(f"GLUE {task.name} {split.split} has no labels (test splits cannot be trained on "
+                                 "or scored); use train and a validation split")
+    start = time.perf_counter()
+    train_data = encode_split(tokenizer, train_split, config.max_length)
+    eval_data = {name: encode_split(tokenizer, split, config.max_length) for name, split in eval_sets.items()}
+    return TaskData(task, train_split, eval_sets, train_data, eval_data, time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------------------- selection + head
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the head reads: one token strategy, hidden layers (0 = embeddings) and hidden dimensions."""
+
+    token: str
+    token_method: str
+    token_index: int | None
+    layers: tuple[int, ...]
+    dims: tuple[int, ...]
+    num_layers: int
+    hidden_size: int
+
+    @property
+    def token_spec(self) -> tuple[str, int | None]:
+        return self.token_method, self.token_index
+
+
+def resolve_selection(config: FinetuneConfig, model: nn.Module) -> Selection:
+    """Parse ``--token``, ``--layer`` and ``--dims`` against the model's depth and width."""
+    depth, hidden = families.num_layers(model), families.hidden_size(model)
+    method, index = parse_token(config.token)
+    return Selection(token=config.token, token_method=method, token_index=index,
+                     layers=parse_layers(config.layer, depth), dims=parse_dims(config.dims, hidden, config.seed),
+                     num_layers=depth, hidden_size=hidden)
+
+
+def head_learning_rate(config: FinetuneConfig, encoder_fully_frozen: bool) -> float:
+    """``--head-lr``, else ``--lr``, else 1e-3 when the encoder is entirely frozen (a head alone learns faster)."""
+    if config.head_lr is not None:
+        return float(config.head_lr)
+    return 1e-3 if encoder_fully_frozen else float(config.lr)
+
+
+def build_head(config: FinetuneConfig, task: glue.GlueTask, selection: Selection, loaded: Any,
+               device: torch.device) -> SelectingHead:
+    """The selecting head of ``config`` on ``loaded``'s model (its pooler copied in with ``--pooler``)."""
+    model = loaded.model
+    pooler = families.pooler_parts(model) if config.pooler else None
+    if config.pooler and pooler is None:
+        raise BertscopeError(f"--pooler: {loaded.family.name} checkpoints have no pooler; drop --pooler")
+    spec = HeadSpec(num_labels=task.num_labels, hidden_size=selection.hidden_size, layers=selection.layers,
+                    dims=selection.dims, token=config.token, include_special=config.include_special,
+                    head=config.head, head_hidden=config.head_hidden, dropout=config.dropout, pooler=config.pooler,
+                    task=task.name, label_names=task.label_names)
+    return SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
+
+
+# ------------------------------------------------------------------------------------------- cached features
+
+
+def is_cached(config: FinetuneConfig) -> bool:
+    """Whether a run trains its head on cached token vectors (``--cache-features`` with ``--freeze encoder``)."""
+    return bool(config.cache_features) and config.freeze.strip().lower() == "encoder"
+
+
+def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *, tokens: list[str] | None = None,
+                     store: FeatureStore | None = None, source: str = "",
+                     progress: bool | None = None) -> dict[str, FeatureSet]:
+    """Token vectors of every layer for every split (from the feature cache, or computed and stored now).
+
+    ``tokens``: the strategies to keep from the one encoder pass (default: ``config.token`` plus the usual ones).
+    """
+    wanted = tokens or list(dict.fromkeys([canonical_token(config.token), *DEFAULT_TOKENS]))
+    store = store or FeatureStore(config.cache_dir)
+    device = families.resolve_device(config.device)
+    return {name: store.get(model, split, wanted, include_special=config.include_special,
+                            batch_size=config.eval_batch_size or config.batch_size, device=device, dtype=config.dtype,
+                            progress=config.progress if progress is None else progress,
+                            provenance={"task": data.task.name, "split": name, "model_source": source,
+                                        "max_length": config.max_length, "max_train": config.max_train,
+                                        "max_eval": config.max_eval, "seed": config.seed})
+            for name, split in data.splits()}
+
+
+@contextlib.contextmanager
+def _head_threads(device: torch.device, cached: bool) -> Iterator[None]:
+    """Train a head on cached vectors with one CPU thread: its matrices are tiny, so more threads only add
+    synchronisation (several times slower on a busy machine)."""
+    if not cached or device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+
+
+@dataclass
+class Shared:
+    """Pieces a caller already holds and hands to :func:`prepare` instead of loading them again.
+
+    ``loaded``: a :class:`families.LoadedModel` (its model is trained in place unless the run is frozen);
+    ``features``: cached feature sets of ``loaded``'s (frozen, pretrained) encoder for ``data``'s splits;
+    ``feature_root``: where those came from (recorded in the result).
+    """
+
+    tokenizer: Any = None
+    loaded: Any = None
+    data: TaskData | None = None
+    features: Mapping[str, FeatureSet] | None = None
+    feature_root: str | None = None
+
+
+@dataclass
+class PreparedRun:
+    """A fine-tuning run ready to train: every piece resolved, nothing trained yet (stateful: model and head)."""
+
+    config: FinetuneConfig
+    data: TaskData
+    loaded: Any
+    tokenizer: Any
+    selection: Selection
+    freezing: dict[str, Any]
+    head: SelectingHead
+    head_lr: float
+    represent: Representation
+    encoder_params: list[tuple[str, nn.Parameter]]
+    device: torch.device
+    accelerator: Any = None
+    collate_fn: Any = None
+    features: dict[str, Any] | None = None
+    history: TrainHistory | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    @property
+    def cached(self) -> bool:
+        return self.collate_fn is not None
+
+    @property
+    def trained_head(self) -> SelectingHead:
+        """The head itself (unwrapped from its data-parallel wrapper under ``accelerate launch``)."""
+        head: SelectingHead = getattr(self.head, "module", self.head)
+        return head
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator is None or bool(self.accelerator.is_main_process)
+
+    def train(self) -> TrainHistory:
+        """Train the head (and the trainable encoder parameters), evaluating on every dev split each epoch."""
+        options = TrainOptions.from_config(self.config, head_lr=self.head_lr)
+        with _head_threads(self.device, self.cached):
+            self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data, options,
+                                      encoder_params=self.encoder_params, device=self.device,
+                                      accelerator=self.accelerator, collate_fn=self.collate_fn)
+        return self.history
+
+    def result(self, history: TrainHistory | None = None, *, saved_model: str | None = None) -> FinetuneResult:
+        """The immutable record of the trained run."""
+        history = history or self.history
+        if history is None:
+            raise RuntimeError("PreparedRun.result() before train()")
+        config, sel = self.config, self.selection
+        final = dict(history.epochs[-1].eval)
+        head = self.trained_head
+        return FinetuneResult(
+            config=config,
+            task=self.data.task.name,
+            model_source=self.loaded.source,
+            head={**head.spec.to_dict(), "seed": config.seed, "head_lr": self.head_lr},
+            selection={"token": sel.token, "token_method": sel.token_method, "token_index": sel.token_index,
+                       "include_special": config.include_special, "layers": list(sel.layers),
+                       "num_layers": sel.num_layers, "dims_spec": config.dims, "dims": list(sel.dims),
+                       "hidden_size": sel.hidden_size, "pooler": config.pooler, "layers_computed": max(sel.layers),
+                       "top_layer_at_one_position": bool(getattr(self.represent, "fast_top", False))},
+            freezing=self.freezing,
+            data=self.data.provenance(config.max_length),
+            epochs=tuple({"epoch": r.epoch, "train_loss": r.train_loss, "learning_rate": r.learning_rate,
+                          "train_seconds": r.train_seconds, "train_examples": r.train_examples,
+                          "eval_seconds": r.eval_seconds, "eval": r.eval} for r in history.epochs),
+            final=final,
+            final_score=sum(s["score"] for s in final.values()) / len(final),
+            timing={"tokenize_seconds": self.data.tokenize_seconds, "train_seconds": history.train_seconds,
+                    "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
+                    "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,
+                    "device": str(self.device), "dtype": config.dtype, "world_size": distributed_world_size()},
+            parameters={"encoder_trainable": sum(p.numel() for _, p in self.encoder_params),
+                        "encoder_total": self.freezing["encoder_params"],
+                        "head_trainable": sum(p.numel() for p in head.parameters() if p.requires_grad)},
+            environment=run_environment(),
+            saved_model=saved_model,
+            predictions=history.predictions,
+            features=self.features,
+        )
+
+
+def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun:
+    """Resolve every piece of one fine-tuning run, loading what ``shared`` does not hold.
+
+    Order (fixed, because loading a model may draw from the global RNG, e.g. a missing pooler's initialisation, and
+    the encoder's dropout draws from it while training): seed everything, load data, load the model, freeze,
+    build the head, choose the representation (live encoder or cached vectors).
+    """
+    shared = shared or Shared()
+    parse_token(config.token)  # a bad --token fails before anything is loaded
+    device = families.resolve_device(config.device)
+    seed_everything(config.seed)
+
+    # ---- data and model
+    tokenizer = shared.tokenizer if shared.tokenizer is not None else families.load_tokenizer(config.model)
+    data = shared.data if shared.data is not None else load_task_data(config, tokenizer)
+    if data.task.name != glue.get_task(config.task or "").name:
+        raise ValueError(f"prepare: data of {data.task.name} handed in for a {config.task} run")
+    loaded = shared.loaded if shared.loaded is not None else families.load_model(config.model, "base", device=device,
+                                                                                 dtype="float32")
+    model = loaded.model
+
+    # ---- selection, freezing, head
+    selection = resolve_selection(config, model)
+    freezing = apply_freezing(model, config.freeze, read_layers=selection.layers)
+    frozen_entirely = bool(freezing["encoder_fully_frozen"])
+    head_lr = head_learning_rate(config, frozen_entirely)
+    head = build_head(config, data.task, selection, loaded, device)
+    encoder_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    # ---- representation: cached vectors of a frozen encoder, or the live encoder
+    if config.cache_features:
+        if not frozen_entirely:
+            raise BertscopeError(f"--cache-features needs a fully frozen encoder; --freeze {config.freeze} "
+                                 "leaves parameters trainable (use --freeze encoder)")
+        store = None if shared.features is not None else FeatureStore(config.cache_dir)
+        features = shared.features if shared.features is not None else compute_features(
+            config, model, data, store=store, source=loaded.source)
+        collate_fn = FeatureCollate([(split, features[name].select(config.token, selection.layers))
+                                     for name, split in data.splits()])
+        root = shared.feature_root if store is None else str(store.root)
+        return PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr,
+                           CachedRepresentation(), [], device, collate_fn=collate_fn,
+                           features={"root": root, "splits": {k: v.info() for k, v in features.items()}})
+
+    # ---- multi-GPU under `accelerate launch` / torchrun
+    accelerator, forward = None, model
+    if distributed_world_size() > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
+        device = accelerator.device
+        model.to(device)
+        head.to(device)
+        if encoder_params:
+            forward = accelerator.prepare_model(model)
+        head = accelerator.prepare_model(head)
+    # A frozen encoder computes whole layers, so live vectors are bit-identical to the feature cache's.
+    represent = EncoderRepresentation(model, selection.layers, selection.token_spec,
+                                      include_special=config.include_special, frozen=frozen_entirely,
+                                      forward=forward, fast_top=not frozen_entirely)
+    return PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr, represent,
+                       encoder_params, device, accelerator=accelerator)
