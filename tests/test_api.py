@@ -181,8 +181,6 @@ def test_bad_options_are_user_errors_before_anything_runs(monkeypatch) -> None:
     assert fake.configs == []
 
 
-@pytest.mark.xfail(strict=True, reason="api._config passes options to Config.replace (dataclasses.replace), which "
-                                       "raises TypeError for an unknown or dashed key instead of naming it")
 def test_options_beside_a_config_are_checked_like_keywords(monkeypatch) -> None:
     fake = capture_runner("finetune", monkeypatch)
     config = api.FinetuneConfig(task="rte")

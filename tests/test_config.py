@@ -319,8 +319,6 @@ def test_the_glue_folder_comes_from_the_environment(monkeypatch, tmp_path) -> No
     assert configs.FinetuneConfig(task="rte").data_dir is None
 
 
-@pytest.mark.xfail(strict=True, reason="_coerce turns a bool into an int (int(True) == 1) and any number into a bool "
-                                       "(bool(2) is True), so a YAML typo such as 'epochs: yes' passes silently")
 @pytest.mark.parametrize(("field", "given"), [("count", True), ("flag", 2)])
 def test_bools_and_numbers_are_not_mixed_up(field: str, given) -> None:
     with pytest.raises(BertscopeError, match=f"option '{field}' expects"):

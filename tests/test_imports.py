@@ -28,8 +28,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "bertscope"
 SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
@@ -261,8 +259,6 @@ def test_the_package_has_no_import_cycle() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(describe(c) for c in cycles)
 
 
-@pytest.mark.xfail(strict=False, reason="surgery.py takes __version__ from the package root, whose __init__ imports "
-                                        "api -> commands -> surgery; a leaf bertscope/_version.py would remove it")
 def test_no_cycle_even_through_the_root_package() -> None:
     cycles = find_cycles(import_graph(SRC, root_constants_are_leaves=False))
     assert not cycles, "import cycles:\n" + "\n".join(describe(c) for c in cycles)
@@ -293,8 +289,6 @@ def test_the_call_finder_sees_aliases_and_attributes(tmp_path) -> None:
     assert _modules_calling(root, "train_loop") == {"pkg.a": [3], "pkg.b": [3]}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: finetune.py, studies/common.py and studies/cross.py each call "
-                                        "train_loop until the one pipeline lands")
 def test_train_loop_is_called_from_one_module() -> None:
     callers = _modules_calling(SRC, "train_loop")
     assert len(callers) == 1, f"train_loop is called from {callers}"

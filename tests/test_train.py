@@ -16,6 +16,7 @@ from bertscope.train import (
     collate,
     encode_split,
     length_grouped_batches,
+    param_groups,
     train_loop,
 )
 from conftest import tiny_model
@@ -183,3 +184,94 @@ def test_unfrozen_training_changes_the_encoder_and_learns_a_separable_task(bert_
     assert not torch.equal(after["encoder.layer.1.output.dense.weight"], before["encoder.layer.1.output.dense.weight"])
     assert history.epochs[-1].train_loss < history.epochs[0].train_loss
     assert history.steps == 4 * 4 and history.train_examples == 4 * 64
+
+
+def _reference_training(model: torch.nn.Module, head: torch.nn.Module, data, options: TrainOptions,
+                        layer: int) -> list[float]:
+    """An independent plain-PyTorch loop: what train_loop must compute (the batch order is the only shared part).
+
+    AdamW (unfused) with BERT's decay exemptions spelled out by name, the linear warmup/decay schedule written as
+    a LambdaLR, gradient-norm clipping over every trained parameter, the [CLS] vector of ``layer`` read from the
+    model's own ``hidden_states``, cross-entropy. Returns the per-step losses.
+    """
+    def exempt(name: str) -> bool:
+        return name.endswith(".bias") or name == "bias" or "LayerNorm" in name
+
+    encoder = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    heads = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if exempt(n) == no_decay], "lr": lr,
+               "weight_decay": 0.0 if no_decay else options.weight_decay}
+              for params, lr in ((encoder, options.lr), (heads, options.head_lr)) for no_decay in (False, True)]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    steps_per_epoch = len(length_grouped_batches(data.lengths, options.batch_size, seed=options.seed))
+    total = steps_per_epoch * options.epochs
+    warmup = -(-int(options.warmup_ratio * total * 1000) // 1000)  # ceil without floating noise for these values
+
+    def factor(step: int) -> float:
+        return step / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    trained = [p for _, p in encoder] + [p for _, p in heads]
+    losses = []
+    model.train()
+    head.train()
+    for epoch in range(1, options.epochs + 1):
+        for batch in length_grouped_batches(data.lengths, options.batch_size, seed=options.seed, epoch=epoch):
+            width = max(len(data.input_ids[i]) for i in batch)
+            ids = torch.tensor([data.input_ids[i] + [0] * (width - len(data.input_ids[i])) for i in batch])
+            mask = torch.tensor([[1] * len(data.input_ids[i]) + [0] * (width - len(data.input_ids[i]))
+                                 for i in batch])
+            labels = torch.tensor([data.labels[i] for i in batch])
+            states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            loss = torch.nn.functional.cross_entropy(head(states[layer][:, :1]), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, options.grad_clip)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss))
+    return losses
+
+
+def test_train_loop_equals_an_independent_plain_pytorch_loop(bert_tokenizer, one_thread) -> None:
+    """Same parameters after N steps as a hand-written loop: optimizer groups, weight-decay exemptions (the
+    embeddings are frozen, so a frozen part must stay put), warm-up/decay schedule and clipping all matter here."""
+    model = tiny_model("bert", "base", num_layers=2)
+    for module in model.modules():  # no dropout: both loops must see the same forward pass
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    apply_freezing(model, "embeddings", read_layers=(2,))
+    spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32)), token="cls", dropout=0.0)
+    head = SelectingHead(spec, seed=3)
+    reference_model, reference_head = copy.deepcopy(model), copy.deepcopy(head)
+    data = encode_split(bert_tokenizer, _split(40, seed=2), 32)
+    options = TrainOptions(epochs=2, batch_size=8, lr=2e-3, head_lr=1e-2, weight_decay=0.3, warmup_ratio=0.25,
+                           grad_clip=0.05, seed=4, progress=False)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    history = train_loop(EncoderRepresentation(model, (2,), parse_token("cls"), fast_top=False), head, data,
+                         {"validation": data}, options, encoder_params=named, device=torch.device("cpu"))
+    losses = _reference_training(reference_model, reference_head, data, options, layer=2)
+    assert history.steps == len(losses) == 10
+    mean_first = sum(losses[:5] * 8) / 40  # 5 full batches of 8 per epoch: the epoch mean is the batch mean
+    assert history.epochs[0].train_loss == pytest.approx(mean_first, rel=1e-5)
+    for (name, got), want in zip(model.state_dict().items(), reference_model.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, got), want in zip(head.state_dict().items(), reference_head.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(model.state_dict()["encoder.layer.0.output.dense.weight"],
+                           tiny_model("bert", "base", num_layers=2).state_dict()["encoder.layer.0.output.dense.weight"])
+
+
+def test_param_groups_exempt_biases_and_norms_from_weight_decay() -> None:
+    model = tiny_model("bert", "base", num_layers=1)
+    head = SelectingHead(HeadSpec(num_labels=2, hidden_size=32, layers=(1,), dims=(0, 1)), seed=0)
+    options = TrainOptions(epochs=1, batch_size=4, lr=1e-3, head_lr=1e-2, weight_decay=0.5)
+    groups = param_groups(list(model.named_parameters()), head, options)
+    names = {id(p): n for n, p in [*model.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]}
+    for group in groups:
+        for param in group["params"]:
+            name = names[id(param)]
+            no_decay = name.endswith("bias") or "LayerNorm" in name
+            assert group["weight_decay"] == (0.0 if no_decay else 0.5), name
+            assert group["lr"] == (1e-2 if name.startswith("head.") else 1e-3), name
+    assert sum(len(g["params"]) for g in groups) == len(names)

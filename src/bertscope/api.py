@@ -87,9 +87,10 @@ COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMA
 
 
 def _config(cls: type[C], config: C | None, options: dict[str, Any]) -> C:
+    """The config of one call: ``config`` (or the defaults) with ``options`` on top, checked like keywords."""
     if config is None:
         return cls.from_dict(options)
-    return config.replace(**options) if options else config
+    return type(config).from_dict({**config.to_dict(), **options}) if options else config
 
 
 def reconstruct(config: ReconstructConfig | None = None, /, **options: Any) -> ReconstructResult:

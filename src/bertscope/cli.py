@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bertscope import __version__
+from bertscope._version import __version__
 from bertscope.api import COMMANDS
 from bertscope.config import add_arguments, config_from_args
 from bertscope.errors import BertscopeError

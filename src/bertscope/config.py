@@ -65,12 +65,16 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
                 if lowered in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
+            if not isinstance(value, bool) and value not in (0, 1):  # 2 or 0.5 is no yes/no
+                raise ValueError(value)
             return bool(value)
         if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)  # YAML `epochs: yes` is a mistake, not 1
             return int(value)
         if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if kind is str:
             if isinstance(value, (list, tuple)):  # YAML lists for list-like string options, e.g. layers: [3, 5]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from bertscope.config import Config
@@ -64,6 +65,9 @@ class Registry(Mapping[str, CommandInfo]):
     """An immutable name -> :class:`CommandInfo` mapping; :meth:`with_commands` makes an extended copy (plugins)."""
 
     commands: Mapping[str, CommandInfo] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # a read-only view of a private copy: nobody changes a registry in place
+        object.__setattr__(self, "commands", MappingProxyType(dict(self.commands)))
 
     @classmethod
     def of(cls, infos: Iterable[CommandInfo]) -> Registry:

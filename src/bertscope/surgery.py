@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from bertscope import __version__, families
+from bertscope import families
+from bertscope._version import __version__
 from bertscope.configs import DeepenConfig
 from bertscope.errors import BertscopeError
 from bertscope.registry import CommandInfo
