@@ -233,3 +233,29 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
             if isinstance(value, float):
                 assert value == pytest.approx(b[key], abs=1e-6)
     assert not (tmp_path / "resumed" / "checkpoint").exists()
+
+
+def test_study_runs_stored_by_bertscope_0_1_resume_and_data_dir_is_not_identity(small, tiny_checkpoint, glue_dir,
+                                                                               tmp_path, monkeypatch):
+    """A study folder written before the one list of result-neutral options (its run files named by the legacy
+    hash, which covered data_dir and left device out) resumes without training; moving the GLUE folder does too."""
+    out = tmp_path / "layers"
+    options = dict(task="sst2", model=str(tiny_checkpoint("bert", 2)), out=str(out), **small)
+    first = api.layers(**options)
+    files = sorted((out / "runs").glob("*.json"))
+    assert len(files) == 3
+    for path in files:  # rename every run file to what bertscope 0.1.0 called it
+        record = json.loads(path.read_text())
+        config = api.FinetuneConfig.from_dict(record["result"]["config"])
+        slug = path.name.rsplit("-", 1)[0]
+        path.rename(path.with_name(f"{slug}-{common._hash(config, common._LEGACY_NOT_HASHED)}.json"))
+    assert not {p.name for p in (out / "runs").glob("*.json")} & {p.name for p in files}
+    monkeypatch.setattr(common.HeadRunner, "run", _no_runs)
+    again = api.layers(**options)
+    assert [r["score"] for r in again.table] == [r["score"] for r in first.table]
+    assert all(r["resumed"] for r in again.runs)
+    assert sorted(p.name for p in (out / "runs").glob("*.json")) == [p.name for p in files]  # renamed once
+    moved = tmp_path / "glue-moved"
+    moved.symlink_to(glue_dir, target_is_directory=True)
+    assert [r["score"] for r in api.layers(**{**options, "data_dir": str(moved)}).table] == \
+        [r["score"] for r in first.table]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.selection import HeadSpec, SelectingHead
 from bertscope.train import Batch, EncoderRepresentation
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_finetune", "save_finetuned"]
 
@@ -85,7 +88,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
 # ----------------------------------------------------------------------------------------- saved model
 
 
-def save_finetuned(folder: Path, model: nn.Module, head: SelectingHead, tokenizer: Any, *, seed: int) -> None:
+def save_finetuned(folder: Path, model: PreTrainedModel, head: SelectingHead, tokenizer: Any, *, seed: int) -> None:
     """Encoder as a plain transformers folder (its pooler updated from the head's, if used) + the head beside it."""
     parts = families.pooler_parts(model)
     if head.pooler_dense is not None and parts is not None:

@@ -30,7 +30,7 @@ class FinetuneResult:
     epochs: tuple[dict[str, Any], ...]
     final: dict[str, dict[str, float]]
     final_score: float
-    timing: dict[str, float]
+    timing: dict[str, Any]
     parameters: dict[str, int]
     environment: dict[str, Any]
     saved_model: str | None = None

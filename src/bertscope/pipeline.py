@@ -10,8 +10,11 @@ fine-tuning set-up is made once::
 
 :func:`prepare` loads what it is not given: a study passes the model, data and cached feature sets it shares across
 runs (:class:`Shared`), ``cross`` passes the encoder as left by the previous stage. The order of the steps that touch
-the global RNG is fixed (seed, then load the model, then build the head and train), so a run gives the same numbers
-whether its pieces were loaded here or handed in.
+the global RNG is fixed (seed, load the model, build the head, train: the encoder's dropout draws from the global
+RNG while training). A run whose pieces are handed in gives the numbers of one that loads them, with one exception
+kept from bertscope 0.1.0 so that no result changes: loading a checkpoint that lacks some weights (e.g. a masked-LM
+checkpoint without a pooler) initialises them from the global RNG, and a handed-in model skips those draws, so the
+dropout stream of live fine-tuning differs (cached-feature runs have no encoder dropout and are unaffected).
 
 Choices made once for every caller (where the three earlier copies disagreed):
 
@@ -31,7 +34,7 @@ import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -60,6 +63,9 @@ from bertscope.train import (
     encode_split,
     train_loop,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "PreparedRun",
@@ -289,8 +295,9 @@ class PreparedRun:
     history: TrainHistory | None = field(default=None, repr=False)
 
     @property
-    def model(self) -> nn.Module:
-        return self.loaded.model
+    def model(self) -> PreTrainedModel:
+        model: PreTrainedModel = self.loaded.model
+        return model
 
     @property
     def cached(self) -> bool:

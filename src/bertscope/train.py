@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from bertscope import families, glue
-from bertscope.selection import SelectingHead, select_layers, token_positions, trainable_parameters
+from bertscope.selection import select_layers, token_positions, trainable_parameters
 
 __all__ = [
     "Batch",
@@ -173,7 +173,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int
 class Representation(Protocol):
     """The swappable representation step: a batch -> selected token vectors ``[B, n_layers, H]``."""
 
-    def __call__(self, batch: Batch) -> torch.Tensor: ...
+    def __call__(self, batch: Any) -> torch.Tensor: ...  # a batch of the collate function it is paired with
 
     def train(self, mode: bool = True) -> Any: ...
 
@@ -275,7 +275,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 
 
 @torch.no_grad()
-def evaluate(represent: Representation, head: SelectingHead, data: EncodedSplit, *, batch_size: int,
+def evaluate(represent: Representation, head: nn.Module, data: EncodedSplit, *, batch_size: int,
              device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None,
              collate_fn: Callable[..., Any] | None = None) -> list[float]:
     """Predictions for every example of ``data`` in split order: class ids, or real values for regression."""
@@ -422,6 +422,8 @@ def train_loop(
             batch = collate_batch(train_data, indices, regression=regression, device=device)
             with _autocast(device, dtype):
                 logits = head(represent(batch))
+            if batch.labels is None:
+                raise ValueError(f"{train_data.task}: a training example has no label")
             loss = _loss(logits, batch.labels, regression)
             optimizer.zero_grad(set_to_none=True)
             backward(scaler.scale(loss))

@@ -202,6 +202,7 @@ def dim_importance(head: SelectingHead) -> list[float]:
     """
     spec = head.spec
     first = head.hidden[0] if head.hidden is not None else head.classifier
+    assert isinstance(first, torch.nn.Linear)
     weight = first.weight.detach().float().cpu()  # [out, n_layers * n_dims], layer-major
     per_input = weight.norm(dim=0).view(len(spec.layers), len(spec.dims)).sum(dim=0)
     importance = [0.0] * spec.hidden_size

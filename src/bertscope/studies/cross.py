@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -54,6 +54,9 @@ from bertscope.studies.common import (
     model_shape,
 )
 from bertscope.train import EncoderRepresentation, evaluate
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["assign_dims", "run_cross"]
 
@@ -167,10 +170,10 @@ def run_cross(config: CrossConfig) -> StudyResult:
                            _task_config(config, names[s - 1], dims[s - 1])) for s in range(1, len(names) + 1)]
     stage_records: dict[int, dict[str, Any]] = {}
     for s, spec in enumerate(stage_specs, start=1):
-        record = _load_stage(store, spec, config, s)
-        if record is None:
+        loaded_record = _load_stage(store, spec, config, s)
+        if loaded_record is None:
             break
-        stage_records[s] = record
+        stage_records[s] = loaded_record
     resume_at = _resume_point(checkpoint, config, len(stage_records))
     stage_records = {s: r for s, r in stage_records.items() if s < resume_at}
 
@@ -300,7 +303,7 @@ def _resume_point(checkpoint: Path | None, config: CrossConfig, done: int) -> in
     return 1
 
 
-def _save_checkpoint(folder: Path, model: torch.nn.Module, heads: dict[str, SelectingHead], stage: int,
+def _save_checkpoint(folder: Path, model: PreTrainedModel, heads: dict[str, SelectingHead], stage: int,
                      stage_hash: str) -> None:
     """Encoder + heads after ``stage``, written beside the old checkpoint and swapped in when complete."""
     tmp = folder.with_name(folder.name + ".tmp")

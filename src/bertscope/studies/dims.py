@@ -162,7 +162,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
                    for d in subset]
     # Two starts can share a subset (or a removal subset): run each dimension set once.
     by_dims: dict[tuple[int, ...], dict[str, Any]] = {}
-    unique = {}
+    unique: dict[str, RunSpec] = {}
     for s in phase1:
         unique.setdefault(s.config.dims, s)
     for record in execute(list(unique.values()), runner, store, progress=config.progress, desc="find-effective"):
