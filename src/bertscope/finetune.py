@@ -23,16 +23,11 @@ from torch import nn
 from bertscope import families, glue
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
+from bertscope.freezing import apply_freezing
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import parse_dims, parse_hidden_states, parse_name_list, parse_token
 from bertscope.registry import CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
-from bertscope.selection import (
-    HeadSpec,
-    SelectingHead,
-    apply_freezing,
-    parse_dims,
-    parse_layers,
-    parse_token,
-)
 from bertscope.train import (
     Batch,
     EncoderRepresentation,
@@ -67,10 +62,7 @@ def seed_everything(seed: int) -> None:
 def resolve_eval_splits(task: glue.GlueTask, spec: str) -> tuple[str, ...]:
     if spec.strip().lower() == "auto":
         return task.eval_splits
-    names = tuple(dict.fromkeys(task.resolve_split(s) for s in spec.split(",") if s.strip()))
-    if not names:
-        raise BertscopeError("--eval-split is empty")
-    return names
+    return tuple(dict.fromkeys(task.resolve_split(s) for s in parse_name_list(spec, option="--eval-split")))
 
 
 @dataclass(frozen=True)
@@ -198,7 +190,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     loaded = families.load_model(config.model, "base", device=device, dtype="float32")
     model = loaded.model
     depth = families.num_layers(model)
-    layers = parse_layers(config.layer, depth)
+    layers = parse_hidden_states(config.layer, depth, option="--layer", keep_order=True)
     dims = parse_dims(config.dims, families.hidden_size(model), config.seed)
     pooler = families.pooler_parts(model) if config.pooler else None
     if config.pooler and pooler is None:

@@ -45,7 +45,9 @@ import torch
 from torch import nn
 
 from bertscope import families, glue
-from bertscope.selection import SelectingHead, select_layers, token_positions, trainable_parameters
+from bertscope.freezing import trainable_parameters
+from bertscope.head import SelectingHead
+from bertscope.selection import select_layers, token_positions
 
 __all__ = [
     "Batch",

@@ -32,8 +32,10 @@ from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, CachedRepresentation, FeatureCollate, FeatureSet, FeatureStore
 from bertscope.finetune import FinetuneResult, resolve_eval_splits, run_finetune, seed_everything
+from bertscope.freezing import apply_freezing
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import parse_dims, parse_hidden_states, parse_token
 from bertscope.results import environment_info, save_figure_atomic, write_csv_atomic, write_json_atomic
-from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
 from bertscope.train import encode_split, train_loop
 
 __all__ = [
@@ -219,7 +221,8 @@ class HeadRunner:
     def train_vectors(self, config: FinetuneConfig) -> torch.Tensor:
         """The (pretrained, frozen) training-set vectors ``[N, n_layers, H]`` the head of ``config`` would read."""
         ctx = self.context(config)  # the pretrained encoder, frozen, whatever the runs themselves do
-        layers = parse_layers(config.layer, families.num_layers(ctx.loaded.model))
+        layers = parse_hidden_states(config.layer, families.num_layers(ctx.loaded.model), option="--layer",
+                                     keep_order=True)
         return ctx.features["train"].select(config.token, layers)
 
     def run(self, config: FinetuneConfig, *, want_head: bool = False) -> tuple[FinetuneResult, SelectingHead | None]:
@@ -239,7 +242,7 @@ class HeadRunner:
         seed_everything(config.seed)
         depth, hidden = families.num_layers(model), families.hidden_size(model)
         token = parse_token(config.token)
-        layers = parse_layers(config.layer, depth)
+        layers = parse_hidden_states(config.layer, depth, option="--layer", keep_order=True)
         dims = parse_dims(config.dims, hidden, config.seed)
         pooler = families.pooler_parts(model) if config.pooler else None
         if config.pooler and pooler is None:

@@ -39,9 +39,11 @@ from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import CachedRepresentation, FeatureCollate, FeatureStore
 from bertscope.finetune import resolve_eval_splits, seed_everything
+from bertscope.freezing import apply_freezing
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import dims_form, parse_dims, parse_hidden_states, parse_name_list, parse_token
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.results import write_json_atomic
-from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -59,17 +61,15 @@ __all__ = ["assign_dims", "run_cross"]
 
 def assign_dims(spec: str, mode: str, n_tasks: int, hidden: int, seed: int) -> list[tuple[int, ...]]:
     """Each task's dimensions: ``random:K`` / ``first:K`` / ``all``; disjoint across tasks or one shared set."""
-    text = spec.strip().lower()
-    if mode == "shared" or text == "all":
-        if text == "all" and mode == "disjoint":
+    kind, k = dims_form(spec, option="--dims-per-task")
+    if mode == "shared" or kind == "all":
+        if kind == "all" and mode == "disjoint":
             raise BertscopeError("--dims-per-task all cannot be disjoint; use --dims-mode shared")
-        dims = parse_dims(spec, hidden, seed)
+        dims = parse_dims(spec, hidden, seed, option="--dims-per-task")
         return [dims] * n_tasks
-    kind, _, arg = text.partition(":")
-    if kind not in ("random", "first") or not arg.isdigit():
+    if k is None:
         raise BertscopeError(f"--dims-per-task {spec!r}: use random:K, first:K or all")
-    k = int(arg)
-    if k < 1 or k * n_tasks > hidden:
+    if k * n_tasks > hidden:
         raise BertscopeError(f"--dims-per-task {spec!r}: {n_tasks} disjoint sets of {k} need K >= 1 and "
                              f"K x tasks <= {hidden} (the hidden size)")
     pool = list(range(hidden))
@@ -96,7 +96,7 @@ def _stage_hash(config: CrossConfig, stage: int) -> str:
     skip = {"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model", "single_task",
             "keep_checkpoint", "tasks"}
     values = {k: v for k, v in config.to_dict().items() if k not in skip}
-    values["tasks_so_far"] = [t.strip() for t in (config.tasks or "").split(",") if t.strip()][:stage]
+    values["tasks_so_far"] = list(parse_name_list(config.tasks, option="--tasks"))[:stage]
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -153,7 +153,7 @@ def _train(config: CrossConfig, task: _Task, model: torch.nn.Module, head: Selec
 
 
 def run_cross(config: CrossConfig) -> StudyResult:
-    names = [glue.get_task(t.strip()).name for t in (config.tasks or "").split(",") if t.strip()]
+    names = [glue.get_task(t).name for t in parse_name_list(config.tasks, option="--tasks", at_least=2)]
     if len(set(names)) != len(names):
         raise BertscopeError(f"--tasks lists a task twice: {','.join(names)}")
     depth, hidden = model_shape(config)
@@ -207,7 +207,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
         source = str(checkpoint / "encoder") if resume_at > 1 else config.model
         seed_everything(config.seed)  # before loading, as finetune does (a missing pooler is initialised randomly)
         model = families.load_model(source, "base", device=device, dtype="float32").model
-        layers = parse_layers(config.layer, families.num_layers(model))
+        layers = parse_hidden_states(config.layer, families.num_layers(model), option="--layer", keep_order=True)
         heads: dict[str, SelectingHead] = {}
         for i in range(resume_at - 1):
             heads[names[i]] = SelectingHead.load(checkpoint / "heads" / names[i], map_location=device)  # type: ignore[operator]
@@ -304,7 +304,7 @@ def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int)
 
 def _resume_point(checkpoint: Path | None, config: CrossConfig, done: int) -> int:
     """The stage to train next: after the finished stages when the checkpoint holds their encoder, else 1."""
-    n = len([t for t in (config.tasks or "").split(",") if t.strip()])
+    n = len(parse_name_list(config.tasks, option="--tasks"))
     if done >= n:
         return n + 1
     if done == 0 or checkpoint is None:
