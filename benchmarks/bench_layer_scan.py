@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS
-from bertscope import api, compare, families, surgery
+from bertscope import agreement, api, compare, families, layer_scan, surgery
 from bertscope.configs import LayerScanConfig
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
@@ -75,7 +75,7 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
     config = LayerScanConfig(model=args.model, max_examples=args.max_examples, batch_size=args.batch_size,
                                  max_length=args.max_length, seed=args.seed, progress=False)
     if args.naive_batches == "sorted":  # the same length-sorted batches as bertscope
-        batches = list(compare._batches(tokenizer, sentences, config, torch.device("cpu")))
+        batches = list(compare.sentence_batches(tokenizer, sentences, config, torch.device("cpu")))
     else:  # a plain loop: sentences in the sample's order
         batches = []
         for start in range(0, len(sentences), args.batch_size):
@@ -88,15 +88,15 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
 
     finals = original_finals() if cache_original else None
     rows = []
-    for layer, layer_map in compare.scan_layer_maps(depth, args.op):
+    for layer, layer_map in layer_scan.scan_layer_maps(depth, args.op):
         folder = work / f"variant-{layer}"
         surgery.variant_model(model, layer_map).save_pretrained(folder)
         variant = transformers.AutoModelForMaskedLM.from_pretrained(folder).eval()
         vhead = families.mlm_head_parts(variant)
-        sums = compare.AgreementSums()
+        sums = agreement.AgreementSums()
         for (ids, mask, counted), final in zip(batches, finals if cache_original else original_finals()):
             v_final = variant.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[counted]
-            sums.add(*compare.agreement_stats(head, final, vhead, v_final))
+            sums.add(*agreement.agreement_stats(head, final, vhead, v_final))
         rows.append({"layer": layer, **sums.result().to_dict()})
         del variant
         shutil.rmtree(folder)

@@ -1,117 +1,16 @@
-"""compare and layer-scan (issue 3): pure agreement metrics against scipy/numpy, the prefix-reusing scan against
-the naive build-every-variant loop, and compare on saved folders against the scan and the lens's own curves."""
+"""compare on saved folders: against the in-memory layer-scan row of the same variant, the lens's own curves, a
+model against itself, and its user errors."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from scipy.special import rel_entr, softmax
 
-from bertscope import api, compare, families, surgery
+from bertscope import api, compare, layer_scan, surgery
 from bertscope.configs import CompareConfig, DeepenConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
-from conftest import FAMILY_IDS, tiny_model
-
-
-def _inputs(seed: int = 3, lengths: tuple[int, ...] = (10, 10, 6)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 30000, (len(lengths), max(lengths)), generator=g)
-    ids[:, 0] = 101
-    mask = torch.ones_like(ids)
-    for row, n in enumerate(lengths):
-        mask[row, n:] = 0
-        ids[row, n:] = 0
-    counted = mask.bool().clone()
-    counted[:, 0] = False
-    return ids, mask, counted
-
-
-# --- pure metrics -------------------------------------------------------------------------------------------------
-
-
-def test_metrics_match_scipy_and_numpy() -> None:
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(7, 50, generator=g), torch.randn(7, 50, generator=g)
-    b[0] = a[0] * 2  # same arg-max, different distribution
-    kl = compare.kl_divergence(a, b).numpy()
-    want = rel_entr(softmax(a.double().numpy(), axis=1), softmax(b.double().numpy(), axis=1)).sum(axis=1)
-    np.testing.assert_allclose(kl, want, rtol=1e-4, atol=1e-6)
-    assert compare.kl_divergence(a, a).abs().max() < 1e-6
-    np.testing.assert_array_equal(compare.top1_agreement(a, b).numpy(), a.numpy().argmax(1) == b.numpy().argmax(1))
-    assert bool(compare.top1_agreement(a, b)[0])
-    x, y = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
-    cos = (x.numpy() * y.numpy()).sum(1) / np.linalg.norm(x.numpy(), axis=1) / np.linalg.norm(y.numpy(), axis=1)
-    np.testing.assert_allclose(compare.cosine_similarity(x, y).numpy(), cos, rtol=1e-5)
-
-
-def test_agreement_sums_do_not_depend_on_batching() -> None:
-    g = torch.Generator().manual_seed(1)
-    agree, kl, cos = torch.rand(20, generator=g) > 0.3, torch.rand(20, generator=g), torch.rand(20, generator=g)
-    whole, parts = compare.AgreementSums(), compare.AgreementSums()
-    whole.add(agree, kl, cos)
-    parts.add(agree[:7], kl[:7], cos[:7])
-    parts.add(agree[7:], kl[7:], cos[7:])
-    assert whole.result().positions == parts.result().positions == 20
-    for field in ("top1_agreement", "mean_kl", "mean_cosine"):
-        assert getattr(parts.result(), field) == pytest.approx(getattr(whole.result(), field))
-    assert whole.result().top1_agreement == pytest.approx(float(agree.float().mean()))
-    assert np.isnan(compare.AgreementSums().result().mean_kl)
-
-
-def test_chunked_agreement_equals_unchunked() -> None:
-    model = tiny_model("bert")
-    head = families.mlm_head_parts(model)
-    g = torch.Generator().manual_seed(2)
-    ha, hb = torch.randn(9, 32, generator=g), torch.randn(9, 32, generator=g)
-    small = compare.agreement_stats(head, ha, head, hb, chunk=2)
-    big = compare.agreement_stats(head, ha, head, hb, chunk=1000)
-    for s, b in zip(small, big):
-        torch.testing.assert_close(s, b)
-
-
-# --- layer-scan against the naive loop ------------------------------------------------------------------------------
-
-
-def test_scan_layer_maps() -> None:
-    assert compare.scan_layer_maps(3, "duplicate") == [(0, [0, 0, 1, 2]), (1, [0, 1, 1, 2]), (2, [0, 1, 2, 2])]
-    assert compare.scan_layer_maps(3, "remove", [1]) == [(1, [0, 2])]
-    with pytest.raises(BertscopeError, match="at least 2"):
-        compare.scan_layer_maps(1, "remove")
-
-
-@pytest.mark.parametrize(("lengths", "per_pass"), [((10, 10, 6), 4), ((10, 3, 6, 4, 2), 2)],
-                         ids=["padded", "packable"])
-@pytest.mark.parametrize("name", FAMILY_IDS)
-def test_scan_batch_equals_building_each_variant(name: str, lengths: tuple[int, ...], per_pass: int) -> None:
-    model = tiny_model(name, num_layers=3)
-    head = families.mlm_head_parts(model)
-    ids, mask, counted = _inputs(lengths=lengths)
-    maps = compare.scan_layer_maps(3, "duplicate") + compare.scan_layer_maps(3, "remove")
-    variants = compare._scan_variants(model, maps)
-    stats, hits, original_hits = compare.scan_batch(model, head, ids, mask, counted, variants,
-                                                    variants_per_pass=per_pass, chunk=7)
-    with torch.no_grad():
-        original = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        np.testing.assert_array_equal(original_hits.numpy(), (original.logits.argmax(-1) == ids)[counted].numpy())
-        for (layer, layer_map, status), got, hit in zip(variants, stats, hits):
-            if status != "ok":
-                assert name == "modernbert" and layer == 0 and got is None
-                continue
-            variant = surgery.variant_model(model, layer_map)  # the naive way: build it, run it whole
-            out = variant(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            want = compare.agreement_stats(head, original.hidden_states[-1][counted],
-                                           families.mlm_head_parts(variant), out.hidden_states[-1][counted])
-            assert torch.equal(got[0], want[0]), (layer, "top-1 agreement")
-            torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=5e-6)  # float32 KL noise floor
-            torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
-            np.testing.assert_array_equal(hit.numpy(), (out.logits.argmax(-1) == ids)[counted].numpy())
-
-
-# --- end to end on saved folders ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +25,7 @@ def test_compare_of_a_saved_variant_equals_its_layer_scan_row(bert_pair, tmp_pat
     source, variant = bert_pair
     common = {"model": source, "max_examples": 24, "batch_size": 7, "progress": False, "device": "cpu"}
     cmp = compare.run_compare(CompareConfig(variant=variant, out=str(tmp_path / "cmp"), **common))
-    scan = compare.run_layer_scan(LayerScanConfig(op="duplicate", out=str(tmp_path / "scan"), **common))
+    scan = layer_scan.run_layer_scan(LayerScanConfig(op="duplicate", out=str(tmp_path / "scan"), **common))
     row = next(r for r in scan.rows if r["layer"] == 1)
     assert row["layer_map"] == "0,1,1,2" and row["status"] == "ok"
     assert cmp.agreement.positions == row["positions"] > 0
@@ -141,6 +40,7 @@ def test_compare_of_a_saved_variant_equals_its_layer_scan_row(bert_pair, tmp_pat
         assert {f"{stem}.json", f"{stem}.csv", f"{stem}.png"} <= {p.name for p in folder.iterdir()}
         payload = json.loads((folder / f"{stem}.json").read_text())
         assert payload["environment"]["versions"]["transformers"] and payload["config"]["model"] == source
+        assert payload["layer_numbering"] == {"compare": "hidden_state", "layer_scan": "block"}[stem]
     assert len(scan.rows) == 3 and scan.metrics()["min_top1_agreement"] <= 1.0
 
 
@@ -172,8 +72,6 @@ def test_compare_refuses_bad_input(bert_pair, tiny_checkpoint, tmp_path) -> None
         compare.run_compare(CompareConfig(model=source, variant=str(tmp_path / "missing"), progress=False))
     with pytest.raises(BertscopeError, match="no pretrained masked-LM head"):
         compare.run_compare(CompareConfig(variant=source, head="pretrained", max_examples=4, progress=False))
-    with pytest.raises(BertscopeError, match="out of range"):
-        compare.run_layer_scan(LayerScanConfig(model=source, layers="3", max_examples=4, progress=False))
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(BertscopeError, match="not a folder"):

@@ -11,8 +11,9 @@ import torch
 
 from bertscope import api, features, glue
 from bertscope.errors import BertscopeError
-from bertscope.features import FeatureStore, canonical_token
-from bertscope.selection import parse_token, select_tokens
+from bertscope.features import FeatureStore
+from bertscope.options import canonical_token, parse_token
+from bertscope.selection import select_tokens
 from bertscope.train import EncoderRepresentation, collate, encode_split
 from conftest import FAMILY_IDS, tiny_model
 

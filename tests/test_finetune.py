@@ -16,7 +16,7 @@ from bertscope import api, glue
 from bertscope.cli import main
 from bertscope.errors import BertscopeError
 from bertscope.finetune import load_finetuned
-from bertscope.selection import parse_dims
+from bertscope.options import parse_dims
 
 SMALL = {"max_train": 32, "max_eval": 24, "batch_size": 8, "max_length": 48, "progress": False}
 

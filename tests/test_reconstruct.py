@@ -16,7 +16,7 @@ from bertscope import families
 from bertscope.cli import main
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
-from bertscope.reconstruct import parse_layers, run_reconstruct
+from bertscope.reconstruct import run_reconstruct
 from bertscope.texts import builtin_sentences
 from conftest import FAMILY_IDS
 
@@ -157,15 +157,11 @@ def test_layer_subset(tiny_checkpoint, sentence_file) -> None:
     assert [r.layer for r in part.records] == [0, 3]
     for layer in (0, 3):
         assert part.record(layer).nll == pytest.approx(full.record(layer).nll, rel=1e-6)
-
-
-def test_parse_layers() -> None:
-    assert parse_layers(None, 4) == [0, 1, 2, 3, 4]
-    assert parse_layers("all", 2) == [0, 1, 2]
-    assert parse_layers("3, 0-1, -1", 6) == [0, 1, 3, 6]
-    for bad, match in (("7", "out of range"), ("x", "not a layer"), ("3-1", "empty range"), ("-9", "out of range")):
-        with pytest.raises(BertscopeError, match=match):
-            parse_layers(bad, 6)
+    everything = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False,
+                                                   layers="all"))
+    assert [r.layer for r in everything.records] == [r.layer for r in full.records] == [0, 1, 2, 3]
+    with pytest.raises(BertscopeError, match="--layers .*hidden-state index 4 is out of range"):
+        run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False, layers="0-4"))
 
 
 def test_cli_writes_json_csv_png_on_a_tiny_checkpoint(tiny_checkpoint, sentence_file, tmp_path, capsys) -> None:
@@ -181,6 +177,7 @@ def test_cli_writes_json_csv_png_on_a_tiny_checkpoint(tiny_checkpoint, sentence_
     assert payload["environment"]["versions"]["torch"] and "git" in payload["environment"]
     assert payload["model"]["family"] == "roberta" and payload["head"]["mode"] == "pretrained"
     assert [r["layer"] for r in payload["records"]] == [0, 1, 2, 3]
+    assert payload["layer_numbering"] == "hidden_state"
     assert payload["texts"]["num_sentences"] == len(SENTENCES)
     assert payload["examples"] and set(payload["examples"][0]["top1_by_layer"]) == {"0", "1", "2", "3"}
     with (out / "reconstruct.csv").open() as handle:

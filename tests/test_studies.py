@@ -12,11 +12,11 @@ import transformers
 
 from bertscope import api, cli, glue
 from bertscope.errors import BertscopeError
-from bertscope.selection import HeadSpec, SelectingHead
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import parse_hidden_states, parse_k_list
 from bertscope.studies import common, cross
 from bertscope.studies.common import dim_importance
-from bertscope.studies.dims import parse_ks, random_subset
-from bertscope.studies.layers import parse_layer_list
+from bertscope.studies.dims import random_subset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
@@ -163,7 +163,8 @@ def test_study_option_errors(small, capsys):
         api.cross(tasks="sst2", data_dir=small["data_dir"])
     with pytest.raises(BertscopeError, match="disjoint"):
         cross.assign_dims("random:200", "disjoint", 2, 384, 0)
-    assert parse_ks("all,2,2,1", 8) == [1, 2, 8] and parse_layer_list("-1,0-2", 6) == [0, 1, 2, 6]
+    assert parse_k_list("all,2,2,1", 8) == (1, 2, 8)
+    assert parse_hidden_states("-1,0-2", 6, default_all=True) == (0, 1, 2, 6)
     assert random_subset(100, 5, 0, 1) == random_subset(100, 5, 0, 1) != random_subset(100, 5, 0, 2)
     with pytest.raises(BertscopeError, match="use --tokens"):
         api.tokens(task="rte", token="mean")

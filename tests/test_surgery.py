@@ -68,14 +68,18 @@ def _valid_dup_map(name: str) -> list[int]:
 # --- layer maps ---------------------------------------------------------------------------------------------------
 
 
-def test_parse_layer_list_accepts_single_ranges_and_lists() -> None:
-    assert surgery.parse_layer_list("6", 12) == [6]
-    assert surgery.parse_layer_list("6-8", 12) == [6, 7, 8]
-    assert surgery.parse_layer_list(" 8, 2 ,6-7", 12) == [2, 6, 7, 8]
-    for bad, match in [("12", "out of range"), ("-1", "out of range"), ("8-6", "backwards"), ("a", "not a layer"),
-                       ("3,,4", "empty item"), ("", "empty")]:
-        with pytest.raises(BertscopeError, match=match):
-            surgery.parse_layer_list(bad, 12)
+def test_layer_map_from_config_counts_transformer_layers() -> None:
+    def config(**op: str) -> DeepenConfig:
+        return DeepenConfig(out="unused", **op)
+
+    assert surgery.layer_map_from_config(config(duplicate="6-8"), 12) == (
+        [0, 1, 2, 3, 4, 5, 6, 6, 7, 7, 8, 8, 9, 10, 11],
+        {"op": "duplicate", "layers": [6, 7, 8], "copies": 1, "placement": "adjacent"})
+    assert surgery.layer_map_from_config(config(remove="-1"), 4) == ([0, 1, 2], {"op": "remove", "layers": [3]})
+    assert surgery.layer_map_from_config(config(layer_map="0-2,2-3"), 4)[0] == [0, 1, 2, 2, 3]
+    for op, value in (("duplicate", "12"), ("remove", "-13"), ("layer_map", "0,12")):
+        with pytest.raises(BertscopeError, match=f"--{op.replace('_', '-')} .*transformer-layer .*0..11"):
+            surgery.layer_map_from_config(config(**{op: value}), 12)
 
 
 def test_duplicate_map_placements_and_copies() -> None:
@@ -85,15 +89,10 @@ def test_duplicate_map_placements_and_copies() -> None:
     assert surgery.duplicate_map(6, [1, 3, 4], copies=2, placement="block") == [0, 1, 1, 1, 2, 3, 4, 3, 4, 3, 4, 5]
 
 
-def test_remove_map_and_explicit_map() -> None:
+def test_remove_map() -> None:
     assert surgery.remove_map(12, [3, 7]) == [0, 1, 2, 4, 5, 6, 8, 9, 10, 11]
     with pytest.raises(BertscopeError, match="no layers"):
         surgery.remove_map(3, [0, 1, 2])
-    assert surgery.parse_layer_map("0,1,2,3,4,5,5,6", 7) == [0, 1, 2, 3, 4, 5, 5, 6]
-    with pytest.raises(BertscopeError, match="out of range"):
-        surgery.parse_layer_map("0,1,7", 7)
-    with pytest.raises(BertscopeError, match="empty"):
-        surgery.parse_layer_map("", 7)
 
 
 def test_deepen_config_needs_exactly_one_operation_and_an_out() -> None:
@@ -229,6 +228,7 @@ def test_deepen_writes_a_verified_folder_that_reloads_equal(name: str, deepened)
     provenance = json.loads((out / surgery.PROVENANCE_FILE).read_text())
     assert provenance["layer_map"] == layer_map and provenance["source_model"] == str(source)
     assert provenance["environment"]["versions"]["torch"] and provenance["bertscope_version"]
+    assert provenance["layer_numbering"] == "block"
     config = json.loads((out / "config.json").read_text())
     assert config["bertscope_surgery"]["layer_map"] == layer_map
     # independent reload: plain transformers, masked-LM head included, equals the re-keyed reference

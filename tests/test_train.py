@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from bertscope import glue
-from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_token
+from bertscope.freezing import apply_freezing
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import parse_token
 from bertscope.train import (
     Batch,
     EncoderRepresentation,

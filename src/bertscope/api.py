@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from bertscope import report as _report
 from bertscope import sweep as _sweep
 from bertscope.commands import ANALYSES
-from bertscope.compare import CompareResult, LayerScanResult, run_compare, run_layer_scan
+from bertscope.compare import CompareResult, run_compare
 from bertscope.config import Config
 from bertscope.configs import (
     CompareConfig,
@@ -35,6 +35,7 @@ from bertscope.configs import (
 )
 from bertscope.finetune import run_finetune
 from bertscope.finetune_result import FinetuneResult
+from bertscope.layer_scan import LayerScanResult, run_layer_scan
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.registry import CommandInfo, Registry
 from bertscope.report import ReportResult, build_report

@@ -6,7 +6,7 @@ Each command declares its :class:`bertscope.registry.CommandInfo` once, at the b
 
 from __future__ import annotations
 
-from bertscope import compare, finetune, reconstruct, surgery
+from bertscope import compare, finetune, layer_scan, reconstruct, surgery
 from bertscope.registry import Registry
 from bertscope.studies import cross, dims, layers, tokens
 
@@ -17,7 +17,7 @@ ANALYSES: Registry = Registry.of([
     reconstruct.COMMAND,
     surgery.COMMAND,
     compare.COMMAND,
-    compare.SCAN_COMMAND,
+    layer_scan.COMMAND,
     finetune.COMMAND,
     dims.COMMAND,
     layers.COMMAND,

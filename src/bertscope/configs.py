@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
+from bertscope.options import parse_name_list, parse_token_list
 
 __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
@@ -102,8 +103,9 @@ class ReconstructConfig(FitHeadOptions, TextOptions, ModelOptions):
     include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
     mask_prob: float = opt(0.0, "mask inputs BERT-style (80/10/10) with this probability first; masked and unmasked "
                                 "positions are then reported separately")
-    layers: str | None = opt(None, "decode only these layers, e.g. 0,6,12 or 0-3 or -1 (0 = embedding output); "
-                                   "default: every layer 0..L", metavar="LAYERS")
+    layers: str | None = opt(None, "decode only these hidden states, counted 0..L (0 = embedding output, l = output "
+                                   "of transformer layer l): e.g. 0,6,12, 0-3, -1 or all; default: all of 0..L",
+                             metavar="HIDDEN_STATES")
     examples: int = opt(3, "decode this many sentences token by token at every layer into reconstruct.json")
 
     def validate(self) -> None:
@@ -126,15 +128,18 @@ class DeepenConfig(Config):
                             metavar="ID_OR_PATH")
     out: str | None = opt(None, "folder to write the new checkpoint to (required; refused if it exists)",
                           metavar="DIR")
-    duplicate: str | None = opt(None, "layers to duplicate: one (6), a range (6-8, inclusive) or a list (2,6-8)",
-                                metavar="LAYERS")
+    duplicate: str | None = opt(None, "transformer layers to duplicate, counted 0..L-1 (0 = the first transformer "
+                                      "layer, -1 = the last): one (6), a range (6-8, inclusive), a list (2,6-8) or all",
+                                metavar="BLOCKS")
     copies: int = opt(1, "extra copies of each duplicated layer")
     placement: str = opt("adjacent", "where copies go: right after each layer (adjacent: 6,6,7,7) or the whole "
                                      "selection repeated after itself (block: 6,7,6,7)",
                          choices=("adjacent", "block"))
-    remove: str | None = opt(None, "layers to remove: one, a range or a list (e.g. 3,7)", metavar="LAYERS")
-    layer_map: str | None = opt(None, "the new stack spelled out as source-layer indices (e.g. 0,1,2,2,3)",
-                                metavar="MAP")
+    remove: str | None = opt(None, "transformer layers to remove, counted 0..L-1 (0 = the first transformer layer, "
+                                   "-1 = the last): one, a range or a list (e.g. 3,7)", metavar="BLOCKS")
+    layer_map: str | None = opt(None, "the new stack spelled out, in order, as source transformer-layer indices "
+                                      "0..L-1 (0 = the first transformer layer), e.g. 0,1,2,2,3 or 0-2,2-3",
+                                metavar="BLOCK_MAP")
     overwrite: bool = opt(False, "replace --out if it already exists (the old folder is kept until the new one "
                                  "is complete)")
     verify: bool = opt(True, "reload the saved folder and check depth, storage and outputs before publishing it")
@@ -183,8 +188,9 @@ class LayerScanConfig(FitHeadOptions, TextOptions, ModelOptions):
     command = "layer-scan"
 
     op: str = opt("duplicate", "edit applied to each layer in turn", choices=("duplicate", "remove"))
-    layers: str | None = opt(None, "scan only these layers (e.g. 0-5 or 2,7); default: every layer",
-                             metavar="LAYERS")
+    layers: str | None = opt(None, "scan only these transformer layers, counted 0..L-1 as deepen counts them (0 = the "
+                                   "first transformer layer): e.g. 0-5, 2,7 or -1; default: all",
+                             metavar="BLOCKS")
     head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer "
                             "(fit), or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
     include_special: bool = opt(False, "count special tokens ([CLS], [SEP], ...) in the metrics")
@@ -289,18 +295,22 @@ class FinetuneConfig(ModelOptions):
     weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and norm weights)")
     warmup_ratio: float = opt(0.1, "fraction of the steps with linear warmup, then linear decay to 0")
     grad_clip: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
-    token: str = opt("cls", "token vector the head reads: cls, max-norm, mean, max (element-wise) or index:K")
+    token: str = opt("cls", "token vector the head reads: cls, max-norm, mean, max (element-wise) or index:K "
+                            "(position K; negative from the end)")
     include_special: bool = opt(False, "let max-norm/mean/max pooling choose [CLS]/[SEP] too")
-    layer: str = opt("-1", "hidden layer(s) the head reads: 0..L (0 = embeddings), negative from the top; a "
-                           "comma list concatenates", metavar="L[,L...]")
-    dims: str = opt("all", "hidden dimensions the head sees: all, first:K, random:K (seeded) or idx:i,j,...")
+    layer: str = opt("-1", "hidden state(s) the head reads, counted 0..L (0 = embedding output, l = output of "
+                           "transformer layer l): N, -N from the top, A-B or all; a comma list concatenates in the "
+                           "order given", metavar="HIDDEN_STATES")
+    dims: str = opt("all", "hidden dimensions the head sees: all, first:K, random:K (seeded by --seed) or "
+                           "idx:LIST of indices 0..H-1 (e.g. idx:3,17 or idx:0-9; kept in the order given)")
     head: str = opt("linear", "head: linear, or mlp2 (two fully connected layers with GELU)",
                     choices=("linear", "mlp2"))
     head_hidden: int = opt(256, "width of the mlp2 head's hidden layer")
     dropout: float = opt(0.1, "dropout on the selected features (and inside mlp2)")
     pooler: bool = opt(False, "pass the selected vector(s) through the checkpoint's pretrained pooler (dense+tanh) "
                               "first, trained with the head")
-    freeze: str = opt("none", "frozen part: none, embeddings, encoder, or layers:A-B (0 = embeddings)")
+    freeze: str = opt("none", "frozen part: none, embeddings, encoder, or layers:LIST of hidden-state indices "
+                              "(0 = embeddings, l = transformer layer l; e.g. layers:0-3)")
     group_by_length: bool = opt(True, "batch examples of similar length together (less padding)")
     eval_batch_size: int | None = opt(None, "examples per evaluation batch (default: --batch-size)")
     save_model: bool = opt(False, "save the fine-tuned encoder (plain transformers folder) and the head in OUT/model")
@@ -362,8 +372,8 @@ class DimsConfig(StudyOptions):
     command = "dims"
 
     dims: str = opt("all", "set by the study (see --k)", cli=False)
-    k: str = opt("1,2,3,5,10,50,all", "numbers of dimensions to try (comma list; all = every dimension)",
-                 metavar="K[,K...]")
+    k: str = opt("1,2,3,5,10,50,all", "numbers of dimensions to try: a comma list of K in 1..H, ranges A-B, and "
+                                       "all (= every dimension)", metavar="K[,K...]")
     samples: int = opt(5, "seeded random dimension subsets per K (the control)")
     rank_by: str = opt("random", "also pick the top-K dimensions by: the weights of the full-dimension run's head "
                                  "(weights) or the variance of the pretrained token vectors on the train set "
@@ -398,8 +408,9 @@ class LayersConfig(StudyOptions):
     command = "layers"
 
     layer: str = opt("-1", "set by the study (see --layers)", cli=False)
-    layers: str | None = opt(None, "layers to scan, e.g. 0-6 or 0,3,6 (0 = embeddings); default: every layer 0..L",
-                             metavar="LAYERS")
+    layers: str | None = opt(None, "hidden states to scan, counted 0..L (0 = embedding output, l = output of "
+                                   "transformer layer l): e.g. 0-6, 0,3,6, -3--1 or all; default: all of 0..L",
+                             metavar="HIDDEN_STATES")
 
     def validate(self) -> None:
         StudyOptions.validate(self)
@@ -422,8 +433,7 @@ class TokensConfig(StudyOptions):
         StudyOptions.validate(self)
         if self.token != "cls":
             raise BertscopeError("tokens varies the token itself; use --tokens to choose which")
-        if not [t for t in self.tokens.split(",") if t.strip()]:
-            raise BertscopeError("--tokens is empty")
+        parse_token_list(self.tokens, option="--tokens")
 
 
 @dataclass(frozen=True)
@@ -438,7 +448,8 @@ class CrossConfig(StudyOptions):
     cache_features: bool = opt(False, "not used: cross fine-tunes the encoder", cli=False)
     cache_dir: str | None = opt(None, "not used: cross fine-tunes the encoder", cli=False)
     tasks: str | None = opt(None, "tasks in training order, e.g. sst2,rte,cola (required)", metavar="T1,T2,...")
-    dims_per_task: str = opt("random:2", "each task's dimensions: random:K, first:K or all")
+    dims_per_task: str = opt("random:2", "each task's dimensions: random:K, first:K or all (with --dims-mode shared "
+                                         "also idx:LIST)")
     dims_mode: str = opt("disjoint", "tasks get disjoint dimension sets (disjoint) or one shared set (shared)",
                          choices=("disjoint", "shared"))
     earlier_heads: str = opt("frozen", "after later stages, evaluate an earlier task with its head as trained in its "
@@ -454,9 +465,7 @@ class CrossConfig(StudyOptions):
         ModelOptions.validate(self)
         if self.task is not None:
             raise BertscopeError("cross takes --tasks (comma list in training order), not --task")
-        names = [t.strip() for t in (self.tasks or "").split(",") if t.strip()]
-        if len(names) < 2:
-            raise BertscopeError("--tasks needs at least two tasks in training order, e.g. sst2,rte,cola")
+        names = parse_name_list(self.tasks, option="--tasks", at_least=2, example="sst2,rte,cola (training order)")
         if self.freeze.strip().lower() == "encoder":
             raise BertscopeError("cross fine-tunes the encoder from task to task; --freeze encoder leaves "
                                  "nothing to carry over")

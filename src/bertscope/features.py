@@ -30,7 +30,7 @@ atomically after each strategy file is complete, so an interrupted run leaves ei
 that is computed again. Concurrent writers of one entry are serialised with a lock file (POSIX ``flock``).
 
 The cache lives in ``--cache-dir``, else ``$BERTSCOPE_CACHE/features``, else ``~/.cache/bertscope/features``.
-Imports: families, selection (pure token selection), results, errors.
+Imports: families, options (token spellings), selection (pure token selection), results, errors.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ from torch import nn
 
 from bertscope import families
 from bertscope.errors import BertscopeError
+from bertscope.options import canonical_token, parse_token
 from bertscope.results import write_json_atomic
-from bertscope.selection import parse_token, select_tokens
+from bertscope.selection import select_tokens
 
 __all__ = [
     "DEFAULT_TOKENS",
@@ -66,7 +67,6 @@ __all__ = [
     "FeatureStore",
     "cache_root",
     "cached_inputs",
-    "canonical_token",
     "data_fingerprint",
     "model_fingerprint",
 ]
@@ -83,12 +83,6 @@ def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
         return Path(override).expanduser()
     env = os.environ.get("BERTSCOPE_CACHE")
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "bertscope") / "features"
-
-
-def canonical_token(spec: str) -> str:
-    """The canonical spelling of a token strategy (``maxnorm`` -> ``max-norm``, ``INDEX:2`` -> ``index:2``)."""
-    method, index = parse_token(spec)
-    return f"index:{index}" if method == "index" else method
 
 
 def _file_name(token: str) -> str:

@@ -22,10 +22,10 @@ from bertscope import families
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.finetune_result import FinetuneResult
+from bertscope.head import HeadSpec, SelectingHead
 from bertscope.pipeline import prepare
 from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
-from bertscope.selection import HeadSpec, SelectingHead
 from bertscope.train import Batch, EncoderRepresentation
 
 if TYPE_CHECKING:

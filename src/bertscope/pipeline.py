@@ -48,11 +48,12 @@ from bertscope.features import (
     FeatureCollate,
     FeatureSet,
     FeatureStore,
-    canonical_token,
 )
 from bertscope.finetune_result import FinetuneResult
+from bertscope.freezing import apply_freezing
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import HIDDEN_STATE, canonical_token, parse_dims, parse_hidden_states, parse_name_list, parse_token
 from bertscope.results import environment_info
-from bertscope.selection import HeadSpec, SelectingHead, apply_freezing, parse_dims, parse_layers, parse_token
 from bertscope.train import (
     EncodedSplit,
     EncoderRepresentation,
@@ -113,10 +114,7 @@ def resolve_eval_splits(task: glue.GlueTask, spec: str) -> tuple[str, ...]:
     """The dev split(s) of ``--eval-split``: auto (the task's own), or a split name / comma list."""
     if spec.strip().lower() == "auto":
         return task.eval_splits
-    names = tuple(dict.fromkeys(task.resolve_split(s) for s in spec.split(",") if s.strip()))
-    if not names:
-        raise BertscopeError("--eval-split is empty")
-    return names
+    return tuple(dict.fromkeys(task.resolve_split(s) for s in parse_name_list(spec, option="--eval-split")))
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,8 @@ def resolve_selection(config: FinetuneConfig, model: nn.Module) -> Selection:
     depth, hidden = families.num_layers(model), families.hidden_size(model)
     method, index = parse_token(config.token)
     return Selection(token=config.token, token_method=method, token_index=index,
-                     layers=parse_layers(config.layer, depth), dims=parse_dims(config.dims, hidden, config.seed),
+                     layers=parse_hidden_states(config.layer, depth, option="--layer", keep_order=True),
+                     dims=parse_dims(config.dims, hidden, config.seed),
                      num_layers=depth, hidden_size=hidden)
 
 
@@ -337,6 +336,7 @@ class PreparedRun:
             head={**head.spec.to_dict(), "seed": config.seed, "head_lr": self.head_lr},
             selection={"token": sel.token, "token_method": sel.token_method, "token_index": sel.token_index,
                        "include_special": config.include_special, "layers": list(sel.layers),
+                       "layer_numbering": HIDDEN_STATE,
                        "num_layers": sel.num_layers, "dims_spec": config.dims, "dims": list(sel.dims),
                        "hidden_size": sel.hidden_size, "pooler": config.pooler, "layers_computed": max(sel.layers),
                        "top_layer_at_one_position": bool(getattr(self.represent, "fast_top", False))},

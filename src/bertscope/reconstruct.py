@@ -1,6 +1,7 @@
 """``bertscope reconstruct``: decode every hidden layer with the masked-LM head and score the input tokens.
 
-For every layer l = 0..L (0 = embedding output) the head is applied to ``hidden_states[l]`` at every counted
+For every hidden state l = 0..L (0 = embedding output, l = output of transformer layer l; ``--layers`` counts
+these hidden-state indices, see :mod:`bertscope.options`) the head is applied to ``hidden_states[l]`` at every counted
 position and the *input* token is scored (top-1, top-5, mean rank, NLL, exact sentences; see :mod:`bertscope.lens`).
 
 How it runs (and why it is fast): sentences are tokenised once and sorted by length so batches carry little
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
 from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
+from bertscope.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
 from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
@@ -38,42 +39,10 @@ from bertscope.results import (
 )
 from bertscope.texts import TextSource, load_texts, read_text_file
 
-__all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "parse_layers",
-           "run_reconstruct"]
+__all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "run_reconstruct"]
 
 _log = logging.getLogger("bertscope")
 METRIC_NAMES = ("top1", "top5", "mean_rank", "nll", "exact")
-
-
-def parse_layers(spec: str | None, depth: int) -> list[int]:
-    """Layer indices from ``0,3,6`` / ``0-3`` / ``-1`` (negative counts from L) / ``all``; sorted, unique."""
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return list(range(depth + 1))
-    chosen: set[int] = set()
-
-    def index(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise BertscopeError(f"--layers: {text!r} is not a layer number (use e.g. 0,3,6 or 2-5)") from None
-        value = depth + 1 + value if value < 0 else value
-        if not 0 <= value <= depth:
-            raise BertscopeError(f"--layers: layer {text} out of range; this model has layers 0..{depth}")
-        return value
-
-    for part in spec.split(","):
-        part = part.strip()
-        match = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", part)
-        if match:
-            lo, hi = index(match.group(1)), index(match.group(2))
-            if lo > hi:
-                raise BertscopeError(f"--layers: empty range {part}")
-            chosen.update(range(lo, hi + 1))
-        elif part:
-            chosen.add(index(part))
-    if not chosen:
-        raise BertscopeError("--layers: no layer given")
-    return sorted(chosen)
 
 
 @dataclass(frozen=True)
@@ -128,6 +97,8 @@ class ReconstructResult:
             "head": self.head,
             "texts": self.texts,
             "counting": self.counting,
+            "layer_numbering": HIDDEN_STATE,
+            "layer_numbering_note": NUMBERING_NOTES[HIDDEN_STATE],
             "metric_definitions": {
                 "top1": "share of counted tokens whose input token has the highest logit",
                 "top5": "share of counted tokens whose input token is among the 5 highest logits",
@@ -372,7 +343,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
         tokenizer = families.load_tokenizer(config.model)
     model = loaded.model
     depth = families.num_layers(model)
-    layers = parse_layers(config.layers, depth)
+    layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
     t_loaded = time.perf_counter()
     head, head_info = _resolve_head(config, loaded, tokenizer, source, config.dtype)
     t_head = time.perf_counter()

@@ -3,7 +3,9 @@
 Paper 1 (Kao et al., arXiv 2001.09309) deepens a pre-trained encoder by duplicating some of its layers and then
 fine-tunes it; its first version also reports that removing or duplicating most single layers barely changes the
 outputs. Here every such edit is a *layer map*: the list of source-layer indices of the new stack (``0,1,2,2,3``
-duplicates layer 2 of a 4-layer model). ``--duplicate`` and ``--remove`` are sugar that produce a map.
+duplicates layer 2 of a 4-layer model). ``--duplicate`` and ``--remove`` are sugar that produce a map. Layers are
+counted as transformer-layer (block) indices 0..L-1, 0 = the first transformer layer (:mod:`bertscope.options`);
+the result file says so (``layer_numbering: block``).
 
 :func:`run_deepen` applies a map with real deep copies, saves a normal Hugging Face folder through a temporary folder,
 verifies it (reload, depth, no shared storage, reloaded outputs = in-memory outputs = the original's layers composed
@@ -28,6 +30,7 @@ from bertscope import families
 from bertscope._version import __version__
 from bertscope.configs import DeepenConfig
 from bertscope.errors import BertscopeError
+from bertscope.options import BLOCK, NUMBERING_NOTES, parse_blocks, parse_layer_map
 from bertscope.registry import CommandInfo
 from bertscope.results import environment_info, write_json_atomic
 
@@ -37,8 +40,6 @@ __all__ = [
     "Verification",
     "duplicate_map",
     "layer_map_from_config",
-    "parse_layer_list",
-    "parse_layer_map",
     "remove_map",
     "run_deepen",
     "variant_model",
@@ -47,49 +48,6 @@ __all__ = [
 
 PROVENANCE_FILE = "bertscope_provenance.json"
 CONFIG_NOTE_KEY = "bertscope_surgery"
-
-
-def _int(token: str, what: str) -> int:
-    try:
-        return int(token.strip())
-    except ValueError:
-        raise BertscopeError(f"{what}: {token.strip()!r} is not a layer index (use e.g. 3, 6-8 or 2,6-8)") from None
-
-
-def parse_layer_list(spec: str, depth: int, *, what: str = "--layers") -> list[int]:
-    """Sorted unique layer indices from ``"6"``, ``"6-8"`` (inclusive) or ``"2,6-8"``; each must be in 0..depth-1."""
-    if spec is None or not str(spec).strip():
-        raise BertscopeError(f"{what} is empty: give a layer (6), a range (6-8) or a list (2,6-8)")
-    chosen: set[int] = set()
-    for part in str(spec).split(","):
-        part = part.strip()
-        if not part:
-            raise BertscopeError(f"{what}: empty item in {spec!r}")
-        dash = part.find("-", 1)
-        if dash > 0:
-            lo, hi = _int(part[:dash], what), _int(part[dash + 1:], what)
-            if hi < lo:
-                raise BertscopeError(f"{what}: range {part} runs backwards; write {hi}-{lo}")
-            items = range(lo, hi + 1)
-        else:
-            items = range(_int(part, what), _int(part, what) + 1)
-        for i in items:
-            if not 0 <= i < depth:
-                raise BertscopeError(f"{what}: layer {i} out of range: this model has layers 0..{depth - 1}")
-            chosen.add(i)
-    return sorted(chosen)
-
-
-def parse_layer_map(spec: str, depth: int) -> list[int]:
-    """The explicit map ``"0,1,2,2,3"`` as a list (order and repeats kept); indices must be in 0..depth-1."""
-    tokens = [t for t in str(spec).replace(" ", "").split(",")]
-    if not tokens or tokens == [""]:
-        raise BertscopeError("--layer-map is empty: a model needs at least one layer")
-    layer_map = [_int(t, "--layer-map") for t in tokens]
-    for i in layer_map:
-        if not 0 <= i < depth:
-            raise BertscopeError(f"--layer-map: layer {i} out of range: this model has layers 0..{depth - 1}")
-    return layer_map
 
 
 def _runs(layers: list[int]) -> list[list[int]]:
@@ -132,14 +90,17 @@ def remove_map(depth: int, layers: list[int]) -> list[int]:
 
 
 def layer_map_from_config(config: DeepenConfig, depth: int) -> tuple[list[int], dict[str, Any]]:
-    """(layer map, description of the operation) for a deepen config and a model of ``depth`` layers."""
+    """(layer map, description of the operation) for a deepen config and a model of ``depth`` layers.
+
+    Every index is a transformer-layer (block) index 0..depth-1 (:func:`bertscope.options.parse_blocks`).
+    """
     if config.layer_map is not None:
-        return parse_layer_map(config.layer_map, depth), {"op": "layer-map", "spec": config.layer_map}
+        return list(parse_layer_map(config.layer_map, depth)), {"op": "layer-map", "spec": config.layer_map}
     if config.duplicate is not None:
-        layers = parse_layer_list(config.duplicate, depth, what="--duplicate")
+        layers = list(parse_blocks(config.duplicate, depth, option="--duplicate"))
         return duplicate_map(depth, layers, config.copies, config.placement), {
             "op": "duplicate", "layers": layers, "copies": config.copies, "placement": config.placement}
-    layers = parse_layer_list(config.remove or "", depth, what="--remove")
+    layers = list(parse_blocks(config.remove or "", depth, option="--remove"))
     return remove_map(depth, layers), {"op": "remove", "layers": layers}
 
 
@@ -292,7 +253,8 @@ class DeepenResult:
     def to_dict(self) -> dict[str, Any]:
         return {"command": "deepen", "config": self.config.to_dict(), "bertscope_version": __version__,
                 "source_model": self.source, "family": self.family, "architecture": self.architecture,
-                "operation": self.operation, "layer_map": self.layer_map, "old_depth": self.old_depth,
+                "operation": self.operation, "layer_map": self.layer_map, "layer_numbering": BLOCK,
+                "layer_numbering_note": NUMBERING_NOTES[BLOCK], "old_depth": self.old_depth,
                 "new_depth": self.new_depth, "out": self.out, "tokenizer_saved": self.tokenizer_saved,
                 "initialised_on_load": self.initialised_on_load,
                 "initialised_on_load_note": "weights the source checkpoint lacked: transformers initialised them "

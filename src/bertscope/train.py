@@ -17,7 +17,7 @@ vectors through this *same* loop and must get the same numbers):
 * Token selection is pure (:func:`bertscope.selection.select_tokens`).
 * Batch order depends only on ``seed``, the epoch and the example lengths (:func:`length_grouped_batches`, its own
   ``torch.Generator``); the head is initialised from its own generator and its dropout draws from its own generator
-  (:class:`bertscope.selection.SeededDropout`), so nothing in the head's path reads the global RNG.
+  (:class:`bertscope.head.SeededDropout`), so nothing in the head's path reads the global RNG.
 
 Speed: examples are tokenised once; batches are padded to their longest member and grouped by length; the encoder
 runs only up to the highest layer read (``families.truncated``); and when the head reads one known position
@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from bertscope import families, glue
-from bertscope.selection import select_layers, token_positions, trainable_parameters
+from bertscope.freezing import trainable_parameters
+from bertscope.selection import select_layers, token_positions
 
 __all__ = [
     "Batch",

@@ -31,6 +31,7 @@ from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, cache_root
 from bertscope.finetune import COMMAND as FINETUNE
 from bertscope.finetune_result import FinetuneResult
+from bertscope.head import SelectingHead
 from bertscope.pipeline import (
     Shared,
     compute_features,
@@ -41,7 +42,6 @@ from bertscope.pipeline import (
     resolve_selection,
 )
 from bertscope.results import environment_info, save_figure_atomic, write_csv_atomic, write_json_atomic
-from bertscope.selection import SelectingHead
 
 __all__ = [
     "HeadRunner",

@@ -37,12 +37,13 @@ import torch
 from bertscope import families, glue
 from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
-from bertscope.features import FeatureStore, canonical_token
+from bertscope.features import FeatureStore
 from bertscope.finetune import NOT_IDENTITY
+from bertscope.head import SelectingHead
+from bertscope.options import canonical_token, dims_form, parse_dims, parse_name_list
 from bertscope.pipeline import PreparedRun, Shared, TaskData, compute_features, load_task_data, prepare
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.results import write_json_atomic
-from bertscope.selection import SelectingHead, parse_dims
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -63,17 +64,15 @@ __all__ = ["assign_dims", "run_cross"]
 
 def assign_dims(spec: str, mode: str, n_tasks: int, hidden: int, seed: int) -> list[tuple[int, ...]]:
     """Each task's dimensions: ``random:K`` / ``first:K`` / ``all``; disjoint across tasks or one shared set."""
-    text = spec.strip().lower()
-    if mode == "shared" or text == "all":
-        if text == "all" and mode == "disjoint":
+    kind, k = dims_form(spec, option="--dims-per-task")
+    if mode == "shared" or kind == "all":
+        if kind == "all" and mode == "disjoint":
             raise BertscopeError("--dims-per-task all cannot be disjoint; use --dims-mode shared")
-        dims = parse_dims(spec, hidden, seed)
+        dims = parse_dims(spec, hidden, seed, option="--dims-per-task")
         return [dims] * n_tasks
-    kind, _, arg = text.partition(":")
-    if kind not in ("random", "first") or not arg.isdigit():
+    if k is None:
         raise BertscopeError(f"--dims-per-task {spec!r}: use random:K, first:K or all")
-    k = int(arg)
-    if k < 1 or k * n_tasks > hidden:
+    if k * n_tasks > hidden:
         raise BertscopeError(f"--dims-per-task {spec!r}: {n_tasks} disjoint sets of {k} need K >= 1 and "
                              f"K x tasks <= {hidden} (the hidden size)")
     pool = list(range(hidden))
@@ -109,7 +108,7 @@ def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str
     """Hash of what determines stages 1..``stage``: every option that changes results, and the tasks so far."""
     skip = _LEGACY_STAGE_SKIP if legacy else COMMAND.not_identity | {"single_task", "tasks"}
     values = {k: v for k, v in config.to_dict().items() if k not in skip}
-    values["tasks_so_far"] = [t.strip() for t in (config.tasks or "").split(",") if t.strip()][:stage]
+    values["tasks_so_far"] = list(parse_name_list(config.tasks, option="--tasks"))[:stage]
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -144,7 +143,7 @@ def _probe(config: CrossConfig, task: _Task, run: PreparedRun) -> PreparedRun:
 
 
 def run_cross(config: CrossConfig) -> StudyResult:
-    names = [glue.get_task(t.strip()).name for t in (config.tasks or "").split(",") if t.strip()]
+    names = [glue.get_task(t).name for t in parse_name_list(config.tasks, option="--tasks", at_least=2)]
     if len(set(names)) != len(names):
         raise BertscopeError(f"--tasks lists a task twice: {','.join(names)}")
     depth, hidden = model_shape(config)
@@ -289,7 +288,7 @@ def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int)
 
 def _resume_point(checkpoint: Path | None, config: CrossConfig, done: int) -> int:
     """The stage to train next: after the finished stages when the checkpoint holds their encoder, else 1."""
-    n = len([t for t in (config.tasks or "").split(",") if t.strip()])
+    n = len(parse_name_list(config.tasks, option="--tasks"))
     if done >= n:
         return n + 1
     if done == 0 or checkpoint is None:

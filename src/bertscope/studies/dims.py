@@ -28,6 +28,7 @@ from typing import Any
 from bertscope.configs import DimsConfig
 from bertscope.errors import BertscopeError
 from bertscope.finetune import NOT_IDENTITY
+from bertscope.options import parse_k_list
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -42,29 +43,7 @@ from bertscope.studies.common import (
     summarise,
 )
 
-__all__ = ["parse_ks", "random_subset", "run_dims"]
-
-
-def parse_ks(spec: str, hidden: int) -> list[int]:
-    """``1,2,3,all`` -> sorted distinct K values in 1..hidden (``all`` = hidden)."""
-    ks: list[int] = []
-    for item in spec.split(","):
-        text = item.strip().lower()
-        if not text:
-            continue
-        if text == "all":
-            ks.append(hidden)
-            continue
-        try:
-            k = int(text)
-        except ValueError:
-            raise BertscopeError(f"--k: {item!r} is not a number or 'all'") from None
-        if not 1 <= k <= hidden:
-            raise BertscopeError(f"--k: {k} out of range 1..{hidden} (the hidden size)")
-        ks.append(k)
-    if not ks:
-        raise BertscopeError("--k is empty")
-    return sorted(set(ks))
+__all__ = ["random_subset", "run_dims"]
 
 
 def random_subset(hidden: int, k: int, seed: int, sample: int, salt: str = "dims") -> tuple[int, ...]:
@@ -84,7 +63,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
     if config.find_effective:
         return _run_find_effective(config)
     depth, hidden = model_shape(config)
-    ks = parse_ks(config.k, hidden)
+    ks = list(parse_k_list(config.k, hidden))
     store = RunStore(config.out, fresh=config.overwrite)
     runner = HeadRunner([config.token], progress=config.progress)
 

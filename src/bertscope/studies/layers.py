@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bertscope.configs import LayersConfig
-from bertscope.errors import BertscopeError
 from bertscope.finetune import NOT_IDENTITY
+from bertscope.options import parse_hidden_states
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -25,42 +25,12 @@ from bertscope.studies.common import (
     model_shape,
 )
 
-__all__ = ["parse_layer_list", "run_layers"]
-
-
-def parse_layer_list(spec: str | None, depth: int) -> list[int]:
-    """``None`` -> 0..L; ``0-3``, ``0,3,6``, ``-1`` (negative from the top) -> sorted distinct layer numbers."""
-    if spec is None or not spec.strip():
-        return list(range(depth + 1))
-    out: list[int] = []
-    for item in spec.split(","):
-        text = item.strip()
-        if not text:
-            continue
-        try:
-            if "-" in text[1:]:
-                a, b = text[0] + text[1:].split("-", 1)[0], text[1:].split("-", 1)[1]
-                lo, hi = int(a), int(b)
-                values = list(range(lo, hi + 1))
-                if not values:
-                    raise BertscopeError(f"--layers: empty range {text!r}")
-            else:
-                values = [int(text)]
-        except ValueError:
-            raise BertscopeError(f"--layers: cannot read {item!r}; use e.g. 0-6 or 0,3,6") from None
-        for value in values:
-            layer = value + depth + 1 if value < 0 else value
-            if not 0 <= layer <= depth:
-                raise BertscopeError(f"--layers: layer {value} out of range 0..{depth} (0 = embeddings)")
-            out.append(layer)
-    if not out:
-        raise BertscopeError("--layers is empty")
-    return sorted(set(out))
+__all__ = ["run_layers"]
 
 
 def run_layers(config: LayersConfig) -> StudyResult:
     depth, hidden = model_shape(config)
-    layers = parse_layer_list(config.layers, depth)
+    layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
     store = RunStore(config.out, fresh=config.overwrite)
     runner = HeadRunner([config.token], progress=config.progress)
     specs = [RunSpec(f"layer {layer}", {"layer": layer}, finetune_config(config, layer=str(layer)))

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bertscope.configs import TokensConfig
-from bertscope.errors import BertscopeError
-from bertscope.features import canonical_token
 from bertscope.finetune import NOT_IDENTITY
+from bertscope.options import parse_token_list
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -30,9 +29,7 @@ __all__ = ["run_tokens"]
 
 
 def run_tokens(config: TokensConfig) -> StudyResult:
-    tokens = list(dict.fromkeys(canonical_token(t) for t in config.tokens.split(",") if t.strip()))
-    if not tokens:
-        raise BertscopeError("--tokens is empty")
+    tokens = list(parse_token_list(config.tokens, option="--tokens"))
     store = RunStore(config.out, fresh=config.overwrite)
     runner = HeadRunner(tokens, progress=config.progress)
     specs = [RunSpec(f"token {t}", {"token_strategy": t}, finetune_config(config, token=t)) for t in tokens]

@@ -1,0 +1,84 @@
+"""The selecting head: dimension mask, seeded initialisation, save/load, and equality with
+AutoModelForSequenceClassification."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from bertscope import families
+from bertscope.errors import BertscopeError
+from bertscope.head import HeadSpec, SelectingHead
+from bertscope.options import parse_dims, parse_hidden_states, parse_token
+from bertscope.train import Batch, EncoderRepresentation
+from conftest import tiny_config, tiny_model
+
+
+def test_dimension_mask_cuts_unselected_dimensions_off() -> None:
+    spec = HeadSpec(num_labels=2, hidden_size=6, layers=(1, 2), dims=(4, 1), dropout=0.0)
+    head = SelectingHead(spec, seed=0).eval()
+    vectors = torch.randn(3, 2, 6)
+    changed = vectors.clone()
+    changed[:, :, [0, 2, 3, 5]] = torch.randn(3, 2, 4)  # only unselected dimensions differ
+    torch.testing.assert_close(head(vectors), head(changed))
+    torch.testing.assert_close(head.features(vectors), vectors[:, :, [4, 1]].flatten(1))
+    assert head.classifier.in_features == 4
+
+
+def test_head_initialisation_ignores_the_global_rng() -> None:
+    spec = HeadSpec(num_labels=3, hidden_size=8, layers=(1,), dims=tuple(range(8)), head="mlp2", head_hidden=5)
+    torch.manual_seed(1)
+    a = SelectingHead(spec, seed=7)
+    torch.manual_seed(2)
+    b = SelectingHead(spec, seed=7)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    c = SelectingHead(spec, seed=8)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+
+
+def test_head_save_and_load_round_trip(tmp_path) -> None:
+    spec = HeadSpec(num_labels=2, hidden_size=8, layers=(0, 2), dims=(1, 5, 6), head="mlp2", pooler=True)
+    head = SelectingHead(spec, seed=3).eval()
+    with torch.no_grad():
+        head.pooler_dense.weight.normal_()
+    head.save(tmp_path, seed=3)
+    again = SelectingHead.load(tmp_path).eval()
+    assert again.spec == spec
+    x = torch.randn(4, 2, 8)
+    torch.testing.assert_close(again(x), head(x))
+    with pytest.raises(BertscopeError, match="selecting head"):
+        SelectingHead.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("num_layers", [2, 3])
+def test_cls_last_layer_pooler_head_equals_sequence_classification_logits(num_layers: int) -> None:
+    """The issue's check: --token cls --layer -1 --dims all --pooler with the classifier copied = HF's logits."""
+    reference = tiny_model("bert", "sequence-classification", num_layers=num_layers)
+    reference.config.num_labels = 2
+    base = reference.bert
+    spec = HeadSpec(num_labels=2, hidden_size=32, layers=parse_hidden_states("-1", num_layers, keep_order=True), dims=parse_dims("all", 32),
+                    token="cls", pooler=True)
+    head = SelectingHead(spec, seed=0, pooler=families.pooler_parts(base)).eval()
+    head.classifier.load_state_dict(reference.classifier.state_dict())
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30000, (3, 9), generator=g)
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    mask[2, 5:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, special_mask=torch.zeros_like(ids),
+                  labels=None, example_index=torch.arange(3))
+    represent = EncoderRepresentation(base, spec.layers, parse_token("cls"), frozen=True)
+    with torch.no_grad():
+        ours = head(represent(batch))
+        theirs = reference(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_pooler_is_refused_cleanly_for_families_without_one() -> None:
+    assert families.pooler_parts(tiny_model("distilbert", "base")) is None
+    assert families.pooler_parts(tiny_model("albert", "base")) is not None
+    assert isinstance(tiny_config("bert"), transformers.PretrainedConfig)
