@@ -4,8 +4,9 @@ Why SQLite: one file, no server, transactional, readable with any SQLite client.
 writer (workers return their results to it). Every state change is one transaction, and a run becomes ``done`` in
 the same transaction that stores its metrics and full result payload, so a ``kill -9`` at any moment leaves each
 run either finished (with its result) or not, never half-written. Runs are keyed by their deterministic id, so a
-re-run of the same sweep finds them instead of adding duplicates. A second sweep on the same store is refused
-while the first is alive (an OS file lock that dies with its process).
+re-run of the same sweep finds them instead of adding duplicates (:meth:`ResultStore.rekey` renames one, for
+:mod:`bertscope.sweep.migrate`). A second sweep on the same store is refused while the first is alive (an OS file
+lock, :mod:`filelock`, that dies with its process).
 
 Statuses: ``pending`` (known, not started), ``running`` (handed to a worker; found on a store no sweep holds, it
 means the sweep was interrupted and the run will be started again), ``done``, ``failed`` (with its error).
