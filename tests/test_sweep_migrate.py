@@ -103,7 +103,8 @@ def test_status_and_report_read_a_legacy_store_before_and_after_its_migration(tm
     md = (tmp_path / "report" / "report.md").read_text()
     main = md.split("\n## legacy/main\n")[1].split("\n## ")[0]
     # "by model", not "original vs deepened": the report found the pre-step behind `made` (a toy-make run)
-    assert "legacy/main: by model" in main and "Models produced by a pre-step of the sweep (e.g. `deepen`): made" in main
+    assert "legacy/main: by model" in main
+    assert "Models produced by a pre-step of the sweep (e.g. `deepen`): made" in main
     for model, offset in (("default", 0.0), ("made", 0.25)):
         for x in (1, 2):
             assert f"| model={model}, x={x} | {toy_score(x, 3, offset):.3f} (n=1) |" in main

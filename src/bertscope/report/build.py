@@ -81,7 +81,9 @@ def _explode_studies(store: ResultStore, rows: list[RunRecord]) -> list[RunRecor
     out: list[RunRecord] = []
     for row in rows:
         info = registry.get(row.command)
-        points = [] if info is None or info.study_points is None else info.study_points(store.payload(row.id) or {})
+        points = []
+        if info is not None and info.study_points is not None:
+            points = info.study_points(store.payload(row.id) or {})
         if not points:
             out.append(row)
             continue
