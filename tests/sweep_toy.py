@@ -3,6 +3,10 @@
 ``toy`` computes a closed-form score from its options (so tests can check every stored metric independently),
 optionally sleeps, fails, or reads a "model" file produced by the ``toy-make`` pre-step. Both write their own
 files under ``out`` like real commands, and append to a shared log so tests can count executions.
+
+``toy-make`` declares one option that never changes its product (``cached``, as ``cache_features`` for
+``finetune``) in its ``not_identity``: the sweep tests use it for a command whose identity rule differs from the
+default one (and for the migration of run ids written before commands declared their own).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
-from bertscope.registry import CommandInfo
+from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import write_json_atomic
 
 
@@ -84,6 +88,7 @@ class ToyMakeConfig(Config):
     command = "toy-make"
 
     offset: float = opt(0.5, "the value the produced 'model' carries")
+    cached: bool = opt(False, "write the product the quick way (the same product: not part of the run's identity)")
     out: str | None = opt(None, "output folder (required)")
 
     def validate(self) -> None:
@@ -117,5 +122,6 @@ def run_toy_make(config: ToyMakeConfig) -> ToyMakeResult:
 #: What the spec's plugin loader reads: the commands this plugin adds (nothing is registered at import time).
 BERTSCOPE_COMMANDS = [
     CommandInfo("toy", ToyConfig, run_toy, ToyResult, "test-only toy command"),
-    CommandInfo("toy-make", ToyMakeConfig, run_toy_make, ToyMakeResult, "test-only pre-step", model_subdir=""),
+    CommandInfo("toy-make", ToyMakeConfig, run_toy_make, ToyMakeResult, "test-only pre-step", model_subdir="",
+                not_identity=LOCATION_OPTIONS | {"cached"}),
 ]

@@ -1,5 +1,6 @@
 """Reports from a result store: paper-shaped sections on synthetic store rows, numbers checked against numpy,
-PNGs referenced from Markdown and embedded in the HTML, and a headless-Chromium screenshot of the HTML."""
+PNGs referenced from Markdown and embedded in the HTML (markdown-it-py's rendering of the same Markdown), and a
+headless-Chromium screenshot of the HTML."""
 
 from __future__ import annotations
 
@@ -168,6 +169,32 @@ def test_report_writes_markdown_html_pngs_and_csv(built):
                     "cross-fine-tuning matrix", "original vs deepened", "reconstruction curves per layer"):
         assert heading in md and heading in html, heading
     assert "layer 9 out of range" in md  # failed runs are listed with their errors
+
+
+def test_html_is_the_markdown_rendered_by_markdown_it_with_the_images_inlined(built):
+    from markdown_it import MarkdownIt
+
+    out, _, _ = built
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    body = page.split("<main>\n", 1)[1].rsplit("</main>", 1)[0]
+    for png in sorted((out / "plots").glob("*.png")):
+        body = body.replace("data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
+                            f"plots/{png.name}")
+    assert "data:" not in body
+    assert body == MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    assert body.count("<table>") == md.count("\n|---") and "<code>score</code>" in body
+
+
+def test_text_from_runs_cannot_inject_markup_into_the_html(tmp_path):
+    run = FakeRun("finetune", {"task": "rte", "seed": 1}, "e")
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("s", {}, None, [run])
+        store.mark_failed(run.id, error="<script>alert(1)</script> & <b>bold</b>")
+    api.report(store=str(tmp_path / "r.db"), out=str(tmp_path / "rep"))
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "<script>alert" not in page and "<b>" not in page
 
 
 def test_layer_task_table_matches_numpy(built):

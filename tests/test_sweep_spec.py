@@ -44,6 +44,43 @@ def test_id_ignores_defaults_spelled_out_and_output_options_but_not_real_changes
     assert "out" not in base.identity and "progress" not in base.identity
 
 
+def test_each_command_leaves_its_own_not_identity_options_out_of_its_id(tmp_path):
+    made = {"toy-make": {"offset": 0.25, "cached": True}}
+    make, reader = parse_spec(spec(grid={"model": [made], "x": [1]}), runs_dir=tmp_path).runs
+    assert "cached" not in make.identity and make.id == run_id("toy-make", {"offset": 0.25})
+    uncached = parse_spec(spec(grid={"model": [{"toy-make": {"offset": 0.25}}], "x": [1]}), runs_dir=tmp_path).runs
+    assert [r.id for r in uncached] == [make.id, reader.id]  # `cached` gives the same product: the same ids
+    assert reader.identity["model"] == {"@run": make.id}
+
+
+def test_legacy_ids_follow_the_rule_stores_were_written_with(tmp_path):
+    """Before commands declared their own rule, every id left out the same six options, pre-steps by their id."""
+    legacy_rule = {"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"}
+    made = {"toy-make": {"offset": 0.25, "cached": True}}
+    make, reader = parse_spec(spec(grid={"model": [made], "x": [1]}), runs_dir=tmp_path).runs
+    assert make.legacy_id == run_id("toy-make", {"cached": True, "offset": 0.25}) != make.id
+    legacy_identity = {k: v for k, v in reader.options.items() if k not in legacy_rule}
+    assert reader.legacy_id == run_id("toy", {**legacy_identity, "model": {"@run": make.legacy_id}}) != reader.id
+    plain = parse_spec(spec(grid={"x": [1]}), runs_dir=tmp_path).runs[0]  # the default rule is the old one
+    assert plain.legacy_id == plain.id == run_id("toy", {k: v for k, v in plain.options.items()
+                                                         if k not in legacy_rule})
+
+
+def test_sweep_and_report_never_import_the_api_or_the_cli():
+    """api imports sweep and report: the other way round would be an import cycle (imports in functions too)."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "bertscope"
+    files = [*(src / "sweep").glob("*.py"), *(src / "report").glob("*.py")]
+    assert len(files) >= 8
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            assert not [n for n in names if n in ("bertscope.api", "bertscope.cli")], (path.name, names)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bertscope.errors import BertscopeError
+from bertscope.sweep.plugins import commands, load_plugins
 
 __all__ = ["EXECUTORS", "Executor", "Outcome", "ProcessExecutor", "RayExecutor", "SerialExecutor", "Task",
            "execute", "make_executor"]
 
 EXECUTORS = ("local", "ray")
-#: commands that resume from their own output folder (paper-2 studies keep each finished inner run in OUT/runs):
-#: a retried run keeps its folder instead of starting from an empty one
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,6 @@ def execute(task: Task) -> Outcome:
     start = time.perf_counter()
     try:
         from bertscope.results import to_jsonable
-        from bertscope.sweep.spec import commands, load_plugins
 
         load_plugins(task.plugins)
         registry = commands()
@@ -94,7 +92,8 @@ def execute(task: Task) -> Outcome:
         start = time.perf_counter()  # the run's own time: after imports and thread set-up
         out = task.options.get("out")
         command = registry[task.command]
-        if out and Path(out).is_dir() and not command.resumes_in_out:  # an interrupted attempt: start over
+        # an interrupted attempt starts over, unless the command resumes its own finished work in its folder
+        if out and Path(out).is_dir() and not command.resumes_in_out:
             shutil.rmtree(out)
         config = command.config.from_dict(task.options, where=f"run {task.run_id}")
         result = command.run(config)

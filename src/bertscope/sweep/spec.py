@@ -1,7 +1,7 @@
 """Experiment specs: a YAML file that names a command, its base options and grid axes, expanded into runs.
 
     name: paper2-dims                 # optional; default: the file name
-    command: finetune                 # any command registered in bertscope.api.COMMANDS
+    command: finetune                 # any command a sweep can run (bertscope.sweep.plugins.commands())
     base: {task: rte, max_train: 64, epochs: 1}
     grid: {dims: [all, "random:2"], seed: [1, 2]}
     resources: {cpus: 1, gpus: 0}     # optional, per run (Ray)
@@ -11,35 +11,34 @@ blocks that inherit the top-level ``command``/``base``/``resources``. An option 
 ``{<command>: {options}, label: "..."}`` is a *pre-step*: that command runs first (as its own run, stored and
 resumed like any other) and the option receives its output folder, e.g. a model axis whose values are deepened
 variants of a checkpoint: ``model: [bert-base-uncased, {deepen: {model: bert-base-uncased, ...}, label: 24L}]``.
+``plugins:`` names modules whose ``BERTSCOPE_COMMANDS`` add commands (:mod:`bertscope.sweep.plugins`).
 
 Every run is validated up front by building the command's config (so a bad key or value fails before anything
 runs, naming the key) and gets a deterministic id from its canonical configuration: all options with defaults
-filled in, minus those that do not change the result (:data:`NON_IDENTITY_OPTIONS`), with pre-step outputs
-replaced by the pre-step's id. The same experiment therefore has the same id in every sweep and on every machine.
+filled in, minus those its command declares as not changing the result (``CommandInfo.not_identity``, at least
+the location options such as ``out`` and ``data_dir``), with pre-step outputs replaced by the pre-step's id. The
+same experiment therefore has the same id in every sweep and on every machine. Each run also carries the id it had
+before commands declared their own ``not_identity`` (``legacy_id``), so stores written then are re-keyed once
+(:mod:`bertscope.sweep.migrate`) instead of being run again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import itertools
 import json
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bertscope.commands import ANALYSES
 from bertscope.config import Config
 from bertscope.errors import BertscopeError
-from bertscope.registry import CommandInfo, Registry
+from bertscope.sweep.plugins import commands, load_plugins
 
 __all__ = [
-    "NON_IDENTITY_OPTIONS",
     "Run",
     "SweepSpec",
     "canonical_json",
@@ -51,8 +50,9 @@ __all__ = [
     "run_id",
 ]
 
-#: Options that never change a run's result: excluded from its identity (still recorded with the run).
-NON_IDENTITY_OPTIONS = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
+#: Frozen on purpose: the options every command's run id left out before commands declared their own
+#: ``not_identity``. Only :attr:`Run.legacy_id` uses it, to find runs a store holds under their old id. Never edit it.
+_LEGACY_NON_IDENTITY = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
 _TOP_KEYS = {"name", "description", "command", "base", "grid", "experiments", "resources", "plugins", "notes"}
 _BLOCK_KEYS = {"name", "command", "base", "grid", "resources", "notes"}
 _RESOURCE_KEYS = {"cpus", "gpus"}
@@ -72,6 +72,7 @@ class Run:
     depends_on: tuple[str, ...] = ()
     resources: dict[str, float] = field(default_factory=dict)
     label: str | None = None  # set for pre-steps that carry a label
+    legacy_id: str | None = None  # its id under the frozen legacy rule (equal to ``id`` when the rule agrees)
 
 
 @dataclass(frozen=True)
@@ -105,52 +106,6 @@ def run_id(command: str, identity: Mapping[str, Any]) -> str:
     """``<command>-<12 hex>``: a hash of the command and its canonical identity."""
     digest = hashlib.sha256(f"{command}\n{canonical_json(identity)}".encode()).hexdigest()
     return f"{command}-{digest[:12]}"
-
-
-def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> list[CommandInfo]:
-    """Import plugin modules (dotted names or ``.py`` files, relative to the spec) and return the commands they
-    declare in a module-level ``BERTSCOPE_COMMANDS`` list of :class:`~bertscope.registry.CommandInfo`."""
-    found: list[CommandInfo] = []
-    for entry in plugins:
-        if entry.endswith(".py"):
-            path = Path(entry)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            path = path.resolve()
-            name = f"bertscope_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-            module = sys.modules.get(name)
-            if module is None:
-                if not path.is_file():
-                    raise BertscopeError(f"plugin file not found: {path}")
-                module_spec = importlib.util.spec_from_file_location(name, path)
-                assert module_spec is not None and module_spec.loader is not None
-                module = importlib.util.module_from_spec(module_spec)
-                sys.modules[name] = module
-                try:
-                    module_spec.loader.exec_module(module)
-                except Exception as exc:
-                    del sys.modules[name]
-                    raise BertscopeError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
-        else:
-            try:
-                module = importlib.import_module(entry)
-            except ImportError as exc:
-                raise BertscopeError(f"plugin module {entry!r} cannot be imported: {exc}") from None
-        declared = getattr(module, "BERTSCOPE_COMMANDS", None)
-        if not isinstance(declared, (list, tuple)) or not all(isinstance(c, CommandInfo) for c in declared):
-            raise BertscopeError(f"plugin {entry}: declares no BERTSCOPE_COMMANDS list of CommandInfo")
-        found.extend(declared)
-        _PLUGIN_COMMANDS.update({c.name: c for c in declared})
-    return found
-
-
-#: Commands declared by the plugins this process has loaded (a plugin's module is imported once per process).
-_PLUGIN_COMMANDS: dict[str, CommandInfo] = {}
-
-
-def commands() -> Registry:
-    """The commands a sweep can run in this process: the analyses plus the loaded plugins' commands."""
-    return ANALYSES.with_commands(c for n, c in _PLUGIN_COMMANDS.items() if n not in ANALYSES)
 
 
 def load_spec(path: str | Path, *, runs_dir: str | Path) -> SweepSpec:
@@ -320,7 +275,7 @@ class _Expander:
     def add(self, command: str, options: dict[str, Any], resources: dict[str, float], experiment: str,
             where: str, axes: dict[str, Any] | None, label: str | None = None) -> Run:
         cls = self._config_class(command, where)
-        refs: dict[str, str] = {}
+        refs: dict[str, Run] = {}
         resolved: dict[str, Any] = {}
         deps: list[str] = []
         for key, value in options.items():
@@ -337,7 +292,7 @@ class _Expander:
             pre_resources = {**resources, **_resources(value.get("resources"), where, f"{key}.resources")}
             pre = self.add(ref, inner, pre_resources, experiment,
                            f"{where}: {key}.{ref}", None, label=value.get("label"))
-            refs[key] = pre.id
+            refs[key] = pre
             deps.append(pre.id)
             resolved[key] = str(_output_path(ref, self.runs_dir / pre.id))
         fields = set(cls.field_names())
@@ -351,9 +306,11 @@ class _Expander:
             message = str(exc)
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
         full = config.to_dict()
-        identity = {k: v for k, v in full.items() if k not in NON_IDENTITY_OPTIONS}
-        for key, dep in refs.items():
-            identity[key] = {"@run": dep}
+        identity = commands()[command].identity(full)
+        legacy = {k: v for k, v in full.items() if k not in _LEGACY_NON_IDENTITY}
+        for key, pre in refs.items():
+            identity[key] = {"@run": pre.id}
+            legacy[key] = {"@run": pre.legacy_id or pre.id}
         rid = run_id(command, identity)
         if "out" in fields:
             full["out"] = str(self.runs_dir / rid)
@@ -363,7 +320,8 @@ class _Expander:
         if rid in self.runs:
             return self.runs[rid]
         run = Run(id=rid, command=command, options=json.loads(canonical_json(full)), identity=identity,
-                  axes=axes, experiment=experiment, depends_on=tuple(deps), resources=dict(resources), label=label)
+                  axes=axes, experiment=experiment, depends_on=tuple(deps), resources=dict(resources), label=label,
+                  legacy_id=run_id(command, legacy))
         self.runs[rid] = run
         return run
 

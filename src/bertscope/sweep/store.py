@@ -4,8 +4,9 @@ Why SQLite: one file, no server, transactional, readable with any SQLite client.
 writer (workers return their results to it). Every state change is one transaction, and a run becomes ``done`` in
 the same transaction that stores its metrics and full result payload, so a ``kill -9`` at any moment leaves each
 run either finished (with its result) or not, never half-written. Runs are keyed by their deterministic id, so a
-re-run of the same sweep finds them instead of adding duplicates. A second sweep on the same store is refused
-while the first is alive (an OS file lock that dies with its process).
+re-run of the same sweep finds them instead of adding duplicates (:meth:`ResultStore.rekey` renames one, for
+:mod:`bertscope.sweep.migrate`). A second sweep on the same store is refused while the first is alive (an OS file
+lock, :mod:`filelock`, that dies with its process).
 
 Statuses: ``pending`` (known, not started), ``running`` (handed to a worker; found on a store no sweep holds, it
 means the sweep was interrupted and the run will be started again), ``done``, ``failed`` (with its error).
@@ -19,10 +20,12 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from bertscope.errors import BertscopeError
 
@@ -93,52 +96,47 @@ class RunRecord:
 
 
 class StoreLock:
-    """An exclusive OS lock on ``<store>.lock``: one sweep per store at a time; released when the process dies."""
+    """An exclusive OS lock on ``<store>.lock`` (:class:`filelock.FileLock`): one sweep per store at a time, released
+    when the process dies. The holder writes ``pid N`` into the file so a refused sweep can say who holds it."""
 
     def __init__(self, store_path: Path) -> None:
         self.path = Path(f"{store_path}.lock")
-        self._handle: Any = None
+        self._lock: FileLock | None = None
 
     def acquire(self) -> None:
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the sweep's lifetime
+        lock = FileLock(self.path, timeout=0)
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep ({holder}); "
+            lock.acquire()
+        except Timeout:
+            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep ({self._holder()}); "
                                  "wait for it or stop it first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._handle = handle
+        self._lock = lock
+        with contextlib.suppress(OSError):  # only a courtesy for the error message above
+            self.path.write_text(f"pid {os.getpid()}", encoding="utf-8")
 
     def release(self) -> None:
-        if self._handle is not None:
-            import fcntl
-
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def held_elsewhere(self) -> bool:
-        """True when some live process holds the lock (without taking it for long)."""
-        import fcntl
-
+        """True when some live process (or another lock object of this one) holds the lock; takes it only briefly."""
         if not self.path.exists():
             return False
-        with open(self.path, "a+") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        probe = FileLock(self.path, timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            return True
+        probe.release()
         return False
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or "another process"
+        except OSError:
+            return "another process"
 
     def __enter__(self) -> StoreLock:
         self.acquire()
@@ -152,6 +150,13 @@ def _dumps(value: Any) -> str:
     from bertscope.results import to_jsonable
 
     return json.dumps(to_jsonable(value), sort_keys=True)
+
+
+def _relocate(config: dict[str, Any], old_dir: Path, new_dir: Path) -> dict[str, Any]:
+    """``config`` with each path option inside ``old_dir`` moved to the same place inside ``new_dir``."""
+    old, new = str(old_dir), str(new_dir)
+    return {k: new + v[len(old):] if isinstance(v, str) and (v == old or v.startswith(old + os.sep)) else v
+            for k, v in config.items()}
 
 
 def _clean_metrics(metrics: Any) -> dict[str, float | None]:
@@ -284,6 +289,40 @@ class ResultStore:
                 "environment=COALESCE(?, environment), git_commit=COALESCE(?, git_commit) WHERE id=?",
                 (error, traceback, time.time(), duration, worker, _dumps(environment) if environment else None,
                  commit, run_id))
+
+    def rekey(self, old: str, new: str, *, identity: dict[str, Any], depends_on: Sequence[str], old_dir: Path,
+              new_dir: Path) -> None:
+        """Give run ``old`` the id ``new``, in one transaction: its record (with ``identity`` and ``depends_on`` as
+        the new id hashes them), payload and memberships, and every other run's reference to it (``depends_on``,
+        ``{"@run": ...}`` in its identity). Config paths into ``old_dir`` (the run's folder) now point into
+        ``new_dir``. Status, metrics, timings and provenance are kept: nothing is run again."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id=?", (old,)).fetchone()
+            if row is None:
+                raise BertscopeError(f"no run {old!r} in {self.path}")
+            if conn.execute("SELECT 1 FROM runs WHERE id=?", (new,)).fetchone():
+                raise BertscopeError(f"run {new!r} is already in {self.path}; cannot rename {old!r} to it")
+            values = dict(row)
+            values.update(id=new, identity=_dumps(identity), depends_on=_dumps(list(depends_on)),
+                          config=_dumps(_relocate(json.loads(values["config"]), old_dir, new_dir)))
+            columns = list(values)
+            conn.execute(f"INSERT INTO runs({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         [values[c] for c in columns])
+            conn.execute("UPDATE payloads SET run_id=? WHERE run_id=?", (new, old))
+            conn.execute("UPDATE sweep_runs SET run_id=? WHERE run_id=?", (new, old))
+            conn.execute("DELETE FROM runs WHERE id=?", (old,))
+            pattern = '%' + json.dumps(old) + '%'
+            for other in conn.execute("SELECT id, config, identity, depends_on FROM runs WHERE depends_on LIKE ?",
+                                      (pattern,)).fetchall():
+                deps = json.loads(other["depends_on"])
+                if old not in deps:
+                    continue
+                ident = {k: {"@run": new} if v == {"@run": old} else v
+                         for k, v in json.loads(other["identity"]).items()}
+                config = _relocate(json.loads(other["config"]), old_dir, new_dir)
+                conn.execute("UPDATE runs SET depends_on=?, identity=?, config=? WHERE id=?",
+                             (_dumps([new if d == old else d for d in deps]), _dumps(ident), _dumps(config),
+                              other["id"]))
 
     def reset_interrupted(self, run_ids: Iterable[str] | None = None) -> int:
         """Runs left ``running`` by a dead sweep go back to ``pending`` (call with the store lock held)."""

@@ -1,0 +1,166 @@
+"""``bertscope report``: the entry point that reads a result store and writes the report's files.
+
+The report reads only the store (metrics, configurations, grid axes and each run's full result payload), so it can
+be rebuilt at any time, also while a sweep is still running (it shows what is done). Runs are grouped by their
+spec block ("experiment"); a study run (a command whose :class:`~bertscope.registry.CommandInfo` declares
+``study_points``) is first turned into one point per fine-tuning run it holds. Then :mod:`.sections` builds the
+sections the experiment's axes call for, and :mod:`.render` writes report.md and, from that same Markdown,
+report.html.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertscope.configs import ReportConfig
+from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo
+from bertscope.report.document import Block, Section
+from bertscope.report.plots import Plots
+from bertscope.report.render import to_html, to_markdown
+from bertscope.report.sections import (
+    aggregate_rows,
+    experiment_sections,
+    is_study,
+    overview_section,
+    summary_metrics,
+    summary_section,
+)
+from bertscope.report.stats import REPLICATE_AXIS, axis_values, condition_axes, main_metric
+from bertscope.results import write_csv_atomic, write_json_atomic, write_text_atomic
+from bertscope.sweep.plugins import commands
+from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
+
+__all__ = ["COMMAND", "ReportResult", "build_report"]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The files a report wrote and what it covered."""
+
+    config: ReportConfig
+    out: str
+    files: tuple[str, ...]
+    experiments: tuple[str, ...]
+    counts: dict[str, int]
+    plots: int
+
+    def to_dict(self) -> dict[str, Any]:
+        from bertscope.results import environment_info
+
+        return {"command": "report", "config": self.config.to_dict(), "environment": environment_info(),
+                "out": self.out, "files": list(self.files), "experiments": list(self.experiments),
+                "counts": self.counts, "plots": self.plots}
+
+    def metrics(self) -> dict[str, float]:
+        return {"experiments": float(len(self.experiments)), "plots": float(self.plots),
+                **{f"runs.{k}": float(v) for k, v in self.counts.items()}}
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"report -> {self.out}")
+        table.add_column("file")
+        for name in self.files:
+            if not name.endswith(".png"):
+                table.add_row(name)
+        table.add_row(f"{self.plots} PNG plot(s) under plots/")
+        return table
+
+
+def _explode_studies(store: ResultStore, rows: list[RunRecord]) -> list[RunRecord]:
+    """A study run (``layers``, ``tokens``, ``dims``, ``cross``) becomes one point per fine-tuning run it holds,
+    with the study's own axis (layer, token, dims + sample, source/target) added to the sweep's grid values, so
+    the same sections (layer x task heatmap, token tables, score vs k, cross matrix) apply over seeds and tasks.
+    The study's own ``study_points`` reads its payload; a command the registry does not know is no study."""
+    registry = commands()
+    out: list[RunRecord] = []
+    for row in rows:
+        info = registry.get(row.command)
+        points = []
+        if info is not None and info.study_points is not None:
+            points = info.study_points(store.payload(row.id) or {})
+        if not points:
+            out.append(row)
+            continue
+        for i, (axes, score) in enumerate(points):
+            out.append(dataclasses.replace(row, id=f"{row.id}#{i}", axes={**(row.axes or {}), **axes},
+                                           metrics={"score": score}))
+    return out
+
+
+def _experiment_order(records: Sequence[RunRecord]) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+    for r in records:
+        key = (r.sweep or "?", r.experiment or "?")
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def build_report(config: ReportConfig) -> ReportResult:
+    """Write report.md, report.html, plots/*.png, tables/*.csv and report.json under ``config.out``."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise BertscopeError(f"--out {out} is a file; give a folder")
+    with ResultStore(config.store, create=False) as store:
+        records = store.records(sweep=config.sweep, memberships=True)
+        if not records:
+            raise BertscopeError(f"store {config.store} holds no runs"
+                                 + (f" for sweep {config.sweep!r}" if config.sweep else ""))
+        counts = dict.fromkeys(STATUSES, 0)
+        for r in {r.id: r for r in records}.values():  # a run serving several experiments counts once
+            counts[r.status] += 1
+        done = [r for r in records if r.status == "done" and r.axes is not None]  # pre-steps have no axes
+        products = {r.id: r for r in store.records() if r.status == "done"}
+        out.mkdir(parents=True, exist_ok=True)
+        plots = Plots(out)
+        title = config.title or f"bertscope report: {Path(config.store).name}"
+        sections = [overview_section(store, records, counts, config)]
+        csv_rows: list[dict[str, Any]] = []
+        experiments = []
+        for sweep_name, experiment in _experiment_order(done):
+            rows = [r for r in done if (r.sweep or "?") == sweep_name and (r.experiment or "?") == experiment]
+            main_rows = _explode_studies(store, rows)
+            name = experiment if experiment.startswith(sweep_name) else f"{sweep_name}/{experiment}"
+            experiments.append(name)
+            metric = main_metric(main_rows, config.metric)
+            run_commands = sorted({r.command for r in main_rows})
+            head = Section(f"{name}", level=2)
+            axes = condition_axes(main_rows)
+            head.text(f"Command `{', '.join(run_commands)}`; {len(rows)} finished run(s); conditions: "
+                      + (", ".join(f"`{a}`" for a in axes) or "none")
+                      + f"; replicate axis `{REPLICATE_AXIS}` ({len(axis_values(main_rows, REPLICATE_AXIS))} "
+                      f"value(s)); main metric `{metric}`."
+                      + (" Study runs are shown point by point (each fine-tuning run inside them)."
+                         if any(is_study(c) for c in run_commands) else ""))
+            sections.append(head)
+            if metric is None:
+                head.text("These runs report no metrics.")
+                continue
+            sections.extend(experiment_sections(store, main_rows, plots, name, metric, config.metric, products))
+            sections.append(summary_section(main_rows, name, summary_metrics(main_rows, metric)))
+            csv_rows.extend(aggregate_rows(main_rows, name))
+        if not experiments:
+            sections.append(Section("No finished runs yet", blocks=[Block("text", text="Nothing to plot yet: "
+                                                                          "no run of the store is done.")]))
+    files: list[Path] = []
+    if csv_rows:
+        files.append(write_csv_atomic(out / "tables" / "aggregated.csv", csv_rows))
+    markdown = to_markdown(title, sections, out)
+    files.append(write_text_atomic(out / "report.md", markdown))
+    files.append(write_text_atomic(out / "report.html", to_html(title, markdown, out)))
+    names = (*(str(p.relative_to(out)) for p in [*files, *plots.files]), "report.json")
+    result = ReportResult(config=config, out=str(out), files=names, experiments=tuple(experiments),
+                          counts=counts, plots=len(plots.files))
+    write_json_atomic(out / "report.json", result.to_dict())
+    return result
+
+
+COMMAND = CommandInfo("report", ReportConfig, build_report, ReportResult,
+                      "Markdown + HTML report with plots and mean +/- std tables from a result store",
+                      sweepable=False)

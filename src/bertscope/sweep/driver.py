@@ -1,0 +1,245 @@
+"""The sweep driver: run every not-yet-done run of a spec and commit each outcome to the result store.
+
+``run_sweep`` holds the store's lock, re-keys runs the store holds under their legacy id (:mod:`.migrate`),
+records the spec's runs as pending, resets runs a dead sweep left ``running``, skips runs already done (and failed
+ones unless asked), hands the rest to an executor as their pre-steps finish, and commits each outcome as it
+arrives. Killing it at any moment loses only the runs in flight, which the next invocation starts again; ids are
+deterministic, so nothing is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertscope.configs import SweepConfig
+from bertscope.registry import CommandInfo
+from bertscope.sweep.executors import Task, make_executor
+from bertscope.sweep.migrate import known_statuses, migrate_legacy_ids
+from bertscope.sweep.spec import Run, SweepSpec, load_spec
+from bertscope.sweep.store import STATUSES, ResultStore
+
+__all__ = ["COMMAND", "SweepResult", "default_runs_dir", "run_sweep"]
+
+
+def default_runs_dir(store: str | Path) -> Path:
+    """``results.db`` -> ``results-runs/`` beside it: each run writes its own files to ``<runs dir>/<run id>``."""
+    store = Path(store)
+    return store.parent / f"{store.stem}-runs"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep invocation did: runs planned, skipped, executed (done/failed), and the store's final counts."""
+
+    config: SweepConfig
+    name: str
+    store: str
+    runs_dir: str
+    plan: tuple[dict[str, Any], ...]  # per run: id, command, experiment, axes, status before, status after
+    counts: dict[str, int]
+    executed: dict[str, int]
+    skipped: int
+    wall_seconds: float
+    failures: tuple[dict[str, str], ...] = ()
+    dry_run: bool = False
+    migrated: int = 0  # runs re-keyed from their legacy id (stores written before per-command identity rules)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any run of the sweep is failed, so scripts notice; 0 otherwise."""
+        return 1 if self.counts.get("failed", 0) and not self.dry_run else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from bertscope.results import environment_info
+
+        return {"command": "sweep", "config": self.config.to_dict(), "environment": environment_info(),
+                "name": self.name, "store": self.store, "runs_dir": self.runs_dir, "counts": self.counts,
+                "executed": self.executed, "skipped": self.skipped, "wall_seconds": self.wall_seconds,
+                "failures": list(self.failures), "runs": list(self.plan), "dry_run": self.dry_run,
+                "migrated": self.migrated}
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"runs.{k}": float(v) for k, v in self.counts.items()}
+        out.update({f"executed.{k}": float(v) for k, v in self.executed.items()})
+        out["wall_seconds"] = self.wall_seconds
+        return out
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        parts: list[Any] = []
+        if self.dry_run:
+            plan = Table(title=f"sweep {self.name}: {len(self.plan)} runs (dry run)")
+            for column in ("run id", "experiment", "axes", "status"):
+                plan.add_column(column)
+            for row in self.plan:
+                axes = ", ".join(f"{k}={v}" for k, v in (row.get("axes") or {}).items()) or "(pre-step)"
+                plan.add_row(row["id"], row["experiment"], axes, row["status"])
+            parts.append(plan)
+        table = Table(title=f"sweep {self.name} -> {self.store}")
+        for column in ("", *STATUSES):
+            table.add_column(column, justify="right")
+        table.add_row("store", *(str(self.counts.get(s, 0)) for s in STATUSES))
+        if not self.dry_run:
+            table.add_row("this run", "", "", str(self.executed.get("done", 0)), str(self.executed.get("failed", 0)))
+        parts.append(table)
+        if self.failures:
+            failed = Table(title="failed runs")
+            failed.add_column("run id")
+            failed.add_column("error")
+            for row in self.failures:
+                failed.add_row(row["id"], row["error"])
+            parts.append(failed)
+        if self.migrated:
+            parts.append(f"{self.migrated} run(s) stored under their legacy id were re-keyed to their current id "
+                         "(their results and folders kept)")
+        if not self.dry_run:
+            parts.append(f"{self.skipped} run(s) already done were skipped; wall time {self.wall_seconds:.1f} s; "
+                         f"run files under {self.runs_dir}")
+        return Group(*parts)
+
+
+def run_sweep(config: SweepConfig) -> SweepResult:
+    """Execute the spec's runs that are not done yet; see the module docstring."""
+    start = time.perf_counter()
+    store_path = Path(config.store)
+    runs_dir = Path(config.runs_dir) if config.runs_dir else default_runs_dir(store_path)
+    spec = load_spec(config.spec or "", runs_dir=runs_dir.resolve())
+    if config.dry_run:
+        return _dry_run(config, spec, store_path, runs_dir, start)
+    store = ResultStore(store_path)
+    lock = store.lock
+    try:
+        lock.acquire()
+        try:
+            migrated = migrate_legacy_ids(store, spec.runs, runs_dir.resolve())
+            store.register(spec.name, spec.raw, spec.path, spec.runs, spec.members)
+            store.reset_interrupted()  # we hold the lock: anything still 'running' belongs to a dead sweep
+            return _drive(config, spec, store, runs_dir, start, migrated=len(migrated))
+        finally:
+            lock.release()
+    finally:
+        store.close()
+
+
+def _dry_run(config: SweepConfig, spec: SweepSpec, store_path: Path, runs_dir: Path, start: float) -> SweepResult:
+    statuses: dict[str, str] = {}
+    if store_path.is_file():
+        with ResultStore(store_path, create=False) as store:
+            statuses = known_statuses(store, spec.runs)
+    plan = tuple({"id": r.id, "command": r.command, "experiment": r.experiment, "axes": r.axes,
+                  "status": statuses.get(r.id, "new")} for r in spec.runs)
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in plan:
+        if row["status"] in counts:
+            counts[row["status"]] += 1
+    return SweepResult(config=config, name=spec.name, store=str(store_path), runs_dir=str(runs_dir), plan=plan,
+                       counts=counts, executed={"done": 0, "failed": 0}, skipped=counts["done"],
+                       wall_seconds=time.perf_counter() - start, dry_run=True)
+
+
+def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: Path, start: float, *,
+           migrated: int = 0) -> SweepResult:
+    ids = [r.id for r in spec.runs]
+    before = store.status_of(ids)
+    status = dict(before)
+    todo: list[Run] = [r for r in spec.runs
+                       if status[r.id] == "pending" or (status[r.id] == "failed" and config.retry_failed)]
+    todo_ids = {r.id for r in todo}
+    skipped = sum(1 for r in spec.runs if status[r.id] == "done")
+    for r in todo:  # what the scheduler below sees: to be run in this invocation
+        status[r.id] = "pending"
+    executed = {"done": 0, "failed": 0}
+    failures: list[dict[str, str]] = []
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    bar = _progress(len(todo), spec.name, enabled=config.progress)
+
+    def settle(run_id: str, ok: bool, error: str | None) -> None:
+        status[run_id] = "done" if ok else "failed"
+        executed[status[run_id]] += 1
+        if not ok:
+            failures.append({"id": run_id, "error": error or "unknown error"})
+            bar.write(f"failed {run_id}: {error}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(done=executed["done"], failed=executed["failed"], refresh=False)
+
+    executor = None
+    try:
+        if todo:
+            executor = make_executor(config.executor, workers=config.workers, address=config.address,
+                                     threads=config.threads, cpus=config.cpus_per_run, gpus=config.gpus_per_run)
+        queue = list(todo)
+        in_flight: set[str] = set()
+        while queue or in_flight:
+            # start every run whose pre-steps are done, as long as the executor has free slots
+            for run in list(queue):
+                if len(in_flight) >= executor.slots:  # type: ignore[union-attr]
+                    break
+                dep_states = [status.get(d, "done") for d in run.depends_on]
+                broken = [d for d, s in zip(run.depends_on, dep_states) if s == "failed"]
+                if broken:
+                    queue.remove(run)
+                    error = f"pre-step {broken[0]} failed"
+                    store.mark_failed(run.id, error=error)
+                    settle(run.id, False, error)
+                    continue
+                if any(s != "done" for s in dep_states):
+                    continue
+                queue.remove(run)
+                store.mark_running(run.id)
+                executor.submit(Task(run.id, run.command, run.options, spec.plugins, run.resources))  # type: ignore[union-attr]
+                in_flight.add(run.id)
+            if not in_flight:
+                if queue:  # pre-steps outside this invocation's work are not done: cannot proceed
+                    for run in queue:
+                        error = "a pre-step is not done (re-run with --retry-failed)"
+                        store.mark_failed(run.id, error=error)
+                        settle(run.id, False, error)
+                    queue.clear()
+                break
+            for outcome in executor.wait():  # type: ignore[union-attr]
+                if outcome.run_id not in in_flight:
+                    continue
+                in_flight.discard(outcome.run_id)
+                if outcome.ok:
+                    store.mark_done(outcome.run_id, metrics=outcome.metrics, payload=outcome.payload,
+                                    duration=outcome.duration, worker=outcome.worker, environment=outcome.environment)
+                else:
+                    store.mark_failed(outcome.run_id, error=outcome.error or "unknown error",
+                                      traceback=outcome.traceback, duration=outcome.duration, worker=outcome.worker,
+                                      environment=outcome.environment)
+                settle(outcome.run_id, outcome.ok, outcome.error)
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.close()
+    after = store.status_of(ids)
+    counts = dict.fromkeys(STATUSES, 0)
+    for rid in ids:
+        counts[after[rid]] += 1
+    stored_failures = [f for f in failures if f["id"] in todo_ids]
+    for rid in ids:  # failures from earlier invocations that were not retried
+        if after[rid] == "failed" and rid not in {f["id"] for f in stored_failures}:
+            stored_failures.append({"id": rid, "error": (store.record(rid).error or "") + " (not retried)"})
+    plan = tuple({"id": r.id, "command": r.command, "experiment": r.experiment, "axes": r.axes,
+                  "status_before": before[r.id], "status": after[r.id]} for r in spec.runs)
+    return SweepResult(config=config, name=spec.name, store=str(store.path), runs_dir=str(runs_dir), plan=plan,
+                       counts=counts, executed=executed, skipped=skipped, wall_seconds=time.perf_counter() - start,
+                       failures=tuple(stored_failures), migrated=migrated)
+
+
+def _progress(total: int, name: str, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"sweep {name}", unit="run", disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+COMMAND = CommandInfo("sweep", SweepConfig, run_sweep, SweepResult,
+                      "run an experiment spec (YAML grid) into a resumable result store, locally or on Ray",
+                      sweepable=False)

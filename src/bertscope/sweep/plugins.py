@@ -1,0 +1,74 @@
+"""The commands a sweep can run: the analyses of :mod:`bertscope.commands` plus those spec plugins declare.
+
+A plugin is a module (a dotted name or a ``.py`` file) with a module-level ``BERTSCOPE_COMMANDS`` list of
+:class:`~bertscope.registry.CommandInfo`. Importing it registers nothing: :func:`load_plugins` reads the list, and
+:func:`commands` is the registry the spec expander, the workers and the report read. A plugin's module is imported
+once per process, so the driver and every worker (which load the spec's plugins before running) agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bertscope.commands import ANALYSES
+from bertscope.errors import BertscopeError
+from bertscope.registry import CommandInfo, Registry
+
+__all__ = ["commands", "load_plugins"]
+
+#: Commands declared by the plugins this process has loaded.
+_PLUGIN_COMMANDS: dict[str, CommandInfo] = {}
+
+
+def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> list[CommandInfo]:
+    """Import plugin modules (dotted names or ``.py`` files, relative to ``base_dir``) and return the commands they
+    declare in a module-level ``BERTSCOPE_COMMANDS`` list of :class:`~bertscope.registry.CommandInfo`."""
+    found: list[CommandInfo] = []
+    for entry in plugins:
+        module = _import_file(entry, base_dir) if entry.endswith(".py") else _import_module(entry)
+        declared = getattr(module, "BERTSCOPE_COMMANDS", None)
+        if not isinstance(declared, (list, tuple)) or not all(isinstance(c, CommandInfo) for c in declared):
+            raise BertscopeError(f"plugin {entry}: declares no BERTSCOPE_COMMANDS list of CommandInfo")
+        found.extend(declared)
+        _PLUGIN_COMMANDS.update({c.name: c for c in declared})
+    return found
+
+
+def commands() -> Registry:
+    """The commands a sweep can run in this process: the analyses plus the loaded plugins' commands."""
+    return ANALYSES.with_commands(c for n, c in _PLUGIN_COMMANDS.items() if n not in ANALYSES)
+
+
+def _import_file(entry: str, base_dir: str | Path | None) -> object:
+    path = Path(entry)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    path = path.resolve()
+    name = f"bertscope_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    if not path.is_file():
+        raise BertscopeError(f"plugin file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise BertscopeError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _import_module(entry: str) -> object:
+    try:
+        return importlib.import_module(entry)
+    except ImportError as exc:
+        raise BertscopeError(f"plugin module {entry!r} cannot be imported: {exc}") from None
