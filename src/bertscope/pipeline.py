@@ -52,7 +52,14 @@ from bertscope.features import (
 from bertscope.finetune_result import FinetuneResult
 from bertscope.freezing import apply_freezing
 from bertscope.head import HeadSpec, SelectingHead
-from bertscope.options import HIDDEN_STATE, canonical_token, parse_dims, parse_hidden_states, parse_name_list, parse_token
+from bertscope.options import (
+    HIDDEN_STATE,
+    canonical_token,
+    parse_dims,
+    parse_hidden_states,
+    parse_name_list,
+    parse_token,
+)
 from bertscope.results import environment_info
 from bertscope.train import (
     EncodedSplit,

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bertscope.configs import ReportConfig
+from bertscope.errors import BertscopeError
+from bertscope.options import parse_dims
 from bertscope.report.document import Section
 from bertscope.report.plots import Plots, figure, grouped_bars, heatmap
 from bertscope.report.stats import (
@@ -256,8 +258,11 @@ def _dims_k(value: Any) -> tuple[str, int | None]:
     if not match:
         return (text, None)
     kind, arg = match.group(1).lower(), match.group(2)
-    if kind == "idx":
-        return ("idx", len([v for v in re.split(r"[,\s]+", arg) if v]))
+    if kind == "idx":  # how many indices (ranges included): the count needs no hidden size, so any large one does
+        try:
+            return ("idx", len(parse_dims(text, 1 << 30, option="dims")))
+        except BertscopeError:
+            return ("idx", None)
     try:
         return (kind, int(arg))
     except ValueError:
