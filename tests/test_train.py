@@ -231,7 +231,7 @@ def _reference_training(model: torch.nn.Module, head: torch.nn.Module, data, opt
             torch.nn.utils.clip_grad_norm_(trained, options.grad_clip)
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     return losses
 
 
