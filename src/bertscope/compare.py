@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families, packing
+from bertscope import families, loading, packing
 from bertscope.configs import CompareConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
 from bertscope.families import HeadParts
@@ -170,7 +170,7 @@ def _batches(tokenizer: Any, sentences: Sequence[str], config: CompareConfig | L
 
 
 def _choose_heads(
-    config: CompareConfig | LayerScanConfig, loaded: Sequence[families.LoadedModel], tokenizer: Any, source: Any
+    config: CompareConfig | LayerScanConfig, loaded: Sequence[loading.LoadedModel], tokenizer: Any, source: Any
 ) -> tuple[list[HeadParts], dict[str, Any]]:
     """One head per model: each checkpoint's own, or one head fitted on the *first* model's final layer, shared.
 
@@ -283,13 +283,13 @@ def run_compare(config: CompareConfig) -> CompareResult:
     """Run ``config.model`` and ``config.variant`` on the same sentences and measure how much they agree."""
     from bertscope.lens import MetricSums
 
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
     source = _texts(config)
-    tokenizer = families.load_tokenizer(config.model)
-    original = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
-    variant = families.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype)
+    tokenizer = loading.load_tokenizer(config.model)
+    original = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+    variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype)
     _same_vocab(original.model, variant.model)
     heads, head_info = _choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
@@ -313,7 +313,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
 
 @torch.no_grad()
 def _compare_batch(ids: torch.Tensor, mask: torch.Tensor, counted: torch.Tensor,
-                   models: Sequence[families.LoadedModel], heads: Sequence[HeadParts], names: Sequence[str],
+                   models: Sequence[loading.LoadedModel], heads: Sequence[HeadParts], names: Sequence[str],
                    curve_sums: dict[str, list[Any]], sums: AgreementSums, curves: bool) -> None:
     from bertscope.lens import head_token_stats
 
@@ -558,12 +558,12 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     """Every single-layer duplicate (or remove) variant of ``config.model``, measured against the original."""
     from bertscope.surgery import parse_layer_list
 
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
     source = _texts(config)
-    tokenizer = families.load_tokenizer(config.model)
-    loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+    tokenizer = loading.load_tokenizer(config.model)
+    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
     model = loaded.model
     depth = families.num_layers(model)
     chosen = parse_layer_list(config.layers, depth, what="--layers") if config.layers is not None else None

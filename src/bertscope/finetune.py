@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bertscope import families, glue
+from bertscope import families, glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.registry import CommandInfo
@@ -178,8 +178,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     task = glue.get_task(config.task or "")
     eval_splits = resolve_eval_splits(task, config.eval_split)
     out = _check_out(config)
-    device = families.resolve_device(config.device)
-    dtype = families.resolve_dtype(config.dtype)
+    device = loading.resolve_device(config.device)
+    dtype = loading.resolve_dtype(config.dtype)
     token = parse_token(config.token)
     seed_everything(config.seed)
 
@@ -194,8 +194,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
                                  "or scored); use train and a validation split")
 
     # ---- model and selection
-    tokenizer = families.load_tokenizer(config.model)
-    loaded = families.load_model(config.model, "base", device=device, dtype="float32")
+    tokenizer = loading.load_tokenizer(config.model)
+    loaded = loading.load_model(config.model, "base", device=device, dtype="float32")
     model = loaded.model
     depth = families.num_layers(model)
     layers = parse_layers(config.layer, depth)
@@ -370,9 +370,9 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
     if (path / "model" / "head_config.json").is_file():
         path = path / "model"
     head = SelectingHead.load(path, map_location="cpu")
-    loaded = families.load_model(str(path), "base", device=device)
-    tokenizer = families.load_tokenizer(str(path))
-    return FinetunedModel(encoder=loaded.model, head=head.to(families.resolve_device(device)), tokenizer=tokenizer)
+    loaded = loading.load_model(str(path), "base", device=device)
+    tokenizer = loading.load_tokenizer(str(path))
+    return FinetunedModel(encoder=loaded.model, head=head.to(loading.resolve_device(device)), tokenizer=tokenizer)
 
 
 COMMAND = CommandInfo("finetune", FinetuneConfig, run_finetune, FinetuneResult,

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families, glue
+from bertscope import families, glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, CachedRepresentation, FeatureCollate, FeatureSet, FeatureStore
@@ -87,7 +87,7 @@ def model_shape(config: FinetuneConfig) -> tuple[int, int]:
     """(number of layers L, hidden size H) of ``config.model`` from its config file (no weights loaded)."""
     import transformers
 
-    source = families.resolve_model_source(config.model)
+    source = loading.resolve_model_source(config.model)
     try:
         model_config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
@@ -187,7 +187,7 @@ class HeadRunner:
 
     def _prepare(self, config: FinetuneConfig) -> _Context:
         task = glue.get_task(config.task or "")
-        device = families.resolve_device(config.device)
+        device = loading.resolve_device(config.device)
         train_split = glue.load_split(task, "train", config.data_dir, config.max_train, config.seed,
                                       bad_rows=config.bad_rows)
         eval_sets = {s: glue.load_split(task, s, config.data_dir, config.max_eval, config.seed,
@@ -196,8 +196,8 @@ class HeadRunner:
         for split in (train_split, *eval_sets.values()):
             if not split.is_labelled:
                 raise BertscopeError(f"GLUE {task.name} {split.split} has no labels; use train and a validation split")
-        tokenizer = families.load_tokenizer(config.model)
-        loaded = families.load_model(config.model, "base", device=device, dtype="float32")
+        tokenizer = loading.load_tokenizer(config.model)
+        loaded = loading.load_model(config.model, "base", device=device, dtype="float32")
         apply_freezing(loaded.model, "encoder")
         start = time.perf_counter()
         train_data = encode_split(tokenizer, train_split, config.max_length)
@@ -264,7 +264,7 @@ class HeadRunner:
             represent=CachedRepresentation(), head=head, encoder_params=[], named_encoder_params=[],
             train_data=ctx.train_data, eval_data=ctx.eval_data, epochs=config.epochs, batch_size=config.batch_size,
             lr=config.lr, head_lr=head_lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
-            grad_clip=config.grad_clip, seed=config.seed, device=device, dtype=families.resolve_dtype(config.dtype),
+            grad_clip=config.grad_clip, seed=config.seed, device=device, dtype=loading.resolve_dtype(config.dtype),
             group_by_length=config.group_by_length, eval_batch_size=config.eval_batch_size, progress=False,
             collate_fn=collate,
         )

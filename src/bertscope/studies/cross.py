@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families, glue
+from bertscope import families, glue, loading
 from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import CachedRepresentation, FeatureCollate, FeatureStore
@@ -105,7 +105,7 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
     out: dict[str, Any] = {}
     for name, data in task.eval_data.items():
         preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
-                         device=device, dtype=families.resolve_dtype(config.dtype), collate_fn=collate_fn)
+                         device=device, dtype=loading.resolve_dtype(config.dtype), collate_fn=collate_fn)
         labels = [ex.label for ex in task.eval_sets[name].examples]
         preds = preds if task.info.is_regression else [int(p) for p in preds]
         out[name] = glue.compute_metrics(task.info, preds, labels)
@@ -131,7 +131,7 @@ def _train(config: CrossConfig, task: _Task, model: torch.nn.Module, head: Selec
     common = dict(head=head, train_data=task.train_data, eval_data=task.eval_data, epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
                   warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip, seed=config.seed, device=device,
-                  dtype=families.resolve_dtype(config.dtype), group_by_length=config.group_by_length,
+                  dtype=loading.resolve_dtype(config.dtype), group_by_length=config.group_by_length,
                   eval_batch_size=config.eval_batch_size, progress=config.progress)
     if frozen:
         store = FeatureStore(use_cache=False)
@@ -174,7 +174,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
             single[record["task"]] = record
 
     # ---- the stages
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     stage_specs = [RunSpec(f"stage {s} {names[s - 1]}", {"kind": "stage", "stage": s, "task": names[s - 1]},
                            _task_config(config, names[s - 1], dims[s - 1])) for s in range(1, len(names) + 1)]
     stage_records: dict[int, dict[str, Any]] = {}
@@ -187,7 +187,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
     stage_records = {s: r for s, r in stage_records.items() if s < resume_at}
 
     tasks: dict[str, _Task] = {}
-    tokenizer = families.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.model)
 
     def task_data(i: int) -> _Task:
         name = names[i]
@@ -206,7 +206,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
     if resume_at <= len(names):
         source = str(checkpoint / "encoder") if resume_at > 1 else config.model
         seed_everything(config.seed)  # before loading, as finetune does (a missing pooler is initialised randomly)
-        model = families.load_model(source, "base", device=device, dtype="float32").model
+        model = loading.load_model(source, "base", device=device, dtype="float32").model
         layers = parse_layers(config.layer, families.num_layers(model))
         heads: dict[str, SelectingHead] = {}
         for i in range(resume_at - 1):
