@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
-from bertscope import families, glue
+from bertscope import families, glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.finetune import run_finetune
 from bertscope.results import environment_info, write_json_atomic
@@ -58,8 +58,8 @@ def head_grid(depth: int, n: int, seed: int) -> list[dict[str, Any]]:
 def encoder_pass_seconds(config: FinetuneConfig) -> float:
     """One forward pass of the frozen encoder over train + dev (all hidden states), as the study would do it."""
     task = glue.get_task(config.task or "")
-    tokenizer = families.load_tokenizer(config.model)
-    model = families.load_model(config.model, "base").model.eval()
+    tokenizer = loading.load_tokenizer(config.model)
+    model = loading.load_model(config.model, "base").model.eval()
     splits = [glue.load_split(task, "train", config.data_dir, config.max_train, config.seed),
               glue.load_split(task, task.default_eval_split, config.data_dir, config.max_eval, config.seed)]
     start = time.perf_counter()
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = FinetuneConfig(task=args.task, model=args.model, data_dir=data_dir, max_train=args.train,
                           max_eval=args.eval, epochs=args.epochs, max_length=args.max_length,
                           batch_size=args.batch_size, freeze="encoder", progress=False, seed=args.seed)
-    depth = families.num_layers(families.load_model(args.model, "base").model)
+    depth = families.num_layers(loading.load_model(args.model, "base").model)
     grid = head_grid(depth, args.configs, args.seed)
 
     pass_seconds = encoder_pass_seconds(base)
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_config = sum(b["seconds"] for b in baseline) / max(len(baseline), 1)
     baseline_projected = per_config * len(grid)
     summary = {
-        "task": args.task, "model": families.resolve_model_source(args.model), "train": args.train,
+        "task": args.task, "model": loading.resolve_model_source(args.model), "train": args.train,
         "eval": args.eval, "epochs": args.epochs, "max_length": args.max_length, "batch_size": args.batch_size,
         "configs": len(grid), "baseline_configs_run": len(baseline), "threads": torch.get_num_threads(),
         "encoder_pass_seconds": pass_seconds, "cached_setup_seconds": setup_seconds,

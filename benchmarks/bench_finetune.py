@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
-from bertscope import api, families, glue
+from bertscope import api, families, glue, loading
 from bertscope.results import environment_info, write_json_atomic
 
 
@@ -39,7 +39,7 @@ def run_trainer(args: argparse.Namespace, seed: int, *, padded: bool, max_train:
     task = glue.get_task(args.task)
     train = glue.load_split(task, "train", args.data_dir, max_train, seed)
     dev = glue.load_split(task, task.default_eval_split, args.data_dir, args.eval, seed)
-    source = families.resolve_model_source(args.model)
+    source = loading.resolve_model_source(args.model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     transformers.set_seed(seed)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(source, num_labels=task.num_labels)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             summary[f"speedup_vs_{name}"] = ours / theirs  # type: ignore[operator]
     summary["mean_score"] = {name: mean(name, "score") for name in runs if runs[name]}
     if args.layer_check:
-        depth = families.num_layers(families.load_model(args.model, "base").model)
+        depth = families.num_layers(loading.load_model(args.model, "base").model)
         middle = str(depth // 2)
         n = args.layer_train or args.train
         order = ["-1", middle, middle, "-1"] if args.abba else ["-1", middle]

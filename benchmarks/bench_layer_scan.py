@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS
-from bertscope import agreement, api, compare, families, layer_scan, surgery
+from bertscope import agreement, api, compare, families, layer_scan, loading, surgery
 from bertscope.configs import LayerScanConfig
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
@@ -53,7 +53,7 @@ def make_base_model(folder: Path, layers: int, hidden: int, heads: int, seed: in
     config = transformers.BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
                                      intermediate_size=4 * hidden, vocab_size=30522)
     transformers.BertForMaskedLM(config).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(families.default_model_path()).save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(loading.default_model_path()).save_pretrained(folder)
     return str(folder)
 
 
@@ -67,8 +67,8 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
     import transformers
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    tokenizer = families.load_tokenizer(args.model)
-    loaded = families.load_model(args.model, "masked-lm")
+    tokenizer = loading.load_tokenizer(args.model)
+    loaded = loading.load_model(args.model, "masked-lm")
     model, head = loaded.model, families.mlm_head_parts(loaded.model)
     depth = families.num_layers(model)
     sentences = list(load_texts(max_examples=args.max_examples, seed=args.seed).sentences)
@@ -122,8 +122,8 @@ def warm_up(model: str) -> None:
     import matplotlib.pyplot
     import transformers
 
-    loaded = families.load_model(model, "masked-lm")
-    tokenizer = families.load_tokenizer(model)
+    loaded = loading.load_model(model, "masked-lm")
+    tokenizer = loading.load_tokenizer(model)
     loaded.model(**tokenizer(["warm up"], return_tensors="pt"))
     transformers.AutoModelForMaskedLM  # noqa: B018 - resolve the lazy attribute
     load_texts()
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    with tempfile.TemporaryDirectory(prefix="bench-layer-scan-") as tmp:
+    with loading.quiet_hugging_face(), tempfile.TemporaryDirectory(prefix="bench-layer-scan-") as tmp:
         work = Path(tmp)
         generated = args.model is None
         if generated:

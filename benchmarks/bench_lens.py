@@ -28,10 +28,11 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, find_glue_dir
-from bertscope import families
+from bertscope import families, loading
 from bertscope.fitted_head import HeadModule
 from bertscope.lens import MetricSums
-from bertscope.reconstruct import Encoded, _chunk_size, _pad, encode_sentences, lens_pass
+from bertscope.packing import pad_rows
+from bertscope.reconstruct import Encoded, _chunk_size, encode_sentences, lens_pass
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
 
@@ -69,9 +70,8 @@ def floor(model: torch.nn.Module, head: families.HeadParts, encoded: Encoded, ba
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            ids = _pad([encoded.ids[i] for i in batch], pad_id, torch.long)
-            attention = _pad([torch.ones_like(encoded.ids[i]) for i in batch], 0, torch.long)
-            counted = _pad([encoded.counted[i] for i in batch], False, torch.bool) & attention.bool()
+            ids, attention = pad_rows([encoded.ids[i] for i in batch], pad_id)
+            counted = pad_rows([encoded.counted[i] for i in batch], False, dtype=torch.bool)[0] & attention.bool()
             states = encoder(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states
             for layer in range(depth + 1):
                 features = head.features(states[layer][counted], is_last_layer=layer == depth)
@@ -105,8 +105,8 @@ def main() -> None:
     else:  # no local GLUE: the built-in sample
         source = load_texts(max_examples=args.max_examples)
     sentences = list(source.sentences)
-    loaded = families.load_model(args.model, "masked-lm")
-    tokenizer = families.load_tokenizer(args.model)
+    loaded = loading.load_model(args.model, "masked-lm")
+    tokenizer = loading.load_tokenizer(args.model)
     model = loaded.model
     torch.manual_seed(0)
     module = HeadModule(families.hidden_size(model), model.get_input_embeddings().weight.detach(), tie_decoder=True)
@@ -165,7 +165,7 @@ def main() -> None:
         "benchmark": "bench_lens",
         "command": "python -m benchmarks.bench_lens " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and v is not None),
-        "model": args.model or families.DEFAULT_MODEL_NAME,
+        "model": args.model or loading.DEFAULT_MODEL_NAME,
         "data": source.describe(),
         "sentences": len(sentences),
         "tokens": {"counted": counted, "real": real, "naive_padded_positions": padded},

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
 
 from bertscope import families
 from bertscope.errors import BertscopeError, UnsupportedModelError
-from conftest import FAMILY_IDS, tiny_config, tiny_model
+from conftest import FAMILY_IDS, tiny_model
 
 
 def _inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,22 +74,27 @@ def test_unsupported_model_type_names_the_supported_ones() -> None:
         families.family_for(config)
 
 
-def test_missing_local_folder_is_a_clear_error(tmp_path) -> None:
-    with pytest.raises(BertscopeError, match="does not exist"):
-        families.resolve_model_source(str(tmp_path / "nope"))
-    with pytest.raises(BertscopeError, match="config.json"):
-        families.resolve_model_source(str(tmp_path))
+@pytest.mark.parametrize("name", FAMILY_IDS)
+def test_every_path_of_the_table_entry_resolves_on_the_familys_model(name: str) -> None:
+    """A new entry with a wrong path fails here, naming the path, before any behaviour test runs."""
+    model = tiny_model(name)
+    family = families.family_for(model)
+    base = model.base_model
+    depth = families.num_layers(model)
+    groups = int(getattr(model.config, family.groups_key, 0)) if family.shared_layers else depth
+    assert len(families.get_layers(model)) == groups
+    assert families.hidden_size(model) == 32
+    for path in family.depth_paths:
+        assert operator.attrgetter(path)(base) == depth, path
+    for path in (family.embeddings_path, *([family.final_norm_path] if family.final_norm_path else [])):
+        assert isinstance(base.get_submodule(path), torch.nn.Module), path
+    heads = [k for k in model.state_dict() if k.startswith(family.head_prefixes)]
+    assert heads, f"no state-dict key starts with {family.head_prefixes}"
+    assert len(families.mlm_head_parts(model).weight) == model.config.vocab_size
 
 
-def test_embedded_default_loads_and_reports_no_mlm_head() -> None:
-    loaded = families.load_model(None, "masked-lm")
-    assert loaded.family.name == "bert"
-    assert families.num_layers(loaded.model) == 6
-    assert not loaded.has_pretrained_mlm_head
-
-
-@pytest.mark.parametrize("name", ["bert", "electra", "modernbert"])
-def test_saved_tiny_checkpoint_reports_its_pretrained_head(name: str, tiny_checkpoint) -> None:
-    loaded = families.load_model(str(tiny_checkpoint(name)), "masked-lm")
-    assert loaded.has_pretrained_mlm_head
-    assert families.num_layers(tiny_config(name)) == families.num_layers(loaded.model)
+def test_every_model_type_has_one_family_and_every_family_a_tiny_model() -> None:
+    types = [t for family in families.FAMILIES for t in family.model_types]
+    assert len(types) == len(set(types)) and sorted(types) == families.supported_model_types()
+    untested = [f.name for f in families.FAMILIES if not set(f.model_types) & set(FAMILY_IDS)]
+    assert not untested, f"add a tiny config to tests/conftest.py for {untested}"

@@ -18,6 +18,23 @@ def _ragged_batch(lengths: list[int], width: int, seed: int = 0) -> tuple[torch.
     return ids.masked_fill(mask == 0, 0), mask
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_rows_matches_torch_pad_sequence(side: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(1, 50, (n,), generator=g) for n in (3, 7, 1, 7, 5)]
+    padded, mask = packing.pad_rows([r.tolist() for r in rows], -2, side=side)
+    expected = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-2, padding_side=side)
+    ones = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_side=side)
+    assert padded.dtype == torch.long and mask.dtype == torch.long
+    assert torch.equal(padded, expected) and torch.equal(mask, ones)
+    flags, flag_mask = packing.pad_rows([r > 25 for r in rows], False, dtype=torch.bool, side=side)
+    assert flags.dtype == torch.bool and torch.equal(flags, expected > 25) and torch.equal(flag_mask, ones)
+    empty, empty_mask = packing.pad_rows([], 0)
+    assert empty.shape == empty_mask.shape == (0, 0)
+    with pytest.raises(ValueError, match="side"):
+        packing.pad_rows(rows, 0, side="middle")
+
+
 def test_plan_rows_places_every_sequence_once_within_the_width() -> None:
     lengths = [9, 2, 7, 3, 3, 1, 9, 5]
     rows = packing.plan_rows(lengths, 9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertscope import families, pipeline
+from bertscope import loading, pipeline
 from bertscope.configs import FinetuneConfig
 from bertscope.pipeline import Shared, compute_features, head_learning_rate, load_task_data, prepare
 from conftest import tiny_model
@@ -40,9 +40,9 @@ def test_pieces_handed_in_give_the_numbers_of_pieces_loaded_here(options, tmp_pa
     config = FinetuneConfig(**{**options, "model": str(folder)}, layer="2", token="mean", dims="random:5")
     alone = prepare(config)
     alone_result = alone.result(alone.train())
-    tokenizer = families.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.model)
     data = load_task_data(config, tokenizer)
-    loaded = families.load_model(config.model, "base", dtype="float32")
+    loaded = loading.load_model(config.model, "base", dtype="float32")
     torch.manual_seed(12345)  # whatever the global RNG did before: prepare seeds first
     shared = prepare(config, Shared(tokenizer=tokenizer, loaded=loaded, data=data))
     shared_result = shared.result(shared.train())
@@ -68,9 +68,9 @@ def test_cached_and_live_frozen_runs_record_the_same_selection(options):
 
 def test_shared_feature_sets_are_used_not_recomputed(options, monkeypatch):
     config = FinetuneConfig(**options, freeze="encoder", cache_features=True, token="max-norm")
-    tokenizer = families.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.model)
     data = load_task_data(config, tokenizer)
-    loaded = families.load_model(config.model, "base", dtype="float32")
+    loaded = loading.load_model(config.model, "base", dtype="float32")
     features = compute_features(config, loaded.model, data, source=loaded.source)
     monkeypatch.setattr(pipeline, "compute_features", lambda *a, **k: pytest.fail("features computed again"))
     run = prepare(config, Shared(tokenizer=tokenizer, loaded=loaded, data=data, features=features,
@@ -80,6 +80,6 @@ def test_shared_feature_sets_are_used_not_recomputed(options, monkeypatch):
 
 def test_prepare_refuses_data_of_another_task(options):
     config = FinetuneConfig(**options)
-    data = load_task_data(config, families.load_tokenizer(config.model))
+    data = load_task_data(config, loading.load_tokenizer(config.model))
     with pytest.raises(ValueError, match="data of rte"):
         prepare(config.replace(task="mrpc"), Shared(data=data))

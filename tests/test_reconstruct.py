@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.cli import main
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
@@ -197,7 +197,7 @@ def test_embedded_default_fits_a_head_then_reuses_it(tmp_path, capsys) -> None:
     fit = first["head"]["fit"]
     assert not fit["reused"] and 0.0 <= fit["heldout_masked_top1"] <= 1.0
     assert fit["corpus"]["kind"] == "builtin"
-    assert first["model"]["name"] == families.DEFAULT_MODEL_NAME and first["model"]["num_layers"] == 6
+    assert first["model"]["name"] == loading.DEFAULT_MODEL_NAME and first["model"]["num_layers"] == 6
     assert main(args) == 0
     second = json.loads((out / "reconstruct.json").read_text())
     assert second["head"]["fit"]["reused"] and second["head"]["fit"]["key"] == fit["key"]

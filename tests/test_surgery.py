@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertscope import families, surgery
+from bertscope import families, loading, surgery
 from bertscope.cli import main
 from bertscope.configs import DeepenConfig
 from bertscope.errors import BertscopeError, UnsupportedModelError
@@ -306,7 +306,7 @@ def test_failure_mid_write_leaves_nothing_that_looks_complete(tiny_checkpoint, t
 
 def test_verification_catches_a_reload_that_differs_and_nothing_is_published(tiny_checkpoint, tmp_path,
                                                                              monkeypatch) -> None:
-    real = families.load_saved_architecture
+    real = loading.load_saved_architecture
     source = str(tiny_checkpoint("bert"))
     original = real(source).model
     calls = []
@@ -320,7 +320,7 @@ def test_verification_catches_a_reload_that_differs_and_nothing_is_published(tin
                     param.add_(0.5 * torch.randn_like(param))
         return loaded
 
-    monkeypatch.setattr(families, "load_saved_architecture", corrupt_reload)
+    monkeypatch.setattr(loading, "load_saved_architecture", corrupt_reload)
     calls.append("warm-up")  # verify_checkpoint below reloads once: corrupt it
     variant = surgery.variant_model(original, [0, 1, 1, 2])
     variant.save_pretrained(tmp_path / "saved")
@@ -359,7 +359,7 @@ def test_cli_reports_one_line_errors_and_exit_code_2(tiny_checkpoint, tmp_path, 
 def test_embedded_default_deepens_and_verifies(tmp_path) -> None:
     result = surgery.run_deepen(DeepenConfig(duplicate="2-3", placement="block", out=str(tmp_path / "d")))
     assert result.verification["ok"] and result.layer_map == [0, 1, 2, 3, 2, 3, 4, 5]
-    assert families.num_layers(families.load_model(str(tmp_path / "d"), "base").model) == 8
+    assert families.num_layers(loading.load_model(str(tmp_path / "d"), "base").model) == 8
 
 
 def test_deepened_checkpoint_fine_tunes_like_any_other(deepened, glue_dir) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.agreement import AgreementMetrics, AgreementSums, agreement_stats
 from bertscope.configs import CompareConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
@@ -73,7 +73,7 @@ def sentence_batches(tokenizer: Any, sentences: Sequence[str], config: CompareCo
 
 
 def choose_heads(
-    config: CompareConfig | LayerScanConfig, loaded: Sequence[families.LoadedModel], tokenizer: Any, source: Any
+    config: CompareConfig | LayerScanConfig, loaded: Sequence[loading.LoadedModel], tokenizer: Any, source: Any
 ) -> tuple[list[HeadParts], dict[str, Any]]:
     """One head per model: each checkpoint's own, or one head fitted on the *first* model's final layer, shared.
 
@@ -188,13 +188,13 @@ def run_compare(config: CompareConfig) -> CompareResult:
     """Run ``config.model`` and ``config.variant`` on the same sentences and measure how much they agree."""
     from bertscope.lens import MetricSums
 
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
     source = load_sentences(config)
-    tokenizer = families.load_tokenizer(config.model)
-    original = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
-    variant = families.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype)
+    tokenizer = loading.load_tokenizer(config.model)
+    original = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+    variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype)
     _same_vocab(original.model, variant.model)
     heads, head_info = choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
@@ -218,7 +218,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
 
 @torch.no_grad()
 def _compare_batch(ids: torch.Tensor, mask: torch.Tensor, counted: torch.Tensor,
-                   models: Sequence[families.LoadedModel], heads: Sequence[HeadParts], names: Sequence[str],
+                   models: Sequence[loading.LoadedModel], heads: Sequence[HeadParts], names: Sequence[str],
                    curve_sums: dict[str, list[Any]], sums: AgreementSums, curves: bool) -> None:
     from bertscope.lens import head_token_stats
 
@@ -226,8 +226,8 @@ def _compare_batch(ids: torch.Tensor, mask: torch.Tensor, counted: torch.Tensor,
     sentence_ids = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(ids)[counted]
     targets = ids[counted]
     for name, lm, head in zip(names, models, heads):
-        base = lm.model.base_model  # nn.Module attribute lookups are typed Tensor | Module by torch
-        states = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states  # type: ignore[operator]
+        base = lm.model.base_model
+        states = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         finals.append(states[-1][counted])
         if curves:
             last = len(states) - 1

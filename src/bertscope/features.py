@@ -27,10 +27,11 @@ hits the cache, and a fine-tuned one does not), the tokenised split itself (toke
 masks, which pins task, split, subset, seed, max length and tokenizer), ``include_special`` (pooling candidates), the
 compute dtype and the format version. Every file is written to a temporary name and renamed; the manifest is rewritten
 atomically after each strategy file is complete, so an interrupted run leaves either a usable entry or a strategy
-that is computed again. Concurrent writers of one entry are serialised with a lock file (POSIX ``flock``).
+that is computed again. Concurrent writers of one entry are serialised with a lock file (``filelock``).
 
 The cache lives in ``--cache-dir``, else ``$BERTSCOPE_CACHE/features``, else ``~/.cache/bertscope/features``.
-Imports: families, options (token spellings), selection (pure token selection), results, errors.
+Imports: families, loading (the weights fingerprint), options (token spellings), packing, selection (pure token
+selection), results, errors.
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.errors import BertscopeError
 from bertscope.options import canonical_token, parse_token
+from bertscope.packing import pad_rows
 from bertscope.results import write_json_atomic
 from bertscope.selection import select_tokens
 
@@ -66,9 +69,7 @@ __all__ = [
     "FeatureSet",
     "FeatureStore",
     "cache_root",
-    "cached_inputs",
     "data_fingerprint",
-    "model_fingerprint",
 ]
 
 FORMAT_VERSION = "bertscope-features/1"
@@ -89,15 +90,6 @@ def _file_name(token: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "_", token.replace(":", "_")) + ".npy"
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A content hash of the weights: name, shape, dtype, exact sum and a strided sample of every tensor.
-
-    Identifies "the same weights" whether they came from the hub, a folder that moved, or memory; any training step
-    changes it. (Same recipe as the fitted-head cache, so both caches agree on what "the same model" means.)
-    """
-    return families.weights_fingerprint(model)
-
-
 def data_fingerprint(data: Any) -> str:
     """SHA-256 of a tokenised split (``input_ids``, ``token_type_ids``, ``special_masks`` lists of lists)."""
     digest = hashlib.sha256()
@@ -108,23 +100,6 @@ def data_fingerprint(data: Any) -> str:
             digest.update(np.asarray(row, dtype=np.int64).tobytes())
             digest.update(b";")
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder/.lock`` (no-op where ``fcntl`` is unavailable)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(folder / ".lock", "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @dataclass
@@ -190,7 +165,7 @@ class FeatureStore:
         # Weights of a frozen encoder do not change within a process; hash each model object once.
         key = id(model)
         if key not in self._fingerprints:
-            self._fingerprints[key] = model_fingerprint(model)
+            self._fingerprints[key] = loading.weights_fingerprint(model)  # the fitted-head cache's too
         return self._fingerprints[key]
 
     def key(self, model: nn.Module, data: Any, *, include_special: bool, dtype: str) -> str:
@@ -228,6 +203,7 @@ class FeatureStore:
             "hidden_size": hidden, "shape_per_token": list(shape), "include_special": bool(include_special),
             "dtype": dtype, "storage_dtype": "float32", **dict(provenance or {}), "tokens": {},
         }
+        arrays: dict[str, np.ndarray]
         if not self.use_cache:
             arrays = _compute(model, data, wanted, include_special=include_special, batch_size=batch_size,
                               device=device, dtype=dtype, progress=progress)
@@ -236,12 +212,13 @@ class FeatureStore:
                               seconds=time.perf_counter() - start)
         folder = self.root / key
         try:
-            with _locked(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            with FileLock(folder / ".lock"):  # concurrent writers of one entry take turns
                 stored = _read_manifest(folder)
                 if stored is not None:
                     manifest = {**manifest, **{k: v for k, v in stored.items() if k != "tokens"},
                                 "tokens": dict(stored.get("tokens", {}))}
-                arrays: dict[str, np.ndarray] = {}
+                arrays = {}
                 for token in list(manifest["tokens"]):
                     array = _open(folder / manifest["tokens"][token]["file"], shape)
                     if array is None:
@@ -308,14 +285,6 @@ def _open(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
     return array
 
 
-def _pad(rows: Sequence[Sequence[int]], indices: Sequence[int], value: int) -> torch.Tensor:
-    width = max(len(rows[i]) for i in indices)
-    out = torch.full((len(indices), width), value, dtype=torch.long)
-    for r, i in enumerate(indices):
-        out[r, :len(rows[i])] = torch.as_tensor(rows[i], dtype=torch.long)
-    return out
-
-
 @torch.no_grad()
 def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_special: bool, batch_size: int,
              device: torch.device | str, dtype: str, progress: bool,
@@ -325,7 +294,7 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    compute_dtype = families.resolve_dtype(dtype)
+    compute_dtype = loading.resolve_dtype(dtype)
     depth, hidden = families.num_layers(model), families.hidden_size(model)
     n = len(data.input_ids)
     methods = [parse_token(t.removesuffix(_TOP)) for t in tokens]
@@ -344,18 +313,17 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
         for start in tqdm(range(0, n, batch_size), desc="encoding (feature cache)", unit="batch",
                           disable=not progress, leave=False, dynamic_ncols=True):
             indices = order[start:start + batch_size]
-            ids = _pad(data.input_ids, indices, int(data.pad_id)).to(device)
-            width = ids.shape[1]
-            mask = (torch.arange(width) < torch.tensor([lengths[i] for i in indices]).unsqueeze(1)).long().to(device)
-            special = _pad(data.special_masks, indices, 0).to(device)
+            ids, mask = pad_rows([data.input_ids[i] for i in indices], int(data.pad_id))
+            ids, mask = ids.to(device), mask.to(device)
+            special = pad_rows([data.special_masks[i] for i in indices], 0)[0].to(device)
             kwargs = {"input_ids": ids, "attention_mask": mask}
             if token_types:
-                kwargs["token_type_ids"] = _pad(data.token_type_ids, indices, 0).to(device)
+                kwargs["token_type_ids"] = pad_rows([data.token_type_ids[i] for i in indices], 0)[0].to(device)
             with autocast:
                 hidden_states = model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
-                normed = None
+                normed = hidden_states
                 if norm is not None and any(t.endswith(_TOP) for t in tokens):
-                    normed = [norm(h) for h in hidden_states[:-1]] + [hidden_states[-1]]  # the last is normed
+                    normed = (*(norm(h) for h in hidden_states[:-1]), hidden_states[-1])  # the last is normed
                 for token, (method, index) in zip(tokens, methods):
                     states = normed if token.endswith(_TOP) else hidden_states
                     stacked = torch.stack([select_tokens(h, mask, special, method, index=index,
@@ -422,33 +390,3 @@ class CachedRepresentation:
 
     def __call__(self, batch: FeatureBatch) -> torch.Tensor:
         return batch.vectors
-
-
-def cached_inputs(
-    store: FeatureStore,
-    model: nn.Module,
-    train_data: Any,
-    eval_data: Mapping[str, Any],
-    token: str,
-    layers: Sequence[int],
-    *,
-    include_special: bool = False,
-    batch_size: int = 32,
-    device: torch.device | str = "cpu",
-    dtype: str = "float32",
-    tokens: Sequence[str] | None = None,
-    provenance: Mapping[str, Any] | None = None,
-    progress: bool = False,
-) -> tuple[CachedRepresentation, FeatureCollate, dict[str, Any]]:
-    """The representation, ``collate_fn`` and provenance that make :func:`bertscope.train.train_loop` train on cached
-    vectors of ``token`` / ``layers`` (``tokens``: strategies to cache while the encoder runs anyway, default
-    :data:`DEFAULT_TOKENS` plus ``token``)."""
-    wanted = list(dict.fromkeys([canonical_token(token), *(tokens if tokens is not None else DEFAULT_TOKENS)]))
-    pairs, info = [], {}
-    for name, data in [("train", train_data), *eval_data.items()]:
-        extra = {**dict(provenance or {}), "split": name}
-        features = store.get(model, data, wanted, include_special=include_special, batch_size=batch_size,
-                             device=device, dtype=dtype, provenance=extra, progress=progress)
-        pairs.append((data, features.select(token, layers)))
-        info[name] = features.info()
-    return CachedRepresentation(), FeatureCollate(pairs), {"root": str(store.root), "splits": info}

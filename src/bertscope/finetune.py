@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.finetune_result import FinetuneResult
@@ -142,9 +142,9 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
     if (path / "model" / "head_config.json").is_file():
         path = path / "model"
     head = SelectingHead.load(path, map_location="cpu")
-    loaded = families.load_model(str(path), "base", device=device)
-    tokenizer = families.load_tokenizer(str(path))
-    return FinetunedModel(encoder=loaded.model, head=head.to(families.resolve_device(device)), tokenizer=tokenizer)
+    loaded = loading.load_model(str(path), "base", device=device)
+    tokenizer = loading.load_tokenizer(str(path))
+    return FinetunedModel(encoder=loaded.model, head=head.to(loading.resolve_device(device)), tokenizer=tokenizer)
 
 
 #: Options of fine-tuning runs that never change their numbers: locations, and the feature cache (the cached path

@@ -29,14 +29,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.errors import BertscopeError
+from bertscope.packing import pad_rows
 from bertscope.results import to_jsonable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,7 +51,6 @@ __all__ = [
     "cache_root",
     "fit_cache_key",
     "get_fitted_head",
-    "model_fingerprint",
 ]
 
 FORMAT_VERSION = 1
@@ -88,16 +91,6 @@ def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
         return Path(override).expanduser()
     env = os.environ.get("BERTSCOPE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "bertscope"
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A content hash of the encoder's weights (name, shape, dtype, sum and a strided sample of every tensor).
-
-    Identifies "the same model" for the cache whether it came from the hub, a folder that moved, or memory. Only the
-    bare encoder counts, without its pooler: heads and poolers a checkpoint lacks are freshly (randomly)
-    initialised on every load and play no part in the hidden states the head is fitted on.
-    """
-    return families.weights_fingerprint(model)
 
 
 def fit_cache_key(fingerprint: str, corpus_sha256: str, seed: int, options: FitOptions, dtype: str) -> str:
@@ -141,16 +134,18 @@ class HeadModule(nn.Module):
         self.norm = nn.LayerNorm(width, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab))
         self.tie_decoder = tie_decoder
+        self._tied: torch.Tensor | None = None
+        self.decoder_weight: nn.Parameter | None = None
         if tie_decoder:
             self._tied = embedding  # the frozen input embeddings: not a parameter, not saved
-            self.decoder_weight = None
         else:
-            self._tied = None
             self.decoder_weight = nn.Parameter(embedding.detach().clone().float())
 
     @property
     def weight(self) -> torch.Tensor:
-        return self._tied if self._tied is not None else self.decoder_weight
+        weight = self._tied if self._tied is not None else self.decoder_weight
+        assert weight is not None  # one of the two is set in __init__
+        return weight
 
     def transform(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.to(self.dense.weight.dtype)
@@ -204,18 +199,21 @@ def _masked_batch(
     items: Sequence[tuple[torch.Tensor, torch.Tensor]], seeds: Sequence[int], prob: float, mask_id: int,
     vocab: int, pad_id: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad a batch and mask it; returns (masked ids, attention mask, selected positions, original ids)."""
-    width = max(ids.shape[0] for ids, _ in items)
-    size = (len(items), width)
-    masked = torch.full(size, pad_id, dtype=torch.long)
-    original = torch.full(size, pad_id, dtype=torch.long)
-    attention = torch.zeros(size, dtype=torch.long)
-    selected = torch.zeros(size, dtype=torch.bool)
-    for row, ((ids, candidates), seed) in enumerate(zip(items, seeds)):
-        new, sel = bert_mask(ids, candidates, prob, torch.Generator().manual_seed(seed), mask_id, vocab)
-        n = ids.shape[0]
-        masked[row, :n], original[row, :n], attention[row, :n], selected[row, :n] = new, ids, 1, sel
+    """Mask a batch and pad it; returns (masked ids, attention mask, selected positions, original ids)."""
+    drawn = [bert_mask(ids, candidates, prob, torch.Generator().manual_seed(seed), mask_id, vocab)
+             for (ids, candidates), seed in zip(items, seeds)]
+    masked, attention = pad_rows([new for new, _ in drawn], pad_id)
+    selected = pad_rows([sel for _, sel in drawn], False, dtype=torch.bool)[0]
+    original = pad_rows([ids for ids, _ in items], pad_id)[0]
     return masked, attention, selected, original
+
+
+def _token_embeddings(model: PreTrainedModel) -> torch.Tensor:
+    """The input token embeddings ``[V, E]``, detached: what a tied decoder reads."""
+    embeddings = model.get_input_embeddings()
+    if not isinstance(embeddings, nn.Embedding):
+        raise BertscopeError(f"{type(model).__name__} has no token embedding matrix to tie a fitted decoder to")
+    return embeddings.weight.detach()
 
 
 def _final_hidden(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -249,7 +247,7 @@ def _heldout_accuracy(head: HeadModule, model: nn.Module, items: list, opts: Fit
             "heldout_masked_tokens": total}
 
 
-def _fit(model: nn.Module, tokenizer: Any, train: list[str], held: list[str], opts: FitOptions, seed: int,
+def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[str], opts: FitOptions, seed: int,
          device: torch.device, progress: bool) -> tuple[HeadModule, dict[str, Any]]:
     from tqdm.auto import tqdm
 
@@ -257,7 +255,7 @@ def _fit(model: nn.Module, tokenizer: Any, train: list[str], held: list[str], op
     if mask_id is None:
         raise BertscopeError("the tokenizer has no mask token, so an MLM head cannot be fitted for this model")
     pad_id = 0 if pad_id is None else pad_id
-    embedding = model.get_input_embeddings().weight.detach()
+    embedding = _token_embeddings(model)
     vocab = embedding.shape[0]
     torch.manual_seed(seed)
     head = HeadModule(families.hidden_size(model), embedding.float() if embedding.dtype != torch.float32 else embedding,
@@ -333,7 +331,7 @@ def _save(folder: Path, head: HeadModule, info: dict[str, Any]) -> None:
         raise
 
 
-def _load(folder: Path, model: nn.Module, key: str, opts: FitOptions) -> tuple[HeadModule, dict[str, Any]] | None:
+def _load(folder: Path, model: PreTrainedModel, key: str, opts: FitOptions) -> tuple[HeadModule, dict[str, Any]] | None:
     """The cached head in ``folder``, or None when it is absent or unusable (it is then fitted again)."""
     from safetensors.torch import load_file
 
@@ -341,7 +339,7 @@ def _load(folder: Path, model: nn.Module, key: str, opts: FitOptions) -> tuple[H
         info = json.loads((folder / "head.json").read_text(encoding="utf-8"))
         if info.get("key") != key or info.get("format") != FORMAT_VERSION:
             return None
-        embedding = model.get_input_embeddings().weight.detach()
+        embedding = _token_embeddings(model)
         head = HeadModule(families.hidden_size(model), embedding, tie_decoder=opts.tie_decoder,
                           eps=float(info.get("layer_norm_eps", 1e-12)))
         head.load_state_dict(load_file(str(folder / "head.safetensors")))
@@ -352,7 +350,7 @@ def _load(folder: Path, model: nn.Module, key: str, opts: FitOptions) -> tuple[H
 
 
 def get_fitted_head(
-    model: nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     corpus: Sequence[str],
     corpus_info: dict[str, Any],
@@ -372,7 +370,7 @@ def get_fitted_head(
     """
     opts = options or FitOptions()
     corpus = [s for s in corpus if s.strip()]
-    fingerprint = model_fingerprint(model)
+    fingerprint = loading.weights_fingerprint(model)  # the encoder alone: heads a checkpoint lacks are random
     corpus_sha = hashlib.sha256("\n".join(corpus).encode("utf-8")).hexdigest()
     key = fit_cache_key(fingerprint, corpus_sha, seed, opts, dtype)
     folder = cache_root(cache_dir) / "fitted-heads" / key

@@ -372,7 +372,7 @@ def _read_hub(info: GlueTask, split: str) -> list[GlueExample]:
             f"cannot load GLUE {info.name} {split} from the Hugging Face hub ({HUB_DATASET}: {text}); "
             "pass --data-dir DIR (or set BERTSCOPE_GLUE_DIR) pointing to a folder with the GLUE tsv files"
         ) from None
-    examples = []
+    examples: list[GlueExample] = []
     for row in data:
         raw = row["label"]
         label: int | float | None

@@ -16,11 +16,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
-from bertscope import families, packing
+from bertscope import families, loading, packing
 from bertscope.agreement import CHUNK, AgreementSums, cosine_similarity, kl_from_log_probs
 from bertscope.compare import choose_heads, load_sentences, progress_bar, sentence_batches
 from bertscope.configs import LayerScanConfig
@@ -153,7 +153,7 @@ def _run_suffixes(
             n = len(members)
             out = families.run_layers(model, stacked, None if mask is None else mask.repeat(n, 1), [layer],
                                       start=position, segments=None if segments is None else segments.repeat(n, 1))
-            for k, hidden in zip(members, cast(torch.Tensor, out).split(batch)):  # all_states=False: one tensor
+            for k, hidden in zip(members, out.split(batch)):  # all_states=False: one tensor (typed overload)
                 p, left, _ = pending[k]
                 pending[k] = (p + 1, left[1:], hidden)
     return finals
@@ -237,12 +237,12 @@ def scan_batch(
 
 def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     """Every single-layer duplicate (or remove) variant of ``config.model``, measured against the original."""
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
     source = load_sentences(config)
-    tokenizer = families.load_tokenizer(config.model)
-    loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+    tokenizer = loading.load_tokenizer(config.model)
+    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
     model = loaded.model
     depth = families.num_layers(model)
     chosen = list(parse_blocks(config.layers, depth, option="--layers", default_all=True))

@@ -7,16 +7,45 @@ sequence (``segments``). Every real token then sees exactly what it sees in the 
 to float rounding, and the rows hold far fewer padding positions when lengths differ.
 
 Pure tensor functions: :func:`plan_rows` decides the layout, :func:`pack` and :func:`unpack` move hidden states.
+:func:`pad_rows` is the ordinary alternative every padded batch is built with: rows of different lengths padded to
+the longest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-__all__ = ["PackedLayout", "layout_for", "pack", "plan_rows", "unpack"]
+__all__ = ["PackedLayout", "layout_for", "pack", "pad_rows", "plan_rows", "unpack"]
+
+
+def pad_rows(
+    rows: Sequence[torch.Tensor | Sequence[int] | Sequence[bool]],
+    value: float | bool,
+    *,
+    dtype: torch.dtype = torch.long,
+    side: Literal["right", "left"] = "right",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D rows of different lengths as one ``[len(rows), longest]`` tensor of ``dtype``, filled with ``value``.
+
+    Returns ``(padded, mask)``; ``mask`` is the usual long 0/1 attention mask (1 on the rows' own entries). Rows sit
+    at the start of their line (``side="right"``: padding after them) or at its end (``"left"``). On the CPU: the
+    caller moves the batch.
+    """
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', not {side!r}")
+    tensors = [torch.as_tensor(row, dtype=dtype) for row in rows]
+    width = max((t.shape[0] for t in tensors), default=0)
+    padded = torch.full((len(tensors), width), value, dtype=dtype)
+    mask = torch.zeros((len(tensors), width), dtype=torch.long)
+    for i, row in enumerate(tensors):
+        span = slice(0, row.shape[0]) if side == "right" else slice(width - row.shape[0], width)
+        padded[i, span] = row
+        mask[i, span] = 1
+    return padded, mask
 
 
 def plan_rows(lengths: Sequence[int], width: int) -> list[list[int]]:

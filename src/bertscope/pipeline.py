@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bertscope import families, glue
+from bertscope import families, glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import (
@@ -236,7 +236,7 @@ def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *
     """
     wanted = tokens or list(dict.fromkeys([canonical_token(config.token), *DEFAULT_TOKENS]))
     store = store or FeatureStore(config.cache_dir)
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     return {name: store.get(model, split, wanted, include_special=config.include_special,
                             batch_size=config.eval_batch_size or config.batch_size, device=device, dtype=config.dtype,
                             progress=config.progress if progress is None else progress,
@@ -268,7 +268,7 @@ def _head_threads(device: torch.device, cached: bool) -> Iterator[None]:
 class Shared:
     """Pieces a caller already holds and hands to :func:`prepare` instead of loading them again.
 
-    ``loaded``: a :class:`families.LoadedModel` (its model is trained in place unless the run is frozen);
+    ``loaded``: a :class:`loading.LoadedModel` (its model is trained in place unless the run is frozen);
     ``features``: cached feature sets of ``loaded``'s (frozen, pretrained) encoder for ``data``'s splits;
     ``feature_root``: where those came from (recorded in the result).
     """
@@ -377,15 +377,15 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     """
     shared = shared or Shared()
     parse_token(config.token)  # a bad --token fails before anything is loaded
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     seed_everything(config.seed)
 
     # ---- data and model
-    tokenizer = shared.tokenizer if shared.tokenizer is not None else families.load_tokenizer(config.model)
+    tokenizer = shared.tokenizer if shared.tokenizer is not None else loading.load_tokenizer(config.model)
     data = shared.data if shared.data is not None else load_task_data(config, tokenizer)
     if data.task.name != glue.get_task(config.task or "").name:
         raise ValueError(f"prepare: data of {data.task.name} handed in for a {config.task} run")
-    loaded = shared.loaded if shared.loaded is not None else families.load_model(config.model, "base", device=device,
+    loaded = shared.loaded if shared.loaded is not None else loading.load_model(config.model, "base", device=device,
                                                                                  dtype="float32")
     model = loaded.model
 

@@ -12,23 +12,23 @@ are drawn per sentence from a seeded generator, so no number depends on batch si
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
 from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
 from bertscope.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
+from bertscope.packing import pad_rows
 from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
@@ -170,7 +170,7 @@ def _num(value: float, digits: int) -> str:
 # ------------------------------------------------------------------------------------------------- the run
 
 
-def _resolve_head(config: ReconstructConfig, loaded: families.LoadedModel, tokenizer: Any, source: TextSource,
+def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokenizer: Any, source: TextSource,
                   dtype_name: str) -> tuple[families.HeadParts, dict[str, Any]]:
     """The head to decode with, per --head / --head-part, and what the result file says about it."""
     mode = config.head
@@ -245,12 +245,8 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[str], *, max_length: in
     return out
 
 
-def _pad(rows: list[torch.Tensor], value: Any, dtype: torch.dtype) -> torch.Tensor:
-    width = max(r.shape[0] for r in rows)
-    out = torch.full((len(rows), width), value, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, :r.shape[0]] = r
-    return out
+def _pad_flags(rows: list[torch.Tensor]) -> torch.Tensor:
+    return pad_rows(rows, False, dtype=torch.bool)[0]
 
 
 def _chunk_size(vocab: int) -> int:
@@ -291,11 +287,11 @@ def lens_pass(
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            ids = _pad([encoded.ids[i] for i in batch], pad_id, torch.long).to(device)
-            attention = _pad([torch.ones_like(encoded.ids[i]) for i in batch], 0, torch.long).to(device)
-            counted = _pad([encoded.counted[i] for i in batch], False, torch.bool).to(device) & attention.bool()
-            targets = _pad([encoded.targets[i] for i in batch], pad_id, torch.long).to(device)[counted]
-            selected = _pad([encoded.selected[i] for i in batch], False, torch.bool).to(device)[counted]
+            ids, attention = pad_rows([encoded.ids[i] for i in batch], pad_id)
+            ids, attention = ids.to(device), attention.to(device)
+            counted = _pad_flags([encoded.counted[i] for i in batch]).to(device) & attention.bool()
+            targets = pad_rows([encoded.targets[i] for i in batch], pad_id)[0].to(device)[counted]
+            selected = _pad_flags([encoded.selected[i] for i in batch]).to(device)[counted]
             rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(counted)[counted]
             hidden_states = encoder(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states
             picks = {"all": None, "masked": selected, "unmasked": ~selected}
@@ -315,21 +311,6 @@ def lens_pass(
     return sums
 
 
-@contextlib.contextmanager
-def _library_progress_bars(enabled: bool) -> Iterator[None]:
-    """With --no-progress, transformers' own loading bars stay quiet too."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    if not enabled:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled and not enabled:
-            hf_logging.enable_progress_bar()
-
-
 def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
     """Run the lens as configured; writes reconstruct.json/.csv/.png when ``config.out`` is set."""
 
@@ -337,10 +318,9 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
     source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
                         max_examples=config.max_examples, seed=config.seed)
     out_dir = prepare_out_dir(config.out)
-    device = families.resolve_device(config.device)
-    with _library_progress_bars(config.progress):
-        loaded = families.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
-        tokenizer = families.load_tokenizer(config.model)
+    device = loading.resolve_device(config.device)
+    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)  # loads quietly
+    tokenizer = loading.load_tokenizer(config.model)
     model = loaded.model
     depth = families.num_layers(model)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
@@ -369,7 +349,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
     config_dict_model = {
-        "name": config.model or families.DEFAULT_MODEL_NAME,
+        "name": config.model or loading.DEFAULT_MODEL_NAME,
         "source": loaded.source,
         "family": loaded.family.name,
         "model_type": model.config.model_type,

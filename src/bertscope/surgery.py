@@ -14,19 +14,17 @@ by the map) and only then renames it into place, so a half-written folder never 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope._version import __version__
 from bertscope.configs import DeepenConfig
 from bertscope.errors import BertscopeError
@@ -104,7 +102,10 @@ def layer_map_from_config(config: DeepenConfig, depth: int) -> tuple[list[int], 
     return remove_map(depth, layers), {"op": "remove", "layers": layers}
 
 
-def variant_model(model: torch.nn.Module, layer_map: list[int]) -> torch.nn.Module:
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+
+
+def variant_model(model: ModelT, layer_map: list[int]) -> ModelT:
     """A deep copy of ``model`` whose layer stack follows ``layer_map`` (the original is left untouched)."""
     families.check_layer_map(model, layer_map)
     return families.apply_layer_map(copy.deepcopy(model), layer_map)
@@ -206,14 +207,14 @@ def verify_checkpoint(
     must also reproduce the original's outputs.
     """
     device = next(variant.parameters()).device
-    reloaded = families.load_saved_architecture(str(folder), device=device).model
+    reloaded = loading.load_saved_architecture(str(folder), device=device).model
     ids, mask = _probe_inputs(original.config, seed, device)
     dtype = next(variant.parameters()).dtype
     out_variant = _first_output(variant, ids, mask)
     out_reloaded = _first_output(reloaded, ids, mask)
     hidden = families.embed(original, ids, mask)
     composed = families.finalize_hidden(original, families.run_layers(original, hidden, mask, layer_map))
-    base_variant = variant.base_model(input_ids=ids, attention_mask=mask)[0]
+    base_variant = families.base_encoder(variant)(input_ids=ids, attention_mask=mask)[0]
     identity = list(layer_map) == list(range(families.num_layers(original)))
     diff_original = _max_diff(_first_output(original, ids, mask), out_reloaded, mask) if identity else None
     family = families.family_for(original)
@@ -316,38 +317,24 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _no_hf_progress_bars() -> Iterator[None]:
-    """transformers' per-file load/save bars would bury bertscope's one-line messages; bertscope reports itself."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def run_deepen(config: DeepenConfig) -> DeepenResult:
     """Build the variant named by ``config``, save it as a Hugging Face folder, verify it, publish it atomically."""
-    with _no_hf_progress_bars():
+    with loading.quiet_hugging_face(logs=False):  # per-file load/save bars would bury bertscope's own messages
         return _run_deepen(config)
 
 
 def _run_deepen(config: DeepenConfig) -> DeepenResult:
     out = Path(os.path.expanduser(config.out or ""))
-    source = families.resolve_model_source(config.model)
+    source = loading.resolve_model_source(config.model)
     _check_out(out, config.overwrite, source)
-    model_config = families.load_config(config.model)  # bad maps fail here, before any weights are read
+    model_config = loading.load_config(config.model)  # bad maps fail here, before any weights are read
     depth = families.num_layers(model_config)
     layer_map, operation = layer_map_from_config(config, depth)
     families.check_layer_map(model_config, layer_map)
-    loaded = families.load_saved_architecture(config.model, device=families.resolve_device(config.device))
+    loaded = loading.load_saved_architecture(config.model, device=loading.resolve_device(config.device))
     original = loaded.model
     variant = variant_model(original, layer_map)
-    note = {"source_model": config.model or families.DEFAULT_MODEL_NAME, "layer_map": layer_map,
+    note = {"source_model": config.model or loading.DEFAULT_MODEL_NAME, "layer_map": layer_map,
             "old_depth": depth, "bertscope_version": __version__, "provenance_file": PROVENANCE_FILE}
     setattr(variant.config, CONFIG_NOTE_KEY, note)
     variant.config.name_or_path = str(out)
@@ -358,7 +345,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
         variant.save_pretrained(tmp)
         tokenizer_saved = True
         try:
-            families.load_tokenizer(config.model).save_pretrained(tmp)
+            loading.load_tokenizer(config.model).save_pretrained(tmp)
         except BertscopeError:
             tokenizer_saved = False
         verification = None
@@ -372,7 +359,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
                     f"{len(check.shared_storage)} shared tensors); nothing was written to {out}"
                 )
         result = DeepenResult(
-            config=config, source=config.model or families.DEFAULT_MODEL_NAME, family=loaded.family.name,
+            config=config, source=config.model or loading.DEFAULT_MODEL_NAME, family=loaded.family.name,
             architecture=type(variant).__name__, operation=operation, layer_map=layer_map, old_depth=depth,
             new_depth=len(layer_map), out=str(out), verification=verification, tokenizer_saved=tokenizer_saved,
             initialised_on_load=sorted(loaded.missing_keys), environment=environment_info(),

@@ -44,8 +44,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from bertscope import families, glue
+from bertscope import families, glue, loading
 from bertscope.freezing import trainable_parameters
+from bertscope.packing import pad_rows
 from bertscope.selection import select_layers, token_positions
 
 __all__ = [
@@ -120,19 +121,9 @@ class Batch:
 def collate(data: EncodedSplit, indices: Sequence[int], *, regression: bool,
             device: torch.device | str = "cpu") -> Batch:
     """Pad ``indices``' examples to the longest of them (dynamic padding)."""
-    width = max(len(data.input_ids[i]) for i in indices)
-    n = len(indices)
-    ids = torch.full((n, width), data.pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    special = torch.zeros((n, width), dtype=torch.long)
-    types = torch.zeros((n, width), dtype=torch.long) if data.token_type_ids is not None else None
-    for row, i in enumerate(indices):
-        length = len(data.input_ids[i])
-        ids[row, :length] = torch.tensor(data.input_ids[i])
-        mask[row, :length] = 1
-        special[row, :length] = torch.tensor(data.special_masks[i])
-        if types is not None:
-            types[row, :length] = torch.tensor(data.token_type_ids[i])  # type: ignore[index]
+    ids, mask = pad_rows([data.input_ids[i] for i in indices], data.pad_id)
+    special, _ = pad_rows([data.special_masks[i] for i in indices], 0)
+    types = None if data.token_type_ids is None else pad_rows([data.token_type_ids[i] for i in indices], 0)[0]
     labels = None
     if all(data.labels[i] is not None for i in indices):
         labels = torch.tensor([data.labels[i] for i in indices], dtype=torch.float32 if regression else torch.long)
@@ -383,7 +374,7 @@ def train_loop(
     from transformers import get_linear_schedule_with_warmup
 
     regression = glue.get_task(train_data.task).is_regression
-    dtype = families.resolve_dtype(options.dtype)
+    dtype = loading.resolve_dtype(options.dtype)
     eval_batch_size = options.eval_batch_size or options.batch_size
     collate_batch = collate_fn or collate
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families
+from bertscope import families, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, cache_root
@@ -84,13 +84,7 @@ def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
 
 def model_shape(config: FinetuneConfig) -> tuple[int, int]:
     """(number of layers L, hidden size H) of ``config.model`` from its config file (no weights loaded)."""
-    import transformers
-
-    source = families.resolve_model_source(config.model)
-    try:
-        model_config = transformers.AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise BertscopeError(f"cannot read the model config of {source}: {str(exc).splitlines()[0]}") from None
+    model_config = loading.load_config(config.model)
     return families.num_layers(model_config), families.hidden_size(model_config)
 
 
@@ -169,10 +163,10 @@ class HeadRunner:
         key = (*data_key(config), config.include_special, config.dtype, config.device, config.cache_dir)
         if key not in self._shared:
             self._shared.clear()  # one data setting at a time: keeps memory bounded
-            device = families.resolve_device(config.device)
-            tokenizer = families.load_tokenizer(config.model)
+            device = loading.resolve_device(config.device)
+            tokenizer = loading.load_tokenizer(config.model)
             data = load_task_data(config, tokenizer)
-            loaded = families.load_model(config.model, "base", device=device, dtype="float32")
+            loaded = loading.load_model(config.model, "base", device=device, dtype="float32")
             features = compute_features(config, loaded.model, data, tokens=self.tokens, source=loaded.source,
                                         progress=self.progress)
             root = str(cache_root(config.cache_dir))

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bertscope import families, glue
+from bertscope import glue, loading
 from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import FeatureStore
@@ -122,7 +122,7 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
     out: dict[str, Any] = {}
     for name, data in task.data.eval_data.items():
         preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
-                         device=device, dtype=families.resolve_dtype(config.dtype))
+                         device=device, dtype=loading.resolve_dtype(config.dtype))
         labels = [ex.label for ex in task.data.eval_sets[name].examples]
         preds = preds if task.info.is_regression else [int(p) for p in preds]
         out[name] = glue.compute_metrics(task.info, preds, labels)
@@ -164,7 +164,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
             single[record["task"]] = record
 
     # ---- the stages
-    device = families.resolve_device(config.device)
+    device = loading.resolve_device(config.device)
     stage_specs = [RunSpec(f"stage {s} {names[s - 1]}", {"kind": "stage", "stage": s, "task": names[s - 1]},
                            _task_config(config, names[s - 1], dims[s - 1])) for s in range(1, len(names) + 1)]
     stage_records: dict[int, dict[str, Any]] = {}
@@ -177,7 +177,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
     stage_records = {s: r for s, r in stage_records.items() if s < resume_at}
 
     tasks: dict[str, _Task] = {}
-    tokenizer = families.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.model)
 
     def task_data(i: int) -> _Task:
         name = names[i]

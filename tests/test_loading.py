@@ -1,0 +1,85 @@
+"""Loading (bertscope.loading): sources, hub errors, devices and dtypes, fingerprints, quiet Hugging Face libraries."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from bertscope import families, loading
+from bertscope.errors import BertscopeError
+from conftest import tiny_config, tiny_model
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(BertscopeError, match="does not exist"):
+        loading.resolve_model_source(str(tmp_path / "nope"))
+    with pytest.raises(BertscopeError, match="config.json"):
+        loading.resolve_model_source(str(tmp_path))
+
+
+def test_embedded_default_loads_and_reports_no_mlm_head() -> None:
+    loaded = loading.load_model(None, "masked-lm")
+    assert loaded.family.name == "bert"
+    assert families.num_layers(loaded.model) == 6
+    assert not loaded.has_pretrained_mlm_head
+
+
+@pytest.mark.parametrize("name", ["bert", "electra", "modernbert"])
+def test_saved_tiny_checkpoint_reports_its_pretrained_head(name: str, tiny_checkpoint) -> None:
+    loaded = loading.load_model(str(tiny_checkpoint(name)), "masked-lm")
+    assert loaded.has_pretrained_mlm_head
+    assert families.num_layers(tiny_config(name)) == families.num_layers(loaded.model)
+
+
+def test_device_and_dtype_names() -> None:
+    assert loading.resolve_device("cpu") == torch.device("cpu")
+    assert loading.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert loading.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(BertscopeError, match="unknown device"):
+        loading.resolve_device("gpu0")
+    assert loading.resolve_dtype("bf16") is torch.bfloat16 and loading.resolve_dtype("float32") is torch.float32
+    with pytest.raises(BertscopeError, match="unknown dtype"):
+        loading.resolve_dtype("int8")
+
+
+def test_weights_fingerprint_follows_the_encoder_weights_only() -> None:
+    model = tiny_model("bert")
+    same = copy.deepcopy(model)
+    assert loading.weights_fingerprint(model) == loading.weights_fingerprint(same)
+    with torch.no_grad():
+        same.cls.predictions.transform.dense.weight.add_(1.0)  # the head is not part of the encoder
+    assert loading.weights_fingerprint(model) == loading.weights_fingerprint(same)
+    with torch.no_grad():
+        families.get_layers(same)[0].output.dense.weight[0, 0] += 1e-3
+    assert loading.weights_fingerprint(model) != loading.weights_fingerprint(same)
+
+
+def test_quiet_hugging_face_silences_bars_and_logs_and_restores_them() -> None:
+    import huggingface_hub.constants
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    if huggingface_hub.constants.HF_HUB_DISABLE_PROGRESS_BARS is not None:
+        pytest.skip("HF_HUB_DISABLE_PROGRESS_BARS is set: it overrides every programmatic setting")
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    try:
+        with loading.quiet_hugging_face():
+            assert not hf_logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+            assert hf_logging.get_verbosity() == logging.ERROR
+            with loading.quiet_hugging_face(logs=False):  # nested: stays quiet, changes no verbosity
+                assert hf_logging.get_verbosity() == logging.ERROR
+            assert not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+        assert hf_logging.get_verbosity() == logging.WARNING
+        with loading.quiet_hugging_face(logs=False):
+            assert not hf_logging.is_progress_bar_enabled()
+            assert hf_logging.get_verbosity() == logging.WARNING
+    finally:
+        hf_logging.set_verbosity(before[0])
+        if not before[1]:
+            hf_logging.disable_progress_bar()
