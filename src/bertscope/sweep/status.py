@@ -60,27 +60,28 @@ class StatusResult:
             parts.append(f"{self.interrupted} run(s) were interrupted (no sweep is running); the next "
                          "`bertscope sweep` starts them again")
         if self.running:
-            now = Table(title="running now")
-            for column in ("run id", "seconds so far", "axes"):
-                now.add_column(column)
-            for row in self.running:
-                now.add_row(row["id"], f"{row['seconds']:.0f}", _axes_text(row["axes"]))
-            parts.append(now)
+            parts.append(_table("running now", ("run id", "seconds so far", "axes"),
+                                [(r["id"], f"{r['seconds']:.0f}", _axes_text(r["axes"])) for r in self.running]))
         if self.slowest:
-            slow = Table(title="slowest finished runs")
-            for column in ("run id", "seconds", "axes", "worker"):
-                slow.add_column(column)
-            for row in self.slowest:
-                slow.add_row(row["id"], f"{row['duration']:.2f}", _axes_text(row["axes"]), row["worker"] or "")
-            parts.append(slow)
+            parts.append(_table("slowest finished runs", ("run id", "seconds", "axes", "worker"),
+                                [(r["id"], f"{r['duration']:.2f}", _axes_text(r["axes"]), r["worker"] or "")
+                                 for r in self.slowest]))
         if self.failed:
-            failed = Table(title="failed runs")
-            for column in ("run id", "attempts", "axes", "error"):
-                failed.add_column(column)
-            for row in self.failed:
-                failed.add_row(row["id"], str(row["attempts"]), _axes_text(row["axes"]), row["error"] or "")
-            parts.append(failed)
+            parts.append(_table("failed runs", ("run id", "attempts", "axes", "error"),
+                                [(r["id"], str(r["attempts"]), _axes_text(r["axes"]), r["error"] or "")
+                                 for r in self.failed]))
         return Group(*parts)
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _axes_text(axes: dict[str, Any] | None) -> str:
