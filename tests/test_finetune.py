@@ -45,12 +45,12 @@ def test_results_file_records_options_dims_and_official_metric(tmp_path, tiny_ch
     preds = [int(float(r["prediction"])) for r in rows]
     assert payload["final"]["validation"]["accuracy"] == pytest.approx(accuracy_score(dev.labels, preds))
     assert result.metrics()["final.accuracy"] == payload["final"]["validation"]["accuracy"]
-    assert result.metrics()["final.score"] == payload["final_score"]
+    assert result.metrics()["final.combined_score"] == payload["final_score"]
 
 
 def test_cola_and_stsb_metrics_equal_sklearn_and_scipy_on_the_runs_predictions(tmp_path, tiny_checkpoint,
                                                                                glue_dir) -> None:
-    for task, check in (("cola", "mcc"), ("stsb", "pearson")):
+    for task, check in (("cola", "matthews_correlation"), ("stsb", "pearson")):
         out = tmp_path / task
         api.finetune(model=str(tiny_checkpoint("bert", 2)), task=task, data_dir=str(glue_dir), epochs=1,
                      head="mlp2", head_hidden=16, out=str(out), **SMALL)
@@ -58,7 +58,7 @@ def test_cola_and_stsb_metrics_equal_sklearn_and_scipy_on_the_runs_predictions(t
         rows = _predictions(out)
         labels = [float(r["label"]) for r in rows]
         preds = [float(r["prediction"]) for r in rows]
-        if check == "mcc":
+        if check == "matthews_correlation":
             expected = matthews_corrcoef(np.array(labels, int), np.array(preds, int))
         else:
             expected = pearsonr(preds, labels)[0]
@@ -118,7 +118,7 @@ def test_mnli_evaluates_matched_and_mismatched(tmp_path, tiny_checkpoint) -> Non
                           epochs=1, **SMALL)
     assert set(result.final) == {"validation_matched", "validation_mismatched"}
     assert result.final_score == pytest.approx(
-        (result.final["validation_matched"]["score"] + result.final["validation_mismatched"]["score"]) / 2)
+        (result.final["validation_matched"]["combined_score"] + result.final["validation_mismatched"]["combined_score"]) / 2)
     assert "final.validation_mismatched.accuracy" in result.metrics()
 
 

@@ -150,11 +150,12 @@ def _random_case(seed: int, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
 def test_classification_metrics_equal_sklearn(seed: int) -> None:
     preds, labels = _random_case(seed)
     cola = glue.compute_metrics("cola", preds.tolist(), labels.tolist())
-    assert cola["mcc"] == pytest.approx(matthews_corrcoef(labels, preds)) and cola["score"] == cola["mcc"]
+    assert cola["matthews_correlation"] == pytest.approx(matthews_corrcoef(labels, preds))
+    assert cola["combined_score"] == cola["matthews_correlation"]
     mrpc = glue.compute_metrics("mrpc", preds.tolist(), labels.tolist())
     assert mrpc["f1"] == pytest.approx(f1_score(labels, preds))
     assert mrpc["accuracy"] == pytest.approx(accuracy_score(labels, preds))
-    assert mrpc["score"] == pytest.approx((mrpc["f1"] + mrpc["accuracy"]) / 2)
+    assert mrpc["combined_score"] == pytest.approx((mrpc["f1"] + mrpc["accuracy"]) / 2)
     rng = np.random.default_rng(seed)
     y3, p3 = rng.integers(0, 3, 100), rng.integers(0, 3, 100)
     assert glue.compute_metrics("mnli", p3, y3)["accuracy"] == pytest.approx(accuracy_score(y3, p3))
@@ -167,8 +168,8 @@ def test_regression_metrics_equal_scipy(seed: int) -> None:
     preds = labels + rng.normal(0, 1.5, 300)
     got = glue.compute_metrics("stsb", preds, labels)
     assert got["pearson"] == pytest.approx(pearsonr(preds, labels)[0])
-    assert got["spearman"] == pytest.approx(spearmanr(preds, labels)[0])
-    assert got["score"] == pytest.approx((got["pearson"] + got["spearman"]) / 2)
+    assert got["spearmanr"] == pytest.approx(spearmanr(preds, labels)[0])
+    assert got["combined_score"] == pytest.approx((got["pearson"] + got["spearmanr"]) / 2)
 
 
 def test_metric_edge_cases() -> None:
@@ -183,3 +184,15 @@ def test_metric_edge_cases() -> None:
 def test_glue_average_counts_mnli_once() -> None:
     scores = {"cola": 0.5, "mnli-m": 0.8, "mnli-mm": 0.6, "rte": 0.7}
     assert glue.glue_average(scores) == pytest.approx((0.5 + 0.7 + 0.7) / 3)
+
+
+def test_metric_names_are_evaluates_and_old_names_read_the_same():
+    """The names Hugging Face's `evaluate` GLUE metric and run_glue write; bertscope 0.1.0's names map onto them."""
+    names = {m for task in glue.TASKS.values() for m in task.metrics}
+    assert names == {"accuracy", "f1", "matthews_correlation", "pearson", "spearmanr"}
+    assert glue.canonical_metrics({"mcc": 0.3, "score": 0.3}) == {"matthews_correlation": 0.3, "combined_score": 0.3}
+    assert glue.canonical_metric_key("final.validation.score") == "final.validation.combined_score"
+    assert glue.canonical_metric_key("final.score") == "final.combined_score"
+    assert glue.canonical_metric_key("layer 3.validation.spearman") == "layer 3.validation.spearmanr"
+    assert glue.canonical_metric_key("layer 3.score") == "layer 3.score"  # a study's own column, not a metric
+    assert glue.canonical_metric_key("final.top1") == "final.top1"

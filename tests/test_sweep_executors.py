@@ -323,7 +323,7 @@ def test_glue_sweep_on_the_default_model_survives_sigkill(tmp_path, glue_dir):
         records = s.records()
         assert len(records) == 6 and all(r.status == "done" for r in records)
         assert all(s.record(rid).attempts == 1 for rid in before)
-        assert all(0.0 <= r.metrics["final.score"] <= 1.0 for r in records)
+        assert all(0.0 <= r.metrics["final.combined_score"] <= 1.0 for r in records)
 
 
 @pytest.mark.slow
@@ -336,7 +336,7 @@ def test_glue_sweep_gives_the_same_results_on_ray_and_locally(tmp_path, glue_dir
         remote = {r.id: r.metrics for r in b.records()}
     assert local.keys() == remote.keys() and len(local) == 6
     for rid, metrics in local.items():
-        for key in ("final.score", "final.accuracy"):
+        for key in ("final.combined_score", "final.accuracy"):
             assert remote[rid][key] == pytest.approx(metrics[key], abs=1e-6), (rid, key)
 
 

@@ -65,6 +65,18 @@ def test_non_finite_metrics_are_stored_as_null(tmp_path):
         assert math.isnan(store.payload(runs[0].id)["v"])
 
 
+def test_metrics_stored_under_bertscope_0_1_names_read_as_evaluate_names(tmp_path):
+    runs = _runs(tmp_path, 1)
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("s", {}, None, runs)
+        store.mark_done(runs[0].id, metrics={"final.score": 0.5, "final.validation.mcc": 0.1, "3.score": 0.7,
+                                             "3.validation.spearman": 0.2}, payload={}, duration=None, worker=None,
+                        environment=None)
+        assert store.record(runs[0].id).metrics == {"final.combined_score": 0.5,
+                                                    "final.validation.matthews_correlation": 0.1, "3.score": 0.7,
+                                                    "3.validation.spearmanr": 0.2}
+
+
 def test_an_error_inside_a_transaction_rolls_back(tmp_path):
     runs = _runs(tmp_path, 1)
     with ResultStore(tmp_path / "r.db") as store:

@@ -60,7 +60,7 @@ class FinetuneResult:
         }
 
     def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {"final.score": self.final_score}
+        out: dict[str, float] = {"final.combined_score": self.final_score}
         for split, values in self.final.items():
             for name, value in values.items():
                 out[f"final.{split}.{name}"] = value

@@ -26,12 +26,17 @@ from typing import Any
 from bertscope.errors import BertscopeError, DataError, HubUnreachableError
 
 __all__ = [
+    "COMBINED",
     "HUB_DATASET",
+    "LEGACY_METRIC_NAMES",
     "TASKS",
     "GlueExample",
     "GlueSplit",
     "GlueTask",
     "accuracy",
+    "canonical_metric_key",
+    "canonical_metric_name",
+    "canonical_metrics",
     "compute_metrics",
     "f1_binary",
     "get_task",
@@ -122,14 +127,14 @@ TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
         GlueTask("cola", "CoLA", "cola", ("sentence",), (3,), 1, ("unacceptable", "acceptable"), ("0", "1"),
-                 ("mcc",), _STD_FILES, test_text_columns=("sentence",), headerless=("train", "validation"),
+                 ("matthews_correlation",), _STD_FILES, test_text_columns=("sentence",), headerless=("train", "validation"),
                  description="grammatical acceptability (Matthews correlation)"),
         GlueTask("sst2", "SST-2", "sst2", ("sentence",), ("sentence",), "label", ("negative", "positive"),
                  ("0", "1"), ("accuracy",), _STD_FILES, aliases=("sst",), description="sentiment (accuracy)"),
         GlueTask("mrpc", "MRPC", "mrpc", _PAIR_TSV, ("#1 String", "#2 String"), "Quality",
                  ("not_equivalent", "equivalent"), ("0", "1"), ("f1", "accuracy"), _STD_FILES,
                  description="paraphrase (F1 and accuracy)"),
-        GlueTask("stsb", "STS-B", "stsb", _PAIR_TSV, _PAIR_TSV, "score", (), (), ("pearson", "spearman"),
+        GlueTask("stsb", "STS-B", "stsb", _PAIR_TSV, _PAIR_TSV, "score", (), (), ("pearson", "spearmanr"),
                  _STD_FILES, aliases=("sts",), description="similarity 0-5, regression (Pearson and Spearman)"),
         GlueTask("qqp", "QQP", "qqp", ("question1", "question2"), ("question1", "question2"), "is_duplicate",
                  ("not_duplicate", "duplicate"), ("0", "1"), ("f1", "accuracy"), _STD_FILES,
@@ -444,8 +449,36 @@ def spearman(predictions: Sequence[float], labels: Sequence[float]) -> float:
     return float(spearmanr(p.astype(float), y.astype(float))[0])
 
 
-_METRIC_FUNCTIONS = {"accuracy": accuracy, "f1": f1_binary, "mcc": matthews, "pearson": pearson,
-                     "spearman": spearman}
+_METRIC_FUNCTIONS = {"accuracy": accuracy, "f1": f1_binary, "matthews_correlation": matthews, "pearson": pearson,
+                     "spearmanr": spearman}
+
+#: The task score's name (the mean of a task's official metrics), as Hugging Face's run_glue / `evaluate` write it.
+COMBINED = "combined_score"
+
+#: Metric names bertscope 0.1.0 wrote, and the `evaluate` names they are read as (old result files and stores).
+LEGACY_METRIC_NAMES = {"mcc": "matthews_correlation", "matthews": "matthews_correlation", "spearman": "spearmanr",
+                       "score": COMBINED}
+
+
+def canonical_metric_name(name: str) -> str:
+    """A metric name as `evaluate` writes it: ``mcc`` -> ``matthews_correlation``, ``score`` -> ``combined_score``."""
+    return LEGACY_METRIC_NAMES.get(name, name)
+
+
+def canonical_metric_key(key: str) -> str:
+    """A flat store key (``result.metrics()``) in its `evaluate` spelling: ``...mcc`` -> ``...matthews_correlation``,
+    ``...spearman`` -> ``...spearmanr`` anywhere; ``score`` only under ``final.`` (a fine-tuning run's task score:
+    ``final.validation.score`` -> ``final.validation.combined_score``; a study's ``<point>.score`` column keeps its
+    name). So stores written by bertscope 0.1.0 read like new ones."""
+    head, dot, last = key.rpartition(".")
+    if last == "score" and not key.startswith("final."):
+        return key
+    return f"{head}{dot}{canonical_metric_name(last)}"
+
+
+def canonical_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One split's metrics dict (``compute_metrics``' output) with every name in its `evaluate` spelling."""
+    return {canonical_metric_name(k): v for k, v in metrics.items()}
 
 
 def task_score(task: str | GlueTask, metrics: Mapping[str, float]) -> float:
@@ -456,7 +489,8 @@ def task_score(task: str | GlueTask, metrics: Mapping[str, float]) -> float:
 
 
 def compute_metrics(task: str | GlueTask, predictions: Sequence[Any], labels: Sequence[Any]) -> dict[str, float]:
-    """The official metric(s) of ``task`` plus ``score`` (their mean, the GLUE task score).
+    """The official metric(s) of ``task`` plus ``combined_score`` (their mean, the GLUE task score), named as
+    Hugging Face's `evaluate` names them (``matthews_correlation``, ``pearson``, ``spearmanr``, ``accuracy``, ``f1``).
 
     ``predictions`` are class ids (classification) or real values (STS-B); ``labels`` likewise.
     """
@@ -464,7 +498,7 @@ def compute_metrics(task: str | GlueTask, predictions: Sequence[Any], labels: Se
     if any(label is None for label in labels):
         raise BertscopeError(f"GLUE {info.name}: cannot score unlabelled examples (test splits have no labels)")
     out = {name: _METRIC_FUNCTIONS[name](predictions, labels) for name in info.metrics}
-    out["score"] = task_score(info, out)
+    out[COMBINED] = task_score(info, out)
     return out
 
 

@@ -353,7 +353,7 @@ class PreparedRun:
                           "train_seconds": r.train_seconds, "train_examples": r.train_examples,
                           "eval_seconds": r.eval_seconds, "eval": r.eval} for r in history.epochs),
             final=final,
-            final_score=sum(s["score"] for s in final.values()) / len(final),
+            final_score=sum(s[glue.COMBINED] for s in final.values()) / len(final),
             timing={"tokenize_seconds": self.data.tokenize_seconds, "train_seconds": history.train_seconds,
                     "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
                     "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,

@@ -48,10 +48,10 @@ def main_metric(rows: Sequence[RunRecord], preferred: str | None = None) -> str 
         return None
     if preferred and preferred in keys:
         return preferred
-    for name in ("score", "eval.score", "final.score", "best.score", "test.score"):
+    for name in ("score", "eval.score", "final.combined_score", "final.score", "best.score", "test.score"):
         if name in keys:
             return name
-    for suffix in (".score", "final.top1", "top1", "accuracy", "top1_agreement"):
+    for suffix in (".combined_score", ".score", "final.top1", "top1", "accuracy", "top1_agreement"):
         hits = sorted((k for k in keys if k.endswith(suffix)), key=len)
         if hits:
             return hits[0]

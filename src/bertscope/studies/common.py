@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families, loading
+from bertscope import families, glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, cache_root
@@ -132,7 +132,11 @@ class RunStore:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None  # unreadable: run again (files are written atomically, so this is rare)
-        return record if record.get("complete") else None
+        if not record.get("complete"):
+            return None
+        # metric names of bertscope 0.1.0 (mcc, spearman, score) read as `evaluate` writes them
+        record["final"] = {split: glue.canonical_metrics(values) for split, values in (record.get("final") or {}).items()}
+        return record
 
     def save(self, spec: RunSpec, record: dict[str, Any]) -> None:
         path = self.path(spec)

@@ -126,7 +126,7 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
         labels = [ex.label for ex in task.data.eval_sets[name].examples]
         preds = preds if task.info.is_regression else [int(p) for p in preds]
         out[name] = glue.compute_metrics(task.info, preds, labels)
-    out["score"] = sum(v["score"] for v in out.values()) / len(task.data.eval_data)
+    out["score"] = sum(v[glue.COMBINED] for v in out.values()) / len(task.data.eval_data)  # over dev splits
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bertscope import glue
 from bertscope.configs import LayersConfig
 from bertscope.finetune import NOT_IDENTITY
 from bertscope.options import parse_hidden_states
@@ -38,7 +39,7 @@ def run_layers(config: LayersConfig) -> StudyResult:
     records = execute(specs, runner, store, progress=config.progress, desc="layers")
     table = [{"layer": r["layer"], "score": r["score"],
               **{f"{split}.{name}": value for split, values in r["final"].items() for name, value in values.items()
-                 if name != "score"}} for r in records]
+                 if glue.canonical_metric_name(name) != glue.COMBINED}} for r in records]
     best = max(table, key=lambda row: row["score"])
     summary = {"best_layer": best["layer"], "best_score": best["score"], "num_layers": depth, "hidden_size": hidden,
                "dims": records[0]["dims"], "token": config.token}

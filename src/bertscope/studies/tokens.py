@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bertscope import glue
 from bertscope.configs import TokensConfig
 from bertscope.finetune import NOT_IDENTITY
 from bertscope.options import parse_token_list
@@ -36,7 +37,7 @@ def run_tokens(config: TokensConfig) -> StudyResult:
     records = execute(specs, runner, store, progress=config.progress, desc="tokens")
     table = [{"token_strategy": r["token_strategy"], "score": r["score"],
               **{f"{split}.{name}": value for split, values in r["final"].items() for name, value in values.items()
-                 if name != "score"}} for r in records]
+                 if glue.canonical_metric_name(name) != glue.COMBINED}} for r in records]
     best = max(table, key=lambda row: row["score"])
     summary = {"best_token": best["token_strategy"], "best_score": best["score"], "layer": config.layer,
                "dims": records[0]["dims"]}

@@ -27,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from bertscope import glue
 from bertscope.errors import BertscopeError
 
 __all__ = ["STATUSES", "ResultStore", "RunRecord", "StoreLock"]
@@ -403,7 +404,8 @@ class ResultStore:
         return RunRecord(
             id=row["id"], command=row["command"], config=load(row["config"], {}),
             identity=load(row["identity"], {}), depends_on=tuple(load(row["depends_on"], [])),
-            status=row["status"], error=row["error"], metrics=load(row["metrics"], {}), attempts=row["attempts"],
+            status=row["status"], error=row["error"], metrics={glue.canonical_metric_key(k): v for k, v in load(row["metrics"], {}).items()},
+            attempts=row["attempts"],
             created=row["created"], started=row["started"], finished=row["finished"], duration=row["duration"],
             worker=row["worker"], environment=load(row["environment"], None), git_commit=row["git_commit"],
             sweep=row["sweep"], experiment=row["experiment"], axes=load(row["axes"], None), label=row["label"],
