@@ -249,7 +249,7 @@ def test_study_runs_stored_by_bertscope_0_1_resume_and_data_dir_is_not_identity(
         record = json.loads(path.read_text())
         config = api.FinetuneConfig.from_dict(record["result"]["config"])
         slug = path.name.rsplit("-", 1)[0]
-        path.rename(path.with_name(f"{slug}-{common._hash(config, common._LEGACY_NOT_HASHED)}.json"))
+        path.rename(path.with_name(f"{slug}-{common._hash(config, legacy=True)}.json"))
     assert not {p.name for p in (out / "runs").glob("*.json")} & {p.name for p in files}
     monkeypatch.setattr(common.HeadRunner, "run", _no_runs)
     again = api.layers(**options)

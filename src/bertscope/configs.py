@@ -315,6 +315,8 @@ class FinetuneConfig(ModelOptions):
     eval_batch_size: int | None = opt(None, "examples per evaluation batch (default: --batch-size)")
     save_model: bool = opt(False, "save the fine-tuned encoder (plain transformers folder) and the head in OUT/model")
     overwrite: bool = opt(False, "replace an existing OUT/results.json")
+    predict_test: bool = opt(False, "also predict the task's test split(s) and write them in the GLUE server's "
+                                    "submission format to OUT/glue_submission/ (needs --out)")
     cache_features: bool = opt(False, "fast path for a frozen encoder (--freeze encoder): compute every layer's "
                                       "token vectors once, keep them on disk, train the head on them (same numbers)")
     cache_dir: str | None = opt(None, "feature cache folder (default $BERTSCOPE_CACHE/features or "
@@ -345,6 +347,8 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError(f"--head-hidden must be at least 1, got {self.head_hidden}")
         if self.save_model and self.out is None:
             raise BertscopeError("--save-model needs --out DIR")
+        if self.predict_test and self.out is None:
+            raise BertscopeError("--predict-test needs --out DIR (the submission files go to OUT/glue_submission)")
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
 
@@ -362,6 +366,8 @@ class StudyOptions(FinetuneConfig):
         FinetuneConfig.validate(self)
         if self.save_model:
             raise BertscopeError(f"{self.command} does not save models; use finetune --save-model for one run")
+        if self.predict_test:
+            raise BertscopeError(f"{self.command} does not write test predictions; use finetune --predict-test")
 
 
 @dataclass(frozen=True)
@@ -473,6 +479,8 @@ class CrossConfig(StudyOptions):
             raise BertscopeError("cross sets each task's dimensions from --dims-per-task (and --dims-mode)")
         if self.save_model:
             raise BertscopeError("cross does not save models (see --keep-checkpoint)")
+        if self.predict_test:
+            raise BertscopeError("cross does not write test predictions; use finetune --predict-test")
         for name in names:  # every other option is checked as for finetune
             FinetuneConfig(**{**{k: getattr(self, k) for k in FinetuneConfig.field_names()}, "task": name,
                               "cache_features": False})

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bertscope import families, loading
+from bertscope import families, glue, leaderboard, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.finetune_result import FinetuneResult
 from bertscope.head import HeadSpec, SelectingHead
-from bertscope.pipeline import prepare
+from bertscope.pipeline import PreparedRun, prepare
 from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
-from bertscope.train import Batch, EncoderRepresentation
+from bertscope.train import Batch, EncoderRepresentation, encode_split
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -69,7 +69,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
         _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__)
         raise
     saved = str(Path(out) / "model") if (out is not None and config.save_model) else None
-    result = run.result(history, saved_model=saved)
+    submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.predict_test) else {}
+    result = run.result(history, saved_model=saved, test_predictions=submission)
     if out is not None and run.is_main_process:
         if config.save_model:
             save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed)
@@ -83,6 +84,19 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
         (Path(out) / "results.previous.json").unlink(missing_ok=True)
         _status(out, "complete", finished_utc=environment_info()["created_utc"])
     return result
+
+
+def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
+    """Predict every test split of the run's task and write the GLUE server's submission files (split -> path)."""
+    task, config = run.data.task, run.config
+    written: dict[str, str] = {}
+    for split in leaderboard.test_splits(task):
+        data = glue.load_split(task, split, config.data_dir, None, config.seed, bad_rows=config.bad_rows)
+        predictions = run.predict(encode_split(run.tokenizer, data, config.max_length))
+        if run.is_main_process:
+            path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
+            written[split] = str(path)
+    return written
 
 
 # ----------------------------------------------------------------------------------------- saved model
@@ -147,9 +161,9 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
     return FinetunedModel(encoder=loaded.model, head=head.to(loading.resolve_device(device)), tokenizer=tokenizer)
 
 
-#: Options of fine-tuning runs that never change their numbers: locations, and the feature cache (the cached path
-#: equals the live one by design). The studies run fine-tuning runs, so they share this list.
-NOT_IDENTITY = LOCATION_OPTIONS | {"cache_features"}
+#: Options of fine-tuning runs that never change their numbers: locations, the feature cache (the cached path
+#: equals the live one by design) and the extra test-split predictions. The studies run fine-tuning runs, so they share this list.
+NOT_IDENTITY = LOCATION_OPTIONS | {"cache_features", "predict_test"}
 
 COMMAND = CommandInfo("finetune", FinetuneConfig, run_finetune, FinetuneResult,
                       "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",

@@ -35,6 +35,7 @@ class FinetuneResult:
     environment: dict[str, Any]
     saved_model: str | None = None
     features: dict[str, Any] | None = None
+    test_predictions: dict[str, str] = field(default_factory=dict)  # test split -> GLUE submission file
     predictions: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,6 +57,7 @@ class FinetuneResult:
             "parameters": self.parameters,
             "saved_model": self.saved_model,
             "features": self.features,
+            "test_predictions": self.test_predictions,
             "environment": self.environment,
         }
 

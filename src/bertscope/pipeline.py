@@ -69,6 +69,7 @@ from bertscope.train import (
     TrainOptions,
     distributed_world_size,
     encode_split,
+    evaluate,
     train_loop,
 )
 
@@ -328,7 +329,21 @@ class PreparedRun:
                                       accelerator=self.accelerator, collate_fn=self.collate_fn)
         return self.history
 
-    def result(self, history: TrainHistory | None = None, *, saved_model: str | None = None) -> FinetuneResult:
+    def predict(self, data: EncodedSplit) -> list[float]:
+        """Predictions (class ids, or STS-B scores) of the trained run for any tokenised split, labelled or not.
+
+        A run on cached features predicts through the live frozen encoder, which computes the very same vectors."""
+        represent = self.represent
+        if self.cached:
+            represent = EncoderRepresentation(self.model, self.selection.layers, self.selection.token_spec,
+                                              include_special=self.config.include_special, frozen=True,
+                                              fast_top=False)
+        return evaluate(represent, self.head, data, batch_size=self.config.eval_batch_size or self.config.batch_size,
+                        device=self.device, dtype=loading.resolve_dtype(self.config.dtype),
+                        accelerator=self.accelerator)
+
+    def result(self, history: TrainHistory | None = None, *, saved_model: str | None = None,
+               test_predictions: dict[str, str] | None = None) -> FinetuneResult:
         """The immutable record of the trained run."""
         history = history or self.history
         if history is None:
@@ -363,6 +378,7 @@ class PreparedRun:
                         "head_trainable": sum(p.numel() for p in head.parameters() if p.requires_grad)},
             environment=run_environment(),
             saved_model=saved_model,
+            test_predictions=dict(test_predictions or {}),
             predictions=history.predictions,
             features=self.features,
         )

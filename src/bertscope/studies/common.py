@@ -32,6 +32,7 @@ from bertscope.features import DEFAULT_TOKENS, cache_root
 from bertscope.finetune import COMMAND as FINETUNE
 from bertscope.finetune_result import FinetuneResult
 from bertscope.head import SelectingHead
+from bertscope.legacy import STUDY_NOT_HASHED_0_1, legacy_values
 from bertscope.pipeline import (
     Shared,
     compute_features,
@@ -56,20 +57,17 @@ __all__ = [
     "summarise",
 ]
 
-#: What the study run files were named by before the registry's one list of result-neutral options (bertscope
-#: 0.1.0 stores): kept only so that those files are found and renamed (:meth:`RunStore.load`).
-_LEGACY_NOT_HASHED = frozenset({"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model"})
-
-
-def _hash(config: FinetuneConfig, skip: frozenset[str]) -> str:
-    values = {k: v for k, v in FinetuneConfig.to_dict(config).items() if k not in skip}
-    values = {k: values[k] for k in FinetuneConfig.field_names() if k in values}
+def _hash(config: FinetuneConfig, *, legacy: bool = False) -> str:
+    """The run hash: over finetune's identity, or (``legacy``) as bertscope 0.1.0 computed it (:mod:`legacy`)."""
+    values = {k: getattr(config, k) for k in FinetuneConfig.field_names()}
+    values = (legacy_values("finetune", values, STUDY_NOT_HASHED_0_1) if legacy
+              else {k: v for k, v in values.items() if k not in FINETUNE.not_identity})
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def config_hash(config: FinetuneConfig) -> str:
     """Short hash of the fine-tuning options that determine a run's result (``finetune``'s identity)."""
-    return _hash(config, FINETUNE.not_identity)
+    return _hash(config)
 
 
 def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
@@ -115,7 +113,7 @@ class RunStore:
         if self.folder is None:
             return None
         slug = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", spec.run_id).strip("_")[:80]
-        digest = _hash(spec.config, _LEGACY_NOT_HASHED) if legacy else config_hash(spec.config)
+        digest = _hash(spec.config, legacy=legacy)
         return self.folder / f"{slug}-{digest}.json"
 
     def load(self, spec: RunSpec) -> dict[str, Any] | None:

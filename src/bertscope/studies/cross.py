@@ -40,6 +40,7 @@ from bertscope.errors import BertscopeError
 from bertscope.features import FeatureStore
 from bertscope.finetune import NOT_IDENTITY
 from bertscope.head import SelectingHead
+from bertscope.legacy import CROSS_STAGE_SKIP_0_1, legacy_values
 from bertscope.options import canonical_token, dims_form, parse_dims, parse_name_list
 from bertscope.pipeline import PreparedRun, Shared, TaskData, compute_features, load_task_data, prepare
 from bertscope.registry import CommandInfo, StudyPoint
@@ -99,15 +100,10 @@ def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...], **change
                            **{"cache_features": False, **changes})
 
 
-#: The options the stage hash left out before the registry's one list (bertscope 0.1.0): still accepted on resume.
-_LEGACY_STAGE_SKIP = frozenset({"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model",
-                                "single_task", "keep_checkpoint", "tasks"})
-
-
 def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str:
     """Hash of what determines stages 1..``stage``: every option that changes results, and the tasks so far."""
-    skip = _LEGACY_STAGE_SKIP if legacy else COMMAND.not_identity | {"single_task", "tasks"}
-    values = {k: v for k, v in config.to_dict().items() if k not in skip}
+    values = (legacy_values("cross", config.to_dict(), CROSS_STAGE_SKIP_0_1) if legacy
+              else {k: v for k, v in config.to_dict().items() if k not in COMMAND.not_identity | {"single_task", "tasks"}})
     values["tasks_so_far"] = list(parse_name_list(config.tasks, option="--tasks"))[:stage]
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -36,6 +36,7 @@ import yaml
 
 from bertscope.config import Config
 from bertscope.errors import BertscopeError
+from bertscope.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
 from bertscope.sweep.plugins import commands, load_plugins
 
 __all__ = [
@@ -50,9 +51,6 @@ __all__ = [
     "run_id",
 ]
 
-#: Frozen on purpose: the options every command's run id left out before commands declared their own
-#: ``not_identity``. Only :attr:`Run.legacy_id` uses it, to find runs a store holds under their old id. Never edit it.
-_LEGACY_NON_IDENTITY = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
 _TOP_KEYS = {"name", "description", "command", "base", "grid", "experiments", "resources", "plugins", "notes"}
 _BLOCK_KEYS = {"name", "command", "base", "grid", "resources", "notes"}
 _RESOURCE_KEYS = {"cpus", "gpus"}
@@ -307,7 +305,7 @@ class _Expander:
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
         full = config.to_dict()
         identity = commands()[command].identity(full)
-        legacy = {k: v for k, v in full.items() if k not in _LEGACY_NON_IDENTITY}
+        legacy = legacy_values(command, full, SWEEP_NON_IDENTITY_0_1)  # its id in a 0.1.0 store
         for key, pre in refs.items():
             identity[key] = {"@run": pre.id}
             legacy[key] = {"@run": pre.legacy_id or pre.id}
