@@ -31,3 +31,12 @@ def test_missing_or_broken_source_card_gives_no_metadata(tmp_path):
     assert read_card_metadata(tmp_path) == {}
     path = write_model_card(tmp_path / "out", "t", summary="s", sections={})
     assert _front(path.read_text())["tags"] == ["bertscope"]
+
+
+def test_what_describes_the_source_itself_is_not_inherited(tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: mit\nbase_model: grandparent/model\nbase_model_relation: "
+                                        "finetune\nmodel-index:\n- name: source\n  results: []\n---\n")
+    meta = _front(model_card("derived", summary="s", sections={}, source=tmp_path))
+    assert meta["license"] == "mit" and not {"base_model", "base_model_relation", "model-index"} & set(meta)
+    assert _front(model_card("derived", summary="s", sections={}, source=tmp_path, base_model="parent/model"))[
+        "base_model"] == "parent/model"

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -385,3 +386,95 @@ def test_classifier_heads_are_kept(bert_tokenizer, tmp_path) -> None:
     assert not info["missing_keys"]
     for (name, theirs), (_, mine) in zip(model.classifier.named_parameters(), reloaded.classifier.named_parameters()):
         assert torch.equal(theirs, mine), name
+
+
+# --- sentence-transformers models and model cards ----------------------------------------------------------------
+
+
+ST_SENTENCES = ["The cat sat on the mat.", "Layer surgery needs no training.", "a", "What is the capital of France?"]
+
+
+def _front_matter(folder: Path) -> dict:
+    import yaml
+
+    text = (folder / "README.md").read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text[4:text.index("\n---", 4)])
+
+
+@pytest.fixture(scope="module")
+def st_default(tmp_path_factory) -> dict:
+    """The embedded default (a sentence-transformers model) deepened three ways, and the source loaded by
+    sentence-transformers itself: the independent reference."""
+    st = pytest.importorskip("sentence_transformers")
+    root = tmp_path_factory.mktemp("st-default")
+    made = {}
+    for name, op in (("dup3", {"duplicate": "3"}), ("rm2", {"remove": "2"}),
+                     ("identity", {"layer_map": "0,1,2,3,4,5"})):
+        made[name] = (root / name, surgery.run_deepen(DeepenConfig(out=str(root / name), **op)))
+    source = st.SentenceTransformer(loading.default_model_path(), device="cpu")
+    return {"made": made, "source": source, "embeddings": source.encode(ST_SENTENCES, convert_to_tensor=True)}
+
+
+def test_deepened_default_stays_a_sentence_transformers_model(st_default) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    source = st_default["source"]
+    for name, (out, result) in st_default["made"].items():
+        model = SentenceTransformer(str(out), device="cpu")
+        assert [type(m) for m in model] == [type(m) for m in source], name
+        assert type(model[-1]).__name__ == "Normalize"
+        assert model[1].get_config_dict() == source[1].get_config_dict()  # same pooling mode and dimension
+        assert model.max_seq_length == source.max_seq_length == 256
+        assert model[0].do_lower_case == source[0].do_lower_case
+        assert model.similarity_fn_name == source.similarity_fn_name and model.prompts == source.prompts
+        assert families.num_layers(model[0].model) == result.new_depth == len(result.layer_map)
+        embeddings = model.encode(ST_SENTENCES, convert_to_tensor=True)
+        torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(len(ST_SENTENCES)), rtol=0, atol=1e-5)
+        if name == "identity":
+            torch.testing.assert_close(embeddings, st_default["embeddings"], rtol=0, atol=1e-5)
+        assert "modules.json" in result.sentence_transformers_files
+        assert all((out / rel).is_file() for rel in result.sentence_transformers_files)
+    assert st_default["made"]["dup3"][1].layer_map == [0, 1, 2, 3, 3, 4, 5]
+    assert st_default["made"]["rm2"][1].layer_map == [0, 1, 3, 4, 5]
+
+
+def test_deepened_default_has_a_card_that_keeps_the_source_metadata(st_default, default_model_dir) -> None:
+    source_meta = _front_matter(Path(default_model_dir))
+    out, result = st_default["made"]["dup3"]
+    meta = _front_matter(out)
+    assert meta["license"] == source_meta["license"] and meta["datasets"] == source_meta["datasets"]
+    assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "sentence-similarity"
+    text = (out / "README.md").read_text()
+    assert "`0,1,2,3,3,4,5`" in text and "duplicated source layers: 3 (2 times)" in text
+    assert "removed source layers: none" in text
+    assert f"{result.verification['max_abs_diff_reload']:.2e}" in text and "SentenceTransformer(" in text
+    assert "AutoModel.from_pretrained" in text and f"bertscope {result.to_dict()['bertscope_version']}" in text
+    rm_text = (st_default["made"]["rm2"][0] / "README.md").read_text()
+    assert "removed source layers: 2" in rm_text and "duplicated source layers: none" in rm_text
+    provenance = json.loads((out / surgery.PROVENANCE_FILE).read_text())
+    assert provenance["sentence_transformers"]["files"] == result.sentence_transformers_files
+    assert provenance["model_card"] == "README.md"
+
+
+@pytest.mark.parametrize("name", FAMILY_IDS)
+def test_a_plain_checkpoint_deepens_as_before_with_a_card(name: str, deepened) -> None:
+    _, out, result = deepened[name]
+    assert result.sentence_transformers_files == [] and not (out / "modules.json").exists()
+    assert "modules.json" in result.sentence_transformers["note"]
+    meta = _front_matter(out)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "fill-mask"
+    assert "license" not in meta and "base_model" not in meta  # a local source with no card: nothing invented
+    text = (out / "README.md").read_text()
+    assert ",".join(map(str, _valid_dup_map(name))) in text and "SentenceTransformer" not in text
+    assert "AutoModelForMaskedLM" in text
+
+
+def test_the_card_keeps_a_local_sources_license(tiny_checkpoint, tmp_path) -> None:
+    source = tmp_path / "src"
+    shutil.copytree(tiny_checkpoint("bert"), source)
+    (source / "README.md").write_text("---\nlicense: mit\nlanguage: de\n---\n# a tiny model\n")
+    surgery.run_deepen(DeepenConfig(model=str(source), remove="1", out=str(tmp_path / "out")))
+    meta = _front_matter(tmp_path / "out")
+    assert meta["license"] == "mit" and meta["language"] == "de"
+    assert "# a tiny model" not in (tmp_path / "out" / "README.md").read_text()

@@ -18,6 +18,10 @@ from bertscope.results import write_text_atomic
 
 __all__ = ["model_card", "read_card_metadata", "write_model_card"]
 
+# Front-matter keys that describe the source model itself, not a model made from it: its evaluation results and its
+# own parent. Inheriting them would credit the new model with numbers measured on another one.
+NOT_INHERITED = ("model-index", "base_model", "base_model_relation")
+
 
 def read_card_metadata(source: str | Path | None) -> dict[str, Any]:
     """The YAML front matter of ``source``'s README.md (a local folder), or ``{}`` when there is none."""
@@ -42,9 +46,9 @@ def read_card_metadata(source: str | Path | None) -> dict[str, Any]:
 
 def model_card(title: str, *, summary: str, sections: Mapping[str, str], metadata: Mapping[str, Any] | None = None,
                source: str | Path | None = None, base_model: str | None = None) -> str:
-    """The card's text: the source's metadata (kept) updated with ``metadata``, then ``title``, ``summary`` and one
-    ``## heading`` per entry of ``sections`` (already Markdown)."""
-    meta = read_card_metadata(source)
+    """The card's text: the source's metadata (kept, but for :data:`NOT_INHERITED`) updated with ``metadata``, then
+    ``title``, ``summary`` and one ``## heading`` per entry of ``sections`` (already Markdown)."""
+    meta = {k: v for k, v in read_card_metadata(source).items() if k not in NOT_INHERITED}
     tags = list(dict.fromkeys([*(meta.get("tags") or []), "bertscope"]))
     meta.update({k: v for k, v in (metadata or {}).items() if v is not None})
     meta["tags"] = list(dict.fromkeys([*tags, *(metadata or {}).get("tags", [])]))

@@ -9,7 +9,9 @@ the result file says so (``layer_numbering: block``).
 
 :func:`run_deepen` applies a map with real deep copies, saves a normal Hugging Face folder through a temporary folder,
 verifies it (reload, depth, no shared storage, reloaded outputs = in-memory outputs = the original's layers composed
-by the map) and only then renames it into place, so a half-written folder never looks complete.
+by the map) and only then renames it into place, so a half-written folder never looks complete. A sentence-transformers
+source keeps its modules (:mod:`bertscope.sentence_transformers_files`), and the folder gets a model card
+(:mod:`bertscope.cards`) that keeps the source's card metadata and says what was done and how to load the result.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import copy
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,11 +29,13 @@ import torch
 
 from bertscope import families, loading
 from bertscope._version import __version__
+from bertscope.cards import write_model_card
 from bertscope.configs import DeepenConfig
 from bertscope.errors import BertscopeError
 from bertscope.options import BLOCK, NUMBERING_NOTES, parse_blocks, parse_layer_map
 from bertscope.registry import CommandInfo
 from bertscope.results import environment_info, write_json_atomic
+from bertscope.sentence_transformers_files import SentenceTransformersFiles, find_sentence_transformers_files
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -250,6 +255,13 @@ class DeepenResult:
     tokenizer_saved: bool
     initialised_on_load: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    sentence_transformers: dict[str, Any] = field(default_factory=dict)
+    model_card: str | None = None
+
+    @property
+    def sentence_transformers_files(self) -> list[str]:
+        """The sentence-transformers files carried over from the source (empty when it had none)."""
+        return list(self.sentence_transformers.get("files", []))
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": "deepen", "config": self.config.to_dict(), "bertscope_version": __version__,
@@ -260,7 +272,8 @@ class DeepenResult:
                 "initialised_on_load": self.initialised_on_load,
                 "initialised_on_load_note": "weights the source checkpoint lacked: transformers initialised them "
                                             "randomly on load, so they are random in this folder too",
-                "verification": self.verification, "environment": self.environment}
+                "verification": self.verification, "sentence_transformers": self.sentence_transformers,
+                "model_card": self.model_card, "environment": self.environment}
 
     def metrics(self) -> dict[str, float]:
         m = {"old_depth": float(self.old_depth), "new_depth": float(self.new_depth)}
@@ -285,10 +298,114 @@ class DeepenResult:
             table.add_row("max |in memory - composed originals|", f"{v['max_abs_diff_composition']:.2e}")
         if not self.tokenizer_saved:
             table.add_row("tokenizer", "none found in the source; copy one in before use")
+        carried = self.sentence_transformers_files
+        if carried:
+            table.add_row("sentence-transformers", f"{len(carried)} files carried (modules.json, ...)")
+        elif not self.sentence_transformers.get("source_read", True):
+            table.add_row("sentence-transformers", self.sentence_transformers["note"])
         if self.initialised_on_load:
             table.add_row("random weights", f"{len(self.initialised_on_load)} tensors the source lacked (see "
                                             f"{PROVENANCE_FILE})")
         return table
+
+
+_PIPELINE_TAGS = {"ForMaskedLM": "fill-mask", "ForPreTraining": "fill-mask",
+                  "ForSequenceClassification": "text-classification",
+                  "ForTokenClassification": "token-classification", "ForQuestionAnswering": "question-answering"}
+_AUTO_CLASSES = {"fill-mask": "AutoModelForMaskedLM", "text-classification": "AutoModelForSequenceClassification",
+                 "token-classification": "AutoModelForTokenClassification",
+                 "question-answering": "AutoModelForQuestionAnswering"}
+
+
+def _pipeline_tag(architecture: str) -> str:
+    return next((tag for suffix, tag in _PIPELINE_TAGS.items() if architecture.endswith(suffix)),
+                "feature-extraction")
+
+
+def _surgery_text(result: DeepenResult) -> str:
+    """The card's surgery section: what each new layer is, which layers were duplicated or removed."""
+    counts = Counter(result.layer_map)
+    duplicated = [f"{i} ({n} times)" for i, n in sorted(counts.items()) if n > 1]
+    removed = [str(i) for i in range(result.old_depth) if i not in counts]
+    first_seen = list(dict.fromkeys(result.layer_map))
+    details = ", ".join(f"{key} {','.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in result.operation.items() if key != "op")
+    lines = [f"- operation: `{result.operation['op']}`" + (f" ({details})" if details else ""),
+             f"- depth: {result.old_depth} -> {result.new_depth} transformer layers",
+             f"- layer map (source layer of each new layer, top to bottom): `{','.join(map(str, result.layer_map))}`",
+             f"- duplicated source layers: {', '.join(duplicated) or 'none'}",
+             f"- removed source layers: {', '.join(removed) or 'none'}"]
+    if first_seen != sorted(first_seen):
+        lines.append("- the kept layers are reordered (see the map)")
+    lines += [f"- layer numbering: {NUMBERING_NOTES[BLOCK]}", "", "| new layer | source layer |", "|---|---|"]
+    lines += [f"| {position} | {source} |" for position, source in enumerate(result.layer_map)]
+    lines += ["", "Each new layer is a real copy of its source layer's weights (no shared tensors); embeddings, final "
+              "norm and every head of the source are kept as they were. No training was done."]
+    return "\n".join(lines)
+
+
+def _verification_text(verification: dict[str, Any] | None) -> str:
+    if verification is None:
+        return "Skipped (`--no-verify`): this folder was not reloaded and checked."
+    v = verification
+    lines = [f"Passed: {'yes' if v['ok'] else 'no'} (tolerance {v['tolerance']:g}, max absolute difference on a seeded "
+             "probe batch).",
+             f"- reloaded depth: {v['reloaded_depth']} (expected {v['expected_depth']})",
+             f"- layers sharing storage: {len(v['shared_storage'])}" + (f" ({v['storage_note']})"
+                                                                         if v.get("storage_note") else ""),
+             f"- reloaded folder vs in-memory model: {v['max_abs_diff_reload']:.2e}",
+             f"- in-memory model vs the source's own layers run in map order: {v['max_abs_diff_composition']:.2e}"]
+    if v.get("max_abs_diff_original") is not None:
+        lines.append(f"- identity map, reloaded folder vs the source model: {v['max_abs_diff_original']:.2e}")
+    return "\n".join(lines)
+
+
+def _loading_text(result: DeepenResult, st: SentenceTransformersFiles, folder: str) -> str:
+    auto = _AUTO_CLASSES.get(_pipeline_tag(result.architecture), "AutoModel")
+    text = ["With `transformers` (bertscope is not needed):", "", "```python",
+            "from transformers import AutoModel, AutoTokenizer", "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
+            f'model = AutoModel.from_pretrained("{folder}")  # the encoder alone']
+    if auto != "AutoModel":
+        text += [f"from transformers import {auto}",
+                 f'with_head = {auto}.from_pretrained("{folder}")  # with the source\'s {result.architecture} head']
+    text += ["```"]
+    if st.found:
+        names = ", ".join(m.rsplit(".", 1)[-1] for m in st.modules)
+        text += ["", f"With `sentence-transformers` (the source's modules were carried over: {names}):", "",
+                 "```python", "from sentence_transformers import SentenceTransformer", "",
+                 f'model = SentenceTransformer("{folder}")',
+                 'embeddings = model.encode(["A first sentence.", "Another one."])', "```"]
+    return "\n".join(text)
+
+
+def _write_card(folder: Path, result: DeepenResult, st: SentenceTransformersFiles) -> str:
+    """Write README.md into ``folder``: the source's card metadata kept, the surgery and its checks added."""
+    name = result.source.removeprefix("embedded:")
+    shown = Path(name).name if Path(os.path.expanduser(name)).exists() else name
+    tag = "sentence-similarity" if st.found else _pipeline_tag(result.architecture)
+    sections = {"Surgery": _surgery_text(result), "Verification": _verification_text(result.verification),
+                "How to load": _loading_text(result, st, result.out)}
+    if st.found:
+        sections["sentence-transformers files"] = (
+            "Carried over from the source: " + ", ".join(f"`{f}`" for f in st.files)
+            + (". Adapted to the new depth: " + "; ".join(st.adaptations) if st.adaptations else
+               "; none of them names the depth, so they are unchanged") + ".")
+    if result.initialised_on_load:
+        sections["Randomly initialised weights"] = (
+            f"{len(result.initialised_on_load)} tensors were missing from the source checkpoint; transformers "
+            f"initialised them randomly on load, so they are random here too (listed in `{PROVENANCE_FILE}`).")
+    sections["Provenance"] = (f"Made by `bertscope deepen` (bertscope {__version__}) from `{result.source}`. Every "
+                              f"option, the verification numbers and the library versions are in `{PROVENANCE_FILE}`; "
+                              "the source card's metadata (license, language, datasets, tags) is kept above.")
+    metadata = {"library_name": "sentence-transformers" if st.found else "transformers", "pipeline_tag": tag,
+                "tags": ["layer-surgery"]}
+    summary = (f"`{shown}` with its transformer layers rearranged by bertscope's `deepen`, with no training: "
+               f"{result.old_depth} -> {result.new_depth} layers, layer map `{','.join(map(str, result.layer_map))}`.")
+    path = write_model_card(folder, f"{shown}: {result.new_depth} layers (bertscope deepen)", summary=summary,
+                            sections=sections, metadata=metadata, source=st.folder,
+                            base_model=None if Path(st.source).is_dir() else st.source)  # hub ids only
+    return path.name
 
 
 def _check_out(out: Path, overwrite: bool, source: str) -> None:
@@ -331,6 +448,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
     depth = families.num_layers(model_config)
     layer_map, operation = layer_map_from_config(config, depth)
     families.check_layer_map(model_config, layer_map)
+    st_files = find_sentence_transformers_files(config.model, num_layers=len(layer_map))  # refusals come here too
     loaded = loading.load_saved_architecture(config.model, device=loading.resolve_device(config.device))
     original = loaded.model
     variant = variant_model(original, layer_map)
@@ -348,6 +466,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
             loading.load_tokenizer(config.model).save_pretrained(tmp)
         except BertscopeError:
             tokenizer_saved = False
+        st_files.write(tmp)
         verification = None
         if config.verify:
             check = verify_checkpoint(tmp, variant, original, layer_map, seed=config.seed)
@@ -363,7 +482,9 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
             architecture=type(variant).__name__, operation=operation, layer_map=layer_map, old_depth=depth,
             new_depth=len(layer_map), out=str(out), verification=verification, tokenizer_saved=tokenizer_saved,
             initialised_on_load=sorted(loaded.missing_keys), environment=environment_info(),
+            sentence_transformers=st_files.to_dict(),
         )
+        result = replace(result, model_card=_write_card(tmp, result, st_files))
         write_json_atomic(tmp / PROVENANCE_FILE, result.to_dict())
         _publish(tmp, out)
     finally:
