@@ -44,6 +44,12 @@ def test_results_file_records_options_dims_and_official_metric(tmp_path, tiny_ch
     assert [int(r["idx"]) for r in rows] == [ex.idx for ex in dev.examples]
     preds = [int(float(r["prediction"])) for r in rows]
     assert payload["final"]["validation"]["accuracy"] == pytest.approx(accuracy_score(dev.labels, preds))
+    names = glue.get_task("rte").label_names
+    for row, ex in zip(rows, dev.examples):  # label names and the probability of every label
+        assert row["label_name"] == names[ex.label] and row["prediction_name"] == names[int(row["prediction"])]
+        probabilities = [float(row[f"p_{name}"]) for name in names]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-9)
+        assert probabilities.index(max(probabilities)) == int(row["prediction"])
     assert result.metrics()["final.accuracy"] == payload["final"]["validation"]["accuracy"]
     assert result.metrics()["final.combined_score"] == payload["final_score"]
 
@@ -64,6 +70,8 @@ def test_cola_and_stsb_metrics_equal_sklearn_and_scipy_on_the_runs_predictions(t
             expected = pearsonr(preds, labels)[0]
         assert payload["final"]["validation"][check] == pytest.approx(expected, abs=1e-9)
         assert payload["head"]["num_labels"] == glue.get_task(task).num_labels
+        probability_columns = [k for k in rows[0] if k.startswith("p_")]
+        assert probability_columns == ([] if task == "stsb" else ["p_unacceptable", "p_acceptable"])
 
 
 def test_saved_model_reloads_with_transformers_and_bertscope(tmp_path, tiny_checkpoint, glue_dir) -> None:
@@ -80,8 +88,14 @@ def test_saved_model_reloads_with_transformers_and_bertscope(tmp_path, tiny_chec
     torch.testing.assert_close(reloaded.head.pooler_dense.weight, plain.pooler.dense.weight)
     dev = glue.load_split("mrpc", "validation", glue_dir, 24, 0)
     logits = reloaded.logits([ex.texts for ex in dev.examples], max_length=48)
-    preds = [int(float(r["prediction"])) for r in _predictions(out)]
-    assert logits.argmax(-1).tolist() == preds
+    rows = _predictions(out)
+    assert logits.argmax(-1).tolist() == [int(float(r["prediction"])) for r in rows]
+    probabilities = torch.softmax(logits.double(), -1)
+    for row, p in zip(rows, probabilities):
+        assert [float(row["p_not_equivalent"]), float(row["p_equivalent"])] == pytest.approx(p.tolist(), abs=1e-5)
+    config = json.loads((out / "model" / "config.json").read_text())  # not a standard classifier: the encoder
+    assert config["architectures"] == ["BertModel"] and config["id2label"]["1"] == "equivalent"
+    assert "load_finetuned" in (out / "model" / "README.md").read_text()
 
 
 def test_frozen_encoder_is_unchanged_and_head_uses_its_own_rate(tmp_path, tiny_checkpoint, glue_dir) -> None:

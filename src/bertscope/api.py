@@ -27,6 +27,7 @@ from bertscope.configs import (
     FinetuneConfig,
     LayerScanConfig,
     LayersConfig,
+    PredictConfig,
     ReconstructConfig,
     ReportConfig,
     StatusConfig,
@@ -36,6 +37,7 @@ from bertscope.configs import (
 from bertscope.finetune import run_finetune
 from bertscope.finetune_result import FinetuneResult
 from bertscope.layer_scan import LayerScanResult, run_layer_scan
+from bertscope.predict import PredictResult, run_predict
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.registry import CommandInfo, Registry
 from bertscope.report import ReportResult, build_report
@@ -57,6 +59,8 @@ __all__ = [
     "LayerScanConfig",
     "LayerScanResult",
     "LayersConfig",
+    "PredictConfig",
+    "PredictResult",
     "ReconstructConfig",
     "ReconstructResult",
     "ReportConfig",
@@ -74,6 +78,7 @@ __all__ = [
     "finetune",
     "layer_scan",
     "layers",
+    "predict",
     "reconstruct",
     "report",
     "status",
@@ -132,6 +137,12 @@ def report(config: ReportConfig | None = None, /, **options: Any) -> ReportResul
 def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult:
     """Fine-tune on a GLUE task with a representation-selecting head."""
     return run_finetune(_config(FinetuneConfig, config, options))
+
+
+def predict(config: PredictConfig | None = None, /, **options: Any) -> PredictResult:
+    """Predictions (label names, probabilities) of a model saved by ``finetune --save-model``, with the official
+    metrics where the examples have labels."""
+    return run_predict(_config(PredictConfig, config, options))
 
 
 def dims(config: DimsConfig | None = None, /, **options: Any) -> StudyResult:

@@ -6,7 +6,7 @@ Each command declares its :class:`bertscope.registry.CommandInfo` once, at the b
 
 from __future__ import annotations
 
-from bertscope import compare, finetune, layer_scan, reconstruct, surgery
+from bertscope import compare, finetune, layer_scan, predict, reconstruct, surgery
 from bertscope.registry import Registry
 from bertscope.studies import cross, dims, layers, tokens
 
@@ -19,6 +19,7 @@ ANALYSES: Registry = Registry.of([
     compare.COMMAND,
     layer_scan.COMMAND,
     finetune.COMMAND,
+    predict.COMMAND,
     dims.COMMAND,
     layers.COMMAND,
     tokens.COMMAND,

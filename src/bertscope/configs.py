@@ -15,6 +15,7 @@ from bertscope.options import parse_name_list, parse_token_list
 
 __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
+__all__ += ["PredictConfig"]
 __all__ += ["CrossConfig", "DimsConfig", "LayersConfig", "StudyOptions", "TokensConfig"]
 
 
@@ -484,3 +485,55 @@ class CrossConfig(StudyOptions):
         for name in names:  # every other option is checked as for finetune
             FinetuneConfig(**{**{k: getattr(self, k) for k in FinetuneConfig.field_names()}, "task": name,
                               "cache_features": False})
+
+
+@dataclass(frozen=True)
+class PredictConfig(Config):
+    """Predict with a model saved by finetune --save-model, on a GLUE split (test included), a tsv or a text file:
+    predictions.csv with label names and the probability of every label, and the official metrics where the data
+    has labels."""
+
+    command = "predict"
+
+    model: str | None = opt(None, "folder written by finetune --save-model (OUT/model, or OUT itself)", metavar="DIR")
+    task: str | None = opt(None, "GLUE task whose split to predict (default: the task the model was trained on)")
+    split: str = opt("validation", "GLUE split: train, validation (dev) or test (no labels: no metrics)")
+    data_dir: str | None = opt(None, "local GLUE folder in the original tsv layout (env BERTSCOPE_GLUE_DIR); "
+                                     "default: the Hugging Face hub", metavar="DIR")
+    max_examples: int | None = opt(None, "GLUE split: predict a seeded random subset of this many examples (as "
+                                         "finetune --max-eval with the same --seed)")
+    seed: int = opt(0, "seed of the --max-examples subset")
+    tsv: str | None = opt(None, "tab-separated file with a header row, instead of a GLUE split", metavar="FILE")
+    text_column: str | None = opt(None, "--tsv: column of the (first) text; default: the task's first text field")
+    text_pair_column: str | None = opt(None, "--tsv: column of the second text (pair tasks); default: the task's "
+                                             "second text field")
+    label_column: str | None = opt(None, "--tsv: column of gold labels (names, ids or STS-B scores) to score "
+                                         "against; default: 'label' when the file has one")
+    texts: str | None = opt(None, "text file, one example per line (a pair: the two texts separated by a tab), "
+                                  "instead of a GLUE split", metavar="FILE")
+    max_length: int | None = opt(None, "maximum tokens per example; default: the length the model was fine-tuned "
+                                       "with (its tokenizer's model_max_length)")
+    batch_size: int = opt(32, "examples per batch")
+    device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N")
+    out: str | None = opt(None, "output folder: predictions.csv and predict.json", metavar="DIR")
+    progress: bool = opt(True, "show a progress bar")
+
+    def validate(self) -> None:
+        if self.model is None:
+            raise BertscopeError("--model is required: a folder written by finetune --save-model")
+        if self.tsv is not None and self.texts is not None:
+            raise BertscopeError("give either --tsv or --texts (or neither, for a GLUE split), not both")
+        if self.tsv is None and (self.text_column, self.text_pair_column, self.label_column) != (None,) * 3:
+            raise BertscopeError("--text-column, --text-pair-column and --label-column apply to --tsv only")
+        if (self.tsv is not None or self.texts is not None) and (self.task is not None
+                                                                 or self.max_examples is not None):
+            raise BertscopeError("--task and --max-examples choose a GLUE split; with --tsv or --texts the model's "
+                                 "own task gives the labels")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise BertscopeError(f"--max-examples must be at least 1, got {self.max_examples}")
+        if self.max_length is not None and self.max_length < 4:
+            raise BertscopeError(f"--max-length must be at least 4, got {self.max_length}")
+        if self.batch_size < 1:
+            raise BertscopeError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.data_dir is None and _env_glue_dir() is not None:
+            object.__setattr__(self, "data_dir", _env_glue_dir())

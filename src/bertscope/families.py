@@ -21,6 +21,10 @@ the base encoder (``model.base_model``) unless a field says otherwise; every fie
   and ``head_prefixes`` (their state-dict prefixes: missing on load means the checkpoint has no pretrained head);
 * ``final_norm_path``: the final encoder norm of pre-norm families (ModernBERT);
 * ``pooler``: ``(dense, activation)`` paths of the pretrained pooler, or None;
+* ``sequence_classifier``: where the family's standard ``*ForSequenceClassification`` keeps the two linear maps of
+  a selecting head that reads the first token of the last layer through the pooler, all dimensions, linearly
+  (:class:`SequenceClassifier`; :mod:`bertscope.export` writes such heads as that plain transformers model), or None
+  where the family's own classification head has another shape;
 * flags: ``shared_layers`` (one set of layers applied on ALBERT's group schedule, ``groups_key``), ``packable``
   (layers see only hidden states and an attention mask, so sequences may share a row), ``bert_layer`` (layers are
   transformers' post-norm ``BertLayer``: the one-position shortcut of :func:`layer_at_positions` applies),
@@ -55,6 +59,7 @@ __all__ = [
     "HeadParts",
     "LayerRunner",
     "MlmHead",
+    "SequenceClassifier",
     "apply_layer_map",
     "base_encoder",
     "can_pack",
@@ -71,6 +76,7 @@ __all__ = [
     "num_layers",
     "pooler_parts",
     "run_layers",
+    "sequence_classifier",
     "set_layers",
     "supported_model_types",
     "truncated",
@@ -202,6 +208,29 @@ _BERT_HEAD = MlmHead("cls.predictions.transform", "cls.predictions.decoder",
                      ("cls.predictions.decoder.bias", "cls.predictions.bias"))
 
 
+@dataclass(frozen=True)
+class SequenceClassifier:
+    """Where a family's standard ``*ForSequenceClassification`` keeps a pooler-then-linear head, as data.
+
+    Such a model computes ``classifier(dropout(tanh(pooler(h[:, 0]))))`` on the last hidden state (BERT and ALBERT:
+    the encoder's pooler, then dropout and ``classifier``; RoBERTa-style: ``RobertaClassificationHead``'s ``dense``
+    and ``out_proj``, with a second dropout before ``dense``): in eval mode exactly a selecting head reading ``cls``
+    of the last layer, all dimensions, through its pooler copy into a linear layer. ``classes``: the transformers
+    class of each model type; ``pooler`` / ``classifier``: dotted paths, relative to that model, of the ``nn.Linear``
+    that takes the head's pooler dense / classifier weights; ``dropout_key``: the config key of its classifier
+    dropout (set to the head's own dropout).
+    """
+
+    classes: tuple[tuple[str, str], ...]
+    pooler: str
+    classifier: str
+    dropout_key: str = "classifier_dropout"
+
+    def class_name(self, model_type: str) -> str:
+        """The transformers class name of ``model_type``'s classifier."""
+        return dict(self.classes)[model_type]
+
+
 # --- How layers are run ---------------------------------------------------------------------------------------------
 
 #: ``runner(model, hidden, attention_mask, layer_indices, start) -> [output of each layer run]``: apply the stack's
@@ -291,6 +320,7 @@ class Family:
     head_prefixes: tuple[str, ...] = ()
     final_norm_path: str | None = None
     pooler: tuple[str, str] | None = None
+    sequence_classifier: SequenceClassifier | None = None
     shared_layers: bool = False
     groups_key: str = "num_hidden_groups"
     packable: bool = False  # layers see only hidden states + an attention mask: sequences may share a row
@@ -304,17 +334,25 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("bert", ("bert",), "encoder.layer", mlm_heads=(_BERT_HEAD,), head_prefixes=("cls.predictions",),
-           pooler=("pooler.dense", "pooler.activation"), packable=True, bert_layer=True),
+           pooler=("pooler.dense", "pooler.activation"), packable=True, bert_layer=True,
+           sequence_classifier=SequenceClassifier((("bert", "BertForSequenceClassification"),),
+                                                  "bert.pooler.dense", "classifier")),
     Family("roberta", ("roberta", "xlm-roberta", "camembert"), "encoder.layer",
            mlm_heads=(MlmHead(("lm_head.dense", _gelu, "lm_head.layer_norm"), "lm_head.decoder",
                               ("lm_head.decoder.bias",)),),
            head_prefixes=("lm_head",), pooler=("pooler.dense", "pooler.activation"), packable=True,
-           bert_layer=True),
+           bert_layer=True,
+           sequence_classifier=SequenceClassifier((("roberta", "RobertaForSequenceClassification"),
+                                                   ("xlm-roberta", "XLMRobertaForSequenceClassification"),
+                                                   ("camembert", "CamembertForSequenceClassification")),
+                                                  "classifier.dense", "classifier.out_proj")),
     Family("albert", ("albert",), "encoder.albert_layer_groups",
            embedding_maps=("encoder.embedding_hidden_mapping_in",),
            mlm_heads=(MlmHead(("predictions.dense", "predictions.activation", "predictions.LayerNorm"),
                               "predictions.decoder", ("predictions.decoder.bias",)),),
            head_prefixes=("predictions",), pooler=("pooler", "pooler_activation"), shared_layers=True,
+           sequence_classifier=SequenceClassifier((("albert", "AlbertForSequenceClassification"),),
+                                                  "albert.pooler", "classifier", "classifier_dropout_prob"),
            decoder_reads_embedding_size=True, packable=True,
            notes="one set of layer weights shared by all depths; depth = how often it is applied"),
     Family("distilbert", ("distilbert",), "transformer.layer", depth_key="n_layers", hidden_size_key="dim",
@@ -515,6 +553,13 @@ def pooler_parts(model: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
     if isinstance(dense, nn.Linear) and isinstance(activation, nn.Module):
         return dense, activation
     return None
+
+
+def sequence_classifier(config_or_model: Any) -> SequenceClassifier | None:
+    """Where the family's standard ``*ForSequenceClassification`` keeps a pooler-then-linear head, or None when the
+    family's own classification head has another shape (ELECTRA's GELU, DistilBERT's ReLU, DeBERTa's ContextPooler,
+    ModernBERT's normed head)."""
+    return family_for(config_or_model).sequence_classifier
 
 
 def uses_token_type_ids(model: nn.Module) -> bool:

@@ -3,33 +3,33 @@
 :func:`run_finetune` prepares the run (data, model, selection, freezing, head: :func:`bertscope.pipeline.prepare`),
 trains it and returns a :class:`~bertscope.finetune_result.FinetuneResult`. With ``out``
 it writes ``results.json`` atomically at the very end (an interrupted run leaves ``status.json`` saying so and no
-``results.json``), ``predictions.csv`` with the final dev predictions, and with ``save_model`` a folder
-``model/`` that plain ``transformers.AutoModel`` loads (the encoder) with ``head_config.json`` +
-``head.safetensors`` beside it; :func:`load_finetuned` reloads both.
+``results.json``), ``predictions.csv`` with the final dev predictions (label names and the probability of every
+label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.export.save_finetuned`): the family's plain
+``*ForSequenceClassification`` when the head is one, else the encoder, with ``head_config.json`` +
+``head.safetensors`` and a model card beside it; :func:`load_finetuned` reloads any of them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from bertscope import families, glue, leaderboard, loading
+from bertscope import glue, leaderboard, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
+from bertscope.export import label_names, prediction_rows, save_finetuned
 from bertscope.finetune_result import FinetuneResult
 from bertscope.head import HeadSpec, SelectingHead
 from bertscope.pipeline import PreparedRun, prepare
 from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
-from bertscope.train import Batch, EncoderRepresentation, encode_split
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+from bertscope.train import Batch, EncoderRepresentation, TrainHistory, encode_split
 
 __all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_finetune", "save_finetuned"]
 
@@ -73,13 +73,9 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     result = run.result(history, saved_model=saved, test_predictions=submission)
     if out is not None and run.is_main_process:
         if config.save_model:
-            save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed)
-        rows = []
-        for split, preds in history.predictions.items():
-            data = run.data.eval_sets[split]
-            rows += [{"split": split, "idx": ex.idx, "label": ex.label, "prediction": p}
-                     for ex, p in zip(data.examples, preds)]
-        write_csv_atomic(Path(out) / "predictions.csv", rows)
+            save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed,
+                           max_length=config.max_length, result=result)
+        write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
         write_json_atomic(Path(out) / "results.json", result.to_dict())
         (Path(out) / "results.previous.json").unlink(missing_ok=True)
         _status(out, "complete", finished_utc=environment_info()["created_utc"])
@@ -99,20 +95,25 @@ def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
     return written
 
 
+def _prediction_rows(run: PreparedRun, history: TrainHistory) -> list[dict[str, Any]]:
+    """predictions.csv: per dev example its split, idx, gold label (and name), prediction (and name) and the
+    probability of every label (softmax of the final logits); for STS-B the prediction is the predicted score."""
+    task = run.data.task
+    names = label_names(run.trained_head.spec)
+    rows: list[dict[str, Any]] = []
+    for split, preds in history.predictions.items():
+        examples = run.data.eval_sets[split].examples
+        logits = history.logits.get(split)
+        if logits is None:  # a history without logits (e.g. built by hand): ids or scores only
+            columns = [{"label": ex.label, "prediction": p} for ex, p in zip(examples, preds)]
+        else:
+            columns = prediction_rows(logits, names, regression=task.is_regression,
+                                      labels=[ex.label for ex in examples])
+        rows += [{"split": split, "idx": ex.idx, **c} for ex, c in zip(examples, columns)]
+    return rows
+
+
 # ----------------------------------------------------------------------------------------- saved model
-
-
-def save_finetuned(folder: Path, model: PreTrainedModel, head: SelectingHead, tokenizer: Any, *, seed: int) -> None:
-    """Encoder as a plain transformers folder (its pooler updated from the head's, if used) + the head beside it."""
-    parts = families.pooler_parts(model)
-    if head.pooler_dense is not None and parts is not None:
-        with torch.no_grad():
-            parts[0].weight.copy_(head.pooler_dense.weight)
-            parts[0].bias.copy_(head.pooler_dense.bias)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    head.save(folder, seed=seed)
 
 
 @dataclass
@@ -127,31 +128,50 @@ class FinetunedModel:
     def spec(self) -> HeadSpec:
         return self.head.spec
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """One name per output (the task's labels; ``score`` for STS-B)."""
+        return label_names(self.spec)
+
+    @property
+    def task(self) -> glue.GlueTask | None:
+        """The GLUE task the head was trained on (None when the head does not record one)."""
+        return glue.get_task(self.spec.task) if self.spec.task else None
+
     @torch.no_grad()
-    def logits(self, texts: list[str] | list[tuple[str, str]], *, max_length: int = 128,
-               batch_size: int = 32) -> torch.Tensor:
-        """Logits for single sentences or sentence pairs (the head's selection applied as in training)."""
+    def logits(self, texts: Sequence[str] | Sequence[tuple[str, ...]], *, max_length: int = 128,
+               batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+        """Logits ``[N, num_labels]`` for single sentences or sentence pairs, in the order given (the head's
+        selection applied as in training; examples are batched by length, truncated longest-first)."""
+        from tqdm.auto import tqdm
+
+        items = [t if isinstance(t, tuple) else (t,) for t in texts]
+        if len({len(t) for t in items}) > 1:
+            raise BertscopeError("give all examples as single texts or all as pairs, not a mix")
         self.encoder.eval()
         self.head.eval()
         device = next(self.encoder.parameters()).device
         represent = EncoderRepresentation(self.encoder, self.spec.layers, self.spec.token_method,
                                           include_special=self.spec.include_special, frozen=True)
-        out = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            columns = list(zip(*chunk)) if chunk and isinstance(chunk[0], tuple) else [list(chunk)]
+        order = sorted(range(len(items)), key=lambda i: -sum(len(t) for t in items[i]))  # little padding
+        out = torch.empty(len(items), self.spec.num_labels)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+            chunk = order[start:start + batch_size]
+            columns = [list(column) for column in zip(*(items[i] for i in chunk))]
             enc = self.tokenizer(*columns[:2], truncation=True, max_length=max_length, padding=True,
                                  return_special_tokens_mask=True, return_token_type_ids=True, return_tensors="pt")
             batch = Batch(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                           token_type_ids=enc["token_type_ids"].to(device),
                           special_mask=enc["special_tokens_mask"].to(device), labels=None,
                           example_index=torch.arange(len(chunk)))
-            out.append(self.head(represent(batch)))
-        return torch.cat(out)
+            out[torch.tensor(chunk, dtype=torch.long)] = self.head(represent(batch)).float().cpu()
+        return out
 
 
 def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> FinetunedModel:
-    """Reload a folder written by ``finetune --save-model`` (``OUT/model``)."""
+    """Reload a folder written by ``finetune --save-model`` (``OUT/model``, or ``OUT`` itself): the encoder (also out
+    of a saved ``*ForSequenceClassification``), the selecting head and the tokenizer."""
     path = Path(folder)
     if (path / "model" / "head_config.json").is_file():
         path = path / "model"

@@ -62,8 +62,10 @@ __all__ = [
     "distributed_world_size",
     "encode_split",
     "evaluate",
+    "evaluate_logits",
     "length_grouped_batches",
     "param_groups",
+    "predictions_from_logits",
     "train_loop",
 ]
 
@@ -245,6 +247,7 @@ class TrainHistory:
     train_examples: int
     steps: int
     predictions: dict[str, list[float]] = field(default_factory=dict)
+    logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # of the last evaluation
 
     @property
     def train_examples_per_second(self) -> float:
@@ -267,34 +270,50 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 
 
 @torch.no_grad()
-def evaluate(represent: Representation, head: nn.Module, data: EncodedSplit, *, batch_size: int,
-             device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None,
-             collate_fn: Callable[..., Any] | None = None) -> list[float]:
-    """Predictions for every example of ``data`` in split order: class ids, or real values for regression."""
+def evaluate_logits(represent: Representation, head: nn.Module, data: EncodedSplit, *, batch_size: int,
+                    device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None,
+                    collate_fn: Callable[..., Any] | None = None) -> torch.Tensor:
+    """The head's float32 logits ``[N, num_labels]`` for every example of ``data``, in split order, on the CPU."""
     regression = glue.get_task(data.task).is_regression
     represent.train(False)
     head.eval()
     batches = length_grouped_batches(data.lengths, batch_size, seed=0, shuffle=False)
     if accelerator is not None:
         batches = batches[accelerator.process_index::accelerator.num_processes]
-    out = torch.empty(len(data), dtype=torch.float64)
     positions, values = [], []
     for indices in batches:
         batch = (collate_fn or collate)(data, indices, regression=regression, device=device)
         with _autocast(device, dtype):
             logits = head(represent(batch)).float()
-        pred = logits.squeeze(-1) if regression else logits.argmax(dim=-1)
         positions.append(batch.example_index.to(device))
-        values.append(pred.double())
-    pos, val = (torch.cat(positions), torch.cat(values)) if positions else (torch.empty(0), torch.empty(0))
+        values.append(logits)
+    width = int(values[0].shape[-1]) if values else glue.get_task(data.task).num_labels
+    pos = torch.cat(positions).cpu() if positions else torch.empty(0, dtype=torch.long)
+    val = torch.cat(values).cpu() if values else torch.empty(0, width)
     if accelerator is not None:  # processes hold different numbers of examples: gather as Python objects
         from accelerate.utils import gather_object
 
-        pairs = gather_object([(pos.cpu().tolist(), val.cpu().tolist())])
+        pairs = gather_object([(pos.tolist(), val.tolist())])
         pos = torch.tensor([i for p, _ in pairs for i in p], dtype=torch.long)
-        val = torch.tensor([v for _, vs in pairs for v in vs], dtype=torch.float64)
-    out[pos.cpu().long()] = val.cpu()
-    return out.tolist()
+        val = torch.tensor([row for _, rows in pairs for row in rows], dtype=torch.float32).reshape(-1, width)
+    out = torch.empty(len(data), width, dtype=torch.float32)
+    out[pos.long()] = val
+    return out
+
+
+def predictions_from_logits(logits: torch.Tensor, regression: bool) -> list[float]:
+    """Class ids (argmax), or the single output for regression, as floats: what :func:`evaluate` returns."""
+    pred = logits.squeeze(-1) if regression else logits.argmax(dim=-1)
+    return pred.double().tolist()
+
+
+def evaluate(represent: Representation, head: nn.Module, data: EncodedSplit, *, batch_size: int,
+             device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None,
+             collate_fn: Callable[..., Any] | None = None) -> list[float]:
+    """Predictions for every example of ``data`` in split order: class ids, or real values for regression."""
+    logits = evaluate_logits(represent, head, data, batch_size=batch_size, device=device, dtype=dtype,
+                             accelerator=accelerator, collate_fn=collate_fn)
+    return predictions_from_logits(logits, glue.get_task(data.task).is_regression)
 
 
 def _score(task: str, predictions: list[float], labels: Sequence[Any]) -> dict[str, float]:
@@ -396,6 +415,7 @@ def train_loop(
 
     records: list[EpochRecord] = []
     predictions: dict[str, list[float]] = {}
+    final_logits: dict[str, torch.Tensor] = {}
     train_seconds = eval_seconds = 0.0
     seen = steps = 0
     for epoch in range(1, options.epochs + 1):
@@ -443,9 +463,9 @@ def train_loop(
         start = time.perf_counter()
         scores: dict[str, dict[str, float]] = {}
         for name, data in eval_data.items():
-            preds = evaluate(represent, head, data, batch_size=eval_batch_size, device=device, dtype=dtype,
-                             accelerator=accelerator, collate_fn=collate_fn)
-            predictions[name] = preds
+            final_logits[name] = evaluate_logits(represent, head, data, batch_size=eval_batch_size, device=device,
+                                                 dtype=dtype, accelerator=accelerator, collate_fn=collate_fn)
+            preds = predictions[name] = predictions_from_logits(final_logits[name], regression)
             scores[name] = _score(data.task, preds, data.labels)
         epoch_eval = time.perf_counter() - start
         eval_seconds += epoch_eval
@@ -457,7 +477,7 @@ def train_loop(
             tqdm.write(f"epoch {epoch}/{options.epochs}: loss {records[-1].train_loss:.4f}  "
                        f"{epoch_seen * world / max(epoch_train, 1e-9):.1f} ex/s  {summary}")
     return TrainHistory(epochs=tuple(records), train_seconds=train_seconds, eval_seconds=eval_seconds,
-                        train_examples=seen, steps=steps, predictions=predictions)
+                        train_examples=seen, steps=steps, predictions=predictions, logits=final_logits)
 
 
 def distributed_world_size() -> int:
