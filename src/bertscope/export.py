@@ -42,6 +42,7 @@ from bertscope.errors import BertscopeError
 from bertscope.head import HeadSpec, SelectingHead
 from bertscope.registry import LOCATION_OPTIONS
 from bertscope.results import write_text_atomic
+from bertscope.sentence_transformers_files import copy_sentence_transformers_files
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -71,6 +72,7 @@ class SavedModel:
     folder: str
     architecture: str
     not_exportable: str | None
+    sentence_transformers: tuple[str, ...] = ()  # files carried over from a sentence-transformers source
 
     @property
     def exportable(self) -> bool:
@@ -219,6 +221,7 @@ def save_finetuned(folder: str | Path, model: PreTrainedModel, head: SelectingHe
     blocker = classifier_blocker(spec, model)
     id2label, label2id = label_maps(spec)
     lengths = {"model_max_length": max_length} if max_length is not None else {}
+    carried: tuple[str, ...] = ()
     with loading.quiet_hugging_face():
         if blocker is None:
             classifier = to_sequence_classifier(model, head)
@@ -233,11 +236,14 @@ def save_finetuned(folder: str | Path, model: PreTrainedModel, head: SelectingHe
             with _temporarily(model.config, id2label=id2label, label2id=label2id):
                 model.save_pretrained(folder)
             architecture = type(model).__name__
+            if result is not None:  # the fine-tuned encoder of a sentence-transformers model stays one
+                carried = tuple(copy_sentence_transformers_files(result.model_source, folder))
         with _temporarily(tokenizer, **lengths):
             tokenizer.save_pretrained(folder)
     _record_num_labels(folder / "config.json", len(id2label))
     head.save(folder, seed=seed)
-    saved = SavedModel(folder=str(folder), architecture=architecture, not_exportable=blocker)
+    saved = SavedModel(folder=str(folder), architecture=architecture, not_exportable=blocker,
+                       sentence_transformers=carried)
     if result is not None:
         write_model_card(folder, **_card(result, saved))
     return saved
