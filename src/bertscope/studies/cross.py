@@ -53,7 +53,9 @@ from bertscope.studies.common import (
     finetune_config,
     finish_study,
     model_shape,
+    tracked,
 )
+from bertscope.tracking import TRACKING_OPTIONS
 from bertscope.train import EncoderRepresentation, evaluate
 
 if TYPE_CHECKING:
@@ -99,9 +101,10 @@ def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...], **change
                            **{"cache_features": False, **changes})
 
 
-#: The options the stage hash left out before the registry's one list (bertscope 0.1.0): still accepted on resume.
+#: The options the stage hash left out before the registry's one list (bertscope 0.1.0): still accepted on resume
+#: (with the tracker options, which 0.1.0 configs did not have).
 _LEGACY_STAGE_SKIP = frozenset({"out", "progress", "overwrite", "device", "cache_features", "cache_dir", "save_model",
-                                "single_task", "keep_checkpoint", "tasks"})
+                                "single_task", "keep_checkpoint", "tasks"}) | TRACKING_OPTIONS
 
 
 def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str:
@@ -130,10 +133,11 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
     return out
 
 
-def _probe(config: CrossConfig, task: _Task, run: PreparedRun) -> PreparedRun:
+def _probe(config: CrossConfig, task: _Task, run: PreparedRun, run_id: str) -> PreparedRun:
     """A fresh head for an earlier ``task`` on the current encoder, frozen (``--earlier-heads retrain``): trained on
     that encoder's token vectors, computed in memory (the encoder changes every stage: nothing worth caching)."""
-    probe_config = _task_config(config, task.info.name, task.dims, freeze="encoder", cache_features=True)
+    probe_config = tracked(_task_config(config, task.info.name, task.dims, freeze="encoder", cache_features=True),
+                           run_id)
     features = compute_features(probe_config, run.model, task.data, tokens=[canonical_token(config.token)],
                                 store=FeatureStore(use_cache=False), source=run.loaded.source, progress=False)
     probe = prepare(probe_config, Shared(tokenizer=run.tokenizer, loaded=run.loaded, data=task.data,
@@ -197,7 +201,8 @@ def run_cross(config: CrossConfig) -> StudyResult:
         for s in range(resume_at, len(names) + 1):
             start = time.perf_counter()
             task = task_data(s - 1)
-            stage_config = _task_config(config, task.info.name, task.dims, progress=config.progress)
+            stage_config = tracked(_task_config(config, task.info.name, task.dims, progress=config.progress),
+                                   stage_specs[s - 1].run_id)
             run = prepare(stage_config if loaded is not None else stage_config.replace(model=source),
                           Shared(tokenizer=tokenizer, loaded=loaded, data=task.data))
             history = run.train()
@@ -211,7 +216,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
                 earlier = task_data(i)
                 evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, run.device)
                 if config.earlier_heads == "retrain" and i < s - 1:
-                    probe = _probe(config, earlier, run)
+                    probe = _probe(config, earlier, run, f"{stage_specs[s - 1].run_id} probe {earlier.info.name}")
                     retrained[earlier.info.name] = _scores(earlier, represent, probe.trained_head, config, run.device)
             record = {"complete": True, "run_id": stage_specs[s - 1].run_id, "kind": "stage", "stage": s,
                       "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,

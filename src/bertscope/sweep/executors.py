@@ -94,7 +94,10 @@ def execute(task: Task) -> Outcome:
         # an interrupted attempt starts over, unless the command resumes its own finished work in its folder
         if out and Path(out).is_dir() and not command.resumes_in_out:
             shutil.rmtree(out)
-        config = command.config.from_dict(task.options, where=f"run {task.run_id}")
+        options = task.options
+        if "run_name" in command.config.field_names() and not options.get("run_name"):
+            options = {**options, "run_name": task.run_id}  # its tracker run is named by its run id
+        config = command.config.from_dict(options, where=f"run {task.run_id}")
         with quiet_hugging_face(logs=False) if task.quiet else contextlib.nullcontext():
             result = command.run(config)
         metrics = dict(result.metrics())

@@ -37,6 +37,7 @@ import yaml
 from bertscope.config import Config
 from bertscope.errors import BertscopeError
 from bertscope.sweep.plugins import commands, load_plugins
+from bertscope.tracking import TRACKING_OPTIONS
 
 __all__ = [
     "Run",
@@ -53,6 +54,9 @@ __all__ = [
 #: Frozen on purpose: the options every command's run id left out before commands declared their own
 #: ``not_identity``. Only :attr:`Run.legacy_id` uses it, to find runs a store holds under their old id. Never edit it.
 _LEGACY_NON_IDENTITY = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
+#: Options added since that rule, none of them identity: the stores it wrote never had them, so legacy ids leave
+#: them out as well (else every new option would change every legacy id).
+_NEWER_THAN_LEGACY = TRACKING_OPTIONS
 _TOP_KEYS = {"name", "description", "command", "base", "grid", "experiments", "resources", "plugins", "notes"}
 _BLOCK_KEYS = {"name", "command", "base", "grid", "resources", "notes"}
 _RESOURCE_KEYS = {"cpus", "gpus"}
@@ -307,7 +311,7 @@ class _Expander:
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
         full = config.to_dict()
         identity = commands()[command].identity(full)
-        legacy = {k: v for k, v in full.items() if k not in _LEGACY_NON_IDENTITY}
+        legacy = {k: v for k, v in full.items() if k not in _LEGACY_NON_IDENTITY | _NEWER_THAN_LEGACY}
         for key, pre in refs.items():
             identity[key] = {"@run": pre.id}
             legacy[key] = {"@run": pre.legacy_id or pre.id}
