@@ -335,6 +335,10 @@ def test_a_sweep_run_is_named_by_its_run_id(tiny_checkpoint, glue_dir, tmp_path,
     assert outcome.ok, outcome.error
     assert outcome.payload["config"]["run_name"] == "finetune-0123456789ab"
     assert _scalars(out / "tensorboard" / "finetune-0123456789ab")["eval/validation/accuracy"]
+    given = execute(Task("finetune-0123456789ab", "finetune", {**options, "run_name": "mine"}))
+    assert given.payload["config"]["run_name"] == "mine"  # a spec's own name is kept
+    untracked = execute(Task("finetune-0123456789ab", "finetune", {**options, "report_to": "none"}))
+    assert untracked.payload["config"]["run_name"] is None  # nothing reported: the stored options stay as given
 
 
 def test_a_study_reports_one_tracker_run_per_point_on_cached_features(tiny_checkpoint, glue_dir, tmp_path,
