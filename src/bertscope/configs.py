@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
 from bertscope.options import parse_name_list, parse_token_list
+from bertscope.tracking import needs_folder, parse_report_to, require_installed
 
 __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
@@ -322,9 +323,19 @@ class FinetuneConfig(ModelOptions):
                                       "token vectors once, keep them on disk, train the head on them (same numbers)")
     cache_dir: str | None = opt(None, "feature cache folder (default $BERTSCOPE_CACHE/features or "
                                       "~/.cache/bertscope/features)", metavar="DIR")
+    report_to: str = opt("none", "experiment trackers for the training curves, dev metrics and options: none, "
+                                 "tensorboard, mlflow, wandb, a comma list or all (files under --out; see "
+                                 "docs/finetune.md, Trackers)", metavar="TRACKERS")
+    run_name: str | None = opt(None, "the run's name in the trackers (default: <command>-<task>-<out folder "
+                                     "name>; a sweep names each run by its run id)", metavar="NAME")
+    log_every: int = opt(10, "report the training loss to the trackers every this many optimizer steps (the mean "
+                             "over those steps)", metavar="STEPS")
+    report_dir: str | None = opt(None, "folder the trackers write under (default: --out; a study's runs: the "
+                                       "study's --out)", cli=False)
 
     def validate(self) -> None:
         ModelOptions.validate(self)
+        self._validate_reporting()
         if (self.cache_features and self.command == "finetune"
                 and self.freeze.strip().lower() in ("none", "embeddings")):
             raise BertscopeError("--cache-features needs a fully frozen encoder: add --freeze encoder")
@@ -352,6 +363,16 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError("--predict-test needs --out DIR (the submission files go to OUT/glue_submission)")
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
+
+    def _validate_reporting(self) -> None:
+        """--report-to names known trackers whose packages are installed, and where they write."""
+        trackers = parse_report_to(self.report_to)
+        require_installed(trackers)
+        lacking = needs_folder(trackers) if self.out is None and self.report_dir is None else []
+        if lacking:
+            raise BertscopeError(f"--report-to {lacking[0]} needs --out: its files go under the output folder")
+        if self.log_every < 1:
+            raise BertscopeError(f"--log-every must be at least 1, got {self.log_every}")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from bertscope.head import HeadSpec, SelectingHead
 from bertscope.pipeline import PreparedRun, prepare
 from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.tracking import TRACKING_OPTIONS
 from bertscope.train import Batch, EncoderRepresentation, TrainHistory, encode_split
 
 __all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_finetune", "save_finetuned"]
@@ -181,9 +182,10 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
     return FinetunedModel(encoder=loaded.model, head=head.to(loading.resolve_device(device)), tokenizer=tokenizer)
 
 
-#: Options of fine-tuning runs that never change their numbers: locations, the feature cache (the cached path
-#: equals the live one by design) and the extra test-split predictions. The studies run fine-tuning runs, so they share this list.
-NOT_IDENTITY = LOCATION_OPTIONS | {"cache_features", "predict_test"}
+#: Options of fine-tuning runs that never change their numbers: locations, the trackers (--report-to, --run-name,
+#: --log-every), the feature cache (the cached path equals the live one by design) and the extra test-split
+#: predictions. The studies run fine-tuning runs, so they share this list.
+NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict_test"}
 
 COMMAND = CommandInfo("finetune", FinetuneConfig, run_finetune, FinetuneResult,
                       "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",

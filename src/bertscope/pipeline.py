@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from bertscope import families, glue, loading
+from bertscope._version import __version__
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import (
@@ -61,9 +62,18 @@ from bertscope.options import (
     parse_token,
 )
 from bertscope.results import environment_info
+from bertscope.tracking import (
+    NullTracker,
+    Tracker,
+    default_run_name,
+    epoch_metrics,
+    make_tracker,
+    parse_report_to,
+)
 from bertscope.train import (
     EncodedSplit,
     EncoderRepresentation,
+    EpochRecord,
     Representation,
     TrainHistory,
     TrainOptions,
@@ -262,6 +272,22 @@ def _head_threads(device: torch.device, cached: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+# ------------------------------------------------------------------------------------------------ trackers
+
+
+@dataclass(frozen=True)
+class _Reporter:
+    """train_loop's callback: hands the loss and every epoch's dev metrics to the run's tracker(s)."""
+
+    tracker: Tracker
+
+    def on_step(self, step: int, loss: float, learning_rate: float) -> None:
+        self.tracker.log_step(step, loss, learning_rate)
+
+    def on_epoch(self, record: EpochRecord, step: int) -> None:
+        self.tracker.log_epoch(record.epoch, epoch_metrics(record.eval, record.train_loss), step=step)
+
+
 # ------------------------------------------------------------------------------------------------ prepare
 
 
@@ -320,13 +346,46 @@ class PreparedRun:
     def is_main_process(self) -> bool:
         return self.accelerator is None or bool(self.accelerator.is_main_process)
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """What the trackers record as the run's hyper-parameters: its options and what they resolved to."""
+        sel = self.selection
+        return {**self.config.to_dict(), "resolved.task": self.data.task.name, "resolved.model": self.loaded.source,
+                "resolved.head_lr": self.head_lr, "resolved.layers": list(sel.layers), "resolved.dims": len(sel.dims),
+                "resolved.cached": self.cached, "resolved.encoder_trainable": sum(p.numel() for _, p in
+                                                                                  self.encoder_params),
+                "bertscope_version": __version__}
+
+    def _tracker(self) -> Tracker:
+        """The started tracker(s) of ``--report-to`` (none on the other processes of a multi-GPU run)."""
+        config = self.config
+        if not self.is_main_process or not parse_report_to(config.report_to):
+            return NullTracker()
+        tracker = make_tracker(config.report_to, root=config.report_dir or config.out)
+        tracker.start(self.hyperparameters(), config.run_name or default_run_name(config))
+        return tracker
+
     def train(self) -> TrainHistory:
-        """Train the head (and the trainable encoder parameters), evaluating on every dev split each epoch."""
+        """Train the head (and the trainable encoder parameters), evaluating on every dev split each epoch; the
+        trackers of ``--report-to`` get one run for it, finished also when training fails."""
         options = TrainOptions.from_config(self.config, head_lr=self.head_lr)
-        with _head_threads(self.device, self.cached):
-            self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data, options,
-                                      encoder_params=self.encoder_params, device=self.device,
-                                      accelerator=self.accelerator, collate_fn=self.collate_fn)
+        tracker = self._tracker()
+        reporter = None if isinstance(tracker, NullTracker) else _Reporter(tracker)
+        status = "failed"
+        try:
+            with _head_threads(self.device, self.cached):
+                self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data,
+                                          options, encoder_params=self.encoder_params, device=self.device,
+                                          accelerator=self.accelerator, collate_fn=self.collate_fn, callback=reporter)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "killed"
+            raise
+        finally:
+            if status == "finished":
+                tracker.finish(status)
+            else:  # never hide the training error behind a tracker's
+                with contextlib.suppress(Exception):
+                    tracker.finish(status)
         return self.history
 
     def predict(self, data: EncodedSplit) -> list[float]:

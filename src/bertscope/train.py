@@ -55,6 +55,7 @@ __all__ = [
     "EncoderRepresentation",
     "EpochRecord",
     "Representation",
+    "TrainCallback",
     "TrainHistory",
     "TrainOptions",
     "collate",
@@ -254,6 +255,18 @@ class TrainHistory:
         return self.train_examples / self.train_seconds if self.train_seconds > 0 else float("nan")
 
 
+class TrainCallback(Protocol):
+    """What :func:`train_loop` reports while it runs (an experiment tracker, :mod:`bertscope.tracking`).
+
+    ``on_step`` every ``TrainOptions.log_every`` optimizer steps with the mean loss of those steps (the only device
+    sync it adds) and the learning rate after the step; ``on_epoch`` after each epoch's evaluation with the epoch's
+    record and the number of steps so far."""
+
+    def on_step(self, step: int, loss: float, learning_rate: float) -> None: ...
+
+    def on_epoch(self, record: EpochRecord, step: int) -> None: ...
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 
 
@@ -342,6 +355,7 @@ class TrainOptions:
     group_by_length: bool = True
     eval_batch_size: int | None = None
     progress: bool = True
+    log_every: int = 10
 
     @classmethod
     def from_config(cls, config: Any, *, head_lr: float, progress: bool | None = None) -> TrainOptions:
@@ -350,7 +364,8 @@ class TrainOptions:
                    weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, grad_clip=config.grad_clip,
                    seed=config.seed, dtype=config.dtype, group_by_length=config.group_by_length,
                    eval_batch_size=config.eval_batch_size,
-                   progress=config.progress if progress is None else progress)
+                   progress=config.progress if progress is None else progress,
+                   log_every=getattr(config, "log_every", cls.log_every))
 
 
 def decay_exempt(name: str) -> bool:
@@ -384,10 +399,12 @@ def train_loop(
     device: torch.device,
     accelerator: Any = None,
     collate_fn: Callable[..., Any] | None = None,
+    callback: TrainCallback | None = None,
 ) -> TrainHistory:
     """Fine-tune ``head`` (and the trainable, named ``encoder_params``) on ``train_data``; evaluate every epoch.
 
     ``train_data`` / ``eval_data`` are :class:`EncodedSplit` s (or what ``collate_fn`` turns into batches).
+    ``callback`` (optional) is told the loss every ``options.log_every`` steps and every epoch's record.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -418,6 +435,8 @@ def train_loop(
     final_logits: dict[str, torch.Tensor] = {}
     train_seconds = eval_seconds = 0.0
     seen = steps = 0
+    interval_loss: Any = 0.0  # the callback's: loss summed over the steps since it was last told (a tensor)
+    interval_steps = 0
     for epoch in range(1, options.epochs + 1):
         # ---- train one epoch
         batches = length_grouped_batches(train_data.lengths, options.batch_size, seed=options.seed, epoch=epoch,
@@ -449,6 +468,12 @@ def train_loop(
             loss_sum = loss_sum + loss.detach().float() * len(batch)  # a tensor: no device sync per step
             loss_count += len(batch)
             epoch_seen += len(batch)
+            if callback is not None:
+                interval_loss = interval_loss + loss.detach().float()
+                interval_steps += 1
+                if steps % max(1, options.log_every) == 0:  # one device sync per log_every steps
+                    callback.on_step(steps, float(interval_loss) / interval_steps, float(scheduler.get_last_lr()[0]))
+                    interval_loss, interval_steps = 0.0, 0
             if options.progress and (steps % 10 == 0 or steps == 1):
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{float(loss_sum) / loss_count:.4f}",
@@ -472,6 +497,8 @@ def train_loop(
         records.append(EpochRecord(epoch=epoch, train_loss=loss_sum / max(loss_count, 1),
                                    learning_rate=float(scheduler.get_last_lr()[0]), train_seconds=epoch_train,
                                    train_examples=epoch_seen * world, eval=scores, eval_seconds=epoch_eval))
+        if callback is not None:
+            callback.on_epoch(records[-1], steps)
         if options.progress and rank == 0:
             summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
             tqdm.write(f"epoch {epoch}/{options.epochs}: loss {records[-1].train_loss:.4f}  "

@@ -43,6 +43,7 @@ from bertscope.pipeline import (
     resolve_selection,
 )
 from bertscope.results import environment_info, save_figure_atomic, write_csv_atomic, write_json_atomic
+from bertscope.tracking import default_run_name, parse_report_to
 
 __all__ = [
     "HeadRunner",
@@ -55,6 +56,7 @@ __all__ = [
     "finish_study",
     "model_shape",
     "summarise",
+    "tracked",
 ]
 
 def _hash(config: FinetuneConfig, *, legacy: bool = False) -> str:
@@ -71,13 +73,26 @@ def config_hash(config: FinetuneConfig) -> str:
 
 
 def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
-    """The plain :class:`FinetuneConfig` of one run: the study's fine-tuning options with ``changes``."""
+    """The plain :class:`FinetuneConfig` of one run: the study's fine-tuning options with ``changes``.
+
+    With ``--report-to``, its trackers write under the study's folder and its tracker run is named after the
+    study's (:func:`tracked` adds the run id)."""
     values = {k: getattr(study, k) for k in FinetuneConfig.field_names()}
     values.update(out=None, save_model=False, overwrite=False, progress=False)
+    if parse_report_to(study.report_to):
+        values.update(report_dir=study.report_dir or study.out, run_name=study.run_name or default_run_name(study))
     values.update(changes)
     if values["freeze"].strip().lower() != "encoder":
         values["cache_features"] = False
     return FinetuneConfig(**values)
+
+
+def tracked(config: FinetuneConfig, run_id: str) -> FinetuneConfig:
+    """``config`` whose tracker run is ``<study run name>/<run id>``: one tracker run per point of the study (the
+    name is no identity: hashes and numbers stay)."""
+    if not parse_report_to(config.report_to):
+        return config
+    return config.replace(run_name=f"{config.run_name or default_run_name(config)}/{run_id}")
 
 
 def model_shape(config: FinetuneConfig) -> tuple[int, int]:
@@ -234,7 +249,7 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
         if record is None:
             start = time.perf_counter()
             needs_head = want_head is not None and want_head(spec)
-            result, head = runner.run(spec.config, want_head=needs_head)
+            result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head)
             extra = on_head(spec, head) if (needs_head and head is not None and on_head is not None) else None
             record = run_record(spec, result, cached=runner.is_cached(spec.config),
                                 seconds=time.perf_counter() - start, extra=extra)

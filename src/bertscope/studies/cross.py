@@ -54,6 +54,7 @@ from bertscope.studies.common import (
     finetune_config,
     finish_study,
     model_shape,
+    tracked,
 )
 from bertscope.train import EncoderRepresentation, evaluate
 
@@ -126,10 +127,11 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
     return out
 
 
-def _probe(config: CrossConfig, task: _Task, run: PreparedRun) -> PreparedRun:
+def _probe(config: CrossConfig, task: _Task, run: PreparedRun, run_id: str) -> PreparedRun:
     """A fresh head for an earlier ``task`` on the current encoder, frozen (``--earlier-heads retrain``): trained on
     that encoder's token vectors, computed in memory (the encoder changes every stage: nothing worth caching)."""
-    probe_config = _task_config(config, task.info.name, task.dims, freeze="encoder", cache_features=True)
+    probe_config = tracked(_task_config(config, task.info.name, task.dims, freeze="encoder", cache_features=True),
+                           run_id)
     features = compute_features(probe_config, run.model, task.data, tokens=[canonical_token(config.token)],
                                 store=FeatureStore(use_cache=False), source=run.loaded.source, progress=False)
     probe = prepare(probe_config, Shared(tokenizer=run.tokenizer, loaded=run.loaded, data=task.data,
@@ -193,7 +195,8 @@ def run_cross(config: CrossConfig) -> StudyResult:
         for s in range(resume_at, len(names) + 1):
             start = time.perf_counter()
             task = task_data(s - 1)
-            stage_config = _task_config(config, task.info.name, task.dims, progress=config.progress)
+            stage_config = tracked(_task_config(config, task.info.name, task.dims, progress=config.progress),
+                                   stage_specs[s - 1].run_id)
             run = prepare(stage_config if loaded is not None else stage_config.replace(model=source),
                           Shared(tokenizer=tokenizer, loaded=loaded, data=task.data))
             history = run.train()
@@ -207,7 +210,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
                 earlier = task_data(i)
                 evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, run.device)
                 if config.earlier_heads == "retrain" and i < s - 1:
-                    probe = _probe(config, earlier, run)
+                    probe = _probe(config, earlier, run, f"{stage_specs[s - 1].run_id} probe {earlier.info.name}")
                     retrained[earlier.info.name] = _scores(earlier, represent, probe.trained_head, config, run.device)
             record = {"complete": True, "run_id": stage_specs[s - 1].run_id, "kind": "stage", "stage": s,
                       "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,

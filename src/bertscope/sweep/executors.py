@@ -79,6 +79,7 @@ def execute(task: Task) -> Outcome:
     try:
         from bertscope.loading import quiet_hugging_face
         from bertscope.results import to_jsonable
+        from bertscope.tracking import parse_report_to
 
         load_plugins(task.plugins)
         registry = commands()
@@ -94,7 +95,11 @@ def execute(task: Task) -> Outcome:
         # an interrupted attempt starts over, unless the command resumes its own finished work in its folder
         if out and Path(out).is_dir() and not command.resumes_in_out:
             shutil.rmtree(out)
-        config = command.config.from_dict(task.options, where=f"run {task.run_id}")
+        options = task.options
+        if ("run_name" in command.config.field_names() and not options.get("run_name")
+                and parse_report_to(options.get("report_to"))):
+            options = {**options, "run_name": task.run_id}  # its tracker run is named by its run id
+        config = command.config.from_dict(options, where=f"run {task.run_id}")
         with quiet_hugging_face(logs=False) if task.quiet else contextlib.nullcontext():
             result = command.run(config)
         metrics = dict(result.metrics())
