@@ -279,3 +279,19 @@ def test_families_without_a_standard_classifier_still_save_label_names(name, tmp
     assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
     card = (out / "model" / "README.md").read_text(encoding="utf-8")
     assert "has no standard classifier" in card and "load_finetuned" in card
+
+
+def test_a_fine_tuned_sentence_transformers_encoder_stays_one(tmp_path, glue_dir, default_model_dir):
+    """The embedded default is a sentence-transformers model: a head that is no standard classifier saves the
+    fine-tuned encoder, and SentenceTransformer loads it with the source's modules (Normalize, max_seq_length)."""
+    st = pytest.importorskip("sentence_transformers")
+    out = tmp_path / "ft"
+    result = api.finetune(task="rte", data_dir=str(glue_dir), max_train=16, max_eval=8, epochs=1, batch_size=8,
+                          max_length=48, token="mean", progress=False, out=str(out), save_model=True)
+    assert result.saved_model == str(out / "model")
+    source = st.SentenceTransformer(default_model_dir, device="cpu")
+    tuned = st.SentenceTransformer(str(out / "model"), device="cpu")
+    assert [type(m).__name__ for m in tuned] == [type(m).__name__ for m in source]
+    assert tuned.max_seq_length == source.max_seq_length
+    vectors = tuned.encode(["a fine-tuned encoder", "still a sentence model"], convert_to_tensor=True)
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2), atol=1e-5, rtol=0)
