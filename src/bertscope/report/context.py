@@ -49,8 +49,14 @@ class Context:
     builtin: bool = True  # bertscope's own commands (a plugin's metric keys mean what the plugin says)
 
     def metric(self, key: str) -> str:
-        """The human name of a metric key of these runs; a plugin command's keys are shown as they are."""
-        return metric_name(key, glue=self.glue) if self.builtin else key
+        """The human name of a metric key of these runs; a plugin command's keys are shown as they are. A study's
+        points carry a bare ``score``: their dev GLUE score."""
+        if not self.builtin:
+            return key
+        registry = commands()
+        if key == "score" and any(c in registry and registry[c].is_study for c in self.commands):
+            return metric_name("final.score")
+        return metric_name(key, glue=self.glue)
 
     def line(self, *, compact: bool = False) -> str:
         """The sentence an experiment starts with; ``compact``: the one-line reminder each of its sections

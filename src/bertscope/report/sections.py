@@ -123,8 +123,9 @@ def _metric_words(metric: str, ctx: Context) -> str:
 
 
 def _title(what: str, ctx: Context) -> str:
+    what = _sentence(what) if ctx.builtin else what  # a plugin's metric key stays as it is spelled
     context = ctx.short()
-    return f"{_sentence(what)}\n{context}" if context else _sentence(what)
+    return f"{what}\n{context}" if context else what
 
 
 def _baseline_of(ctx: Context, task: Any, metric: str) -> tuple[float, str] | None:
@@ -302,7 +303,10 @@ def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots,
                             alpha=0.2)
             plotted.extend([*means, *(m + s for m, s in zip(means, stds))])
             table_layers.extend(x for x in xs if x not in table_layers)
+    from matplotlib.ticker import MaxNLocator
+
     human = ctx.metric(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # hidden states are whole numbers
     ax.set_xlabel("hidden state (0 = embeddings, l = output of layer l)")
     ax.set_ylabel(human)
     if metric in _LOG_CURVES:
@@ -359,13 +363,15 @@ def _layer_task_section(rows: Sequence[RunRecord], plots: Plots, title: str, met
                                 f"{under}")
         else:
             fig, ax = figure()
-            ax.errorbar(range(len(layers)), [c[0][0] for c in cells], yerr=[c[0][1] or 0.0 for c in cells],
+            numeric = all(str(v).strip().lstrip("-").isdigit() for v in layers)  # one layer each: true positions
+            xs = [int(str(v)) for v in layers] if numeric else list(range(len(layers)))
+            ax.errorbar(xs, [c[0][0] for c in cells], yerr=[c[0][1] or 0.0 for c in cells],
                         marker="o", capsize=3, label="mean ± std")
             task = _single_task(group, ctx)
             reference = _baseline_of(ctx, task, metric) if task else None
             if reference is not None:
                 draw_baseline(ax, reference[0], reference[1])
-            ax.set_xticks(range(len(layers)), labels=[str(v) for v in layers])
+            ax.set_xticks(xs, labels=[str(v) for v in layers])
             ax.set_xlabel(axis_name(layer_axis))
             ax.set_ylabel(human)
             ax.set_title(_title(f"{human} by layer{suffix}", ctx), fontsize=9)
