@@ -37,8 +37,10 @@ def test_compare_of_a_saved_variant_equals_its_layer_scan_row(bert_pair, tmp_pat
     assert cmp.curves["variant"][-1]["top1"] == pytest.approx(row["variant_top1"])
     assert [len(cmp.curves["original"]), len(cmp.curves["variant"])] == [4, 5]
     for folder, stem in ((tmp_path / "cmp", "compare"), (tmp_path / "scan", "layer_scan")):
-        assert {f"{stem}.json", f"{stem}.csv", f"{stem}.png"} <= {p.name for p in folder.iterdir()}
+        figures = {f"{stem}.png", f"{stem}.svg", f"{stem}.pdf"}  # every figure as PNG (300 dpi), SVG and PDF
+        assert {f"{stem}.json", f"{stem}.csv", *figures} <= {p.name for p in folder.iterdir()}
         payload = json.loads((folder / f"{stem}.json").read_text())
+        assert {Path(payload["files"][fmt]).name for fmt in ("png", "svg", "pdf")} == figures
         assert payload["environment"]["versions"]["transformers"] and payload["config"]["model"] == source
         assert payload["layer_numbering"] == {"compare": "hidden_state", "layer_scan": "block"}[stem]
     assert len(scan.rows) == 3 and scan.metrics()["min_top1_agreement"] <= 1.0

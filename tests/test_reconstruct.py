@@ -184,6 +184,9 @@ def test_cli_writes_json_csv_png_on_a_tiny_checkpoint(tiny_checkpoint, sentence_
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and float(rows[3]["top1"]) == payload["records"][3]["top1"]
     assert (out / "reconstruct.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "reconstruct.pdf").read_bytes()[:5] == b"%PDF-" and b"<svg" in (out / "reconstruct.svg").read_bytes()
+    assert {k: Path(v).name for k, v in payload["files"].items() if k in ("png", "svg", "pdf")} == {
+        "png": "reconstruct.png", "svg": "reconstruct.svg", "pdf": "reconstruct.pdf"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
 
 

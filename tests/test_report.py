@@ -5,6 +5,7 @@ headless-Chromium screenshot of the HTML."""
 from __future__ import annotations
 
 import base64
+import csv
 import itertools
 import re
 import shutil
@@ -234,7 +235,7 @@ def test_cross_fine_tuning_built_from_finetune_pre_steps(built):
     md = (out / "report.md").read_text()
     section = md.split("\n## paper/crossft\n")[1].split("\n## ")[0]
     assert "cross-fine-tuning matrix" in section
-    for model, source in (("base", "none"), ("after rte", "rte"), ("after sst2", "sst2")):
+    for model, source in (("base", "none"), ("after rte", "RTE"), ("after sst2", "SST-2")):  # tasks as papers write them
         row = next(line for line in section.splitlines() if line.startswith(f"| {source} |"))
         expected = [cell(metric_values(runs, "crossft", model=model, task=t)) for t in ("rte", "mrpc")]
         assert row == f"| {source} | " + " | ".join(expected) + " |"
@@ -317,7 +318,7 @@ def test_study_commands_are_shown_point_by_point_over_seeds(built):
     md = (out / "report.md").read_text()
     section = lambda name: md.split(f"\n## paper/{name}\n")[1].split("\n## ")[0]  # noqa: E731
     layers = section("study-layers")
-    assert "layer x task" in layers and "4 finished run(s)" in layers
+    assert "layer x task" in layers.lower() and "4 finished run(s)" in layers
     for task, layer in itertools.product(["rte", "mrpc"], range(4)):
         values = [p["table"][layer]["score"] for r, p in _payloads(runs, "study-layers") if r.axes["task"] == task]
         assert cell(values) in layers
@@ -332,7 +333,7 @@ def test_study_commands_are_shown_point_by_point_over_seeds(built):
         assert len(values) == 6 and cell(values) in dims
     cross = section("study-cross")
     assert "cross-fine-tuning matrix" in cross
-    for row_index, source in enumerate(["after sst2", "after rte", "single-task"]):
+    for row_index, source in enumerate(["after SST-2", "after RTE", "single-task"]):
         line = next(x for x in cross.splitlines() if x.startswith(f"| {source} |"))
         for task in ("sst2", "rte"):
             values = [p["table"][row_index][task] for _, p in _payloads(runs, "study-cross")]
@@ -340,3 +341,200 @@ def test_study_commands_are_shown_point_by_point_over_seeds(built):
                 assert "–" in line
             else:
                 assert cell(values) in line
+
+
+# -- paper-ready output: figures in three formats, LaTeX tables, names, captions, reference lines ------------------
+
+_LATEX_SYMBOLS = re.compile(r"\$\\(pm|times|geq|leq|cdot|rightarrow)\$")
+_UNESCAPED = re.compile(r"(?<!\\)[_%#$^~]")
+
+
+def latex_problems(tex: str) -> list[str]:
+    """What would keep a booktabs table file from compiling (checked without a TeX installation)."""
+    problems = []
+    stack = []
+    for kind, name in re.findall(r"\\(begin|end)\{([^}]*)\}", tex):
+        if kind == "begin":
+            stack.append(name)
+        elif not stack or stack.pop() != name:
+            problems.append(f"unbalanced \\end{{{name}}}")
+    if stack:
+        problems.append(f"unclosed {stack}")
+    rules = [line for line in tex.splitlines() if line in ("\\toprule", "\\midrule", "\\bottomrule")]
+    if rules != ["\\toprule", "\\midrule", "\\bottomrule"]:
+        problems.append(f"booktabs rules {rules}")
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", tex)
+    if spec is None:
+        return [*problems, "no tabular column spec"]
+    lines = tex.splitlines()
+    body = lines[lines.index("\\toprule") + 1:lines.index("\\bottomrule")]
+    for line in body:
+        if line == "\\midrule":
+            continue
+        if not line.endswith("\\\\"):
+            problems.append(f"row without \\\\: {line}")
+        if len(re.findall(r"(?<!\\)&", line)) != len(spec.group(1)) - 1:
+            problems.append(f"row with the wrong number of cells: {line}")
+    text = _LATEX_SYMBOLS.sub("", tex)
+    text = re.sub(r"\\(textbackslash|textasciitilde|textasciicircum)\{\}", "", text)
+    for line in text.splitlines():
+        if line.startswith("\\label{"):
+            continue
+        if _UNESCAPED.search(line):
+            problems.append(f"unescaped special character: {line}")
+    return problems
+
+
+def test_to_latex_escapes_special_characters_and_uses_booktabs():
+    from bertscope.report.latex import to_latex
+
+    headers = ["task \\ metric", "dev_acc", "50% & more"]
+    rows = [["`final.score`", "0.699 ± 0.162 (n=3)", "#1 {x} ~ ^ $"], ["short"], ["–", "a_b", "c%"]]
+    tex = to_latex(headers, rows, caption="Score of `layer_4` (95% interval) & more", label="tab:paper/layers x")
+    assert latex_problems(tex) == []
+    assert "\\usepackage" not in tex and tex.startswith("\\begin{table}") and tex.rstrip().endswith("\\end{table}")
+    assert "\\begin{tabular}{lrr}" in tex and "\\label{tab:paper-layers-x}" in tex
+    assert "task \\textbackslash{} metric & dev\\_acc & 50\\% \\& more \\\\" in tex
+    assert "\\texttt{final.score} & 0.699 $\\pm$ 0.162 (n=3) & \\#1 \\{x\\} \\textasciitilde{} \\textasciicircum{} \\$" in tex
+    assert "short &  &  \\\\" in tex and "-- & a\\_b & c\\% \\\\" in tex
+    assert "\\caption{Score of \\texttt{layer\\_4} (95\\% interval) \\& more}" in tex
+    # and the checker itself catches what it should
+    assert latex_problems(tex.replace("dev\\_acc", "dev_acc")) and latex_problems(tex.replace("\\midrule\n", ""))
+
+
+def _markdown_tables(md: str) -> list[list[str]]:
+    """Every table of the Markdown: its lines."""
+    tables, current = [], []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_every_figure_is_a_300_dpi_png_with_svg_and_pdf_beside_it(built):
+    from PIL import Image
+
+    out, result, _ = built
+    md = (out / "report.md").read_text()
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert result.plots == len(pngs) > 0
+    for png in pngs:
+        assert round(Image.open(png).info["dpi"][0]) == 300
+        svg, pdf = png.with_suffix(".svg"), png.with_suffix(".pdf")
+        assert b"<svg" in svg.read_bytes() and pdf.read_bytes()[:5] == b"%PDF-"
+        assert f"[SVG](plots/{svg.name})" in md and f"[PDF](plots/{pdf.name})" in md
+        for path in (png, svg, pdf):
+            assert str(path.relative_to(out)) in result.files
+    assert sorted(p.suffix for p in (out / "plots").iterdir()) == sorted([".png", ".svg", ".pdf"] * len(pngs))
+
+
+def test_every_table_is_also_csv_and_latex(built):
+    out, result, _ = built
+    md = (out / "report.md").read_text()
+    tables = _markdown_tables(md)
+    links = re.findall(r"Table files: \[CSV\]\(tables/([^)]+)\.csv\) · \[LaTeX\]\(tables/([^)]+)\.tex\)", md)
+    assert len(links) == len(tables) and all(a == b for a, b in links)
+    for lines, (name, _) in zip(tables, links):
+        tex = (out / "tables" / f"{name}.tex").read_text()
+        assert latex_problems(tex) == [], (name, latex_problems(tex))
+        assert f"tables/{name}.tex" in result.files and f"tables/{name}.csv" in result.files
+        with open(out / "tables" / f"{name}.csv", newline="") as handle:
+            rows = list(csv.reader(handle))
+        assert len(rows) == len(lines) - 1  # header + body; the Markdown adds the |---| line
+        body = [line for line in tex.splitlines() if line.endswith("\\\\")]
+        assert len(body) == len(rows)
+
+
+def _sections(md: str) -> dict[str, str]:
+    parts = re.split(r"\n### ", md)
+    return {p.split("\n", 1)[0]: p for p in parts[1:]}
+
+
+def test_sections_name_tasks_models_and_captions_say_what_the_error_bars_are(built):
+    from bertscope.labels import model_name, task_name
+
+    out, _, runs = built
+    md = (out / "report.md").read_text()
+    sections = _sections(md)
+    assert sections
+    for title, text in sections.items():
+        experiment = title.split(":")[0].removeprefix("paper/")
+        members = [r for r, _, _ in runs if r.experiment == experiment and r.axes is not None]
+        context = text.split("\n\n")[1]
+        assert context.startswith("*") and "base options:" in context, title
+        for task in {t for r in members for k in ("task", "target") if (t := r.axes.get(k))}:
+            assert task_name(task) in context, (title, task)
+        for model in {r.axes.get("model") or model_name(None) for r in members}:
+            assert model in context, (title, model)
+    captions = [line for line in md.splitlines() if line.endswith("[PDF](plots/" + line.rsplit("[PDF](plots/", 1)[-1])]
+    assert len(captions) == len(list((out / "plots").glob("*.png")))
+    for caption in captions:
+        assert re.search(r"error bars: ±1 sample standard deviation over n = \d|band: ±1 sample standard deviation|"
+                         r"no error bars", caption), caption
+    dims = sections["paper/dims: score vs number of dimensions"]
+    from bertscope.figures import REFERENCE_STYLE, style_words
+    from bertscope.report.sections import CONTROL_STYLE
+
+    assert f"The {style_words(REFERENCE_STYLE)} black line is the head that sees all dimensions" in dims
+    assert f"`random:k` (the {style_words(CONTROL_STYLE)} line)" in dims
+
+
+def test_tables_use_human_metric_names_and_a_chance_row(built):
+    out, _, _ = built
+    md = (out / "report.md").read_text()
+    for lines in _markdown_tables(md):
+        headers = [h.strip() for h in lines[0].strip("|").split("|")]
+        assert not {"score", "final.score", "top1"} & set(headers), headers
+    layers = md.split("\n## paper/layers\n")[1].split("\n## ")[0]
+    assert "| layer read (0 = embeddings) | RTE | MRPC |" in layers
+    assert "| chance (baseline) | 0.500 | – |" in layers  # no dev labels in this store: uniform chance for RTE
+    assert "Uniform-chance baseline" in layers and "No baseline value for MRPC" in layers
+    tokens = md.split("\n## paper/tokens\n")[1].split("\n## ")[0]
+    assert "| chance (baseline) | 0.500 | 0.000 |" in tokens  # CoLA: Matthews correlation of a guess is 0
+
+
+def test_reviewer_reading_of_a_real_sweep(tmp_path, glue_dir):
+    """A small real store (the toy plugin, a finetune layer sweep and a layers study on RTE with the local GLUE
+    copy) read as a reviewer would: what was run, on what, against which baseline, with which error bars."""
+    from collections import Counter
+
+    from bertscope import glue
+
+    toy = str(Path(__file__).with_name("sweep_toy.py"))
+    small = (f"{{task: rte, data_dir: '{glue_dir}', max_train: 16, max_eval: 16, epochs: 1, max_length: 32, "
+             f"batch_size: 8, freeze: encoder, cache_dir: '{tmp_path / 'cache'}'}}")
+    spec = tmp_path / "paper.yaml"
+    spec.write_text(f"name: paper\nplugins: [{toy}]\ncommand: finetune\nexperiments:\n"
+                    f"  - {{name: toy, command: toy, grid: {{x: [1, 2], seed: [1, 2]}}}}\n"
+                    f"  - {{name: probe, base: {small}, grid: {{layer: ['2', '6'], seed: [1, 2]}}}}\n"
+                    f"  - {{name: scan, command: layers, base: {small[:-1]}, layers: '0,6'}}, grid: {{seed: [1, 2]}}}}\n")
+    api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
+    result = api.report(store=str(tmp_path / "r.db"), out=str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert result.counts["done"] == 10 and result.counts["failed"] == 0
+    # the majority class of each seed's 16-example dev subset, averaged over the seeds
+    shares = []
+    for seed in (1, 2):
+        labels = glue.load_split("rte", "validation", data_dir=glue_dir, max_examples=16, seed=seed).labels
+        shares.append(Counter(labels).most_common(1)[0][1] / len(labels))
+    expected = f"{np.mean(shares):.3f}"
+    for name in ("probe", "scan"):
+        experiment = md.split(f"\n## paper/{name}\n")[1].split("\n## ")[0]
+        assert experiment.startswith("\nTask: RTE (textual entailment; GLUE score = accuracy). Model: all-MiniLM-L6-v2")
+        assert "`max_train=16`" in experiment and "`max_eval=16`" in experiment and "`freeze=encoder`" in experiment
+        assert "data_dir" not in experiment.split("Command")[0]  # where the data was is no option of the result
+        for title, text in _sections(experiment).items():
+            assert "RTE · all-MiniLM-L6-v2 (embedded default) · base options:" in text, title
+        assert f"| majority class (baseline) | {expected} |" in experiment
+        assert "Majority-class baseline" in experiment and str(glue_dir / "RTE" / "dev.tsv") in experiment
+        assert "error bars: ±1 sample standard deviation over n = 2 seeds" in experiment
+    assert "dev GLUE score (`final.combined_score`)" in md.split("\n## paper/probe\n")[1]
+    toy_part = md.split("\n## paper/toy\n")[1].split("\n## ")[0]
+    assert "GLUE" not in toy_part and "Task" not in toy_part.split("\n\n")[1]  # a plugin's score is no GLUE score
+    for png in (tmp_path / "rep" / "plots").glob("*.png"):
+        assert png.with_suffix(".svg").is_file() and png.with_suffix(".pdf").is_file()
+    for tex in (tmp_path / "rep" / "tables").glob("*.tex"):
+        assert latex_problems(tex.read_text()) == [], tex.name

@@ -37,8 +37,10 @@ def test_layers_study_on_the_default_model(small, tmp_path, monkeypatch):
     result = api.layers(task="rte", dims="random:2", out=str(out), **small)
     assert [row["layer"] for row in result.table] == list(range(7))  # MiniLM-L6: layers 0..6
     assert len({tuple(r["dims"]) for r in result.runs}) == 1 and len(result.runs[0]["dims"]) == 2
-    for name in ("layers.json", "layers.csv", "layers.png", "runs.csv"):
+    for name in ("layers.json", "layers.csv", "layers.png", "layers.svg", "layers.pdf", "runs.csv"):
         assert (out / name).is_file()
+    assert {k: v.rsplit("/", 1)[-1] for k, v in result.files.items() if k in ("png", "svg", "pdf")} == {
+        "png": "layers.png", "svg": "layers.svg", "pdf": "layers.pdf"}
     assert len(list((out / "runs").glob("*.json"))) == 7
     with open(out / "layers.csv") as handle:
         assert [int(r["layer"]) for r in csv.DictReader(handle)] == list(range(7))
@@ -141,7 +143,7 @@ def test_find_effective_marks_and_pairs(small, tiny_checkpoint, tmp_path):
     assert summary["verified_pairs"] == [p for p in summary["pairs"] if by_dims[tuple(p)] >= reference]
     assert summary["effective_dims"] == sorted({d for p in summary["verified_pairs"] for d in p})
     assert {row["dim"] for row in result.table} == {d for s in summary["starts"] for d in s}
-    assert (tmp_path / "e" / "dims.png").is_file()
+    assert all((tmp_path / "e" / f"dims.{fmt}").is_file() for fmt in ("png", "svg", "pdf"))
 
 
 def test_tokens_study_matches_plain_finetune(small, tiny_checkpoint, tmp_path):
@@ -195,7 +197,7 @@ def test_cross_frozen_encoder_keeps_earlier_scores(glue_dir, tiny_checkpoint, tm
     dims = result.summary["dims"]
     assert len({d for v in dims.values() for d in v}) == 9  # disjoint
     assert all(v == 0 for v in result.summary["forgetting"].values())
-    for name in ("cross.json", "cross.csv", "cross.png"):
+    for name in ("cross.json", "cross.csv", "cross.png", "cross.svg", "cross.pdf"):
         assert (tmp_path / "c" / name).is_file()
 
 

@@ -22,12 +22,13 @@ from bertscope.agreement import AgreementMetrics, AgreementSums, agreement_stats
 from bertscope.configs import CompareConfig, LayerScanConfig
 from bertscope.errors import BertscopeError
 from bertscope.families import HeadParts
+from bertscope.figures import save_figure
+from bertscope.labels import metric_name, model_name, texts_name
 from bertscope.options import HIDDEN_STATE, NUMBERING_NOTES
 from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
     prepare_out_dir,
-    save_figure_atomic,
     write_csv_atomic,
     write_json_atomic,
 )
@@ -243,23 +244,37 @@ def _write_compare(out: Path, result: CompareResult) -> dict[str, str]:
     files = {"json": str(out / "compare.json"), "csv": str(out / "compare.csv")}
     write_csv_atomic(out / "compare.csv", [*rows, agreement] if rows else [agreement])
     if rows:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        for name, rs in result.curves.items():
-            ax.plot([r["layer"] for r in rs], [r["top1"] for r in rs], marker="o", label=f"{name} ({len(rs) - 1} L)")
-        a = result.agreement
-        ax.set(xlabel="layer (0 = embeddings)", ylabel="top-1 reconstruction of the input", ylim=(0, 1.02),
-               title=f"top-1 agreement {a.top1_agreement:.3f}, KL {a.mean_kl:.3g}, cosine {a.mean_cosine:.3f}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        save_figure_atomic(fig, out / "compare.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        files["png"] = str(out / "compare.png")
+        files.update(_plot_compare(out / "compare.png", result))
     return files
+
+
+def _plot_compare(path: Path, result: CompareResult) -> dict[str, str]:
+    """Both models' top-1 reconstruction per hidden state (PNG, SVG, PDF); the title names both models, the texts
+    and the agreement numbers (one run: no error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    names = {"original": model_name(result.config.model), "variant": model_name(result.config.variant)}
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for name, rs in result.curves.items():
+        ax.plot([r["layer"] for r in rs], [r["top1"] for r in rs], marker="o",
+                label=f"{name}: {names.get(name, name)} ({len(rs) - 1} layers)")
+    a = result.agreement
+    ax.set(xlabel="hidden state (0 = embeddings, l = output of layer l)", ylabel=metric_name("top1"),
+           ylim=(0, 1.02))
+    ax.set_title(f"{names['variant']} vs {names['original']} on {texts_name(result.texts)}\n"
+                 f"{metric_name('top1_agreement')} {a.top1_agreement:.3f}, mean KL {a.mean_kl:.3g} nats, "
+                 f"mean cosine {a.mean_cosine:.3f} (one run, no error bars)", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # hidden states are whole numbers
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        return save_figure(fig, path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 COMMAND = CommandInfo("compare", CompareConfig, run_compare, CompareResult,

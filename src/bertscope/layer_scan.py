@@ -26,12 +26,13 @@ from bertscope.compare import choose_heads, load_sentences, progress_bar, senten
 from bertscope.configs import LayerScanConfig
 from bertscope.errors import BertscopeError
 from bertscope.families import HeadParts
+from bertscope.figures import readable_log_axis, save_figure
+from bertscope.labels import metric_name, model_name, texts_name
 from bertscope.options import BLOCK, NUMBERING_NOTES, parse_blocks
 from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
     prepare_out_dir,
-    save_figure_atomic,
     write_csv_atomic,
     write_json_atomic,
 )
@@ -286,25 +287,40 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
 
 
 def _write_scan(out: Path, result: LayerScanResult) -> dict[str, str]:
+    write_csv_atomic(out / "layer_scan.csv", result.rows)
+    return {"json": str(out / "layer_scan.json"), "csv": str(out / "layer_scan.csv"),
+            **_plot_scan(out / "layer_scan.png", result)}
+
+
+def _plot_scan(path: Path, result: LayerScanResult) -> dict[str, str]:
+    """Agreement, KL and cosine of every variant with the original, by edited layer (PNG, SVG, PDF); KL on a
+    readable log axis when it spans more than a decade. One run: no error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    write_csv_atomic(out / "layer_scan.csv", result.rows)
     done = [r for r in result.rows if r["status"] == "ok"]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0), constrained_layout=True)
     xs = [r["layer"] for r in done]
-    for ax, key, label in zip(axes, ("top1_agreement", "mean_kl", "mean_cosine"),
-                              ("top-1 agreement", "mean KL (nats)", "mean cosine")):
-        ax.plot(xs, [r[key] for r in done], marker="o")
-        ax.set(xlabel=f"{result.config.op}d layer", ylabel=label)
+    edited = {"duplicate": "duplicated", "remove": "removed"}.get(result.config.op, f"{result.config.op}d")
+    for ax, key in zip(axes, ("top1_agreement", "mean_kl", "mean_cosine")):
+        values = [r[key] for r in done]
+        ax.plot(xs, values, marker="o")
+        ax.set(xlabel=f"{edited} layer (0 = first transformer layer)", ylabel=metric_name(key))
+        positive = [v for v in values if v is not None and v > 0]
+        if key == "mean_kl" and positive and max(positive) / min(positive) > 10:
+            readable_log_axis(ax, positive)
+        if xs:
+            ax.set_xticks(xs)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"layer-scan --op {result.config.op} ({result.config.model or 'default model'})")
-    save_figure_atomic(fig, out / "layer_scan.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return {"json": str(out / "layer_scan.json"), "csv": str(out / "layer_scan.csv"),
-            "png": str(out / "layer_scan.png")}
+    fig.suptitle(f"Every single-layer {result.config.op} variant of {model_name(result.config.model)} "
+                 f"({result.depth} layers) vs the original on {texts_name(result.texts)}; one run, no error bars",
+                 fontsize=10)
+    try:
+        return save_figure(fig, path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 COMMAND = CommandInfo("layer-scan", LayerScanConfig, run_layer_scan, LayerScanResult,

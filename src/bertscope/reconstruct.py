@@ -25,7 +25,9 @@ import torch
 from bertscope import families, loading
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
+from bertscope.figures import readable_log_axis, save_figure, style_words
 from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
+from bertscope.labels import metric_name, model_name, texts_name
 from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
 from bertscope.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
 from bertscope.packing import pad_rows
@@ -33,7 +35,6 @@ from bertscope.registry import CommandInfo
 from bertscope.results import (
     environment_info,
     prepare_out_dir,
-    save_figure_atomic,
     write_csv_atomic,
     write_json_atomic,
 )
@@ -312,7 +313,8 @@ def lens_pass(
 
 
 def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
-    """Run the lens as configured; writes reconstruct.json/.csv/.png when ``config.out`` is set."""
+    """Run the lens as configured; writes reconstruct.json/.csv and the figure (.png/.svg/.pdf) when ``config.out``
+    is set."""
 
     started = time.perf_counter()
     source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
@@ -405,52 +407,55 @@ def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[t
 
 
 def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
-    """Write CSV, PNG, then JSON (each atomically); the JSON, written last, lists the files."""
-    files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv"),
-             "png": str(folder / "reconstruct.png")}
+    """Write CSV, the figure (PNG, SVG, PDF), then JSON (each atomically); the JSON, written last, lists the files."""
+    files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv")}
     rows = [{"model": result.model["name"], "head": result.head["mode"], **dataclasses.asdict(r)}
             for r in result.records]
     write_csv_atomic(files["csv"], rows)
-    _plot(result, Path(files["png"]))
+    files.update(_plot(result, folder / "reconstruct.png"))
     result = dataclasses.replace(result, files=files)
     write_json_atomic(files["json"], result.to_dict())
     return result
 
 
-def _plot(result: ReconstructResult, path: Path) -> None:
+#: line style per group of positions (the legend says which line is which)
+_GROUP_STYLES = {"all": "-", "masked": "--", "unmasked": ":"}
+
+
+def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
+    """The three panels (percentages, NLL, mean rank on a readable log axis), as PNG, SVG and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-    styles = {"all": "-", "masked": "--", "unmasked": ":"}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), constrained_layout=True)
+    ranks: list[float] = []
     for group in result.groups:
         recs = [r for r in result.records if r.group == group]
         x = [r.layer for r in recs]
-        suffix = "" if group == "all" else f" ({group})"
-        for name, label in (("top1", "top-1"), ("top5", "top-5"), ("exact", "exact sentences")):
-            axes[0].plot(x, [100 * getattr(r, name) for r in recs], styles.get(group, "-"), marker="o",
-                         label=label + suffix)
-        axes[1].plot(x, [r.nll for r in recs], styles.get(group, "-"), marker="o", label="NLL" + suffix)
-        axes[2].plot(x, [r.mean_rank for r in recs], styles.get(group, "-"), marker="o", label="mean rank" + suffix)
-    axes[0].set_ylabel("% of tokens / sentences")
+        style = _GROUP_STYLES.get(group, "-")
+        suffix = "" if group == "all" else f" ({group} positions, {style_words(style)})"
+        for name in ("top1", "top5", "exact"):
+            axes[0].plot(x, [100 * getattr(r, name) for r in recs], style, marker="o",
+                         label=metric_name(name) + suffix)
+        axes[1].plot(x, [r.nll for r in recs], style, marker="o", label="NLL" + suffix)
+        axes[2].plot(x, [r.mean_rank for r in recs], style, marker="o", label="mean rank" + suffix)
+        ranks.extend(r.mean_rank for r in recs)
+    axes[0].set_ylabel("% of input tokens (exact: of sentences)")
     axes[0].set_ylim(-2, 102)
-    axes[1].set_ylabel("NLL of the input token (nats)")
-    axes[2].set_ylabel("mean rank of the input token (1 = best)")
-    axes[2].set_yscale("log")
-    axes[2].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[2].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[1].set_ylabel(metric_name("nll"))
+    axes[2].set_ylabel(f"{metric_name('mean_rank')} (1 = best, log scale)")
+    readable_log_axis(axes[2], ranks)
     for ax in axes:
-        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_xlabel("hidden state (0 = embeddings, l = output of layer l)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     head = result.head["mode"] + (f"/{result.head['part']}" if result.head["mode"] == "pretrained" else "")
-    fig.suptitle(f"Input reconstruction by the MLM head at every layer: {result.model['name']} (head {head})",
-                 fontsize=10)
+    fig.suptitle(f"Input reconstruction by the MLM head at every layer: {model_name(result.model['name'])}, "
+                 f"head {head}, on {texts_name(result.texts)}; one run, no error bars", fontsize=10)
     try:
-        save_figure_atomic(fig, path, dpi=120)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 

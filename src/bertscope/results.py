@@ -137,13 +137,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def save_figure_atomic(fig: Any, path: str | os.PathLike[str], **savefig_options: Any) -> Path:
-    """Save a matplotlib figure as PNG via a temporary file and an atomic rename (the figure is not closed)."""
+    """Save a matplotlib figure via a temporary file and an atomic rename (the figure is not closed); the format
+    is the file's suffix (``.png``, ``.svg``, ``.pdf``; PNG when it has none). ``figures.save_figure`` writes all
+    three."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+    fmt = target.suffix.lstrip(".").lower() or "png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{fmt}", dir=target.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png", **savefig_options)
+        fig.savefig(tmp, format=fmt, **savefig_options)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

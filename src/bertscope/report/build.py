@@ -4,8 +4,9 @@ The report reads only the store (metrics, configurations, grid axes and each run
 be rebuilt at any time, also while a sweep is still running (it shows what is done). Runs are grouped by their
 spec block ("experiment"); a study run (a command whose :class:`~bertscope.registry.CommandInfo` declares
 ``study_points``) is first turned into one point per fine-tuning run it holds. Then :mod:`.sections` builds the
-sections the experiment's axes call for, and :mod:`.render` writes report.md and, from that same Markdown,
-report.html.
+sections the experiment's axes call for (each naming the experiment's tasks, models and base options, read by
+:mod:`.context`), and :mod:`.render` writes report.md, from that same Markdown report.html, and every table as
+CSV and LaTeX.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 
 from bertscope.configs import ReportConfig
 from bertscope.errors import BertscopeError
+from bertscope.labels import axis_name
 from bertscope.registry import CommandInfo
+from bertscope.report.context import experiment_context
 from bertscope.report.document import Block, Section
 from bertscope.report.plots import Plots
-from bertscope.report.render import to_html, to_markdown
+from bertscope.report.render import to_html, to_markdown, write_tables
 from bertscope.report.sections import (
     aggregate_rows,
     experiment_sections,
@@ -65,10 +68,14 @@ class ReportResult:
 
         table = Table(title=f"report -> {self.out}")
         table.add_column("file")
+        tables = 0
         for name in self.files:
-            if not name.endswith(".png"):
+            if name.startswith("tables/") and name.endswith(".tex"):
+                tables += 1
+            elif not name.startswith(("plots/", "tables/")) or name == "tables/aggregated.csv":
                 table.add_row(name)
-        table.add_row(f"{self.plots} PNG plot(s) under plots/")
+        table.add_row(f"{self.plots} figure(s) under plots/ (PNG 300 dpi, SVG, PDF)")
+        table.add_row(f"{tables} table(s) under tables/ (CSV, LaTeX booktabs)")
         return table
 
 
@@ -103,7 +110,8 @@ def _experiment_order(records: Sequence[RunRecord]) -> list[tuple[str, str]]:
 
 
 def build_report(config: ReportConfig) -> ReportResult:
-    """Write report.md, report.html, plots/*.png, tables/*.csv and report.json under ``config.out``."""
+    """Write report.md, report.html, plots/*.{png,svg,pdf}, tables/*.{csv,tex} and report.json under
+    ``config.out``."""
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise BertscopeError(f"--out {out} is a file; give a folder")
@@ -130,20 +138,26 @@ def build_report(config: ReportConfig) -> ReportResult:
             experiments.append(name)
             metric = main_metric(main_rows, config.metric)
             run_commands = sorted({r.command for r in main_rows})
+            ctx = experiment_context(store, rows, products)
             head = Section(f"{name}", level=2)
             axes = condition_axes(main_rows)
+            metric_words = "none" if metric is None else (
+                f"{ctx.metric(metric)} (`{metric}`)" if ctx.metric(metric) != metric else f"`{metric}`")
+            head.text(ctx.line())
             head.text(f"Command `{', '.join(run_commands)}`; {len(rows)} finished run(s); conditions: "
-                      + (", ".join(f"`{a}`" for a in axes) or "none")
+                      + (", ".join(f"`{a}` ({axis_name(a)})" if axis_name(a) != a else f"`{a}`" for a in axes)
+                         or "none")
                       + f"; replicate axis `{REPLICATE_AXIS}` ({len(axis_values(main_rows, REPLICATE_AXIS))} "
-                      f"value(s)); main metric `{metric}`."
+                      f"value(s)); main metric: {metric_words}."
                       + (" Study runs are shown point by point (each fine-tuning run inside them)."
                          if any(is_study(c) for c in run_commands) else ""))
             sections.append(head)
             if metric is None:
                 head.text("These runs report no metrics.")
                 continue
-            sections.extend(experiment_sections(store, main_rows, plots, name, metric, config.metric, products))
-            sections.append(summary_section(main_rows, name, summary_metrics(main_rows, metric)))
+            sections.extend(experiment_sections(store, main_rows, plots, name, metric, config.metric, products,
+                                                ctx))
+            sections.append(summary_section(main_rows, name, summary_metrics(main_rows, metric), ctx))
             csv_rows.extend(aggregate_rows(main_rows, name))
         if not experiments:
             sections.append(Section("No finished runs yet", blocks=[Block("text", text="Nothing to plot yet: "
@@ -151,16 +165,18 @@ def build_report(config: ReportConfig) -> ReportResult:
     files: list[Path] = []
     if csv_rows:
         files.append(write_csv_atomic(out / "tables" / "aggregated.csv", csv_rows))
+    files.extend(write_tables(sections, out))
     markdown = to_markdown(title, sections, out)
     files.append(write_text_atomic(out / "report.md", markdown))
     files.append(write_text_atomic(out / "report.html", to_html(title, markdown, out)))
     names = (*(str(p.relative_to(out)) for p in [*files, *plots.files]), "report.json")
     result = ReportResult(config=config, out=str(out), files=names, experiments=tuple(experiments),
-                          counts=counts, plots=len(plots.files))
+                          counts=counts, plots=len(plots.figures))
     write_json_atomic(out / "report.json", result.to_dict())
     return result
 
 
 COMMAND = CommandInfo("report", ReportConfig, build_report, ReportResult,
-                      "Markdown + HTML report with plots and mean +/- std tables from a result store",
+                      "Markdown + HTML report with figures (PNG, SVG, PDF) and mean +/- std tables (CSV, LaTeX) "
+                      "from a result store",
                       sweepable=False)

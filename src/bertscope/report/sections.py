@@ -9,7 +9,11 @@
 * a ``model`` axis (e.g. originals and deepened variants made by a pre-step): original vs deepened GLUE tables;
 * always: a summary table of the main metric per condition and a CSV with every metric aggregated.
 
-Every number is ``mean ± std (n=runs)`` over the replicate axes (:mod:`.stats`).
+Every number is ``mean ± std (n=runs)`` over the replicate axes (:mod:`.stats`). Every section starts with the
+experiment's task(s), model(s) and base options (:mod:`.context`); metrics and axes are shown by their human names
+(:mod:`bertscope.labels`, the key itself beside it once); a GLUE classification score gets its majority-class (or
+chance) reference line, row or column; every caption says what its error bars are; each table is also written as
+CSV and LaTeX (:mod:`.render`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ from typing import Any
 
 from bertscope.configs import ReportConfig
 from bertscope.errors import BertscopeError
+from bertscope.figures import (
+    BASELINE_STYLE,
+    REFERENCE_STYLE,
+    draw_baseline,
+    readable_log_axis,
+    spread_words,
+    style_words,
+)
+from bertscope.labels import axis_name, model_name, task_name
 from bertscope.options import parse_dims
+from bertscope.report.context import Context, row_tasks, task_key
 from bertscope.report.document import Section
 from bertscope.report.plots import Plots, figure, grouped_bars, heatmap
 from bertscope.report.stats import (
@@ -47,6 +61,10 @@ TASK_AXES = ("task",)
 SOURCE_AXES = ("source", "source_task", "first", "first_task", "from_task", "task_a", "intermediate",
                "intermediate_task")
 TARGET_AXES = ("target", "target_task", "second", "second_task", "to_task", "task_b", "task")
+#: axes whose values are GLUE task names (shown as "RTE", "SST-2"...)
+TASK_VALUED = (*TASK_AXES, *SOURCE_AXES, *TARGET_AXES)
+#: the style of the "random" control line in the dims plot
+CONTROL_STYLE = "--"
 
 
 def is_study(command: str) -> bool:
@@ -57,54 +75,140 @@ def is_study(command: str) -> bool:
 
 
 def experiment_sections(store: ResultStore, rows: list[RunRecord], plots: Plots, name: str, metric: str,
-                        preferred: str | None, products: dict[str, RunRecord]) -> list[Section]:
+                        preferred: str | None, products: dict[str, RunRecord], ctx: Context) -> list[Section]:
     """The paper-shaped sections that apply to one experiment's finished runs (see the module docstring)."""
     rows = _with_source_task(rows, products)
     candidates = [
-        _curves_section(store, rows, plots, name, preferred),
-        _layer_task_section(rows, plots, name, metric),
-        _dims_section(rows, plots, name, metric),
+        _curves_section(store, rows, plots, name, preferred, ctx),
+        _layer_task_section(rows, plots, name, metric, ctx),
+        _dims_section(rows, plots, name, metric, ctx),
         _axis_table_section(rows, "token", "token choice", name, metric,
-                            "Which token vector the head reads (e.g. `cls`, `mean`, `max-norm`).", plots),
+                            "Which token vector the head reads (e.g. `cls`, `mean`, `max-norm`).", ctx, plots),
         _axis_table_section(rows, "freeze", "frozen vs fine-tuned", name, metric,
                             "`none` fine-tunes the whole encoder; other values freeze the named parts and train "
-                            "only the head (and what is left).", plots),
-        _cross_section(rows, plots, name, metric),
-        _deepened_section(rows, plots, name, metric, products),
+                            "only the head (and what is left).", ctx, plots),
+        _cross_section(rows, plots, name, metric, ctx),
+        _deepened_section(rows, plots, name, metric, products, ctx),
     ]
     return [section for section in candidates if section is not None]
+
+
+# -- names, reference values, captions ------------------------------------------------------------------------------
+
+
+def shown(axis: str | None, value: Any) -> str:
+    """A grid value as a reader sees it: task names as papers write them ("RTE", "after SST-2"), others as is."""
+    if axis in TASK_VALUED and value is not None:
+        text = str(value)
+        if text.startswith("after "):
+            return f"after {task_name(text.removeprefix('after '))}"
+        return task_name(text)
+    return str(value)
+
+
+def describe_shown(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={shown(k, v)}" for k, v in values.items())
+
+
+def _new_section(title: str, ctx: Context) -> Section:
+    section = Section(title, level=3)
+    section.text(ctx.line(compact=True))
+    return section
+
+
+def _metric_words(metric: str, ctx: Context) -> str:
+    """"dev GLUE score (`final.score`)": the human name with the key once beside it."""
+    name = ctx.metric(metric)
+    return f"`{metric}`" if name == metric else f"{name} (`{metric}`)"
+
+
+def _title(what: str, ctx: Context) -> str:
+    what = _sentence(what) if ctx.builtin else what  # a plugin's metric key stays as it is spelled
+    context = ctx.short()
+    return f"{what}\n{context}" if context else what
+
+
+def _baseline_of(ctx: Context, task: Any, metric: str) -> tuple[float, str] | None:
+    """(value, label) of the reference line of ``task`` for ``metric``, if there is one."""
+    baseline = ctx.baseline(task_key(task))
+    value = None if baseline is None else baseline.value(metric)
+    return None if baseline is None or value is None else (value, baseline.label)
+
+
+def _single_task(rows: Sequence[RunRecord], ctx: Context) -> str | None:
+    """The one task all of ``rows`` are about (None when they span several, or none)."""
+    tasks = {t for r in rows for t in row_tasks(r)}
+    if len(tasks) == 1:
+        return next(iter(tasks))
+    return ctx.tasks[0] if len(ctx.tasks) == 1 and not tasks else None
+
+
+def _reference_words(entries: Sequence[tuple[float, str]], style: str = "") -> str:
+    labels = sorted({label for _, label in entries})
+    if not labels:
+        return ""
+    kind = " / ".join(labels)
+    return (f"The {style_words(style)} grey line is the {kind.replace('majority class', 'majority-class')} baseline."
+            if style else f"Reference: {kind}.")
+
+
+def _baseline_row_label(ctx: Context, tasks: Sequence[Any], metric: str) -> str | None:
+    labels = sorted({b[1] for t in tasks if (b := _baseline_of(ctx, t, metric)) is not None})
+    if not labels:
+        return None
+    return " / ".join(labels) + " (baseline)"
 
 
 # -- tables ---------------------------------------------------------------------------------------------------------
 
 
-def _pivot(section: Section, rows: Sequence[RunRecord], row_axis: str, col_axis: str, metric: str,
+def _pivot(section: Section, rows: Sequence[RunRecord], row_axis: str, col_axis: str, metric: str, ctx: Context,
            *, row_title: str | None = None, caption: str = "") -> None:
-    """Tables of ``metric`` with ``row_axis`` down and ``col_axis`` across, one per value of the other axes."""
+    """Tables of ``metric`` with ``row_axis`` down and ``col_axis`` across, one per value of the other axes; when
+    one of them is the evaluated task, a baseline row (or column) holds each task's reference value."""
     others = [a for a in condition_axes(rows) if a not in (row_axis, col_axis)]
     for fixed, group in split_by(rows, others):
         row_values = axis_values(group, row_axis)
         col_values = axis_values(group, col_axis)
         table_rows = []
         for rv in row_values:
-            cells = [str(rv)]
+            cells = [shown(row_axis, rv)]
             for cv in col_values:
                 members = [r for r in group if (r.axes or {}).get(row_axis) == rv
                            and (r.axes or {}).get(col_axis) == cv]
                 cells.append(format_cell(metric_stats(members, metric)))
             table_rows.append(cells)
-        suffix = f" ({describe(fixed)})" if fixed else ""
-        section.table([row_title or row_axis, *map(str, col_values)], table_rows,
-                      caption=f"{caption}{suffix}; `{metric}`, mean ± std over seeds (n = runs)")
+        headers = [row_title or axis_name(row_axis), *(shown(col_axis, c) for c in col_values)]
+        note = ""
+        if col_axis in TARGET_AXES and (label := _baseline_row_label(ctx, col_values, metric)):
+            table_rows.append([label, *(f"{b[0]:.3f}" if (b := _baseline_of(ctx, c, metric)) else "–"
+                                        for c in col_values)])
+            note = " " + ctx.baseline_notes(metric, [task_key(c) for c in col_values])
+        elif row_axis in TARGET_AXES and (label := _baseline_row_label(ctx, row_values, metric)):
+            headers.append(label)
+            for cells, rv in zip(table_rows, row_values):
+                cells.append(f"{b[0]:.3f}" if (b := _baseline_of(ctx, rv, metric)) else "–")
+            note = " " + ctx.baseline_notes(metric, [task_key(r) for r in row_values])
+        suffix = f" ({describe_shown(fixed)})" if fixed else ""
+        section.table(headers, table_rows, caption=f"{caption}{suffix}; {_metric_words(metric, ctx)}, mean ± std "
+                                                   f"over seeds (n = runs).{note}")
 
 
-def _single_axis_table(section: Section, rows: Sequence[RunRecord], axis: str, metric: str, caption: str) -> None:
+def _single_axis_table(section: Section, rows: Sequence[RunRecord], axis: str, metric: str, caption: str,
+                       ctx: Context) -> None:
     others = [a for a in condition_axes(rows) if a != axis]
     for fixed, group in split_by(rows, others):
-        table_rows = [[str(v), format_cell(metric_stats([r for r in group if (r.axes or {}).get(axis) == v],
-                                                        metric))] for v in axis_values(group, axis)]
-        suffix = f" ({describe(fixed)})" if fixed else ""
-        section.table([axis, metric], table_rows, caption=f"{caption}{suffix}")
+        table_rows = [[shown(axis, v), format_cell(metric_stats([r for r in group if (r.axes or {}).get(axis) == v],
+                                                                metric))] for v in axis_values(group, axis)]
+        note = ""
+        task = _single_task(group, ctx)
+        if task is not None and (reference := _baseline_of(ctx, task, metric)):
+            table_rows.append([f"{reference[1]} (baseline)", f"{reference[0]:.3f}"])
+            note = " " + ctx.baseline_notes(metric, [task])
+        suffix = f" ({describe_shown(fixed)})" if fixed else ""
+        section.table([axis_name(axis), ctx.metric(metric)], table_rows,
+                      caption=f"{caption}{suffix}; {_metric_words(metric, ctx)}, mean ± std over seeds "
+                              f"(n = runs).{note}")
 
 
 # -- per-layer curves -----------------------------------------------------------------------------------------------
@@ -152,8 +256,12 @@ def _curve_metric(curves: dict[str, list[dict[str, float]]], preferred: str | No
     return keys[0] if keys else None
 
 
+#: curve metrics whose values span decades (drawn on a log axis)
+_LOG_CURVES = frozenset({"mean_rank"})
+
+
 def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots, title: str,
-                    preferred: str | None) -> Section | None:
+                    preferred: str | None, ctx: Context) -> Section | None:
     curves_by_run = {r.id: layer_curves(store.payload(r.id)) for r in rows}
     if not any(curves_by_run.values()):
         return None
@@ -161,8 +269,9 @@ def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots,
     metric = _curve_metric(all_curves, preferred)
     if metric is None:
         return None
-    kind = "reconstruction curves" if {r.command for r in rows} & {"reconstruct", "compare"} else "curves"
-    section = Section(f"{title}: {kind} per layer", level=3)
+    lens = bool({r.command for r in rows} & {"reconstruct", "compare"})
+    kind = "reconstruction curves" if lens else "curves"
+    section = _new_section(f"{title}: {kind} per layer", ctx)
     conditions = condition_axes(rows)
     names: list[str] = []
     for cs in curves_by_run.values():
@@ -170,6 +279,7 @@ def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots,
     fig, ax = figure()
     table_layers: list[int] = []
     series: list[tuple[str, dict[int, tuple[float, float | None, int]]]] = []
+    plotted: list[float] = []
     for fixed, group in split_by(rows, conditions):
         for name in names:
             per_layer: dict[int, list[float]] = {}
@@ -179,71 +289,112 @@ def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots,
                         per_layer.setdefault(int(rec["layer"]), []).append(rec[metric])
             if not per_layer:
                 continue
-            label = describe(fixed) or (group[0].config.get("model") or "default model")
+            label = describe_shown(fixed) or model_name(group[0].config.get("model"))
+            legend = ", ".join(shown(k, v) for k, v in fixed.items()) or label
             if len(names) > 1:
-                label = f"{label} [{name}]"
+                label, legend = f"{label} [{name}]", f"{legend} [{name}]"
             stats = {layer: aggregate(values) for layer, values in sorted(per_layer.items())}
             series.append((label, stats))
             xs = list(stats)
             means = [stats[x][0] for x in xs]
             stds = [stats[x][1] or 0.0 for x in xs]
-            ax.plot(xs, means, marker="o", markersize=3, label=str(label))
+            ax.plot(xs, means, marker="o", markersize=3, label=legend)
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                             alpha=0.2)
+            plotted.extend([*means, *(m + s for m, s in zip(means, stds))])
             table_layers.extend(x for x in xs if x not in table_layers)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{title}: {metric} per layer")
+    from matplotlib.ticker import MaxNLocator
+
+    human = ctx.metric(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # hidden states are whole numbers
+    ax.set_xlabel("hidden state (0 = embeddings, l = output of layer l)")
+    ax.set_ylabel(human)
+    if metric in _LOG_CURVES:
+        readable_log_axis(ax, plotted)
+    ax.set_title(_title(f"{human} per layer", ctx), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title=", ".join(axis_name(a) for a in conditions) or None, title_fontsize=7)
+    counts = [s[2] for _, stats in series for s in stats.values()]
+    words = _metric_words(metric, ctx)
+    what = f"{words} of the MLM head applied to each hidden state" if lens else f"{words} per hidden state"
+    context = f" {ctx.short()}." if ctx.short() else ""
     section.image(plots.save(fig, f"{title}-curves"),
-                  f"{metric} of the MLM head applied to each layer; band = ±1 std over seeds")
+                  f"{_sentence(what)}; line = mean, {spread_words(counts, what='band')}.{context}")
     table_layers.sort()
     section.table(["variant", *map(str, table_layers)],
                   [[label, *(format_cell(stats[x]) if x in stats else "–" for x in table_layers)]
                    for label, stats in series],
-                  caption=f"`{metric}` by layer, mean ± std over seeds (n = runs)")
+                  caption=f"{_sentence(words)} by hidden state (columns), mean ± std over seeds (n = runs)")
     return section
 
 
 # -- GLUE-shaped sections -------------------------------------------------------------------------------------------
 
 
-def _layer_task_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str) -> Section | None:
+def _layer_task_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
+                        ctx: Context) -> Section | None:
     conditions = condition_axes(rows)
     layer_axis = next((a for a in LAYER_AXES if a in conditions), None)
     if layer_axis is None:
         return None
-    section = Section(f"{title}: score by layer", level=3)
+    section = _new_section(f"{title}: score by layer", ctx)
     task_axis = next((a for a in TASK_AXES if a in conditions), None)
     others = [a for a in conditions if a not in (layer_axis, task_axis)]
+    human = ctx.metric(metric)
     for fixed, group in split_by(rows, others):
         layers = axis_values(group, layer_axis)
         tasks = axis_values(group, task_axis) if task_axis else [None]
-        matrix = [[metric_stats([r for r in group if (r.axes or {}).get(layer_axis) == lv
-                                 and (task_axis is None or (r.axes or {}).get(task_axis) == t)], metric)[0]
-                   for t in tasks] for lv in layers]
-        suffix = f" ({describe(fixed)})" if fixed else ""
+        cells = [[metric_stats([r for r in group if (r.axes or {}).get(layer_axis) == lv
+                                and (task_axis is None or (r.axes or {}).get(task_axis) == t)], metric)
+                  for t in tasks] for lv in layers]
+        counts = [c[2] for row in cells for c in row]
+        suffix = f" ({describe_shown(fixed)})" if fixed else ""
         if task_axis:
-            path = heatmap(plots, matrix, [str(v) for v in layers], [str(t) for t in tasks],
-                           f"{metric}: layer x task{suffix}", "task", layer_axis, f"{title}-layer-task{suffix}")
-            section.image(path, f"layer x task heatmap of `{metric}` (mean over seeds){suffix}")
+            references = {t: b for t in tasks if (b := _baseline_of(ctx, t, metric)) is not None}
+            columns = [shown(task_axis, t) + (f"\n{references[t][1]} {references[t][0]:.3f}" if t in references
+                                              else "") for t in tasks]
+            path = heatmap(plots, [[c[0] for c in row] for row in cells], [str(v) for v in layers], columns,
+                           _title(f"{human} by layer and task{suffix}", ctx), axis_name("task"),
+                           axis_name(layer_axis), f"{title}-layer-task{suffix}", value_label=human)
+            under = (" Under each task name: its baseline. " + ctx.baseline_notes(metric, tasks)
+                     if references else "")
+            section.image(path, f"Layer x task heatmap of {_metric_words(metric, ctx)}{suffix}: each cell is the "
+                                f"mean over {_n_words(counts)} (no error bars; the table below gives ± std)."
+                                f"{under}")
         else:
             fig, ax = figure()
-            stats = [metric_stats([r for r in group if (r.axes or {}).get(layer_axis) == lv], metric)
-                     for lv in layers]
-            ax.errorbar(range(len(layers)), [s[0] for s in stats], yerr=[s[1] or 0.0 for s in stats],
-                        marker="o", capsize=3)
-            ax.set_xticks(range(len(layers)), labels=[str(v) for v in layers])
-            ax.set_xlabel(layer_axis)
-            ax.set_ylabel(metric)
+            numeric = all(str(v).strip().lstrip("-").isdigit() for v in layers)  # one layer each: true positions
+            xs = [int(str(v)) for v in layers] if numeric else list(range(len(layers)))
+            ax.errorbar(xs, [c[0][0] for c in cells], yerr=[c[0][1] or 0.0 for c in cells],
+                        marker="o", capsize=3, label="mean ± std")
+            task = _single_task(group, ctx)
+            reference = _baseline_of(ctx, task, metric) if task else None
+            if reference is not None:
+                draw_baseline(ax, reference[0], reference[1])
+            ax.set_xticks(xs, labels=[str(v) for v in layers])
+            ax.set_xlabel(axis_name(layer_axis))
+            ax.set_ylabel(human)
+            ax.set_title(_title(f"{human} by layer{suffix}", ctx), fontsize=9)
             ax.grid(alpha=0.3)
-            section.image(plots.save(fig, f"{title}-layers{suffix}"), f"`{metric}` by {layer_axis}{suffix}")
+            ax.legend(fontsize=7)
+            note = (f" {_reference_words([reference], BASELINE_STYLE)} {ctx.baseline_notes(metric, [task])}"
+                    if reference is not None and task else "")
+            section.image(plots.save(fig, f"{title}-layers{suffix}"),
+                          f"{_sentence(_metric_words(metric, ctx))} by {axis_name(layer_axis)}{suffix}; point = "
+                          f"mean, {spread_words(counts)}.{note}")
     if task_axis:
-        _pivot(section, rows, layer_axis, task_axis, metric, caption="Score by layer and task")
+        _pivot(section, rows, layer_axis, task_axis, metric, ctx, caption="Score by layer and task")
     else:
-        _single_axis_table(section, rows, layer_axis, metric, f"Score by {layer_axis}")
+        _single_axis_table(section, rows, layer_axis, metric, f"Score by {axis_name(layer_axis)}", ctx)
     return section
+
+
+def _n_words(counts: Sequence[int]) -> str:
+    ns = sorted({n for n in counts if n})
+    if not ns:
+        return "no runs"
+    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    return f"n = {n} seed{'' if ns[-1] == 1 else 's'}"
 
 
 _DIMS = re.compile(r"^\s*([a-z][a-z_-]*)\s*:\s*(.+)$", re.IGNORECASE)
@@ -269,14 +420,16 @@ def _dims_k(value: Any) -> tuple[str, int | None]:
         return (kind, None)
 
 
-def _dims_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str) -> Section | None:
+def _dims_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str, ctx: Context) -> Section | None:
     conditions = condition_axes(rows)
     if "dims" not in conditions:
         return None
-    section = Section(f"{title}: score vs number of dimensions", level=3)
-    section.text("Each line is a way of choosing k hidden dimensions; `random:k` is the control. The dashed line "
-                 "is the head that sees all dimensions.")
+    section = _new_section(f"{title}: score vs number of dimensions", ctx)
+    section.text(f"Each line is a way of choosing k hidden dimensions; `random:k` (the {style_words(CONTROL_STYLE)} "
+                 f"line) is the control. The {style_words(REFERENCE_STYLE)} black line is the head that sees all "
+                 "dimensions.")
     others = [a for a in conditions if a != "dims"]
+    human = ctx.metric(metric)
     for fixed, group in split_by(rows, others):
         by_kind: dict[str, dict[int, list[RunRecord]]] = {}
         full: list[RunRecord] = []
@@ -287,55 +440,84 @@ def _dims_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: s
             elif k is not None:
                 by_kind.setdefault(kind, {}).setdefault(k, []).append(row)
         fig, ax = figure()
+        counts: list[int] = []
         for kind, points in by_kind.items():
             ks = sorted(points)
             stats = [metric_stats(points[k], metric) for k in ks]
+            counts.extend(s[2] for s in stats)
             ax.errorbar(ks, [s[0] for s in stats], yerr=[s[1] or 0.0 for s in stats], marker="o", capsize=3,
                         label=kind + (" (control)" if kind == "random" else ""),
-                        linestyle="--" if kind == "random" else "-")
+                        linestyle=CONTROL_STYLE if kind == "random" else "-")
         if full:
             mean, _, n = metric_stats(full, metric)
-            ax.axhline(mean, color="black", linestyle=":", label=f"all dims (n={n})")
+            ax.axhline(mean, color="black", linestyle=REFERENCE_STYLE, label=f"all dims (n={n})")
+        task = _single_task(group, ctx)
+        reference = _baseline_of(ctx, task, metric) if task else None
+        if reference is not None:
+            draw_baseline(ax, reference[0], reference[1])
         all_ks = sorted({k for points in by_kind.values() for k in points})
         if len(all_ks) > 2 and all_ks[-1] / all_ks[0] > 8:
             ax.set_xscale("log", base=2)
         if all_ks:
             ax.set_xticks(all_ks, labels=[str(k) for k in all_ks])
             ax.minorticks_off()
-        suffix = f" ({describe(fixed)})" if fixed else ""
-        ax.set_xlabel("k (hidden dimensions the head sees)")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs k{suffix}")
+        suffix = f" ({describe_shown(fixed)})" if fixed else ""
+        ax.set_xlabel(axis_name("k"))
+        ax.set_ylabel(human)
+        ax.set_title(_title(f"{human} vs k{suffix}", ctx), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        section.image(plots.save(fig, f"{title}-dims{suffix}"), f"`{metric}` vs k dimensions{suffix}")
+        note = (f" {_reference_words([reference], BASELINE_STYLE)} {ctx.baseline_notes(metric, [task])}"
+                if reference is not None and task else "")
+        section.image(plots.save(fig, f"{title}-dims{suffix}"),
+                      f"{_sentence(_metric_words(metric, ctx))} vs k dimensions{suffix}; point = mean, "
+                      f"{spread_words(counts, replicate='runs (seeds and random samples)')}.{note}")
     row_axis = "task" if "task" in conditions else None
     if row_axis:
-        _pivot(section, rows, "dims", row_axis, metric, caption="Score by dimension choice and task")
+        _pivot(section, rows, "dims", row_axis, metric, ctx, caption="Score by dimension choice and task")
     else:
-        _single_axis_table(section, rows, "dims", metric, "Score by dimension choice")
+        _single_axis_table(section, rows, "dims", metric, "Score by dimension choice", ctx)
     return section
 
 
 def _axis_table_section(rows: Sequence[RunRecord], axis: str, heading: str, title: str, metric: str,
-                        explanation: str, plots: Plots | None = None) -> Section | None:
+                        explanation: str, ctx: Context, plots: Plots | None = None) -> Section | None:
     conditions = condition_axes(rows)
     if axis not in conditions:
         return None
-    section = Section(f"{title}: {heading}", level=3)
+    section = _new_section(f"{title}: {heading}", ctx)
     section.text(explanation)
     task_axis = next((a for a in TASK_AXES if a in conditions and a != axis), None)
     if plots is not None:
         others = [a for a in conditions if a not in (axis, task_axis)]
         for fixed, group in split_by(rows, others):
-            suffix = f" ({describe(fixed)})" if fixed else ""
-            section.image(grouped_bars(plots, group, task_axis, axis, metric, f"{heading}{suffix}",
-                                       f"{title}-{axis}{suffix}"), f"`{metric}` by {axis}{suffix}; ±1 std over seeds")
+            suffix = f" ({describe_shown(fixed)})" if fixed else ""
+            path, counts, note = _bars(plots, group, task_axis, axis, metric, f"{heading}{suffix}",
+                                       f"{title}-{axis}{suffix}", ctx)
+            section.image(path, f"{_sentence(_metric_words(metric, ctx))} by {axis_name(axis)}{suffix}; bar = "
+                                f"mean, {spread_words(counts)}.{note}")
     if task_axis:
-        _pivot(section, rows, axis, task_axis, metric, caption=heading.capitalize())
+        _pivot(section, rows, axis, task_axis, metric, ctx, caption=heading.capitalize())
     else:
-        _single_axis_table(section, rows, axis, metric, heading.capitalize())
+        _single_axis_table(section, rows, axis, metric, heading.capitalize(), ctx)
     return section
+
+
+def _bars(plots: Plots, rows: Sequence[RunRecord], task_axis: str | None, bar_axis: str, metric: str, what: str,
+          stem: str, ctx: Context) -> tuple[Any, list[int], str]:
+    """Grouped bars with each task's baseline across its group; returns (PNG, runs per bar, caption note)."""
+    references: dict[Any, tuple[float, str]] = {}
+    if task_axis:
+        references = {t: b for t in axis_values(rows, task_axis) if (b := _baseline_of(ctx, t, metric))}
+    elif (task := _single_task(rows, ctx)) and (b := _baseline_of(ctx, task, metric)):
+        references = {None: b}
+    human = ctx.metric(metric)
+    path, counts = grouped_bars(plots, rows, task_axis, bar_axis, metric, _title(what, ctx), stem, ylabel=human,
+                                legend_title=axis_name(bar_axis), shown=shown, baselines=references)
+    tasks = [task_key(t) for t in references] if task_axis else ([_single_task(rows, ctx) or ""])
+    note = (f" {_reference_words(list(references.values()), BASELINE_STYLE)} "
+            f"{ctx.baseline_notes(metric, tasks)}" if references else "")
+    return path, counts, note
 
 
 def _sentence(text: str) -> str:
@@ -345,31 +527,33 @@ def _sentence(text: str) -> str:
 def _model_label(row: RunRecord) -> str:
     value = (row.axes or {}).get("model")
     if value is None:
-        return str(row.config.get("model") or "default model")
+        return model_name(row.config.get("model"))
     return str(value)
 
 
 def _deepened_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
-                      products: dict[str, RunRecord]) -> Section | None:
+                      products: dict[str, RunRecord], ctx: Context) -> Section | None:
     conditions = condition_axes(rows)
     if "model" not in conditions:
         return None
     derived = {_model_label(r) for r in rows if isinstance(r.identity.get("model"), dict)}
     makers = {products[ref].command for r in rows if (ref := _model_ref(r)) and ref in products}
     heading = "original vs deepened" if derived and makers <= {"deepen"} else "by model"
-    section = Section(f"{title}: {heading}", level=3)
+    section = _new_section(f"{title}: {heading}", ctx)
     if derived:
         section.text("Models produced by a pre-step of the sweep (e.g. `deepen`): " + ", ".join(sorted(derived))
                      + ". Each pre-step ran once and every run below used its output folder.")
     task_axis = next((a for a in TASK_AXES if a in conditions), None)
     others = [a for a in conditions if a not in ("model", task_axis, "source_task")]
     for fixed, group in split_by(rows, others):
-        suffix = f" ({describe(fixed)})" if fixed else ""
-        section.image(grouped_bars(plots, group, task_axis, "model", metric, f"{heading}{suffix}",
-                                   f"{title}-models{suffix}"), f"`{metric}` by model{suffix}; ±1 std over seeds")
+        suffix = f" ({describe_shown(fixed)})" if fixed else ""
+        path, counts, note = _bars(plots, group, task_axis, "model", metric, f"{heading}{suffix}",
+                                   f"{title}-models{suffix}", ctx)
+        section.image(path, f"{_sentence(_metric_words(metric, ctx))} by model{suffix}; bar = mean, "
+                            f"{spread_words(counts)}.{note}")
     glue = "GLUE " if any(r.command == "finetune" or is_study(r.command) for r in rows) else ""
     if task_axis:
-        _pivot(section, [_without(r, "source_task") for r in rows], task_axis, "model", metric,
+        _pivot(section, [_without(r, "source_task") for r in rows], task_axis, "model", metric, ctx,
                caption=_sentence(f"{glue}{heading}"))
         averages = []
         for label in axis_values(rows, "model"):
@@ -382,10 +566,11 @@ def _deepened_section(rows: Sequence[RunRecord], plots: Plots, title: str, metri
             tasks = len(axis_values(rows, task_axis))
             complete = [statistics.fmean(v) for v in per_seed.values() if len(v) == tasks]
             averages.append([str(label), format_cell(aggregate(complete))])
-        section.table(["model", f"average over tasks ({metric})"], averages,
-                      caption="Macro average over tasks per seed (seeds with every task done), then mean ± std")
+        section.table(["model", f"average over tasks ({ctx.metric(metric)})"], averages,
+                      caption=f"Macro average of {_metric_words(metric, ctx)} over tasks per seed (seeds with "
+                              "every task done), then mean ± std over seeds (n = seeds)")
     else:
-        _single_axis_table(section, rows, "model", metric, _sentence(f"{glue}{heading}"))
+        _single_axis_table(section, rows, "model", metric, _sentence(f"{glue}{heading}"), ctx)
     return section
 
 
@@ -410,7 +595,8 @@ def _with_source_task(rows: list[RunRecord], products: dict[str, RunRecord]) -> 
             for r in rows]
 
 
-def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str) -> Section | None:
+def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
+                   ctx: Context) -> Section | None:
     """Source x target matrices for cross-fine-tuning (first fine-tune on one task, then on another)."""
     conditions = condition_axes(rows)
     is_cross = any(r.command == "cross" for r in rows)
@@ -426,7 +612,7 @@ def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: 
         target = next((a for a in TARGET_AXES if a in rows[0].config and a != source), None)
         if target is None:
             return None
-    section = Section(f"{title}: cross-fine-tuning matrix", level=3)
+    section = _new_section(f"{title}: cross-fine-tuning matrix", ctx)
     section.text(f"Rows: the task fine-tuned first (`{source}`); columns: the task fine-tuned and evaluated "
                  f"after it (`{target}`).")
 
@@ -435,6 +621,7 @@ def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: 
 
     derived = ("model",) if source == "source_task" else ()  # the source model *is* the source task
     others = [a for a in conditions if a not in (source, target, *derived)]
+    human = ctx.metric(metric)
     for fixed, group in split_by(rows, others):
         sources = []
         targets = []
@@ -445,28 +632,41 @@ def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: 
                 targets.append(value_of(r, target))
         stats = [[metric_stats([r for r in group if value_of(r, source) == s and value_of(r, target) == t], metric)
                   for t in targets] for s in sources]
-        suffix = f" ({describe(fixed)})" if fixed else ""
-        path = heatmap(plots, [[c[0] for c in row] for row in stats], [str(s) for s in sources],
-                       [str(t) for t in targets], f"{metric}: cross-fine-tuning{suffix}", target, source,
-                       f"{title}-cross{suffix}", cmap="magma")
-        section.image(path, f"cross-fine-tuning matrix of `{metric}`{suffix}")
-        section.table([f"{source} \\ {target}", *map(str, targets)],
-                      [[str(s), *(format_cell(c) for c in row)] for s, row in zip(sources, stats)],
-                      caption=f"Cross-fine-tuning{suffix}; `{metric}`, mean ± std over seeds (n = runs)")
+        suffix = f" ({describe_shown(fixed)})" if fixed else ""
+        references = {t: b for t in targets if (b := _baseline_of(ctx, t, metric)) is not None}
+        columns = [shown(target, t) + (f"\n{references[t][1]} {references[t][0]:.3f}" if t in references else "")
+                   for t in targets]
+        path = heatmap(plots, [[c[0] for c in row] for row in stats], [shown(source, s) for s in sources],
+                       columns, _title(f"{human}: cross-fine-tuning{suffix}", ctx), axis_name(target),
+                       axis_name(source), f"{title}-cross{suffix}", cmap="magma", value_label=human)
+        counts = [c[2] for row in stats for c in row]
+        note = f" {ctx.baseline_notes(metric, targets)}" if references else ""
+        under = " Under each task name: its baseline." if references else ""
+        section.image(path, f"Cross-fine-tuning matrix of {_metric_words(metric, ctx)}{suffix}: each cell is the "
+                            f"mean over {_n_words(counts)} (no error bars; the table below gives ± std).{under}{note}")
+        table_rows = [[shown(source, s), *(format_cell(c) for c in row)] for s, row in zip(sources, stats)]
+        if references:
+            label = " / ".join(sorted({b[1] for b in references.values()})) + " (baseline)"
+            table_rows.append([label, *(f"{references[t][0]:.3f}" if t in references else "–" for t in targets)])
+        section.table([f"{axis_name(source)} \\ {axis_name(target)}", *(shown(target, t) for t in targets)],
+                      table_rows, caption=f"Cross-fine-tuning{suffix}; {_metric_words(metric, ctx)}, mean ± std over "
+                                          f"seeds (n = runs).{note}")
     return section
 
 
 # -- summary, CSV rows, overview ------------------------------------------------------------------------------------
 
 
-def summary_section(rows: Sequence[RunRecord], title: str, metrics: list[str]) -> Section:
-    section = Section(f"{title}: summary", level=3)
+def summary_section(rows: Sequence[RunRecord], title: str, metrics: list[str], ctx: Context) -> Section:
+    section = _new_section(f"{title}: summary", ctx)
     conditions = condition_axes(rows)
     table_rows = []
     for fixed, group in split_by(rows, conditions):
-        table_rows.append([describe(fixed) or "(all runs)",
+        table_rows.append([describe_shown(fixed) or "(all runs)",
                            *(format_cell(metric_stats(group, m)) for m in metrics)])
-    section.table(["condition", *metrics], table_rows, caption="Mean ± std over seeds (n = runs)")
+    keys = ", ".join(f"`{m}`" for m in metrics)
+    section.table(["condition", *(ctx.metric(m) for m in metrics)], table_rows,
+                  caption=f"Mean ± std over seeds (n = runs); the columns' metric keys: {keys}")
     return section
 
 
@@ -510,7 +710,11 @@ def overview_section(store: ResultStore, records: Sequence[RunRecord], counts: d
     section = Section("Overview")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     section.text(f"Store `{config.store}`, generated {now}. Every table shows mean ± std over seeds (sample std, "
-                 "ddof=1) and the number of runs n; with n=1 only the value is shown.")
+                 "ddof=1) and the number of runs n; with n=1 only the value is shown. GLUE scores are measured on each "
+                 "task's dev split(s); a classification score has a reference line (row, column): the majority "
+                 "class of the dev labels the runs were scored on when they read a local GLUE copy, else uniform "
+                 "chance (each caption says which). Figures are in `plots/` as PNG (300 dpi), SVG and PDF; every "
+                 "table is also in `tables/` as CSV and LaTeX (booktabs).")
     section.table(list(STATUSES), [[str(counts[s]) for s in STATUSES]], caption="Runs by status")
     sweeps = [s for s in store.sweeps() if config.sweep in (None, s["name"])]
     if sweeps:

@@ -40,7 +40,8 @@ def format_cell(stats: tuple[float, float | None, int], digits: int = 3) -> str:
 
 
 def main_metric(rows: Sequence[RunRecord], preferred: str | None = None) -> str | None:
-    """The metric a section shows: ``--metric`` if runs have it, else score, *.score, top1, accuracy, the first."""
+    """The metric a section shows: ``--metric`` if runs have it, else the GLUE score (``score``, or
+    ``combined_score`` as the ``evaluate`` library names it), *.score, top1, accuracy, the first."""
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row.metrics if k not in keys)
@@ -48,10 +49,11 @@ def main_metric(rows: Sequence[RunRecord], preferred: str | None = None) -> str 
         return None
     if preferred and preferred in keys:
         return preferred
-    for name in ("score", "eval.score", "final.combined_score", "final.score", "best.score", "test.score"):
-        if name in keys:
-            return name
-    for suffix in (".combined_score", ".score", "final.top1", "top1", "accuracy", "top1_agreement"):
+    for name in ("score", "eval.score", "final.score", "best.score", "test.score"):
+        for spelling in (name, name.replace("score", "combined_score")):
+            if spelling in keys:
+                return spelling
+    for suffix in (".score", ".combined_score", "final.top1", "top1", "accuracy", "top1_agreement"):
         hits = sorted((k for k in keys if k.endswith(suffix)), key=len)
         if hits:
             return hits[0]

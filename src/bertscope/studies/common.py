@@ -1,5 +1,6 @@
 """What every paper-2 study shares: a list of runs, a resumable per-run store, a runner with the cached fast path,
-and the result object / files (one JSON with every run, a CSV table, a PNG plot).
+and the result object / files (one JSON with every run, a CSV table, a plot as PNG, SVG and PDF) with the plots'
+shared labels (the task and model in the title, the task's GLUE score in words, its majority-class line).
 
 A study is a loop over :class:`RunSpec` s, each one fine-tuning configuration (a :class:`FinetuneConfig`). Each
 finished run is written at once, atomically, to ``OUT/runs/<run id>-<config hash>.json``; running the same command
@@ -26,12 +27,15 @@ from typing import Any
 import torch
 
 from bertscope import families, glue, loading
+from bertscope.baselines import Baseline, dev_provenances, task_baseline
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, cache_root
+from bertscope.figures import draw_baseline, figure_paths, save_figure
 from bertscope.finetune import COMMAND as FINETUNE
 from bertscope.finetune_result import FinetuneResult
 from bertscope.head import SelectingHead
+from bertscope.labels import metric_name, model_name, task_name
 from bertscope.legacy import STUDY_NOT_HASHED_0_1, legacy_values
 from bertscope.pipeline import (
     Shared,
@@ -42,7 +46,7 @@ from bertscope.pipeline import (
     prepare,
     resolve_selection,
 )
-from bertscope.results import environment_info, save_figure_atomic, write_csv_atomic, write_json_atomic
+from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.tracking import default_run_name, parse_report_to
 
 __all__ = [
@@ -52,9 +56,12 @@ __all__ = [
     "StudyResult",
     "config_hash",
     "dim_importance",
+    "draw_reference",
     "execute",
     "finish_study",
     "model_shape",
+    "plot_title",
+    "score_label",
     "summarise",
     "tracked",
 ]
@@ -327,14 +334,15 @@ class StudyResult:
 def finish_study(study: str, config: Any, table: list[dict[str, Any]], runs: list[dict[str, Any]],
                  summary: dict[str, Any], *, plot: Callable[[Any], None] | None, title: str,
                  row_key: str | tuple[str, ...] = "run_id") -> StudyResult:
-    """Build the result and, with ``config.out``, write ``<study>.json``, ``<study>.csv``, ``runs.csv``, the plot."""
+    """Build the result and, with ``config.out``, write ``<study>.json``, ``<study>.csv``, ``runs.csv`` and the plot
+    (``<study>.png`` at 300 dpi, ``.svg``, ``.pdf``)."""
     files: dict[str, str] = {}
     if config.out is not None:
         out = Path(config.out)
         files = {"json": str(out / f"{study}.json"), "csv": str(out / f"{study}.csv"),
                  "runs_csv": str(out / "runs.csv")}
         if plot is not None:
-            files["png"] = str(out / f"{study}.png")
+            files.update({fmt: str(p) for fmt, p in figure_paths(out / f"{study}.png").items()})
     result = StudyResult(study=study, config=config, table=tuple(table), runs=tuple(runs), summary=summary,
                          environment=environment_info(), files=files, title=title, row_key=row_key)
     if config.out is not None:
@@ -355,10 +363,46 @@ def _save_plot(draw: Callable[[Any], None], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.4))
     try:
         draw(ax)
         fig.tight_layout()
-        save_figure_atomic(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ plot labels
+
+
+def score_label(task: str | None) -> str:
+    """The y label of a study's score plot: "RTE dev GLUE score (= accuracy)", "MRPC dev GLUE score (mean of F1
+    and accuracy)"."""
+    if not task:
+        return "dev GLUE score"
+    info = glue.get_task(task)
+    metrics = [metric_name(m) for m in info.metrics]
+    what = f"= {metrics[0]}" if len(metrics) == 1 else "mean of " + " and ".join(metrics)
+    return f"{info.dir_name} dev GLUE score ({what})"
+
+
+def plot_title(config: Any, what: str, note: str = "") -> str:
+    """A study plot's title: what it shows for which task, then the model (and ``note``, e.g. the error bars)."""
+    task = task_name(config.task) if getattr(config, "task", None) else ""
+    second = " · ".join(p for p in (model_name(config.model), note) if p)
+    return f"{task + ': ' if task else ''}{what}\n{second}"
+
+
+def draw_reference(ax: Any, task: str | None, records: Sequence[dict[str, Any]],
+                   metric: str = "score") -> Baseline | None:
+    """Draw the task's majority-class line (from the dev labels the runs were scored on, when they came from a
+    local GLUE copy; else uniform chance) across a score plot; returns it (None for regression or no task)."""
+    if not task:
+        return None
+    baseline = task_baseline(task, dev_provenances(list(records), glue.get_task(task).name))
+    value = None if baseline is None else baseline.value(metric)
+    if baseline is None or value is None:
+        return None
+    where = f", {baseline.majority_label}" if baseline.kind == "majority" else ", uniform"
+    draw_baseline(ax, value, f"{baseline.label} baseline ({value:.3f}{where})")
+    return baseline

@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bertscope import glue, loading
+from bertscope.baselines import dev_provenances, task_baseline
 from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import FeatureStore
 from bertscope.finetune import NOT_IDENTITY
 from bertscope.head import SelectingHead
+from bertscope.labels import model_name, task_name
 from bertscope.legacy import CROSS_STAGE_SKIP_0_1, legacy_values
 from bertscope.options import canonical_token, dims_form, parse_dims, parse_name_list
 from bertscope.pipeline import PreparedRun, Shared, TaskData, compute_features, load_task_data, prepare
@@ -265,12 +267,21 @@ def run_cross(config: CrossConfig) -> StudyResult:
             if not np.isnan(value):
                 ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
                         bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.5})
-        ax.set_xticks(range(len(names)), names)
-        ax.set_yticks(range(len(rows)), [f"after {r['trained_on']}" if r["stage"] != "single-task" else "single-task"
-                                         for r in rows])
-        ax.set_xlabel("evaluated task (own head and dims)")
-        ax.set_title("cross-fine-tuning: dev score after each stage")
-        ax.figure.colorbar(image, ax=ax)
+        columns = []
+        for name in names:  # each task's majority-class (or chance) score under its name
+            reference = task_baseline(name, dev_provenances(runs, name))
+            value = None if reference is None else reference.value("score")
+            columns.append(task_name(name) + ("" if reference is None or value is None
+                                              else f"\n{reference.label} {value:.3f}"))
+        ax.set_xticks(range(len(names)), columns)
+        ax.set_yticks(range(len(rows)), [f"after {task_name(r['trained_on'])}" if r["stage"] != "single-task"
+                                         else "single-task" for r in rows])
+        ax.set_xlabel("evaluated task (own head and dims); under each: its baseline")
+        ax.set_ylabel("encoder fine-tuned on")
+        ax.set_title(f"Cross-fine-tuning {' -> '.join(task_name(n) for n in names)}: dev GLUE score after each "
+                     f"stage\n{model_name(config.model)} · one run per cell (seed {config.seed}), no error bars",
+                     fontsize=9)
+        ax.figure.colorbar(image, ax=ax, label="dev GLUE score")
 
     return finish_study("cross", config, table, runs, summary, plot=plot,
                         title=f"cross {' -> '.join(names)} (dims {config.dims_mode} {config.dims_per_task})",

@@ -36,10 +36,13 @@ from bertscope.studies.common import (
     RunStore,
     StudyResult,
     dim_importance,
+    draw_reference,
     execute,
     finetune_config,
     finish_study,
     model_shape,
+    plot_title,
+    score_label,
     summarise,
 )
 
@@ -109,13 +112,17 @@ def run_dims(config: DimsConfig) -> StudyResult:
                 ax.plot([r["k"] for r in rows], [r["mean"] for r in rows], marker="s", label=f"top-K by {selection}")
         ax.axhline(full["score"], color="gray", linestyle="--", label=f"all {hidden} dims")
         ax.plot([hidden], [full["score"]], marker="D", color="gray")
+        draw_reference(ax, config.task, records)
         ax.set_xscale("log")
         ticks = sorted({*ks, hidden})
         ax.set_xticks(ticks, [str(k) for k in ticks])
         ax.minorticks_off()
-        ax.set_xlabel("dimensions the head sees (K)")
-        ax.set_ylabel(f"{config.task} dev score")
-        ax.set_title(f"{config.task}: score vs number of dimensions")
+        ax.set_xlabel("dimensions the head sees (K, log scale)")
+        ax.set_ylabel(score_label(config.task))
+        bars = (f"error bars: ±1 sample std over {config.samples} random subsets per K" if config.samples > 1
+                else "one run per point, no error bars")
+        ax.set_title(plot_title(config, "score vs number of dimensions", bars), fontsize=9)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
     return finish_study("dims", config, table, records, summary, plot=plot,
@@ -196,8 +203,9 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
         ax.bar([x + 0.2 for x in xs], [r["pairs_verified"] for r in rows], width=0.4, label="in verified pairs")
         ax.set_xticks(list(xs), [str(r["dim"]) for r in rows], rotation=90, fontsize=7)
         ax.set_xlabel("hidden dimension")
-        ax.set_ylabel("count")
-        ax.set_title(f"{config.task}: effective dimensions ({len(starts)} starts of {config.start})")
+        ax.set_ylabel("count (of starts / verified pairs)")
+        ax.set_title(plot_title(config, f"effective dimensions ({len(starts)} starts of {config.start})",
+                                "counts, no error bars"), fontsize=9)
         ax.legend(fontsize=8)
 
     return finish_study("dims", config, table, records, summary, plot=plot,

@@ -20,10 +20,13 @@ from bertscope.studies.common import (
     RunSpec,
     RunStore,
     StudyResult,
+    draw_reference,
     execute,
     finetune_config,
     finish_study,
     model_shape,
+    plot_title,
+    score_label,
 )
 
 __all__ = ["run_layers"]
@@ -45,12 +48,15 @@ def run_layers(config: LayersConfig) -> StudyResult:
                "dims": records[0]["dims"], "token": config.token}
 
     def plot(ax: Any) -> None:
-        ax.plot([r["layer"] for r in table], [r["score"] for r in table], marker="o")
+        ax.plot([r["layer"] for r in table], [r["score"] for r in table], marker="o", label="head on this layer")
+        draw_reference(ax, config.task, records)
         ax.set_xticks([r["layer"] for r in table])
         ax.set_xlabel("hidden layer read (0 = embeddings)")
-        ax.set_ylabel(f"{config.task} dev score")
-        ax.set_title(f"{config.task}: score per layer (token {config.token}, dims {config.dims})")
+        ax.set_ylabel(score_label(config.task))
+        ax.set_title(plot_title(config, f"score per layer (token {config.token}, dims {config.dims})",
+                                f"one run per layer (seed {config.seed}), no error bars"), fontsize=9)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
 
     return finish_study("layers", config, table, records, summary, plot=plot,
                         title=f"layers {config.task}: token {config.token}, dims {config.dims}", row_key="layer")

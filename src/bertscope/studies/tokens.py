@@ -21,9 +21,12 @@ from bertscope.studies.common import (
     RunSpec,
     RunStore,
     StudyResult,
+    draw_reference,
     execute,
     finetune_config,
     finish_study,
+    plot_title,
+    score_label,
 )
 
 __all__ = ["run_tokens"]
@@ -43,10 +46,15 @@ def run_tokens(config: TokensConfig) -> StudyResult:
                "dims": records[0]["dims"]}
 
     def plot(ax: Any) -> None:
-        ax.bar(range(len(table)), [r["score"] for r in table])
+        ax.bar(range(len(table)), [r["score"] for r in table], label="head on this token vector")
+        draw_reference(ax, config.task, records)
         ax.set_xticks(range(len(table)), [r["token_strategy"] for r in table], rotation=20)
-        ax.set_ylabel(f"{config.task} dev score")
-        ax.set_title(f"{config.task}: token strategies (layer {config.layer}, dims {config.dims})")
+        ax.set_xlabel("token vector the head reads")
+        ax.set_ylabel(score_label(config.task))
+        ax.set_title(plot_title(config, f"token strategies (layer {config.layer}, dims {config.dims})",
+                                f"one run per token (seed {config.seed}), no error bars"), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
 
     return finish_study("tokens", config, table, records, summary, plot=plot,
                         title=f"tokens {config.task}: layer {config.layer}, dims {config.dims}",
