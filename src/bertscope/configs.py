@@ -262,12 +262,13 @@ class StatusConfig(Config):
 
 @dataclass(frozen=True)
 class ReportConfig(Config):
-    """Build a Markdown and a self-contained HTML report (with PNG plots) from a result store."""
+    """Build a Markdown and a self-contained HTML report (figures as PNG, SVG and PDF; tables as CSV and LaTeX) from a
+    result store."""
 
     command = "report"
 
     store: str = opt("results.db", "SQLite result store written by `bertscope sweep`", metavar="DB")
-    out: str = opt("report", "output folder: report.md, report.html, PNG plots and CSV tables", metavar="DIR")
+    out: str = opt("report", "output folder: report.md, report.html, plots/ (PNG, SVG, PDF) and tables/ (CSV, LaTeX)", metavar="DIR")
     sweep: str | None = opt(None, "only this sweep (its spec's name); default: every sweep in the store")
     title: str | None = opt(None, "report title (default: the store's file name)")
     metric: str | None = opt(None, "metric key for the GLUE-score sections (default: each task's official "

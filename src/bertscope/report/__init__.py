@@ -1,4 +1,5 @@
-"""Paper-shaped reports from a sweep result store: Markdown, self-contained HTML, PNG plots and CSV tables.
+"""Paper-shaped reports from a sweep result store: Markdown, self-contained HTML, figures (PNG, SVG, PDF) and tables
+(CSV, LaTeX).
 
 This package only re-exports. The pieces: :mod:`.stats` (mean ± std over seeds, runs grouped by grid values),
 :mod:`.document` (sections of text, tables and images), :mod:`.plots` (the PNGs), :mod:`.sections` (which
