@@ -270,6 +270,7 @@ REQUIRED: dict[str, dict[str, object]] = {
     "DeepenConfig": {"out": "deepened", "duplicate": "1"},
     "CompareConfig": {"variant": "variant-folder"},
     "SweepConfig": {"spec": "spec.yaml"},
+    "PredictConfig": {"model": "finetuned-folder"},
 }
 
 CONFIG_CLASSES = sorted(

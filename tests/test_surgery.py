@@ -369,7 +369,7 @@ def test_deepened_checkpoint_fine_tunes_like_any_other(deepened, glue_dir) -> No
     _, out, result = deepened["bert"]
     tuned = api.finetune(model=str(out), task="sst2", data_dir=str(glue_dir), max_train=8, max_eval=8, epochs=1,
                          batch_size=4, progress=False)
-    assert 0.0 <= tuned.metrics()["final.score"] <= 1.0 and result.new_depth == 6
+    assert 0.0 <= tuned.metrics()["final.combined_score"] <= 1.0 and result.new_depth == 6
 
 
 def test_classifier_heads_are_kept(bert_tokenizer, tmp_path) -> None:
