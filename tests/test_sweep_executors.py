@@ -282,7 +282,7 @@ def test_real_study_sweep_over_tasks_and_seeds_then_report(tmp_path, tiny_checkp
         payloads = {(r.axes["task"], r.axes["seed"]): s.payload(r.id) for r in s.records()}
     api.report(store=str(store), out=str(tmp_path / "report"))
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "score by layer" in md and "layer x task" in md
+    assert "score by layer" in md and "Score by layer and task" in md
     for task in ("rte", "mrpc"):
         for layer in range(3):  # 0 = embeddings, 1..2
             values = [next(row["score"] for row in payloads[(task, seed)]["table"] if row["layer"] == layer)
