@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import io
+import math
+import re
 
 import pytest
 import torch
 
 from bertscope import glue
+from bertscope.errors import BertscopeError
 from bertscope.freezing import apply_freezing
 from bertscope.head import HeadSpec, SelectingHead
 from bertscope.options import parse_token
@@ -18,6 +22,7 @@ from bertscope.train import (
     collate,
     encode_split,
     length_grouped_batches,
+    log_mode,
     param_groups,
     train_loop,
 )
@@ -277,3 +282,149 @@ def test_param_groups_exempt_biases_and_norms_from_weight_decay() -> None:
             assert group["weight_decay"] == (0.0 if no_decay else 0.5), name
             assert group["lr"] == (1e-2 if name.startswith("head.") else 1e-3), name
     assert sum(len(g["params"]) for g in groups) == len(names)
+
+
+# ------------------------------------------------------------------------------------------ divergence, logs
+
+
+class _Poisoned(_Cached):
+    """Cached vectors, except that training call ``bad`` (1-based) returns them times ``factor`` (NaN, or a huge
+    number whose squared error overflows float32 to inf)."""
+
+    def __init__(self, vectors: torch.Tensor, bad: int, factor: float) -> None:
+        super().__init__(vectors)
+        self.bad, self.factor, self.calls, self.training = bad, factor, 0, True
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        vectors = self.vectors[batch.example_index]
+        if self.training:
+            self.calls += 1
+            if self.calls == self.bad:
+                return vectors * self.factor
+        return vectors
+
+
+class _Epochs:
+    """A train_loop callback that notes which epochs were evaluated."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_step(self, step: int, loss: float, learning_rate: float) -> None:
+        pass
+
+    def on_epoch(self, record, step: int) -> None:
+        self.epochs.append(record.epoch)
+
+
+def _divergence_run(tokenizer, task: str, factor: float, log_every: int, callback: _Epochs | None = None,
+                    on_divergence: str = "stop", bad: int = 7):
+    """3 epochs of 5 steps on cached vectors; training step ``bad`` sees poisoned vectors."""
+    split = _split(40, seed=0)
+    if task == "stsb":  # a regression task: float labels
+        examples = tuple(glue.GlueExample(texts=ex.texts, label=float(ex.label) * 5, idx=ex.idx)
+                         for ex in split.examples)
+        split = glue.GlueSplit(task="stsb", split="train", examples=examples, source="synthetic", num_available=40)
+    data = encode_split(tokenizer, split, 32)
+    vectors = torch.randn(40, 1, 32, generator=torch.Generator().manual_seed(0))
+    num_labels = 1 if task == "stsb" else 2
+    head = SelectingHead(HeadSpec(num_labels=num_labels, hidden_size=32, layers=(2,), dims=tuple(range(32))), seed=0)
+    options = TrainOptions(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, log_every=log_every, log="off",
+                           on_divergence=on_divergence)
+    return train_loop(_Poisoned(vectors, bad, factor), head, data, {"validation": data}, options,
+                      device=torch.device("cpu"), callback=callback)
+
+
+@pytest.mark.parametrize("task, factor, value", [("sst2", float("nan"), "nan"), ("stsb", 1e30, "inf")])
+@pytest.mark.parametrize("log_every", [5, 100])  # caught at the next check (step 10), or at the end of epoch 2
+def test_a_non_finite_loss_stops_training_naming_epoch_and_first_bad_step(bert_tokenizer, task, factor, value,
+                                                                          log_every) -> None:
+    callback = _Epochs()
+    with pytest.raises(BertscopeError) as info:  # 5 steps per epoch: step 7 is the 2nd of epoch 2
+        _divergence_run(bert_tokenizer, task, factor, log_every, callback)
+    assert str(info.value) == (f"training diverged: loss is {value} at epoch 2, step 7 (lower --lr, or "
+                               "--on-divergence continue)")
+    assert callback.epochs == [1]  # the diverged epoch is not evaluated
+
+
+def test_on_divergence_continue_finishes_with_one_warning(bert_tokenizer, capsys) -> None:
+    callback = _Epochs()
+    history = _divergence_run(bert_tokenizer, "sst2", float("nan"), 5, callback, on_divergence="continue")
+    assert callback.epochs == [1, 2, 3] and history.steps == 15
+    assert math.isfinite(history.epochs[0].train_loss)
+    assert math.isnan(history.epochs[1].train_loss)  # NaN from step 7 on
+    err = capsys.readouterr().err
+    assert err.count("training diverged") == 1 and "epoch 2, step 7" in err and "continuing" in err
+
+
+def test_a_finite_run_is_not_stopped(bert_tokenizer) -> None:
+    history = _divergence_run(bert_tokenizer, "sst2", 1.0, 1)  # every step checked, none bad
+    assert history.steps == 15 and all(math.isfinite(r.train_loss) for r in history.epochs)
+
+
+def _logged_run(tokenizer, capsys, **options):
+    data = encode_split(tokenizer, _split(40, seed=0), 32)
+    vectors = torch.randn(40, 1, 32, generator=torch.Generator().manual_seed(0))
+    head = SelectingHead(HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32))), seed=0)
+    capsys.readouterr()
+    train_loop(_Cached(vectors), head, data, {"validation": data},
+               TrainOptions(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, **options),
+               device=torch.device("cpu"))
+    return capsys.readouterr()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Closed(io.StringIO):
+    def isatty(self) -> bool:
+        raise ValueError("I/O operation on closed file")
+
+
+def test_log_mode_is_bars_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    assert log_mode("auto", _Terminal()) == "bar"
+    assert log_mode("auto", io.StringIO()) == "plain" and log_mode("auto", _Closed()) == "plain"
+    assert log_mode("auto", object()) == "plain"  # no isatty at all
+    assert [log_mode(m, _Terminal()) for m in ("bar", "plain", "off")] == ["bar", "plain", "off"]
+
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
+
+
+def test_plain_logs_are_timestamped_step_and_epoch_lines_without_carriage_returns(bert_tokenizer, capsys) -> None:
+    captured = _logged_run(bert_tokenizer, capsys, log="auto", log_every=2, log_seconds=0.0)  # capsys: no TTY
+    assert "\r" not in captured.out and "\r" not in captured.err
+    lines = captured.out.splitlines()
+    assert lines and all(STAMP.match(line) for line in lines)
+    steps = [line for line in lines if " step " in line]
+    # a line at step 1 and at every 2nd step of the 15
+    assert [int(re.search(r" step (\d+)/15 ", s).group(1)) for s in steps] == [1, *range(2, 16, 2)]
+    assert all(re.search(r"loss \d+\.\d{4} [\d.]+ ex/s eta \d+:\d\d:\d\d$", s) for s in steps)
+    epochs = [line for line in lines if re.search(r" epoch \d/3: loss ", line)]
+    assert len(epochs) == 3 and len(steps) + len(epochs) == len(lines)
+    assert all("validation: accuracy=" in line for line in epochs)
+
+
+def test_plain_step_lines_are_at_most_one_per_log_seconds(bert_tokenizer, capsys) -> None:
+    lines = _logged_run(bert_tokenizer, capsys, log="plain", log_every=1, log_seconds=1e9).out.splitlines()
+    assert sum(" step " in line for line in lines) == 1 and len(lines) == 1 + 3  # step 1, then the epoch lines
+
+
+@pytest.mark.parametrize("log, stamped", [("plain", True), ("bar", False)])
+def test_no_progress_keeps_one_line_per_epoch(bert_tokenizer, capsys, log, stamped) -> None:
+    captured = _logged_run(bert_tokenizer, capsys, log=log, progress=False, log_seconds=0.0)
+    lines = captured.out.splitlines()
+    assert [int(re.search(r"epoch (\d)/3: loss ", line).group(1)) for line in lines] == [1, 2, 3]
+    assert all(bool(STAMP.match(line)) == stamped for line in lines)
+    assert "\r" not in captured.out and "\r" not in captured.err
+
+
+def test_log_off_prints_nothing(bert_tokenizer, capsys) -> None:
+    captured = _logged_run(bert_tokenizer, capsys, log="off", log_seconds=0.0)
+    assert captured.out == "" and captured.err == ""

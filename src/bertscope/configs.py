@@ -333,6 +333,13 @@ class FinetuneConfig(ModelOptions):
                              "over those steps)", metavar="STEPS")
     report_dir: str | None = opt(None, "folder the trackers write under (default: --out; a study's runs: the "
                                        "study's --out)", cli=False)
+    log: str = opt("auto", "what training prints: auto (progress bars on a terminal, plain timestamped lines when "
+                           "stdout is not one, e.g. a batch job), bar, plain, or off (nothing); --no-progress drops "
+                           "the bars and step lines but keeps one line per epoch", choices=("auto", "bar", "plain", "off"))
+    log_seconds: float = opt(30.0, "with plain logs: at most one step line (step, loss, examples/s, ETA) per this many "
+                                   "seconds, read every --log-every steps", metavar="SECONDS")
+    on_divergence: str = opt("stop", "a NaN or infinite training loss: stop (one-line error naming epoch and step, "
+                                     "no results.json) or continue", choices=("stop", "continue"))
 
     def validate(self) -> None:
         ModelOptions.validate(self)
@@ -374,6 +381,8 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError(f"--report-to {lacking[0]} needs --out: its files go under the output folder")
         if self.log_every < 1:
             raise BertscopeError(f"--log-every must be at least 1, got {self.log_every}")
+        if not self.log_seconds >= 0:
+            raise BertscopeError(f"--log-seconds must not be negative, got {self.log_seconds}")
 
 
 @dataclass(frozen=True)

@@ -183,9 +183,11 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
 
 
 #: Options of fine-tuning runs that never change their numbers: locations, the trackers (--report-to, --run-name,
-#: --log-every), the feature cache (the cached path equals the live one by design) and the extra test-split
-#: predictions. The studies run fine-tuning runs, so they share this list.
-NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict_test"}
+#: --log-every), the feature cache (the cached path equals the live one by design), the extra test-split
+#: predictions, what training prints (--log, --log-seconds) and --on-divergence (a run that finishes has the same
+#: numbers either way). The studies run fine-tuning runs, so they share this list.
+NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict_test", "log", "log_seconds",
+                                                      "on_divergence"}
 
 COMMAND = CommandInfo("finetune", FinetuneConfig, run_finetune, FinetuneResult,
                       "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",

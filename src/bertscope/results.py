@@ -2,7 +2,8 @@
 
 Every result file bertscope writes records the options it ran with, the library versions and the git hash of the
 bertscope source, so a number in a paper can be traced back. Files are written to a temporary name and renamed,
-so an interrupted run never leaves a file that looks complete. This module imports only ``errors`` of bertscope.
+so an interrupted run never leaves a file that looks complete; a written file's mode follows the umask, as a
+plain ``open()`` would. This module imports only ``errors`` of bertscope.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +28,7 @@ from bertscope.errors import BertscopeError
 __all__ = [
     "CommandResult",
     "environment_info",
+    "file_mode",
     "git_info",
     "prepare_out_dir",
     "save_figure_atomic",
@@ -119,6 +122,40 @@ def prepare_out_dir(out: str | os.PathLike[str] | None) -> Path | None:
     return folder
 
 
+_UMASK_LOCK = threading.Lock()
+_UMASK_FALLBACK: list[int] = []  # the umask, read once where /proc cannot tell it
+
+
+def _umask() -> int:
+    """The process umask, read without changing it: Linux reports it in /proc/self/status; elsewhere it is read
+    once (``os.umask`` can only be read by setting it, so it is set back at once, under a lock)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        if not _UMASK_FALLBACK:
+            current = os.umask(0o077)
+            os.umask(current)
+            _UMASK_FALLBACK.append(current)
+    return _UMASK_FALLBACK[0]
+
+
+def file_mode() -> int:
+    """The mode a new result file gets: 0666 minus the umask, as ``open()`` would give it (``tempfile.mkstemp``
+    creates 0600 whatever the umask, so collaborators could not read the files of a shared folder)."""
+    return 0o666 & ~_umask()
+
+
+def _publish(tmp: str, target: Path) -> None:
+    """Give the temporary file the umask's mode and rename it into place (atomically)."""
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, target)
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     target = Path(path)
@@ -129,7 +166,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -147,7 +184,7 @@ def save_figure_atomic(fig: Any, path: str | os.PathLike[str], **savefig_options
     os.close(fd)
     try:
         fig.savefig(tmp, format=fmt, **savefig_options)
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ import torch
 from torch import nn
 
 from bertscope import families, glue, loading
+from bertscope.errors import BertscopeError
 from bertscope.freezing import trainable_parameters
 from bertscope.packing import pad_rows
 from bertscope.selection import select_layers, token_positions
@@ -65,6 +67,7 @@ __all__ = [
     "evaluate",
     "evaluate_logits",
     "length_grouped_batches",
+    "log_mode",
     "param_groups",
     "predictions_from_logits",
     "train_loop",
@@ -267,6 +270,143 @@ class TrainCallback(Protocol):
     def on_epoch(self, record: EpochRecord, step: int) -> None: ...
 
 
+# ---------------------------------------------------------------------------------- progress and divergence
+
+
+def log_mode(log: str, stream: Any = None) -> str:
+    """What ``--log`` means here: ``auto`` is tqdm bars when ``stream`` (default stdout) is a terminal and plain
+    timestamped lines otherwise (a batch job's log file gets no ``\\r``-joined bars); ``bar``, ``plain`` and ``off``
+    (print nothing, as each run inside a study) are taken as they are."""
+    if log != "auto":
+        return log
+    isatty = getattr(sys.stdout if stream is None else stream, "isatty", None)
+    try:
+        return "bar" if callable(isatty) and isatty() else "plain"
+    except (OSError, ValueError):  # a closed or detached stream is no terminal
+        return "plain"
+
+
+def _clock(seconds: float) -> str:
+    whole = max(0, round(seconds)) if math.isfinite(seconds) else 0
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class _ProgressLog:
+    """What :func:`train_loop` prints while it trains, on the main process only.
+
+    ``bar``: a tqdm bar per epoch (loss, examples/s) and the epoch lines through ``tqdm.write``; ``plain``: a
+    timestamped line at most every ``log_seconds`` (step, loss, examples/s, ETA of the training left) and a
+    timestamped epoch line, on stdout; ``off``: nothing. ``progress=False`` (``--no-progress``) drops the bars and
+    step lines but keeps the epoch lines. Step lines are decided where the loop reads the loss anyway (every
+    ``log_every`` steps), so they add no device sync."""
+
+    def __init__(self, options: TrainOptions, rank: int, total_steps: int) -> None:
+        self.mode = log_mode(options.log)
+        self.epochs = options.epochs
+        self.lines = rank == 0 and self.mode != "off"
+        self.bars = self.lines and options.progress and self.mode == "bar"
+        self.plain_steps = self.lines and options.progress and self.mode == "plain"
+        self.seconds = max(0.0, options.log_seconds)
+        self.total_steps = total_steps
+        self.last_line = -math.inf
+
+    def bar(self, batches: Sequence[Any], epoch: int) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch", disable=not self.bars, leave=False,
+                    dynamic_ncols=True)
+
+    def step(self, bar: Any, epoch: int, steps: int, checkpoint: bool, loss: tuple[Any, int],
+             examples_per_second: float, train_seconds: float) -> None:
+        """After optimizer step ``steps`` (``checkpoint``: the loop reads the loss at this step anyway). ``loss``:
+        the epoch's loss sum (a device tensor: reading it syncs, so it is read only when a postfix or line is shown)
+        and example count; ``train_seconds``: the run's training time so far (for the ETA)."""
+        if self.bars and (steps % 10 == 0 or steps == 1):  # as often as the bar always did
+            bar.set_postfix(loss=f"{float(loss[0]) / loss[1]:.4f}", ex_s=f"{examples_per_second:.1f}")
+        if (self.plain_steps and (checkpoint or steps == 1)
+                and time.monotonic() - self.last_line >= self.seconds):
+            eta = train_seconds / steps * (self.total_steps - steps)
+            self.line(f"epoch {epoch}/{self.epochs} step {steps}/{self.total_steps} loss {float(loss[0]) / loss[1]:.4f} "
+                      f"{examples_per_second:.1f} ex/s eta {_clock(eta)}")
+
+    def line(self, text: str) -> None:
+        if not self.lines:
+            return
+        self.last_line = time.monotonic()
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)
+        else:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=sys.stdout, flush=True)
+
+
+class _DivergenceWatch:
+    """Stops a run whose training loss turns NaN or infinite, without a device sync per step.
+
+    Each step's loss is copied into a small device buffer (one copy, no sync); :meth:`check` reads the steps since
+    the last check where the loop syncs anyway (every ``log_every`` steps and at the end of an epoch) and names the
+    first bad step. Under ``torch.distributed`` every process checks at the same steps and the first bad step of any
+    process is agreed on (one all-reduce), so all stop together instead of one waiting in a collective."""
+
+    def __init__(self, stop: bool, device: torch.device) -> None:
+        self.stop = stop
+        self.device = device
+        self.warned = False
+
+    def start_epoch(self, epoch: int, steps: int, first_step: int) -> None:
+        self.epoch, self.first_step = epoch, first_step
+        self.losses = torch.zeros(max(1, steps), device=self.device)
+        self.done = self.checked = 0
+
+    def record(self, loss: torch.Tensor) -> None:
+        self.losses[self.done] = loss.detach().float()
+        self.done += 1
+
+    def check(self, *, epoch_end: bool = False) -> None:
+        """Raise :class:`BertscopeError` (``stop``) or warn once (``continue``, checked at epoch ends only)."""
+        if not self.stop and (self.warned or not epoch_end):
+            return
+        window = self.losses[self.checked:self.done]
+        bad = (~torch.isfinite(window)).nonzero().flatten()
+        first = math.inf
+        if bad.numel():
+            value = float(window[int(bad[0])])
+            code = 0 if math.isnan(value) else (1 if value > 0 else 2)
+            first = (self.first_step + self.checked + int(bad[0]) + 1) * 4 + code
+        self.checked = self.done
+        first = _agreed_minimum(first, self.device)
+        if first == math.inf:
+            return
+        step, value_name = int(first) // 4, ("nan", "inf", "-inf")[int(first) % 4]
+        where = f"loss is {value_name} at epoch {self.epoch}, step {step}"
+        if self.stop:
+            raise BertscopeError(f"training diverged: {where} (lower --lr, or --on-divergence continue)")
+        self.warned = True
+        if _rank() == 0:
+            print(f"bertscope: warning: training diverged: {where}; continuing (--on-divergence continue)",
+                  file=sys.stderr, flush=True)
+
+
+def _distributed() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if _distributed() else 0
+
+
+def _agreed_minimum(value: float, device: torch.device) -> float:
+    """The minimum of ``value`` over all processes of a ``torch.distributed`` run (``value`` itself otherwise)."""
+    if not _distributed():
+        return value
+    where = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    agreed = torch.tensor([value], dtype=torch.float64, device=where)
+    torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+    return float(agreed)
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 
 
@@ -356,6 +496,9 @@ class TrainOptions:
     eval_batch_size: int | None = None
     progress: bool = True
     log_every: int = 10
+    log: str = "auto"  # auto | bar | plain | off (see log_mode)
+    log_seconds: float = 30.0  # plain logs: at most one step line per this many seconds
+    on_divergence: str = "stop"  # stop | continue: what a NaN or infinite training loss does
 
     @classmethod
     def from_config(cls, config: Any, *, head_lr: float, progress: bool | None = None) -> TrainOptions:
@@ -365,7 +508,9 @@ class TrainOptions:
                    seed=config.seed, dtype=config.dtype, group_by_length=config.group_by_length,
                    eval_batch_size=config.eval_batch_size,
                    progress=config.progress if progress is None else progress,
-                   log_every=getattr(config, "log_every", cls.log_every))
+                   log_every=getattr(config, "log_every", cls.log_every), log=getattr(config, "log", cls.log),
+                   log_seconds=getattr(config, "log_seconds", cls.log_seconds),
+                   on_divergence=getattr(config, "on_divergence", cls.on_divergence))
 
 
 def decay_exempt(name: str) -> bool:
@@ -405,8 +550,9 @@ def train_loop(
 
     ``train_data`` / ``eval_data`` are :class:`EncodedSplit` s (or what ``collate_fn`` turns into batches).
     ``callback`` (optional) is told the loss every ``options.log_every`` steps and every epoch's record.
+    A NaN or infinite training loss raises :class:`BertscopeError` naming epoch and step (checked every
+    ``log_every`` steps and at each epoch's end), unless ``options.on_divergence`` is ``continue``.
     """
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     regression = glue.get_task(train_data.task).is_regression
@@ -437,6 +583,8 @@ def train_loop(
     seen = steps = 0
     interval_loss: Any = 0.0  # the callback's: loss summed over the steps since it was last told (a tensor)
     interval_steps = 0
+    log = _ProgressLog(options, rank, total_steps)
+    watch = _DivergenceWatch(options.on_divergence != "continue", device)
     for epoch in range(1, options.epochs + 1):
         # ---- train one epoch
         batches = length_grouped_batches(train_data.lengths, options.batch_size, seed=options.seed, epoch=epoch,
@@ -446,8 +594,8 @@ def train_loop(
         head.train()
         loss_sum: Any = 0.0
         loss_count, epoch_seen = 0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", unit="batch",
-                   disable=not options.progress or rank != 0, leave=False, dynamic_ncols=True)
+        bar = log.bar(batches, epoch)
+        watch.start_epoch(epoch, len(batches), steps)
         start = time.perf_counter()
         for indices in bar:
             batch = collate_batch(train_data, indices, regression=regression, device=device)
@@ -465,20 +613,24 @@ def train_loop(
             scaler.update()
             scheduler.step()
             steps += 1
+            watch.record(loss)
             loss_sum = loss_sum + loss.detach().float() * len(batch)  # a tensor: no device sync per step
             loss_count += len(batch)
             epoch_seen += len(batch)
+            checkpoint = steps % max(1, options.log_every) == 0  # one device sync per log_every steps
+            if checkpoint:
+                watch.check()
             if callback is not None:
                 interval_loss = interval_loss + loss.detach().float()
                 interval_steps += 1
-                if steps % max(1, options.log_every) == 0:  # one device sync per log_every steps
+                if checkpoint:
                     callback.on_step(steps, float(interval_loss) / interval_steps, float(scheduler.get_last_lr()[0]))
                     interval_loss, interval_steps = 0.0, 0
-            if options.progress and (steps % 10 == 0 or steps == 1):
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{float(loss_sum) / loss_count:.4f}",
-                                ex_s=f"{epoch_seen / max(elapsed, 1e-9):.1f}")
+            elapsed = time.perf_counter() - start
+            log.step(bar, epoch, steps, checkpoint, (loss_sum, loss_count),
+                     epoch_seen * world / max(elapsed, 1e-9), train_seconds + elapsed)
         bar.close()
+        watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated
         loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
         epoch_train = time.perf_counter() - start
         train_seconds += epoch_train
@@ -499,10 +651,9 @@ def train_loop(
                                    train_examples=epoch_seen * world, eval=scores, eval_seconds=epoch_eval))
         if callback is not None:
             callback.on_epoch(records[-1], steps)
-        if options.progress and rank == 0:
-            summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
-            tqdm.write(f"epoch {epoch}/{options.epochs}: loss {records[-1].train_loss:.4f}  "
-                       f"{epoch_seen * world / max(epoch_train, 1e-9):.1f} ex/s  {summary}")
+        summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
+        log.line(f"epoch {epoch}/{options.epochs}: loss {records[-1].train_loss:.4f}  "
+                 f"{epoch_seen * world / max(epoch_train, 1e-9):.1f} ex/s  {summary}")
     return TrainHistory(epochs=tuple(records), train_seconds=train_seconds, eval_seconds=eval_seconds,
                         train_examples=seen, steps=steps, predictions=predictions, logits=final_logits)
 

@@ -85,10 +85,12 @@ def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
     With ``--report-to``, its trackers write under the study's folder and its tracker run is named after the
     study's (:func:`tracked` adds the run id)."""
     values = {k: getattr(study, k) for k in FinetuneConfig.field_names()}
-    values.update(out=None, save_model=False, overwrite=False, progress=False)
+    values.update(out=None, save_model=False, overwrite=False, progress=False, log="off")  # the study reports
     if parse_report_to(study.report_to):
         values.update(report_dir=study.report_dir or study.out, run_name=study.run_name or default_run_name(study))
     values.update(changes)
+    if "progress" in changes and "log" not in changes:  # a run shown as it trains (cross's stages): as --log says
+        values["log"] = study.log
     if values["freeze"].strip().lower() != "encoder":
         values["cache_features"] = False
     return FinetuneConfig(**values)
