@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,34 @@ def test_interrupted_run_leaves_no_complete_results_and_cli_exit_codes(tmp_path,
     monkeypatch.setattr(pipeline, "train_loop", interrupt)
     assert main([*args, "--overwrite"]) == 130  # the old complete file is moved aside, not left looking current
     assert not (out / "results.json").exists() and (out / "results.previous.json").exists()
+
+
+def test_a_diverging_run_stops_in_one_line_and_leaves_no_complete_result(tmp_path, tiny_checkpoint, glue_dir,
+                                                                        capsys) -> None:
+    """The issue's check: --lr 1e3 drives a tiny model's loss to NaN; exit 2, one line, status failed, no
+    results.json (also with --overwrite over a finished run); --on-divergence continue finishes."""
+    out = tmp_path / "diverged"
+    args = ["finetune", "--model", str(tiny_checkpoint("bert", 2)), "--task", "rte", "--data-dir", str(glue_dir),
+            "--max-train", "32", "--max-eval", "16", "--batch-size", "8", "--epochs", "6", "--lr", "1e3",
+            "--warmup-ratio", "0", "--grad-clip", "0", "--no-progress"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert re.fullmatch(r"bertscope finetune: error: training diverged: loss is (nan|inf|-inf) at epoch \d+, "
+                        r"step \d+ \(lower --lr, or --on-divergence continue\)", err[0])
+    assert sorted(p.name for p in out.iterdir()) == ["status.json"]  # nothing complete-looking
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"] == "BertscopeError"
+
+    kept = tmp_path / "continued"
+    assert main([*args, "--out", str(kept), "--on-divergence", "continue"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("training diverged") == 1 and "continuing" in err
+    assert json.loads((kept / "results.json").read_text())["complete"]
+    assert main([*args, "--out", str(kept), "--overwrite"]) == 2  # a finished run's results.json is moved aside
+    assert not (kept / "results.json").exists() and (kept / "results.previous.json").exists()
+    assert json.loads((kept / "status.json").read_text())["state"] == "failed"
 
 
 @pytest.mark.slow

@@ -329,8 +329,8 @@ class FinetuneConfig(ModelOptions):
                                  "docs/finetune.md, Trackers)", metavar="TRACKERS")
     run_name: str | None = opt(None, "the run's name in the trackers (default: <command>-<task>-<out folder "
                                      "name>; a sweep names each run by its run id)", metavar="NAME")
-    log_every: int = opt(10, "report the training loss to the trackers every this many optimizer steps (the mean "
-                             "over those steps)", metavar="STEPS")
+    log_every: int = opt(10, "report the training loss to the trackers (the mean over those steps) and check that "
+                             "it is finite every this many optimizer steps", metavar="STEPS")
     report_dir: str | None = opt(None, "folder the trackers write under (default: --out; a study's runs: the "
                                        "study's --out)", cli=False)
     log: str = opt("auto", "what training prints: auto (progress bars on a terminal, plain timestamped lines when "
