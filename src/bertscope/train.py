@@ -297,8 +297,8 @@ class _ProgressLog:
     ``bar``: a tqdm bar per epoch (loss, examples/s) and the epoch lines through ``tqdm.write``; ``plain``: a
     timestamped line at most every ``log_seconds`` (step, loss, examples/s, ETA of the training left) and a
     timestamped epoch line, on stdout; ``off``: nothing. ``progress=False`` (``--no-progress``) drops the bars and
-    step lines but keeps the epoch lines. Step lines are decided where the loop reads the loss anyway (every
-    ``log_every`` steps), so they add no device sync."""
+    step lines but keeps the epoch lines. Step lines are shown where the loop reads the loss anyway (every
+    ``log_every`` steps; also after the first step, a sign of life), so they add no device sync."""
 
     def __init__(self, options: TrainOptions, rank: int, total_steps: int) -> None:
         self.mode = log_mode(options.log)
