@@ -301,8 +301,18 @@ class ProcessExecutor:
 
     def submit(self, task: Task) -> None:
         task = Task(**{**task.__dict__, "threads": task.threads or self.threads, "quiet": True})
-        idle = [w for w in self.workers if w.task is None and w.process.is_alive()]
-        worker = idle[0] if idle else self._start_worker()
+        for worker in [w for w in self.workers if w.task is None]:
+            if not worker.process.is_alive():  # died while idle: nothing of ours was lost
+                self._discard(worker)
+                continue
+            try:
+                worker.conn.send(task)
+            except OSError:  # died just now
+                self._discard(worker)
+                continue
+            worker.task = task
+            return
+        worker = self._start_worker()
         worker.conn.send(task)
         worker.task = task
 
