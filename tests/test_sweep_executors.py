@@ -419,21 +419,22 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
 
 
-def _start_two_busy_workers(tmp_path: Path, n: int, sleep: float) -> tuple[subprocess.Popen, list[str], Path, Path]:
-    """A 2-worker sweep of ``n`` toy runs, returned once both workers have a run in hand."""
+def _start_busy_sweep(tmp_path: Path, n: int, sleep: float, workers: int = 2
+                      ) -> tuple[subprocess.Popen, list[str], Path, Path]:
+    """A sweep of ``n`` toy runs, returned once each of its ``workers`` has a run in hand."""
     log = tmp_path / "log.txt"
     spec = write_spec(tmp_path, base={"sleep": sleep, "log": str(log)}, grid={"x": list(range(1, n + 1))})
     store = tmp_path / "r.db"
-    command = _sweep_command(spec, store, 2)
+    command = _sweep_command(spec, store, workers)
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(executions(log)) >= 2, 120, proc)
+    _wait_for(lambda: len(executions(log)) >= workers, 120, proc)
     return proc, command, store, log
 
 
 @linux_only
 def test_a_killed_driver_leaves_no_worker_and_a_rerun_completes_every_run_once(tmp_path):
     n = 4
-    proc, command, store, log = _start_two_busy_workers(tmp_path, n, sleep=1.5)
+    proc, command, store, log = _start_busy_sweep(tmp_path, n, sleep=1.5)
     children = _children(proc.pid)
     assert len(_workers(children)) == 2
     proc.send_signal(signal.SIGKILL)
@@ -458,7 +459,7 @@ def test_a_killed_driver_leaves_no_worker_and_a_rerun_completes_every_run_once(t
 @linux_only
 @pytest.mark.slow
 def test_a_dead_worker_fails_only_its_own_run(tmp_path):
-    proc, _, store, log = _start_two_busy_workers(tmp_path, 3, sleep=3.0)
+    proc, _, store, log = _start_busy_sweep(tmp_path, 3, sleep=3.0)
     first = executions(log)[0].split()
     victim, victim_x = int(first[0]), first[1]
     os.kill(victim, signal.SIGKILL)
@@ -466,30 +467,31 @@ def test_a_dead_worker_fails_only_its_own_run(tmp_path):
     assert proc.returncode == 1, err  # a failed run: the sweep says so
     with ResultStore(store) as s:
         states = {f"x={float(r.config['x'])}": (r.status, r.error) for r in s.records()}
+    assert [state for key, (state, _) in states.items() if key != victim_x] == ["done", "done"], states
     assert states[victim_x][0] == "failed"
     assert states[victim_x][1].startswith("worker process died (killed by SIGKILL"), states[victim_x]
-    assert [state for key, (state, _) in states.items() if key != victim_x] == ["done", "done"], states
 
 
 @linux_only
-def test_sigterm_stops_a_sweep_its_workers_and_notes_their_runs(tmp_path):
-    proc, _, store, log = _start_two_busy_workers(tmp_path, 4, sleep=60.0)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_a_sweep_its_workers_and_notes_their_runs(tmp_path, workers):
+    proc, _, store, log = _start_busy_sweep(tmp_path, 4, sleep=60.0, workers=workers)
     children = _children(proc.pid)
-    workers = _workers(children)
-    assert len(workers) == 2
+    worker_pids = _workers(children)
+    assert len(worker_pids) == (workers if workers > 1 else 0)  # one worker: the run is in the driver's process
     in_flight = {line.split()[1] for line in executions(log)}
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == ["bertscope sweep: terminated (SIGTERM); results already finished were kept"]
-    assert not _alive(workers)  # stopped and reaped before the driver exited
+    assert not _alive(worker_pids)  # stopped and reaped before the driver exited
     _wait_for(lambda: not _alive(children), 10)  # nothing else of the sweep's is left either
     with ResultStore(store) as s:
         stopped = {f"x={float(r.config['x'])}": r for r in s.records(status="running")}
-        assert s.counts()["pending"] == 2
-    assert set(stopped) == in_flight
+        assert s.counts()["pending"] == 4 - workers
+    assert set(stopped) == in_flight and len(in_flight) == workers
     assert all(r.error.startswith("interrupted by SIGTERM") for r in stopped.values())
-    assert api.status(store=str(store)).interrupted == 2
+    assert api.status(store=str(store)).interrupted == workers
 
 
 def test_a_run_waits_for_a_live_writer_of_its_folder(tmp_path, monkeypatch):
