@@ -212,3 +212,44 @@ def test_deepen_end_to_end(bert_folder, tmp_path, capsys) -> None:
     line = user_error(["deepen", "--model", bert_folder, "--duplicate", "1", "--out", str(out), "--device", "cpu"],
                       capsys)
     assert "exists" in line  # refused: the folder is there already
+
+
+def test_sigterm_handling_is_installed_only_while_a_command_runs(capsys) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["status", "--store", "missing.db"]) == 2
+    capsys.readouterr()
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's own handler is back
+
+
+def test_sigterm_stops_finetune_like_ctrl_c_with_exit_143(bert_folder, glue_dir, tmp_path) -> None:
+    """What SLURM and Kubernetes send: the run records "interrupted", writes no results, one line, exit 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "preempted"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "bertscope", "finetune", "--model", bert_folder, "--task", "rte", "--data-dir",
+               str(glue_dir), "--max-train", "16", "--max-eval", "8", "--max-length", "16", "--epochs", "100000",
+               "--no-progress", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    status = out / "status.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not status.exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
+    assert json.loads(status.read_text())["state"] == "running"
+    time.sleep(0.5)  # into the training loop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert lines == ["bertscope finetune: terminated (SIGTERM); results already finished were kept"], err
+    assert json.loads(status.read_text())["state"] == "interrupted"
+    assert not (out / "results.json").exists()

@@ -360,3 +360,154 @@ def test_ray_address_errors_are_one_line_user_errors(tmp_path):
         api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), address="auto")
     with ResultStore(tmp_path / "r.db") as s:  # nothing ran, nothing was lost: the run is still pending
         assert s.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0}
+
+
+# -- preemption and clean-up ---------------------------------------------------------------------------------------
+
+linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) and stat[1] == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _workers(pids: set[int]) -> set[int]:
+    """The sweep's worker processes among ``pids`` (not multiprocessing's resource tracker)."""
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    return {p for p in pids if b"spawn_main" in cmdline(p)}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if (stat := _proc_stat(p)) is not None and stat[0] not in ("Z", "X")}
+
+
+def _wait_for(condition, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended early (exit {proc.returncode})")
+        if time.time() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _sweep_command(spec: Path, store: Path, workers: int) -> list[str]:
+    return [sys.executable, "-m", "bertscope", "sweep", str(spec), "--store", str(store), "--no-progress",
+            "--workers", str(workers), "--threads", "1"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _start_busy_sweep(tmp_path: Path, n: int, sleep: float, workers: int = 2
+                      ) -> tuple[subprocess.Popen, list[str], Path, Path]:
+    """A sweep of ``n`` toy runs, returned once each of its ``workers`` has a run in hand."""
+    log = tmp_path / "log.txt"
+    spec = write_spec(tmp_path, base={"sleep": sleep, "log": str(log)}, grid={"x": list(range(1, n + 1))})
+    store = tmp_path / "r.db"
+    command = _sweep_command(spec, store, workers)
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(executions(log)) >= workers, 120, proc)
+    return proc, command, store, log
+
+
+@linux_only
+def test_a_killed_driver_leaves_no_worker_and_a_rerun_completes_every_run_once(tmp_path):
+    n = 4
+    proc, command, store, log = _start_busy_sweep(tmp_path, n, sleep=1.5)
+    children = _children(proc.pid)
+    assert len(_workers(children)) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(executions(log))
+    _wait_for(lambda: not _alive(children), 30)  # the kernel's parent-death signal, or the watchdog, ends them
+    serial = list(command)
+    serial[serial.index("--workers") + 1] = "1"  # the same runs; no second pool to start
+    rerun = subprocess.run(serial, env=_env(), capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    with ResultStore(store) as s:
+        records = s.records()
+        assert len(records) == n and all(r.status == "done" for r in records)
+    check_scores(store)
+    ran = executions(log)
+    old_pids = {line.split()[0] for line in ran[:killed_at]}
+    assert all(line.split()[0] not in old_pids for line in ran[killed_at:])  # no orphan started anything
+    per_run = [sum(line.split()[1] == f"x={float(x)}" for line in ran[killed_at:]) for x in range(1, n + 1)]
+    assert per_run == [1] * n  # after the kill, every run ran exactly once (those in flight started over)
+
+
+@linux_only
+@pytest.mark.slow
+def test_a_dead_worker_fails_only_its_own_run(tmp_path):
+    proc, _, store, log = _start_busy_sweep(tmp_path, 3, sleep=3.0)
+    first = executions(log)[0].split()
+    victim, victim_x = int(first[0]), first[1]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err  # a failed run: the sweep says so
+    with ResultStore(store) as s:
+        states = {f"x={float(r.config['x'])}": (r.status, r.error) for r in s.records()}
+    assert [state for key, (state, _) in states.items() if key != victim_x] == ["done", "done"], states
+    assert states[victim_x][0] == "failed"
+    assert states[victim_x][1].startswith("worker process died (killed by SIGKILL"), states[victim_x]
+
+
+@linux_only
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_a_sweep_its_workers_and_notes_their_runs(tmp_path, workers):
+    proc, _, store, log = _start_busy_sweep(tmp_path, 4, sleep=60.0, workers=workers)
+    children = _children(proc.pid)
+    worker_pids = _workers(children)
+    assert len(worker_pids) == (workers if workers > 1 else 0)  # one worker: the run is in the driver's process
+    in_flight = {line.split()[1] for line in executions(log)}
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["bertscope sweep: terminated (SIGTERM); results already finished were kept"]
+    assert not _alive(worker_pids)  # stopped and reaped before the driver exited
+    _wait_for(lambda: not _alive(children), 10)  # nothing else of the sweep's is left either
+    with ResultStore(store) as s:
+        stopped = {f"x={float(r.config['x'])}": r for r in s.records(status="running")}
+        assert s.counts()["pending"] == 4 - workers
+    assert set(stopped) == in_flight and len(in_flight) == workers
+    assert all(r.error.startswith("interrupted by SIGTERM") for r in stopped.values())
+    assert api.status(store=str(store)).interrupted == workers
+
+
+def test_a_run_waits_for_a_live_writer_of_its_folder(tmp_path, monkeypatch):
+    """A run folder still owned by a live process (a worker of a stopped sweep) is neither cleared nor filled."""
+    from filelock import FileLock
+
+    from bertscope.sweep import executors
+
+    out = tmp_path / "runs" / "r1"
+    out.mkdir(parents=True)
+    (out / "result.json").write_text("{}")  # an earlier attempt's file: not the truth
+    task = executors.Task("r1", "toy", {"x": 3.0, "out": str(out)}, plugins=(TOY,))
+    monkeypatch.setattr(executors, "CLAIM_TIMEOUT_SECONDS", 0.2)
+    with FileLock(tmp_path / "runs" / ".r1.lock"):  # what that worker holds while it lives
+        busy = executors.execute(task)
+    assert not busy.ok and "still being written by another process" in busy.error
+    assert (out / "result.json").read_text() == "{}"  # untouched while owned
+    done = executors.execute(task)
+    assert done.ok and done.metrics["score"] == pytest.approx(toy_score(3.0, 0))

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from bertscope._version import __version__
 from bertscope.api import COMMANDS
 from bertscope.config import add_arguments, config_from_args
-from bertscope.errors import BertscopeError
+from bertscope.errors import BertscopeError, Terminated
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while a command runs (only the main thread may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
@@ -37,14 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = COMMANDS[args.command]
     try:
-        config = config_from_args(command.config, args)
-        result = command.run(config)
+        with _sigterm_like_ctrl_c():
+            config = config_from_args(command.config, args)
+            result = command.run(config)
     except BertscopeError as exc:
         print(f"bertscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"bertscope {args.command}: interrupted; results already finished were kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a scheduler's preemption) as Terminated
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"bertscope {args.command}: {how}; results already finished were kept", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     render = getattr(result, "render", None)
     if callable(render):
         from rich.console import Console

@@ -6,7 +6,7 @@ Everything a user can cause (a bad flag, a wrong layer index, a missing file, an
 
 from __future__ import annotations
 
-__all__ = ["BertscopeError", "DataError", "HubUnreachableError", "UnsupportedModelError"]
+__all__ = ["BertscopeError", "DataError", "HubUnreachableError", "Terminated", "UnsupportedModelError"]
 
 
 class BertscopeError(Exception):
@@ -23,3 +23,9 @@ class HubUnreachableError(BertscopeError):
 
 class DataError(BertscopeError):
     """Input data is missing or malformed (the message names the file and line)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM (what SLURM and Kubernetes send before killing a job). A ``KeyboardInterrupt``, so
+    every path that cleans up after Ctrl-C (``status.json`` "interrupted", finished study runs kept) runs as is;
+    the CLI exits 143 for it (128 + SIGTERM) where Ctrl-C exits 130."""

@@ -4,7 +4,9 @@
 records the spec's runs as pending, resets runs a dead sweep left ``running``, skips runs already done (and failed
 ones unless asked), hands the rest to an executor as their pre-steps finish, and commits each outcome as it
 arrives. Killing it at any moment loses only the runs in flight, which the next invocation starts again; ids are
-deterministic, so nothing is ever duplicated.
+deterministic, so nothing is ever duplicated. Stopped by SIGTERM or Ctrl-C, it stops its workers (SIGTERM, then
+SIGKILL after a grace period), notes the runs in flight as interrupted and re-raises, so the CLI exits 143 or 130;
+killed outright, its workers follow it within seconds (:mod:`.executors`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bertscope.configs import SweepConfig
+from bertscope.errors import Terminated
 from bertscope.registry import CommandInfo
-from bertscope.sweep.executors import Task, make_executor
+from bertscope.sweep.executors import Executor, Task, make_executor
 from bertscope.sweep.migrate import known_statuses, migrate_legacy_ids
 from bertscope.sweep.spec import Run, SweepSpec, load_spec
 from bertscope.sweep.store import STATUSES, ResultStore
@@ -168,13 +171,13 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
         bar.update(1)
         bar.set_postfix(done=executed["done"], failed=executed["failed"], refresh=False)
 
-    executor = None
+    executor: Executor | None = None
+    queue = list(todo)
+    in_flight: set[str] = set()
     try:
         if todo:
             executor = make_executor(config.executor, workers=config.workers, address=config.address,
                                      threads=config.threads, cpus=config.cpus_per_run, gpus=config.gpus_per_run)
-        queue = list(todo)
-        in_flight: set[str] = set()
         while queue or in_flight:
             # start every run whose pre-steps are done, as long as the executor has free slots
             for run in list(queue):
@@ -214,6 +217,16 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
                                       traceback=outcome.traceback, duration=outcome.duration, worker=outcome.worker,
                                       environment=outcome.environment)
                 settle(outcome.run_id, outcome.ok, outcome.error)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as errors.Terminated: stop the workers, then say so
+        bar.close()
+        try:
+            stopping, executor = executor, None  # closed here, not again below
+            if stopping is not None:
+                stopping.close()
+        finally:
+            how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+            store.mark_interrupted(sorted(in_flight), reason=f"interrupted by {how}; started again by the next sweep")
+        raise
     finally:
         bar.close()
         if executor is not None:

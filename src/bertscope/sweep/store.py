@@ -10,6 +10,12 @@ lock, :mod:`filelock`, that dies with its process).
 
 Statuses: ``pending`` (known, not started), ``running`` (handed to a worker; found on a store no sweep holds, it
 means the sweep was interrupted and the run will be started again), ``done``, ``failed`` (with its error).
+
+Whether a ``running`` run is live or stale is decided by the store lock alone, never by the run's folder: a sweep
+that takes the lock knows every ``running`` run belongs to a dead sweep and makes it ``pending`` again
+(:meth:`ResultStore.reset_interrupted`), whatever files its folder holds. A sweep stopped by SIGTERM or Ctrl-C
+also notes why in each stopped run's error (:meth:`ResultStore.mark_interrupted`); a killed one cannot, and its
+runs read the same once its lock is gone.
 """
 
 from __future__ import annotations
@@ -324,6 +330,14 @@ class ResultStore:
                 conn.execute("UPDATE runs SET depends_on=?, identity=?, config=? WHERE id=?",
                              (_dumps([new if d == old else d for d in deps]), _dumps(ident), _dumps(config),
                               other["id"]))
+
+    def mark_interrupted(self, run_ids: Iterable[str], *, reason: str) -> int:
+        """Note why runs still ``running`` were stopped (e.g. "interrupted by SIGTERM"). They stay ``running``, which
+        on a store no sweep holds means interrupted, and the next sweep starts them again. Returns runs noted."""
+        now = time.time()
+        with self.transaction() as conn:
+            return sum(conn.execute("UPDATE runs SET error=?, finished=? WHERE status='running' AND id=?",
+                                    (reason, now, rid)).rowcount for rid in run_ids)
 
     def reset_interrupted(self, run_ids: Iterable[str] | None = None) -> int:
         """Runs left ``running`` by a dead sweep go back to ``pending`` (call with the store lock held)."""
