@@ -373,10 +373,10 @@ def test_a_worker_imports_plugins_only_when_the_driver_was_allowed_to(tmp_path):
     plugin = tmp_path / "mark.py"
     plugin.write_text("from pathlib import Path\nPath(__file__).with_suffix('.imported').write_text('x')\n"
                       "BERTSCOPE_COMMANDS = []\n")
-    refused = execute(Task("mark-1", "mark", {}, plugins=(str(plugin),)))
+    refused = execute(Task("mark-1", "no-such-toy-command", {}, plugins=(str(plugin),)))
     assert not refused.ok and "--allow-plugins" in refused.error and "\n" not in refused.error
     assert not (tmp_path / "mark.imported").exists()
-    allowed = execute(Task("mark-1", "mark", {}, plugins=(str(plugin),), allow_plugins=True))
+    allowed = execute(Task("mark-1", "no-such-toy-command", {}, plugins=(str(plugin),), allow_plugins=True))
     assert (tmp_path / "mark.imported").exists()  # imported (the command it lacks fails the run afterwards)
     assert not allowed.ok and "not registered in this worker" in allowed.error
 

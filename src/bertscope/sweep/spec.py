@@ -109,7 +109,12 @@ class SweepSpec:
 
 def canonical_json(value: Any) -> str:
     """The one JSON text of a value: sorted keys, no whitespace, plain JSON types."""
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _dumps(_plain(value))
+
+
+def _dumps(plain: Any) -> str:
+    """:func:`canonical_json` of a value that is plain JSON already (no conversion pass)."""
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _plain(value: Any) -> Any:
@@ -131,7 +136,11 @@ def _plain(value: Any) -> Any:
 
 def run_id(command: str, identity: Mapping[str, Any]) -> str:
     """``<command>-<12 hex>``: a hash of the command and its canonical identity."""
-    digest = hashlib.sha256(f"{command}\n{canonical_json(identity)}".encode()).hexdigest()
+    return _hashed(command, canonical_json(identity))
+
+
+def _hashed(command: str, text: str) -> str:
+    digest = hashlib.sha256(f"{command}\n{text}".encode()).hexdigest()
     return f"{command}-{digest[:12]}"
 
 
@@ -321,6 +330,7 @@ class _Expander:
                            tuple[str, str, dict[str, Any] | None, str | None]] = {}
         self.not_loaded: set[str] = set()
         self.not_loaded_runs = 0
+        self._field_sets: dict[type[Config], frozenset[str]] = {}
 
     def block(self, command: str, base: dict[str, Any], grid: dict[str, list[Any]], resources: dict[str, float],
               experiment: str, where: str) -> None:
@@ -387,7 +397,7 @@ class _Expander:
             refs[key] = pre
             deps.append(pre.id)
             resolved[key] = str(_output_path(self.registry[ref], self.runs_dir / pre.id))
-        fields = set(cls.field_names())
+        fields = self._fields(cls)
         if "progress" in fields:
             resolved["progress"] = False
         if "out" in fields:
@@ -397,23 +407,29 @@ class _Expander:
         except BertscopeError as exc:
             message = str(exc)
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
-        full = config.to_dict()
+        full = _plain(config.to_dict())  # plain JSON values from here on: hashed without another conversion
         identity = self.registry[command].identity(full)
         legacy = legacy_values(command, full, SWEEP_NON_IDENTITY_0_1)  # its id in a 0.1.0 store
         for key, pre in refs.items():
             identity[key] = {"@run": pre.id}
             legacy[key] = {"@run": pre.legacy_id or pre.id}
-        rid = run_id(command, identity)
+        rid = _hashed(command, _dumps(identity))
         if "out" in fields:
             full["out"] = str(self.runs_dir / rid)
         self.members.setdefault((rid, experiment, axes_key, label), (rid, experiment, axes, label))
         if rid in self.runs:
             return self.runs[rid]
-        run = Run(id=rid, command=command, options=_plain(full), identity=identity,
+        run = Run(id=rid, command=command, options=full, identity=identity,
                   axes=axes, experiment=experiment, depends_on=tuple(deps), resources=dict(resources), label=label,
-                  legacy_id=run_id(command, legacy))
+                  legacy_id=_hashed(command, _dumps(legacy)))
         self.runs[rid] = run
         return run
+
+    def _fields(self, cls: type[Config]) -> frozenset[str]:
+        known = self._field_sets.get(cls)
+        if known is None:
+            known = self._field_sets[cls] = frozenset(cls.field_names())
+        return known
 
     def _config_class(self, command: str, where: str) -> type[Config]:
         known = self.registry
