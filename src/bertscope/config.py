@@ -40,7 +40,7 @@ def opt(
     return dataclasses.field(default=default, metadata=meta)
 
 
-@functools.lru_cache(maxsize=None)  # hot: every field of every config a sweep's grid builds
+@functools.cache  # hot: every field of every config a sweep's grid builds
 def _base_type(annotation: Any) -> tuple[type, bool]:
     """(the scalar type, whether None is allowed) of a field annotation such as ``int | None``."""
     origin = typing.get_origin(annotation)
@@ -87,11 +87,16 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=None)
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _type_hints(cls: type) -> dict[str, Any]:
     """A class's resolved annotations, computed once: building configs by the thousand (a sweep's grid) spent most
     of its time re-evaluating them."""
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 @dataclasses.dataclass(frozen=True)
