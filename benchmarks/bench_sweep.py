@@ -2,13 +2,17 @@
 
     python -m benchmarks.bench_sweep                   # all parts
     python -m benchmarks.bench_sweep --skip-ray --n-real 4
+    python -m benchmarks.bench_sweep --dry-run-runs 10000 100000   # only part 3
 
 1. Scheduling overhead per run, on a sweep of trivially small runs (a no-op command): the sweep (spec expansion,
    store transactions, worker hand-off, provenance) against the baseline of calling the same command in a plain
    Python loop (local) or as plain Ray tasks (``ray.get([f.remote() ...])``). Reported as ms per run and ratio.
 2. Throughput of a sweep of real small runs (``reconstruct`` on the embedded default model, a few sentences):
    2 local worker processes vs 1, in runs per minute, and the ratio.
-Writes benchmarks/results/bench_sweep.json.
+3. ``--dry-run-runs N ...``: seconds of ``bertscope sweep --dry-run`` (the CLI, start-up and table included) on a
+   ``finetune`` grid of N runs, and the seconds per 1,000 runs relative to the smallest N (1.0 = linear; a quadratic
+   step doubles it with every doubling of N). The goal: 100,000 runs under 30 s.
+Writes benchmarks/results/bench_sweep.json (part 3: bench_sweep_dry_run.json).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from bertscope.registry import CommandInfo
 
 THIS = Path(__file__).resolve()
 RESULTS = THIS.parent / "results" / "bench_sweep.json"
+DRY_RUN_RESULTS = THIS.parent / "results" / "bench_sweep_dry_run.json"
+#: the benchmark's specs load this file as a plugin, from outside their (temporary) folder
+ALLOW = {"allow_plugins": True, "plugins_from": "any"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ def _sweep(spec: Path, store: Path, **options: Any) -> tuple[float, Any]:
     from bertscope import api
 
     start = time.perf_counter()
-    result = api.sweep(spec=str(spec), store=str(store), progress=False, **options)
+    result = api.sweep(spec=str(spec), store=str(store), progress=False, **ALLOW, **options)
     wall = time.perf_counter() - start
     assert result.counts["done"] == len(result.plan), result.failures
     return wall, result
@@ -117,9 +124,11 @@ def overhead(folder: Path, n: int, with_ray: bool) -> dict[str, Any]:
             from bertscope.sweep.executors import Task, execute
 
             remote = ray.remote(max_retries=0)(execute)
-            ray.get([remote.remote(Task(f"warm{i}", "bench-noop", {"i": i}, (str(THIS),))) for i in range(2)])
+            ray.get([remote.remote(Task(f"warm{i}", "bench-noop", {"i": i}, (str(THIS),), allow_plugins=True))
+                     for i in range(2)])
             start = time.perf_counter()
-            ray.get([remote.remote(Task(f"b{i}", "bench-noop", {"i": i}, (str(THIS),))) for i in range(n)])
+            ray.get([remote.remote(Task(f"b{i}", "bench-noop", {"i": i}, (str(THIS),), allow_plugins=True))
+                     for i in range(n)])
             out["baseline_plain_ray_ms_per_run"] = 1000 * (time.perf_counter() - start) / n
             wall, _ = _sweep(spec, folder / "ray.db", executor="ray")
             out["ray_sweep_ms_per_run"] = 1000 * wall / n
@@ -151,6 +160,35 @@ def throughput(folder: Path, n: int, max_examples: int) -> dict[str, Any]:
     return out
 
 
+def dry_run(folder: Path, sizes: list[int]) -> dict[str, Any]:
+    """Seconds of the CLI's ``sweep --dry-run`` per grid size (a fresh process each: what a user waits for)."""
+    import subprocess
+
+    import yaml
+
+    rows = []
+    for n in sorted(sizes):
+        lrs = [round(1e-5 * (i + 1), 8) for i in range(10)]
+        seeds = list(range(-(-n // len(lrs))))
+        path = folder / f"dry-{n}.yaml"
+        path.write_text(yaml.safe_dump({"name": f"dry-{n}", "command": "finetune",
+                                        "base": {"task": "rte", "epochs": 1}, "grid": {"seed": seeds, "lr": lrs}}))
+        command = [sys.executable, "-m", "bertscope", "sweep", str(path), "--store", str(folder / f"dry-{n}.db"),
+                   "--dry-run"]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"dry run of {n} runs failed: {done.stderr.strip()[-500:]}")
+        rows.append({"runs": len(seeds) * len(lrs), "seconds": seconds})
+    base = rows[0]["seconds"] / rows[0]["runs"]
+    for row in rows:
+        row["seconds_per_1000_runs"] = 1000 * row["seconds"] / row["runs"]
+        row["per_run_vs_smallest"] = row["seconds"] / row["runs"] / base
+    return {"command": "bertscope sweep SPEC --dry-run (finetune grid: seed x 10 lr values)", "sizes": rows,
+            "goal": "100,000 runs under 30 s"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-trivial", type=int, default=100, help="no-op runs for the overhead part")
@@ -158,9 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=64, help="sentences per real run")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--dry-run-runs", type=int, nargs="+", metavar="N",
+                        help="only time `sweep --dry-run` of finetune grids of these sizes (e.g. 10000 100000)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    if args.dry_run_runs:
+        try:
+            report = dry_run(folder, args.dry_run_runs)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"{report['command']}; goal: {report['goal']}")
+        print("      runs   seconds   s/1000 runs   per run vs smallest")
+        for row in report["sizes"]:
+            print(f"  {row['runs']:8d}  {row['seconds']:8.2f}  {row['seconds_per_1000_runs']:12.3f}"
+                  f"  {row['per_run_vs_smallest']:8.2f}x")
+        report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+        DRY_RUN_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        DRY_RUN_RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {DRY_RUN_RESULTS}")
+        return 0
     summary: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                                "command": "python -m benchmarks.bench_sweep " + " ".join(argv or sys.argv[1:])}
     try:

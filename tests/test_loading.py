@@ -83,3 +83,50 @@ def test_quiet_hugging_face_silences_bars_and_logs_and_restores_them() -> None:
         hf_logging.set_verbosity(before[0])
         if not before[1]:
             hf_logging.disable_progress_bar()
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"model_type": "nosuch-bert", "auto_map": {"AutoConfig": "my_code.MyConfig", "AutoModel": "my_code.MyModel"}},
+         "auto_map naming AutoConfig, AutoModel"),
+        ({"model_type": "nosuch-bert"}, "model_type 'nosuch-bert' is not one transformers knows"),
+    ],
+)
+def test_a_folder_that_needs_its_own_code_is_refused_in_one_line(tmp_path, monkeypatch, fields, why) -> None:
+    import json
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**fields, "hidden_size": 8}))
+    marker = tmp_path / "ran.txt"
+    (folder / "my_code.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")  # what must never run
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # not mistaken for an unreachable hub
+    for load in (loading.load_config, loading.load_tokenizer, loading.load_model, loading.load_saved_architecture):
+        with pytest.raises(BertscopeError) as info:
+            load(str(folder))
+        message = str(info.value)
+        assert why in message and "does not run a checkpoint's own code" in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_every_hugging_face_load_passes_trust_remote_code_false(monkeypatch, tiny_checkpoint) -> None:
+    import transformers
+
+    seen: list[tuple[str, object]] = []
+    for cls_name in ("AutoConfig", "AutoTokenizer", "AutoModelForMaskedLM", "BertForMaskedLM"):
+        cls = getattr(transformers, cls_name)
+        original = cls.from_pretrained.__func__
+
+        def spy(klass, *args, _original=original, _name=cls_name, **kwargs):
+            seen.append((_name, kwargs.get("trust_remote_code", "missing")))
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    folder = str(tiny_checkpoint("bert"))
+    loading.load_tokenizer(None)
+    loading.load_model(folder, "masked-lm", trust_remote_code=True)  # asked for: still not allowed
+    loading.load_saved_architecture(folder)
+    names = {name for name, _ in seen}
+    assert {"AutoConfig", "AutoTokenizer", "AutoModelForMaskedLM"} <= names
+    assert all(value is False for _, value in seen), seen

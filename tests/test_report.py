@@ -265,7 +265,7 @@ def test_report_of_a_real_sweep_shows_progress_while_incomplete(tmp_path):
     toy = str(Path(__file__).with_name("sweep_toy.py"))
     spec = tmp_path / "toy.yaml"
     spec.write_text(f"plugins: [{toy}]\ncommand: toy\ngrid: {{x: [1, 2], fail: [false, true], seed: [1, 2]}}\n")
-    api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
+    api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False, allow_plugins=True, plugins_from="any")
     result = api.report(store=str(tmp_path / "r.db"), out=str(tmp_path / "rep"))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert result.counts == {"pending": 0, "running": 0, "done": 4, "failed": 4}
@@ -511,7 +511,7 @@ def test_reviewer_reading_of_a_real_sweep(tmp_path, glue_dir):
                     f"  - {{name: toy, command: toy, grid: {{x: [1, 2], seed: [1, 2]}}}}\n"
                     f"  - {{name: probe, base: {small}, grid: {{layer: ['2', '6'], seed: [1, 2]}}}}\n"
                     f"  - {{name: scan, command: layers, base: {small[:-1]}, layers: '0,6'}}, grid: {{seed: [1, 2]}}}}\n")
-    api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
+    api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False, allow_plugins=True, plugins_from="any")
     result = api.report(store=str(tmp_path / "r.db"), out=str(tmp_path / "rep"))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert result.counts["done"] == 10 and result.counts["failed"] == 0

@@ -19,6 +19,10 @@ from bertscope.errors import BertscopeError
 from bertscope.sweep.store import ResultStore
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))
+TESTS = str(Path(__file__).parent)
+#: the toy plugin lives beside the tests, not beside the specs (in tmp_path): allow it from there
+ALLOW = {"allow_plugins": True, "plugins_from": TESTS}
+ALLOW_FLAGS = ["--allow-plugins", "--plugins-from", TESTS]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -54,7 +58,7 @@ def test_serial_sweep_runs_everything_then_skips_done_runs(tmp_path):
     log = tmp_path / "log.txt"
     spec = write_spec(tmp_path, base={"log": str(log)}, grid={"x": [1, 2, 3], "seed": [1, 2]})
     store = tmp_path / "r.db"
-    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    result = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     assert result.counts == {"pending": 0, "running": 0, "done": 6, "failed": 0}
     assert result.executed == {"done": 6, "failed": 0} and result.exit_code == 0
     assert len(executions(log)) == 6
@@ -62,32 +66,32 @@ def test_serial_sweep_runs_everything_then_skips_done_runs(tmp_path):
     with ResultStore(store) as s:
         env = s.records()[0].environment
         assert env["versions"]["torch"] and "git" in env
-    again = api.sweep(spec=str(spec), store=str(store), progress=False)
+    again = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     assert again.skipped == 6 and again.executed == {"done": 0, "failed": 0}
     assert len(executions(log)) == 6  # nothing ran twice
     # growing the grid runs only the new points
     bigger = write_spec(tmp_path, base={"log": str(log)}, grid={"x": [1, 2, 3, 4], "seed": [1, 2]})
-    grown = api.sweep(spec=str(bigger), store=str(store), progress=False)
+    grown = api.sweep(**ALLOW, spec=str(bigger), store=str(store), progress=False)
     assert grown.executed["done"] == 2 and len(executions(log)) == 8
 
 
 def test_failures_are_recorded_never_stop_the_sweep_and_are_retried_on_request(tmp_path):
     spec = write_spec(tmp_path, grid={"x": [1, 2], "fail": [False, True], "crash": [False, True]})
     store = tmp_path / "r.db"
-    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    result = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     assert result.executed == {"done": 2, "failed": 6} and result.exit_code == 1
     with ResultStore(store) as s:
         failed = {r.axes["x"]: r for r in s.records(status="failed") if not r.axes["fail"]}
         assert failed[1].error == "ZeroDivisionError: toy bug" and "Traceback" in failed[1].traceback
         user = [r for r in s.records(status="failed") if r.axes["fail"]]
         assert all(r.error.startswith("toy failure for x=") and r.traceback is None for r in user)
-    assert api.sweep(spec=str(spec), store=str(store), progress=False).executed == {"done": 0, "failed": 0}
-    retried = api.sweep(spec=str(spec), store=str(store), progress=False, retry_failed=True)
+    assert api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False).executed == {"done": 0, "failed": 0}
+    retried = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False, retry_failed=True)
     assert retried.executed == {"done": 0, "failed": 6}
     with ResultStore(store) as s:
         assert {r.attempts for r in s.records(status="failed")} == {2}
     # the CLI prints the summary and exits 1 when runs failed, 2 for a user error
-    assert main(["sweep", str(spec), "--store", str(store), "--no-progress"]) == 1
+    assert main(["sweep", str(spec), "--store", str(store), "--no-progress", *ALLOW_FLAGS]) == 1
     assert main(["sweep", str(tmp_path / "missing.yaml"), "--store", str(store)]) == 2
 
 
@@ -96,17 +100,17 @@ def test_pre_step_runs_once_and_a_failed_pre_step_fails_its_dependents(tmp_path)
     made = {"toy-make": {"offset": 0.25}, "label": "made"}
     spec = write_spec(tmp_path, base={"log": str(log)}, grid={"model": [None, made], "x": [1, 2], "seed": [3]})
     store = tmp_path / "r.db"
-    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    result = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     assert result.counts["done"] == 5
     check_scores(store, offset_of=lambda r: 0.25 if r.config["model"] else 0.0)
     broken = write_spec(tmp_path, "broken", grid={"model": [{"toy-make": {"offset": 1.0}}], "x": [1, 2]})
     runs_dir = tmp_path / "r-runs"
     from bertscope.sweep.spec import load_spec
 
-    pre = next(r for r in load_spec(broken, runs_dir=runs_dir.resolve()).runs if r.command == "toy-make")
+    pre = next(r for r in load_spec(broken, runs_dir=runs_dir.resolve(), **ALLOW).runs if r.command == "toy-make")
     Path(pre.options["out"]).parent.mkdir(parents=True, exist_ok=True)
     Path(pre.options["out"]).write_text("a file where the folder should go")
-    failed = api.sweep(spec=str(broken), store=str(store), progress=False)
+    failed = api.sweep(**ALLOW, spec=str(broken), store=str(store), progress=False)
     assert failed.executed == {"done": 0, "failed": 3}
     with ResultStore(store) as s:
         errors = {r.id: r.error for r in s.records(sweep="broken")}
@@ -115,8 +119,8 @@ def test_pre_step_runs_once_and_a_failed_pre_step_fails_its_dependents(tmp_path)
 
 def test_worker_processes_give_the_same_results_as_serial(tmp_path):
     spec = write_spec(tmp_path, grid={"x": [0.5, 1.5, 2.5], "seed": [1, 2]})
-    serial = check_scores(Path(api.sweep(spec=str(spec), store=str(tmp_path / "a.db"), progress=False).store))
-    parallel_result = api.sweep(spec=str(spec), store=str(tmp_path / "b.db"), progress=False, workers=2, threads=1)
+    serial = check_scores(Path(api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "a.db"), progress=False).store))
+    parallel_result = api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "b.db"), progress=False, workers=2, threads=1)
     assert parallel_result.counts["done"] == 6
     parallel = check_scores(tmp_path / "b.db")
     assert parallel == serial
@@ -130,13 +134,13 @@ def test_a_second_sweep_on_the_same_store_is_refused(tmp_path):
 
     spec = write_spec(tmp_path, grid={"x": [1]})
     with StoreLock(tmp_path / "r.db"), pytest.raises(BertscopeError, match="in use by a running sweep"):
-        api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
+        api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "r.db"), progress=False)
 
 
 def test_status_counts_slowest_and_failed(tmp_path):
     spec = write_spec(tmp_path, grid={"x": [1, 2, 3], "sleep": [0.0, 0.05], "fail": [False, True]})
     store = tmp_path / "r.db"
-    api.sweep(spec=str(spec), store=str(store), progress=False)
+    api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     status = api.status(store=str(store), slowest=2)
     assert status.counts == {"pending": 0, "running": 0, "done": 6, "failed": 6}
     assert status.by_sweep == {"toy": status.counts}
@@ -159,7 +163,8 @@ def test_status_counts_slowest_and_failed(tmp_path):
 
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path):
-    spec = write_spec(tmp_path, grid={"x": [1, 2]})
+    spec = tmp_path / "recon.yaml"  # a built-in command: a dry run imports no plugin, so it lists no toy runs
+    spec.write_text(yaml.safe_dump({"command": "reconstruct", "base": {"max_examples": 4}, "grid": {"seed": [1, 2]}}))
     result = api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), dry_run=True)
     assert [row["status"] for row in result.plan] == ["new", "new"]
     assert not (tmp_path / "r.db").exists()
@@ -185,7 +190,7 @@ def test_sigkill_mid_sweep_loses_nothing_and_duplicates_nothing(tmp_path, worker
     spec = write_spec(tmp_path, base={"sleep": 0.15, "log": str(log)}, grid={"x": list(range(n))})
     store = tmp_path / "r.db"
     command = [sys.executable, "-m", "bertscope", "sweep", str(spec), "--store", str(store), "--no-progress",
-               "--workers", str(workers), "--threads", "1"]
+               "--workers", str(workers), "--threads", "1", *ALLOW_FLAGS]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -223,15 +228,15 @@ def test_ray_executor_gives_the_same_results_as_local(tmp_path, local_ray):
     made = {"toy-make": {"offset": 0.25}, "label": "made"}
     spec = write_spec(tmp_path, grid={"model": [None, made], "x": [1, 2, 3], "seed": [1, 2]},
                       resources={"cpus": 1})
-    local = api.sweep(spec=str(spec), store=str(tmp_path / "local.db"), progress=False)
-    ray_result = api.sweep(spec=str(spec), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
+    local = api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "local.db"), progress=False)
+    ray_result = api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
     assert local.counts == ray_result.counts == {"pending": 0, "running": 0, "done": 13, "failed": 0}
     offset = lambda r: 0.25 if r.config["model"] else 0.0  # noqa: E731
     assert check_scores(tmp_path / "ray.db", offset) == check_scores(tmp_path / "local.db", offset)
     with ResultStore(tmp_path / "ray.db") as s:
         assert all(not r.worker.endswith(f":{os.getpid()}") for r in s.records())  # ran in Ray workers
     failing = write_spec(tmp_path, "failing", grid={"x": [1, 2], "crash": [False, True]})
-    result = api.sweep(spec=str(failing), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
+    result = api.sweep(**ALLOW, spec=str(failing), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
     assert result.executed == {"done": 2, "failed": 2}
     assert local_ray.is_initialized()  # the sweep did not shut down a Ray it did not start
 
@@ -246,7 +251,7 @@ def test_real_commands_reconstruct_over_a_checkpoint_and_its_deepened_variant(tm
                  "seed": [1]},
     }))
     store = tmp_path / "r.db"
-    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    result = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 0}, result.failures
     with ResultStore(store) as s:
         runs = s.records(command="reconstruct")
@@ -276,7 +281,7 @@ def test_real_study_sweep_over_tasks_and_seeds_then_report(tmp_path, tiny_checkp
         "grid": {"task": ["rte", "mrpc"], "seed": [1, 2]},
     }))
     store = tmp_path / "r.db"
-    result = api.sweep(spec=str(spec), store=str(store), progress=False)
+    result = api.sweep(**ALLOW, spec=str(spec), store=str(store), progress=False)
     assert result.counts["done"] == 4, result.failures
     with ResultStore(store) as s:
         payloads = {(r.axes["task"], r.axes["seed"]): s.payload(r.id) for r in s.records()}
@@ -329,8 +334,8 @@ def test_glue_sweep_on_the_default_model_survives_sigkill(tmp_path, glue_dir):
 @pytest.mark.slow
 def test_glue_sweep_gives_the_same_results_on_ray_and_locally(tmp_path, glue_dir, local_ray):
     spec = _glue_spec(tmp_path, glue_dir)
-    api.sweep(spec=str(spec), store=str(tmp_path / "local.db"), progress=False)
-    api.sweep(spec=str(spec), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
+    api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "local.db"), progress=False)
+    api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "ray.db"), progress=False, executor="ray")
     with ResultStore(tmp_path / "local.db") as a, ResultStore(tmp_path / "ray.db") as b:
         local = {r.id: r.metrics for r in a.records()}
         remote = {r.id: r.metrics for r in b.records()}
@@ -353,11 +358,11 @@ def test_ray_address_errors_are_one_line_user_errors(tmp_path):
         port = sock.getsockname()[1]
     start = time.time()
     with pytest.raises(BertscopeError, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
-        api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), progress=False, executor="ray",
+        api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "r.db"), progress=False, executor="ray",
                   address=f"127.0.0.1:{port}")
     assert time.time() - start < 30
     with pytest.raises(BertscopeError, match="--address needs --executor ray"):
-        api.sweep(spec=str(spec), store=str(tmp_path / "r.db"), address="auto")
+        api.sweep(**ALLOW, spec=str(spec), store=str(tmp_path / "r.db"), address="auto")
     with ResultStore(tmp_path / "r.db") as s:  # nothing ran, nothing was lost: the run is still pending
         assert s.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0}
 
@@ -412,7 +417,7 @@ def _wait_for(condition, timeout: float, proc: subprocess.Popen | None = None) -
 
 def _sweep_command(spec: Path, store: Path, workers: int) -> list[str]:
     return [sys.executable, "-m", "bertscope", "sweep", str(spec), "--store", str(store), "--no-progress",
-            "--workers", str(workers), "--threads", "1"]
+            "--workers", str(workers), "--threads", "1", "--allow-plugins", "--plugins-from", "any"]
 
 
 def _env() -> dict[str, str]:
@@ -511,3 +516,29 @@ def test_a_run_waits_for_a_live_writer_of_its_folder(tmp_path, monkeypatch):
     assert (out / "result.json").read_text() == "{}"  # untouched while owned
     done = executors.execute(task)
     assert done.ok and done.metrics["score"] == pytest.approx(toy_score(3.0, 0))
+
+
+def test_a_worker_imports_plugins_only_when_the_driver_was_allowed_to(tmp_path):
+    from bertscope.sweep.executors import Task, execute
+
+    plugin = tmp_path / "mark.py"
+    plugin.write_text("from pathlib import Path\nPath(__file__).with_suffix('.imported').write_text('x')\n"
+                      "BERTSCOPE_COMMANDS = []\n")
+    refused = execute(Task("mark-1", "no-such-toy-command", {}, plugins=(str(plugin),)))
+    assert not refused.ok and "--allow-plugins" in refused.error and "\n" not in refused.error
+    assert not (tmp_path / "mark.imported").exists()
+    allowed = execute(Task("mark-1", "no-such-toy-command", {}, plugins=(str(plugin),), allow_plugins=True))
+    assert (tmp_path / "mark.imported").exists()  # imported (the command it lacks fails the run afterwards)
+    assert not allowed.ok and "not registered in this worker" in allowed.error
+
+
+def test_a_sweep_with_plugins_runs_nothing_without_the_flag(tmp_path):
+    log = tmp_path / "log.txt"
+    spec = write_spec(tmp_path, base={"log": str(log)}, grid={"x": [1, 2]})
+    store = tmp_path / "r.db"
+    with pytest.raises(BertscopeError, match="pass --allow-plugins"):
+        api.sweep(spec=str(spec), store=str(store), progress=False)
+    assert main(["sweep", str(spec), "--store", str(store), "--no-progress"]) == 2
+    assert not store.exists() and not log.exists()
+    dry = api.sweep(spec=str(spec), store=str(store), dry_run=True)  # lists what it can: no built-in runs here
+    assert dry.plan == () and dry.runs_not_loaded == 2 and dry.commands_not_loaded == ("toy",)

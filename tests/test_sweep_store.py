@@ -19,7 +19,8 @@ TOY = str(Path(__file__).with_name("sweep_toy.py"))
 
 def _runs(tmp_path, n=3):
     return parse_spec({"plugins": [TOY], "command": "toy", "grid": {"x": list(range(n)), "seed": [7]}},
-                      runs_dir=tmp_path / "runs", default_name="s").runs
+                      runs_dir=tmp_path / "runs", default_name="s", allow_plugins=True,
+                      plugins_from=str(Path(TOY).parent)).runs
 
 
 def test_register_is_idempotent_and_keeps_status(tmp_path):
@@ -142,7 +143,8 @@ def test_the_lock_admits_one_sweep_and_dies_with_its_process(tmp_path):
 def test_rekey_moves_record_payload_memberships_and_other_runs_references_in_one_transaction(tmp_path):
     made = {"toy-make": {"offset": 0.25}, "label": "made"}
     runs = parse_spec({"plugins": [TOY], "command": "toy", "grid": {"model": [made], "x": [1]}},
-                      runs_dir=tmp_path / "runs", default_name="s").runs
+                      runs_dir=tmp_path / "runs", default_name="s", allow_plugins=True,
+                      plugins_from=str(Path(TOY).parent)).runs
     pre, reader = runs
     with ResultStore(tmp_path / "r.db") as store:
         store.register("s", {}, None, [pre])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ def opt(
     return dataclasses.field(default=default, metadata=meta)
 
 
+@functools.cache  # hot: every field of every config a sweep's grid builds
 def _base_type(annotation: Any) -> tuple[type, bool]:
     """(the scalar type, whether None is allowed) of a field annotation such as ``int | None``."""
     origin = typing.get_origin(annotation)
@@ -85,6 +87,18 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A class's resolved annotations, computed once: building configs by the thousand (a sweep's grid) spent most
+    of its time re-evaluating them."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base class of every command's options: typed, immutable, JSON/YAML round-trip, validated on creation."""
@@ -92,7 +106,7 @@ class Config:
     command: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for field in dataclasses.fields(self):
             value = _coerce(field.name, getattr(self, field.name), hints[field.name])
             object.__setattr__(self, field.name, value)

@@ -24,6 +24,15 @@ def _env_glue_dir() -> str | None:
     return os.environ.get("BERTSCOPE_GLUE_DIR") or None
 
 
+def _check_task_name(task: str | None) -> None:
+    """An unknown task name fails when the config is built (so a sweep's ``--dry-run`` reports it): the name lookup
+    only, no data is read."""
+    if task is not None:
+        from bertscope.glue import get_task
+
+        get_task(task)
+
+
 @dataclass(frozen=True)
 class ModelOptions(Config):
     """Options for every command that loads a model."""
@@ -60,6 +69,7 @@ class TextOptions(Config):
     def validate(self) -> None:
         if self.texts is not None and self.task is not None:
             raise BertscopeError("give either --texts or --task, not both")
+        _check_task_name(self.task)
         if self.max_examples is not None and self.max_examples < 1:
             raise BertscopeError(f"--max-examples must be at least 1, got {self.max_examples}")
         if self.data_dir is None and _env_glue_dir() is not None:
@@ -227,7 +237,13 @@ class SweepConfig(Config):
     runs_dir: str | None = opt(None, "folder for each run's own output folder (named by run id); default: "
                                      "<store>-runs/ beside the store", metavar="DIR")
     retry_failed: bool = opt(False, "run failed runs again (done runs are always kept)")
-    dry_run: bool = opt(False, "validate the spec and list its runs with their stored status; run nothing")
+    dry_run: bool = opt(False, "validate the spec and list its runs with their stored status; run nothing (never "
+                               "imports the spec's plugins)")
+    allow_plugins: bool = opt(False, "import the spec's plugins (their code runs in the driver and every worker); "
+                                     "without it a spec with plugins is refused")
+    plugins_from: str = opt("spec", "with --allow-plugins, where plugin files may come from: spec (the spec's "
+                                    "folder or below), a folder (in it or below), or any (also module names)",
+                            metavar="spec|any|DIR")
     progress: bool = opt(True, "show overall progress")
 
     def validate(self) -> None:
@@ -242,6 +258,10 @@ class SweepConfig(Config):
                 raise BertscopeError(f"{name} must not be negative, got {value}")
         if self.threads is not None and self.threads < 1:
             raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
+        if self.plugins_from != "spec" and not self.allow_plugins:
+            raise BertscopeError("--plugins-from says where plugins may come from; add --allow-plugins to import them")
+        if self.plugins_from not in ("spec", "any") and not os.path.isdir(os.path.expanduser(self.plugins_from)):
+            raise BertscopeError(f"--plugins-from must be spec, any or an existing folder, got {self.plugins_from!r}")
 
 
 @dataclass(frozen=True)
@@ -349,6 +369,7 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError("--cache-features needs a fully frozen encoder: add --freeze encoder")
         if self.task is None:
             raise BertscopeError("--task is required (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+        _check_task_name(self.task)
         for name in ("max_train", "max_eval", "eval_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

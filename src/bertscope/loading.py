@@ -5,12 +5,17 @@ come from: the embedded default model, a local folder, or a hub id; how the hub'
 :class:`~bertscope.errors.BertscopeError`, :class:`~bertscope.errors.HubUnreachableError` when offline); how
 ``--device`` / ``--dtype`` strings map to torch; and :func:`quiet_hugging_face`, the one place that silences the
 Hugging Face libraries' progress bars and log noise. It imports families, never the other way.
+
+Every config, tokenizer and model load passes ``trust_remote_code=False``: bertscope never runs a checkpoint's own
+Python code (nor lets transformers ask about it in a terminal). A local folder whose config needs such code (an
+``auto_map``, or a ``model_type`` transformers does not know) is refused in one line before anything loads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -121,9 +126,36 @@ def resolve_dtype(dtype: str) -> torch.dtype:
         raise BertscopeError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
 
 
+def _remote_code_error(source: str, why: str) -> BertscopeError:
+    return BertscopeError(f"cannot load '{source}': it needs its own Python code ({why}), and bertscope does not run "
+                          "a checkpoint's own code (trust_remote_code=False); use a checkpoint of a model type "
+                          "transformers ships")
+
+
+def _refuse_remote_code(source: str) -> None:
+    """One line for a local folder whose config.json asks for its own code; hub ids are refused by transformers
+    itself (``trust_remote_code=False``), which :func:`_hub_error` words the same way."""
+    config_file = Path(source) / "config.json"
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else None
+    except (OSError, ValueError):
+        return  # unreadable or broken: the load itself reports it
+    if not isinstance(raw, dict):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = raw.get("model_type")
+    if raw.get("auto_map"):
+        raise _remote_code_error(source, f"config.json has an auto_map naming {', '.join(sorted(raw['auto_map']))}")
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
+        raise _remote_code_error(source, f"model_type {model_type!r} is not one transformers knows")
+
+
 def _hub_error(source: str, exc: Exception) -> BertscopeError:
     """The one-line error a user sees for a failed load (offline and unknown ids read differently)."""
     text = str(exc)
+    if "trust_remote_code" in text:
+        return _remote_code_error(source, "transformers says it contains custom code")
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
     if "connect" in text.lower() or "offline" in text.lower() or "cached" in text.lower() or offline:
         return HubUnreachableError(
@@ -141,9 +173,10 @@ def _source_and_config(name: str | None) -> tuple[str, Any]:
     import transformers
 
     source = resolve_model_source(name)
+    _refuse_remote_code(source)
     with quiet_hugging_face():
         try:
-            config = transformers.AutoConfig.from_pretrained(source)
+            config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
     family_for(config)
@@ -159,9 +192,10 @@ def load_tokenizer(name: str | None) -> Any:
     from transformers import AutoTokenizer
 
     source = resolve_model_source(name)
+    _refuse_remote_code(source)
     with quiet_hugging_face():
         try:
-            return AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
 
@@ -202,7 +236,8 @@ def load_model(
     with quiet_hugging_face():
         try:
             model, info = auto.from_pretrained(
-                source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True, **model_kwargs
+                source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True,
+                **{**model_kwargs, "trust_remote_code": False},  # never a checkpoint's own code, whatever is asked
             )
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
@@ -229,7 +264,8 @@ def load_saved_architecture(name: str | None, *, device: str | torch.device = "c
                 getattr(cls.config_class, "model_type", None) != config.model_type:
             cls = transformers.AutoModel
         try:
-            model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True)
+            model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True,
+                                              trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
     model.to(resolve_device(device))

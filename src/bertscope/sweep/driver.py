@@ -25,7 +25,10 @@ from bertscope.sweep.migrate import known_statuses, migrate_legacy_ids
 from bertscope.sweep.spec import Run, SweepSpec, load_spec
 from bertscope.sweep.store import STATUSES, ResultStore
 
-__all__ = ["COMMAND", "SweepResult", "default_runs_dir", "run_sweep"]
+__all__ = ["COMMAND", "DRY_RUN_ROWS", "SweepResult", "default_runs_dir", "run_sweep"]
+
+#: A dry run's table shows this many runs (a terminal table of 100,000 rows helps nobody; the result has them all).
+DRY_RUN_ROWS = 200
 
 
 def default_runs_dir(store: str | Path) -> Path:
@@ -50,6 +53,10 @@ class SweepResult:
     failures: tuple[dict[str, str], ...] = ()
     dry_run: bool = False
     migrated: int = 0  # runs re-keyed from their legacy id (stores written before per-command identity rules)
+    #: a dry run imports no plugin: the plugins, their commands it needed and how many grid points those were
+    plugins_not_loaded: tuple[str, ...] = ()
+    commands_not_loaded: tuple[str, ...] = ()
+    runs_not_loaded: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -63,7 +70,8 @@ class SweepResult:
                 "name": self.name, "store": self.store, "runs_dir": self.runs_dir, "counts": self.counts,
                 "executed": self.executed, "skipped": self.skipped, "wall_seconds": self.wall_seconds,
                 "failures": list(self.failures), "runs": list(self.plan), "dry_run": self.dry_run,
-                "migrated": self.migrated}
+                "migrated": self.migrated, "plugins_not_loaded": list(self.plugins_not_loaded),
+                "commands_not_loaded": list(self.commands_not_loaded), "runs_not_loaded": self.runs_not_loaded}
 
     def metrics(self) -> dict[str, float]:
         out = {f"runs.{k}": float(v) for k, v in self.counts.items()}
@@ -80,10 +88,18 @@ class SweepResult:
             plan = Table(title=f"sweep {self.name}: {len(self.plan)} runs (dry run)")
             for column in ("run id", "experiment", "axes", "status"):
                 plan.add_column(column)
-            for row in self.plan:
+            for row in self.plan[:DRY_RUN_ROWS]:
                 axes = ", ".join(f"{k}={v}" for k, v in (row.get("axes") or {}).items()) or "(pre-step)"
                 plan.add_row(row["id"], row["experiment"], axes, row["status"])
             parts.append(plan)
+            if len(self.plan) > DRY_RUN_ROWS:
+                parts.append(f"... and {len(self.plan) - DRY_RUN_ROWS} more run(s) (every run: the API's "
+                             "SweepResult.plan)")
+            if self.plugins_not_loaded:
+                parts.append(f"plugins not loaded (a dry run never imports them): {', '.join(self.plugins_not_loaded)}"
+                             + (f"; {self.runs_not_loaded} run(s) of their commands "
+                                f"({', '.join(self.commands_not_loaded)}) not listed" if self.runs_not_loaded else "")
+                             + ("" if self.config.allow_plugins else "; a real run needs --allow-plugins"))
         table = Table(title=f"sweep {self.name} -> {self.store}")
         for column in ("", *STATUSES):
             table.add_column(column, justify="right")
@@ -112,7 +128,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     start = time.perf_counter()
     store_path = Path(config.store)
     runs_dir = Path(config.runs_dir) if config.runs_dir else default_runs_dir(store_path)
-    spec = load_spec(config.spec or "", runs_dir=runs_dir.resolve())
+    spec = load_spec(config.spec or "", runs_dir=runs_dir.resolve(), allow_plugins=config.allow_plugins,
+                     plugins_from=config.plugins_from, dry_run=config.dry_run)
     if config.dry_run:
         return _dry_run(config, spec, store_path, runs_dir, start)
     store = ResultStore(store_path)
@@ -143,7 +160,8 @@ def _dry_run(config: SweepConfig, spec: SweepSpec, store_path: Path, runs_dir: P
             counts[row["status"]] += 1
     return SweepResult(config=config, name=spec.name, store=str(store_path), runs_dir=str(runs_dir), plan=plan,
                        counts=counts, executed={"done": 0, "failed": 0}, skipped=counts["done"],
-                       wall_seconds=time.perf_counter() - start, dry_run=True)
+                       wall_seconds=time.perf_counter() - start, dry_run=True, plugins_not_loaded=spec.plugins,
+                       commands_not_loaded=spec.not_loaded, runs_not_loaded=spec.not_loaded_runs)
 
 
 def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: Path, start: float, *,
@@ -195,7 +213,8 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
                     continue
                 queue.remove(run)
                 store.mark_running(run.id)
-                executor.submit(Task(run.id, run.command, run.options, spec.plugins, run.resources))  # type: ignore[union-attr]
+                executor.submit(Task(run.id, run.command, run.options, spec.plugins, run.resources,  # type: ignore[union-attr]
+                                     allow_plugins=config.allow_plugins))
                 in_flight.add(run.id)
             if not in_flight:
                 if queue:  # pre-steps outside this invocation's work are not done: cannot proceed
@@ -236,8 +255,9 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
     for rid in ids:
         counts[after[rid]] += 1
     stored_failures = [f for f in failures if f["id"] in todo_ids]
+    reported = {f["id"] for f in stored_failures}
     for rid in ids:  # failures from earlier invocations that were not retried
-        if after[rid] == "failed" and rid not in {f["id"] for f in stored_failures}:
+        if after[rid] == "failed" and rid not in reported:
             stored_failures.append({"id": rid, "error": (store.record(rid).error or "") + " (not retried)"})
     plan = tuple({"id": r.id, "command": r.command, "experiment": r.experiment, "axes": r.axes,
                   "status_before": before[r.id], "status": after[r.id]} for r in spec.runs)

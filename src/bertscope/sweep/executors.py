@@ -44,6 +44,7 @@ class Task:
     resources: dict[str, float] = field(default_factory=dict)
     threads: int | None = None
     quiet: bool = False  # a worker process: silence library progress bars (the sweep shows overall progress)
+    allow_plugins: bool = False  # the driver was allowed to import ``plugins`` (--allow-plugins): so may the worker
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,11 @@ def execute(task: Task) -> Outcome:
         from bertscope.results import to_jsonable
         from bertscope.tracking import parse_report_to
 
-        load_plugins(task.plugins)
+        if task.plugins and not task.allow_plugins:
+            raise BertscopeError("the run's spec has plugins, and the sweep was not started with --allow-plugins: "
+                                 "not importing them")
+        if task.plugins:
+            load_plugins(task.plugins)
         registry = commands()
         if task.threads:
             import torch

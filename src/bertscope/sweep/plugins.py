@@ -4,6 +4,11 @@ A plugin is a module (a dotted name or a ``.py`` file) with a module-level ``BER
 :class:`~bertscope.registry.CommandInfo`. Importing it registers nothing: :func:`load_plugins` reads the list, and
 :func:`commands` is the registry the spec expander, the workers and the report read. A plugin's module is imported
 once per process, so the driver and every worker (which load the spec's plugins before running) agree.
+
+Importing a plugin runs its code, so it happens only when asked (``sweep --allow-plugins``), never on a dry run, and
+only from where :func:`check_plugin_sources` permits: ``.py`` files in the spec's folder or below by default
+(``--plugins-from DIR``: in DIR or below instead); module names are found on the Python path, which no folder rule
+bounds, so they need ``--plugins-from any``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from bertscope.commands import ANALYSES
 from bertscope.errors import BertscopeError
 from bertscope.registry import CommandInfo, Registry
 
-__all__ = ["commands", "load_plugins"]
+__all__ = ["PLUGIN_SOURCES", "check_plugin_sources", "commands", "load_plugins"]
+
+#: The named values of ``--plugins-from`` (any other value is a folder).
+PLUGIN_SOURCES = ("spec", "any")
 
 #: Commands declared by the plugins this process has loaded.
 _PLUGIN_COMMANDS: dict[str, CommandInfo] = {}
@@ -37,6 +45,26 @@ def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> 
         found.extend(declared)
         _PLUGIN_COMMANDS.update({c.name: c for c in declared})
     return found
+
+
+def check_plugin_sources(plugins: Sequence[str], *, spec_dir: str | Path, source: str = "spec") -> None:
+    """Refuse (one line) a plugin entry that does not come from where ``source`` permits; imports nothing.
+
+    ``source`` is ``spec`` (``.py`` files in ``spec_dir`` or below), ``any`` (files anywhere, module names) or a
+    folder (``.py`` files in it or below). Paths are compared after resolving symlinks and ``..``.
+    """
+    if source == "any":
+        return
+    root = Path(spec_dir if source == "spec" else source).expanduser().resolve()
+    where = "the spec's folder" if source == "spec" else "the --plugins-from folder"
+    for entry in plugins:
+        if not entry.endswith(".py"):
+            raise BertscopeError(f"plugin module {entry!r} comes from the Python path, not a folder: importing it "
+                                 "needs --allow-plugins --plugins-from any")
+        path = (Path(spec_dir) / entry).resolve()  # an absolute entry stays itself
+        if not path.is_relative_to(root):
+            raise BertscopeError(f"plugin {path} is outside {where} {root}: move it there or pass "
+                                 "--plugins-from DIR (or any) with --allow-plugins")
 
 
 def commands() -> Registry:

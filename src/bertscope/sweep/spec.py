@@ -11,22 +11,30 @@ blocks that inherit the top-level ``command``/``base``/``resources``. An option 
 ``{<command>: {options}, label: "..."}`` is a *pre-step*: that command runs first (as its own run, stored and
 resumed like any other) and the option receives its output folder, e.g. a model axis whose values are deepened
 variants of a checkpoint: ``model: [bert-base-uncased, {deepen: {model: bert-base-uncased, ...}, label: 24L}]``.
-``plugins:`` names modules whose ``BERTSCOPE_COMMANDS`` add commands (:mod:`bertscope.sweep.plugins`).
+``plugins:`` names modules whose ``BERTSCOPE_COMMANDS`` add commands (:mod:`bertscope.sweep.plugins`). A plugin is
+code: it is imported only with ``allow_plugins`` (and from where ``plugins_from`` permits), never on a dry run, which
+expands the runs of the built-in commands and counts those of the plugins' commands as not loaded.
 
 Every run is validated up front by building the command's config (so a bad key or value fails before anything
 runs, naming the key) and gets a deterministic id from its canonical configuration: all options with defaults
 filled in, minus those its command declares as not changing the result (``CommandInfo.not_identity``, at least
 the location options such as ``out`` and ``data_dir``), with pre-step outputs replaced by the pre-step's id. The
-same experiment therefore has the same id in every sweep and on every machine. Each run also carries the id it had
+same experiment therefore has the same id in every sweep and on every machine (two grid points of one block that
+collapse to the same run, ``seed: [1, 1.0]`` or values of an option outside the identity, are an error). Each run also carries the id it had
 before commands declared their own ``not_identity`` (``legacy_id``), so stores written then are re-keyed once
 (:mod:`bertscope.sweep.migrate`) instead of being run again.
+
+Expansion is linear in the number of runs (a 100,000-run grid is listed in seconds): membership and duplicate checks
+use sets, the registry is read once per spec and canonical JSON takes a fast path for plain values.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +42,12 @@ from typing import Any
 
 import yaml
 
+from bertscope.commands import ANALYSES
 from bertscope.config import Config
 from bertscope.errors import BertscopeError
 from bertscope.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
-from bertscope.sweep.plugins import commands, load_plugins
+from bertscope.registry import CommandInfo, Registry
+from bertscope.sweep.plugins import check_plugin_sources, commands, load_plugins
 
 __all__ = [
     "Run",
@@ -85,29 +95,59 @@ class SweepSpec:
     #: (run id, experiment, axes, label) for every place a run appears: the same configuration may serve several
     #: experiments of a spec (it runs once; each experiment's report sees it)
     members: tuple[tuple[str, str, dict[str, Any] | None, str | None], ...] = ()
+    #: a dry run imports no plugin: the commands its grid points needed from them, and how many points that was
+    not_loaded: tuple[str, ...] = ()
+    not_loaded_runs: int = 0
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, Run]:
+        return {r.id: r for r in self.runs}
 
     def run(self, run_id: str) -> Run:
-        for r in self.runs:
-            if r.id == run_id:
-                return r
-        raise KeyError(run_id)
+        return self._by_id[run_id]
 
 
 def canonical_json(value: Any) -> str:
     """The one JSON text of a value: sorted keys, no whitespace, plain JSON types."""
+    return _dumps(_plain(value))
+
+
+def _dumps(plain: Any) -> str:
+    """:func:`canonical_json` of a value that is plain JSON already (no conversion pass)."""
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _plain(value: Any) -> Any:
+    """``results.to_jsonable`` with a fast path for the plain types a config holds (same output, run ids unchanged):
+    expanding a large grid converts every run's options several times."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return None if value != value else value  # NaN is not valid JSON
+    if kind is dict:
+        return {str(k): _plain(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_plain(v) for v in value]
     from bertscope.results import to_jsonable
 
-    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return to_jsonable(value)
 
 
 def run_id(command: str, identity: Mapping[str, Any]) -> str:
     """``<command>-<12 hex>``: a hash of the command and its canonical identity."""
-    digest = hashlib.sha256(f"{command}\n{canonical_json(identity)}".encode()).hexdigest()
+    return _hashed(command, canonical_json(identity))
+
+
+def _hashed(command: str, text: str) -> str:
+    digest = hashlib.sha256(f"{command}\n{text}".encode()).hexdigest()
     return f"{command}-{digest[:12]}"
 
 
-def load_spec(path: str | Path, *, runs_dir: str | Path) -> SweepSpec:
-    """Read and expand a YAML spec; every error names the file and the offending key."""
+def load_spec(path: str | Path, *, runs_dir: str | Path, allow_plugins: bool = False, plugins_from: str = "spec",
+              dry_run: bool = False) -> SweepSpec:
+    """Read and expand a YAML spec; every error names the file and the offending key. Its plugins are imported only
+    with ``allow_plugins`` and never with ``dry_run`` (see :func:`parse_spec`)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -117,12 +157,20 @@ def load_spec(path: str | Path, *, runs_dir: str | Path) -> SweepSpec:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise BertscopeError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    return parse_spec(raw, runs_dir=runs_dir, where=str(path), default_name=path.stem, base_dir=path.parent)
+    return parse_spec(raw, runs_dir=runs_dir, where=str(path), default_name=path.stem, base_dir=path.parent,
+                      allow_plugins=allow_plugins, plugins_from=plugins_from, dry_run=dry_run)
 
 
 def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_name: str = "sweep",
-               base_dir: str | Path | None = None) -> SweepSpec:
-    """Validate a spec mapping and expand it into runs (see the module docstring for the format)."""
+               base_dir: str | Path | None = None, allow_plugins: bool = False, plugins_from: str = "spec",
+               dry_run: bool = False) -> SweepSpec:
+    """Validate a spec mapping and expand it into runs (see the module docstring for the format).
+
+    A spec with ``plugins`` is code: without ``allow_plugins`` it is refused (one line naming the flag); with it, each
+    plugin must come from where ``plugins_from`` permits (:func:`~bertscope.sweep.plugins.check_plugin_sources`;
+    the spec's folder is ``base_dir``, or the current folder for a mapping). ``dry_run`` imports nothing: the
+    points of the plugins' commands are counted in :attr:`SweepSpec.not_loaded_runs`, the rest expand as usual.
+    """
     if not isinstance(raw, Mapping):
         raise BertscopeError(f"{where}: a spec is a mapping with at least 'command' and 'base' or 'grid'")
     _check_keys(raw, _TOP_KEYS, where, "top level")
@@ -131,12 +179,24 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         plugins = [plugins]
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise BertscopeError(f"{where}: 'plugins' must be a list of module names or .py files")
-    if base_dir is not None:  # make file plugins absolute so workers elsewhere find them
-        plugins = [str((Path(base_dir) / p).resolve()) if p.endswith(".py") else p for p in plugins]
-    try:
-        load_plugins(plugins)
-    except BertscopeError as exc:
-        raise BertscopeError(f"{where}: plugins: {exc}") from None
+    spec_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+    # make file plugins absolute so workers elsewhere find them
+    plugins = [str((spec_dir / p).resolve()) if p.endswith(".py") else p for p in plugins]
+    registry: Registry = commands()
+    if plugins:
+        try:
+            if allow_plugins:
+                check_plugin_sources(plugins, spec_dir=spec_dir, source=plugins_from)
+            if dry_run:
+                registry = ANALYSES  # a dry run runs no plugin code, whatever a notebook loaded before
+            elif not allow_plugins:
+                raise BertscopeError(f"the spec's plugins ({', '.join(plugins)}) are code that would run here: "
+                                     "pass --allow-plugins to import them (--dry-run lists the other runs without)")
+            else:
+                load_plugins(plugins)
+                registry = commands()
+        except BertscopeError as exc:
+            raise BertscopeError(f"{where}: plugins: {exc}") from None
     name = str(raw.get("name") or default_name)
     top_base = _mapping(raw.get("base"), where, "base")
     top_resources = _resources(raw.get("resources"), where, "resources")
@@ -151,7 +211,7 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         if "grid" in raw:
             raise BertscopeError(f"{where}: 'grid' goes inside each block of 'experiments', not at the top level")
         inherited_base = top_base
-    expander = _Expander(Path(runs_dir), where)
+    expander = _Expander(Path(runs_dir), where, registry, skip_unknown=bool(plugins) and dry_run)
     for index, block in enumerate(blocks):
         block_where = f"{where}: experiments[{index}]" if "experiments" in raw else where
         if not isinstance(block, Mapping):
@@ -159,7 +219,7 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         _check_keys(block, _BLOCK_KEYS, block_where, "experiment")
         command = block.get("command", raw.get("command"))
         if not command:
-            raise BertscopeError(f"{block_where}: missing 'command' (one of {', '.join(sorted(commands()))})")
+            raise BertscopeError(f"{block_where}: missing 'command' (one of {', '.join(sorted(registry))})")
         grid = _grid(block.get("grid"), block_where)
         # a block's grid may override an inherited (top-level) base option, not its own base
         base = {**{k: v for k, v in inherited_base.items() if k not in grid},
@@ -168,12 +228,14 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         experiment = str(block.get("name") or (f"{name}[{index}]" if "experiments" in raw else name))
         expander.block(str(command), base, grid, resources, experiment, block_where)
     return SweepSpec(name=name, path=where, raw=dict(raw), runs=tuple(expander.runs.values()),
-                     plugins=tuple(plugins), members=tuple(expander.members))
+                     plugins=tuple(plugins), members=tuple(expander.members.values()),
+                     not_loaded=tuple(sorted(expander.not_loaded)), not_loaded_runs=expander.not_loaded_runs)
 
 
-def expand(spec: Mapping[str, Any], *, runs_dir: str | Path) -> list[Run]:
+def expand(spec: Mapping[str, Any], *, runs_dir: str | Path, allow_plugins: bool = False,
+           plugins_from: str = "spec") -> list[Run]:
     """Shortcut for tests and notebooks: the runs of a spec mapping."""
-    return list(parse_spec(spec, runs_dir=runs_dir).runs)
+    return list(parse_spec(spec, runs_dir=runs_dir, allow_plugins=allow_plugins, plugins_from=plugins_from).runs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -209,48 +271,73 @@ def _grid(value: Any, where: str) -> dict[str, list[Any]]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise BertscopeError(f"{where}: grid.{key} must be a non-empty list of values, got {values!r}")
-        seen: list[str] = []
+        seen: set[str] = set()
         for v in values:
             text = canonical_json(v)
             if text in seen:
                 raise BertscopeError(f"{where}: grid.{key} lists {v!r} twice")
-            seen.append(text)
+            seen.add(text)
     return grid
 
 
-def _ref_command(value: Any) -> str | None:
-    """The command of a pre-step mapping ``{<command>: {...}, label: ...}``, else None."""
+def _ref_key(value: Any) -> str | None:
+    """The one non-``label``/``resources`` key of a mapping value (a pre-step's command, if it names one)."""
     if not isinstance(value, Mapping):
         return None
     keys = [k for k in value if k not in _REF_KEYS]
-    known = commands()
-    if len(keys) == 1 and keys[0] in known:
-        return str(keys[0])
-    return None
+    return str(keys[0]) if len(keys) == 1 else None
 
 
-def _display(value: Any) -> Any:
+def _ref_command(value: Any, known: Registry) -> str | None:
+    """The command of a pre-step mapping ``{<command>: {...}, label: ...}``, else None."""
+    key = _ref_key(value)
+    return key if key is not None and key in known else None
+
+
+def _display(value: Any, known: Registry) -> Any:
     if value is None:
         return "default"
-    if isinstance(value, Mapping) and _ref_command(value):
-        command = _ref_command(value)
+    command = _ref_command(value, known)
+    if command:
         return str(value.get("label") or f"{command}({canonical_json(value[command])})")
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return value
 
 
-class _Expander:
-    """Builds runs and their pre-steps, deduplicated by id, pre-steps before the runs that need them."""
+class _NotLoaded(Exception):
+    """A grid point needs a command of a plugin that this (dry) run did not import."""
 
-    def __init__(self, runs_dir: Path, where: str) -> None:
+    def __init__(self, command: str) -> None:
+        super().__init__(command)
+        self.command = command
+
+
+class _Expander:
+    """Builds runs and their pre-steps, deduplicated by id, pre-steps before the runs that need them.
+
+    ``skip_unknown`` (a dry run of a spec with plugins): a command the registry lacks is a plugin's, not a typo;
+    its points are counted, not expanded."""
+
+    def __init__(self, runs_dir: Path, where: str, registry: Registry, *, skip_unknown: bool = False) -> None:
         self.runs_dir = runs_dir
         self.where = where
+        self.registry = registry
+        self.skip_unknown = skip_unknown
         self.runs: dict[str, Run] = {}
-        self.members: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
+        #: an ordered set: (run id, experiment, axes as JSON, label) -> member
+        self.members: dict[tuple[str, str, str | None, str | None],
+                           tuple[str, str, dict[str, Any] | None, str | None]] = {}
+        self.not_loaded: set[str] = set()
+        self.not_loaded_runs = 0
+        self._field_sets: dict[type[Config], frozenset[str]] = {}
 
     def block(self, command: str, base: dict[str, Any], grid: dict[str, list[Any]], resources: dict[str, float],
               experiment: str, where: str) -> None:
+        if self.skip_unknown and command not in self.registry:
+            self.not_loaded.add(command)
+            self.not_loaded_runs += math.prod(len(v) for v in grid.values())
+            return
         cls = self._config_class(command, where)
         known = set(cls.field_names())
         for section, keys in (("base", base), ("grid", grid)):
@@ -264,21 +351,38 @@ class _Expander:
         if "out" in base or "out" in grid:
             raise BertscopeError(f"{where}: 'out' is set by the sweep (each run writes to <runs dir>/<run id>)")
         axes = list(grid)
+        points: dict[str, dict[str, Any]] = {}  # run id -> the point that made it: points must differ in their run
         for combo in itertools.product(*(grid[a] for a in axes)):
             point = dict(zip(axes, combo))
             options = {**base, **point}
-            shown = {a: _display(v) for a, v in point.items()}
-            self.add(command, options, resources, experiment, f"{where}: run {canonical_json(shown)}", shown)
+            shown = {a: _display(v, self.registry) for a, v in point.items()}
+            shown_json = canonical_json(shown)
+            try:
+                run = self.add(command, options, resources, experiment, f"{where}: run {shown_json}", shown,
+                               axes_key=shown_json)
+            except _NotLoaded as missing:
+                self.not_loaded.add(missing.command)
+                self.not_loaded_runs += 1
+                continue
+            first = points.setdefault(run.id, point)
+            if first is not point:
+                differ = [a for a in axes if canonical_json(first[a]) != canonical_json(point[a])]
+                pairs = "; ".join(f"{a}: {first[a]!r} and {point[a]!r}" for a in differ)
+                raise BertscopeError(f"{where}: grid values collapse to the same run {run.id} ({pairs}): equal once "
+                                     f"validated, or not part of what '{command}' computes; list each value once")
 
     def add(self, command: str, options: dict[str, Any], resources: dict[str, float], experiment: str,
-            where: str, axes: dict[str, Any] | None, label: str | None = None) -> Run:
+            where: str, axes: dict[str, Any] | None, label: str | None = None, axes_key: str | None = None) -> Run:
         cls = self._config_class(command, where)
         refs: dict[str, Run] = {}
         resolved: dict[str, Any] = {}
         deps: list[str] = []
         for key, value in options.items():
-            ref = _ref_command(value)
+            ref = _ref_command(value, self.registry)
             if ref is None:
+                missing = _ref_key(value)
+                if self.skip_unknown and missing is not None and isinstance(value[missing], Mapping):
+                    raise _NotLoaded(missing)  # a pre-step of a plugin's command
                 resolved[key] = value
                 continue
             inner = value[ref]
@@ -292,8 +396,8 @@ class _Expander:
                            f"{where}: {key}.{ref}", None, label=value.get("label"))
             refs[key] = pre
             deps.append(pre.id)
-            resolved[key] = str(_output_path(ref, self.runs_dir / pre.id))
-        fields = set(cls.field_names())
+            resolved[key] = str(_output_path(self.registry[ref], self.runs_dir / pre.id))
+        fields = self._fields(cls)
         if "progress" in fields:
             resolved["progress"] = False
         if "out" in fields:
@@ -303,34 +407,39 @@ class _Expander:
         except BertscopeError as exc:
             message = str(exc)
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
-        full = config.to_dict()
-        identity = commands()[command].identity(full)
+        full = _plain(config.to_dict())  # plain JSON values from here on: hashed without another conversion
+        identity = self.registry[command].identity(full)
         legacy = legacy_values(command, full, SWEEP_NON_IDENTITY_0_1)  # its id in a 0.1.0 store
         for key, pre in refs.items():
             identity[key] = {"@run": pre.id}
             legacy[key] = {"@run": pre.legacy_id or pre.id}
-        rid = run_id(command, identity)
+        rid = _hashed(command, _dumps(identity))
         if "out" in fields:
             full["out"] = str(self.runs_dir / rid)
-        member = (rid, experiment, axes, label)
-        if member not in self.members:
-            self.members.append(member)
+        self.members.setdefault((rid, experiment, axes_key, label), (rid, experiment, axes, label))
         if rid in self.runs:
             return self.runs[rid]
-        run = Run(id=rid, command=command, options=json.loads(canonical_json(full)), identity=identity,
+        run = Run(id=rid, command=command, options=full, identity=identity,
                   axes=axes, experiment=experiment, depends_on=tuple(deps), resources=dict(resources), label=label,
-                  legacy_id=run_id(command, legacy))
+                  legacy_id=_hashed(command, _dumps(legacy)))
         self.runs[rid] = run
         return run
 
+    def _fields(self, cls: type[Config]) -> frozenset[str]:
+        known = self._field_sets.get(cls)
+        if known is None:
+            known = self._field_sets[cls] = frozenset(cls.field_names())
+        return known
+
     def _config_class(self, command: str, where: str) -> type[Config]:
-        known = commands()
+        known = self.registry
         if command not in known:
+            if self.skip_unknown:
+                raise _NotLoaded(command)
             raise BertscopeError(f"{where}: unknown command {command!r}; known: {', '.join(sorted(known))}")
         return known[command].config
 
 
-def _output_path(command: str, out_dir: Path) -> Path:
+def _output_path(info: CommandInfo, out_dir: Path) -> Path:
     """Where a pre-step's product lives inside its output folder (its ``model_subdir``)."""
-    subdir = commands()[command].model_subdir
-    return out_dir / subdir if subdir else out_dir
+    return out_dir / info.model_subdir if info.model_subdir else out_dir
