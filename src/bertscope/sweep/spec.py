@@ -400,6 +400,8 @@ class _Expander:
         fields = self._fields(cls)
         if "progress" in fields:
             resolved["progress"] = False
+        if "log" in fields and "log" not in resolved:  # workers' runs stay quiet unless the spec asks for logs
+            resolved["log"] = "off"
         if "out" in fields:
             resolved["out"] = str(self.runs_dir / "_")  # placeholder: the id (which ignores out) names the real one
         try:
