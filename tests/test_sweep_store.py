@@ -208,7 +208,7 @@ def test_a_read_only_store_is_read_by_status_and_refused_by_a_sweep(tmp_path, ca
     every connection with ``mode=ro``: readers work, the sweep's first write is one line naming the store."""
     from bertscope.cli import main
 
-    path, runs = _filled_store(tmp_path, 2)
+    path, _ = _filled_store(tmp_path, 2)
     spec = tmp_path / "s.yaml"
     spec.write_text(f"plugins: [{TOY}]\ncommand: toy\ngrid: {{x: [0, 1, 5], seed: [7]}}\n", encoding="utf-8")
     connect = sqlite3.connect
