@@ -177,9 +177,10 @@ class FeatureStore:
         if self._cleared or not self.root.is_dir():
             return
         self._cleared = True
-        for entry in self.root.iterdir():
-            if entry.is_dir():
-                publish.remove_stale(entry)
+        with contextlib.suppress(OSError):  # tidying only: a folder that cannot be listed is left as it is
+            for entry in self.root.iterdir():
+                if entry.is_dir():
+                    publish.remove_stale(entry)
 
     def key(self, model: nn.Module, data: Any, *, include_special: bool, dtype: str) -> str:
         payload = {"format": FORMAT_VERSION, "model": self._fingerprint(model), "data": data_fingerprint(data),
