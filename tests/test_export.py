@@ -295,3 +295,109 @@ def test_a_fine_tuned_sentence_transformers_encoder_stays_one(tmp_path, glue_dir
     assert tuned.max_seq_length == source.max_seq_length
     vectors = tuned.encode(["a fine-tuned encoder", "still a sentence model"], convert_to_tensor=True)
     torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2), atol=1e-5, rtol=0)
+
+
+# --- atomic saves: a crash leaves the previous folder or the new one, never a mix; leftovers are cleared ------------
+
+
+def _user_error(argv: list[str], capsys) -> str:
+    from bertscope.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _save_id(folder: Path, name: str) -> str:
+    return json.loads((folder / name).read_text(encoding="utf-8"))[export.SAVE_ID_KEY]
+
+
+def test_a_save_is_published_whole_with_one_id_in_encoder_and_head(tmp_path, bert_tokenizer) -> None:
+    model = tiny_model("bert", "base")
+    target = tmp_path / "out" / "model"
+    export.save_finetuned(target, model, _standard_head(model), bert_tokenizer, seed=0, max_length=32)
+    first = _save_id(target, "config.json")
+    assert first == _save_id(target, "head_config.json")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # no temp folder beside it
+    export.save_finetuned(target, model, _standard_head(model, 2), bert_tokenizer, seed=0, max_length=32)
+    second = _save_id(target, "config.json")
+    assert second == _save_id(target, "head_config.json") != first
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # the previous folder is gone too
+    assert load_finetuned(target).spec.num_labels == 2
+
+
+def test_a_save_that_fails_half_way_leaves_the_previous_folder_untouched(tmp_path, bert_tokenizer,
+                                                                         monkeypatch) -> None:
+    model = tiny_model("bert", "base")
+    target = tmp_path / "model"
+    export.save_finetuned(target, model, _standard_head(model), bert_tokenizer, seed=0)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def crash(self, folder, *, seed=0):  # the encoder and tokenizer are written by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SelectingHead, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export.save_finetuned(target, model, _standard_head(model, 2), bert_tokenizer, seed=0)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_killed_save_leaves_a_leftover_the_next_save_removes(tmp_path, bert_tokenizer) -> None:
+    """A save SIGKILLed between the encoder and the head: the previous folder stays as it was, the temp folder of
+    the dead process is removed by the next save, a live process's temp folder is left alone."""
+    from bertscope import publish
+
+    model = tiny_model("bert", "base")
+    target = tmp_path / "model"
+    export.save_finetuned(target, model, _standard_head(model), bert_tokenizer, seed=0)
+    previous = _save_id(target, "config.json")
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import tiny_model
+import transformers
+from bertscope import export, families
+from bertscope.head import HeadSpec, SelectingHead
+model = tiny_model("bert", "base")
+spec = HeadSpec(num_labels=2, hidden_size=32, layers=(3,), dims=tuple(range(32)), pooler=True)
+SelectingHead.save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+tokenizer = transformers.AutoTokenizer.from_pretrained({str(bert_tokenizer.name_or_path)!r})
+export.save_finetuned({str(target)!r}, model, SelectingHead(spec, pooler=families.pooler_parts(model)), tokenizer,
+                      seed=0)
+"""
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "model"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".model.tmp-") and publish.is_stale(leftovers[0])
+    assert (leftovers[0] / "config.json").is_file()  # the dead save had written its encoder there
+    assert _save_id(target, "config.json") == _save_id(target, "head_config.json") == previous
+    live = publish.temp_path(target)  # this (live) process's own temp folder
+    live.mkdir()
+    export.save_finetuned(target, model, _standard_head(model, 2), bert_tokenizer, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name])
+    assert load_finetuned(target).spec.num_labels == 2
+
+
+def test_load_finetuned_refuses_a_head_and_an_encoder_of_different_saves(tmp_path, bert_tokenizer, capsys) -> None:
+    model = tiny_model("bert", "base")
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder in (old, new):
+        export.save_finetuned(folder, model, _standard_head(model), bert_tokenizer, seed=0)
+    for name in ("head_config.json", "head.safetensors"):  # what an interrupted non-atomic save left behind
+        shutil.copy(old / name, new / name)
+    with pytest.raises(BertscopeError, match="different saves"):
+        load_finetuned(new)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("A sentence.\n", encoding="utf-8")
+    err = _user_error(["predict", "--model", str(new), "--texts", str(texts), "--no-progress"], capsys)
+    assert "different saves" in err and str(new) in err
+    legacy = tmp_path / "legacy"  # a folder saved before save ids existed: neither side has one, it loads
+    shutil.copytree(old, legacy)
+    for name in ("config.json", "head_config.json"):
+        values = json.loads((legacy / name).read_text(encoding="utf-8"))
+        values.pop(export.SAVE_ID_KEY)
+        (legacy / name).write_text(json.dumps(values), encoding="utf-8")
+    assert load_finetuned(legacy).spec.num_labels == 3

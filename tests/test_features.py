@@ -106,6 +106,32 @@ def test_damaged_entry_is_recomputed(bert_tokenizer, rte_split, tmp_path):
     again = FeatureStore(tmp_path).get(model, data, ["cls"])
     assert again.computed == ("cls",)
     np.testing.assert_allclose(again.arrays["cls"], reference, atol=1e-6)
+    del again
+    third = FeatureStore(tmp_path).get(model, data, ["cls"])  # the recomputed file replaced the damaged one
+    assert third.computed == () and third.reused == ("cls",)
+
+
+def test_temp_files_of_crashed_runs_are_removed_and_live_ones_kept(bert_tokenizer, rte_split, tmp_path):
+    """A run SIGKILLed while writing leaves ``.NAME.tmp-OWNER-TAG`` files (a big split: gigabytes); the next run
+    that opens the cache removes those whose owner is gone, in every entry, and leaves a live run's alone."""
+    import subprocess
+
+    from bertscope import publish
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    host = publish.owner().rsplit("-", 2)[0]
+    other = tmp_path / ("f" * 32)  # another entry, e.g. of a model this run does not use
+    other.mkdir()
+    crashed = [other / f".cls.npy.tmp-{host}-{child.pid}-0-0badf00d",
+               other / f".mean.npy.tmp-{host}-{child.pid}-0-0badf00e"]
+    live = publish.temp_path(other / "max.npy")
+    for path in (*crashed, live):
+        path.write_bytes(b"\0" * 1024)
+    model = tiny_model("bert", kind="base", num_layers=2)
+    feats = FeatureStore(tmp_path).get(model, encode_split(bert_tokenizer, rte_split, 48), ["cls"])
+    assert [p.name for p in other.iterdir()] == [live.name]
+    assert not [p for p in feats.path.iterdir() if ".tmp-" in p.name]
 
 
 def test_select_errors_and_names(bert_tokenizer, rte_split, tmp_path):

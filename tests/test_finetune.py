@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -222,6 +223,63 @@ def test_a_diverging_run_stops_in_one_line_and_leaves_no_complete_result(tmp_pat
     assert main([*args, "--out", str(kept), "--overwrite"]) == 2  # a finished run's results.json is moved aside
     assert not (kept / "results.json").exists() and (kept / "results.previous.json").exists()
     assert json.loads((kept / "status.json").read_text())["state"] == "failed"
+
+
+
+def _user_error(argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_user_errors_are_one_line_before_any_training(tmp_path, tiny_checkpoint, glue_dir, capsys,
+                                                      monkeypatch) -> None:
+    """An unwritable --out, a --max-length beyond the positions, an --token index:K no input has: one line, exit
+    2, before the model is loaded (train_loop must not run), nothing left behind."""
+    from bertscope import pipeline
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the run got as far as training")
+
+    monkeypatch.setattr(pipeline, "train_loop", never)
+    base = ["finetune", "--task", "rte", "--data-dir", str(glue_dir), "--max-train", "8", "--max-eval", "8",
+            "--no-progress"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    err = _user_error([*base, "--model", str(tiny_checkpoint("bert", 2)), "--out", str(blocker / "run")], capsys)
+    assert "cannot write to --out" in err and blocker.read_text(encoding="utf-8") == "not a folder"
+    roberta = str(tiny_checkpoint("roberta", 2))  # max_position_embeddings 140, positions start after pad id 0
+    out = tmp_path / "run"
+    err = _user_error([*base, "--model", roberta, "--max-length", "140", "--out", str(out)], capsys)
+    assert "--max-length 140" in err and "139" in err and not out.exists()
+    err = _user_error([*base, "--model", roberta, "--max-length", "48", "--token", "index:48", "--out", str(out)],
+                      capsys)
+    assert "index:48" in err and "--max-length 48" in err and not out.exists()
+    err = _user_error([*base, "--model", roberta, "--max-length", "48", "--token", "index:-49"], capsys)
+    assert "index:-49" in err
+    import transformers
+
+    from bertscope.configs import FinetuneConfig
+
+    model_config = transformers.AutoConfig.from_pretrained(roberta)
+    for token, length in (("index:47", 48), ("index:-48", 48), ("cls", 139)):  # the limits themselves pass
+        pipeline.check_lengths(FinetuneConfig(model=roberta, task="rte", max_length=length, token=token),
+                               model_config)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_one_line(tmp_path, tiny_checkpoint, glue_dir, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        err = _user_error(["finetune", "--model", str(tiny_checkpoint("bert", 2)), "--task", "rte", "--data-dir",
+                           str(glue_dir), "--out", str(locked / "run"), "--no-progress"], capsys)
+    finally:
+        locked.chmod(0o755)
+    assert "cannot write to --out" in err and not (locked / "run").exists()
 
 
 @pytest.mark.slow

@@ -116,6 +116,39 @@ def test_corrupt_cache_is_fitted_again(bert_tokenizer, tmp_path) -> None:
     (tmp_path / "cache" / "fitted-heads" / first.info["key"] / "head.safetensors").write_bytes(b"garbage")
     again = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
     assert not again.info["reused"]
+    third = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    assert third.info["reused"]  # the refit replaced the damaged entry (it is not refitted on every run)
+    for name, tensor in first.module.state_dict().items():
+        torch.testing.assert_close(third.module.state_dict()[name], tensor)
+
+
+def dead_owner_name(target) -> str:
+    """The temp name a process that has exited would have left beside ``target``."""
+    import subprocess
+
+    from bertscope import publish
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    host = publish.owner().rsplit("-", 2)[0]
+    return f".{target.name}.tmp-{host}-{child.pid}-0-deadbeef"
+
+
+def test_temp_folders_of_crashed_fits_are_removed_and_live_ones_kept(bert_tokenizer, tmp_path) -> None:
+    from bertscope import publish
+
+    heads = tmp_path / "cache" / "fitted-heads"
+    heads.mkdir(parents=True)
+    crashed = heads / dead_owner_name(heads / "0123abcd")
+    crashed.mkdir()
+    (crashed / "head.safetensors").write_bytes(b"half a file")
+    live = publish.temp_path(heads / "4567ef01")  # this process's own, as if a fit were under way in a thread
+    live.mkdir()
+    other_host = heads / ".89abcdef.tmp-elsewhere-1-0-deadbeef"  # owner on another host: cannot be asked
+    other_host.mkdir()
+    fitted = get_fitted_head(tiny_model("bert"), bert_tokenizer, builtin_sentences()[:20], {}, options=FAST,
+                             progress=False)
+    assert sorted(p.name for p in heads.iterdir()) == sorted([fitted.info["key"], live.name, other_host.name])
 
 
 def test_bad_fit_options_and_tiny_corpus_are_clear_errors(bert_tokenizer) -> None:

@@ -124,6 +124,25 @@ def test_missing_header_column_and_bad_number(tmp_path: Path) -> None:
         glue.load_split("stsb", "dev", tmp_path)
 
 
+
+@pytest.mark.parametrize("score", ["-0.5", "5.2", "7", "inf"])
+def test_stsb_scores_outside_0_to_5_are_malformed_rows(tmp_path: Path, score: str, capsys) -> None:
+    from bertscope.cli import main
+
+    (tmp_path / "STS-B").mkdir()
+    rows = ["index\tsentence1\tsentence2\tscore", "0\ta\tb\t0", "1\ta\tb\t5.000", f"2\ta\tb\t{score}"]
+    for split in ("train", "dev"):
+        (tmp_path / "STS-B" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"train.tsv:4: malformed row: label '{score}' is not a number in 0..5"):
+        glue.load_split("stsb", "train", tmp_path)
+    kept = glue.load_split("stsb", "train", tmp_path, bad_rows="skip")
+    assert kept.labels == [0.0, 5.0] and len(kept.skipped) == 1  # the range's ends are valid scores
+    capsys.readouterr()
+    assert main(["finetune", "--task", "stsb", "--data-dir", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a number in 0..5" in err and "--bad-rows skip" in err
+
+
 def test_hub_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
     import huggingface_hub.constants

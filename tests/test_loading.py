@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bertscope import families, loading
-from bertscope.errors import BertscopeError
+from bertscope.errors import BertscopeError, HubUnreachableError
 from conftest import tiny_config, tiny_model
 
 
@@ -130,3 +130,52 @@ def test_every_hugging_face_load_passes_trust_remote_code_false(monkeypatch, tin
     names = {name for name, _ in seen}
     assert {"AutoConfig", "AutoTokenizer", "AutoModelForMaskedLM"} <= names
     assert all(value is False for _, value in seen), seen
+
+
+def _user_error(argv: list[str], capsys) -> str:
+    from bertscope.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _copy(source, target):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_a_truncated_safetensors_file_is_one_line_naming_it(tmp_path, tiny_checkpoint, capsys) -> None:
+    broken = _copy(tiny_checkpoint("bert", 2), tmp_path / "broken")
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:len(data) // 2])  # a full disk or a broken download
+    with pytest.raises(BertscopeError, match="model.safetensors"):
+        loading.load_model(str(broken), "base")
+    out = tmp_path / "deeper"
+    err = _user_error(["deepen", "--model", str(broken), "--duplicate", "1", "--out", str(out)], capsys)
+    assert str(weights) in err and "damaged or incomplete" in err and not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["broken"]  # no temp folder of the deepen either
+
+
+@pytest.mark.parametrize("damage", ["config", "weights"])
+def test_a_broken_local_folder_offline_is_not_blamed_on_the_hub(damage: str, tmp_path, tiny_checkpoint, capsys,
+                                                                monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    broken = _copy(tiny_checkpoint("bert", 2), tmp_path / "broken")
+    if damage == "config":
+        (broken / "config.json").write_text("{not json", encoding="utf-8")
+    else:
+        (broken / "model.safetensors").unlink()
+    with pytest.raises(BertscopeError) as caught:
+        loading.load_model(str(broken), "base")
+    assert not isinstance(caught.value, HubUnreachableError)
+    err = _user_error(["deepen", "--model", str(broken), "--duplicate", "1", "--out", str(tmp_path / "o")], capsys)
+    assert "hub" not in err and f"model folder {broken}" in err
+    assert ("config.json" in err) if damage == "config" else ("model.safetensors" in err)
+    with pytest.raises(HubUnreachableError):  # a hub id offline still reads as the hub being unreachable
+        loading.load_config("nobody-has/this-model")

@@ -261,6 +261,22 @@ def test_report_only_one_sweep_and_user_errors(synthetic_store, tmp_path):
     assert main(["report", "--store", str(path), "--out", str(tmp_path / "file")]) == 2
 
 
+def test_an_unwritable_report_out_is_one_line_before_the_store_is_read(synthetic_store, tmp_path, capsys,
+                                                                       monkeypatch):
+    path, _ = synthetic_store
+    (tmp_path / "file").write_text("x")
+
+    def never(*_, **__):
+        raise AssertionError("the store was read")
+
+    monkeypatch.setattr(ResultStore, "records", never)
+    capsys.readouterr()
+    assert main(["report", "--store", str(path), "--out", str(tmp_path / "file" / "report")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write to --out" in err and "\n" not in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_report_of_a_real_sweep_shows_progress_while_incomplete(tmp_path):
     toy = str(Path(__file__).with_name("sweep_toy.py"))
     spec = tmp_path / "toy.yaml"

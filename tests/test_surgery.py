@@ -357,6 +357,28 @@ def test_cli_reports_one_line_errors_and_exit_code_2(tiny_checkpoint, tmp_path, 
     assert json.loads((tmp_path / "o" / surgery.PROVENANCE_FILE).read_text())["layer_map"] == [0, 1, 0, 1, 0, 1, 2]
 
 
+def test_deepen_refuses_an_unwritable_out_and_clears_leftovers_of_crashed_runs(tiny_checkpoint, tmp_path,
+                                                                                 capsys) -> None:
+    from bertscope import publish
+
+    source = str(tiny_checkpoint("bert"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["deepen", "--model", source, "--duplicate", "1", "--out", str(blocker / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out's folder" in err and "not a folder" in err and len(err.splitlines()) == 1
+    assert blocker.read_text(encoding="utf-8") == "mine"
+    child = subprocess.Popen(["true"])  # a deepen that died while saving left its temp folder
+    child.wait()
+    host = publish.owner().rsplit("-", 2)[0]
+    crashed = tmp_path / f".o.tmp-{host}-{child.pid}-0-deadbeef"
+    crashed.mkdir()
+    (crashed / "config.json").write_text("{}", encoding="utf-8")
+    assert main(["deepen", "--model", source, "--duplicate", "1", "--out", str(tmp_path / "o")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "o"]
+
+
 def test_embedded_default_deepens_and_verifies(tmp_path) -> None:
     result = surgery.run_deepen(DeepenConfig(duplicate="2-3", placement="block", out=str(tmp_path / "d")))
     assert result.verification["ok"] and result.layer_map == [0, 1, 2, 3, 2, 3, 4, 5]

@@ -168,3 +168,57 @@ def test_rekey_moves_record_payload_memberships_and_other_runs_references_in_one
         assert other.depends_on == ("toy-make-new",) and other.identity["model"] == {"@run": "toy-make-new"}
         assert other.config["model"] == str(new_dir) and other.config["out"] == reader.options["out"]
         assert not store.conn.execute("PRAGMA foreign_key_check").fetchall()
+
+
+def _filled_store(tmp_path, n=40):
+    runs = _runs(tmp_path, n)
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        store.register("s", {"command": "toy"}, "s.yaml", runs)
+        for run in runs:
+            store.mark_running(run.id)
+            store.mark_done(run.id, metrics={"score": 1.0}, payload={"a": list(range(300))}, duration=0.1,
+                            worker="w", environment={})
+    return path, runs
+
+
+def _user_error(argv, capsys) -> str:
+    from bertscope.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_a_store_with_a_corrupted_page_is_one_line_in_status_and_report(tmp_path, capsys):
+    path, _ = _filled_store(tmp_path)
+    page = 4096
+    assert path.stat().st_size > 8 * page  # the damage below hits data pages, not the header
+    with open(path, "r+b") as handle:
+        handle.seek(3 * page)
+        handle.write(bytes(range(256)) * (4 * page // 256))
+    for argv in (["status", "--store", str(path)], ["report", "--store", str(path), "--out", str(tmp_path / "rep")]):
+        err = _user_error(argv, capsys)
+        assert f"result store {path} is damaged" in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_read_only_store_is_read_by_status_and_refused_by_a_sweep(tmp_path, capsys, monkeypatch):
+    """SQLite opens a file it may not write read-only; that is simulated here (tests may run as root) by opening
+    every connection with ``mode=ro``: readers work, the sweep's first write is one line naming the store."""
+    from bertscope.cli import main
+
+    path, _ = _filled_store(tmp_path, 2)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"plugins: [{TOY}]\ncommand: toy\ngrid: {{x: [0, 1, 5], seed: [7]}}\n", encoding="utf-8")
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda where, **kw: connect(f"file:{where}?mode=ro", uri=True, **kw))
+    capsys.readouterr()
+    assert main(["status", "--store", str(path)]) == 0
+    err = _user_error(["sweep", str(spec), "--store", str(path), "--no-progress"], capsys)
+    assert f"result store {path} is read-only" in err
+    monkeypatch.undo()
+    with ResultStore(path, create=False) as store:  # nothing was changed
+        assert store.counts() == {"pending": 0, "running": 0, "done": 2, "failed": 0}

@@ -14,7 +14,9 @@
 Either way ``head_config.json`` + ``head.safetensors`` sit beside it (``load_finetuned`` reads every head the same
 way), the tokenizer's ``model_max_length`` is the length the run truncated to (``truncation=True`` in a pipeline then
 truncates exactly as bertscope did), and a ``README.md`` model card (:mod:`bertscope.cards`) says what the model is,
-how it was trained, what it scored and how to load it.
+how it was trained, what it scored and how to load it. The folder is built beside ``OUT/model`` and renamed into
+place when complete (:mod:`bertscope.publish`), and ``config.json`` and ``head_config.json`` carry the same save id
+(``bertscope_save_id``), so ``load_finetuned`` refuses a head and an encoder of different saves.
 
 :func:`prediction_rows` turns logits into the label-name and probability columns of ``predictions.csv`` (written by
 ``finetune`` and ``predict`` alike).
@@ -27,6 +29,7 @@ import copy
 import dataclasses
 import json
 import shlex
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bertscope import families, glue, loading
+from bertscope import families, glue, loading, publish
 from bertscope.cards import write_model_card
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
@@ -51,7 +54,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REGRESSION_LABEL",
+    "SAVE_ID_KEY",
     "SavedModel",
+    "check_saved_together",
     "classifier_blocker",
     "label_maps",
     "label_names",
@@ -202,21 +207,52 @@ def _temporarily(obj: Any, **values: Any) -> Iterator[None]:
             setattr(obj, k, v)
 
 
-def _record_num_labels(path: Path, num_labels: int) -> None:
-    """Write ``num_labels`` into a saved config.json: transformers derives it from ``id2label`` and leaves it out,
-    readers of the file (and older tools) look for it; transformers reads it back consistently."""
-    values = json.loads(path.read_text(encoding="utf-8"))
-    values["num_labels"] = num_labels
-    write_text_atomic(path, json.dumps(dict(sorted(values.items())), indent=2) + "\n")
+#: The key, in both the encoder's ``config.json`` and ``head_config.json``, of the id of the save that wrote them.
+SAVE_ID_KEY = "bertscope_save_id"
+
+
+def _record_in_json(path: Path, **values: Any) -> None:
+    """Add ``values`` to a saved JSON file (keys sorted). In config.json: ``num_labels`` (transformers derives it
+    from ``id2label`` and leaves it out; readers of the file and older tools look for it) and the save id."""
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored.update(values)
+    write_text_atomic(path, json.dumps(dict(sorted(stored.items())), indent=2) + "\n")
+
+
+def check_saved_together(folder: str | Path) -> None:
+    """Refuse a saved folder whose head and encoder were not written by the same save (e.g. a new encoder beside
+    an old head, left by a crashed save of an older bertscope, or files copied in by hand). Folders saved before
+    save ids were recorded carry none on either side and pass."""
+    folder = Path(folder)
+    ids = []
+    for name in ("config.json", "head_config.json"):
+        try:
+            ids.append(json.loads((folder / name).read_text(encoding="utf-8")).get(SAVE_ID_KEY))
+        except (OSError, ValueError, AttributeError):
+            ids.append(None)
+    if ids[0] != ids[1]:
+        raise BertscopeError(f"{folder}: the head (head_config.json, save {ids[1] or 'unknown'}) and the encoder "
+                             f"(config.json, save {ids[0] or 'unknown'}) come from different saves; save the model "
+                             "again (finetune --save-model)")
 
 
 def save_finetuned(folder: str | Path, model: PreTrainedModel, head: SelectingHead, tokenizer: Any, *, seed: int,
                    max_length: int | None = None, result: FinetuneResult | None = None) -> SavedModel:
     """Write ``folder``: the standard classifier when the head is one (else the encoder, its pooler updated from the
     head's and its config carrying the label names), the tokenizer (``model_max_length`` = ``max_length``), the
-    head (``head_config.json`` + ``head.safetensors``) and, given ``result``, the model card."""
+    head (``head_config.json`` + ``head.safetensors``) and, given ``result``, the model card.
+
+    Everything is written into a temporary folder beside ``folder`` and renamed into place when complete
+    (:func:`bertscope.publish.building`): a crash leaves the previous folder or the new one, never a mix, and both
+    JSON files carry the same save id (:func:`check_saved_together`)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with publish.building(folder) as tmp:
+        saved = _save_into(tmp, model, head, tokenizer, seed=seed, max_length=max_length, result=result)
+    return dataclasses.replace(saved, folder=str(folder))
+
+
+def _save_into(folder: Path, model: PreTrainedModel, head: SelectingHead, tokenizer: Any, *, seed: int,
+               max_length: int | None, result: FinetuneResult | None) -> SavedModel:
     spec = head.spec
     blocker = classifier_blocker(spec, model)
     id2label, label2id = label_maps(spec)
@@ -240,8 +276,10 @@ def save_finetuned(folder: str | Path, model: PreTrainedModel, head: SelectingHe
                 carried = tuple(copy_sentence_transformers_files(result.model_source, folder))
         with _temporarily(tokenizer, **lengths):
             tokenizer.save_pretrained(folder)
-    _record_num_labels(folder / "config.json", len(id2label))
+    save_id = uuid.uuid4().hex
+    _record_in_json(folder / "config.json", num_labels=len(id2label), **{SAVE_ID_KEY: save_id})
     head.save(folder, seed=seed)
+    _record_in_json(folder / "head_config.json", **{SAVE_ID_KEY: save_id})
     saved = SavedModel(folder=str(folder), architecture=architecture, not_exportable=blocker,
                        sentence_transformers=carried)
     if result is not None:

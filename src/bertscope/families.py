@@ -72,6 +72,7 @@ __all__ = [
     "get_layers",
     "hidden_size",
     "layer_at_positions",
+    "max_input_length",
     "mlm_head_parts",
     "num_layers",
     "pooler_parts",
@@ -329,6 +330,7 @@ class Family:
     pinned_first_layer: str | None = None
     decoder_reads_embedding_size: bool = False
     run_layers: LayerRunner = _run_plain
+    positions_after_pad: bool = False  # position ids start at pad_token_id + 1 (RoBERTa): fewer usable positions
     notes: str = ""
 
 
@@ -341,7 +343,7 @@ FAMILIES: tuple[Family, ...] = (
            mlm_heads=(MlmHead(("lm_head.dense", _gelu, "lm_head.layer_norm"), "lm_head.decoder",
                               ("lm_head.decoder.bias",)),),
            head_prefixes=("lm_head",), pooler=("pooler.dense", "pooler.activation"), packable=True,
-           bert_layer=True,
+           bert_layer=True, positions_after_pad=True,
            sequence_classifier=SequenceClassifier((("roberta", "RobertaForSequenceClassification"),
                                                    ("xlm-roberta", "XLMRobertaForSequenceClassification"),
                                                    ("camembert", "CamembertForSequenceClassification")),
@@ -407,6 +409,19 @@ def hidden_size(config_or_model: Any) -> int:
     """Width of the hidden states (DistilBERT calls it ``dim``)."""
     config = _config(config_or_model)
     return int(getattr(config, family_for(config).hidden_size_key))
+
+
+def max_input_length(config_or_model: Any) -> int | None:
+    """The most tokens one input may have: what the absolute position embeddings cover (``max_position_embeddings``,
+    less the padding offset of RoBERTa-style ids), or None when nothing bounds it (DeBERTa-v2 with relative
+    positions only, ``position_biased_input=False``)."""
+    config = _config(config_or_model)
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if family_for(config).positions_after_pad:
+        positions -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return positions
 
 
 def base_encoder(model: nn.Module) -> nn.Module:

@@ -27,11 +27,13 @@ hits the cache, and a fine-tuned one does not), the tokenised split itself (toke
 masks, which pins task, split, subset, seed, max length and tokenizer), ``include_special`` (pooling candidates), the
 compute dtype and the format version. Every file is written to a temporary name and renamed; the manifest is rewritten
 atomically after each strategy file is complete, so an interrupted run leaves either a usable entry or a strategy
-that is computed again. Concurrent writers of one entry are serialised with a lock file (``filelock``).
+that is computed again (a damaged or truncated strategy file is computed again and replaced). Temporary files are
+named after their owner (host, pid, start time: :mod:`bertscope.publish`), so the next run removes those of crashed
+runs and never a live run's. Concurrent writers of one entry are serialised with a lock file (``filelock``).
 
 The cache lives in ``--cache-dir``, else ``$BERTSCOPE_CACHE/features``, else ``~/.cache/bertscope/features``.
 Imports: families, loading (the weights fingerprint), options (token spellings), packing, selection (pure token
-selection), results, errors.
+selection), publish (owned temp names), results, errors.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from bertscope import families, loading
+from bertscope import families, loading, publish
 from bertscope.errors import BertscopeError
 from bertscope.options import canonical_token, parse_token
 from bertscope.packing import pad_rows
@@ -160,6 +162,7 @@ class FeatureStore:
         self.root = cache_root(root)
         self.use_cache = use_cache
         self._fingerprints: dict[int, str] = {}
+        self._cleared = False
 
     def _fingerprint(self, model: nn.Module) -> str:
         # Weights of a frozen encoder do not change within a process; hash each model object once.
@@ -167,6 +170,17 @@ class FeatureStore:
         if key not in self._fingerprints:
             self._fingerprints[key] = loading.weights_fingerprint(model)  # the fitted-head cache's too
         return self._fingerprints[key]
+
+    def _clear_leftovers(self) -> None:
+        """Once per store: delete the temporary files of crashed runs in every entry (a split's strategy file can
+        be gigabytes); a live run's files are never touched (:func:`bertscope.publish.remove_stale`)."""
+        if self._cleared or not self.root.is_dir():
+            return
+        self._cleared = True
+        with contextlib.suppress(OSError):  # tidying only: a folder that cannot be listed is left as it is
+            for entry in self.root.iterdir():
+                if entry.is_dir():
+                    publish.remove_stale(entry)
 
     def key(self, model: nn.Module, data: Any, *, include_special: bool, dtype: str) -> str:
         payload = {"format": FORMAT_VERSION, "model": self._fingerprint(model), "data": data_fingerprint(data),
@@ -212,6 +226,7 @@ class FeatureStore:
                               seconds=time.perf_counter() - start)
         folder = self.root / key
         try:
+            self._clear_leftovers()
             folder.mkdir(parents=True, exist_ok=True)
             with FileLock(folder / ".lock"):  # concurrent writers of one entry take turns
                 stored = _read_manifest(folder)
@@ -229,7 +244,7 @@ class FeatureStore:
                 if missing:
                     # Written straight into memory-mapped temporary .npy files (a big split need not fit in RAM),
                     # then flushed and renamed into place.
-                    targets = {t: folder / f".{_file_name(t)}.{os.getpid()}.tmp" for t in missing}
+                    targets = {t: publish.temp_path(folder / _file_name(t)) for t in missing}
                     try:
                         fresh = _compute(model, data, missing, include_special=include_special,
                                          batch_size=batch_size, device=device, dtype=dtype, progress=progress,

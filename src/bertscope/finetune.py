@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bertscope import glue, leaderboard, loading
+from bertscope import glue, leaderboard, loading, publish
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
-from bertscope.export import label_names, prediction_rows, save_finetuned
+from bertscope.export import check_saved_together, label_names, prediction_rows, save_finetuned
 from bertscope.finetune_result import FinetuneResult
 from bertscope.head import HeadSpec, SelectingHead
 from bertscope.pipeline import PreparedRun, prepare
@@ -39,8 +39,7 @@ def _check_out(config: FinetuneConfig) -> Path | None:
     if config.out is None:
         return None
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise BertscopeError(f"--out {out} exists and is not a folder")
+    publish.check_writable(out)  # a bad --out fails now, not after the training
     if (out / "results.json").exists() and not config.overwrite:
         raise BertscopeError(f"{out / 'results.json'} already exists; choose another --out or pass --overwrite")
     return out
@@ -176,6 +175,7 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
     path = Path(folder)
     if (path / "model" / "head_config.json").is_file():
         path = path / "model"
+    check_saved_together(path)  # a head beside an encoder of another save would load without complaint
     head = SelectingHead.load(path, map_location="cpu")
     loaded = loading.load_model(str(path), "base", device=device)
     tokenizer = loading.load_tokenizer(str(path))

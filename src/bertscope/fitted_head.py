@@ -11,7 +11,9 @@ the small default corpus and lowers the held-out accuracy).
 Fitting is seeded and deterministic on one device. The result is saved as ``head.safetensors`` + ``head.json`` in a
 cache folder keyed by a hash of the model's weights, the fit corpus, the seed and every fit option
 (``$BERTSCOPE_CACHE/fitted-heads/<key>``, default ``~/.cache/bertscope``), and reused when the same fit is asked
-again. Its masked-token top-1 accuracy on held-out sentences of the fit corpus is measured and recorded.
+again. Its masked-token top-1 accuracy on held-out sentences of the fit corpus is measured and recorded. An entry
+that does not load (damaged, truncated) is refitted and replaced, as is one a ``refit`` asks to redo; temp folders
+of crashed fits are cleared by the next fit (:mod:`bertscope.publish`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bertscope import families, loading
+from bertscope import families, loading, publish
 from bertscope.errors import BertscopeError
 from bertscope.packing import pad_rows
 from bertscope.results import to_jsonable
@@ -312,20 +313,26 @@ def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[st
     return head, stats
 
 
-def _save(folder: Path, head: HeadModule, info: dict[str, Any]) -> None:
-    """Write the head into ``folder`` atomically (a temporary folder renamed into place)."""
+def _save(folder: Path, head: HeadModule, info: dict[str, Any], *, replace: bool) -> None:
+    """Write the head into ``folder`` atomically (a temporary folder renamed into place). With ``replace`` an
+    entry already there (damaged, or asked to be refitted) is replaced; without, a concurrent run's entry is kept."""
     from safetensors.torch import save_file
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    publish.remove_stale(folder.parent)  # temp folders of crashed fits, of any key
+    tmp = publish.temp_path(folder)
+    tmp.mkdir()
     try:
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
         save_file(tensors, str(tmp / "head.safetensors"), metadata={"format": str(FORMAT_VERSION)})
         (tmp / "head.json").write_text(json.dumps(to_jsonable(info), indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another run saved the same head first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        if replace:
+            publish.publish(tmp, folder)
+        else:
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another run saved the same head first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -375,6 +382,7 @@ def get_fitted_head(
     key = fit_cache_key(fingerprint, corpus_sha, seed, opts, dtype)
     folder = cache_root(cache_dir) / "fitted-heads" / key
     device = next(model.parameters()).device
+    found = folder.exists()  # an entry that does not load below is replaced by this fit
     if use_cache and not refit and (folder / "head.json").is_file():
         loaded = _load(folder, model, key, opts)
         if loaded is not None:
@@ -403,7 +411,7 @@ def get_fitted_head(
     head.eval()
     if use_cache:
         try:
-            _save(folder, head, info)
+            _save(folder, head, info, replace=found)
         except OSError as exc:
             _log.warning("could not cache the fitted head in %s (%s)", folder, exc)
     return FittedHead(head, {**info, "reused": False, "path": str(folder) if use_cache else None})

@@ -8,8 +8,9 @@ UTF-8 with an optional byte-order mark (MRPC), and CoLA's train/dev files have n
 dropped silently nor crashed on: it raises :class:`~bertscope.errors.DataError` naming file and line (or, with
 ``bad_rows="skip"``, is skipped and listed in :attr:`GlueSplit.skipped`, which every result file records).
 
-Labels are integers in the order of the hub dataset (``label_names``); STS-B labels are floats (regression); test
-splits are unlabelled (``label=None``). Metric values are fractions in [0, 1] (MCC and correlations in [-1, 1]).
+Labels are integers in the order of the hub dataset (``label_names``); STS-B labels are floats in 0..5 (regression;
+a score outside that range is a malformed row); test splits are unlabelled (``label=None``). Metric values are
+fractions in [0, 1] (MCC and correlations in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class GlueTask:
     headerless: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     description: str = ""
+    label_range: tuple[float, float] | None = None  # regression: the scores a row may hold (STS-B: 0..5)
 
     @property
     def is_regression(self) -> bool:
@@ -135,7 +137,8 @@ TASKS: dict[str, GlueTask] = {
                  ("not_equivalent", "equivalent"), ("0", "1"), ("f1", "accuracy"), _STD_FILES,
                  description="paraphrase (F1 and accuracy)"),
         GlueTask("stsb", "STS-B", "stsb", _PAIR_TSV, _PAIR_TSV, "score", (), (), ("pearson", "spearmanr"),
-                 _STD_FILES, aliases=("sts",), description="similarity 0-5, regression (Pearson and Spearman)"),
+                 _STD_FILES, aliases=("sts",), description="similarity 0-5, regression (Pearson and Spearman)",
+                 label_range=(0.0, 5.0)),
         GlueTask("qqp", "QQP", "qqp", ("question1", "question2"), ("question1", "question2"), "is_duplicate",
                  ("not_duplicate", "duplicate"), ("0", "1"), ("f1", "accuracy"), _STD_FILES,
                  description="question paraphrase (F1 and accuracy)"),
@@ -290,7 +293,8 @@ def load_split(
 def _parse_label(info: GlueTask, value: str) -> int | float:
     if info.is_regression:
         number = float(value)
-        if not math.isfinite(number):
+        low, high = info.label_range or (-math.inf, math.inf)
+        if not math.isfinite(number) or not low <= number <= high:
             raise ValueError(value)
         return number
     return info.tsv_labels.index(value.strip())
@@ -340,7 +344,8 @@ def _read_tsv(info: GlueTask, split: str, path: Path, bad_rows: str, skipped: li
                     try:
                         label = _parse_label(info, row[label_pos])
                     except ValueError:
-                        allowed = "a number" if info.is_regression else ", ".join(info.tsv_labels)
+                        allowed = ", ".join(info.tsv_labels) if not info.is_regression else "a number" + (
+                            f" in {info.label_range[0]:g}..{info.label_range[1]:g}" if info.label_range else "")
                         problem = f"label {row[label_pos]!r} is not {allowed}"
                 idx = len(examples) + len(skipped)
                 if problem is None and idx_pos is not None:

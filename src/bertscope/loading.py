@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from bertscope.errors import BertscopeError, HubUnreachableError
@@ -152,10 +153,14 @@ def _refuse_remote_code(source: str) -> None:
 
 
 def _hub_error(source: str, exc: Exception) -> BertscopeError:
-    """The one-line error a user sees for a failed load (offline and unknown ids read differently)."""
+    """The one-line error a user sees for a failed load (offline and unknown ids read differently; a local folder
+    that exists is never blamed on the hub, even with ``HF_HUB_OFFLINE=1``)."""
     text = str(exc)
     if "trust_remote_code" in text:
         return _remote_code_error(source, "transformers says it contains custom code")
+    if Path(source).exists():
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return BertscopeError(f"cannot load model folder {source}: {first}")
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
     if "connect" in text.lower() or "offline" in text.lower() or "cached" in text.lower() or offline:
         return HubUnreachableError(
@@ -166,6 +171,16 @@ def _hub_error(source: str, exc: Exception) -> BertscopeError:
     if "is not a local folder and is not a valid model identifier" in text or "404" in text:
         return BertscopeError(f"'{source}' is neither a local model folder nor a model id on the Hugging Face hub")
     return BertscopeError(f"cannot load model '{source}': {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def _weights_error(source: str, exc: Exception) -> BertscopeError:
+    """One line for a weights file safetensors cannot read (truncated by a full disk or a broken download),
+    naming the file."""
+    files = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
+    where = str(files[0]) if len(files) == 1 else f"a .safetensors file of {source}"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return BertscopeError(f"cannot read {where}: {first} (the file is damaged or incomplete; save or download "
+                          "it again)")
 
 
 def _source_and_config(name: str | None) -> tuple[str, Any]:
@@ -239,6 +254,8 @@ def load_model(
                 source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True,
                 **{**model_kwargs, "trust_remote_code": False},  # never a checkpoint's own code, whatever is asked
             )
+        except SafetensorError as exc:
+            raise _weights_error(source, exc) from None
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
     model.to(resolve_device(device))
@@ -266,6 +283,8 @@ def load_saved_architecture(name: str | None, *, device: str | torch.device = "c
         try:
             model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True,
                                               trust_remote_code=False)
+        except SafetensorError as exc:
+            raise _weights_error(source, exc) from None
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
     model.to(resolve_device(device))

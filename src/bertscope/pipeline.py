@@ -92,6 +92,7 @@ __all__ = [
     "Shared",
     "TaskData",
     "build_head",
+    "check_lengths",
     "compute_features",
     "data_key",
     "head_learning_rate",
@@ -207,6 +208,19 @@ def resolve_selection(config: FinetuneConfig, model: nn.Module) -> Selection:
                      layers=parse_hidden_states(config.layer, depth, option="--layer", keep_order=True),
                      dims=parse_dims(config.dims, hidden, config.seed),
                      num_layers=depth, hidden_size=hidden)
+
+
+def check_lengths(config: FinetuneConfig, model_config: Any) -> None:
+    """Refuse a ``--max-length`` beyond the model's position embeddings (a long input would crash deep inside the
+    forward) and an ``--token index:K`` that no input truncated to ``--max-length`` has."""
+    limit = families.max_input_length(model_config)
+    if limit is not None and config.max_length > limit:
+        raise BertscopeError(f"--max-length {config.max_length} exceeds the model's {limit} positions "
+                             f"(max_position_embeddings); use --max-length {limit} or less")
+    method, index = parse_token(config.token)
+    if method == "index" and index is not None and not -config.max_length <= index < config.max_length:
+        raise BertscopeError(f"--token {config.token} reads a position no input has: inputs are truncated to "
+                             f"--max-length {config.max_length} tokens (positions 0..{config.max_length - 1})")
 
 
 def head_learning_rate(config: FinetuneConfig, encoder_fully_frozen: bool) -> float:
@@ -451,7 +465,8 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     build the head, choose the representation (live encoder or cached vectors).
     """
     shared = shared or Shared()
-    parse_token(config.token)  # a bad --token fails before anything is loaded
+    model_config = shared.loaded.model.config if shared.loaded is not None else loading.load_config(config.model)
+    check_lengths(config, model_config)  # a bad --token or --max-length fails before anything heavy is loaded
     device = loading.resolve_device(config.device)
     seed_everything(config.seed)
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from bertscope import families, loading
+from bertscope import families, loading, publish
 from bertscope._version import __version__
 from bertscope.cards import write_model_card
 from bertscope.configs import DeepenConfig
@@ -416,22 +414,7 @@ def _check_out(out: Path, overwrite: bool, source: str) -> None:
             raise BertscopeError(f"--out {out} already exists; choose another folder or pass --overwrite")
     if Path(source).exists() and Path(source).resolve() == out.resolve() and not overwrite:
         raise BertscopeError("--out is the source model folder; pass --overwrite to replace it")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out``; an existing ``out`` is set aside first and deleted last."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    publish.check_writable(out.parent, "--out's folder")  # the new folder is built beside --out, then renamed
 
 
 def run_deepen(config: DeepenConfig) -> DeepenResult:
@@ -457,9 +440,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
     setattr(variant.config, CONFIG_NOTE_KEY, note)
     variant.config.name_or_path = str(out)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with publish.building(out) as tmp:  # published only when complete; a crash leaves the previous folder
         variant.save_pretrained(tmp)
         tokenizer_saved = True
         try:
@@ -486,10 +467,6 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
         )
         result = replace(result, model_card=_write_card(tmp, result, st_files))
         write_json_atomic(tmp / PROVENANCE_FILE, result.to_dict())
-        _publish(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bertscope import publish
 from bertscope.configs import ReportConfig
 from bertscope.errors import BertscopeError
 from bertscope.labels import axis_name
@@ -115,6 +116,7 @@ def build_report(config: ReportConfig) -> ReportResult:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise BertscopeError(f"--out {out} is a file; give a folder")
+    publish.check_writable(out)  # before the store is read and the plots drawn
     with ResultStore(config.store, create=False) as store:
         records = store.records(sweep=config.sweep, memberships=True)
         if not records:

@@ -118,6 +118,8 @@ class StoreLock:
         except Timeout:
             raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep ({self._holder()}); "
                                  "wait for it or stop it first") from None
+        except OSError as exc:  # a read-only folder: no lock file, so no sweep may write here (Timeout is one too)
+            raise BertscopeError(f"cannot create the store's lock file {self.path}: {exc.strerror or exc}") from None
         self._lock = lock
         with contextlib.suppress(OSError):  # only a courtesy for the error message above
             self.path.write_text(f"pid {os.getpid()}", encoding="utf-8")
@@ -177,6 +179,63 @@ def _clean_metrics(metrics: Any) -> dict[str, float | None]:
     return out
 
 
+def _store_error(path: Path, exc: sqlite3.DatabaseError) -> BertscopeError:
+    """One line for SQLite's failures on an opened store: read-only, damaged, locked, or anything else."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "readonly" in text or "read-only" in text:
+        return BertscopeError(f"result store {path} is read-only ({text}); make it writable or use another --store")
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return BertscopeError(f"result store {path} is damaged ({text}); restore a backup, or try "
+                              f"`sqlite3 {path} .recover`")
+    return BertscopeError(f"result store {path}: {text}")
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose SQLite errors become one-line :class:`BertscopeError` naming the store file (a damaged page
+    can surface at any statement or fetch, not only when the store is opened)."""
+
+    connection: _Connection
+
+    def _guard(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except sqlite3.DatabaseError as exc:
+            if not self.connection.translate_errors:
+                raise
+            raise _store_error(self.connection.path, exc) from None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self._guard(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self._guard(super().executemany, sql, parameters)
+
+    def fetchone(self) -> Any:
+        return self._guard(super().fetchone)
+
+    def fetchall(self) -> list[Any]:
+        return self._guard(super().fetchall)
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        return self._guard(super().fetchmany, size)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements run on :class:`_Cursor` (``sqlite3.Connection.execute`` would bypass it)."""
+
+    path: Path = Path()
+    translate_errors = False  # off while the store is opened: there a failure means "not a result store"
+
+    def cursor(self, factory: Any = None) -> _Cursor:  # type: ignore[override]  # one factory, not the overloads
+        return super().cursor(factory or _Cursor)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self.cursor().executemany(sql, parameters)
+
+
 class ResultStore:
     """A sweep result store in one SQLite file (created on first use)."""
 
@@ -188,7 +247,8 @@ class ResultStore:
             raise BertscopeError(f"--store {self.path} is a folder; give a file such as results.db")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, factory=_Connection)
+            self.conn.path = self.path
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -209,7 +269,10 @@ class ResultStore:
             if int(row[0]) > SCHEMA_VERSION:
                 raise BertscopeError(f"store {self.path} was written by a newer bertscope (schema {row[0]})")
         except sqlite3.DatabaseError as exc:
+            if "malformed" in str(exc) or "readonly" in str(exc):
+                raise _store_error(self.path, exc) from None
             raise BertscopeError(f"{self.path} is not a bertscope result store: {exc}") from None
+        self.conn.translate_errors = True
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -220,7 +283,8 @@ class ResultStore:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            with contextlib.suppress(BertscopeError, sqlite3.Error):  # the first error is the one to report
+                self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
