@@ -82,3 +82,15 @@ def test_pooler_is_refused_cleanly_for_families_without_one() -> None:
     assert families.pooler_parts(tiny_model("distilbert", "base")) is None
     assert families.pooler_parts(tiny_model("albert", "base")) is not None
     assert isinstance(tiny_config("bert"), transformers.PretrainedConfig)
+
+
+def test_a_truncated_head_file_is_one_line_naming_it(tmp_path):
+    from bertscope.errors import BertscopeError
+
+    head = SelectingHead(HeadSpec(num_labels=2, hidden_size=8, layers=(1,), dims=(0, 3)), seed=0)
+    head.save(tmp_path)
+    weights = tmp_path / "head.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(BertscopeError, match="head.safetensors") as info:
+        SelectingHead.load(tmp_path)
+    assert "\n" not in str(info.value)

@@ -508,7 +508,7 @@ def test_a_run_waits_for_a_live_writer_of_its_folder(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "r1"
     out.mkdir(parents=True)
     (out / "result.json").write_text("{}")  # an earlier attempt's file: not the truth
-    task = executors.Task("r1", "toy", {"x": 3.0, "out": str(out)}, plugins=(TOY,))
+    task = executors.Task("r1", "toy", {"x": 3.0, "out": str(out)}, plugins=(TOY,), allow_plugins=True)
     monkeypatch.setattr(executors, "CLAIM_TIMEOUT_SECONDS", 0.2)
     with FileLock(tmp_path / "runs" / ".r1.lock"):  # what that worker holds while it lives
         busy = executors.execute(task)

@@ -217,7 +217,7 @@ def test_a_read_only_store_is_read_by_status_and_refused_by_a_sweep(tmp_path, ca
     monkeypatch.setattr(sqlite3, "connect", lambda where, **kw: connect(f"file:{where}?mode=ro", uri=True, **kw))
     capsys.readouterr()
     assert main(["status", "--store", str(path)]) == 0
-    err = _user_error(["sweep", str(spec), "--store", str(path), "--no-progress"], capsys)
+    err = _user_error(["sweep", str(spec), "--store", str(path), "--no-progress", "--allow-plugins", "--plugins-from", "any"], capsys)
     assert f"result store {path} is read-only" in err
     monkeypatch.undo()
     with ResultStore(path, create=False) as store:  # nothing was changed

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -180,5 +181,10 @@ class SelectingHead(nn.Module):
         except (OSError, json.JSONDecodeError) as exc:
             raise BertscopeError(f"cannot read {config_path}: {exc}") from None
         head = cls(HeadSpec.from_dict(values), seed=int(values.get("seed", 0)))
-        head.load_state_dict(load_file(str(weights_path), device=str(map_location)))
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+        except (SafetensorError, OSError) as exc:  # truncated or damaged: one line naming the file
+            raise BertscopeError(f"cannot read {weights_path}: {str(exc).splitlines()[0] if str(exc) else exc!r}; "
+                                 "save the model again") from None
+        head.load_state_dict(state)
         return head

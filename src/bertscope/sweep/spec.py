@@ -44,6 +44,7 @@ import yaml
 
 from bertscope.commands import ANALYSES
 from bertscope.config import Config
+from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
 from bertscope.registry import CommandInfo, Registry
@@ -400,7 +401,7 @@ class _Expander:
         fields = self._fields(cls)
         if "progress" in fields:
             resolved["progress"] = False
-        if "log" in fields and "log" not in resolved:  # workers' runs stay quiet unless the spec asks for logs
+        if issubclass(cls, FinetuneConfig) and "log" not in resolved:  # fine-tuning runs stay quiet unless asked
             resolved["log"] = "off"
         if "out" in fields:
             resolved["out"] = str(self.runs_dir / "_")  # placeholder: the id (which ignores out) names the real one
