@@ -97,9 +97,9 @@ def _steady_ms_per_run(store: Path) -> float:
 
 
 def overhead(folder: Path, n: int, with_ray: bool) -> dict[str, Any]:
-    from bertscope.sweep.executors import _static_environment
+    from bertscope.results import run_environment
 
-    _static_environment()  # one-time torch import for provenance: not a per-run cost
+    run_environment()  # one-time version lookup for provenance: not a per-run cost
     spec = _spec(folder, "noop", {"command": "bench-noop", "grid": {"i": list(range(n))}})
     start = time.perf_counter()
     for i in range(n):

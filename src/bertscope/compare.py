@@ -271,10 +271,7 @@ def _plot_compare(path: Path, result: CompareResult) -> dict[str, str]:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # hidden states are whole numbers
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    try:
-        return save_figure(fig, path, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, close=True, bbox_inches="tight")
 
 
 COMMAND = CommandInfo("compare", CompareConfig, run_compare, CompareResult,

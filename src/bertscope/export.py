@@ -291,10 +291,6 @@ def _save_into(folder: Path, model: PreTrainedModel, head: SelectingHead, tokeni
 
 #: Options that say where things are or how a run looks, never what it trained: left out of the card's table.
 _NOT_IN_CARD = LOCATION_OPTIONS | {"model", "task", "save_model", "cache_features", "eval_batch_size"}
-#: Metric names on the hub (``model-index``), as the ``evaluate`` library spells them (bertscope 0.1.0 names first).
-_HUB_METRICS = {"mcc": "matthews_correlation", "spearman": "spearmanr"}
-#: The GLUE task score (the mean of the official metrics) under its old and its `evaluate` name: no hub metric.
-_COMBINED = ("score", "combined_score")
 
 
 def _changed_options(config: FinetuneConfig) -> dict[str, Any]:
@@ -365,8 +361,9 @@ def _usage(saved: SavedModel, task: glue.GlueTask | None, max_length: int, names
 def _model_index(result: FinetuneResult, title: str, task: glue.GlueTask) -> list[dict[str, Any]]:
     results = []
     for split, values in result.final.items():
-        metrics = [{"type": _HUB_METRICS.get(name, name), "value": float(value), "name": name}
-                   for name, value in values.items() if name not in _COMBINED and value == value]
+        metrics = [{"type": glue.canonical_metric_name(name), "value": float(value), "name": name}
+                   for name, value in values.items()
+                   if glue.canonical_metric_name(name) != glue.COMBINED and value == value]
         results.append({"task": {"type": "text-classification", "name": "Text Classification"},
                         "dataset": {"name": f"GLUE {task.dir_name}", "type": glue.HUB_DATASET,
                                     "config": task.hub_config, "split": split}, "metrics": metrics})
@@ -404,7 +401,7 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
         f"{len(result.epochs)} epoch(s), seed {config.seed}", "", options, "", "Reproduce:", "", "```bash",
         _command_line(config), "```"])
     rows = [(split, name, f"{value:.4f}") for split, values in result.final.items() for name, value in values.items()]
-    combined = next((n for values in result.final.values() for n in values if n in _COMBINED), _COMBINED[-1])
+    combined = glue.COMBINED
     evaluation = _table(("split", "metric", "value"), rows) + (
         f"\n\nOn {', '.join(str(v['num_examples']) for v in result.data['eval'].values())} dev examples; the "
         f"metrics are the last epoch's; `{combined}` is the GLUE task score (the mean of the official metrics).")

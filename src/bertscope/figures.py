@@ -54,15 +54,22 @@ def figure_paths(path: str | os.PathLike[str]) -> dict[str, Path]:
     return {fmt: target.with_suffix(f".{fmt}") for fmt in FORMATS}
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = PNG_DPI,
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = PNG_DPI, close: bool = False,
                 **savefig_options: Any) -> dict[str, str]:
-    """Write ``fig`` as PNG (``dpi``), SVG and PDF beside each other (each atomically; the figure is not closed).
+    """Write ``fig`` as PNG (``dpi``), SVG and PDF beside each other (each atomically); ``close`` closes the figure
+    afterwards, also when a write fails (pyplot keeps every open figure alive).
 
     Returns ``{"png": ..., "svg": ..., "pdf": ...}`` (paths as strings, for a result's ``files``)."""
     written: dict[str, str] = {}
-    for fmt, target in figure_paths(path).items():
-        save_figure_atomic(fig, target, dpi=dpi, metadata=_METADATA[fmt], **savefig_options)
-        written[fmt] = str(target)
+    try:
+        for fmt, target in figure_paths(path).items():
+            save_figure_atomic(fig, target, dpi=dpi, metadata=_METADATA[fmt], **savefig_options)
+            written[fmt] = str(target)
+    finally:
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
     return written
 
 

@@ -317,10 +317,7 @@ def _plot_scan(path: Path, result: LayerScanResult) -> dict[str, str]:
     fig.suptitle(f"Every single-layer {result.config.op} variant of {model_name(result.config.model)} "
                  f"({result.depth} layers) vs the original on {texts_name(result.texts)}; one run, no error bars",
                  fontsize=10)
-    try:
-        return save_figure(fig, path, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, close=True, bbox_inches="tight")
 
 
 COMMAND = CommandInfo("layer-scan", LayerScanConfig, run_layer_scan, LayerScanResult,

@@ -29,7 +29,6 @@ Choices made once for every caller (where the three earlier copies disagreed):
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -61,7 +60,7 @@ from bertscope.options import (
     parse_name_list,
     parse_token,
 )
-from bertscope.results import environment_info
+from bertscope.results import run_environment
 from bertscope.tracking import (
     NullTracker,
     Tracker,
@@ -101,7 +100,6 @@ __all__ = [
     "prepare",
     "resolve_eval_splits",
     "resolve_selection",
-    "run_environment",
     "seed_everything",
 ]
 
@@ -113,17 +111,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-_ENVIRONMENT: dict[str, Any] = {}
-
-
-def run_environment() -> dict[str, Any]:
-    """:func:`environment_info` for one run: versions and git state are looked up once per process (the lookup
-    takes most of a second, longer than a cached head's training); the timestamp is the run's own."""
-    if not _ENVIRONMENT:
-        _ENVIRONMENT.update(environment_info())
-    return {**_ENVIRONMENT, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 # ------------------------------------------------------------------------------------------------ data

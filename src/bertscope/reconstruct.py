@@ -454,10 +454,7 @@ def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
     head = result.head["mode"] + (f"/{result.head['part']}" if result.head["mode"] == "pretrained" else "")
     fig.suptitle(f"Input reconstruction by the MLM head at every layer: {model_name(result.model['name'])}, "
                  f"head {head}, on {texts_name(result.texts)}; one run, no error bars", fontsize=10)
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, close=True)
 
 
 COMMAND = CommandInfo("reconstruct", ReconstructConfig, run_reconstruct, ReconstructResult,

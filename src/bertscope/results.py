@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import io
 import json
 import os
@@ -31,6 +32,7 @@ __all__ = [
     "file_mode",
     "git_info",
     "prepare_out_dir",
+    "run_environment",
     "save_figure_atomic",
     "to_jsonable",
     "write_csv_atomic",
@@ -83,6 +85,19 @@ def environment_info() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
+    return info
+
+
+@functools.lru_cache(maxsize=1)
+def _static_environment() -> dict[str, Any]:
+    return environment_info()
+
+
+def run_environment() -> dict[str, Any]:
+    """:func:`environment_info` for one run: versions and git state are looked up once per process (the lookup
+    takes most of a second, longer than a cached head's training); the timestamp is the run's own."""
+    info = dict(_static_environment())
+    info["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return info
 
 

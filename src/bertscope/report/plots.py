@@ -41,14 +41,10 @@ class Plots:
         return self.folder / f"{candidate}.png"
 
     def save(self, fig: Any, stem: str) -> Path:
-        import matplotlib.pyplot as plt
 
         target = self.path(stem)
         fig.tight_layout()
-        try:
-            written = save_figure(fig, target)
-        finally:
-            plt.close(fig)
+        written = save_figure(fig, target, close=True)
         self.figures.append(target)
         self.files.extend(Path(p) for p in written.values())
         return target

@@ -9,7 +9,6 @@ small interface (``slots``, ``submit``, ``wait``, ``close``) so the driver's sch
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bertscope.errors import BertscopeError, Terminated
+from bertscope.results import run_environment
 from bertscope.sweep.plugins import commands, load_plugins
 
 __all__ = ["CLAIM_TIMEOUT_SECONDS", "EXECUTORS", "STOP_GRACE_SECONDS", "WATCHDOG_SECONDS", "Executor", "Outcome",
@@ -60,21 +60,6 @@ class Outcome:
     duration: float | None = None
     worker: str | None = None
     environment: dict[str, Any] | None = None
-
-
-@functools.lru_cache(maxsize=1)
-def _static_environment() -> dict[str, Any]:
-    from bertscope.results import environment_info
-
-    return environment_info()
-
-
-def _environment() -> dict[str, Any]:
-    import datetime as _dt
-
-    info = dict(_static_environment())
-    info["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return info
 
 
 def execute(task: Task) -> Outcome:
@@ -116,7 +101,7 @@ def execute(task: Task) -> Outcome:
         metrics = dict(result.metrics())
         payload = to_jsonable(result.to_dict())
         return Outcome(task.run_id, True, metrics=metrics, payload=payload, duration=time.perf_counter() - start,
-                       worker=worker, environment=_environment())
+                       worker=worker, environment=run_environment())
     except BertscopeError as exc:
         error, trace = str(exc), None
     except KeyboardInterrupt:
@@ -128,7 +113,7 @@ def execute(task: Task) -> Outcome:
         if claim is not None:
             claim.release()
     return Outcome(task.run_id, False, error=error, traceback=trace, duration=time.perf_counter() - start,
-                   worker=worker, environment=_environment())
+                   worker=worker, environment=run_environment())
 
 
 #: How long a run waits for a process of an earlier attempt to let go of its folder (a stopped worker exits in
