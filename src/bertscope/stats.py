@@ -1,0 +1,140 @@
+"""Seed statistics and verdicts: mean, standard deviation and 95% interval of a point; paired differences; a
+bootstrap over dev examples for single runs; the verdict rule every claim uses.
+
+Pure functions on plain numbers (and one on per-example arrays). The rule a verdict follows is written once here
+and in ``docs/statistics.md``:
+
+- ``better`` claims ("deepened beats the original"): ``supported`` when the whole interval of the difference lies
+  above 0; ``not supported`` when the whole interval lies at or below 0; otherwise
+  ``inconclusive``.
+- ``as_good`` claims ("k dimensions are as good as all", "token X is equivalent to [CLS]"): ``supported`` when the
+  interval lies inside ``[-tolerance, +tolerance]``; ``not supported`` when it lies wholly outside it
+  (entirely below ``-tolerance`` or entirely above ``+tolerance``); otherwise ``inconclusive``.
+- ``worse`` claims ("freezing hurts", "lower layers are weaker"): the mirror of ``better``.
+
+An interval needs n >= 2 seeds (Student t) or a bootstrap; with n = 1 and no bootstrap the verdict is
+``inconclusive`` (one number cannot tell a difference from seed noise).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["CLAIM_KINDS", "VERDICTS", "Interval", "bootstrap_difference", "paired_difference", "summarize",
+           "verdict"]
+
+ClaimKind = Literal["better", "as_good", "worse"]
+CLAIM_KINDS: tuple[str, ...] = ("better", "as_good", "worse")
+VERDICTS: tuple[str, ...] = ("supported", "not supported", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point over replicates: mean, sample std (None for n < 2), n, and a 95% interval (None when unknown).
+
+    ``method`` says where the interval comes from: ``t`` (Student t over seeds), ``bootstrap`` (resampled dev
+    examples of one run) or ``none``.
+    """
+
+    mean: float
+    std: float | None
+    n: int
+    low: float | None
+    high: float | None
+    method: str = "t"
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self, digits: int = 3) -> str:
+        if self.n == 0 or not math.isfinite(self.mean):
+            return "–"
+        text = f"{self.mean:.{digits}f}"
+        if self.std is not None:
+            text += f" ± {self.std:.{digits}f}"
+        if self.low is not None and self.high is not None:
+            text += f" [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        return text + f" (n={self.n})"
+
+
+def _t_quantile(level: float, dof: int) -> float:
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(0.5 + level / 2, dof))
+
+
+def summarize(values: Sequence[float | None], level: float = 0.95) -> Interval:
+    """Mean, sample std, n and the Student-t ``level`` interval of the finite ``values``."""
+    clean = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(clean)
+    if n == 0:
+        return Interval(math.nan, None, 0, None, None, "none", level)
+    mean = statistics.fmean(clean)
+    if n < 2:
+        return Interval(mean, None, 1, None, None, "none", level)
+    std = statistics.stdev(clean)
+    half = _t_quantile(level, n - 1) * std / math.sqrt(n)
+    return Interval(mean, std, n, mean - half, mean + half, "t", level)
+
+
+def paired_difference(a: Sequence[float | None], b: Sequence[float | None], level: float = 0.95) -> Interval:
+    """``a - b`` paired by position (the same seed in both lists); pairs with a missing side are dropped."""
+    if len(a) != len(b):
+        raise ValueError(f"paired lists differ in length ({len(a)} vs {len(b)})")
+    diffs = [float(x) - float(y) for x, y in zip(a, b, strict=True)
+             if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))]
+    return summarize(diffs, level)
+
+
+def bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float], labels: Sequence[float],
+                         predictions_a: Sequence[float], predictions_b: Sequence[float], *, samples: int = 1000,
+                         seed: int = 0, level: float = 0.95) -> Interval:
+    """metric(a) - metric(b) on the same dev examples, with a percentile interval from resampling the examples.
+
+    For single runs: it measures how much the difference depends on which dev examples were drawn (not seed
+    noise, which only more seeds measure). ``metric(labels, predictions)`` is e.g. accuracy or Matthews corr.
+    """
+    y = np.asarray(labels, dtype=float)
+    pa, pb = np.asarray(predictions_a, dtype=float), np.asarray(predictions_b, dtype=float)
+    if not (len(y) == len(pa) == len(pb)) or len(y) == 0:
+        raise ValueError("bootstrap needs labels and two prediction lists of one non-zero length")
+    point = metric(y, pa) - metric(y, pb)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(samples)
+    for i in range(samples):
+        index = rng.integers(0, len(y), len(y))
+        draws[i] = metric(y[index], pa[index]) - metric(y[index], pb[index])
+    draws = draws[np.isfinite(draws)]
+    if len(draws) == 0:
+        return Interval(point, None, 1, None, None, "bootstrap", level)
+    low, high = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(float(point), float(np.std(draws, ddof=1)) if len(draws) > 1 else None, 1, float(low),
+                    float(high), "bootstrap", level)
+
+
+def verdict(difference: Interval, kind: ClaimKind | str, tolerance: float = 0.0) -> str:
+    """``supported`` / ``not supported`` / ``inconclusive`` for a claim about ``difference`` (see module doc).
+
+    ``difference`` is claimed-side minus reference-side (e.g. deepened - original, k dims - all dims).
+    """
+    if kind not in CLAIM_KINDS:
+        raise ValueError(f"unknown claim kind {kind!r} (one of {', '.join(CLAIM_KINDS)})")
+    low, high = difference.low, difference.high
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    if kind == "better":
+        return "supported" if low > 0 else "not supported" if high <= 0 else "inconclusive"
+    if kind == "worse":
+        return "supported" if high < 0 else "not supported" if low >= 0 else "inconclusive"
+    if -tolerance <= low and high <= tolerance:
+        return "supported"
+    if high < -tolerance or low > tolerance:
+        return "not supported"
+    return "inconclusive"

@@ -1,0 +1,76 @@
+"""bertscope.stats against scipy's own intervals and a hand-made bootstrap check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from bertscope import stats
+
+
+def test_summarize_matches_scipy_t_interval():
+    values = [0.71, 0.69, 0.74, 0.70, 0.72]
+    got = stats.summarize(values)
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert got.n == 5 and got.method == "t"
+    assert got.mean == pytest.approx(np.mean(values))
+    assert got.std == pytest.approx(np.std(values, ddof=1))
+    assert (got.low, got.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_summarize_drops_missing_and_has_no_interval_for_one_value():
+    got = stats.summarize([0.5, None, math.nan])
+    assert got.n == 1 and got.low is None and got.std is None
+    assert stats.summarize([]).n == 0
+
+
+def test_paired_difference_is_the_interval_of_the_differences():
+    a, b = [0.8, 0.7, 0.75], [0.6, 0.65, 0.62]
+    got = stats.paired_difference(a, b)
+    ref = stats.summarize([x - y for x, y in zip(a, b, strict=True)])
+    assert got == ref
+    with pytest.raises(ValueError):
+        stats.paired_difference([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(("low", "high", "kind", "tol", "expected"), [
+    (0.01, 0.05, "better", 0.0, "supported"),
+    (-0.05, -0.01, "better", 0.0, "not supported"),
+    (-0.01, 0.05, "better", 0.0, "inconclusive"),
+    (-0.05, -0.01, "worse", 0.0, "supported"),
+    (-0.01, 0.01, "as_good", 0.02, "supported"),
+    (-0.05, -0.03, "as_good", 0.02, "not supported"),
+    (-0.03, 0.01, "as_good", 0.02, "inconclusive"),
+])
+def test_verdict_rule(low, high, kind, tol, expected):
+    interval = stats.Interval((low + high) / 2, 0.01, 3, low, high)
+    assert stats.verdict(interval, kind, tol) == expected
+
+
+def test_no_interval_is_inconclusive():
+    assert stats.verdict(stats.summarize([0.9]), "better") == "inconclusive"
+    with pytest.raises(ValueError):
+        stats.verdict(stats.summarize([0.9, 0.8]), "bigger")
+
+
+def test_bootstrap_difference_covers_the_point_and_shrinks_with_more_examples():
+    rng = np.random.default_rng(0)
+
+    def accuracy(y, p):
+        return float(np.mean(y == p))
+
+    def interval(n):
+        y = rng.integers(0, 2, n)
+        a = np.where(rng.random(n) < 0.8, y, 1 - y)  # about 80% right
+        b = np.where(rng.random(n) < 0.7, y, 1 - y)  # about 70% right
+        return stats.bootstrap_difference(accuracy, y, a, b, samples=400, seed=1), accuracy(y, a) - accuracy(y, b)
+
+    small, point_small = interval(100)
+    large, point_large = interval(4000)
+    assert small.mean == pytest.approx(point_small) and small.low <= point_small <= small.high
+    assert large.low <= point_large <= large.high
+    assert (large.high - large.low) < (small.high - small.low)
+    assert large.low > 0  # 10 points apart on 4,000 examples: the interval excludes 0
