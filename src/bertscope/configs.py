@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
-from bertscope.options import parse_name_list, parse_token_list
+from bertscope.options import parse_name_list, parse_seed_list, parse_token_list
 from bertscope.tracking import needs_folder, parse_report_to, require_installed
 
 __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
@@ -360,6 +360,11 @@ class FinetuneConfig(ModelOptions):
                                    "seconds, read every --log-every steps", metavar="SECONDS")
     on_divergence: str = opt("stop", "a NaN or infinite training loss: stop (one-line error naming epoch and step, "
                                      "no results.json) or continue", choices=("stop", "continue"))
+    # ---- seeds and statistics (issue 11, item 4)
+    seeds: str | None = opt(None, "run once per seed of this list (e.g. 1,2,3 or 1-5; replaces --seed) and report "
+                                  "each metric's mean, std, n and 95 percent interval over them (finetune: "
+                                  "OUT/seed-<s>/ per seed and OUT/seeds.json; studies: every point and comparison)",
+                            metavar="S[,S...]")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
@@ -390,6 +395,8 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError("--save-model needs --out DIR")
         if self.predict_test and self.out is None:
             raise BertscopeError("--predict-test needs --out DIR (the submission files go to OUT/glue_submission)")
+        if self.seeds is not None:
+            parse_seed_list(self.seeds, option="--seeds")
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
 
@@ -414,6 +421,10 @@ class StudyOptions(FinetuneConfig):
                                      "encoder pass for the whole study, same numbers as without)")
     overwrite: bool = opt(False, "start over: discard the finished runs in OUT/runs (default: resume, skipping "
                                  "finished runs)")
+    # ---- seeds and statistics (issue 11, item 4)
+    tolerance: float = opt(0.01, "an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a "
+                                 "task after later stages vs after its own) is supported when the 95 percent "
+                                 "interval of the paired difference lies within +-this (in GLUE score, 0..1)")
 
     def validate(self) -> None:
         FinetuneConfig.validate(self)
@@ -421,6 +432,8 @@ class StudyOptions(FinetuneConfig):
             raise BertscopeError(f"{self.command} does not save models; use finetune --save-model for one run")
         if self.predict_test:
             raise BertscopeError(f"{self.command} does not write test predictions; use finetune --predict-test")
+        if not self.tolerance >= 0:
+            raise BertscopeError(f"--tolerance must not be negative, got {self.tolerance}")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ refuses repeats; ``--layer-map`` keeps order and repeats.
   stack, 0 = the first. ``deepen --duplicate/--remove/--layer-map``, ``layer-scan --layers``.
 
 Block b's output is hidden state b + 1. Every error is one line naming the option, the valid indices and the accepted
-forms. Counts (``dims --k``), token strategies (``--token``, ``tokens --tokens``) and name lists (``--tasks``,
-``--eval-split``) use the same comma lists.
+forms. Counts (``dims --k``), token strategies (``--token``, ``tokens --tokens``) name lists (``--tasks``,
+``--eval-split``) and seed lists (``--seeds``) use the same comma lists.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "HIDDEN_STATE",
     "INDEX_FORMS",
     "NUMBERING_NOTES",
+    "SEED_FORMS",
     "TOKEN_FORMS",
     "TOKEN_METHODS",
     "FreezeSpec",
@@ -53,6 +54,7 @@ __all__ = [
     "parse_k_list",
     "parse_layer_map",
     "parse_name_list",
+    "parse_seed_list",
     "parse_token",
     "parse_token_list",
 ]
@@ -352,3 +354,31 @@ def parse_name_list(spec: str | None, *, option: str, at_least: int = 1, example
         raise BertscopeError(f"{option} needs at least {_WORDS.get(at_least, str(at_least))} comma-separated "
                              f"name{'s' if at_least > 1 else ''}{hint}")
     return names
+
+
+SEED_FORMS = "a comma list of whole numbers >= 0 and ranges A-B (inclusive), e.g. 1,2,3 or 1-5"
+
+
+def parse_seed_list(spec: str, *, option: str = "--seeds") -> tuple[int, ...]:
+    """Seeds from ``1,2,3`` or ``1-5`` (ranges inclusive, ascending), in the order given, each once.
+
+    A seed list names replicates, so a repeat (``1,1``) is refused rather than silently counted twice."""
+    out: list[int] = []
+    for item in _items(spec, option, SEED_FORMS):
+        match = _RANGE.fullmatch(item)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if lo > hi:
+                raise _error(option, spec, f"the range {item} runs backwards; write {hi}-{lo}", forms=SEED_FORMS)
+            values = list(range(lo, hi + 1))
+        else:
+            values = [_count(item, option, spec, SEED_FORMS)]
+        for value in values:
+            if value < 0:
+                raise _error(option, spec, f"seed {value} is negative", forms=SEED_FORMS)
+            if value in out:
+                raise _error(option, spec, f"names seed {value} twice", forms=SEED_FORMS)
+            out.append(value)
+    if not out:
+        raise _error(option, spec, "no seed given", forms=SEED_FORMS)
+    return tuple(out)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from bertscope.pipeline import (
     resolve_selection,
 )
 from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.studies.replicates import dev_record
 from bertscope.tracking import default_run_name, parse_report_to
 
 __all__ = [
@@ -66,9 +67,13 @@ __all__ = [
     "tracked",
 ]
 
+#: Options that drive several runs and are never set on one run (so never part of a run's hash).
+_DRIVER_OPTIONS = frozenset({"seeds"})
+
+
 def _hash(config: FinetuneConfig, *, legacy: bool = False) -> str:
     """The run hash: over finetune's identity, or (``legacy``) as bertscope 0.1.0 computed it (:mod:`legacy`)."""
-    values = {k: getattr(config, k) for k in FinetuneConfig.field_names()}
+    values = {k: getattr(config, k) for k in FinetuneConfig.field_names() if k not in _DRIVER_OPTIONS}
     values = (legacy_values("finetune", values, STUDY_NOT_HASHED_0_1) if legacy
               else {k: v for k, v in values.items() if k not in FINETUNE.not_identity})
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -181,6 +186,7 @@ class HeadRunner:
         self.tokens = list(tokens)
         self.progress = progress
         self._shared: dict[tuple[Any, ...], Shared] = {}
+        self.last_labels: dict[str, list[Any]] = {}  # the dev labels of the last run (kept in its record)
 
     is_cached = staticmethod(is_cached)
 
@@ -210,6 +216,7 @@ class HeadRunner:
     def run(self, config: FinetuneConfig, *, want_head: bool = False) -> tuple[FinetuneResult, SelectingHead | None]:
         """Run one configuration; return its result and its trained head (the head only with ``want_head``)."""
         run = prepare(config, self.shared(config) if self.is_cached(config) else None)
+        self.last_labels = {split: [ex.label for ex in data.examples] for split, data in run.data.eval_sets.items()}
         history = run.train()
         return run.result(history), (run.trained_head if want_head else None)
 
@@ -232,13 +239,15 @@ def dim_importance(head: SelectingHead) -> list[float]:
 
 
 def run_record(spec: RunSpec, result: FinetuneResult, *, cached: bool, seconds: float,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a study stores per run: its id and columns, score, metrics, selection, and the full result."""
+               extra: dict[str, Any] | None = None, labels: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+    """What a study stores per run: its id and columns, seed, score, metrics, selection, the final dev labels and
+    predictions (``dev``, compact: for the single-seed bootstrap), and the full result."""
     payload = result.to_dict()
-    return {"complete": True, "run_id": spec.run_id, **spec.params, "score": result.final_score,
-            "final": result.final, "dims": list(result.selection["dims"]), "layers": list(result.selection["layers"]),
-            "token": result.selection["token"], "cached": cached, "seconds": seconds, **(extra or {}),
-            "result": payload}
+    dev = dev_record(result, labels) if labels else None
+    return {"complete": True, "run_id": spec.run_id, **spec.params, "seed": result.config.seed,
+            "score": result.final_score, "final": result.final, "dims": list(result.selection["dims"]),
+            "layers": list(result.selection["layers"]), "token": result.selection["token"], "cached": cached,
+            "seconds": seconds, **(extra or {}), **({"dev": dev} if dev else {}), "result": payload}
 
 
 def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, progress: bool = True,
@@ -261,11 +270,12 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
             result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head)
             extra = on_head(spec, head) if (needs_head and head is not None and on_head is not None) else None
             record = run_record(spec, result, cached=runner.is_cached(spec.config),
-                                seconds=time.perf_counter() - start, extra=extra)
+                                seconds=time.perf_counter() - start, extra=extra, labels=runner.last_labels)
             store.save(spec, record)
             record["resumed"] = False
         else:
             record["resumed"] = True
+            record.setdefault("seed", spec.config.seed)  # records written before seeds were kept
         bar.set_postfix(score=f"{record['score']:.4f}")
         records.append(record)
     bar.close()

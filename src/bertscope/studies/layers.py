@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bertscope import glue
+from bertscope import stats
 from bertscope.configs import LayersConfig
 from bertscope.finetune import NOT_IDENTITY
 from bertscope.options import parse_hidden_states
@@ -28,6 +28,18 @@ from bertscope.studies.common import (
     plot_title,
     score_label,
 )
+from bertscope.studies.replicates import (
+    by_seed,
+    comparison,
+    comparison_columns,
+    error_bars,
+    metric_means,
+    point,
+    run_seeds,
+    score_columns,
+    seed_config,
+    seed_note,
+)
 
 __all__ = ["run_layers"]
 
@@ -37,29 +49,50 @@ def run_layers(config: LayersConfig) -> StudyResult:
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
     store = RunStore(config.out, fresh=config.overwrite)
     runner = HeadRunner([config.token], progress=config.progress)
-    specs = [RunSpec(f"layer {layer}", {"layer": layer}, finetune_config(config, layer=str(layer)))
-             for layer in layers]
-    records = execute(specs, runner, store, progress=config.progress, desc="layers")
-    table = [{"layer": r["layer"], "score": r["score"],
-              **{f"{split}.{name}": value for split, values in r["final"].items() for name, value in values.items()
-                 if glue.canonical_metric_name(name) != glue.COMBINED}} for r in records]
+    seeds = run_seeds(config)
+    records: list[dict[str, Any]] = []
+    for seed in seeds:  # a seed's runs are the single-seed study's (same ids and hashes)
+        per_seed = seed_config(config, seed)
+        specs = [RunSpec(f"layer {layer}", {"layer": layer}, finetune_config(per_seed, layer=str(layer)))
+                 for layer in layers]
+        records += execute(specs, runner, store, progress=config.progress,
+                           desc="layers" if len(seeds) == 1 else f"layers, seed {seed}")
+    last = by_seed(records, seeds, layer=layers[-1])
+    table, comparisons = [], []
+    for layer in layers:
+        runs = by_seed(records, seeds, layer=layer)
+        versus = None if layer == layers[-1] else comparison(config.task, runs, last, "as_good", config.tolerance)
+        if versus is not None:
+            worse = stats.verdict(stats.Interval(**versus["difference"]), "worse")
+            comparisons.append({"layer": layer, "versus": layers[-1], **versus, "verdict_worse": worse})
+        table.append({"layer": layer, **score_columns(point(runs)),
+                      **metric_means([r for group in runs.values() for r in group]),
+                      **comparison_columns(versus, "vs_last"),
+                      "vs_last_worse": None if versus is None else comparisons[-1]["verdict_worse"]})
     best = max(table, key=lambda row: row["score"])
     summary = {"best_layer": best["layer"], "best_score": best["score"], "num_layers": depth, "hidden_size": hidden,
-               "dims": records[0]["dims"], "token": config.token}
+               "dims": records[0]["dims"], "token": config.token, "seeds": list(seeds),
+               "tolerance": config.tolerance, "comparisons": comparisons}
 
     def plot(ax: Any) -> None:
-        ax.plot([r["layer"] for r in table], [r["score"] for r in table], marker="o", label="head on this layer")
+        xs, ys = [r["layer"] for r in table], [r["score"] for r in table]
+        bars = error_bars(table)
+        if bars is None:
+            ax.plot(xs, ys, marker="o", label="head on this layer")
+        else:
+            ax.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label="head on this layer (mean, 95% interval)")
         draw_reference(ax, config.task, records)
-        ax.set_xticks([r["layer"] for r in table])
+        ax.set_xticks(xs)
         ax.set_xlabel("hidden layer read (0 = embeddings)")
         ax.set_ylabel(score_label(config.task))
         ax.set_title(plot_title(config, f"score per layer (token {config.token}, dims {config.dims})",
-                                f"one run per layer (seed {config.seed}), no error bars"), fontsize=9)
+                                seed_note(config, "layer")), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
     return finish_study("layers", config, table, records, summary, plot=plot,
-                        title=f"layers {config.task}: token {config.token}, dims {config.dims}", row_key="layer")
+                        title=f"layers {config.task}: token {config.token}, dims {config.dims}"
+                              + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), row_key="layer")
 
 
 def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
