@@ -93,13 +93,15 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], leve
     return summarize(diffs, level)
 
 
-def bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float], labels: Sequence[float],
-                         predictions_a: Sequence[float], predictions_b: Sequence[float], *, samples: int = 1000,
-                         seed: int = 0, level: float = 0.95) -> Interval:
+def bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float], labels: Sequence[float] | np.ndarray,
+                         predictions_a: Sequence[float] | np.ndarray, predictions_b: Sequence[float] | np.ndarray, *,
+                         samples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
     """metric(a) - metric(b) on the same dev examples, with a percentile interval from resampling the examples.
 
     For single runs: it measures how much the difference depends on which dev examples were drawn (not seed
     noise, which only more seeds measure). ``metric(labels, predictions)`` is e.g. accuracy or Matthews corr.
+    Row i of each array is dev example i; 2-D arrays are resampled by rows (e.g. labels with a split column, or
+    one prediction column per run of a side that averages several runs), and ``metric`` gets the resampled rows.
     """
     y = np.asarray(labels, dtype=float)
     pa, pb = np.asarray(predictions_a, dtype=float), np.asarray(predictions_b, dtype=float)

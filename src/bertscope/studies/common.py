@@ -330,12 +330,13 @@ class StudyResult:
         from rich.table import Table
 
         table = Table(title=self.title or self.study)
-        columns = [c for c in (self.table[0] if self.table else {}) if not isinstance(self.table[0][c], (list, dict))]
+        columns = [c for c in (self.table[0] if self.table else {}) if not isinstance(self.table[0][c], (list, dict))
+                   and any(row.get(c) is not None for row in self.table)]  # no all-empty columns (one seed)
         for column in columns:
             table.add_column(column, justify="right")
         for row in self.table:
-            table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else "-" if row[c] is None else str(row[c])
-                            for c in columns])
+            table.add_row(*[f"{row.get(c):.4f}" if isinstance(row.get(c), float) else "-" if row.get(c) is None
+                            else str(row.get(c)) for c in columns])
         resumed = sum(1 for r in self.runs if r.get("resumed"))
         table.caption = (f"{len(self.runs)} runs ({resumed} loaded from earlier), "
                          f"{sum(1 for r in self.runs if r.get('cached'))} on cached features"

@@ -26,6 +26,7 @@ import hashlib
 import json
 import random
 import shutil
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bertscope import glue, loading
+from bertscope import glue, loading, stats
 from bertscope.baselines import dev_provenances, task_baseline
 from bertscope.configs import CrossConfig, FinetuneConfig
 from bertscope.errors import BertscopeError
@@ -58,6 +59,7 @@ from bertscope.studies.common import (
     model_shape,
     tracked,
 )
+from bertscope.studies.replicates import comparison, point, run_seeds, seed_config
 from bertscope.train import EncoderRepresentation, evaluate
 
 if TYPE_CHECKING:
@@ -103,10 +105,15 @@ def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...], **change
                            **{"cache_features": False, **changes})
 
 
+#: The multi-seed options: never set on one seed's stages, so never part of a stage hash.
+_SEED_DRIVER = frozenset({"seeds", "tolerance"})
+
+
 def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str:
     """Hash of what determines stages 1..``stage``: every option that changes results, and the tasks so far."""
     values = (legacy_values("cross", config.to_dict(), CROSS_STAGE_SKIP_0_1) if legacy
-              else {k: v for k, v in config.to_dict().items() if k not in COMMAND.not_identity | {"single_task", "tasks"}})
+              else {k: v for k, v in config.to_dict().items()
+                    if k not in COMMAND.not_identity | {"single_task", "tasks"} | _SEED_DRIVER})
     values["tasks_so_far"] = list(parse_name_list(config.tasks, option="--tasks"))[:stage]
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -116,14 +123,19 @@ def _stage_hashes(config: CrossConfig, stage: int) -> tuple[str, str]:
     return _stage_hash(config, stage), _stage_hash(config, stage, legacy=True)
 
 
-def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfig, device: torch.device) -> dict[str, Any]:
-    """``task``'s dev metrics (per split, plus their mean ``score``) with ``head`` on the current encoder."""
+def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfig, device: torch.device,
+            keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``task``'s dev metrics (per split, plus their mean ``score``) with ``head`` on the current encoder; ``keep``
+    receives the labels and predictions per split (compact, as study run records keep them: the bootstrap)."""
     out: dict[str, Any] = {}
     for name, data in task.data.eval_data.items():
         preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
                          device=device, dtype=loading.resolve_dtype(config.dtype))
         labels = [ex.label for ex in task.data.eval_sets[name].examples]
-        preds = preds if task.info.is_regression else [int(p) for p in preds]
+        preds = [round(float(p), 5) for p in preds] if task.info.is_regression else [int(p) for p in preds]
+        if keep is not None:
+            keep.setdefault("labels", {})[name] = labels
+            keep.setdefault("predictions", {})[name] = preds
         out[name] = glue.compute_metrics(task.info, preds, labels)
     out["score"] = sum(v[glue.COMBINED] for v in out.values()) / len(task.data.eval_data)  # over dev splits
     return out
@@ -147,12 +159,22 @@ def run_cross(config: CrossConfig) -> StudyResult:
     if len(set(names)) != len(names):
         raise BertscopeError(f"--tasks lists a task twice: {','.join(names)}")
     depth, hidden = model_shape(config)
-    dims = assign_dims(config.dims_per_task, config.dims_mode, len(names), hidden, config.seed)
     store = RunStore(config.out, fresh=config.overwrite)
     out = None if config.out is None else Path(config.out)
     checkpoint = None if out is None else out / "checkpoint"
     if config.overwrite and checkpoint is not None and checkpoint.exists():
         shutil.rmtree(checkpoint)
+    seeds = run_seeds(config)
+    per_seed: dict[int, tuple[list[tuple[int, ...]], dict[str, dict[str, Any]], dict[int, dict[str, Any]]]] = {}
+    for seed in seeds:  # one whole sequence per seed (its stages are the single-seed study's: same hashes)
+        per_seed[seed] = _one_seed(seed_config(config, seed), names, hidden, store, checkpoint)
+    return _matrix(config, names, seeds, per_seed, depth, hidden)
+
+
+def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStore, checkpoint: Path | None
+              ) -> tuple[list[tuple[int, ...]], dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """One seed's sequence: each task's dims, the single-task references and the stage records (resumable)."""
+    dims = assign_dims(config.dims_per_task, config.dims_mode, len(names), hidden, config.seed)
 
     # ---- single-task references (independent runs; resumable one by one)
     single: dict[str, dict[str, Any]] = {}
@@ -207,10 +229,14 @@ def run_cross(config: CrossConfig) -> StudyResult:
             layers = run.selection.layers
             represent = EncoderRepresentation(run.model, layers, run.selection.token_spec,
                                               include_special=config.include_special, frozen=True)
-            evals, retrained = {}, {}
+            evals: dict[str, Any] = {}
+            retrained: dict[str, Any] = {}
+            dev: dict[str, dict[str, Any]] = {}
             for i in range(s):
                 earlier = task_data(i)
-                evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, run.device)
+                dev[earlier.info.name] = {}
+                evals[earlier.info.name] = _scores(earlier, represent, heads[earlier.info.name], config, run.device,
+                                                   keep=dev[earlier.info.name])
                 if config.earlier_heads == "retrain" and i < s - 1:
                     probe = _probe(config, earlier, run, f"{stage_specs[s - 1].run_id} probe {earlier.info.name}")
                     retrained[earlier.info.name] = _scores(earlier, represent, probe.trained_head, config, run.device)
@@ -218,7 +244,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
                       "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,
                       "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
                       "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
-                      "stage_hash": _stage_hash(config, s), "cached": False,
+                      "stage_hash": _stage_hash(config, s), "cached": False, "seed": config.seed, "dev": dev,
                       "data": {"train": task.data.train_split.provenance(),
                                "eval": {k: v.provenance() for k, v in task.data.eval_sets.items()}}}
             if checkpoint is not None and config.keep_checkpoint and s < len(names):
@@ -228,34 +254,80 @@ def run_cross(config: CrossConfig) -> StudyResult:
             stage_records[s] = record
         if checkpoint is not None and checkpoint.exists():
             shutil.rmtree(checkpoint, ignore_errors=True)  # the study is complete: the matrix is on disk
+    return dims, single, stage_records
 
-    # ---- the matrix and its summary
-    table, retrained_table = [], []
+
+def _cell(record: dict[str, Any], name: str, evals: str = "evals") -> dict[str, Any] | None:
+    """One matrix cell of a stage record as a study run (``score``, and ``dev`` for the bootstrap)."""
+    values = record.get(evals, {}).get(name)
+    if values is None:
+        return None
+    return {"score": values["score"], "dev": (record.get("dev") or {}).get(name) if evals == "evals" else None}
+
+
+def _matrix(config: CrossConfig, names: list[str], seeds: tuple[int, ...],
+            per_seed: dict[int, tuple[list[tuple[int, ...]], dict[str, dict[str, Any]], dict[int, dict[str, Any]]]],
+            depth: int, hidden: int) -> StudyResult:
+    """The stage x task matrix (each cell: the mean over seeds, with its interval in ``<task>_low/_high``), the
+    forgetting comparisons (a task after each later stage vs after its own: paired over seeds) and the files."""
+    def cells(get: Any) -> dict[int, list[dict[str, Any]]]:
+        return {seed: [c] if (c := get(seed)) is not None else [] for seed in seeds}
+
+    def columns(row: dict[str, Any], name: str, runs: dict[int, list[dict[str, Any]]]) -> None:
+        interval = point(runs)
+        row[name] = None if interval.n == 0 else interval.mean
+        row.update({f"{name}_std": interval.std, f"{name}_n": interval.n, f"{name}_low": interval.low,
+                    f"{name}_high": interval.high})
+        cell_stats.append({"source": f"after {row['trained_on']}" if row["stage"] != "single-task" else "single-task",
+                           "target": name, **interval.to_dict()})
+
+    stage = {seed: per_seed[seed][2] for seed in seeds}
+    single = {seed: per_seed[seed][1] for seed in seeds}
+    has_single = all(single[s] for s in seeds)
+    table: list[dict[str, Any]] = []
+    retrained_table: list[dict[str, Any]] = []
+    cell_stats: list[dict[str, Any]] = []
     for s in range(1, len(names) + 1):
-        record = stage_records[s]
         row: dict[str, Any] = {"stage": s, "trained_on": names[s - 1]}
-        row.update({name: (record["evals"][name]["score"] if name in record["evals"] else None) for name in names})
+        for name in names:
+            columns(row, name, cells(lambda seed, n=name, s=s: _cell(stage[seed][s], n)))
         table.append(row)
         if config.earlier_heads == "retrain":
-            retrained_table.append({"stage": s, "trained_on": names[s - 1],
-                                    **{n: (record["retrained"].get(n, record["evals"].get(n, {})).get("score"))
-                                       for n in names}})
-    if single:
-        table.append({"stage": "single-task", "trained_on": "each alone",
-                      **{name: single[name]["score"] for name in names}})
-    last = stage_records[len(names)]["evals"]
-    own = {name: stage_records[i + 1]["evals"][name]["score"] for i, name in enumerate(names)}
-    forgetting = {name: own[name] - last[name]["score"] for name in names}
+            retrained = {"stage": s, "trained_on": names[s - 1]}
+            for name in names:
+                values = [(stage[seed][s]["retrained"].get(name, stage[seed][s]["evals"].get(name, {}))).get("score")
+                          for seed in seeds]
+                retrained[name] = stats.summarize(values).mean if any(v is not None for v in values) else None
+            retrained_table.append(retrained)
+    if has_single:
+        row = {"stage": "single-task", "trained_on": "each alone"}
+        for name in names:
+            columns(row, name, {seed: [single[seed][name]] for seed in seeds})
+        table.append(row)
+    own = {name: cells(lambda seed, i=i, n=name: _cell(stage[seed][i + 1], n)) for i, name in enumerate(names)}
+    last = {name: cells(lambda seed, n=name: _cell(stage[seed][len(names)], n)) for name in names}
+    comparisons = []
+    for i, name in enumerate(names[:-1]):  # forgetting: the task after each later stage vs right after its own
+        for s in range(i + 2, len(names) + 1):
+            after = cells(lambda seed, n=name, s=s: _cell(stage[seed][s], n))
+            comparisons.append({"task": name, "after": names[s - 1], "versus": f"after {name}",
+                                **comparison(name, after, own[name], "as_good", config.tolerance)})
+    own_mean = {n: point(own[n]).mean for n in names}
+    final_mean = {n: point(last[n]).mean for n in names}
+    forgetting = {n: own_mean[n] - final_mean[n] for n in names}
+    single_mean = {n: statistics.fmean(single[seed][n]["score"] for seed in seeds) for n in names} if has_single else {}
     summary: dict[str, Any] = {
-        "tasks": names, "dims": {n: list(d) for n, d in zip(names, dims)}, "dims_mode": config.dims_mode,
-        "earlier_heads": config.earlier_heads, "own_stage_score": own,
-        "final_score": {n: last[n]["score"] for n in names}, "forgetting": forgetting,
+        "tasks": names, "dims": {n: list(d) for n, d in zip(names, per_seed[seeds[0]][0])},
+        "dims_mode": config.dims_mode, "earlier_heads": config.earlier_heads, "own_stage_score": own_mean,
+        "final_score": final_mean, "forgetting": forgetting,
         "backward_transfer": sum(-forgetting[n] for n in names[:-1]) / (len(names) - 1),
-        "single_task_score": {n: single[n]["score"] for n in single},
-        "transfer": {n: own[n] - single[n]["score"] for n in single},
+        "single_task_score": single_mean, "transfer": {n: own_mean[n] - single_mean[n] for n in single_mean},
         "matrix_retrained_heads": retrained_table or None, "num_layers": depth, "hidden_size": hidden,
+        "seeds": list(seeds), "tolerance": config.tolerance, "cells": cell_stats, "comparisons": comparisons,
     }
-    runs = [*single.values(), *(stage_records[s] for s in sorted(stage_records))]
+    if len(seeds) > 1:
+        summary["dims_per_seed"] = {str(seed): [list(d) for d in per_seed[seed][0]] for seed in seeds}
+    runs = [r for seed in seeds for r in (*single[seed].values(), *(stage[seed][s] for s in sorted(stage[seed])))]
 
     def plot(ax: Any) -> None:
         import numpy as np
@@ -265,7 +337,9 @@ def run_cross(config: CrossConfig) -> StudyResult:
         image = ax.imshow(grid, cmap="viridis", aspect="auto")
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                low, high = rows[i].get(f"{names[j]}_low"), rows[i].get(f"{names[j]}_high")
+                text = f"{value:.3f}" + ("" if low is None or high is None else f"\n±{(high - low) / 2:.3f}")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.5})
         columns = []
         for name in names:  # each task's majority-class (or chance) score under its name
@@ -278,14 +352,15 @@ def run_cross(config: CrossConfig) -> StudyResult:
                                          else "single-task" for r in rows])
         ax.set_xlabel("evaluated task (own head and dims); under each: its baseline")
         ax.set_ylabel("encoder fine-tuned on")
+        note = (f"mean ± half 95% interval over {len(seeds)} seeds" if len(seeds) > 1
+                else f"one run per cell (seed {seeds[0]}), no error bars")
         ax.set_title(f"Cross-fine-tuning {' -> '.join(task_name(n) for n in names)}: dev GLUE score after each "
-                     f"stage\n{model_name(config.model)} · one run per cell (seed {config.seed}), no error bars",
-                     fontsize=9)
+                     f"stage\n{model_name(config.model)} · {note}", fontsize=9)
         ax.figure.colorbar(image, ax=ax, label="dev GLUE score")
 
     return finish_study("cross", config, table, runs, summary, plot=plot,
-                        title=f"cross {' -> '.join(names)} (dims {config.dims_mode} {config.dims_per_task})",
-                        row_key="stage")
+                        title=f"cross {' -> '.join(names)} (dims {config.dims_mode} {config.dims_per_task})"
+                              + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), row_key="stage")
 
 
 def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int) -> dict[str, Any] | None:
@@ -293,6 +368,7 @@ def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int)
     if record is None or record.get("stage_hash") not in _stage_hashes(config, stage):
         return None
     record["resumed"] = True
+    record.setdefault("seed", config.seed)  # stages stored before seeds were kept
     return record
 
 
@@ -330,12 +406,16 @@ def _save_checkpoint(folder: Path, model: PreTrainedModel, heads: dict[str, Sele
 
 
 def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
-    """One point per cell of the stage x task matrix: ``({"source": "after A" | "single-task", "target": T}, s)``."""
+    """One point per cell of the stage x task matrix: ``({"source": "after A" | "single-task", "target": T}, s)``
+    (the cell's mean over the study's seeds; its ``<task>_low``, ``_std``... columns are not points)."""
     points: list[StudyPoint] = []
+    tasks = (payload.get("summary") or {}).get("tasks")
     for row in payload.get("table") or []:
         source = "single-task" if row.get("stage") == "single-task" else f"after {row.get('trained_on')}"
         for task, value in row.items():
-            if task not in ("stage", "trained_on") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if task in ("stage", "trained_on") or (tasks is not None and task not in tasks):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 points.append(({"source": source, "target": task}, float(value)))
     return points
 

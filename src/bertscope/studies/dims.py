@@ -25,6 +25,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from bertscope import stats
 from bertscope.configs import DimsConfig
 from bertscope.errors import BertscopeError
 from bertscope.finetune import NOT_IDENTITY
@@ -44,6 +45,16 @@ from bertscope.studies.common import (
     plot_title,
     score_label,
     summarise,
+)
+from bertscope.studies.replicates import (
+    by_seed,
+    comparison,
+    comparison_columns,
+    error_bars,
+    point,
+    run_seeds,
+    seed_config,
+    seed_note,
 )
 
 __all__ = ["random_subset", "run_dims"]
@@ -69,7 +80,78 @@ def run_dims(config: DimsConfig) -> StudyResult:
     ks = list(parse_k_list(config.k, hidden))
     store = RunStore(config.out, fresh=config.overwrite)
     runner = HeadRunner([config.token], progress=config.progress)
+    seeds = run_seeds(config)
+    records: list[dict[str, Any]] = []
+    rankings: dict[int, list[int] | None] = {}
+    for seed in seeds:  # a seed's runs are the single-seed study's (same ids, subsets and hashes)
+        per_seed = seed_config(config, seed)
+        seed_records, rankings[seed] = _seed_runs(per_seed, runner, store, ks, hidden,
+                                                  desc="dims" if len(seeds) == 1 else f"dims, seed {seed}")
+        records += seed_records
+    full = by_seed(records, seeds, selection="all")
+    full_point = point(full)
 
+    table = []
+    for selection in dict.fromkeys(r["selection"] for r in records):
+        for k in sorted({r["k"] for r in records if r["selection"] == selection}):
+            runs = by_seed(records, seeds, selection=selection, k=k)
+            scores = [r["score"] for group in runs.values() for r in group]
+            over_seeds = point(runs)
+            # the point's 95% interval: over seeds; with one seed over its random subsets (the replicates it has)
+            interval = over_seeds if len(seeds) > 1 else stats.summarize(scores)
+            versus = None if selection == "all" else comparison(config.task, runs, full, "as_good", config.tolerance)
+            table.append({"selection": selection, "k": k, **summarise(scores), "seeds": over_seeds.n,
+                          "low": interval.low, "high": interval.high, "full_score": full_point.mean,
+                          **comparison_columns(versus, "vs_all")})
+    comparisons = [{"selection": row["selection"], "k": row["k"], "versus": "all", "kind": "as_good",
+                    "tolerance": config.tolerance, "difference": {"mean": row["vs_all"], "low": row["vs_all_low"],
+                                                                 "high": row["vs_all_high"]},
+                    "verdict": row["vs_all_verdict"]} for row in table if row["selection"] != "all"]
+    summary = {"full_score": full_point.mean, "full_score_interval": full_point.to_dict(), "hidden_size": hidden,
+               "num_layers": depth, "ks": ks, "rank_by": config.rank_by, "ranking": rankings[seeds[0]],
+               "metric": "GLUE task score (mean of official metrics)", "seeds": list(seeds),
+               "tolerance": config.tolerance, "comparisons": comparisons}
+    if len(seeds) > 1 and config.rank_by != "random":
+        summary["rankings"] = {str(s): rankings[s] for s in seeds}
+
+    def plot(ax: Any) -> None:
+        for selection in dict.fromkeys(r["selection"] for r in table if r["selection"] != "all"):
+            rows = [r for r in table if r["selection"] == selection]
+            if len(seeds) > 1:
+                ax.errorbar([r["k"] for r in rows], [r["mean"] for r in rows], yerr=error_bars(rows, "mean"),
+                            marker="o" if selection == "random" else "s", capsize=3,
+                            label=(f"random subsets ({config.samples} per K and seed)" if selection == "random"
+                                   else f"top-K by {selection}") + f", mean, 95% interval over {len(seeds)} seeds")
+            elif selection == "random":
+                ax.errorbar([r["k"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
+                            marker="o", capsize=3, label=f"random subsets (mean ± std, n={config.samples})")
+            else:
+                ax.plot([r["k"] for r in rows], [r["mean"] for r in rows], marker="s", label=f"top-K by {selection}")
+        ax.axhline(full_point.mean, color="gray", linestyle="--", label=f"all {hidden} dims")
+        ax.plot([hidden], [full_point.mean], marker="D", color="gray")
+        draw_reference(ax, config.task, records)
+        ax.set_xscale("log")
+        ticks = sorted({*ks, hidden})
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("dimensions the head sees (K, log scale)")
+        ax.set_ylabel(score_label(config.task))
+        bars = (seed_note(config) if len(seeds) > 1
+                else f"error bars: ±1 sample std over {config.samples} random subsets per K" if config.samples > 1
+                else "one run per point, no error bars")
+        ax.set_title(plot_title(config, "score vs number of dimensions", bars), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    return finish_study("dims", config, table, records, summary, plot=plot,
+                        title=f"dims {config.task}: score vs K (full {full_point.mean:.4f}"
+                              + (f", {len(seeds)} seeds)" if len(seeds) > 1 else ")"),
+                        row_key=("selection", "k"))
+
+
+def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list[int], hidden: int,
+               desc: str) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """One seed's runs of the K sweep (the full-dimension run first) and its ranking (None for random only)."""
     # The full-dimension run first: the reference, and the source of the weight ranking.
     full = execute([_full_spec(config, hidden)], runner, store, progress=False,
                    want_head=lambda s: config.rank_by == "weights",
@@ -91,46 +173,12 @@ def run_dims(config: DimsConfig) -> StudyResult:
         specs += [RunSpec(f"{config.rank_by} k={k}", {"selection": config.rank_by, "k": k, "sample": 0},
                           finetune_config(config, dims=_idx(sorted(ranking[:k]))))
                   for k in ks if k < hidden]
-    records = [full, *execute(specs, runner, store, progress=config.progress, desc="dims")]
-
-    table = []
-    for selection in dict.fromkeys(r["selection"] for r in records):
-        for k in sorted({r["k"] for r in records if r["selection"] == selection}):
-            scores = [r["score"] for r in records if r["selection"] == selection and r["k"] == k]
-            table.append({"selection": selection, "k": k, **summarise(scores),
-                          "full_score": full["score"]})
-    summary = {"full_score": full["score"], "hidden_size": hidden, "num_layers": depth, "ks": ks,
-               "rank_by": config.rank_by, "ranking": ranking, "metric": "GLUE task score (mean of official metrics)"}
-
-    def plot(ax: Any) -> None:
-        for selection in dict.fromkeys(r["selection"] for r in table if r["selection"] != "all"):
-            rows = [r for r in table if r["selection"] == selection]
-            if selection == "random":
-                ax.errorbar([r["k"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
-                            marker="o", capsize=3, label=f"random subsets (mean ± std, n={config.samples})")
-            else:
-                ax.plot([r["k"] for r in rows], [r["mean"] for r in rows], marker="s", label=f"top-K by {selection}")
-        ax.axhline(full["score"], color="gray", linestyle="--", label=f"all {hidden} dims")
-        ax.plot([hidden], [full["score"]], marker="D", color="gray")
-        draw_reference(ax, config.task, records)
-        ax.set_xscale("log")
-        ticks = sorted({*ks, hidden})
-        ax.set_xticks(ticks, [str(k) for k in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("dimensions the head sees (K, log scale)")
-        ax.set_ylabel(score_label(config.task))
-        bars = (f"error bars: ±1 sample std over {config.samples} random subsets per K" if config.samples > 1
-                else "one run per point, no error bars")
-        ax.set_title(plot_title(config, "score vs number of dimensions", bars), fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-
-    return finish_study("dims", config, table, records, summary, plot=plot,
-                        title=f"dims {config.task}: score vs K (full {full['score']:.4f})",
-                        row_key=("selection", "k"))
+    return [full, *execute(specs, runner, store, progress=config.progress, desc=desc)], ranking
 
 
 def _run_find_effective(config: DimsConfig) -> StudyResult:
+    if config.seeds is not None:
+        raise BertscopeError("--find-effective runs one seed (a search, not a point per seed); use --seed, not --seeds")
     _, hidden = model_shape(config)
     if config.start > hidden:
         raise BertscopeError(f"--start {config.start} exceeds the hidden size {hidden}")

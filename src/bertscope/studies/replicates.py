@@ -98,16 +98,16 @@ def interval_columns(interval: stats.Interval, prefix: str = "") -> dict[str, An
 
 def _stack(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
     """(splits, labels [N, 2] = (split id, label), predictions [N, runs]) of runs scored on the same dev examples."""
-    devs = [r.get("dev") for r in records]
-    if not devs or any(not d or not d.get("labels") for d in devs):
+    devs: list[Mapping[str, Any]] = [r.get("dev") or {} for r in records]
+    if not devs or any(not d.get("labels") for d in devs):
         return None
     first = devs[0]
     splits = sorted(first["labels"])
     if any(sorted(d["labels"]) != splits or any(d["labels"][s] != first["labels"][s] for s in splits)
            for d in devs):
         return None  # not the same dev examples: no paired bootstrap
-    labels = np.array([(i, v) for i, s in enumerate(splits) for v in first["labels"][s]], dtype=float)
-    predictions = np.array([[v for s in splits for v in d["predictions"][s]] for d in devs], dtype=float).T
+    labels = np.asarray([(i, v) for i, s in enumerate(splits) for v in first["labels"][s]], dtype=float)
+    predictions = np.asarray([[v for s in splits for v in d["predictions"][s]] for d in devs], dtype=float).T
     return splits, labels, predictions
 
 
@@ -139,7 +139,7 @@ def _bootstrap(task: str, claimed: Sequence[Mapping[str, Any]], reference: Seque
                                       seed=seed)
 
 
-def comparison(task: str, claimed: Mapping[int, Sequence[Mapping[str, Any]]],
+def comparison(task: str | None, claimed: Mapping[int, Sequence[Mapping[str, Any]]],
                reference: Mapping[int, Sequence[Mapping[str, Any]]], kind: str, tolerance: float = 0.0) -> dict[str, Any]:
     """A claim's paired difference ``claimed - reference`` (per seed: the mean score of each side's runs), its
     interval and verdict.
@@ -152,7 +152,7 @@ def comparison(task: str, claimed: Mapping[int, Sequence[Mapping[str, Any]]],
     a = [seeded_score(claimed[s]) for s in seeds]
     b = [seeded_score(reference[s]) for s in seeds]
     difference = stats.paired_difference(a, b)
-    if difference.n == 1 and len(seeds) == 1:
+    if difference.n == 1 and len(seeds) == 1 and task:
         booted = _bootstrap(task, claimed[seeds[0]], reference[seeds[0]], seeds[0])
         difference = booted if booted is not None else difference
     return {"kind": kind, "tolerance": tolerance, "method": difference.method, "seeds": seeds,
