@@ -59,6 +59,8 @@ def _status(out: Path | None, state: str, **extra: Any) -> None:
 
 def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     """Run one fine-tuning job as described by ``config`` (prepare, train, result: :mod:`bertscope.pipeline`)."""
+    if config.seeds is not None:  # several runs: the command (or bertscope.seeds.run_finetune_seeds) runs them
+        raise BertscopeError("--seeds runs one fine-tuning run per seed: use bertscope.seeds.run_finetune_seeds")
     out = _check_out(config)
     run = prepare(config)
     _retire_old_results(out)
@@ -189,6 +191,15 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
 NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict_test", "log", "log_seconds",
                                                       "on_divergence"}
 
-COMMAND = CommandInfo("finetune", FinetuneConfig, run_finetune, FinetuneResult,
+def _run(config: FinetuneConfig) -> Any:
+    """The command: one run, or with ``--seeds`` one per seed (:mod:`bertscope.seeds`)."""
+    if config.seeds is not None:
+        from bertscope.seeds import run_finetune_seeds
+
+        return run_finetune_seeds(config)
+    return run_finetune(config)
+
+
+COMMAND = CommandInfo("finetune", FinetuneConfig, _run, FinetuneResult,
                       "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",
                       model_subdir="model", not_identity=NOT_IDENTITY)
