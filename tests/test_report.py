@@ -44,11 +44,14 @@ class FakeRun:
 
 
 def cell(values: list[float]) -> str:
-    """Independent formatting of mean ± sample std (n) with numpy."""
+    """Independent formatting of mean ± sample std [95% t interval] (n) with numpy and scipy."""
+    from scipy import stats as scipy_stats
+
     values = np.asarray(values, dtype=float)
     if len(values) == 1:
         return f"{values.mean():.3f} (n=1)"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} [{low:.3f}, {high:.3f}] (n={len(values)})"
 
 
 def grid(**axes):

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = ["CLAIM_KINDS", "VERDICTS", "Interval", "bootstrap_difference", "paired_difference", "summarize",
-           "verdict"]
+           "t_interval", "verdict"]
 
 ClaimKind = Literal["better", "as_good", "worse"]
 CLAIM_KINDS: tuple[str, ...] = ("better", "as_good", "worse")
@@ -70,6 +70,15 @@ def _t_quantile(level: float, dof: int) -> float:
     return float(scipy_stats.t.ppf(0.5 + level / 2, dof))
 
 
+def t_interval(mean: float, std: float | None, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """The Student-t ``level`` interval of a mean from its sample std and n (None for n < 2 or no std): what
+    :func:`summarize` computes, for callers that kept only (mean, std, n)."""
+    if std is None or n < 2 or not (math.isfinite(mean) and math.isfinite(std)):
+        return None
+    half = _t_quantile(level, n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def summarize(values: Sequence[float | None], level: float = 0.95) -> Interval:
     """Mean, sample std, n and the Student-t ``level`` interval of the finite ``values``."""
     clean = [float(v) for v in values if v is not None and math.isfinite(float(v))]
@@ -80,8 +89,8 @@ def summarize(values: Sequence[float | None], level: float = 0.95) -> Interval:
     if n < 2:
         return Interval(mean, None, 1, None, None, "none", level)
     std = statistics.stdev(clean)
-    half = _t_quantile(level, n - 1) * std / math.sqrt(n)
-    return Interval(mean, std, n, mean - half, mean + half, "t", level)
+    low, high = t_interval(mean, std, n, level) or (math.nan, math.nan)
+    return Interval(mean, std, n, low, high, "t", level)
 
 
 def paired_difference(a: Sequence[float | None], b: Sequence[float | None], level: float = 0.95) -> Interval:

@@ -9,7 +9,7 @@
 * a ``model`` axis (e.g. originals and deepened variants made by a pre-step): original vs deepened GLUE tables;
 * always: a summary table of the main metric per condition and a CSV with every metric aggregated.
 
-Every number is ``mean ± std (n=runs)`` over the replicate axes (:mod:`.stats`). Every section starts with the
+Every number is ``mean ± std [95% interval] (n=runs)`` over the replicate axes (:mod:`.stats`). Every section starts with the
 experiment's task(s), model(s) and base options (:mod:`.context`); metrics and axes are shown by their human names
 (:mod:`bertscope.labels`, the key itself beside it once); a GLUE classification score gets its majority-class (or
 chance) reference line, row or column; every caption says what its error bars are; each table is also written as
@@ -710,7 +710,8 @@ def overview_section(store: ResultStore, records: Sequence[RunRecord], counts: d
     section = Section("Overview")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     section.text(f"Store `{config.store}`, generated {now}. Every table shows mean ± std over seeds (sample std, "
-                 "ddof=1) and the number of runs n; with n=1 only the value is shown. GLUE scores are measured on each "
+                 "ddof=1), the 95% Student-t interval of the mean [low, high] and the number of runs n; with n=1 "
+                 "only the value is shown. GLUE scores are measured on each "
                  "task's dev split(s); a classification score has a reference line (row, column): the majority "
                  "class of the dev labels the runs were scored on when they read a local GLUE copy, else uniform "
                  "chance (each caption says which). Figures are in `plots/` as PNG (300 dpi), SVG and PDF; every "

@@ -1,4 +1,4 @@
-"""The numbers of a report: mean ± sample std over replicates, and runs grouped by their grid values.
+"""The numbers of a report: mean ± sample std [95% interval] over replicates, and runs grouped by their grid values.
 
 Within an experiment the replicate axes (``seed``, and the random subsets ``sample`` a ``dims`` study draws per K)
 are averaged over; every other grid axis that takes more than one value is a condition.
@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bertscope.stats import t_interval
 from bertscope.sweep.store import RunRecord
 
 __all__ = ["REPLICATE_AXES", "REPLICATE_AXIS", "aggregate", "axis_values", "condition_axes", "describe",
@@ -31,12 +32,16 @@ def aggregate(values: Iterable[float | None]) -> tuple[float, float | None, int]
 
 
 def format_cell(stats: tuple[float, float | None, int], digits: int = 3) -> str:
+    """``mean ± std [low, high] (n=k)``: the sample std and the 95% Student-t interval of the mean
+    (:func:`bertscope.stats.t_interval`, the rule of docs/statistics.md); one replicate shows its value only."""
     mean, std, n = stats
     if n == 0:
         return "–"
     if std is None:
         return f"{mean:.{digits}f} (n={n})"
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
+    interval = t_interval(mean, std, n)
+    shown = "" if interval is None else f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{shown} (n={n})"
 
 
 def main_metric(rows: Sequence[RunRecord], preferred: str | None = None) -> str | None:
