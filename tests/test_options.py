@@ -211,3 +211,14 @@ def test_layers_study_accepts_all_on_the_command_line(tiny_checkpoint, glue_dir,
     assert cli.main([*common, "--layers", "0 -1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--layers '0 -1'" in err and "ambiguous" in err and len(err.splitlines()) == 1
+
+
+def test_parse_seed_list():
+    from bertscope.options import parse_seed_list
+
+    assert parse_seed_list("1,2,3") == (1, 2, 3)
+    assert parse_seed_list(" 3, 1-2 ") == (3, 1, 2)  # the order given
+    for bad, words in [("1,1", "twice"), ("3-1", "backwards"), ("x", "whole number"), ("", "no seed"),
+                       ("-2", "negative")]:
+        with pytest.raises(BertscopeError, match=words):
+            parse_seed_list(bad)

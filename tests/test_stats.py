@@ -74,3 +74,29 @@ def test_bootstrap_difference_covers_the_point_and_shrinks_with_more_examples():
     assert large.low <= point_large <= large.high
     assert (large.high - large.low) < (small.high - small.low)
     assert large.low > 0  # 10 points apart on 4,000 examples: the interval excludes 0
+
+
+def test_t_interval_matches_scipy_and_summarize():
+    from scipy import stats as scipy_stats
+
+    values = np.array([0.61, 0.64, 0.58, 0.66])
+    low, high = stats.t_interval(values.mean(), values.std(ddof=1), len(values))
+    expected = scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
+    assert (low, high) == pytest.approx(expected)
+    summary = stats.summarize(values.tolist())
+    assert (summary.low, summary.high) == pytest.approx(expected)
+    assert stats.t_interval(0.5, None, 1) is None and stats.t_interval(0.5, 0.1, 1) is None
+
+
+def test_bootstrap_difference_resamples_rows_of_two_dimensional_arrays():
+    # labels with a group column, predictions with one column per run: the metric sees whole rows
+    y = np.array([[0, 1], [0, 0], [1, 1], [1, 0]] * 10, dtype=float)
+    a = np.repeat(y[:, 1:2], 2, axis=1)  # both runs always right
+    b = np.zeros((len(y), 1))
+
+    def accuracy(labels, predictions):
+        return float(np.mean(predictions == labels[:, 1:2]))
+
+    result = stats.bootstrap_difference(accuracy, y, a, b, samples=200, seed=0)
+    assert result.mean == pytest.approx(0.5) and result.method == "bootstrap"
+    assert result.low <= 0.5 <= result.high

@@ -262,3 +262,92 @@ def test_study_runs_stored_by_bertscope_0_1_resume_and_data_dir_is_not_identity(
     moved.symlink_to(glue_dir, target_is_directory=True)
     assert [r["score"] for r in api.layers(**{**options, "data_dir": str(moved)}).table] == \
         [r["score"] for r in first.table]
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+def _stored(out):
+    """Every run record under OUT/runs, read back from disk (independent of the study's own bookkeeping)."""
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+
+
+def test_tokens_default_list_includes_mean():
+    from bertscope.configs import TokensConfig
+    from bertscope.options import parse_token_list
+
+    assert "mean" in parse_token_list(TokensConfig.tokens)  # the embedded model was trained with mean pooling
+
+
+def test_tokens_study_over_seeds_intervals_pairs_and_resume(small, tiny_checkpoint, tmp_path, monkeypatch):
+    from bertscope import stats
+
+    out = tmp_path / "seeds"
+    options = dict(task="rte", model=str(tiny_checkpoint("bert", 2)), tokens="cls,mean", out=str(out), **small)
+    result = api.tokens(seeds="1,2", **options)
+    stored = _stored(out)
+    assert sorted((r["token_strategy"], r["seed"]) for r in stored) == [("cls", 1), ("cls", 2), ("mean", 1),
+                                                                       ("mean", 2)]
+    score = {(r["token_strategy"], r["seed"]): r["score"] for r in stored}
+    for row in result.table:
+        expected = stats.summarize([score[(row["token_strategy"], s)] for s in (1, 2)])
+        assert (row["score"], row["std"], row["n"]) == (pytest.approx(expected.mean), pytest.approx(expected.std), 2)
+        assert (row["low"], row["high"]) == (pytest.approx(expected.low), pytest.approx(expected.high))
+    mean_row = next(r for r in result.table if r["token_strategy"] == "mean")
+    differences = [score[("mean", s)] - score[("cls", s)] for s in (1, 2)]  # paired by seed
+    paired = stats.summarize(differences)
+    assert mean_row["vs_cls"] == pytest.approx(paired.mean)
+    assert (mean_row["vs_cls_low"], mean_row["vs_cls_high"]) == (pytest.approx(paired.low), pytest.approx(paired.high))
+    assert mean_row["vs_cls_verdict"] == stats.verdict(paired, "as_good", 0.01)
+    assert result.summary["comparisons"][0]["verdict"] in stats.VERDICTS
+    assert next(r for r in result.table if r["token_strategy"] == "cls")["vs_cls"] is None  # the reference itself
+    assert "low" in (out / "tokens.csv").read_text().splitlines()[0]
+
+    # A single-seed study with --seed 1 is seed 1 of the multi-seed one (same hashes): nothing trains, and its
+    # one-seed comparison is a bootstrap over the dev examples the records kept.
+    trained = []
+    real = common.HeadRunner.run
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: trained.append(config.seed)
+                        or real(self, config, **kw))
+    single = api.tokens(seed=1, **options)
+    assert trained == [] and [r["n"] for r in single.table] == [1, 1]
+    comparison = single.summary["comparisons"][0]
+    assert comparison["method"] == "bootstrap" and comparison["difference"]["low"] is not None
+    assert comparison["difference"]["mean"] == pytest.approx(differences[0])
+
+    # More seeds: only the new seed trains.
+    more = api.tokens(seeds="1,2,3", **options)
+    assert trained == [3, 3] and [r["n"] for r in more.table] == [3, 3]
+
+    # A record written before seeds and dev predictions were kept still loads; its verdict is inconclusive.
+    for path in (out / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["seed"] == 1:
+            record.pop("seed")
+            record.pop("dev")
+            path.write_text(json.dumps(record))
+    old = api.tokens(seed=1, **options)
+    assert trained == [3, 3] and all(r["seed"] == 1 for r in old.runs)
+    assert old.summary["comparisons"][0]["verdict"] == "inconclusive"
+    assert old.summary["comparisons"][0]["difference"]["low"] is None
+
+
+def test_dims_study_over_seeds_pairs_k_with_all(small, tiny_checkpoint, tmp_path):
+    from bertscope import stats
+
+    out = tmp_path / "dims-seeds"
+    result = api.dims(task="sst2", model=str(tiny_checkpoint("bert", 2)), k="1", samples=2, seeds="0,1",
+                      out=str(out), **small)
+    stored = _stored(out)
+    assert len(stored) == 2 * (1 + 2)  # per seed: all + two random subsets of K=1
+    full = {r["seed"]: r["score"] for r in stored if r["selection"] == "all"}
+    subsets = {s: [r for r in stored if r["selection"] == "random" and r["seed"] == s] for s in (0, 1)}
+    assert subsets[0][0]["dims"] != subsets[1][0]["dims"] or subsets[0][1]["dims"] != subsets[1][1]["dims"]
+    per_seed = {s: np.mean([r["score"] for r in subsets[s]]) for s in (0, 1)}
+    row = next(r for r in result.table if r["selection"] == "random")
+    expected = stats.summarize([per_seed[0], per_seed[1]])
+    assert row["seeds"] == 2 and (row["low"], row["high"]) == (pytest.approx(expected.low), pytest.approx(expected.high))
+    paired = stats.summarize([per_seed[s] - full[s] for s in (0, 1)])
+    assert row["vs_all"] == pytest.approx(paired.mean) and row["vs_all_low"] == pytest.approx(paired.low)
+    assert row["vs_all_verdict"] == stats.verdict(paired, "as_good", 0.01)
+    assert result.summary["full_score"] == pytest.approx(np.mean(list(full.values())))
