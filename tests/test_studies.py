@@ -351,3 +351,13 @@ def test_dims_study_over_seeds_pairs_k_with_all(small, tiny_checkpoint, tmp_path
     assert row["vs_all"] == pytest.approx(paired.mean) and row["vs_all_low"] == pytest.approx(paired.low)
     assert row["vs_all_verdict"] == stats.verdict(paired, "as_good", 0.01)
     assert result.summary["full_score"] == pytest.approx(np.mean(list(full.values())))
+
+
+def test_study_points_with_seeds_keep_one_point_per_run():
+    from bertscope.studies import layers, tokens
+
+    runs = [{"layer": 1, "seed": s, "score": 0.5 + s / 10, "token_strategy": "cls"} for s in (1, 2)]
+    payload = {"config": {"seeds": "1,2"}, "runs": runs, "table": [{"layer": 1, "score": 0.65}]}
+    assert layers.study_points(payload) == [({"layer": 1, "seed": 1}, 0.6), ({"layer": 1, "seed": 2}, 0.7)]
+    assert [p[0]["seed"] for p in tokens.study_points(payload)] == [1, 2]
+    assert layers.study_points({**payload, "config": {}}) == [({"layer": 1}, 0.65)]  # one seed: the table, as before

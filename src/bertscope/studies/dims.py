@@ -267,7 +267,10 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
     for rec in payload.get("runs") or []:
         if "selection" in rec and "k" in rec and rec.get("score") is not None:
             dims = "all" if rec["selection"] == "all" else f"{rec['selection']}:{rec['k']}"
-            points.append(({"dims": dims, "sample": rec.get("sample", 0)}, float(rec["score"])))
+            axes = {"dims": dims, "sample": rec.get("sample", 0)}
+            if (payload.get("config") or {}).get("seeds"):
+                axes["seed"] = rec.get("seed")  # several seeds: the seed is a replicate axis too
+            points.append((axes, float(rec["score"])))
     return points
 
 

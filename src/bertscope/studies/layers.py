@@ -97,6 +97,9 @@ def run_layers(config: LayersConfig) -> StudyResult:
 
 def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
     """One point per layer read: ``({"layer": L}, score)``."""
+    if (payload.get("config") or {}).get("seeds"):  # several seeds: one point per run, seed as the replicate
+        return [({"layer": r["layer"], "seed": r.get("seed")}, float(r["score"])) for r in payload.get("runs") or []
+                if "layer" in r and r.get("score") is not None]
     return [({"layer": row["layer"]}, float(row["score"])) for row in payload.get("table") or []
             if "layer" in row and row.get("score") is not None]
 

@@ -90,6 +90,9 @@ def run_tokens(config: TokensConfig) -> StudyResult:
 
 def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
     """One point per token strategy: ``({"token": T}, score)``."""
+    if (payload.get("config") or {}).get("seeds"):  # several seeds: one point per run, seed as the replicate
+        return [({"token": r["token_strategy"], "seed": r.get("seed")}, float(r["score"])) for r in payload.get("runs") or []
+                if "token_strategy" in r and r.get("score") is not None]
     return [({"token": row["token_strategy"]}, float(row["score"])) for row in payload.get("table") or []
             if "token_strategy" in row and row.get("score") is not None]
 
