@@ -162,7 +162,7 @@ class ReconstructResult:
         table.add_column("layer", justify="right")
         if several:
             table.add_column("positions")
-        for label in ("tokens", "top-1", "top-5", "mean rank", "NLL", "exact sent.", "= final top-1"):
+        for label in ("tokens", "top-1", "top-5", "mean rank", "NLL", "exact sent.", "agree final"):
             table.add_column(label, justify="right")
         for r in self.records:
             row = [str(r.layer)] + ([r.group] if several else [])
