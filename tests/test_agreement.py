@@ -50,3 +50,44 @@ def test_chunked_agreement_equals_unchunked() -> None:
     big = agreement.agreement_stats(head, ha, head, hb, chunk=1000)
     for s, b in zip(small, big):
         torch.testing.assert_close(s, b)
+
+
+# --- agreement with the final layer (the lens, issue 11 item 6b) ------------------------------------------------
+
+
+def test_final_agreement_by_hand() -> None:
+    top1 = torch.tensor([[1, 2, 3, 4],    # equals the last row at positions 0, 2, 3
+                         [1, 5, 0, 0],    # at positions 0, 1
+                         [9, 9, 9, 9],    # nowhere
+                         [1, 5, 3, 4]])   # the final layer itself
+    assert agreement.final_agreement(top1).tolist() == [0.75, 0.5, 0.0, 1.0]
+    assert agreement.agrees_with_final(top1[1], top1[-1]).tolist() == [True, True, False, False]
+    assert agreement.final_agreement(torch.tensor([[7, 8]])).tolist() == [1.0]
+    assert np.isnan(agreement.final_agreement(torch.zeros(3, 0, dtype=torch.long)).numpy()).all()
+    with pytest.raises(ValueError):
+        agreement.final_agreement(torch.tensor([1, 2]))
+    with pytest.raises(ValueError):
+        agreement.agrees_with_final(torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+
+
+def test_final_agreement_of_a_random_bert_against_its_own_masked_lm_outputs(bert_tokenizer) -> None:
+    """Reference: the Hugging Face model's own head module (``model.cls``) on each hidden state and its own logits at
+    the last layer; the lens path (families.mlm_head_parts + lens.head_top1) must give the same top-1 ids."""
+    from bertscope.lens import head_top1
+
+    model = tiny_model("bert", num_layers=4)
+    enc = bert_tokenizer(["The cat sat on the mat.", "Rivers flow to the sea, slowly."], padding=True,
+                         return_tensors="pt", return_special_tokens_mask=True)
+    keep = enc["attention_mask"].bool() & ~enc["special_tokens_mask"].bool()
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
+        hf = [model.cls(h)[keep].argmax(-1) for h in out.hidden_states[:-1]] + [out.logits[keep].argmax(-1)]
+        head = families.mlm_head_parts(model)
+        depth = len(out.hidden_states) - 1
+        ours = [head_top1(head, h[keep], is_last_layer=layer == depth, chunk_size=3)
+                for layer, h in enumerate(out.hidden_states)]
+    for layer, (a, b) in enumerate(zip(hf, ours)):
+        assert torch.equal(a, b), layer
+    reference = [float((a.numpy() == hf[-1].numpy()).mean()) for a in hf]
+    np.testing.assert_allclose(agreement.final_agreement(torch.stack(ours)).numpy(), reference)
+    assert reference[-1] == 1.0 and min(reference) < 1.0  # a random model's layers disagree somewhere

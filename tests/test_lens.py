@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from bertscope.families import HeadParts
-from bertscope.lens import LayerMetrics, MetricSums, head_token_stats, sentence_exact, token_stats
+from bertscope.lens import (
+    LayerMetrics,
+    MetricSums,
+    decode_tokens,
+    head_token_stats,
+    head_token_stats_top1,
+    head_top1,
+    sentence_exact,
+    token_stats,
+)
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[int], list[float]]:
@@ -127,3 +136,38 @@ def test_token_stats_in_place_variant_agrees() -> None:
     rank_ip, nll_ip = token_stats(logits.clone(), targets, overwrite=True)
     assert torch.equal(rank, rank_ip)
     torch.testing.assert_close(nll, nll_ip)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 10_000])
+def test_top1_comes_from_the_same_logits_as_rank_and_nll(chunk: int) -> None:
+    head = _head()
+    g = torch.Generator().manual_seed(3)
+    hidden, targets = torch.randn(30, 8, generator=g), torch.randint(0, 97, (30,), generator=g)
+    full = head.logits(hidden, is_last_layer=False)
+    rank, nll, top1 = head_token_stats_top1(head, hidden, targets, is_last_layer=False, chunk_size=chunk)
+    plain_rank, plain_nll = head_token_stats(head, hidden, targets, is_last_layer=False, chunk_size=chunk)
+    assert top1.tolist() == full.argmax(-1).tolist()
+    assert head_top1(head, hidden, is_last_layer=False, chunk_size=chunk).tolist() == top1.tolist()
+    assert rank.tolist() == plain_rank.tolist()
+    torch.testing.assert_close(nll, plain_nll)
+    assert ((rank == 0) == (top1 == targets)).all()  # rank 0 exactly where the input token is the top-1
+    assert head_top1(head, torch.zeros(0, 8), is_last_layer=True).shape == (0,)
+
+
+def test_decode_tokens_matches_softmax() -> None:
+    head = _head()
+    g = torch.Generator().manual_seed(4)
+    hidden, targets = torch.randn(9, 8, generator=g), torch.randint(0, 97, (9,), generator=g)
+    top1, prob = decode_tokens(head, hidden, targets, is_last_layer=True)
+    logits = head.logits(hidden, is_last_layer=True).double()
+    reference = torch.softmax(logits, -1)[torch.arange(9), targets]
+    torch.testing.assert_close(prob.double(), reference, rtol=1e-5, atol=1e-7)
+    assert top1.tolist() == logits.argmax(-1).tolist()
+
+
+def test_final_agreement_sums() -> None:
+    sums = MetricSums()
+    assert math.isnan(sums.result().final_agreement)
+    sums.add_final_agreement(torch.tensor([True, False, True]))
+    sums.add_final_agreement(torch.tensor([False]))
+    assert sums.result().final_agreement == 0.5

@@ -55,7 +55,8 @@ def _reference(folder: Path, sentences: list[str], *, include_special: bool = Fa
     model = transformers.AutoModelForMaskedLM.from_pretrained(folder).eval()
     head = families.mlm_head_parts(model, "full")
     depth = families.num_layers(model)
-    stats: dict[int, dict[str, list]] = {i: {"rank": [], "nll": [], "exact": []} for i in range(depth + 1)}
+    stats: dict[int, dict[str, list]] = {i: {"rank": [], "nll": [], "exact": [], "top1": []}
+                                         for i in range(depth + 1)}
     for sentence in sentences:
         enc = tokenizer(sentence, return_tensors="pt", truncation=True, max_length=128,
                         return_special_tokens_mask=True)
@@ -74,13 +75,15 @@ def _reference(folder: Path, sentences: list[str], *, include_special: bool = Fa
                 stats[layer]["rank"] += ranks
                 stats[layer]["nll"] += nll
                 stats[layer]["exact"].append(all(r == 0 for r in ranks))
+                stats[layer]["top1"] += logits.argmax(-1).tolist()
     out_metrics = {}
     for layer, s in stats.items():
         n = len(s["rank"])
         out_metrics[layer] = {"tokens": n, "top1": sum(r == 0 for r in s["rank"]) / n,
                               "top5": sum(r < 5 for r in s["rank"]) / n,
                               "mean_rank": sum(r + 1 for r in s["rank"]) / n, "nll": sum(s["nll"]) / n,
-                              "exact": sum(s["exact"]) / len(s["exact"])}
+                              "exact": sum(s["exact"]) / len(s["exact"]),
+                              "final_agreement": sum(a == b for a, b in zip(s["top1"], stats[depth]["top1"])) / n}
     return out_metrics
 
 
@@ -93,8 +96,11 @@ def _assert_same(result, reference: dict[int, dict[str, float]], group: str = "a
         for name in ("top1", "top5"):
             assert getattr(rec, name) == pytest.approx(ref[name], abs=1.01 / ref["tokens"]), (layer, name)
         assert rec.exact == pytest.approx(ref["exact"], abs=1e-9), layer
+        # the same float noise can flip a near-tied arg-max in either of the two layers compared
+        assert rec.final_agreement == pytest.approx(ref["final_agreement"], abs=2.01 / ref["tokens"]), layer
         assert rec.mean_rank == pytest.approx(ref["mean_rank"], rel=1e-4, abs=0.5), layer
         assert rec.nll == pytest.approx(ref["nll"], rel=1e-5, abs=1e-5), layer
+    assert result.record(max(reference), group).final_agreement == 1.0
 
 
 @pytest.mark.parametrize("name", FAMILY_IDS)
@@ -183,6 +189,15 @@ def test_cli_writes_json_csv_png_on_a_tiny_checkpoint(tiny_checkpoint, sentence_
     with (out / "reconstruct.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and float(rows[3]["top1"]) == payload["records"][3]["top1"]
+    assert float(rows[3]["final_agreement"]) == 1.0 and rows[0]["head_from"] == "self"
+    assert [float(r["final_agreement"]) for r in rows] == [r["final_agreement"] for r in payload["records"]]
+    assert payload["head"]["head_from"]["from"] == "self" and "final_agreement" in payload["metric_definitions"]
+    assert "agree" in printed
+    views = payload["token_view"]
+    assert [v["index"] for v in views] == [0, 1, 2] and set(views[0]["top1"]) == {"0", "1", "2", "3"}
+    assert views[0]["top1"]["3"] == payload["examples"][0]["top1_by_layer"]["3"]  # the same decoding, twice
+    assert (out / "token_view.png").read_bytes()[:4] == b"\x89PNG" and (out / "token_view.html").is_file()
+    assert {"token_view_png", "token_view_html"} <= set(payload["files"])
     assert (out / "reconstruct.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "reconstruct.pdf").read_bytes()[:5] == b"%PDF-" and b"<svg" in (out / "reconstruct.svg").read_bytes()
     assert {k: Path(v).name for k, v in payload["files"].items() if k in ("png", "svg", "pdf")} == {
@@ -259,3 +274,134 @@ def test_glue_source_end_to_end(tiny_checkpoint, glue_dir) -> None:
     assert result.texts["kind"] == "glue" and result.texts["num_sentences"] == 10
     assert result.record(0).sentences == 10
     assert math.isfinite(result.record(3).nll)
+
+
+# --- the lens closer to paper 1: the original's head for deepened variants, the token view (issue 11 item 6) -----
+
+
+def _deepen(source: Path, out: Path, **op) -> Path:
+    from bertscope.configs import DeepenConfig
+    from bertscope.surgery import run_deepen
+
+    run_deepen(DeepenConfig(model=str(source), out=str(out), device="cpu", **op))
+    return out
+
+
+def _final_top1_reference(variant: Path, original: Path, sentences: list[str]) -> float:
+    """Share of counted tokens whose input token is the top-1 when the *original's* HF head module (``cls``) reads
+    the variant's last hidden state, one sentence at a time."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(variant)
+    v = transformers.AutoModelForMaskedLM.from_pretrained(variant).eval()
+    o = transformers.AutoModelForMaskedLM.from_pretrained(original).eval()
+    hits = total = 0
+    for sentence in sentences:
+        enc = tokenizer(sentence, return_tensors="pt", return_special_tokens_mask=True)
+        keep = enc["special_tokens_mask"][0] == 0
+        with torch.no_grad():
+            last = v.bert(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state[0]
+            top1 = o.cls(last)[keep].argmax(-1)
+        hits += int((top1 == enc["input_ids"][0][keep]).sum())
+        total += int(keep.sum())
+    return hits / total
+
+
+def test_deepened_variant_is_decoded_with_the_originals_head_by_default(tiny_checkpoint, sentence_file,
+                                                                        tmp_path) -> None:
+    original = tiny_checkpoint("bert")
+    variant = _deepen(original, tmp_path / "deep", duplicate="1")
+    model = transformers.AutoModelForMaskedLM.from_pretrained(variant)
+    with torch.no_grad():  # give the variant a head of its own, so whose head decodes shows in the numbers
+        model.cls.predictions.transform.dense.weight.mul_(-1.0)
+    model.save_pretrained(variant)  # its config keeps the deepen origin
+    origin = json.loads((variant / "config.json").read_text())["bertscope_surgery"]
+    assert origin["source_model_resolved"] == str(original.resolve()) and origin["layer_map"] == [0, 1, 1, 2]
+
+    def run(**options):
+        return run_reconstruct(ReconstructConfig(model=str(variant), texts=str(sentence_file), progress=False,
+                                                 token_view=0, examples=0, **options))
+
+    auto, named, own = run(), run(head_from=str(original)), run(head_from="self")
+    assert auto.head["head_from"]["from"] == "original" and auto.head["head_from"]["origin_weights_match"]
+    assert auto.head["head_from"]["deepen_origin"]["layer_map"] == [0, 1, 1, 2]
+    assert named.head["head_from"]["from"] == "path" and own.head["head_from"]["from"] == "self"
+    assert [dataclasses_tuple(r) for r in auto.records] == [dataclasses_tuple(r) for r in named.records]
+    assert [dataclasses_tuple(r) for r in auto.records] != [dataclasses_tuple(r) for r in own.records]
+    reference = _final_top1_reference(variant, original, SENTENCES)
+    assert auto.record(4).top1 == pytest.approx(reference, abs=1.01 / auto.record(4).tokens)
+    assert "the original's pretrained MLM head" in str(auto.render().caption)
+
+
+def dataclasses_tuple(record) -> tuple:
+    return (record.layer, record.tokens, record.top1, record.top5, record.nll, record.final_agreement)
+
+
+def test_head_from_original_needs_a_recorded_origin(tiny_checkpoint, sentence_file, tmp_path, capsys) -> None:
+    folder = tiny_checkpoint("bert")
+    err = _error(["--model", str(folder), "--texts", str(sentence_file), "--head-from", "original"], capsys)
+    assert "records no deepen origin" in err
+    err = _error(["--model", str(folder), "--texts", str(sentence_file), "--head-from", str(tmp_path / "nope")],
+                 capsys)
+    assert "--head-from" in err and "cannot load" in err
+    err = _error(["--model", str(folder), "--texts", str(sentence_file), "--token-view", "-1"], capsys)
+    assert "--token-view must be at least 0" in err
+
+
+def test_fitted_head_of_a_deepened_headless_model_is_fitted_on_the_original(bert_tokenizer, sentence_file,
+                                                                            tmp_path) -> None:
+    from conftest import tiny_model
+
+    original = tmp_path / "base"
+    base = tiny_model("bert", kind="base")
+    base.save_pretrained(original)
+    bert_tokenizer.save_pretrained(original)
+    variant = _deepen(original, tmp_path / "deep", remove="0")
+    options = dict(texts=str(sentence_file), progress=False, fit_corpus=str(sentence_file), fit_steps=2,
+                   fit_batch_size=4, token_view=0, examples=0, layers="-1")
+    result = run_reconstruct(ReconstructConfig(model=str(variant), **options))
+    assert result.head["mode"] == "fit" and result.head["head_from"]["from"] == "original"
+    assert result.head["fit"]["model_fingerprint"] == loading.weights_fingerprint(base)
+    on_original = run_reconstruct(ReconstructConfig(model=str(original), **options))
+    assert on_original.head["fit"]["key"] == result.head["fit"]["key"] and on_original.head["fit"]["reused"]
+    own = run_reconstruct(ReconstructConfig(model=str(variant), head_from="self", **options))
+    assert own.head["fit"]["model_fingerprint"] != result.head["fit"]["model_fingerprint"]
+
+
+def test_compare_decodes_a_deepened_variant_with_the_originals_head(tiny_checkpoint, tmp_path) -> None:
+    from bertscope.compare import choose_heads
+    from bertscope.configs import CompareConfig
+
+    original = tiny_checkpoint("bert")
+    variant = _deepen(original, tmp_path / "deep", duplicate="0")
+    model = transformers.AutoModelForMaskedLM.from_pretrained(variant)
+    with torch.no_grad():
+        model.cls.predictions.bias.add_(1.0)
+    model.save_pretrained(variant)
+    loaded = [loading.load_model(str(original)), loading.load_model(str(variant))]
+    config = CompareConfig(model=str(original), variant=str(variant), progress=False)
+    heads, info = choose_heads(config, loaded, None, None)
+    assert info["original_head_for"] == [loaded[1].source]
+    assert heads[1].bias is heads[0].bias  # the original's, not the variant's shifted one
+
+
+def test_token_view_of_given_sentences_matches_the_masked_lm(tiny_checkpoint, sentence_file, tmp_path) -> None:
+    folder = tiny_checkpoint("bert")
+    given = ["The cat sat.", "Why <not> & more?"]
+    result = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False,
+                                               token_view_sentences=" | ".join(given), out=str(tmp_path / "o")))
+    assert [v.index for v in result.token_views] == [None, None] and [v.text for v in result.token_views] == given
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForMaskedLM.from_pretrained(folder).eval()
+    for view, sentence in zip(result.token_views, given):
+        enc = tokenizer(sentence, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[0]
+        assert list(view.tokens) == tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+        assert list(view.top1[-1]) == tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+        want = torch.softmax(logits.double(), -1)[torch.arange(len(view.tokens)), enc["input_ids"][0]]
+        assert view.prob[-1] == pytest.approx(want.tolist(), rel=1e-4, abs=1e-8)
+        assert view.counted[0] is False and view.counted[1] is True
+    page = (tmp_path / "o" / "token_view.html").read_text(encoding="utf-8")
+    assert "Why &lt;not&gt; &amp; more?" in page
+    none = run_reconstruct(ReconstructConfig(model=str(folder), texts=str(sentence_file), progress=False,
+                                             token_view=0, out=str(tmp_path / "n")))
+    assert none.token_views == () and not (tmp_path / "n" / "token_view.html").exists()

@@ -7,6 +7,11 @@ Three numbers per counted token position, averaged over all of them (by :class:`
 * cosine similarity of the two final hidden states.
 
 Used by ``compare`` (:mod:`bertscope.compare`) and ``layer-scan`` (:mod:`bertscope.layer_scan`).
+
+Within one model, the lens (``reconstruct``) also reports each layer's agreement with the *final* layer: the share of
+counted positions where layer l's top-1 decoded token equals the last layer's (:func:`final_agreement`; 1.0 at the last
+layer), the metric of the closest published lens study on BERT (Din et al. 2024, "Jump to Conclusions"). Unlike input
+reconstruction it asks how early a layer already decodes to what the model finally predicts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ __all__ = [
     "AgreementMetrics",
     "AgreementSums",
     "agreement_stats",
+    "agrees_with_final",
     "cosine_similarity",
+    "final_agreement",
     "kl_divergence",
     "kl_from_log_probs",
     "top1_agreement",
@@ -36,6 +43,26 @@ CHUNK = 512  # rows of vocabulary logits alive at once
 def top1_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
     """[N] bool: both rows of [N, V] logits have the same arg-max."""
     return logits_a.argmax(dim=-1) == logits_b.argmax(dim=-1)
+
+
+def agrees_with_final(layer_top1: torch.Tensor, final_top1: torch.Tensor) -> torch.Tensor:
+    """[N] bool: a layer's top-1 decoded token id equals the final layer's at the same N positions."""
+    if layer_top1.shape != final_top1.shape:
+        raise ValueError(f"{tuple(layer_top1.shape)} vs {tuple(final_top1.shape)} positions")
+    return layer_top1 == final_top1
+
+
+def final_agreement(top1_by_layer: torch.Tensor) -> torch.Tensor:
+    """[L+1] float64: per layer, the share of the N positions whose top-1 id equals the last row's.
+
+    ``top1_by_layer`` [L+1, N] holds the top-1 decoded token id of every layer (rows in layer order, the final layer
+    last) at the same N counted positions; the last entry is 1.0 by definition, NaN everywhere when N = 0.
+    """
+    if top1_by_layer.dim() != 2 or top1_by_layer.shape[0] == 0:
+        raise ValueError(f"expected [layers, positions] token ids, got shape {tuple(top1_by_layer.shape)}")
+    if top1_by_layer.shape[1] == 0:
+        return torch.full((top1_by_layer.shape[0],), math.nan, dtype=torch.float64)
+    return (top1_by_layer == top1_by_layer[-1:]).double().mean(dim=1)
 
 
 def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:

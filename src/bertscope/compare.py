@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,9 @@ def choose_heads(
 ) -> tuple[list[HeadParts], dict[str, Any]]:
     """One head per model: each checkpoint's own, or one head fitted on the *first* model's final layer, shared.
 
+    A model that records a deepen origin (a variant made by ``deepen``) is decoded with the first model's pretrained
+    head rather than its own copy of it.
+
     Sharing the fitted head keeps the comparison about the encoders: both models are decoded by the same weights.
     """
     have = [lm.has_pretrained_mlm_head for lm in loaded]
@@ -87,8 +90,17 @@ def choose_heads(
         raise BertscopeError(f"{missing} has no pretrained masked-LM head (its weights hold none); "
                              "use --head fit to fit one on the frozen final layer, or --head auto")
     if mode == "pretrained" or (mode == "auto" and all(have)):
-        return [families.mlm_head_parts(lm.model, "full") for lm in loaded], {"mode": "pretrained",
-                                                                             "requested": config.head}
+        heads = [families.mlm_head_parts(lm.model, "full") for lm in loaded]
+        info: dict[str, Any] = {"mode": "pretrained", "requested": config.head}
+        # a variant made by deepen is decoded with the original's head (paper 1 keeps the original output layer)
+        from bertscope.surgery import deepen_origin
+
+        borrowed = [i for i, lm in enumerate(loaded) if i and deepen_origin(lm.model.config) is not None]
+        for i in borrowed:
+            heads[i] = replace(heads[0], pre_norm=families.final_norm(loaded[i].model))
+        if borrowed:
+            info["original_head_for"] = [loaded[i].source for i in borrowed]
+        return heads, info
     from bertscope.fitted_head import FitOptions, get_fitted_head
 
     corpus, corpus_info = _fit_corpus(config.fit_corpus, source)

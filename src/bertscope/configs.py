@@ -119,6 +119,17 @@ class ReconstructConfig(FitHeadOptions, TextOptions, ModelOptions):
                                    "of transformer layer l): e.g. 0,6,12, 0-3, -1 or all; default: all of 0..L",
                              metavar="HIDDEN_STATES")
     examples: int = opt(3, "decode this many sentences token by token at every layer into reconstruct.json")
+    # ---- the lens closer to paper 1 (issue 11 item 6 a-c)
+    head_from: str = opt("auto", "whose head decodes the layers: auto (the original's when the model folder records "
+                                 "a deepen origin, else the model's own), self, original (the recorded deepen "
+                                 "origin; an error when none is recorded) or a model folder / hub id; --head then "
+                                 "chooses between that model's pretrained head and one fitted on its final layer",
+                         metavar="auto|self|original|PATH")
+    token_view: int = opt(3, "draw a layers x tokens grid (top-1 decoded token, input token's probability) of this "
+                             "many measured sentences into --out as token_view.png/.svg/.pdf and token_view.html; "
+                             "0 = none")
+    token_view_sentences: str | None = opt(None, "sentences for the token view instead of measured ones, separated "
+                                                 "by '|' (e.g. 'The cat sat.|Why?')", metavar="TEXT")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
@@ -128,6 +139,14 @@ class ReconstructConfig(FitHeadOptions, TextOptions, ModelOptions):
         FitHeadOptions.validate(self)
         if self.examples < 0:
             raise BertscopeError(f"--examples must be at least 0, got {self.examples}")
+        # ---- the lens closer to paper 1 (issue 11 item 6 a-c)
+        if not self.head_from.strip():
+            raise BertscopeError("--head-from must be auto, self, original or a model folder / hub id")
+        if self.token_view < 0:
+            raise BertscopeError(f"--token-view must be at least 0, got {self.token_view}")
+        if self.token_view_sentences is not None and not any(
+                s.strip() for s in self.token_view_sentences.split("|")):
+            raise BertscopeError("--token-view-sentences holds no sentence (separate sentences by '|')")
 
 
 @dataclass(frozen=True)

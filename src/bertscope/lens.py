@@ -9,12 +9,17 @@ are scored, and no ``topk`` is needed:
   top-1 = ``rank == 0``, top-5 = ``rank < 5`` (ties are resolved in the input token's favour);
 * NLL = ``logsumexp(logits) - logit[input]`` = ``-log_softmax(logits)[input]`` (natural log), in float32 at least.
 
+The top-1 decoded token of every position can be kept as well (one arg-max per chunk, taken before the logits are
+overwritten), for the agreement of each layer with the final layer (:func:`bertscope.agreement.final_agreement`,
+counted by :meth:`MetricSums.add_final_agreement`) and for the per-token view (:func:`decode_tokens`).
+
 Aggregation is a sum over tokens (float64) plus per-sentence "all counted tokens ranked first" flags, so the numbers
 depend neither on batch size nor on padding. This module knows nothing about models or files.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,7 +31,10 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "LayerMetrics",
     "MetricSums",
+    "decode_tokens",
     "head_token_stats",
+    "head_token_stats_top1",
+    "head_top1",
     "sentence_exact",
     "token_stats",
 ]
@@ -67,19 +75,60 @@ def head_token_stats(
     The transform runs once over all N positions (cheap: H x H); the vocabulary decoder runs ``chunk_size`` rows at
     a time so at most ``chunk_size x V`` logits exist at any moment.
     """
+    rank, nll, _ = _decode_stats(head, hidden, targets, is_last_layer, chunk_size, keep_top1=False)
+    return rank, nll
+
+
+def head_token_stats_top1(
+    head: HeadParts,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    is_last_layer: bool,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`head_token_stats` plus the top-1 decoded token id [N] of every position (from the same logits)."""
+    rank, nll, top1 = _decode_stats(head, hidden, targets, is_last_layer, chunk_size, keep_top1=True)
+    assert top1 is not None
+    return rank, nll, top1
+
+
+def head_top1(head: HeadParts, hidden: torch.Tensor, *, is_last_layer: bool,
+              chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """The top-1 decoded token id [N] of ``hidden`` [N, H], chunk by chunk (no target needed)."""
+    features = head.features(hidden, is_last_layer=is_last_layer)
+    parts = [head.decode(features[s:s + chunk_size]).argmax(dim=-1) for s in range(0, features.shape[0], chunk_size)]
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.long)
+
+
+def _decode_stats(head: HeadParts, hidden: torch.Tensor, targets: torch.Tensor, is_last_layer: bool,
+                  chunk_size: int, *, keep_top1: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if hidden.shape[0] != targets.shape[0]:
         raise ValueError(f"{hidden.shape[0]} hidden states but {targets.shape[0]} targets")
     features = head.features(hidden, is_last_layer=is_last_layer)
-    ranks, nlls = [], []
+    ranks, nlls, tops = [], [], []
     for start in range(0, features.shape[0], chunk_size):
         logits = head.decode(features[start:start + chunk_size])
+        if keep_top1:  # before token_stats overwrites the logits
+            tops.append(logits.argmax(dim=-1))
         rank, nll = token_stats(logits, targets[start:start + chunk_size], overwrite=True)
         ranks.append(rank)
         nlls.append(nll)
     if not ranks:
         empty = hidden.new_zeros(0)
-        return empty.long(), empty.float()
-    return torch.cat(ranks), torch.cat(nlls)
+        return empty.long(), empty.float(), empty.long() if keep_top1 else None
+    return torch.cat(ranks), torch.cat(nlls), torch.cat(tops) if keep_top1 else None
+
+
+def decode_tokens(head: HeadParts, hidden: torch.Tensor, targets: torch.Tensor, *,
+                  is_last_layer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 decoded token id [T], probability of the input token [T]) for one sentence's hidden states [T, H].
+
+    For the per-token view (a handful of sentences), so the [T, V] logits are made at once; softmax in float32.
+    """
+    logits = head.logits(hidden, is_last_layer=is_last_layer).float()
+    probs = torch.softmax(logits, dim=-1)
+    return logits.argmax(dim=-1), probs.gather(1, targets.unsqueeze(1)).squeeze(1)
 
 
 def sentence_exact(correct: torch.Tensor, sentence_ids: torch.Tensor, num_sentences: int) -> tuple[int, int]:
@@ -107,6 +156,13 @@ class MetricSums:
     nll_sum: float = 0.0
     sentences: int = 0
     exact: int = 0
+    agree_tokens: int = 0
+    agree: int = 0
+
+    def add_final_agreement(self, agree: torch.Tensor) -> None:
+        """Add [N] bools: this layer's top-1 decoded token equals the final layer's at that counted position."""
+        self.agree_tokens += int(agree.numel())
+        self.agree += int(agree.sum())
 
     def add(self, rank: torch.Tensor, nll: torch.Tensor, sentence_ids: torch.Tensor, num_sentences: int) -> None:
         """Add the counted tokens of one batch; ``sentence_ids`` index the batch's sentences."""
@@ -130,6 +186,7 @@ class MetricSums:
             mean_rank=self.rank_sum / n if n else nan,
             nll=self.nll_sum / n if n else nan,
             exact=self.exact / self.sentences if self.sentences else nan,
+            final_agreement=self.agree / self.agree_tokens if self.agree_tokens else nan,
         )
 
 
@@ -138,7 +195,9 @@ class LayerMetrics:
     """How well one layer's hidden states decode to the input tokens (means over counted tokens).
 
     ``mean_rank`` is 1-based (1 = the input token is the head's first choice); ``nll`` is in nats; ``exact`` is the
-    share of sentences (with at least one counted token) whose counted tokens are all top-1.
+    share of sentences (with at least one counted token) whose counted tokens are all top-1; ``final_agreement`` is
+    the share of counted tokens whose top-1 decoded token equals the final layer's (1.0 at the final layer; NaN when
+    it was not measured).
     """
 
     tokens: int
@@ -148,6 +207,7 @@ class LayerMetrics:
     mean_rank: float
     nll: float
     exact: float
+    final_agreement: float = math.nan
 
     @classmethod
     def from_tokens(

@@ -2,7 +2,13 @@
 
 For every hidden state l = 0..L (0 = embedding output, l = output of transformer layer l; ``--layers`` counts
 these hidden-state indices, see :mod:`bertscope.options`) the head is applied to ``hidden_states[l]`` at every counted
-position and the *input* token is scored (top-1, top-5, mean rank, NLL, exact sentences; see :mod:`bertscope.lens`).
+position and the *input* token is scored (top-1, top-5, mean rank, NLL, exact sentences; see :mod:`bertscope.lens`),
+and each layer's top-1 decoded token is compared with the final layer's (``final_agreement``, 1.0 at the last layer;
+:mod:`bertscope.agreement`). A few sentences are also drawn token by token (:mod:`bertscope.token_view`).
+
+Whose head decodes (``--head-from``): a variant made by ``deepen`` records its origin, and by default is decoded with
+the *original's* head (its pretrained MLM head, or the head fitted on the original's final layer), as paper 1 keeps
+the original output layer; ``--head-from self`` decodes with the variant's own (or one fitted on the variant).
 
 How it runs (and why it is fast): sentences are tokenised once and sorted by length so batches carry little
 padding; the bare encoder runs once per batch with all hidden states; only counted positions (real, non-special
@@ -22,13 +28,21 @@ from typing import Any
 
 import torch
 
-from bertscope import families, loading
+from bertscope import families, loading, surgery
+from bertscope.agreement import agrees_with_final
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.figures import readable_log_axis, save_figure, style_words
 from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
 from bertscope.labels import metric_name, model_name, texts_name
-from bertscope.lens import DEFAULT_CHUNK_SIZE, LayerMetrics, MetricSums, head_token_stats
+from bertscope.lens import (
+    DEFAULT_CHUNK_SIZE,
+    LayerMetrics,
+    MetricSums,
+    decode_tokens,
+    head_token_stats_top1,
+    head_top1,
+)
 from bertscope.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
 from bertscope.packing import pad_rows
 from bertscope.registry import CommandInfo
@@ -39,11 +53,13 @@ from bertscope.results import (
     write_json_atomic,
 )
 from bertscope.texts import TextSource, load_texts, read_text_file
+from bertscope.token_view import MAX_TOKENS, TokenView, write_token_views
 
-__all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "run_reconstruct"]
+__all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "run_reconstruct",
+           "token_views"]
 
 _log = logging.getLogger("bertscope")
-METRIC_NAMES = ("top1", "top5", "mean_rank", "nll", "exact")
+METRIC_NAMES = ("top1", "top5", "mean_rank", "nll", "exact", "final_agreement")
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class LayerRecord:
     mean_rank: float
     nll: float
     exact: float
+    final_agreement: float = float("nan")
 
     @classmethod
     def of(cls, layer: int, group: str, m: LayerMetrics) -> LayerRecord:
@@ -79,6 +96,7 @@ class ReconstructResult:
     timing: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    token_views: tuple[TokenView, ...] = ()
 
     @property
     def groups(self) -> list[str]:
@@ -106,9 +124,12 @@ class ReconstructResult:
                 "mean_rank": "mean 1-based rank of the input token (1 = first choice; ties count in its favour)",
                 "nll": "mean negative log-likelihood of the input token, natural log (nats)",
                 "exact": "share of sentences whose counted tokens are all top-1",
+                "final_agreement": "share of counted tokens whose top-1 decoded token equals the final layer's "
+                                   "top-1 there (1.0 at the last layer; Din et al. 2024)",
             },
             "records": [dataclasses.asdict(r) for r in self.records],
             "examples": list(self.examples),
+            "token_view": [v.to_dict() for v in self.token_views],
             "timing": self.timing,
             "environment": self.environment,
             "files": self.files,
@@ -133,7 +154,7 @@ class ReconstructResult:
     def render(self) -> Any:
         from rich.table import Table
 
-        head = self.head["mode"] + (f"/{self.head['part']}" if self.head["mode"] == "pretrained" else "")
+        head = _head_label(self.head)
         title = (f"reconstruct: {self.model['name']} ({self.model['family']}, {self.model['num_layers']} layers), "
                  f"head {head}, {self.texts.get('num_sentences')} sentences")
         table = Table(title=title, title_justify="left")
@@ -141,13 +162,14 @@ class ReconstructResult:
         table.add_column("layer", justify="right")
         if several:
             table.add_column("positions")
-        for label in ("tokens", "top-1", "top-5", "mean rank", "NLL", "exact sent."):
+        for label in ("tokens", "top-1", "top-5", "mean rank", "NLL", "exact sent.", "agree final"):
             table.add_column(label, justify="right")
         for r in self.records:
             row = [str(r.layer)] + ([r.group] if several else [])
-            row += [str(r.tokens), _pct(r.top1), _pct(r.top5), _num(r.mean_rank, 1), _num(r.nll, 3), _pct(r.exact)]
+            row += [str(r.tokens), _pct(r.top1), _pct(r.top5), _num(r.mean_rank, 1), _num(r.nll, 3), _pct(r.exact),
+                    _pct(r.final_agreement)]
             table.add_row(*row)
-        notes = []
+        notes = [f"decoded with {_head_words(self.head)}"]
         fit = self.head.get("fit")
         if fit:
             acc = fit.get("heldout_masked_top1")
@@ -158,6 +180,21 @@ class ReconstructResult:
         table.caption = "\n".join(notes) if notes else None
         table.caption_justify = "left"
         return table
+
+
+def _head_label(head: dict[str, Any]) -> str:
+    """``fit``, ``pretrained/full``, ``pretrained/full of the original``: the head in a title."""
+    label = head["mode"] + (f"/{head['part']}" if head["mode"] == "pretrained" else "")
+    owner = head.get("head_from", {}).get("from")
+    return label + {"original": " of the original", "path": " of another model"}.get(owner or "self", "")
+
+
+def _head_words(head: dict[str, Any]) -> str:
+    owner = head.get("head_from") or {}
+    whose = {"original": "the original's", "path": "another model's"}.get(owner.get("from", "self"), "the model's own")
+    kind = "fitted head" if head["mode"] == "fit" else "pretrained MLM head"
+    where = f" ({owner['source']})" if owner.get("from") in ("original", "path") else ""
+    return f"{whose} {kind}{where}"
 
 
 def _pct(value: float | None) -> str:
@@ -171,29 +208,80 @@ def _num(value: float, digits: int) -> str:
 # ------------------------------------------------------------------------------------------------- the run
 
 
+def _head_owner(config: ReconstructConfig, loaded: loading.LoadedModel,
+                device: torch.device) -> tuple[loading.LoadedModel, dict[str, Any]]:
+    """The model whose head decodes (per --head-from), and what the result file says about where it came from."""
+    choice = config.head_from.strip()
+    origin = surgery.deepen_origin(loaded.model.config)
+    if choice == "self" or (choice == "auto" and origin is None):
+        why = "--head-from self" if choice == "self" else "the model records no deepen origin"
+        return loaded, {"from": "self", "requested": choice, "source": loaded.source, "reason": why}
+    if choice in ("auto", "original"):
+        if origin is None:
+            raise BertscopeError(
+                f"--head-from original: {loaded.source} records no deepen origin (no '{surgery.CONFIG_NOTE_KEY}' in "
+                "its config.json); name the original instead (--head-from ID_OR_PATH) or use --head-from self")
+        name, kind = surgery.origin_source(origin), "original"
+        why = f"the model was made by deepen from {name} (recorded in its config.json); paper 1 keeps the " \
+              "original's output layer"
+    else:
+        name, kind, why = choice, "path", "--head-from names it"
+    try:
+        owner = loading.load_model(name, "masked-lm", device=device, dtype=config.dtype)
+    except BertscopeError as exc:
+        hint = "; --head-from self decodes with the model's own head" if kind == "original" else ""
+        raise BertscopeError(f"--head-from {choice}: cannot load {name} ({exc}){hint}") from None
+    for what, a, b in (("vocabulary", int(owner.model.config.vocab_size), int(loaded.model.config.vocab_size)),
+                       ("hidden size", families.hidden_size(owner.model), families.hidden_size(loaded.model))):
+        if a != b:
+            raise BertscopeError(f"--head-from {choice}: {name} has a different {what} ({a} vs {b}); its head "
+                                 "cannot decode this model")
+    info: dict[str, Any] = {"from": kind, "requested": choice, "source": owner.source, "reason": why}
+    if origin is not None:
+        info["deepen_origin"] = {k: origin.get(k) for k in ("source_model", "layer_map", "old_depth")}
+        recorded = origin.get("source_weights_fingerprint")
+        if recorded is not None and kind == "original":
+            info["origin_weights_match"] = recorded == loading.weights_fingerprint(owner.model)
+            if not info["origin_weights_match"]:
+                _log.warning("the original loaded from %s differs from the one the variant was made from "
+                             "(weights fingerprint; a different dtype also changes it)", name)
+    return owner, info
+
+
 def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokenizer: Any, source: TextSource,
                   dtype_name: str) -> tuple[families.HeadParts, dict[str, Any]]:
-    """The head to decode with, per --head / --head-part, and what the result file says about it."""
+    """The head to decode with, per --head-from / --head / --head-part, and what the result file says about it.
+
+    --head-from picks the owner (the model itself, its deepen origin, or a named model); --head then picks that
+    owner's pretrained head or one fitted on the owner's frozen final layer. A head borrowed from another model
+    keeps this model's own final norm (pre-norm families), which is part of the encoder, not of the head.
+    """
+    device = next(loaded.model.parameters()).device
+    owner, owner_info = _head_owner(config, loaded, device)
     mode = config.head
-    has_head = loaded.has_pretrained_mlm_head
+    has_head = owner.has_pretrained_mlm_head
     if mode == "auto":
         mode = "pretrained" if has_head else "fit"
     if mode == "pretrained":
         if not has_head:
             raise BertscopeError(
-                f"{loaded.source} has no pretrained masked-LM head (its weights hold none); "
+                f"{owner.source} has no pretrained masked-LM head (its weights hold none); "
                 "use --head fit to fit one on the frozen final layer, or --head auto"
             )
-        parts = families.mlm_head_parts(loaded.model, config.head_part)  # type: ignore[arg-type]
-        return parts, {"mode": "pretrained", "requested": config.head, "part": config.head_part}
+        parts = families.mlm_head_parts(owner.model, config.head_part)  # type: ignore[arg-type]
+        if owner is not loaded:
+            parts = dataclasses.replace(parts, pre_norm=families.final_norm(loaded.model))
+        return parts, {"mode": "pretrained", "requested": config.head, "part": config.head_part,
+                       "head_from": owner_info}
     corpus, corpus_info = _fit_corpus(config.fit_corpus, source)
     options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
                          mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length)
     fitted = get_fitted_head(
-        loaded.model, tokenizer, corpus, corpus_info, options=options, seed=config.seed, dtype=dtype_name,
-        cache_dir=config.head_cache, refit=config.refit, progress=config.progress, model_source=loaded.source,
+        owner.model, tokenizer, corpus, corpus_info, options=options, seed=config.seed, dtype=dtype_name,
+        cache_dir=config.head_cache, refit=config.refit, progress=config.progress, model_source=owner.source,
     )
-    info = {"mode": "fit", "requested": config.head, "part": "full (fitted)", "fit": fitted.info}
+    info = {"mode": "fit", "requested": config.head, "part": "full (fitted)", "fit": fitted.info,
+            "head_from": owner_info}
     if config.head_part != "full":
         info["note"] = "--head-part applies to pretrained heads only; the fitted head is always used whole"
     return fitted.parts(loaded.model), info
@@ -272,7 +360,8 @@ def lens_pass(
 ) -> dict[tuple[int, str], MetricSums]:
     """Score every layer in ``layers``: one encoder forward per length-sorted batch, head on counted tokens only.
 
-    Returns running sums per (layer, group); groups are ``all``, ``masked`` and ``unmasked``. ``on_batch`` sees
+    Returns running sums per (layer, group), each with its agreement with the final layer's top-1 (decoded too when
+    ``layers`` leaves it out); groups are ``all``, ``masked`` and ``unmasked``. ``on_batch`` sees
     each batch's sentence indices, hidden states, counted-position mask and attention mask (e.g. to keep examples).
     """
     from tqdm.auto import tqdm
@@ -296,15 +385,25 @@ def lens_pass(
             rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(counted)[counted]
             hidden_states = encoder(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states
             picks = {"all": None, "masked": selected, "unmasked": ~selected}
-            for layer in layers:
+            final_top1 = None
+            if depth not in layers:  # the final layer's top-1 is the reference of every layer's agreement
+                final_top1 = head_top1(head, hidden_states[depth][counted], is_last_layer=True, chunk_size=chunk)
+            for layer in sorted(layers, key=lambda x: x != depth):  # the final layer first
                 hidden = hidden_states[layer][counted]
-                rank, nll = head_token_stats(head, hidden, targets, is_last_layer=layer == depth, chunk_size=chunk)
+                rank, nll, top1 = head_token_stats_top1(head, hidden, targets, is_last_layer=layer == depth,
+                                                        chunk_size=chunk)
+                if layer == depth:
+                    final_top1 = top1
+                assert final_top1 is not None
+                agree = agrees_with_final(top1, final_top1)
                 for g in groups:
                     pick = picks[g]
                     if pick is None:
                         sums[layer, g].add(rank, nll, rows, len(batch))
+                        sums[layer, g].add_final_agreement(agree)
                     else:
                         sums[layer, g].add(rank[pick], nll[pick], rows[pick], len(batch))
+                        sums[layer, g].add_final_agreement(agree[pick])
             if on_batch is not None:
                 on_batch(batch, hidden_states, counted, attention)
             bar.update(len(batch))
@@ -350,6 +449,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
     t_lens = time.perf_counter()
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
+    views = _token_views(config, model, head, tokenizer, encoded, source.sentences, layers)
     config_dict_model = {
         "name": config.model or loading.DEFAULT_MODEL_NAME,
         "source": loaded.source,
@@ -381,11 +481,58 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
     result = ReconstructResult(
         config=config, model=config_dict_model, head=head_info, texts=source.describe(), records=records,
         examples=tuple(examples[i] for i in sorted(examples)), counting=counting, timing=timing,
-        environment=environment_info(),
+        environment=environment_info(), token_views=views,
     )
     if out_dir is not None:
         result = _write(result, out_dir)
     return result
+
+
+def _token_views(config: ReconstructConfig, model: torch.nn.Module, head: families.HeadParts, tokenizer: Any,
+                 encoded: Encoded, sentences: Sequence[str], layers: list[int]) -> tuple[TokenView, ...]:
+    """The token views --token-view / --token-view-sentences ask for: given sentences (unmasked), else the first N
+    measured ones exactly as they were measured (same masks)."""
+    if config.token_view_sentences is not None:
+        texts = [t.strip() for t in config.token_view_sentences.split("|") if t.strip()]
+        given = encode_sentences(tokenizer, texts, max_length=config.max_length,
+                                 include_special=config.include_special)
+        return token_views(model, head, tokenizer, given, texts, layers, indices=None)
+    count = min(config.token_view, len(encoded.ids))
+    if count == 0:
+        return ()
+    return token_views(model, head, tokenizer, encoded, sentences, layers, indices=list(range(count)))
+
+
+def token_views(model: torch.nn.Module, head: families.HeadParts, tokenizer: Any, encoded: Encoded,
+                texts: Sequence[str], layers: Sequence[int], *, indices: Sequence[int] | None = None,
+                max_tokens: int = MAX_TOKENS) -> tuple[TokenView, ...]:
+    """Decode sentences of ``encoded`` (``indices``, default all) at every layer in ``layers``, one sentence at a
+    time with no padding: the top-1 token and the input token's probability at each of the first ``max_tokens``
+    real positions (special tokens included, marked as not counted unless they are)."""
+    depth = families.num_layers(model)
+    device = next(model.parameters()).device
+    encoder = families.base_encoder(model)
+    chosen = range(len(encoded.ids)) if indices is None else indices
+    views = []
+    with torch.inference_mode():
+        for i in chosen:
+            ids = encoded.ids[i].to(device).unsqueeze(0)
+            targets = encoded.targets[i].to(device)
+            states = encoder(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             output_hidden_states=True).hidden_states
+            top1, prob = [], []
+            for layer in layers:
+                best, p = decode_tokens(head, states[layer][0], targets, is_last_layer=layer == depth)
+                top1.append(tuple(tokenizer.convert_ids_to_tokens(best[:max_tokens].tolist())))
+                prob.append(tuple(float(x) for x in p[:max_tokens].tolist()))
+            n = int(targets.shape[0])
+            views.append(TokenView(
+                text=texts[i], tokens=tuple(tokenizer.convert_ids_to_tokens(encoded.targets[i][:max_tokens].tolist())),
+                fed=tuple(tokenizer.convert_ids_to_tokens(encoded.ids[i][:max_tokens].tolist())),
+                counted=tuple(bool(c) for c in encoded.counted[i][:max_tokens].tolist()), layers=tuple(layers),
+                top1=tuple(top1), prob=tuple(prob), index=None if indices is None else i,
+                cut=max(0, n - max_tokens)))
+    return tuple(views)
 
 
 def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[torch.Tensor], layers: list[int],
@@ -409,10 +556,18 @@ def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[t
 def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
     """Write CSV, the figure (PNG, SVG, PDF), then JSON (each atomically); the JSON, written last, lists the files."""
     files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv")}
-    rows = [{"model": result.model["name"], "head": result.head["mode"], **dataclasses.asdict(r)}
-            for r in result.records]
+    head_from = (result.head.get("head_from") or {}).get("from", "self")
+    rows = [{"model": result.model["name"], "head": result.head["mode"], "head_from": head_from,
+             **dataclasses.asdict(r)} for r in result.records]
     write_csv_atomic(files["csv"], rows)
     files.update(_plot(result, folder / "reconstruct.png"))
+    if result.token_views:
+        title = (f"What each layer decodes: {model_name(result.model['name'])}, {_head_words(result.head)}; cell = "
+                 "top-1 decoded token, colour = probability of the input token")
+        notes = ["Rows: hidden states (0 = embedding output, l = output of transformer layer l). Columns: the input "
+                 "tokens; grey headers are special tokens, not counted in the metrics unless --include-special.",
+                 f"Measured text: {texts_name(result.texts)}."]
+        files.update(write_token_views(result.token_views, folder, title, notes))
     result = dataclasses.replace(result, files=files)
     write_json_atomic(files["json"], result.to_dict())
     return result
@@ -439,10 +594,12 @@ def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
         for name in ("top1", "top5", "exact"):
             axes[0].plot(x, [100 * getattr(r, name) for r in recs], style, marker="o",
                          label=metric_name(name) + suffix)
+        axes[0].plot(x, [100 * r.final_agreement for r in recs], style, marker="s",
+                     label="top-1 = final layer's top-1" + suffix)
         axes[1].plot(x, [r.nll for r in recs], style, marker="o", label="NLL" + suffix)
         axes[2].plot(x, [r.mean_rank for r in recs], style, marker="o", label="mean rank" + suffix)
         ranks.extend(r.mean_rank for r in recs)
-    axes[0].set_ylabel("% of input tokens (exact: of sentences)")
+    axes[0].set_ylabel("% of counted tokens (exact: of sentences)")
     axes[0].set_ylim(-2, 102)
     axes[1].set_ylabel(metric_name("nll"))
     axes[2].set_ylabel(f"{metric_name('mean_rank')} (1 = best, log scale)")
@@ -451,7 +608,7 @@ def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
         ax.set_xlabel("hidden state (0 = embeddings, l = output of layer l)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    head = result.head["mode"] + (f"/{result.head['part']}" if result.head["mode"] == "pretrained" else "")
+    head = _head_label(result.head)
     fig.suptitle(f"Input reconstruction by the MLM head at every layer: {model_name(result.model['name'])}, "
                  f"head {head}, on {texts_name(result.texts)}; one run, no error bars", fontsize=10)
     return save_figure(fig, path, close=True)

@@ -39,8 +39,10 @@ __all__ = [
     "PROVENANCE_FILE",
     "DeepenResult",
     "Verification",
+    "deepen_origin",
     "duplicate_map",
     "layer_map_from_config",
+    "origin_source",
     "remove_map",
     "run_deepen",
     "variant_model",
@@ -103,6 +105,30 @@ def layer_map_from_config(config: DeepenConfig, depth: int) -> tuple[list[int], 
             "op": "duplicate", "layers": layers, "copies": config.copies, "placement": config.placement}
     layers = list(parse_blocks(config.remove or "", depth, option="--remove"))
     return remove_map(depth, layers), {"op": "remove", "layers": layers}
+
+
+def _resolvable_source(name: str | None) -> str:
+    """How a later run finds the source again: the embedded default's name, an absolute folder path, or a hub id."""
+    if name is None or name in ("", "default", loading.DEFAULT_MODEL_NAME):
+        return loading.DEFAULT_MODEL_NAME
+    expanded = Path(os.path.expanduser(name))
+    return str(expanded.resolve()) if expanded.exists() else name
+
+
+def deepen_origin(config: Any) -> dict[str, Any] | None:
+    """The deepen provenance a checkpoint's config records (``bertscope_surgery`` in its config.json), else None.
+
+    The lens decodes a deepened variant with its original's head (paper 1 keeps the original output layer), so it
+    needs to know where the variant came from; a folder that records nothing is decoded with its own head.
+    """
+    note = getattr(config, CONFIG_NOTE_KEY, None)
+    return dict(note) if isinstance(note, dict) and note.get("source_model") else None
+
+
+def origin_source(origin: dict[str, Any]) -> str:
+    """The loadable name of a recorded origin: the resolved source when recorded (folders made since issue 11),
+    else the name as it was given to deepen."""
+    return str(origin.get("source_model_resolved") or origin["source_model"])
 
 
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
@@ -255,6 +281,7 @@ class DeepenResult:
     environment: dict[str, Any] = field(default_factory=dict)
     sentence_transformers: dict[str, Any] = field(default_factory=dict)
     model_card: str | None = None
+    origin: dict[str, Any] = field(default_factory=dict)  # what config.json records (bertscope_surgery)
 
     @property
     def sentence_transformers_files(self) -> list[str]:
@@ -263,7 +290,8 @@ class DeepenResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": "deepen", "config": self.config.to_dict(), "bertscope_version": __version__,
-                "source_model": self.source, "family": self.family, "architecture": self.architecture,
+                "source_model": self.source, "origin": self.origin, "family": self.family,
+                "architecture": self.architecture,
                 "operation": self.operation, "layer_map": self.layer_map, "layer_numbering": BLOCK,
                 "layer_numbering_note": NUMBERING_NOTES[BLOCK], "old_depth": self.old_depth,
                 "new_depth": self.new_depth, "out": self.out, "tokenizer_saved": self.tokenizer_saved,
@@ -435,8 +463,11 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
     loaded = loading.load_saved_architecture(config.model, device=loading.resolve_device(config.device))
     original = loaded.model
     variant = variant_model(original, layer_map)
-    note = {"source_model": config.model or loading.DEFAULT_MODEL_NAME, "layer_map": layer_map,
-            "old_depth": depth, "bertscope_version": __version__, "provenance_file": PROVENANCE_FILE}
+    note = {"source_model": config.model or loading.DEFAULT_MODEL_NAME,
+            "source_model_resolved": _resolvable_source(config.model),
+            "source_weights_fingerprint": loading.weights_fingerprint(original), "layer_map": layer_map,
+            "old_depth": depth, "new_depth": len(layer_map), "layer_numbering": BLOCK,
+            "bertscope_version": __version__, "provenance_file": PROVENANCE_FILE}
     setattr(variant.config, CONFIG_NOTE_KEY, note)
     variant.config.name_or_path = str(out)
 
@@ -463,7 +494,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
             architecture=type(variant).__name__, operation=operation, layer_map=layer_map, old_depth=depth,
             new_depth=len(layer_map), out=str(out), verification=verification, tokenizer_saved=tokenizer_saved,
             initialised_on_load=sorted(loaded.missing_keys), environment=environment_info(),
-            sentence_transformers=st_files.to_dict(),
+            sentence_transformers=st_files.to_dict(), origin=note,
         )
         result = replace(result, model_card=_write_card(tmp, result, st_files))
         write_json_atomic(tmp / PROVENANCE_FILE, result.to_dict())
