@@ -45,7 +45,7 @@ from bertscope.lens import (
 )
 from bertscope.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
 from bertscope.packing import pad_rows
-from bertscope.registry import CommandInfo
+from bertscope.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.results import (
     environment_info,
     prepare_out_dir,
@@ -614,5 +614,8 @@ def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
     return save_figure(fig, path, close=True)
 
 
+#: The token view adds pictures of chosen sentences; it never changes a number of the run.
+NOT_IDENTITY = LOCATION_OPTIONS | {"token_view", "token_view_sentences"}
+
 COMMAND = CommandInfo("reconstruct", ReconstructConfig, run_reconstruct, ReconstructResult,
-                      "decode every hidden layer with the MLM head (paper 1)")
+                      "decode every hidden layer with the MLM head (paper 1)", not_identity=NOT_IDENTITY)
