@@ -163,3 +163,15 @@ def test_a_registry_cannot_be_changed_in_place() -> None:
     with pytest.raises(TypeError):
         registry.commands["b"] = _info("b")  # type: ignore[index]
     assert list(registry) == ["a"]
+
+
+def test_options_added_since_0_1_stay_out_of_identity_at_their_neutral_value():
+    from bertscope.commands import ANALYSES
+    from bertscope.registry import NEUTRAL_VALUES
+
+    info = ANALYSES["finetune"]
+    options = info.config.from_dict({"task": "rte"}).to_dict()
+    for name, neutral in NEUTRAL_VALUES.items():
+        if name in options:
+            assert name not in info.identity({**options, name: neutral})
+    assert info.identity({**options, "seeds": "1,2"})["seeds"] == "1,2"  # the new behaviour has a new identity
