@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from bertscope.config import Config, opt
+from bertscope.distributed import refuse_data_parallel
 from bertscope.errors import BertscopeError
 from bertscope.options import parse_name_list, parse_token_list
 from bertscope.tracking import needs_folder, parse_report_to, require_installed
@@ -416,6 +417,7 @@ class StudyOptions(FinetuneConfig):
                                  "finished runs)")
 
     def validate(self) -> None:
+        refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
         FinetuneConfig.validate(self)
         if self.save_model:
             raise BertscopeError(f"{self.command} does not save models; use finetune --save-model for one run")
@@ -521,6 +523,7 @@ class CrossConfig(StudyOptions):
                                       "resumes at the next stage")
 
     def validate(self) -> None:
+        refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
         ModelOptions.validate(self)
         if self.task is not None:
             raise BertscopeError("cross takes --tasks (comma list in training order), not --task")
