@@ -49,6 +49,7 @@ __all__ = [
     "refuse_data_parallel",
     "setup",
     "shard_batches",
+    "sum_across",
     "unwrap",
     "world_size",
 ]
@@ -170,6 +171,16 @@ def any_failed(failed: bool) -> bool:
     return bool(flag.item())
 
 
+def sum_across(total: float, count: int) -> tuple[float, int]:
+    """A sum and a count added up over every process (an epoch's training loss of the whole run); run alone: as
+    given. Every process must call it at the same point."""
+    if not is_active():
+        return total, count
+    both = torch.tensor([total, float(count)], dtype=torch.float64, device=_comm_device())
+    torch.distributed.all_reduce(both)
+    return float(both[0]), round(float(both[1]))
+
+
 def raise_if_any_failed(failure: BaseException | None, message: str) -> None:
     """Re-raise this process's ``failure``, or raise ``message`` as one line where another process failed, so
     every process of the run ends with the same exit code. Every process must call it at the same point: only
@@ -230,16 +241,20 @@ def shard_batches(batches: Sequence[Sequence[T]], rank: int, world: int) -> list
     return out
 
 
-def data_parallel(module: nn.Module, device: torch.device, *, find_unused_parameters: bool = False) -> Any:
+def data_parallel(module: nn.Module, device: torch.device, *, static_graph: bool = False) -> Any:
     """``module`` wrapped in DDP: gradients are averaged over the processes at every backward pass, and rank 0's
     weights and buffers are broadcast first (every process starts from the same weights, whatever each loaded).
+
+    ``static_graph``: the same parameters take part in every step (true of the encoder here); DDP then learns on
+    the first step which ones never get a gradient (layers above the highest one read, a pooler) instead of
+    failing on them or searching the graph at every step (``find_unused_parameters``).
 
     Typed ``Any``: the wrapper stands where the module's own type is expected (``PreparedRun.head``); code that needs
     the module itself calls :func:`unwrap`."""
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    return DistributedDataParallel(module, device_ids=ids, static_graph=static_graph)
 
 
 def unwrap(module: Any) -> Any:

@@ -498,11 +498,11 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
 
     # ---- data-parallel under torchrun / accelerate launch (bertscope.distributed): DDP averages the gradients and
     # starts every process from rank 0's weights. The encoder may hold parameters the head never reaches (layers
-    # above the highest one read, its pooler): DDP is told to look for unused ones.
+    # above the highest one read): its graph is static, so DDP finds them on the first step.
     forward: nn.Module = model
     if dp.is_active():
         if encoder_params:
-            forward = dp.data_parallel(model, device, find_unused_parameters=True)
+            forward = dp.data_parallel(model, device, static_graph=True)
         head = dp.data_parallel(head, device)
     # A frozen encoder computes whole layers, so live vectors are bit-identical to the feature cache's.
     represent = EncoderRepresentation(model, selection.layers, selection.token_spec,

@@ -640,6 +640,7 @@ def train_loop(
         bar.close()
         watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated
         loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
+        loss_sum, loss_count = dp.sum_across(loss_sum, loss_count)  # data-parallel: over every process
         epoch_train = time.perf_counter() - start
         train_seconds += epoch_train
         seen += epoch_examples
