@@ -14,6 +14,7 @@ from types import FrameType
 from bertscope._version import __version__
 from bertscope.api import COMMANDS
 from bertscope.config import add_arguments, config_from_args
+from bertscope.distributed import is_main
 from bertscope.errors import BertscopeError, Terminated
 
 __all__ = ["build_parser", "main"]
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bertscope {args.command}: {how}; results already finished were kept", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     render = getattr(result, "render", None)
-    if callable(render):
+    if callable(render) and is_main():  # a data-parallel run's table: rank 0 prints it
         from rich.console import Console
 
         Console().print(render())

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from bertscope.config import Config, opt
+from bertscope.distributed import refuse_data_parallel
 from bertscope.errors import BertscopeError
 from bertscope.options import parse_name_list, parse_seed_list, parse_token_list
 from bertscope.tracking import needs_folder, parse_report_to, require_installed
@@ -446,6 +447,7 @@ class StudyOptions(FinetuneConfig):
                                  "interval of the paired difference lies within +-this (in GLUE score, 0..1)")
 
     def validate(self) -> None:
+        refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
         FinetuneConfig.validate(self)
         if self.save_model:
             raise BertscopeError(f"{self.command} does not save models; use finetune --save-model for one run")
@@ -553,6 +555,7 @@ class CrossConfig(StudyOptions):
                                       "resumes at the next stage")
 
     def validate(self) -> None:
+        refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
         ModelOptions.validate(self)
         if self.task is not None:
             raise BertscopeError("cross takes --tasks (comma list in training order), not --task")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bertscope import distributed as dp
 from bertscope import glue, leaderboard, loading, publish
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
@@ -48,19 +49,27 @@ def _check_out(config: FinetuneConfig) -> Path | None:
 def _retire_old_results(out: Path | None) -> None:
     """With --overwrite, move an old results.json aside first: a new run that is interrupted must not leave a
     complete-looking file from before (the old one is kept as results.previous.json until the new one is written)."""
-    if out is not None and (out / "results.json").exists():
+    if out is not None and dp.is_main() and (out / "results.json").exists():
         (out / "results.json").replace(out / "results.previous.json")
 
 
 def _status(out: Path | None, state: str, **extra: Any) -> None:
-    if out is not None:
+    if out is not None and dp.is_main():  # data-parallel: rank 0 writes
         write_json_atomic(out / "status.json", {"command": "finetune", "state": state, **extra})
 
 
 def run_finetune(config: FinetuneConfig) -> FinetuneResult:
-    """Run one fine-tuning job as described by ``config`` (prepare, train, result: :mod:`bertscope.pipeline`)."""
+    """Run one fine-tuning job as described by ``config`` (prepare, train, result: :mod:`bertscope.pipeline`).
+
+    Under ``torchrun`` / ``accelerate launch`` the processes form one data-parallel run (:mod:`bertscope.distributed`):
+    only rank 0 writes files; if it fails to, every process fails (the same exit code everywhere)."""
     if config.seeds is not None:  # several runs: the command (or bertscope.seeds.run_finetune_seeds) runs them
         raise BertscopeError("--seeds runs one fine-tuning run per seed: use bertscope.seeds.run_finetune_seeds")
+    with dp.launched():  # the process group prepare() may create is destroyed at the end
+        return _run_finetune(config)
+
+
+def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
     out = _check_out(config)
     run = prepare(config)
     _retire_old_results(out)
@@ -73,14 +82,19 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     saved = str(Path(out) / "model") if (out is not None and config.save_model) else None
     submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.predict_test) else {}
     result = run.result(history, saved_model=saved, test_predictions=submission)
+    failure: BaseException | None = None
     if out is not None and run.is_main_process:
-        if config.save_model:
-            save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed,
-                           max_length=config.max_length, result=result)
-        write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
-        write_json_atomic(Path(out) / "results.json", result.to_dict())
-        (Path(out) / "results.previous.json").unlink(missing_ok=True)
-        _status(out, "complete", finished_utc=environment_info()["created_utc"])
+        try:
+            if config.save_model:
+                save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed,
+                               max_length=config.max_length, result=result)
+            write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
+            write_json_atomic(Path(out) / "results.json", result.to_dict())
+            (Path(out) / "results.previous.json").unlink(missing_ok=True)
+            _status(out, "complete", finished_utc=environment_info()["created_utc"])
+        except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
+            failure = exc
+    dp.raise_if_any_failed(failure, "the main process (rank 0) failed to write the results; its error is above")
     return result
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from bertscope import distributed as dp
 from bertscope import families, glue, loading
 from bertscope._version import __version__
 from bertscope.configs import FinetuneConfig
@@ -323,7 +324,7 @@ class PreparedRun:
     represent: Representation
     encoder_params: list[tuple[str, nn.Parameter]]
     device: torch.device
-    accelerator: Any = None
+    accelerator: Any = None  # unused: data-parallel runs use bertscope.distributed (kept for callers)
     collate_fn: Any = None
     features: dict[str, Any] | None = None
     history: TrainHistory | None = field(default=None, repr=False)
@@ -339,13 +340,14 @@ class PreparedRun:
 
     @property
     def trained_head(self) -> SelectingHead:
-        """The head itself (unwrapped from its data-parallel wrapper under ``accelerate launch``)."""
-        head: SelectingHead = getattr(self.head, "module", self.head)
+        """The head itself (unwrapped from its data-parallel wrapper under ``torchrun``)."""
+        head: SelectingHead = dp.unwrap(self.head)
         return head
 
     @property
     def is_main_process(self) -> bool:
-        return self.accelerator is None or bool(self.accelerator.is_main_process)
+        """Rank 0 of a data-parallel run (always, run alone): the process that writes files and reports."""
+        return dp.is_main()
 
     def hyperparameters(self) -> dict[str, Any]:
         """What the trackers record as the run's hyper-parameters: its options and what they resolved to."""
@@ -432,7 +434,9 @@ class PreparedRun:
             timing={"tokenize_seconds": self.data.tokenize_seconds, "train_seconds": history.train_seconds,
                     "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
                     "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,
-                    "device": str(self.device), "dtype": config.dtype, "world_size": distributed_world_size()},
+                    "device": str(self.device), "dtype": config.dtype, "world_size": distributed_world_size(),
+                    "per_process_batch_size": config.batch_size,
+                    "global_batch_size": config.batch_size * distributed_world_size()},
             parameters={"encoder_trainable": sum(p.numel() for _, p in self.encoder_params),
                         "encoder_total": self.freezing["encoder_params"],
                         "head_trainable": sum(p.numel() for p in head.parameters() if p.requires_grad)},
@@ -454,7 +458,10 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     shared = shared or Shared()
     model_config = shared.loaded.model.config if shared.loaded is not None else loading.load_config(config.model)
     check_lengths(config, model_config)  # a bad --token or --max-length fails before anything heavy is loaded
-    device = loading.resolve_device(config.device)
+    if config.cache_features and dp.launched_world_size() > 1:
+        raise BertscopeError("--cache-features does not run data-parallel: drop it under torchrun (the live frozen "
+                             "encoder gives the same numbers)")
+    device = dp.setup(loading.resolve_device(config.device))  # data-parallel: the process group, cuda:LOCAL_RANK
     seed_everything(config.seed)
 
     # ---- data and model
@@ -489,21 +496,17 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
                            CachedRepresentation(), [], device, collate_fn=collate_fn,
                            features={"root": root, "splits": {k: v.info() for k, v in features.items()}})
 
-    # ---- multi-GPU under `accelerate launch` / torchrun
-    accelerator, forward = None, model
-    if distributed_world_size() > 1:
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()
-        device = accelerator.device
-        model.to(device)
-        head.to(device)
+    # ---- data-parallel under torchrun / accelerate launch (bertscope.distributed): DDP averages the gradients and
+    # starts every process from rank 0's weights. The encoder may hold parameters the head never reaches (layers
+    # above the highest one read): its graph is static, so DDP finds them on the first step.
+    forward: nn.Module = model
+    if dp.is_active():
         if encoder_params:
-            forward = accelerator.prepare_model(model)
-        head = accelerator.prepare_model(head)
+            forward = dp.data_parallel(model, device, static_graph=True)
+        head = dp.data_parallel(head, device)
     # A frozen encoder computes whole layers, so live vectors are bit-identical to the feature cache's.
     represent = EncoderRepresentation(model, selection.layers, selection.token_spec,
                                       include_special=config.include_special, frozen=frozen_entirely,
                                       forward=forward, fast_top=not frozen_entirely)
     return PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr, represent,
-                       encoder_params, device, accelerator=accelerator)
+                       encoder_params, device)

@@ -26,16 +26,17 @@ and values from every token, queries, attention output and feed-forward for one)
 one layer. ``fast_top=False`` turns that off. AdamW uses the fused kernel, as the Trainer does.
 
 Mixed precision (``dtype`` bfloat16/float16) uses ``torch.autocast`` around the forward pass with float32 master
-weights (float16 adds a gradient scaler). Multi-GPU: under ``accelerate launch`` (``WORLD_SIZE`` > 1) the encoder and
-head are wrapped by :class:`accelerate.Accelerator` (DDP), each process takes every n-th batch of the same seeded order
-and predictions are gathered before scoring.
+weights (float16 adds a gradient scaler). Data-parallel (``torchrun`` / ``accelerate launch``, see
+:mod:`bertscope.distributed`): the encoder and head are wrapped in DDP by the pipeline; each process takes its part of
+every global batch of ``batch_size x world`` examples of the same seeded order (each example once per epoch), and
+evaluation runs the unwrapped modules on each process's share of the dev batches, then gathers the logits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from bertscope import distributed as dp
 from bertscope import families, glue, loading
 from bertscope.errors import BertscopeError
 from bertscope.freezing import trainable_parameters
@@ -389,12 +391,11 @@ class _DivergenceWatch:
 
 
 def _distributed() -> bool:
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return dp.is_active()
 
 
 def _rank() -> int:
-    return torch.distributed.get_rank() if _distributed() else 0
+    return dp.rank()
 
 
 def _agreed_minimum(value: float, device: torch.device) -> float:
@@ -426,30 +427,33 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 def evaluate_logits(represent: Representation, head: nn.Module, data: EncodedSplit, *, batch_size: int,
                     device: torch.device, dtype: torch.dtype = torch.float32, accelerator: Any = None,
                     collate_fn: Callable[..., Any] | None = None) -> torch.Tensor:
-    """The head's float32 logits ``[N, num_labels]`` for every example of ``data``, in split order, on the CPU."""
+    """The head's float32 logits ``[N, num_labels]`` for every example of ``data``, in split order, on the CPU.
+
+    Data-parallel (a ``torch.distributed`` group is running; ``accelerator`` is not needed and ignored), each process
+    scores every n-th batch of the same length-sorted batches with the *unwrapped* modules (no collective in the
+    forward, so a process with no batch cannot stall the others), then one gather collects every row: the logits
+    are those a single process computes with the same weights and batch size."""
     regression = glue.get_task(data.task).is_regression
     represent.train(False)
     head.eval()
+    head = dp.unwrap(head)
+    forward = getattr(represent, "forward_module", None)
+    if forward is not None and dp.unwrap(forward) is not forward:  # evaluate the encoder itself, not its DDP wrapper
+        represent = copy.copy(represent)
+        represent.forward_module = dp.unwrap(forward)  # type: ignore[attr-defined]
     batches = length_grouped_batches(data.lengths, batch_size, seed=0, shuffle=False)
-    if accelerator is not None:
-        batches = batches[accelerator.process_index::accelerator.num_processes]
+    batches = batches[dp.rank()::dp.world_size()] if dp.is_active() else batches
     positions, values = [], []
     for indices in batches:
         batch = (collate_fn or collate)(data, indices, regression=regression, device=device)
         with _autocast(device, dtype):
             logits = head(represent(batch)).float()
-        positions.append(batch.example_index.to(device))
-        values.append(logits)
+        positions.append(batch.example_index.cpu())
+        values.append(logits.cpu())
     width = int(values[0].shape[-1]) if values else glue.get_task(data.task).num_labels
-    pos = torch.cat(positions).cpu() if positions else torch.empty(0, dtype=torch.long)
-    val = torch.cat(values).cpu() if values else torch.empty(0, width)
-    if accelerator is not None:  # processes hold different numbers of examples: gather as Python objects
-        from accelerate.utils import gather_object
-
-        pairs = gather_object([(pos.tolist(), val.tolist())])
-        pos = torch.tensor([i for p, _ in pairs for i in p], dtype=torch.long)
-        val = torch.tensor([row for _, rows in pairs for row in rows], dtype=torch.float32).reshape(-1, width)
-    out = torch.empty(len(data), width, dtype=torch.float32)
+    pos = dp.gather_rows(torch.cat(positions) if positions else torch.empty(0, dtype=torch.long))
+    val = dp.gather_rows(torch.cat(values) if values else torch.empty(0, width))
+    out = torch.full((len(data), width), float("nan"), dtype=torch.float32)
     out[pos.long()] = val
     return out
 
@@ -566,8 +570,11 @@ def train_loop(
     optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
     # Schedule: linear warmup over warmup_ratio of all steps, then linear decay to zero.
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    steps_per_epoch = len(length_grouped_batches(train_data.lengths, options.batch_size, seed=options.seed)) // world
+    # Data-parallel: global batches of batch_size x world examples, each cut into one part per process (each
+    # example once per epoch, every process the same number of steps; bertscope.distributed.shard_batches).
+    rank, world = (dp.rank(), dp.world_size()) if dp.is_active() else (0, 1)
+    steps_per_epoch = len(dp.shard_batches(length_grouped_batches(train_data.lengths, options.batch_size * world,
+                                                                  seed=options.seed), rank, world))
     total_steps = max(1, steps_per_epoch * options.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(options.warmup_ratio * total_steps),
                                                 total_steps)
@@ -587,9 +594,10 @@ def train_loop(
     watch = _DivergenceWatch(options.on_divergence != "continue", device)
     for epoch in range(1, options.epochs + 1):
         # ---- train one epoch
-        batches = length_grouped_batches(train_data.lengths, options.batch_size, seed=options.seed, epoch=epoch,
-                                         group_by_length=options.group_by_length)
-        batches = batches[rank::world][:steps_per_epoch]
+        batches = length_grouped_batches(train_data.lengths, options.batch_size * world, seed=options.seed,
+                                         epoch=epoch, group_by_length=options.group_by_length)
+        epoch_examples = sum(map(len, batches))  # over all processes
+        batches = dp.shard_batches(batches, rank, world)
         represent.train(True)
         head.train()
         loss_sum: Any = 0.0
@@ -632,9 +640,10 @@ def train_loop(
         bar.close()
         watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated
         loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
+        loss_sum, loss_count = dp.sum_across(loss_sum, loss_count)  # data-parallel: over every process
         epoch_train = time.perf_counter() - start
         train_seconds += epoch_train
-        seen += epoch_seen * world
+        seen += epoch_examples
 
         # ---- evaluate on every dev split
         start = time.perf_counter()
@@ -648,7 +657,7 @@ def train_loop(
         eval_seconds += epoch_eval
         records.append(EpochRecord(epoch=epoch, train_loss=loss_sum / max(loss_count, 1),
                                    learning_rate=float(scheduler.get_last_lr()[0]), train_seconds=epoch_train,
-                                   train_examples=epoch_seen * world, eval=scores, eval_seconds=epoch_eval))
+                                   train_examples=epoch_examples, eval=scores, eval_seconds=epoch_eval))
         if callback is not None:
             callback.on_epoch(records[-1], steps)
         summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
@@ -659,8 +668,5 @@ def train_loop(
 
 
 def distributed_world_size() -> int:
-    """Processes started by ``accelerate launch`` / torchrun (1 when run directly)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+    """Processes of the data-parallel run (``torchrun`` / ``accelerate launch``; 1 when run directly)."""
+    return dp.world_size()
