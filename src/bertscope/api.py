@@ -41,6 +41,7 @@ from bertscope.predict import PredictResult, run_predict
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.registry import CommandInfo, Registry
 from bertscope.report import ReportResult, build_report
+from bertscope.seeds import SeedsResult, run_finetune_seeds
 from bertscope.studies import StudyResult, run_cross, run_dims, run_layers, run_tokens
 from bertscope.surgery import DeepenResult, run_deepen
 from bertscope.sweep import StatusResult, SweepResult, run_sweep, sweep_status
@@ -134,9 +135,11 @@ def report(config: ReportConfig | None = None, /, **options: Any) -> ReportResul
     return build_report(_config(ReportConfig, config, options))
 
 
-def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult:
-    """Fine-tune on a GLUE task with a representation-selecting head."""
-    return run_finetune(_config(FinetuneConfig, config, options))
+def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult | SeedsResult:
+    """Fine-tune on a GLUE task with a representation-selecting head (with ``seeds``: one run per seed, and their
+    intervals)."""
+    config = _config(FinetuneConfig, config, options)
+    return run_finetune_seeds(config) if config.seeds is not None else run_finetune(config)
 
 
 def predict(config: PredictConfig | None = None, /, **options: Any) -> PredictResult:
