@@ -360,6 +360,13 @@ class FinetuneConfig(ModelOptions):
                                    "seconds, read every --log-every steps", metavar="SECONDS")
     on_divergence: str = opt("stop", "a NaN or infinite training loss: stop (one-line error naming epoch and step, "
                                      "no results.json) or continue", choices=("stop", "continue"))
+    # ---- resume (issue 12): checkpoints and exact resume; result-neutral (finetune's NOT_IDENTITY)
+    resume: bool = opt(False, "continue an interrupted run from its last checkpoint in OUT/checkpoints (the same "
+                              "numbers as a run that never stopped); with none there, start fresh")
+    keep_checkpoints: bool = opt(False, "keep the last checkpoint when the run completes (default: removed)")
+    checkpoint_every: int = opt(0, "also write a checkpoint every this many optimizer steps (0 = at the end of each "
+                                   "epoch only; Ctrl-C and SIGTERM always write one at the step in hand)",
+                                metavar="STEPS")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
@@ -392,6 +399,12 @@ class FinetuneConfig(ModelOptions):
             raise BertscopeError("--predict-test needs --out DIR (the submission files go to OUT/glue_submission)")
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
+        self._validate_resume()
+
+    def _validate_resume(self) -> None:
+        """--checkpoint-every is a step count (finetune checks that --resume has an --out to continue)."""
+        if self.checkpoint_every < 0:
+            raise BertscopeError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
 
     def _validate_reporting(self) -> None:
         """--report-to names known trackers whose packages are installed, and where they write."""
