@@ -95,6 +95,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     try:
         history = run.train()
     except BaseException as exc:
+        if checkpoints is not None and isinstance(exc, BertscopeError):
+            checkpoints.remove()  # e.g. diverged: the same options fail the same way again (kept after a crash)
         kept = {} if checkpoints is None or checkpoints.meta() is None else {
             "checkpoint": str(checkpoints.path), "checkpoint_at": checkpoints.describe()}
         _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__,
