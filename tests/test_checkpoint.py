@@ -85,6 +85,47 @@ def test_a_resumed_run_has_the_numbers_of_an_uninterrupted_one(reference, tmp_pa
     assert not (out / "checkpoints").exists()
 
 
+def test_ctrl_c_while_training_checkpoints_the_step_in_hand(reference, tmp_path, monkeypatch) -> None:
+    """A real SIGINT in the middle of step 2: the step finishes, a checkpoint is written there, then the run stops;
+    resumed, it has the uninterrupted numbers."""
+    import bertscope.train as train
+
+    expected, options = reference
+    real, calls = train.collate, []
+
+    def collate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # inside training step 2, before its forward pass
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "collate", collate)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        api.finetune(out=str(out), **options)
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
+    meta = json.loads((out / "checkpoints" / "last" / "meta.json").read_text())
+    assert (meta["epoch"], meta["batch"], meta["steps"]) == (1, 2, 2)
+    assert json.loads((out / "status.json").read_text())["checkpoint_at"] == "epoch 1, batch 2 (step 2)"
+    monkeypatch.undo()
+    api.finetune(out=str(out), resume=True, **options)
+    assert json.loads((out / "results.json").read_text())["resumed_from_step"] == 2
+    assert _numbers(out) == expected
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path) -> None:
+    checkpoints = Checkpointer(tmp_path, {})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with checkpoints.deferring_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not checkpoints.stop_requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_resuming_with_a_changed_option_is_refused_naming_it(reference, tmp_path, monkeypatch, capsys) -> None:
     _, options = reference
     out = tmp_path / "run"
