@@ -385,6 +385,13 @@ class FinetuneConfig(ModelOptions):
                                   "each metric's mean, std, n and 95 percent interval over them (finetune: "
                                   "OUT/seed-<s>/ per seed and OUT/seeds.json; studies: every point and comparison)",
                             metavar="S[,S...]")
+    # ---- resume (issue 12): checkpoints and exact resume; result-neutral (finetune's NOT_IDENTITY)
+    resume: bool = opt(False, "continue an interrupted run from its last checkpoint in OUT/checkpoints (the same "
+                              "numbers as a run that never stopped); with none there, start fresh")
+    keep_checkpoints: bool = opt(False, "keep the last checkpoint when the run completes (default: removed)")
+    checkpoint_every: int = opt(0, "also write a checkpoint every this many optimizer steps (0 = at the end of each "
+                                   "epoch only; Ctrl-C and SIGTERM always write one at the step in hand)",
+                                metavar="STEPS")
 
     def validate(self) -> None:
         ModelOptions.validate(self)
@@ -419,6 +426,12 @@ class FinetuneConfig(ModelOptions):
             parse_seed_list(self.seeds, option="--seeds")
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
+        self._validate_resume()
+
+    def _validate_resume(self) -> None:
+        """--checkpoint-every is a step count (finetune checks that --resume has an --out to continue)."""
+        if self.checkpoint_every < 0:
+            raise BertscopeError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
 
     def _validate_reporting(self) -> None:
         """--report-to names known trackers whose packages are installed, and where they write."""

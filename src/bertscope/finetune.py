@@ -3,7 +3,8 @@
 :func:`run_finetune` prepares the run (data, model, selection, freezing, head: :func:`bertscope.pipeline.prepare`),
 trains it and returns a :class:`~bertscope.finetune_result.FinetuneResult`. With ``out``
 it writes ``results.json`` atomically at the very end (an interrupted run leaves ``status.json`` saying so and no
-``results.json``), ``predictions.csv`` with the final dev predictions (label names and the probability of every
+``results.json``, and its last checkpoint in ``OUT/checkpoints``, which ``--resume`` continues from:
+:mod:`bertscope.checkpoint`), ``predictions.csv`` with the final dev predictions (label names and the probability of every
 label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.export.save_finetuned`): the family's plain
 ``*ForSequenceClassification`` when the head is one, else the encoder, with ``head_config.json`` +
 ``head.safetensors`` and a model card beside it; :func:`load_finetuned` reloads any of them.
@@ -12,6 +13,7 @@ label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.export.sav
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from torch import nn
 
 from bertscope import distributed as dp
 from bertscope import glue, leaderboard, loading, publish
+from bertscope.checkpoint import Checkpointer, identity
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.export import check_saved_together, label_names, prediction_rows, save_finetuned
@@ -53,6 +56,30 @@ def _retire_old_results(out: Path | None) -> None:
         (out / "results.json").replace(out / "results.previous.json")
 
 
+def _checkpoints(config: FinetuneConfig, out: Path | None) -> Checkpointer | None:
+    """The run's checkpoint folder ``OUT/checkpoints`` (none without ``--out``), checked before anything heavy:
+    ``--resume`` continues its checkpoint (refused, naming the option, when a result-affecting option changed) or
+    says in one line that there is none and starts fresh; without ``--resume`` a checkpoint there is discarded
+    only with ``--overwrite`` (an interrupted run's work is never thrown away silently)."""
+    if out is None:
+        if config.resume:
+            raise BertscopeError("--resume needs --out DIR (the folder of the run to continue)")
+        return None
+    checkpoints = Checkpointer(out / "checkpoints", identity(config, NOT_IDENTITY))
+    if checkpoints.meta() is None:
+        if config.resume and int(os.environ.get("RANK", "0")) == 0:
+            print(f"bertscope finetune: --resume: no checkpoint in {checkpoints.folder}; starting fresh",
+                  file=sys.stderr, flush=True)
+    elif config.resume:
+        checkpoints.refuse_changes()
+    elif config.overwrite:
+        checkpoints.remove()
+    else:
+        raise BertscopeError(f"{checkpoints.folder} holds the checkpoint of an interrupted run "
+                             f"({checkpoints.describe()}); pass --resume to continue it, or --overwrite to start over")
+    return checkpoints
+
+
 def _status(out: Path | None, state: str, **extra: Any) -> None:
     if out is not None and dp.is_main():  # data-parallel: rank 0 writes
         write_json_atomic(out / "status.json", {"command": "finetune", "state": state, **extra})
@@ -71,13 +98,20 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
 
 def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
     out = _check_out(config)
+    checkpoints = _checkpoints(config, out)
     run = prepare(config)
+    run.checkpoints = checkpoints
     _retire_old_results(out)
     _status(out, "running", started_utc=environment_info()["created_utc"])
     try:
         history = run.train()
     except BaseException as exc:
-        _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__)
+        if checkpoints is not None and isinstance(exc, BertscopeError):
+            checkpoints.remove()  # e.g. diverged: the same options fail the same way again (kept after a crash)
+        kept = {} if checkpoints is None or checkpoints.meta() is None else {
+            "checkpoint": str(checkpoints.path), "checkpoint_at": checkpoints.describe()}
+        _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__,
+                **kept)
         raise
     saved = str(Path(out) / "model") if (out is not None and config.save_model) else None
     submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.predict_test) else {}
@@ -91,6 +125,8 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
             write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
             write_json_atomic(Path(out) / "results.json", result.to_dict())
             (Path(out) / "results.previous.json").unlink(missing_ok=True)
+            if checkpoints is not None and not config.keep_checkpoints:
+                checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
             _status(out, "complete", finished_utc=environment_info()["created_utc"])
         except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
             failure = exc
@@ -200,10 +236,12 @@ def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> Fi
 
 #: Options of fine-tuning runs that never change their numbers: locations, the trackers (--report-to, --run-name,
 #: --log-every), the feature cache (the cached path equals the live one by design), the extra test-split
-#: predictions, what training prints (--log, --log-seconds) and --on-divergence (a run that finishes has the same
-#: numbers either way). The studies run fine-tuning runs, so they share this list.
+#: predictions, what training prints (--log, --log-seconds), --on-divergence (a run that finishes has the same
+#: numbers either way) and the checkpoints (--resume, --keep-checkpoints, --checkpoint-every: a resumed run has the
+#: numbers of one that never stopped). The studies run fine-tuning runs, so they share this list.
 NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict_test", "log", "log_seconds",
-                                                      "on_divergence"}
+                                                      "on_divergence", "resume", "keep_checkpoints",
+                                                      "checkpoint_every"}
 
 def _run(config: FinetuneConfig) -> Any:
     """The command: one run, or with ``--seeds`` one per seed (:mod:`bertscope.seeds`)."""

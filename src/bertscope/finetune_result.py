@@ -37,6 +37,9 @@ class FinetuneResult:
     features: dict[str, Any] | None = None
     test_predictions: dict[str, str] = field(default_factory=dict)  # test split -> GLUE submission file
     predictions: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    # ---- resume (issue 12): where a resumed run continued from (0 and 0: it ran from the start)
+    resumed_from_epoch: int = 0  # epochs the checkpoint had finished
+    resumed_from_step: int = 0  # optimizer steps it had taken (past resumed_from_epoch when written mid-epoch)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,8 @@ class FinetuneResult:
             "saved_model": self.saved_model,
             "features": self.features,
             "test_predictions": self.test_predictions,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "resumed_from_step": self.resumed_from_step,
             "environment": self.environment,
         }
 

@@ -41,6 +41,7 @@ from torch import nn
 from bertscope import distributed as dp
 from bertscope import families, glue, loading
 from bertscope._version import __version__
+from bertscope.checkpoint import Checkpointer
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import (
@@ -328,6 +329,7 @@ class PreparedRun:
     collate_fn: Any = None
     features: dict[str, Any] | None = None
     history: TrainHistory | None = field(default=None, repr=False)
+    checkpoints: Checkpointer | None = None  # set by the caller: resume from it, checkpoint into it while training
 
     @property
     def model(self) -> PreTrainedModel:
@@ -369,16 +371,23 @@ class PreparedRun:
 
     def train(self) -> TrainHistory:
         """Train the head (and the trainable encoder parameters), evaluating on every dev split each epoch; the
-        trackers of ``--report-to`` get one run for it, finished also when training fails."""
+        trackers of ``--report-to`` get one run for it, finished also when training fails.
+
+        With :attr:`checkpoints` set, training continues from its checkpoint when it has one, writes one every epoch
+        (and every ``--checkpoint-every`` steps), and Ctrl-C / SIGTERM stop it at the next step boundary after a
+        checkpoint there (:mod:`bertscope.checkpoint`)."""
         options = TrainOptions.from_config(self.config, head_lr=self.head_lr)
         tracker = self._tracker()
         reporter = None if isinstance(tracker, NullTracker) else _Reporter(tracker)
+        interrupts = (self.checkpoints.deferring_interrupts() if self.checkpoints is not None
+                      else contextlib.nullcontext())
         status = "failed"
         try:
-            with _head_threads(self.device, self.cached):
+            with _head_threads(self.device, self.cached), interrupts:
                 self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data,
                                           options, encoder_params=self.encoder_params, device=self.device,
-                                          accelerator=self.accelerator, collate_fn=self.collate_fn, callback=reporter)
+                                          accelerator=self.accelerator, collate_fn=self.collate_fn, callback=reporter,
+                                          checkpoints=self.checkpoints)
             status = "finished"
         except KeyboardInterrupt:
             status = "killed"
@@ -445,6 +454,8 @@ class PreparedRun:
             test_predictions=dict(test_predictions or {}),
             predictions=history.predictions,
             features=self.features,
+            resumed_from_epoch=history.resumed_from_epoch,
+            resumed_from_step=history.resumed_from_step,
         )
 
 

@@ -40,7 +40,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -48,6 +48,7 @@ from torch import nn
 
 from bertscope import distributed as dp
 from bertscope import families, glue, loading
+from bertscope.checkpoint import Checkpointer, LoopState, capture, restore
 from bertscope.errors import BertscopeError
 from bertscope.freezing import trainable_parameters
 from bertscope.packing import pad_rows
@@ -254,6 +255,8 @@ class TrainHistory:
     steps: int
     predictions: dict[str, list[float]] = field(default_factory=dict)
     logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # of the last evaluation
+    resumed_from_epoch: int = 0  # epochs the checkpoint it continued from had finished (0: a fresh run)
+    resumed_from_step: int = 0  # optimizer steps that checkpoint had taken
 
     @property
     def train_examples_per_second(self) -> float:
@@ -356,10 +359,11 @@ class _DivergenceWatch:
         self.device = device
         self.warned = False
 
-    def start_epoch(self, epoch: int, steps: int, first_step: int) -> None:
+    def start_epoch(self, epoch: int, steps: int, first_step: int, done: int = 0) -> None:
+        """``done``: steps of this epoch trained before a resume (checked before their checkpoint was written)."""
         self.epoch, self.first_step = epoch, first_step
         self.losses = torch.zeros(max(1, steps), device=self.device)
-        self.done = self.checked = 0
+        self.done = self.checked = done
 
     def record(self, loss: torch.Tensor) -> None:
         self.losses[self.done] = loss.detach().float()
@@ -503,6 +507,7 @@ class TrainOptions:
     log: str = "auto"  # auto | bar | plain | off (see log_mode)
     log_seconds: float = 30.0  # plain logs: at most one step line per this many seconds
     on_divergence: str = "stop"  # stop | continue: what a NaN or infinite training loss does
+    checkpoint_every: int = 0  # with a Checkpointer: also checkpoint every this many optimizer steps (0: epochs only)
 
     @classmethod
     def from_config(cls, config: Any, *, head_lr: float, progress: bool | None = None) -> TrainOptions:
@@ -514,7 +519,8 @@ class TrainOptions:
                    progress=config.progress if progress is None else progress,
                    log_every=getattr(config, "log_every", cls.log_every), log=getattr(config, "log", cls.log),
                    log_seconds=getattr(config, "log_seconds", cls.log_seconds),
-                   on_divergence=getattr(config, "on_divergence", cls.on_divergence))
+                   on_divergence=getattr(config, "on_divergence", cls.on_divergence),
+                   checkpoint_every=getattr(config, "checkpoint_every", cls.checkpoint_every))
 
 
 def decay_exempt(name: str) -> bool:
@@ -549,6 +555,7 @@ def train_loop(
     accelerator: Any = None,
     collate_fn: Callable[..., Any] | None = None,
     callback: TrainCallback | None = None,
+    checkpoints: Checkpointer | None = None,
 ) -> TrainHistory:
     """Fine-tune ``head`` (and the trainable, named ``encoder_params``) on ``train_data``; evaluate every epoch.
 
@@ -556,6 +563,9 @@ def train_loop(
     ``callback`` (optional) is told the loss every ``options.log_every`` steps and every epoch's record.
     A NaN or infinite training loss raises :class:`BertscopeError` naming epoch and step (checked every
     ``log_every`` steps and at each epoch's end), unless ``options.on_divergence`` is ``continue``.
+    ``checkpoints`` (optional): continue from its checkpoint when it has one, write one at the end of every epoch
+    (and every ``options.checkpoint_every`` steps), and, when a stop was requested while training
+    (:meth:`Checkpointer.deferring_interrupts`), write one at the next step boundary and stop.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -590,21 +600,47 @@ def train_loop(
     seen = steps = 0
     interval_loss: Any = 0.0  # the callback's: loss summed over the steps since it was last told (a tensor)
     interval_steps = 0
+
+    # ---- resume: the checkpoint's weights, optimizer, schedule, RNG streams, position in the batch order, totals
+    resumed = checkpoints.load() if checkpoints is not None else None
+    at = LoopState(epoch=1, batch=0, steps=0, seen=0, train_seconds=0.0, eval_seconds=0.0)
+    if resumed is not None:
+        at = restore(resumed, head=head, encoder_params=encoder_params, optimizer=optimizer, scheduler=scheduler,
+                     scaler=scaler)
+        records = [EpochRecord(**r) for r in at.records]
+        predictions, final_logits = dict(at.predictions), dict(at.logits)
+        steps, seen, train_seconds, eval_seconds = at.steps, at.seen, at.train_seconds, at.eval_seconds
+        interval_loss, interval_steps = _on(at.interval_loss, device), at.interval_steps
+
+    def save_checkpoint(epoch: int, done: int, loss_sum: Any = 0.0, loss_count: int = 0, epoch_seen: int = 0,
+                        epoch_seconds: float = 0.0) -> None:
+        """Checkpoint the run with ``done`` batches of ``epoch`` trained (the main process writes it)."""
+        if checkpoints is None or rank != 0:
+            return
+        loop = LoopState(epoch=epoch, batch=done, steps=steps, seen=seen, train_seconds=train_seconds,
+                         eval_seconds=eval_seconds, loss_sum=loss_sum, loss_count=loss_count, epoch_seen=epoch_seen,
+                         epoch_seconds=epoch_seconds, interval_loss=interval_loss, interval_steps=interval_steps,
+                         records=[asdict(r) for r in records], predictions=predictions,
+                         logits=final_logits)
+        checkpoints.save(capture(loop, head=head, encoder_params=encoder_params, optimizer=optimizer,
+                                 scheduler=scheduler, scaler=scaler))
+
     log = _ProgressLog(options, rank, total_steps)
     watch = _DivergenceWatch(options.on_divergence != "continue", device)
-    for epoch in range(1, options.epochs + 1):
-        # ---- train one epoch
+    for epoch in range(at.epoch, options.epochs + 1):
+        # ---- train one epoch (a resumed one from the batch it stopped at)
         batches = length_grouped_batches(train_data.lengths, options.batch_size * world, seed=options.seed,
                                          epoch=epoch, group_by_length=options.group_by_length)
         epoch_examples = sum(map(len, batches))  # over all processes
         batches = dp.shard_batches(batches, rank, world)
         represent.train(True)
         head.train()
-        loss_sum: Any = 0.0
-        loss_count, epoch_seen = 0, 0
-        bar = log.bar(batches, epoch)
-        watch.start_epoch(epoch, len(batches), steps)
-        start = time.perf_counter()
+        done = at.batch if epoch == at.epoch else 0
+        loss_sum: Any = _on(at.loss_sum, device) if done else 0.0
+        loss_count, epoch_seen = (at.loss_count, at.epoch_seen) if done else (0, 0)
+        bar = log.bar(batches[done:], epoch)
+        watch.start_epoch(epoch, len(batches), steps - done, done)
+        start = time.perf_counter() - (at.epoch_seconds if done else 0.0)
         for indices in bar:
             batch = collate_batch(train_data, indices, regression=regression, device=device)
             with _autocast(device, dtype):
@@ -637,6 +673,13 @@ def train_loop(
             elapsed = time.perf_counter() - start
             log.step(bar, epoch, steps, checkpoint, (loss_sum, loss_count),
                      epoch_seen * world / max(elapsed, 1e-9), train_seconds + elapsed)
+            done += 1
+            due = options.checkpoint_every > 0 and steps % options.checkpoint_every == 0 and done < len(batches)
+            if checkpoints is not None and (due or checkpoints.stop_requested):
+                if due:
+                    watch.check()  # every process at the same steps; a diverged state is never saved
+                save_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, time.perf_counter() - start)
+                checkpoints.stop_if_requested()
         bar.close()
         watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated
         loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
@@ -663,8 +706,18 @@ def train_loop(
         summary = "  ".join(f"{n}: " + ", ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in scores.items())
         log.line(f"epoch {epoch}/{options.epochs}: loss {records[-1].train_loss:.4f}  "
                  f"{epoch_seen * world / max(epoch_train, 1e-9):.1f} ex/s  {summary}")
+        if checkpoints is not None:
+            save_checkpoint(epoch + 1, 0)
+            checkpoints.stop_if_requested()
     return TrainHistory(epochs=tuple(records), train_seconds=train_seconds, eval_seconds=eval_seconds,
-                        train_examples=seen, steps=steps, predictions=predictions, logits=final_logits)
+                        train_examples=seen, steps=steps, predictions=predictions, logits=final_logits,
+                        resumed_from_epoch=at.epochs_done if resumed is not None else 0,
+                        resumed_from_step=at.steps if resumed is not None else 0)
+
+
+def _on(value: Any, device: torch.device) -> Any:
+    """A checkpointed running total back on the training device (a float stays a float)."""
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def distributed_world_size() -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import torch
 
 from bertscope import families, glue, loading
 from bertscope.baselines import Baseline, dev_provenances, task_baseline
+from bertscope.checkpoint import Checkpointer, identity
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
 from bertscope.features import DEFAULT_TOKENS, cache_root
@@ -62,6 +64,7 @@ __all__ = [
     "finish_study",
     "model_shape",
     "plot_title",
+    "run_checkpoints",
     "score_label",
     "summarise",
     "tracked",
@@ -136,6 +139,8 @@ class RunStore:
             if fresh:
                 for path in self.folder.glob("*.json"):
                     path.unlink()
+                for path in self.folder.glob("*.ckpt"):  # checkpoints of interrupted runs (run_checkpoints)
+                    shutil.rmtree(path, ignore_errors=True)
 
     def path(self, spec: RunSpec, *, legacy: bool = False) -> Path | None:
         """``OUT/runs/<run id>-<config hash>.json`` (``legacy``: the hash as bertscope 0.1.0 computed it)."""
@@ -172,6 +177,20 @@ class RunStore:
 
 
 # ------------------------------------------------------------------------------------------------ running
+
+
+def run_checkpoints(store: RunStore, spec: RunSpec, **extra_identity: Any) -> Checkpointer | None:
+    """The checkpoints of one study run, ``OUT/runs/<run id>-<hash>.ckpt`` (none without ``--out``): an interrupted
+    run continues from there the next time the study is started. ``extra_identity``: what else its numbers depend
+    on (``cross``: the stages before it). A checkpoint of other options is discarded (the hash makes that rare)."""
+    path = store.path(spec)
+    if path is None:
+        return None
+    checkpoints = Checkpointer(path.with_suffix(".ckpt"), {**identity(spec.config, FINETUNE.not_identity),
+                                                            **extra_identity})
+    if checkpoints.changed():
+        checkpoints.remove()
+    return checkpoints
 
 
 class HeadRunner:
@@ -213,10 +232,13 @@ class HeadRunner:
         layers = resolve_selection(config, shared.loaded.model).layers
         return shared.features["train"].select(config.token, layers)
 
-    def run(self, config: FinetuneConfig, *, want_head: bool = False) -> tuple[FinetuneResult, SelectingHead | None]:
-        """Run one configuration; return its result and its trained head (the head only with ``want_head``)."""
+    def run(self, config: FinetuneConfig, *, want_head: bool = False,
+            checkpoints: Checkpointer | None = None) -> tuple[FinetuneResult, SelectingHead | None]:
+        """Run one configuration; return its result and its trained head (the head only with ``want_head``).
+        ``checkpoints``: continue from there and checkpoint there while training (:func:`run_checkpoints`)."""
         run = prepare(config, self.shared(config) if self.is_cached(config) else None)
         self.last_labels = {split: [ex.label for ex in data.examples] for split, data in run.data.eval_sets.items()}
+        run.checkpoints = checkpoints
         history = run.train()
         return run.result(history), (run.trained_head if want_head else None)
 
@@ -267,11 +289,15 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
         if record is None:
             start = time.perf_counter()
             needs_head = want_head is not None and want_head(spec)
-            result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head)
+            checkpoints = run_checkpoints(store, spec)
+            result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head,
+                                      checkpoints=checkpoints)
             extra = on_head(spec, head) if (needs_head and head is not None and on_head is not None) else None
             record = run_record(spec, result, cached=runner.is_cached(spec.config),
                                 seconds=time.perf_counter() - start, extra=extra, labels=runner.last_labels)
             store.save(spec, record)
+            if checkpoints is not None and not spec.config.keep_checkpoints:
+                checkpoints.remove()
             record["resumed"] = False
         else:
             record["resumed"] = True

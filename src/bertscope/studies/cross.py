@@ -57,6 +57,7 @@ from bertscope.studies.common import (
     finetune_config,
     finish_study,
     model_shape,
+    run_checkpoints,
     tracked,
 )
 from bertscope.studies.replicates import comparison, point, run_seeds, seed_config
@@ -223,6 +224,7 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
                                    stage_specs[s - 1].run_id)
             run = prepare(stage_config if loaded is not None else stage_config.replace(model=source),
                           Shared(tokenizer=tokenizer, loaded=loaded, data=task.data))
+            run.checkpoints = run_checkpoints(store, stage_specs[s - 1], stage_hash=_stage_hash(config, s))
             history = run.train()
             loaded = run.loaded
             heads[task.info.name] = run.trained_head
@@ -250,6 +252,8 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
             if checkpoint is not None and config.keep_checkpoint and s < len(names):
                 _save_checkpoint(checkpoint, run.model, heads, s, _stage_hash(config, s))
             store.save(stage_specs[s - 1], record)
+            if run.checkpoints is not None and not config.keep_checkpoints:
+                run.checkpoints.remove()
             record["resumed"] = False
             stage_records[s] = record
         if checkpoint is not None and checkpoint.exists():
