@@ -92,6 +92,9 @@ def test_studies_and_cross_refuse_in_one_line_under_a_launcher(monkeypatch, caps
         assert main([*argv, "--data-dir", str(glue_dir)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "does not run data-parallel" in err[0] and argv[0] in err[0]
+    assert main(["sweep", "spec.yaml"]) == 2  # a sweep parallelises runs itself
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweep does not run data-parallel" in err[0]
 
 
 # ------------------------------------------------------------------------------------------- end to end

@@ -267,6 +267,7 @@ class SweepConfig(Config):
     progress: bool = opt(True, "show overall progress")
 
     def validate(self) -> None:
+        refuse_data_parallel(self.command)  # a sweep parallelises runs itself; under torchrun it would run n times
         if not self.spec:
             raise BertscopeError("give the experiment spec: bertscope sweep SPEC.yaml --store results.db")
         if self.workers is not None and self.workers < 1:
