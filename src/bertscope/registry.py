@@ -56,8 +56,10 @@ class CommandInfo:
         return self.study_points is not None
 
     def identity(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options of one run that determine its result (its identity), in field order."""
-        return {k: v for k, v in options.items() if k not in self.not_identity}
+        """The options of one run that determine its result (its identity), in field order (an option its config
+        declares neutral for these values, :meth:`Config.neutral_options`, is left out too)."""
+        skip = self.not_identity | self.config.neutral_options(options)
+        return {k: v for k, v in options.items() if k not in skip}
 
 
 @dataclass(frozen=True)

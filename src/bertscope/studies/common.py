@@ -70,7 +70,7 @@ def _hash(config: FinetuneConfig, *, legacy: bool = False) -> str:
     """The run hash: over finetune's identity, or (``legacy``) as bertscope 0.1.0 computed it (:mod:`legacy`)."""
     values = {k: getattr(config, k) for k in FinetuneConfig.field_names()}
     values = (legacy_values("finetune", values, STUDY_NOT_HASHED_0_1) if legacy
-              else {k: v for k, v in values.items() if k not in FINETUNE.not_identity})
+              else FINETUNE.identity(values))
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
