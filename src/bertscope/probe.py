@@ -28,11 +28,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["HOLDOUT_FRACTION", "L2_GRID", "ProbeFit", "ProbeResult", "fit_logistic", "fit_probe", "fit_ridge",
+__all__ = ["HOLDOUT_FRACTION", "L2_GRID", "PATIENCE", "ProbeFit", "ProbeResult", "fit_logistic", "fit_probe", "fit_ridge",
            "holdout_split", "standardise"]
 
 #: The L2 strengths tried (on standardised features, per training example): 1e-5 .. 10, one per decade.
 L2_GRID: tuple[float, ...] = tuple(10.0 ** k for k in range(-5, 2))
+
+#: Stop walking the grid (strong to weak) after this many L2 values in a row held out worse than the best.
+PATIENCE = 2
 
 #: Share of the training rows held out to choose the L2 strength (seeded; at least one row each side).
 HOLDOUT_FRACTION = 0.1
@@ -94,10 +97,11 @@ def _fold(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, *, num_classes: int | None = None,
-                 tol: float = 1e-6, max_iter: int = 2000) -> ProbeFit:
+                 tol: float = 1e-6, max_iter: int = 2000, start: ProbeFit | None = None) -> ProbeFit:
     """Multinomial logistic regression with L2 on standardised ``x`` ``[n, d]`` and class ids ``y`` ``[n]``.
 
-    Full-batch L-BFGS from zero; ``converged``: the largest gradient entry ended below ``tol``.
+    Full-batch L-BFGS from zero, or warm-started from ``start`` (a fit on the same rows: the optimum is unique, so
+    only the number of iterations changes); ``converged``: the largest gradient entry ended below ``tol``.
     """
     if l2 <= 0:
         raise ValueError(f"l2 must be positive, got {l2}")
@@ -106,8 +110,12 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, *, num_classes: in
     classes = int(num_classes if num_classes is not None else int(y.max()) + 1)
     mean, std = standardise(x)
     z = (x - mean) / std
-    weight = torch.zeros(classes, z.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(classes, z.shape[1], dtype=torch.float64)
+    bias = torch.zeros(classes, dtype=torch.float64)
+    if start is not None:  # raw-feature weights back on the standardised features
+        weight, bias = start.weight * std, start.bias + start.weight @ mean
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, max_eval=max_iter * 2,
                                   tolerance_grad=tol, tolerance_change=1e-15, history_size=20,
                                   line_search_fn="strong_wolfe")
@@ -170,9 +178,13 @@ def _score(fit: ProbeFit, x: torch.Tensor, y: torch.Tensor, regression: bool) ->
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, *, regression: bool, num_classes: int | None = None, seed: int = 0,
               grid: Sequence[float] = L2_GRID, holdout: float = HOLDOUT_FRACTION, tol: float = 1e-6,
-              max_iter: int = 2000) -> ProbeResult:
+              max_iter: int = 2000, patience: int | None = PATIENCE) -> ProbeResult:
     """Choose the L2 strength on a seeded held-out part of the training rows (best held-out accuracy, ties by
     log-loss, then the larger l2; R^2 for ridge), then refit on every training row with it.
+
+    The grid is walked from strong to weak L2 (each fit warm-started from the previous one) and the walk stops once
+    ``patience`` values in a row scored below the best so far: the weakest L2 values are the slowest to solve
+    (near-separable data) and, past the optimum, the held-out score only falls. ``patience=None`` tries them all.
 
     Only ``x`` and ``y`` (the training split) are read: the dev split never influences the probe.
     """
@@ -180,19 +192,26 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, *, regression: bool, num_classes
     if not grid:
         raise ValueError("fit_probe needs at least one L2 strength")
 
-    def solve(rows_x: torch.Tensor, rows_y: torch.Tensor, l2: float) -> ProbeFit:
+    def solve(rows_x: torch.Tensor, rows_y: torch.Tensor, l2: float, start: ProbeFit | None) -> ProbeFit:
         if regression:
             return fit_ridge(rows_x, rows_y, l2)
-        return fit_logistic(rows_x, rows_y, l2, num_classes=num_classes, tol=tol, max_iter=max_iter)
+        return fit_logistic(rows_x, rows_y, l2, num_classes=num_classes, tol=tol, max_iter=max_iter, start=start)
 
     keep, held = holdout_split(x.shape[0], seed, holdout)
-    scored = []
-    for l2 in sorted(float(v) for v in grid):
-        score, tie = _score(solve(x[keep], y[keep], l2), x[held], y[held], regression)
+    scored: list[tuple[float, float, float]] = []
+    fits: dict[float, ProbeFit] = {}
+    previous, worse = None, 0
+    for l2 in sorted((float(v) for v in grid), reverse=True):  # strong to weak, each warm-started: a path
+        previous = fits[l2] = solve(x[keep], y[keep], l2, previous)
+        score, tie = _score(previous, x[held], y[held], regression)
+        worse = worse + 1 if scored and (score, tie) < max((s, t) for s, t, _ in scored) else 0
         scored.append((score, tie, l2))
+        if patience is not None and worse >= patience:
+            break
+    scored.reverse()
     best = max(scored, key=lambda s: (round(s[0], 12), round(s[1], 12), s[2]))
     grid_scores = tuple((l2, score) for score, _, l2 in scored)
     if not all(math.isfinite(s) for s, _, _ in scored):
         raise ValueError("fit_probe: a held-out score is not finite (are the features finite?)")
-    return ProbeResult("ridge" if regression else "logistic", solve(x, y, best[2]), grid_scores, int(held.numel()),
-                       int(seed))
+    final = solve(x, y, best[2], fits[best[2]])
+    return ProbeResult("ridge" if regression else "logistic", final, grid_scores, int(held.numel()), int(seed))
