@@ -197,7 +197,8 @@ def test_a_frozen_study_uses_the_probe_by_default_and_records_it(tiny, tmp_path)
     sgd = api.layers(**options, max_train=40, layers="0,2", fit="sgd")
     assert [r["result"]["head"]["fit"]["method"] for r in sgd.runs] == ["sgd", "sgd"]
     live = api.layers(**{**options, "freeze": "none"}, max_train=40, layers="2")
-    assert live.runs[0]["result"]["head"]["fit"] == {"requested": "auto", "method": "sgd"}
+    assert live.config.fit == "sgd"  # auto where no probe can apply is the training loop, and says so
+    assert live.runs[0]["result"]["head"]["fit"] == {"requested": "sgd", "method": "sgd"}
 
 
 # ------------------------------------------------------------------------------------------------ identities
@@ -211,11 +212,13 @@ def _old_hash(config: FinetuneConfig) -> str:
 
 def test_sgd_runs_keep_their_identity_and_probe_runs_get_another():
     sgd = FinetuneConfig(task="rte", freeze="encoder")
-    assert sgd.fit == "sgd" and LayersConfig(task="rte").fit == "auto"
+    assert sgd.fit == "sgd" and LayersConfig(task="rte", freeze="encoder").fit == "auto"
+    assert LayersConfig(task="rte").fit == "sgd"  # a fine-tuned encoder: the training loop
     assert common.config_hash(sgd) == _old_hash(sgd)
     assert "fit" not in FINETUNE.identity(sgd.to_dict())
-    unfrozen_auto = FinetuneConfig(task="rte", fit="auto")  # certainly the training loop: the old identity
-    assert common.config_hash(unfrozen_auto) == _old_hash(unfrozen_auto)
+    unfrozen_auto = FinetuneConfig(task="rte", fit="auto")  # certainly the training loop: sgd, the old identity
+    assert unfrozen_auto.fit == "sgd" and common.config_hash(unfrozen_auto) == _old_hash(unfrozen_auto)
+    assert LayersConfig(task="rte", head="mlp2", freeze="encoder").fit == "sgd"
     for fit in ("auto", "converged"):
         probe = sgd.replace(fit=fit)
         assert common.config_hash(probe) != common.config_hash(sgd)

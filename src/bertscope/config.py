@@ -120,12 +120,6 @@ class Config:
     def validate(self) -> None:
         """Cross-field checks that need no model; subclasses override and raise BertscopeError."""
 
-    @classmethod
-    def neutral_options(cls, options: Mapping[str, Any]) -> frozenset[str]:
-        """Options of ``options`` (a run's values) left out of its identity because they hold the value that
-        reproduces what runs did before the option existed (so those runs keep their ids); none by default."""
-        return frozenset()
-
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 

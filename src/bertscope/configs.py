@@ -431,12 +431,8 @@ class FinetuneConfig(ModelOptions):
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
         _validate_fit(self.fit, self.freeze, self.head, self.pooler)
-
-    @classmethod
-    def neutral_options(cls, options: Mapping[str, Any]) -> frozenset[str]:
-        """``fit`` is left out of a run's identity when it trains as every run before the option did (sgd), so
-        runs stored then keep their ids; a run that may be a converged probe has another identity."""
-        return frozenset({"fit"}) if fit_is_sgd(options) else frozenset()
+        if self.fit == "auto" and fit_is_sgd(self.to_dict()):  # no probe can apply: auto is the training loop, and
+            object.__setattr__(self, "fit", "sgd")  # says so (sgd is --fit's neutral value: the run keeps its id)
 
     def _validate_reporting(self) -> None:
         """--report-to names known trackers whose packages are installed, and where they write."""

@@ -18,11 +18,22 @@ from typing import Any
 
 from bertscope.config import Config
 
-__all__ = ["LOCATION_OPTIONS", "CommandInfo", "Registry", "StudyPoint"]
+__all__ = ["LOCATION_OPTIONS", "NEUTRAL_VALUES", "CommandInfo", "Registry", "StudyPoint"]
 
 #: Options that only say where things are or how a run looks while it runs: they never change a result, so they
 #: are never part of a run's identity (sweep run ids, study run hashes). Commands add their own (``not_identity``).
 LOCATION_OPTIONS: frozenset[str] = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
+
+#: Options added after bertscope 0.1.0, each with the value that does what runs did before the option existed. An
+#: option at that value is left out of a run's identity, so adding an option never re-keys a sweep store or a study
+#: folder; a run that sets it to anything else (the new behaviour) gets a new identity. Every new result-affecting
+#: option goes here with its neutral value.
+NEUTRAL_VALUES: Mapping[str, Any] = MappingProxyType({
+    "seeds": None,  # several seeds of one run or study (each seed is its own run)
+    "tolerance": 0.01,  # the margin of "as good as" verdicts
+    "head_from": "self",  # reconstruct: whose head decodes (the default, auto, changes deepened variants)
+    "fit": "sgd",  # the head's training loop (auto resolves to sgd where no probe can apply: configs.FinetuneConfig)
+})
 
 #: One fine-tuning point inside a study's payload: (extra axes such as ``{"layer": 3}``, score).
 StudyPoint = tuple[dict[str, Any], float]
@@ -56,10 +67,10 @@ class CommandInfo:
         return self.study_points is not None
 
     def identity(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options of one run that determine its result (its identity), in field order (an option its config
-        declares neutral for these values, :meth:`Config.neutral_options`, is left out too)."""
-        skip = self.not_identity | self.config.neutral_options(options)
-        return {k: v for k, v in options.items() if k not in skip}
+        """The options of one run that determine its result (its identity), in field order: all but ``not_identity``
+        and the options added since 0.1.0 that sit at their neutral value (:data:`NEUTRAL_VALUES`)."""
+        return {k: v for k, v in options.items()
+                if k not in self.not_identity and not (k in NEUTRAL_VALUES and v == NEUTRAL_VALUES[k])}
 
 
 @dataclass(frozen=True)
