@@ -48,7 +48,7 @@ def test_layers_study_on_the_default_model(small, tmp_path, monkeypatch):
     assert saved["complete"] and len(saved["runs"]) == 7 and saved["config"]["dims"] == "random:2"
 
     # One layer's run equals a plain, uncached finetune with the same options.
-    plain = api.finetune(task="rte", dims="random:2", layer="4", **{**small, "cache_dir": None})
+    plain = api.finetune(task="rte", dims="random:2", layer="4", fit="auto", **{**small, "cache_dir": None})
     assert result.table[4]["score"] == pytest.approx(plain.final_score, abs=1e-6)
 
     # Re-running resumes: nothing is trained again, the table is the same.
@@ -152,7 +152,7 @@ def test_tokens_study_matches_plain_finetune(small, tiny_checkpoint, tmp_path):
                         out=str(tmp_path / "t"), **small)
     assert [r["token_strategy"] for r in result.table] == ["cls", "max-norm", "mean", "max", "index:1", "index:-1"]
     assert all(r["cached"] for r in result.runs)
-    plain = api.finetune(task="mrpc", model=model, token="max", **{**small, "cache_dir": None})
+    plain = api.finetune(task="mrpc", model=model, token="max", fit="auto", **{**small, "cache_dir": None})
     assert result.table[3]["score"] == pytest.approx(plain.final_score, abs=1e-6)
 
 

@@ -7,7 +7,9 @@ result. Options shared by several commands live in small base classes.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bertscope.config import Config, opt
 from bertscope.distributed import refuse_data_parallel
@@ -18,11 +20,41 @@ from bertscope.tracking import needs_folder, parse_report_to, require_installed
 __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
 __all__ += ["PredictConfig"]
+__all__ += ["FIT_METHODS", "fit_is_sgd", "probe_applies"]
 __all__ += ["CrossConfig", "DimsConfig", "LayersConfig", "StudyOptions", "TokensConfig"]
 
 
 def _env_glue_dir() -> str | None:
     return os.environ.get("BERTSCOPE_GLUE_DIR") or None
+
+
+#: How a head is fitted (``--fit``): the training loop, a converged probe, or the probe where it applies.
+FIT_METHODS = ("auto", "sgd", "converged")
+
+
+def probe_applies(freeze: str, head: str, pooler: bool) -> bool:
+    """Whether options may give a fully frozen encoder and a linear head, the probe's conditions (``--freeze
+    layers:LIST`` freezes everything only when the list covers the model; the pipeline checks that)."""
+    return freeze.strip().lower() not in ("none", "embeddings") and head == "linear" and not pooler
+
+
+def fit_is_sgd(options: Mapping[str, Any]) -> bool:
+    """Whether a run's ``fit`` certainly trains its head with the sgd loop (as every run did before ``--fit``)."""
+    fit = options.get("fit", "sgd")
+    if fit in ("sgd", "converged"):
+        return fit == "sgd"
+    return not probe_applies(str(options.get("freeze", "none")), str(options.get("head", "linear")),
+                             bool(options.get("pooler", False)))
+
+
+def _validate_fit(fit: str, freeze: str, head: str, pooler: bool) -> None:
+    if fit != "converged":
+        return
+    if freeze.strip().lower() in ("none", "embeddings"):
+        raise BertscopeError(f"--fit converged needs a fully frozen encoder; --freeze {freeze} leaves it trainable "
+                             "(add --freeze encoder, or use --fit sgd)")
+    if head != "linear" or pooler:
+        raise BertscopeError("--fit converged solves a linear head; drop --head mlp2 / --pooler (or use --fit sgd)")
 
 
 def _check_task_name(task: str | None) -> None:
@@ -393,6 +425,12 @@ class FinetuneConfig(ModelOptions):
     checkpoint_every: int = opt(0, "also write a checkpoint every this many optimizer steps (0 = at the end of each "
                                    "epoch only; Ctrl-C and SIGTERM always write one at the step in hand)",
                                 metavar="STEPS")
+    # ---- converged probes (issue 11, item 2)
+    fit: str = opt("sgd", "how the head is fitted: sgd (the training loop: AdamW over --epochs), converged (a probe "
+                          "solved to convergence on the frozen features: L2 logistic regression by full-batch "
+                          "L-BFGS, ridge for STS-B, L2 chosen on held-out training rows; needs a fully frozen "
+                          "encoder and a linear head) or auto (converged when the encoder is fully frozen and the "
+                          "head linear, else sgd)", choices=FIT_METHODS)
 
     def validate(self) -> None:
         ModelOptions.validate(self)
@@ -428,6 +466,9 @@ class FinetuneConfig(ModelOptions):
         if self.data_dir is None and _env_glue_dir() is not None:
             object.__setattr__(self, "data_dir", _env_glue_dir())
         self._validate_resume()
+        _validate_fit(self.fit, self.freeze, self.head, self.pooler)
+        if self.fit == "auto" and fit_is_sgd(self.to_dict()):  # no probe can apply: auto is the training loop, and
+            object.__setattr__(self, "fit", "sgd")  # says so (sgd is --fit's neutral value: the run keeps its id)
 
     def _validate_resume(self) -> None:
         """--checkpoint-every is a step count (finetune checks that --resume has an --out to continue)."""
@@ -459,6 +500,9 @@ class StudyOptions(FinetuneConfig):
     tolerance: float = opt(0.01, "an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a "
                                  "task after later stages vs after its own) is supported when the 95 percent "
                                  "interval of the paired difference lies within +-this (in GLUE score, 0..1)")
+    fit: str = opt("auto", "how each run's head is fitted: auto (a converged probe when the encoder is fully "
+                           "frozen and the head linear, so a frozen point is a property of the features; else the "
+                           "sgd training loop), sgd, or converged (see finetune --fit)", choices=FIT_METHODS)
 
     def validate(self) -> None:
         refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
@@ -567,6 +611,7 @@ class CrossConfig(StudyOptions):
                                   "reference beside the matrix)")
     keep_checkpoint: bool = opt(True, "keep the encoder after each stage in OUT/checkpoint so an interrupted study "
                                       "resumes at the next stage")
+    fit: str = opt("sgd", "not used: cross fine-tunes the encoder (its heads train with the sgd loop)", cli=False)
 
     def validate(self) -> None:
         refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)

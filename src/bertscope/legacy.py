@@ -81,7 +81,22 @@ FIELDS_0_1: dict[str, frozenset[str]] = {
 }
 
 
+def _changed_since_0_1(values: Mapping[str, Any]) -> list[str]:
+    """Options added since 0.1.0 whose value changes results from what 0.1.0 did (``--fit`` other than sgd: a
+    converged probe), so the run cannot have been stored by 0.1.0."""
+    from bertscope.configs import fit_is_sgd
+
+    return ["fit"] if "fit" in values and not fit_is_sgd(values) else []
+
+
 def legacy_values(command: str, values: Mapping[str, Any], skip: frozenset[str]) -> dict[str, Any]:
-    """``values`` as 0.1.0 hashed them for ``command``: its 0.1.0 options only, minus ``skip``, in the given order."""
+    """``values`` as 0.1.0 hashed them for ``command``: its 0.1.0 options only, minus ``skip``, in the given order.
+
+    A run that sets an option added since to a result-changing value gets a marker, so its legacy id matches no
+    record 0.1.0 stored (a frozen study's probe run never resumes from a 0.1.0 sgd run)."""
     known = FIELDS_0_1.get(command)
-    return {k: v for k, v in values.items() if k not in skip and (known is None or k in known)}
+    out = {k: v for k, v in values.items() if k not in skip and (known is None or k in known)}
+    changed = _changed_since_0_1(values)
+    if changed:
+        out["@not-0.1"] = changed
+    return out

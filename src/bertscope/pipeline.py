@@ -62,6 +62,7 @@ from bertscope.options import (
     parse_name_list,
     parse_token,
 )
+from bertscope.probe_fit import fit_converged, resolve_fit
 from bertscope.results import run_environment
 from bertscope.tracking import (
     NullTracker,
@@ -330,6 +331,7 @@ class PreparedRun:
     features: dict[str, Any] | None = None
     history: TrainHistory | None = field(default=None, repr=False)
     checkpoints: Checkpointer | None = None  # set by the caller: resume from it, checkpoint into it while training
+    fit: dict[str, Any] | None = field(default=None, repr=False)  # how the head was fitted (--fit), after train()
 
     @property
     def model(self) -> PreTrainedModel:
@@ -384,10 +386,14 @@ class PreparedRun:
         status = "failed"
         try:
             with _head_threads(self.device, self.cached), interrupts:
-                self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data,
-                                          options, encoder_params=self.encoder_params, device=self.device,
-                                          accelerator=self.accelerator, collate_fn=self.collate_fn, callback=reporter,
-                                          checkpoints=self.checkpoints)
+                if resolve_fit(self.config, bool(self.freezing["encoder_fully_frozen"])) == "converged":
+                    self.history, self.fit = fit_converged(self, reporter)  # a probe solved on the frozen features
+                else:
+                    self.fit = {"method": "sgd"}
+                    self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data,
+                                              options, encoder_params=self.encoder_params, device=self.device,
+                                              accelerator=self.accelerator, collate_fn=self.collate_fn,
+                                              callback=reporter, checkpoints=self.checkpoints)
             status = "finished"
         except KeyboardInterrupt:
             status = "killed"
@@ -426,7 +432,8 @@ class PreparedRun:
             config=config,
             task=self.data.task.name,
             model_source=self.loaded.source,
-            head={**head.spec.to_dict(), "seed": config.seed, "head_lr": self.head_lr},
+            head={**head.spec.to_dict(), "seed": config.seed, "head_lr": self.head_lr,
+                  "fit": {"requested": config.fit, **(self.fit or {"method": "sgd"})}},
             selection={"token": sel.token, "token_method": sel.token_method, "token_index": sel.token_index,
                        "include_special": config.include_special, "layers": list(sel.layers),
                        "layer_numbering": HIDDEN_STATE,
@@ -488,6 +495,7 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     selection = resolve_selection(config, model)
     freezing = apply_freezing(model, config.freeze, read_layers=selection.layers)
     frozen_entirely = bool(freezing["encoder_fully_frozen"])
+    resolve_fit(config, frozen_entirely)  # --fit converged on a trainable encoder fails before anything trains
     head_lr = head_learning_rate(config, frozen_entirely)
     head = build_head(config, data.task, selection, loaded, device)
     encoder_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

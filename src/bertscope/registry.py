@@ -32,6 +32,7 @@ NEUTRAL_VALUES: Mapping[str, Any] = MappingProxyType({
     "seeds": None,  # several seeds of one run or study (each seed is its own run)
     "tolerance": 0.01,  # the margin of "as good as" verdicts
     "head_from": "self",  # reconstruct: whose head decodes (the default, auto, changes deepened variants)
+    "fit": "sgd",  # the head's training loop (auto resolves to sgd where no probe can apply: configs.FinetuneConfig)
 })
 
 #: One fine-tuning point inside a study's payload: (extra axes such as ``{"layer": 3}``, score).
