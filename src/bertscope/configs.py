@@ -7,7 +7,9 @@ result. Options shared by several commands live in small base classes.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bertscope.config import Config, opt
 from bertscope.errors import BertscopeError
@@ -17,7 +19,24 @@ from bertscope.tracking import needs_folder, parse_report_to, require_installed
 __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", "LayerScanConfig", "ModelOptions", "ReconstructConfig",
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
 __all__ += ["PredictConfig"]
+__all__ += ["FEATURE_NORMS", "resolve_feature_norm"]
 __all__ += ["CrossConfig", "DimsConfig", "LayersConfig", "StudyOptions", "TokensConfig"]
+
+
+#: ``--feature-norm`` values; ``auto`` resolves to one of the others (:func:`resolve_feature_norm`).
+FEATURE_NORMS = ("auto", "none", "standardize", "layernorm")
+
+
+def resolve_feature_norm(feature_norm: str, freeze: str) -> str:
+    """``auto`` -> ``standardize`` when ``--freeze encoder`` (a fixed feature extractor, whose outlier dimensions
+    stall a plain head), else ``none`` (fine-tuning moves the features; measured in docs/finetune.md). Decided from
+    the options alone, so a run's id can say what its head did."""
+    value = feature_norm.strip().lower()
+    if value not in FEATURE_NORMS:
+        raise BertscopeError(f"--feature-norm must be one of {', '.join(FEATURE_NORMS)}, got {feature_norm!r}")
+    if value != "auto":
+        return value
+    return "standardize" if freeze.strip().lower() == "encoder" else "none"
 
 
 def _env_glue_dir() -> str | None:
@@ -360,6 +379,27 @@ class FinetuneConfig(ModelOptions):
                                    "seconds, read every --log-every steps", metavar="SECONDS")
     on_divergence: str = opt("stop", "a NaN or infinite training loss: stop (one-line error naming epoch and step, "
                                      "no results.json) or continue", choices=("stop", "continue"))
+    # ---- feature normalisation on the selecting head (issue 11)
+    feature_norm: str = opt("auto", "normalise the head's selected features: none (the papers' plain head), "
+                                    "standardize (per-dimension mean/std of the training split, from the pretrained "
+                                    "encoder, fixed), layernorm (no learned affine), or auto (standardize with "
+                                    "--freeze encoder, else none; see docs/finetune.md)", choices=FEATURE_NORMS)
+
+    @property
+    def resolved_feature_norm(self) -> str:
+        """What ``--feature-norm`` means for this run (``auto`` resolved): none, standardize or layernorm."""
+        return resolve_feature_norm(self.feature_norm, self.freeze)
+
+    @classmethod
+    def identity_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``feature_norm`` resolved, and left out when it is ``none`` (what every run did before the option
+        existed), so runs stored earlier keep their ids and ``auto`` shares the id of what it resolves to."""
+        out = dict(values)
+        if "feature_norm" in out:
+            resolved = resolve_feature_norm(str(out.pop("feature_norm")), str(out.get("freeze", "none")))
+            if resolved != "none":
+                out["feature_norm"] = resolved
+        return out
 
     def validate(self) -> None:
         ModelOptions.validate(self)

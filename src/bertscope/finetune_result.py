@@ -37,6 +37,12 @@ class FinetuneResult:
     features: dict[str, Any] | None = None
     test_predictions: dict[str, str] = field(default_factory=dict)  # test split -> GLUE submission file
     predictions: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    learning: dict[str, Any] | None = None  # bertscope.learning.LearningCheck.to_dict(): did the head learn?
+
+    @property
+    def learned(self) -> bool:
+        """False when the run was flagged as not having learned (:mod:`bertscope.learning`)."""
+        return self.learning is None or bool(self.learning.get("learned", True))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,7 @@ class FinetuneResult:
             "saved_model": self.saved_model,
             "features": self.features,
             "test_predictions": self.test_predictions,
+            "learning": self.learning,
             "environment": self.environment,
         }
 
@@ -71,6 +78,8 @@ class FinetuneResult:
         out["train.examples_per_second"] = self.timing["train_examples_per_second"]
         out["train.seconds"] = self.timing["train_seconds"]
         out["eval.seconds"] = self.timing["eval_seconds"]
+        if self.learning is not None:
+            out["learned"] = 1.0 if self.learned else 0.0
         return out
 
     def render(self) -> Any:
@@ -92,4 +101,8 @@ class FinetuneResult:
             table.add_row(*row)
         table.caption = (f"final GLUE score {self.final_score:.4f}; "
                          f"{self.timing['train_examples_per_second']:.1f} train examples/s")
+        if not self.learned and self.learning is not None:
+            table.caption += (f"\n[bold red]WARNING: the head did not learn[/] ({self.learning.get('reason')}); "
+                              f"this score says nothing about the features. Likely remedy: "
+                              f"{self.learning.get('remedy')}")
         return table

@@ -56,8 +56,9 @@ class CommandInfo:
         return self.study_points is not None
 
     def identity(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options of one run that determine its result (its identity), in field order."""
-        return {k: v for k, v in options.items() if k not in self.not_identity}
+        """The options of one run that determine its result (its identity), in field order (as the config class
+        sees them: :meth:`Config.identity_values`)."""
+        return {k: v for k, v in self.config.identity_values(options).items() if k not in self.not_identity}
 
 
 @dataclass(frozen=True)
