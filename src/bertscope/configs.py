@@ -395,9 +395,12 @@ class FinetuneConfig(ModelOptions):
         """``feature_norm`` resolved, and left out when it is ``none`` (what every run did before the option
         existed), so runs stored earlier keep their ids and ``auto`` shares the id of what it resolves to."""
         out = dict(values)
-        if "feature_norm" in out:
-            resolved = resolve_feature_norm(str(out.pop("feature_norm")), str(out.get("freeze", "none")))
-            if resolved != "none":
+        value = str(out.get("feature_norm", "")).strip().lower()
+        if value in FEATURE_NORMS:  # anything else is left as it is (validating options is the config's job)
+            resolved = resolve_feature_norm(value, str(out.get("freeze", "none")))
+            if resolved == "none":
+                del out["feature_norm"]
+            else:
                 out["feature_norm"] = resolved
         return out
 
