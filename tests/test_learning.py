@@ -53,3 +53,23 @@ def test_one_class_dev_predictions_are_flagged() -> None:
     assert did_not_learn(0.1, 2.0, {"validation": [3.0, 3.0]}, regression=True).learned
     record = did_not_learn(0.69, math.log(2), {"validation": [0.0, 0.0]}).to_dict()
     assert record["learned"] is False and "; " in record["reason"] and record["constant_loss"] == math.log(2)
+
+
+def test_the_report_marks_runs_that_did_not_learn() -> None:
+    from bertscope.report.context import Context
+    from bertscope.report.sections import _not_learned_section
+    from bertscope.sweep.store import RunRecord
+
+    def record(run_id: str, command: str, metrics: dict) -> RunRecord:
+        return RunRecord(id=run_id, command=command, config={}, identity={}, depends_on=(), status="done", error=None,
+                         metrics=metrics, attempts=1, created=0.0, started=None, finished=None, duration=None,
+                         worker=None, environment=None, git_commit=None)
+
+    ctx = Context(commands=("finetune", "dims"))
+    rows = [record("ok", "finetune", {"learned": 1.0}), record("stalled", "finetune", {"learned": 0.0}),
+            record("study", "dims", {"runs_not_learned": 3.0}), record("old", "finetune", {})]
+    section = _not_learned_section(rows, ctx)
+    assert section is not None
+    table = next(b for b in section.blocks if b.kind == "table")
+    assert [row[0] for row in table.rows] == ["`stalled`", "`study`"] and "3 run(s)" in table.rows[1][2]
+    assert _not_learned_section(rows[:1] + rows[3:], ctx) is None

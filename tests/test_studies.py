@@ -262,3 +262,12 @@ def test_study_runs_stored_by_bertscope_0_1_resume_and_data_dir_is_not_identity(
     moved.symlink_to(glue_dir, target_is_directory=True)
     assert [r["score"] for r in api.layers(**{**options, "data_dir": str(moved)}).table] == \
         [r["score"] for r in first.table]
+
+
+def test_find_effective_whose_starts_all_stalled_says_so(small, tiny_checkpoint, tmp_path):
+    result = api.dims(task="sst2", model=str(tiny_checkpoint("bert", 3)), find_effective=True, start=2,
+                      start_subsets=2, head_lr=1e-9, out=str(tmp_path / "stalled"), **small)  # heads cannot move
+    assert all(r["learned"] is False for r in result.runs)
+    assert result.summary["starts_learned"] == 0
+    assert "no starting subset learned" in result.title and "none found" not in result.title
+    assert result.metrics()["runs_not_learned"] == len(result.runs)
