@@ -355,6 +355,7 @@ class PreparedRun:
         sel = self.selection
         return {**self.config.to_dict(), "resolved.task": self.data.task.name, "resolved.model": self.loaded.source,
                 "resolved.head_lr": self.head_lr, "resolved.layers": list(sel.layers), "resolved.dims": len(sel.dims),
+                "resolved.feature_norm": self.trained_head.spec.feature_norm,
                 "resolved.cached": self.cached, "resolved.encoder_trainable": sum(p.numel() for _, p in
                                                                                   self.encoder_params),
                 "bertscope_version": __version__}
