@@ -401,3 +401,33 @@ def test_load_finetuned_refuses_a_head_and_an_encoder_of_different_saves(tmp_pat
         values.pop(export.SAVE_ID_KEY)
         (legacy / name).write_text(json.dumps(values), encoding="utf-8")
     assert load_finetuned(legacy).spec.num_labels == 3
+
+
+# --- feature normalisation (issue 11) --------------------------------------------------------------------------------
+
+
+def test_a_standardizing_head_is_exported_folded_with_the_same_logits(bert_tokenizer) -> None:
+    model = tiny_model("bert", "base")
+    plain = _standard_head(model)
+    spec = HeadSpec.from_dict({**plain.spec.to_dict(), "feature_norm": "standardize"})
+    head = SelectingHead(spec, seed=1, pooler=families.pooler_parts(model))
+    head.load_state_dict({**plain.state_dict(), "feature_mean": torch.randn(32) * 0.3,
+                          "feature_std": torch.rand(32) * 0.5 + 0.05})
+    head.eval()
+    assert export.classifier_blocker(head.spec, model) is None
+    folded = export.folded_classifier(head)
+    assert not torch.equal(folded.weight, head.classifier.weight)  # the statistics are in the folded layer
+    classifier = export.to_sequence_classifier(model, head)
+    ours = FinetunedModel(encoder=model, head=head, tokenizer=bert_tokenizer).logits(PAIRS, max_length=32)
+    enc = bert_tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = classifier(**enc).logits
+    assert (ours.max(0).values - ours.min(0).values).min() > 1e-3
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_layernorm_head_is_not_a_standard_classifier_in_one_line() -> None:
+    model = tiny_model("bert", "base")
+    spec = HeadSpec.from_dict({**_standard_head(model).spec.to_dict(), "feature_norm": "layernorm"})
+    reason = export.classifier_blocker(spec, model)
+    assert reason is not None and "layernorm" in reason and "\n" not in reason

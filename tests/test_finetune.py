@@ -296,3 +296,25 @@ def test_default_model_learns_sst2_and_random_two_dims_runs(tmp_path, glue_dir) 
     assert two.selection["dims"] == list(parse_dims("random:2", 384, seed=3))
     assert 0.0 <= two.final["validation"]["accuracy"] <= 1.0
     assert json.loads((tmp_path / "two" / "results.json").read_text())["complete"]
+
+
+def test_results_record_the_feature_norm_and_flag_a_head_that_did_not_learn(tmp_path, tiny_checkpoint,
+                                                                           glue_dir) -> None:
+    out = tmp_path / "stalled"
+    result = api.finetune(model=str(tiny_checkpoint("bert", 2)), task="sst2", data_dir=str(glue_dir), epochs=1,
+                          freeze="encoder", head_lr=1e-9, out=str(out), **SMALL)  # a head that cannot move
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["config"]["feature_norm"] == "auto"
+    assert payload["head"]["feature_norm"] == "standardize"  # auto with --freeze encoder
+    assert payload["head"]["feature_stats"]["examples"] == 32
+    assert payload["learning"]["learned"] is False and payload["learning"]["remedy"]
+    assert "constant predictor" in payload["learning"]["reason"]
+    assert result.metrics()["learned"] == 0.0
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(result.render())
+    assert "did not learn" in console.export_text()
+    plain = api.finetune(model=str(tiny_checkpoint("bert", 2)), task="sst2", data_dir=str(glue_dir), epochs=1,
+                         lr=1e-9, **SMALL)
+    assert plain.head["feature_norm"] == "none" and plain.head["feature_stats"] is None  # fine-tuning: auto = none

@@ -94,3 +94,63 @@ def test_a_truncated_head_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(BertscopeError, match="head.safetensors") as info:
         SelectingHead.load(tmp_path)
     assert "\n" not in str(info.value)
+
+
+# --- feature normalisation (issue 11) --------------------------------------------------------------------------------
+
+
+def _norm_spec(feature_norm: str, **changes) -> HeadSpec:
+    values = {"num_labels": 3, "hidden_size": 6, "layers": (1, 2), "dims": (4, 1, 5), "dropout": 0.0,
+              "feature_norm": feature_norm, **changes}
+    return HeadSpec(**values)
+
+
+def test_standardize_buffers_normalise_the_selected_features() -> None:
+    head = SelectingHead(_norm_spec("standardize"), seed=0).eval()
+    assert head.feature_mean.shape == (6,) and head.feature_std.shape == (6,)
+    vectors = torch.randn(5, 2, 6) * 7 + 3
+    selected = vectors[:, :, [4, 1, 5]].flatten(1)
+    torch.testing.assert_close(head.features(vectors), selected)  # identity until the statistics are set
+    mean, std = torch.linspace(-2, 2, 6), torch.linspace(0.5, 3, 6)
+    std[2] = 0.0  # a constant feature is only centred
+    head.set_standardizer(mean, std)
+    expected = (selected - mean) / torch.where(std > 0, std, torch.ones(6))
+    torch.testing.assert_close(head.features(vectors), expected)
+    with pytest.raises(ValueError, match="expected"):
+        head.set_standardizer(torch.zeros(5), torch.ones(5))
+    assert "feature_mean" not in SelectingHead(_norm_spec("none"), seed=0).state_dict()
+
+
+def test_layernorm_matches_torch_layer_norm_without_affine() -> None:
+    head = SelectingHead(_norm_spec("layernorm"), seed=0).eval()
+    vectors = torch.randn(4, 2, 6) * 50
+    selected = vectors[:, :, [4, 1, 5]].flatten(1)
+    torch.testing.assert_close(head.features(vectors), torch.nn.functional.layer_norm(selected, (6,), eps=1e-5))
+    assert not any("norm" in name for name, _ in head.named_parameters())  # no learned affine
+    with pytest.raises(BertscopeError, match="single feature"):
+        _norm_spec("layernorm", layers=(1,), dims=(3,))
+    with pytest.raises(BertscopeError, match="feature normalisation"):
+        _norm_spec("auto")  # a head holds the resolved choice
+
+
+@pytest.mark.parametrize("feature_norm", ["standardize", "layernorm", "none"])
+def test_feature_norm_round_trips_through_save_and_load(tmp_path, feature_norm: str) -> None:
+    head = SelectingHead(_norm_spec(feature_norm, head="mlp2", head_hidden=4), seed=3).eval()
+    if feature_norm == "standardize":
+        head.set_standardizer(torch.randn(6), torch.rand(6) + 0.1)
+    head.save(tmp_path / "h", seed=3)
+    loaded = SelectingHead.load(tmp_path / "h").eval()
+    assert loaded.spec == head.spec and loaded.spec.feature_norm == feature_norm
+    vectors = torch.randn(4, 2, 6) * 10
+    torch.testing.assert_close(loaded(vectors), head(vectors))
+
+
+def test_a_head_saved_before_feature_norm_loads_as_a_plain_head(tmp_path) -> None:
+    import json
+
+    head = SelectingHead(_norm_spec("none"), seed=0)
+    head.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "head_config.json").read_text())
+    config.pop("feature_norm")
+    (tmp_path / "old" / "head_config.json").write_text(json.dumps(config))
+    assert SelectingHead.load(tmp_path / "old").spec.feature_norm == "none"

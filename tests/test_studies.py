@@ -361,3 +361,12 @@ def test_study_points_with_seeds_keep_one_point_per_run():
     assert layers.study_points(payload) == [({"layer": 1, "seed": 1}, 0.6), ({"layer": 1, "seed": 2}, 0.7)]
     assert [p[0]["seed"] for p in tokens.study_points(payload)] == [1, 2]
     assert layers.study_points({**payload, "config": {}}) == [({"layer": 1}, 0.65)]  # one seed: the table, as before
+
+
+def test_find_effective_whose_starts_all_stalled_says_so(small, tiny_checkpoint, tmp_path):
+    result = api.dims(task="sst2", model=str(tiny_checkpoint("bert", 3)), find_effective=True, start=2,
+                      start_subsets=2, head_lr=1e-9, out=str(tmp_path / "stalled"), **small)  # heads cannot move
+    assert all(r["learned"] is False for r in result.runs)
+    assert result.summary["starts_learned"] == 0
+    assert "no starting subset learned" in result.title and "none found" not in result.title
+    assert result.metrics()["runs_not_learned"] == len(result.runs)

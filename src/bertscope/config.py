@@ -131,6 +131,12 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def identity_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` (this command's options) as run ids and hashes see them: a command may resolve an option to
+        what it means, or leave one out while it keeps an older behaviour, so older ids stay valid."""
+        return dict(values)
+
+    @classmethod
     def from_dict(cls: type[C], values: Mapping[str, Any], *, where: str = "config") -> C:
         """Build from a mapping whose keys are option names (``-`` or ``_``); unknown keys are an error."""
         known = set(cls.field_names())

@@ -21,7 +21,24 @@ __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", 
     "ReportConfig", "StatusConfig", "SweepConfig", "TextOptions"]
 __all__ += ["PredictConfig"]
 __all__ += ["FIT_METHODS", "fit_is_sgd", "probe_applies"]
+__all__ += ["FEATURE_NORMS", "resolve_feature_norm"]
 __all__ += ["CrossConfig", "DimsConfig", "LayersConfig", "StudyOptions", "TokensConfig"]
+
+
+#: ``--feature-norm`` values; ``auto`` resolves to one of the others (:func:`resolve_feature_norm`).
+FEATURE_NORMS = ("auto", "none", "standardize", "layernorm")
+
+
+def resolve_feature_norm(feature_norm: str, freeze: str) -> str:
+    """``auto`` -> ``standardize`` when ``--freeze encoder`` (a fixed feature extractor, whose outlier dimensions
+    stall a plain head), else ``none`` (fine-tuning moves the features; measured in docs/finetune.md). Decided from
+    the options alone, so a run's id can say what its head did."""
+    value = feature_norm.strip().lower()
+    if value not in FEATURE_NORMS:
+        raise BertscopeError(f"--feature-norm must be one of {', '.join(FEATURE_NORMS)}, got {feature_norm!r}")
+    if value != "auto":
+        return value
+    return "standardize" if freeze.strip().lower() == "encoder" else "none"
 
 
 def _env_glue_dir() -> str | None:
@@ -431,6 +448,30 @@ class FinetuneConfig(ModelOptions):
                           "L-BFGS, ridge for STS-B, L2 chosen on held-out training rows; needs a fully frozen "
                           "encoder and a linear head) or auto (converged when the encoder is fully frozen and the "
                           "head linear, else sgd)", choices=FIT_METHODS)
+    # ---- feature normalisation on the selecting head (issue 11)
+    feature_norm: str = opt("auto", "normalise the head's selected features: none (the papers' plain head), "
+                                    "standardize (per-dimension mean/std of the training split, from the pretrained "
+                                    "encoder, fixed), layernorm (no learned affine), or auto (standardize with "
+                                    "--freeze encoder, else none; see docs/finetune.md)", choices=FEATURE_NORMS)
+
+    @property
+    def resolved_feature_norm(self) -> str:
+        """What ``--feature-norm`` means for this run (``auto`` resolved): none, standardize or layernorm."""
+        return resolve_feature_norm(self.feature_norm, self.freeze)
+
+    @classmethod
+    def identity_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``feature_norm`` resolved, and left out when it is ``none`` (what every run did before the option
+        existed), so runs stored earlier keep their ids and ``auto`` shares the id of what it resolves to."""
+        out = dict(values)
+        value = str(out.get("feature_norm", "")).strip().lower()
+        if value in FEATURE_NORMS:  # anything else is left as it is (validating options is the config's job)
+            resolved = resolve_feature_norm(value, str(out.get("freeze", "none")))
+            if resolved == "none":
+                del out["feature_norm"]
+            else:
+                out["feature_norm"] = resolved
+        return out
 
     def validate(self) -> None:
         ModelOptions.validate(self)

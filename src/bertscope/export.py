@@ -58,6 +58,7 @@ __all__ = [
     "SavedModel",
     "check_saved_together",
     "classifier_blocker",
+    "folded_classifier",
     "label_maps",
     "label_names",
     "prediction_rows",
@@ -151,6 +152,8 @@ def classifier_blocker(spec: HeadSpec, model: nn.Module) -> str | None:
         None if spec.layers == (depth,) else f"it reads hidden layer(s) {list(spec.layers)}, not the last ({depth}) "
                                              "alone",
         None if spec.dims == tuple(range(width)) else f"it sees {len(spec.dims)} of the {width} hidden dimensions",
+        None if spec.feature_norm != "layernorm" else "the head layer-normalises its features (--feature-norm "
+                                                      "layernorm), which the standard classifier cannot hold",
     ]
     found = [r for r in reasons if r is not None]
     return "; ".join(found) if found else None
@@ -184,7 +187,7 @@ def to_sequence_classifier(model: PreTrainedModel, head: SelectingHead) -> PreTr
         raise RuntimeError(f"{class_name}: encoder weights do not fit (missing {loaded.missing_keys[:3]}, "
                            f"unexpected {stray[:3]})")
     with torch.no_grad():
-        for path, source in ((layout.pooler, head.pooler_dense), (layout.classifier, head.classifier)):
+        for path, source in ((layout.pooler, head.pooler_dense), (layout.classifier, folded_classifier(head))):
             target = classifier.get_submodule(path)
             if not isinstance(target, nn.Linear) or target.weight.shape != source.weight.shape:
                 raise RuntimeError(f"{class_name}.{path} is not a Linear of shape {tuple(source.weight.shape)}")
@@ -192,6 +195,22 @@ def to_sequence_classifier(model: PreTrainedModel, head: SelectingHead) -> PreTr
             target.bias.copy_(source.bias.detach().cpu())
     result: PreTrainedModel = classifier.eval()
     return result
+
+
+def folded_classifier(head: SelectingHead) -> nn.Linear:
+    """``head``'s linear classifier with its ``standardize`` folded in (``W/std``, ``b - W·mean/std``; float64
+    arithmetic), so the plain layer on unnormalised features computes the same logits; the classifier itself when
+    the head does not standardise."""
+    if head.spec.feature_norm != "standardize":
+        return head.classifier
+    weight, bias = head.classifier.weight.detach().double().cpu(), head.classifier.bias.detach().double().cpu()
+    mean, std = head.feature_mean.detach().double().cpu(), head.feature_std.detach().double().cpu()
+    folded = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        scaled = weight / std
+        folded.weight.copy_(scaled.float())
+        folded.bias.copy_((bias - scaled @ mean).float())
+    return folded
 
 
 @contextlib.contextmanager

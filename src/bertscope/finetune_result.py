@@ -40,6 +40,12 @@ class FinetuneResult:
     # ---- resume (issue 12): where a resumed run continued from (0 and 0: it ran from the start)
     resumed_from_epoch: int = 0  # epochs the checkpoint had finished
     resumed_from_step: int = 0  # optimizer steps it had taken (past resumed_from_epoch when written mid-epoch)
+    learning: dict[str, Any] | None = None  # bertscope.learning.LearningCheck.to_dict(): did the head learn?
+
+    @property
+    def learned(self) -> bool:
+        """False when the run was flagged as not having learned (:mod:`bertscope.learning`)."""
+        return self.learning is None or bool(self.learning.get("learned", True))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +69,7 @@ class FinetuneResult:
             "test_predictions": self.test_predictions,
             "resumed_from_epoch": self.resumed_from_epoch,
             "resumed_from_step": self.resumed_from_step,
+            "learning": self.learning,
             "environment": self.environment,
         }
 
@@ -76,6 +83,8 @@ class FinetuneResult:
         out["train.examples_per_second"] = self.timing["train_examples_per_second"]
         out["train.seconds"] = self.timing["train_seconds"]
         out["eval.seconds"] = self.timing["eval_seconds"]
+        if self.learning is not None:
+            out["learned"] = 1.0 if self.learned else 0.0
         return out
 
     def render(self) -> Any:
@@ -97,4 +106,8 @@ class FinetuneResult:
             table.add_row(*row)
         table.caption = (f"final GLUE score {self.final_score:.4f}; "
                          f"{self.timing['train_examples_per_second']:.1f} train examples/s")
+        if not self.learned and self.learning is not None:
+            table.caption += (f"\n[bold red]WARNING: the head did not learn[/] ({self.learning.get('reason')}); "
+                              f"this score says nothing about the features. Likely remedy: "
+                              f"{self.learning.get('remedy')}")
         return table

@@ -1,13 +1,19 @@
 """The selecting head: the small module that maps selected token vectors ``[B, n_layers, H]`` to logits.
 
 * :class:`HeadSpec`, the serialisable description of a head (written as ``head_config.json`` beside its weights);
-* :class:`SelectingHead`: optional pooler -> fixed dimension mask -> dropout -> ``linear`` or ``mlp2``; saved and
-  loaded as ``head_config.json`` + ``head.safetensors``;
+* :class:`SelectingHead`: optional pooler -> fixed dimension mask -> feature normalisation -> dropout -> ``linear``
+  or ``mlp2``; saved and loaded as ``head_config.json`` + ``head.safetensors``;
 * :class:`SeededDropout`, dropout with its own generator, so the head never reads the global RNG.
 
 Dropout (default 0.1, as in BERT's classifier) is applied to the selected features before the head. ``layers`` are
 hidden-state indices (0 = embedding output), ``dims`` hidden-dimension indices, as :mod:`bertscope.options` parses
 them.
+
+Feature normalisation (``feature_norm``, resolved: never ``auto``): ``standardize`` subtracts a fixed per-feature mean
+and divides by a fixed standard deviation (buffers ``feature_mean`` / ``feature_std``, set once from the training
+split by :func:`bertscope.normalize.fit_standardizer` and saved with the weights), ``layernorm`` normalises each
+selected vector over its features without a learned affine. BERT-family vectors carry a few "outlier" dimensions
+hundreds of times larger than the rest; a plain linear head on them barely moves under AdamW (docs/finetune.md).
 """
 
 from __future__ import annotations
@@ -26,9 +32,16 @@ from bertscope.errors import BertscopeError
 from bertscope.options import parse_token
 from bertscope.results import write_json_atomic
 
-__all__ = ["HEAD_KINDS", "HeadSpec", "SeededDropout", "SelectingHead"]
+__all__ = ["FEATURE_NORM_KINDS", "HEAD_KINDS", "LAYERNORM_EPS", "STD_FLOOR", "HeadSpec", "SeededDropout",
+           "SelectingHead"]
 
 HEAD_KINDS = ("linear", "mlp2")
+#: Resolved ``--feature-norm`` values a head can hold.
+FEATURE_NORM_KINDS = ("none", "standardize", "layernorm")
+#: ``layernorm``'s epsilon (torch's default).
+LAYERNORM_EPS = 1e-5
+#: A standard deviation at or below this (a constant feature) is stored as 1: the feature is only centred.
+STD_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class HeadSpec:
     pooler: bool = False
     task: str | None = None
     label_names: tuple[str, ...] = field(default=())
+    feature_norm: str = "none"  # absent from heads saved before the option: they are plain heads
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
@@ -59,6 +73,12 @@ class HeadSpec:
             raise BertscopeError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.head_hidden < 1:
             raise BertscopeError(f"--head-hidden must be at least 1, got {self.head_hidden}")
+        if self.feature_norm not in FEATURE_NORM_KINDS:
+            raise BertscopeError(f"unknown feature normalisation {self.feature_norm!r}; use "
+                                 f"{', '.join(FEATURE_NORM_KINDS)}")
+        if self.feature_norm == "layernorm" and self.in_features < 2:
+            raise BertscopeError("--feature-norm layernorm over a single feature makes it 0 for every example; use "
+                                 "standardize or none")
 
     @property
     def in_features(self) -> int:
@@ -112,11 +132,16 @@ class SelectingHead(nn.Module):
     """
 
     dims: torch.Tensor  # the buffer of selected dimension indices
+    feature_mean: torch.Tensor  # standardize only: fixed per-feature mean and std ([in_features])
+    feature_std: torch.Tensor
 
     def __init__(self, spec: HeadSpec, *, seed: int = 0, pooler: tuple[nn.Linear, nn.Module] | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.register_buffer("dims", torch.tensor(spec.dims, dtype=torch.long), persistent=True)
+        if spec.feature_norm == "standardize":  # identity until set_standardizer (loading restores the saved ones)
+            self.register_buffer("feature_mean", torch.zeros(spec.in_features), persistent=True)
+            self.register_buffer("feature_std", torch.ones(spec.in_features), persistent=True)
         self.pooler_dense: nn.Linear | None = None
         self.pooler_activation: nn.Module | None = None
         if spec.pooler:
@@ -145,11 +170,37 @@ class SelectingHead(nn.Module):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.02)
                 module.bias.zero_()
 
-    def features(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``[B, n_layers, H]`` -> the head's input ``[B, n_layers * len(dims)]`` (before dropout)."""
+    def selected(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[B, n_layers, H]`` -> the selected features ``[B, n_layers * len(dims)]`` (before normalisation): what
+        the standardisation statistics are computed over."""
         if self.pooler_dense is not None and self.pooler_activation is not None:
             vectors = self.pooler_activation(self.pooler_dense(vectors))
         return vectors.index_select(-1, self.dims).flatten(1)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature normalisation of ``spec.feature_norm`` on selected features ``[B, F]``."""
+        kind = self.spec.feature_norm
+        if kind == "standardize":
+            return (x - self.feature_mean.to(x.dtype)) / self.feature_std.to(x.dtype)
+        if kind == "layernorm":
+            return nn.functional.layer_norm(x, (x.shape[-1],), eps=LAYERNORM_EPS)
+        return x
+
+    def set_standardizer(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fix the ``standardize`` statistics (per selected feature); a std at or below :data:`STD_FLOOR` is 1."""
+        if self.spec.feature_norm != "standardize":
+            raise ValueError(f"set_standardizer on a head with feature_norm={self.spec.feature_norm!r}")
+        shape = (self.spec.in_features,)
+        if tuple(mean.shape) != shape or tuple(std.shape) != shape:
+            raise ValueError(f"standardizer of shape {tuple(mean.shape)}/{tuple(std.shape)}, expected {shape}")
+        std = std.detach().float()
+        with torch.no_grad():
+            self.feature_mean.copy_(mean.detach().float())
+            self.feature_std.copy_(torch.where(std > STD_FLOOR, std, torch.ones_like(std)))
+
+    def features(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[B, n_layers, H]`` -> the head's input ``[B, n_layers * len(dims)]`` (normalised, before dropout)."""
+        return self.normalise(self.selected(vectors))
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.features(vectors))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CROSS_STAGE_SKIP_0_1", "FIELDS_0_1", "STUDY_NOT_HASHED_0_1", "SWEEP_NON_IDENTITY_0_1", "legacy_values"]
+__all__ = ["CHANGED_SINCE_0_1", "CROSS_STAGE_SKIP_0_1", "FIELDS_0_1", "STUDY_NOT_HASHED_0_1", "SWEEP_NON_IDENTITY_0_1", "legacy_values"]
 
 #: sweep/spec.py's NON_IDENTITY_OPTIONS in 0.1.0.
 SWEEP_NON_IDENTITY_0_1 = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"})
@@ -81,6 +81,11 @@ FIELDS_0_1: dict[str, frozenset[str]] = {
 }
 
 
+#: Result-changing options added since 0.1.0 that a config's ``identity_values`` leaves out while they keep 0.1.0's
+#: behaviour: present in the values they describe a run 0.1.0 could not make, so they stay in (and match nothing).
+CHANGED_SINCE_0_1 = frozenset({"feature_norm"})
+
+
 def _changed_since_0_1(values: Mapping[str, Any]) -> list[str]:
     """Options added since 0.1.0 whose value changes results from what 0.1.0 did (``--fit`` other than sgd: a
     converged probe), so the run cannot have been stored by 0.1.0."""
@@ -90,12 +95,14 @@ def _changed_since_0_1(values: Mapping[str, Any]) -> list[str]:
 
 
 def legacy_values(command: str, values: Mapping[str, Any], skip: frozenset[str]) -> dict[str, Any]:
-    """``values`` as 0.1.0 hashed them for ``command``: its 0.1.0 options only, minus ``skip``, in the given order.
+    """``values`` as 0.1.0 hashed them for ``command``: its 0.1.0 options only, minus ``skip``, in the given order
+    (plus any of :data:`CHANGED_SINCE_0_1` still present, so such a run matches no 0.1.0 one).
 
     A run that sets an option added since to a result-changing value gets a marker, so its legacy id matches no
     record 0.1.0 stored (a frozen study's probe run never resumes from a 0.1.0 sgd run)."""
     known = FIELDS_0_1.get(command)
-    out = {k: v for k, v in values.items() if k not in skip and (known is None or k in known)}
+    out = {k: v for k, v in values.items()
+           if k not in skip and (known is None or k in known or k in CHANGED_SINCE_0_1)}
     changed = _changed_since_0_1(values)
     if changed:
         out["@not-0.1"] = changed

@@ -54,6 +54,8 @@ from bertscope.features import (
 from bertscope.finetune_result import FinetuneResult
 from bertscope.freezing import apply_freezing
 from bertscope.head import HeadSpec, SelectingHead
+from bertscope.learning import constant_loss, did_not_learn
+from bertscope.normalize import fit_standardizer
 from bertscope.options import (
     HIDDEN_STATE,
     canonical_token,
@@ -230,7 +232,7 @@ def build_head(config: FinetuneConfig, task: glue.GlueTask, selection: Selection
     spec = HeadSpec(num_labels=task.num_labels, hidden_size=selection.hidden_size, layers=selection.layers,
                     dims=selection.dims, token=config.token, include_special=config.include_special,
                     head=config.head, head_hidden=config.head_hidden, dropout=config.dropout, pooler=config.pooler,
-                    task=task.name, label_names=task.label_names)
+                    task=task.name, label_names=task.label_names, feature_norm=config.resolved_feature_norm)
     return SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
 
 
@@ -332,6 +334,7 @@ class PreparedRun:
     history: TrainHistory | None = field(default=None, repr=False)
     checkpoints: Checkpointer | None = None  # set by the caller: resume from it, checkpoint into it while training
     fit: dict[str, Any] | None = field(default=None, repr=False)  # how the head was fitted (--fit), after train()
+    feature_stats: dict[str, Any] | None = None  # --feature-norm standardize: what its statistics were fitted on
 
     @property
     def model(self) -> PreTrainedModel:
@@ -358,6 +361,7 @@ class PreparedRun:
         sel = self.selection
         return {**self.config.to_dict(), "resolved.task": self.data.task.name, "resolved.model": self.loaded.source,
                 "resolved.head_lr": self.head_lr, "resolved.layers": list(sel.layers), "resolved.dims": len(sel.dims),
+                "resolved.feature_norm": self.trained_head.spec.feature_norm,
                 "resolved.cached": self.cached, "resolved.encoder_trainable": sum(p.numel() for _, p in
                                                                                   self.encoder_params),
                 "bertscope_version": __version__}
@@ -433,7 +437,8 @@ class PreparedRun:
             task=self.data.task.name,
             model_source=self.loaded.source,
             head={**head.spec.to_dict(), "seed": config.seed, "head_lr": self.head_lr,
-                  "fit": {"requested": config.fit, **(self.fit or {"method": "sgd"})}},
+                  "fit": {"requested": config.fit, **(self.fit or {"method": "sgd"})},
+                  "feature_norm_requested": config.feature_norm, "feature_stats": self.feature_stats},
             selection={"token": sel.token, "token_method": sel.token_method, "token_index": sel.token_index,
                        "include_special": config.include_special, "layers": list(sel.layers),
                        "layer_numbering": HIDDEN_STATE,
@@ -463,7 +468,19 @@ class PreparedRun:
             features=self.features,
             resumed_from_epoch=history.resumed_from_epoch,
             resumed_from_step=history.resumed_from_step,
+            learning=self._learning_check(history),
         )
+
+    def _learning_check(self, history: TrainHistory) -> dict[str, Any]:
+        """Did the head learn (:func:`bertscope.learning.did_not_learn`): final training loss against the constant
+        predictor's on the training labels, and the dev predictions."""
+        regression = self.data.task.is_regression
+        labels = [v for v in self.data.train_data.labels if v is not None]
+        constant = constant_loss(labels, regression=regression) if labels else None
+        dev_labels = {k: list(v.labels) for k, v in self.data.eval_data.items()}
+        check = did_not_learn(history.epochs[-1].train_loss, constant, history.predictions, dev_labels,
+                              regression=regression)
+        return check.to_dict()
 
 
 def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun:
@@ -511,9 +528,10 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
         collate_fn = FeatureCollate([(split, features[name].select(config.token, selection.layers))
                                      for name, split in data.splits()])
         root = shared.feature_root if store is None else str(store.root)
-        return PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr,
-                           CachedRepresentation(), [], device, collate_fn=collate_fn,
-                           features={"root": root, "splits": {k: v.info() for k, v in features.items()}})
+        return _fit_feature_norm(PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr,
+                                             CachedRepresentation(), [], device, collate_fn=collate_fn,
+                                             features={"root": root,
+                                                       "splits": {k: v.info() for k, v in features.items()}}))
 
     # ---- data-parallel under torchrun / accelerate launch (bertscope.distributed): DDP averages the gradients and
     # starts every process from rank 0's weights. The encoder may hold parameters the head never reaches (layers
@@ -527,5 +545,16 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     represent = EncoderRepresentation(model, selection.layers, selection.token_spec,
                                       include_special=config.include_special, frozen=frozen_entirely,
                                       forward=forward, fast_top=not frozen_entirely)
-    return PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr, represent,
-                       encoder_params, device)
+    return _fit_feature_norm(PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr,
+                                         represent, encoder_params, device))
+
+
+def _fit_feature_norm(run: PreparedRun) -> PreparedRun:
+    """``--feature-norm standardize``: fix the head's statistics from the training split before training (the
+    encoder as it is now: pretrained, or as handed in), through the run's own representation."""
+    head = run.trained_head
+    if head.spec.feature_norm == "standardize":
+        run.feature_stats = fit_standardizer(head, run.represent, run.data.train_data,
+                                             batch_size=run.config.eval_batch_size or run.config.batch_size,
+                                             device=run.device, collate_fn=run.collate_fn)
+    return run

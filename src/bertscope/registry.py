@@ -67,9 +67,10 @@ class CommandInfo:
         return self.study_points is not None
 
     def identity(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options of one run that determine its result (its identity), in field order: all but ``not_identity``
-        and the options added since 0.1.0 that sit at their neutral value (:data:`NEUTRAL_VALUES`)."""
-        return {k: v for k, v in options.items()
+        """The options of one run that determine its result (its identity), in field order, as the config class sees
+        them (:meth:`Config.identity_values`): all but ``not_identity`` and the options added since 0.1.0 that sit
+        at their neutral value (:data:`NEUTRAL_VALUES`)."""
+        return {k: v for k, v in self.config.identity_values(options).items()
                 if k not in self.not_identity and not (k in NEUTRAL_VALUES and v == NEUTRAL_VALUES[k])}
 
 

@@ -36,6 +36,7 @@ from bertscope.figures import (
     style_words,
 )
 from bertscope.labels import axis_name, model_name, task_name
+from bertscope.learning import REMEDY
 from bertscope.options import parse_dims
 from bertscope.report.context import Context, row_tasks, task_key
 from bertscope.report.document import Section
@@ -89,8 +90,26 @@ def experiment_sections(store: ResultStore, rows: list[RunRecord], plots: Plots,
                             "only the head (and what is left).", ctx, plots),
         _cross_section(rows, plots, name, metric, ctx),
         _deepened_section(rows, plots, name, metric, products, ctx),
+        _not_learned_section(rows, ctx),
     ]
     return [section for section in candidates if section is not None]
+
+
+def _not_learned_section(rows: Sequence[RunRecord], ctx: Context) -> Section | None:
+    """A marker on the runs whose head did not learn (``learned`` 0, or a study with ``runs_not_learned``): their
+    scores are the constant predictor's, not a property of the features (:mod:`bertscope.learning`)."""
+    flagged = [(r, r.metrics.get("runs_not_learned")) for r in rows
+               if r.metrics.get("learned") == 0 or (r.metrics.get("runs_not_learned") or 0) > 0]
+    if not flagged:
+        return None
+    section = _new_section(_title("runs that did not learn", ctx), ctx)
+    section.text(f"**Warning:** {len(flagged)} run(s) did not learn: the final training loss sits at the constant "
+                 f"predictor's or every dev prediction is one class, so their scores say nothing about the "
+                 f"features. Likely remedy: {REMEDY}.")
+    section.table(["run", "command", "what"],
+                  [[f"`{r.id}`", r.command, "did not learn" if count is None else f"{int(count)} run(s) did not learn"]
+                   for r, count in flagged])
+    return section
 
 
 # -- names, reference values, captions ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from bertscope.finetune import COMMAND as FINETUNE
 from bertscope.finetune_result import FinetuneResult
 from bertscope.head import SelectingHead
 from bertscope.labels import metric_name, model_name, task_name
+from bertscope.learning import REMEDY
 from bertscope.legacy import STUDY_NOT_HASHED_0_1, legacy_values
 from bertscope.pipeline import (
     Shared,
@@ -63,6 +64,7 @@ __all__ = [
     "execute",
     "finish_study",
     "model_shape",
+    "not_learned",
     "plot_title",
     "run_checkpoints",
     "score_label",
@@ -77,7 +79,7 @@ _DRIVER_OPTIONS = frozenset({"seeds"})
 def _hash(config: FinetuneConfig, *, legacy: bool = False) -> str:
     """The run hash: over finetune's identity, or (``legacy``) as bertscope 0.1.0 computed it (:mod:`legacy`)."""
     values = {k: getattr(config, k) for k in FinetuneConfig.field_names() if k not in _DRIVER_OPTIONS}
-    values = (legacy_values("finetune", values, STUDY_NOT_HASHED_0_1) if legacy
+    values = (legacy_values("finetune", FinetuneConfig.identity_values(values), STUDY_NOT_HASHED_0_1) if legacy
               else FINETUNE.identity(values))
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -269,7 +271,8 @@ def run_record(spec: RunSpec, result: FinetuneResult, *, cached: bool, seconds: 
     return {"complete": True, "run_id": spec.run_id, **spec.params, "seed": result.config.seed,
             "score": result.final_score, "final": result.final, "dims": list(result.selection["dims"]),
             "layers": list(result.selection["layers"]), "token": result.selection["token"], "cached": cached,
-            "seconds": seconds, **(extra or {}), **({"dev": dev} if dev else {}), "result": payload}
+            "seconds": seconds, "learned": result.learned, **(extra or {}), **({"dev": dev} if dev else {}),
+            "result": payload}
 
 
 def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, progress: bool = True,
@@ -350,6 +353,7 @@ class StudyResult:
         for key, value in self.summary.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[key] = float(value)
+        out["runs_not_learned"] = float(len(not_learned(self.runs)))
         return out
 
     def render(self) -> Any:
@@ -367,7 +371,18 @@ class StudyResult:
         table.caption = (f"{len(self.runs)} runs ({resumed} loaded from earlier), "
                          f"{sum(1 for r in self.runs if r.get('cached'))} on cached features"
                          + (f"; files in {Path(next(iter(self.files.values()))).parent}" if self.files else ""))
+        flagged = not_learned(self.runs)
+        if flagged:
+            table.caption += (f"\n[bold red]WARNING: {len(flagged)} of {len(self.runs)} runs did not learn[/] (e.g. "
+                              f"{', '.join(str(r.get('run_id')) for r in flagged[:3])}): their scores sit at the "
+                              f"constant predictor's and say nothing about the features. Likely remedy: {REMEDY}")
         return table
+
+
+def not_learned(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The runs of a study flagged as not having learned (:mod:`bertscope.learning`; records stored before the
+    flag existed count as learned)."""
+    return [r for r in runs if r.get("learned") is False]
 
 
 def finish_study(study: str, config: Any, table: list[dict[str, Any]], runs: list[dict[str, Any]],

@@ -112,8 +112,9 @@ _SEED_DRIVER = frozenset({"seeds", "tolerance"})
 
 def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str:
     """Hash of what determines stages 1..``stage``: every option that changes results, and the tasks so far."""
-    values = (legacy_values("cross", config.to_dict(), CROSS_STAGE_SKIP_0_1) if legacy
-              else {k: v for k, v in COMMAND.identity(config.to_dict()).items()
+    options = CrossConfig.identity_values(config.to_dict())
+    values = (legacy_values("cross", options, CROSS_STAGE_SKIP_0_1) if legacy
+              else {k: v for k, v in COMMAND.identity(options).items()
                     if k not in {"single_task", "tasks"} | _SEED_DRIVER})
     values["tasks_so_far"] = list(parse_name_list(config.tasks, option="--tasks"))[:stage]
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]

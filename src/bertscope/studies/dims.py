@@ -29,6 +29,7 @@ from bertscope import stats
 from bertscope.configs import DimsConfig
 from bertscope.errors import BertscopeError
 from bertscope.finetune import NOT_IDENTITY
+from bertscope.learning import REMEDY
 from bertscope.options import parse_k_list
 from bertscope.registry import CommandInfo, StudyPoint
 from bertscope.studies.common import (
@@ -256,9 +257,16 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
                                 "counts, no error bars"), fontsize=9)
         ax.legend(fontsize=8)
 
+    start_records = [by_dims[tuple(sorted(s))] for s in starts]
+    summary["starts_learned"] = sum(r.get("learned") is not False for r in start_records)
+    if start_records and not summary["starts_learned"]:  # nothing to remove from: no finding either way
+        found = ("no starting subset learned (every start sits at the constant predictor); no finding about "
+                 f"effective dimensions. Likely remedy: {REMEDY}")
+    else:
+        found = f"effective dims {effective or 'none found'}"
+    summary["finding"] = found
     return finish_study("dims", config, table, records, summary, plot=plot,
-                        title=f"find-effective {config.task}: effective dims {effective or 'none found'}",
-                        row_key="dim")
+                        title=f"find-effective {config.task}: {found}", row_key="dim")
 
 
 def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:

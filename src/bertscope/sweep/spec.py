@@ -412,7 +412,7 @@ class _Expander:
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
         full = _plain(config.to_dict())  # plain JSON values from here on: hashed without another conversion
         identity = self.registry[command].identity(full)
-        legacy = legacy_values(command, full, SWEEP_NON_IDENTITY_0_1)  # its id in a 0.1.0 store
+        legacy = legacy_values(command, cls.identity_values(full), SWEEP_NON_IDENTITY_0_1)  # its id in a 0.1.0 store
         for key, pre in refs.items():
             identity[key] = {"@run": pre.id}
             legacy[key] = {"@run": pre.legacy_id or pre.id}
