@@ -302,9 +302,10 @@ def test_tracker_options_change_no_run_id_study_hash_or_legacy_id(tmp_path, monk
         spec = {"name": "ids", "experiments": [
             {"command": "finetune", "base": {"task": "rte", "max_train": 64, "epochs": 1, **extra},
              "grid": {"dims": ["all", "random:2"]}},
-            # feature_norm none: the plain head these ids were computed for (auto standardises a frozen encoder)
+            # feature_norm none and fit sgd: the plain head and training loop these ids were computed for (auto
+            # standardises a frozen encoder and solves it as a converged probe: new runs, new ids)
             {"command": "dims", "base": {"task": "rte", "freeze": "encoder", "k": "1,all", "feature_norm": "none",
-                                         **extra}},
+                                         "fit": "sgd", **extra}},
             {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
         return [(r.id, r.legacy_id) for r in parse_spec(spec, runs_dir=tmp_path).runs]
 

@@ -34,6 +34,7 @@ from bertscope.configs import (
     SweepConfig,
     TokensConfig,
 )
+from bertscope.finetune import COMMAND as FINETUNE_COMMAND
 from bertscope.finetune import run_finetune
 from bertscope.finetune_result import FinetuneResult
 from bertscope.layer_scan import LayerScanResult, run_layer_scan
@@ -139,7 +140,9 @@ def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> Finetun
     """Fine-tune on a GLUE task with a representation-selecting head (with ``seeds``: one run per seed, and their
     intervals)."""
     config = _config(FinetuneConfig, config, options)
-    return run_finetune_seeds(config) if config.seeds is not None else run_finetune(config)
+    if config.seeds is not None:
+        return run_finetune_seeds(config, run_finetune, FINETUNE_COMMAND.identity)
+    return run_finetune(config)
 
 
 def predict(config: PredictConfig | None = None, /, **options: Any) -> PredictResult:

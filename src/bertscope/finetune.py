@@ -248,7 +248,7 @@ def _run(config: FinetuneConfig) -> Any:
     if config.seeds is not None:
         from bertscope.seeds import run_finetune_seeds
 
-        return run_finetune_seeds(config)
+        return run_finetune_seeds(config, run_finetune, COMMAND.identity)
     return run_finetune(config)
 
 

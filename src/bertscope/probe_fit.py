@@ -11,13 +11,15 @@ mean training loss, steps = L-BFGS iterations), so a probe run's result has the 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from bertscope import glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
+from bertscope.head import SelectingHead
 from bertscope.probe import ProbeResult, fit_probe
 from bertscope.train import (
     EpochRecord,
@@ -28,8 +30,23 @@ from bertscope.train import (
     predictions_from_logits,
 )
 
-if TYPE_CHECKING:
-    from bertscope.pipeline import PreparedRun
+
+class PreparedRun(Protocol):
+    """What a fit reads of a prepared run (:class:`bertscope.pipeline.PreparedRun`; a protocol, so this module
+    does not import the pipeline that calls it)."""
+
+    config: FinetuneConfig
+    data: Any  # pipeline.TaskData: train_data, eval_data, task
+    represent: Any
+    device: torch.device
+    accelerator: Any
+    collate_fn: Any
+
+    @property
+    def head(self) -> nn.Module: ...  # the head as trained (a data-parallel wrapper under torchrun)
+
+    @property
+    def trained_head(self) -> SelectingHead: ...
 
 __all__ = ["fit_converged", "resolve_fit", "training_features"]
 

@@ -10,6 +10,7 @@ with the same options is read back instead of trained again, so adding a seed to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,9 @@ def _seed_config(config: FinetuneConfig, seed: int) -> FinetuneConfig:
     return config.replace(**changes)
 
 
-def _finished(config: FinetuneConfig) -> dict[str, Any] | None:
+def _finished(config: FinetuneConfig, identity: Callable[[Mapping[str, Any]], dict[str, Any]]
+              ) -> dict[str, Any] | None:
     """The seed's results.json when it is complete and was run with the same options (else None, or an error)."""
-    from bertscope.finetune import COMMAND as FINETUNE
-
     if config.out is None or config.overwrite:
         return None
     path = Path(config.out) / "results.json"
@@ -108,17 +108,19 @@ def _finished(config: FinetuneConfig) -> dict[str, Any] | None:
         return None  # unreadable: run it again (finetune moves it aside with --overwrite semantics below)
     if not payload.get("complete"):
         return None
-    stored = FINETUNE.identity({k: v for k, v in (payload.get("config") or {}).items() if k != "seeds"})
-    wanted = FINETUNE.identity({k: v for k, v in config.to_dict().items() if k != "seeds"})
+    stored = identity({k: v for k, v in (payload.get("config") or {}).items() if k != "seeds"})
+    wanted = identity({k: v for k, v in config.to_dict().items() if k != "seeds"})
     if stored != wanted:
         raise BertscopeError(f"{path} was written with other options; choose another --out or pass --overwrite")
     return payload
 
 
-def run_finetune_seeds(config: FinetuneConfig) -> SeedsResult:
-    """Run ``config`` once per seed of ``config.seeds`` (reusing finished seeds in ``OUT/seed-<s>``)."""
-    from bertscope.finetune import run_finetune
+def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneConfig], Any],
+                       identity: Callable[[Mapping[str, Any]], dict[str, Any]]) -> SeedsResult:
+    """Run ``config`` once per seed of ``config.seeds`` (reusing finished seeds in ``OUT/seed-<s>``).
 
+    ``run_finetune`` runs one seed and ``identity`` says which options a stored seed must share (the ``finetune``
+    command's; handed in, so this module sits below the command that calls it)."""
     if config.seeds is None:
         raise BertscopeError("finetune --seeds needs a seed list, e.g. 1,2,3")
     seeds = parse_seed_list(config.seeds, option="--seeds")
@@ -127,7 +129,7 @@ def run_finetune_seeds(config: FinetuneConfig) -> SeedsResult:
     reused: list[int] = []
     for seed in seeds:
         one = _seed_config(config, seed)
-        payload = _finished(one)
+        payload = _finished(one, identity)
         if payload is None:
             payload = run_finetune(one.replace(overwrite=config.overwrite)).to_dict()
         else:
