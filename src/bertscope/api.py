@@ -42,8 +42,8 @@ from bertscope.finetune_result import FinetuneResult
 from bertscope.layer_scan import LayerScanResult, run_layer_scan
 from bertscope.predict import PredictResult, run_predict
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
-from bertscope.replicate import ReplicateResult, run_replicate
 from bertscope.registry import CommandInfo, Registry
+from bertscope.replicate import ReplicateResult, run_replicate
 from bertscope.report import ReportResult, build_report
 from bertscope.studies import StudyResult, run_cross, run_dims, run_layers, run_tokens
 from bertscope.surgery import DeepenResult, run_deepen

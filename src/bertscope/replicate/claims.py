@@ -197,9 +197,9 @@ def _layer_scan(rows: Sequence[RunRow]) -> Claim:
     difference = _shifted(shares, most)
     note = ""
     if len(shares) == 1:  # one seed: resample the variants instead (how much the share depends on which layers)
-        flags = np.asarray(next(iter(by_seed.values())), dtype=float)
-        difference = bootstrap_difference(lambda _y, p: float(np.mean(p)), np.zeros(len(flags)), flags,
-                                          np.full(len(flags), most))
+        flags = next(iter(by_seed.values()))
+        difference = bootstrap_difference(lambda _y, p: float(np.mean(p)), [0.0] * len(flags), flags,
+                                          [most] * len(flags))
         note = "one seed: bootstrap over the variants"
     variants = sum(len(v) for v in by_seed.values())
     return _claim("paper1", "p1.layer-scan", "Removing or duplicating most single layers barely changes the outputs",
@@ -362,7 +362,7 @@ def _cross(rows: Sequence[RunRow]) -> list[Claim]:
             if axes.get("target") == tasks[0] and axes.get("source") == f"after {tasks[1]}":
                 after_b[row.seed] = score
     difference, sides = _paired(after_b, after_a)
-    a, b = (tasks + ["A", "B"])[:2] if len(tasks) < 2 else tasks
+    a, b = tasks if len(tasks) == 2 else ["A", "B"]
     return [_claim("paper2", "p2.cross", "Cross-fine-tuning forgets little (task A after B as good as after A)",
                    f"{a} after {b} vs after {a}", "as_good", f"{a} dev score: after stage {b} - after stage {a}, "
                    "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows])]

@@ -28,7 +28,7 @@ from bertscope.results import write_text_atomic
 from bertscope.sweep.driver import SweepResult, run_sweep
 from bertscope.sweep.store import ResultStore, RunRecord
 
-__all__ = ["COMMAND", "ReplicateResult", "protocol_of", "run_replicate", "rows_from_store"]
+__all__ = ["COMMAND", "ReplicateResult", "protocol_of", "rows_from_store", "run_replicate"]
 
 
 @dataclass(frozen=True)
