@@ -44,6 +44,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "sweep": {"spec": "spec.yaml"},
     "status": {},
     "report": {},
+    "replicate": {"paper": "paper1"},
 }
 OVERRIDE: dict[str, dict[str, Any]] = {
     "reconstruct": {"seed": 7, "layers": "0,-1"},
@@ -59,6 +60,7 @@ OVERRIDE: dict[str, dict[str, Any]] = {
     "sweep": {"store": "other.db", "dry_run": True},
     "status": {"slowest": 2},
     "report": {"title": "T"},
+    "replicate": {"budget": "small"},
 }
 NAMES = list(api.COMMANDS)
 

@@ -7,13 +7,15 @@
 
 Each function returns its command's immutable result object and, when ``out`` is set, writes its files there. The
 commands themselves are declared next to their code (``COMMAND = CommandInfo(...)``); :data:`COMMANDS` is the one
-registry the CLI reads: the analyses of :mod:`bertscope.commands` plus ``sweep``, ``status`` and ``report``.
+registry the CLI reads: the analyses of :mod:`bertscope.commands` plus ``sweep``, ``status``, ``report`` and
+``replicate``.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from bertscope import replicate as _replicate
 from bertscope import report as _report
 from bertscope import sweep as _sweep
 from bertscope.commands import ANALYSES
@@ -29,6 +31,7 @@ from bertscope.configs import (
     LayersConfig,
     PredictConfig,
     ReconstructConfig,
+    ReplicateConfig,
     ReportConfig,
     StatusConfig,
     SweepConfig,
@@ -41,6 +44,7 @@ from bertscope.layer_scan import LayerScanResult, run_layer_scan
 from bertscope.predict import PredictResult, run_predict
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.registry import CommandInfo, Registry
+from bertscope.replicate import ReplicateResult, run_replicate
 from bertscope.report import ReportResult, build_report
 from bertscope.seeds import SeedsResult, run_finetune_seeds
 from bertscope.studies import StudyResult, run_cross, run_dims, run_layers, run_tokens
@@ -65,6 +69,8 @@ __all__ = [
     "PredictResult",
     "ReconstructConfig",
     "ReconstructResult",
+    "ReplicateConfig",
+    "ReplicateResult",
     "ReportConfig",
     "ReportResult",
     "StatusConfig",
@@ -82,6 +88,7 @@ __all__ = [
     "layers",
     "predict",
     "reconstruct",
+    "replicate",
     "report",
     "status",
     "sweep",
@@ -91,7 +98,8 @@ __all__ = [
 C = TypeVar("C", bound=Config)
 
 #: Every command of the CLI and the API, in CLI order.
-COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMAND, _report.COMMAND])
+COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMAND, _report.COMMAND,
+                                                  _replicate.COMMAND])
 
 
 def _config(cls: type[C], config: C | None, options: dict[str, Any]) -> C:
@@ -134,6 +142,12 @@ def status(config: StatusConfig | None = None, /, **options: Any) -> StatusResul
 def report(config: ReportConfig | None = None, /, **options: Any) -> ReportResult:
     """Build report.md, report.html (self-contained), plots and tables from a result store."""
     return build_report(_config(ReportConfig, config, options))
+
+
+def replicate(config: ReplicateConfig | None = None, /, **options: Any) -> ReplicateResult:
+    """Run a paper's protocol (``paper="paper1"|"paper2"``, ``budget=...``) into a resumable store and write its
+    claims table (claims.md, claims.json, claims.html) to ``out``."""
+    return run_replicate(_config(ReplicateConfig, config, options))
 
 
 def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult | SeedsResult:

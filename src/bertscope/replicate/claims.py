@@ -1,0 +1,392 @@
+"""Pure functions from finished runs to claim rows: the measurement, its interval, the verdict and its rule.
+
+Every interval is :func:`bertscope.stats.summarize` over seeds (a paired difference is the summary of the per-seed
+differences, :func:`~bertscope.stats.paired_difference`); the verdict is :func:`bertscope.stats.verdict` on the
+difference *claimed side minus reference side* (docs/statistics.md). Where a claim rests on one seed only, the
+layer-scan claim bootstraps over its variants (:func:`~bertscope.stats.bootstrap_difference`); the others stay
+``inconclusive`` (one number cannot tell a difference from seed noise), as the rule says.
+
+Inputs are :class:`RunRow` records (built by the runner from the result store), so the functions can be tested on
+hand-made rows.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES
+from bertscope.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
+
+__all__ = ["Claim", "RunRow", "claims_for", "paper1_claims", "paper2_claims"]
+
+StudyPoint = tuple[dict[str, Any], float]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One finished run as the claims see it: experiment and grid axes, flat metrics, the payload and, for studies,
+    the (axes, score) points its command declares (``CommandInfo.study_points``)."""
+
+    id: str
+    experiment: str
+    axes: Mapping[str, Any]
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    payload: Mapping[str, Any] | None = None
+    points: tuple[StudyPoint, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.axes.get("seed", self.options.get("seed", 0)))
+
+    @property
+    def task(self) -> str | None:
+        value = self.axes.get("task", self.options.get("task"))
+        return None if value is None else str(value)
+
+    @property
+    def model(self) -> str:
+        return str(self.axes.get("model", self.options.get("model") or "default"))
+
+    @property
+    def deepened(self) -> bool:
+        return self.model.startswith(DEEPENED_PREFIX)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the claims table. ``difference`` is claimed minus reference side (or the measured value minus a
+    stated threshold); ``sides`` are the two sides' own intervals; ``runs`` the run ids it rests on."""
+
+    paper: str
+    id: str
+    statement: str
+    scope: str
+    kind: str
+    measurement: str
+    difference: Interval
+    verdict: str
+    tolerance: float | None = None
+    rule: str = ""
+    note: str = ""
+    sides: Mapping[str, Interval] = field(default_factory=dict)
+    runs: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paper": self.paper, "id": self.id, "statement": self.statement, "scope": self.scope,
+                "kind": self.kind, "measurement": self.measurement, "difference": self.difference.to_dict(),
+                "verdict": self.verdict, "tolerance": self.tolerance, "rule": self.rule, "note": self.note,
+                "sides": {k: v.to_dict() for k, v in self.sides.items()}, "runs": list(self.runs),
+                "details": dict(self.details)}
+
+
+def _rule(kind: str, tolerance: float | None) -> str:
+    if kind == "better":
+        return "supported if the whole 95% interval of the difference is > 0"
+    if kind == "worse":
+        return "supported if the whole 95% interval of the difference is < 0"
+    return f"supported if the whole 95% interval of the difference lies within ±{tolerance:g}"
+
+
+def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurement: str, difference: Interval, *,
+           tolerance: float | None = None, note: str = "", sides: Mapping[str, Interval] | None = None,
+           runs: Iterable[str] = (), details: Mapping[str, Any] | None = None) -> Claim:
+    judged = verdict(difference, kind, tolerance or 0.0)
+    if difference.n == 0:
+        note = "; ".join(x for x in (note, "no finished runs") if x)
+    elif difference.low is None:
+        note = "; ".join(x for x in (note, "one seed: no interval") if x)
+    return Claim(paper, cid, statement, scope, kind, measurement, difference, judged, tolerance,
+                 _rule(kind, tolerance), note, dict(sides or {}), tuple(sorted(set(runs))), dict(details or {}))
+
+
+def _paired(claimed: Mapping[int, float], reference: Mapping[int, float]) -> tuple[Interval, dict[str, Interval]]:
+    """The paired difference over the seeds both sides have, and each side's own summary."""
+    seeds = sorted(set(claimed) & set(reference))
+    a, b = [claimed[s] for s in seeds], [reference[s] for s in seeds]
+    return paired_difference(a, b), {"claimed": summarize(a), "reference": summarize(b)}
+
+
+def _shifted(values: Sequence[float], threshold: float) -> Interval:
+    return summarize([v - threshold for v in values])
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# ------------------------------------------------------------------------------------------------------- paper 1
+
+
+def _layer_top1(row: RunRow) -> dict[int, float]:
+    """Top-1 reconstruction per hidden state (group ``all``) of a reconstruct run."""
+    out: dict[int, float] = {}
+    for record in (row.payload or {}).get("records") or []:
+        if record.get("group", "all") == "all" and _finite(record.get("top1")) is not None:
+            out[int(record["layer"])] = float(record["top1"])
+    if not out:  # a payload without records: the flat metrics layer<L>.top1
+        for key, value in row.metrics.items():
+            parts = key.split(".")
+            if len(parts) == 2 and parts[0].startswith("layer") and parts[1] == "top1" and _finite(value) is not None:
+                out[int(parts[0][5:])] = float(value)  # type: ignore[arg-type]  # _finite checked it
+    return out
+
+
+def _every_layer(rows: Sequence[RunRow], model: str, statement: str, cid: str) -> Claim:
+    threshold = TOLERANCES["p1.reconstruct.threshold"]
+    mins: list[float] = []
+    per_layer: dict[int, list[float]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r.seed):
+        layers = _layer_top1(row)
+        if layers:
+            mins.append(min(layers.values()))
+            for layer, value in layers.items():
+                per_layer[layer].append(value)
+    family = next((str((r.payload or {}).get("model", {}).get("family")) for r in rows if r.payload), None)
+    vocab = next(((r.payload or {}).get("model", {}).get("vocab_size") for r in rows if r.payload), None)
+    details: dict[str, Any] = {"family": family, "threshold": threshold,
+                               "uniform_chance": 1.0 / float(vocab) if vocab else None,
+                               "per_layer_top1": {str(k): summarize(v).to_dict() for k, v in sorted(per_layer.items())}}
+    return _claim("paper1", cid, statement, model, "better",
+                  f"min over hidden states of top-1 reconstruction - {threshold:g}", _shifted(mins, threshold),
+                  sides={"min-layer top-1": summarize(mins)}, runs=[r.id for r in rows], details=details)
+
+
+def _deepen_finetune(rows: Sequence[RunRow]) -> list[Claim]:
+    claims = []
+    by_task: dict[str, list[RunRow]] = defaultdict(list)
+    for row in rows:
+        by_task[row.task or "?"].append(row)
+    for task, task_rows in sorted(by_task.items()):
+        deep = {r.seed: v for r in task_rows if r.deepened and (v := _score(r)) is not None}
+        orig = {r.seed: v for r in task_rows if not r.deepened and (v := _score(r)) is not None}
+        difference, sides = _paired(deep, orig)
+        claims.append(_claim("paper1", "p1.deepen-finetune", "Deepening (a duplicated layer) then fine-tuning beats "
+                             "fine-tuning the original", task, "better", "dev score: deepened - original, paired by "
+                             "seed", difference, sides=sides, runs=[r.id for r in task_rows]))
+    return claims
+
+
+def _score(row: RunRow) -> float | None:
+    """A fine-tuning run's dev score: the task's combined official metric (GLUE's per-task score)."""
+    value = row.metrics.get("final.combined_score")
+    if value is None and row.payload is not None:
+        value = row.payload.get("final_score")
+    return _finite(value)
+
+
+def _layer_scan(rows: Sequence[RunRow]) -> Claim:
+    agreement, most = TOLERANCES["p1.scan.agreement"], TOLERANCES["p1.scan.most"]
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        for variant in (row.payload or {}).get("rows") or []:
+            if variant.get("status") == "ok" and _finite(variant.get("top1_agreement")) is not None:
+                by_seed[row.seed].append(1.0 if float(variant["top1_agreement"]) >= agreement else 0.0)
+    shares = [statistics.fmean(v) for _, v in sorted(by_seed.items()) if v]
+    difference = _shifted(shares, most)
+    note = ""
+    if len(shares) == 1:  # one seed: resample the variants instead (how much the share depends on which layers)
+        flags = next(iter(by_seed.values()))
+        difference = bootstrap_difference(lambda _y, p: float(np.mean(p)), [0.0] * len(flags), flags,
+                                          [most] * len(flags))
+        note = "one seed: bootstrap over the variants"
+    variants = sum(len(v) for v in by_seed.values())
+    return _claim("paper1", "p1.layer-scan", "Removing or duplicating most single layers barely changes the outputs",
+                  "duplicate + remove", "better",
+                  f"share of one-layer variants with top-1 agreement >= {agreement:g} - {most:g}", difference,
+                  note=note, sides={"share": summarize(shares)}, runs=[r.id for r in rows],
+                  details={"agreement_threshold": agreement, "most": most, "variants": variants})
+
+
+def paper1_claims(rows: Sequence[RunRow]) -> list[Claim]:
+    """Paper 1's claims from the runs of its protocol (experiments reconstruct, layer-scan, deepen-finetune)."""
+    by_exp: dict[str, list[RunRow]] = defaultdict(list)
+    for row in rows:
+        by_exp[row.experiment].append(row)
+    claims: list[Claim] = []
+    recon = by_exp.get("reconstruct", [])
+    by_model: dict[str, list[RunRow]] = defaultdict(list)
+    for row in recon:
+        by_model[row.model].append(row)
+    originals = [m for m in by_model if not m.startswith(DEEPENED_PREFIX)]
+    per_model = [_every_layer(by_model[m], m, "The MLM output layer reconstructs the input from every layer "
+                              "(top-1 well above chance at every layer)", "p1.every-layer") for m in originals]
+    if not per_model:
+        per_model = [_every_layer([], "(none)", "The MLM output layer reconstructs the input from every layer",
+                                  "p1.every-layer")]
+    claims += per_model
+    claims.append(_across_families(per_model))
+    deepened = [m for m in by_model if m.startswith(DEEPENED_PREFIX)] or ["(none)"]
+    claims += [_every_layer(by_model.get(m, []), m, "Reconstruction from every layer holds with duplicated layers",
+                            "p1.duplicated-layers") for m in deepened]
+    claims += _deepen_finetune(by_exp.get("deepen-finetune", [])) or [
+        _claim("paper1", "p1.deepen-finetune", "Deepening then fine-tuning beats the original", "(none)", "better",
+               "dev score: deepened - original", summarize([]))]
+    claims.append(_layer_scan(by_exp.get("layer-scan", [])))
+    return claims
+
+
+def _across_families(per_model: Sequence[Claim]) -> Claim:
+    families = sorted({str(c.details.get("family")) for c in per_model if c.difference.n})
+    weakest = min(per_model, key=lambda c: c.difference.mean if c.difference.n else math.inf)
+    statement = "Reconstruction from every layer holds across model families"
+    measurement = "the weakest model's min-layer top-1 - threshold; supported when every family's claim is"
+    base = _claim("paper1", "p1.across-families", statement, ", ".join(families) or "(none)", "better", measurement,
+                  weakest.difference, runs=[r for c in per_model for r in c.runs],
+                  details={"families": families, "models": [c.scope for c in per_model],
+                           "verdicts": {c.scope: c.verdict for c in per_model}})
+    verdicts = {c.verdict for c in per_model}
+    if len(families) < 2:
+        judged, note = "inconclusive", "inconclusive: one family measured" if families else "no family measured"
+    elif verdicts == {"supported"}:
+        judged, note = "supported", ""
+    elif "not supported" in verdicts:
+        judged, note = "not supported", "at least one family's claim is not supported"
+    else:
+        judged, note = "inconclusive", "some family's claim is inconclusive"
+    return Claim(base.paper, base.id, base.statement, base.scope, base.kind, base.measurement, base.difference, judged,
+                 None, "supported if there are >= 2 families and every family's every-layer claim is supported", note,
+                 base.sides, base.runs, base.details)
+
+
+# ------------------------------------------------------------------------------------------------------- paper 2
+
+
+def _points(rows: Iterable[RunRow]) -> dict[str, dict[int, list[StudyPoint]]]:
+    """task -> seed -> the study's points."""
+    out: dict[str, dict[int, list[StudyPoint]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        out[row.task or "?"][row.seed].extend(row.points)
+    return out
+
+
+def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
+    tolerance = TOLERANCES["p2.tokens"]
+    claims = []
+    for task, seeds in sorted(_points(rows).items()):
+        scores: dict[str, dict[int, float]] = defaultdict(dict)
+        for seed, points in seeds.items():
+            for axes, score in points:
+                scores[str(axes.get("token"))][seed] = score
+        for token in [t for t in scores if t != "cls"]:
+            difference, sides = _paired(scores[token], scores.get("cls", {}))
+            claims.append(_claim("paper2", "p2.tokens", "A non-[CLS] token vector is as good as [CLS]",
+                                 f"{token} vs cls, {task}", "as_good", f"dev score: {token} - cls, paired by seed",
+                                 difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows]))
+    return claims
+
+
+def _dims(rows: Sequence[RunRow]) -> list[Claim]:
+    tolerance = TOLERANCES["p2.dims"]
+    claims = []
+    for task, seeds in sorted(_points(rows).items()):
+        by_k: dict[str, dict[int, float]] = defaultdict(dict)
+        for seed, points in seeds.items():
+            groups: dict[str, list[float]] = defaultdict(list)
+            for axes, score in points:
+                groups[str(axes.get("dims"))].append(score)
+            for dims, values in groups.items():
+                by_k[dims][seed] = statistics.fmean(values)  # the mean over the random subsets of one seed
+        for k in (2, 3):
+            difference, sides = _paired(by_k.get(f"random:{k}", {}), by_k.get("all", {}))
+            claims.append(_claim("paper2", "p2.dims", "2-3 hidden dimensions suffice (as good as all)",
+                                 f"k={k} vs all, {task}", "as_good",
+                                 f"dev score: random {k} dims (mean over subsets) - all dims, paired by seed",
+                                 difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows]))
+    return claims
+
+
+def _layers(rows: Sequence[RunRow]) -> list[Claim]:
+    tolerance = TOLERANCES["p2.layers.higher"]
+    claims = []
+    for task, seeds in sorted(_points(rows).items()):
+        per_seed = {seed: {int(axes["layer"]): score for axes, score in points if "layer" in axes}
+                    for seed, points in seeds.items()}
+        depth = max((max(v) for v in per_seed.values() if v), default=0)
+        lower = [layer for layer in range(1, depth // 2 + 1)]
+        higher = [layer for layer in range(depth // 2 + 1, depth)]
+        for group, layers, kind, cid, statement in (
+                (lower, "lower", "worse", "p2.layers.lower", "Lower layers are weaker than the last"),
+                (higher, "higher", "as_good", "p2.layers.higher", "Higher layers are as good as the last")):
+            diffs = {seed: statistics.fmean(s[layer] - s[depth] for layer in group)
+                     for seed, s in per_seed.items() if depth in s and group and all(layer in s for layer in group)}
+            claims.append(_claim("paper2", cid, statement, f"layers {_span(group)} vs {depth}, {task}", kind,
+                                 f"mean over layers {_span(group)} of (score - last layer's score), per seed",
+                                 summarize([diffs[s] for s in sorted(diffs)]),
+                                 tolerance=tolerance if kind == "as_good" else None,
+                                 runs=[r.id for r in rows], details={"layers": group, "last": depth,
+                                                                     "group": layers}))
+    return claims
+
+
+def _span(layers: Sequence[int]) -> str:
+    return "-" if not layers else str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+
+
+def _freezing(frozen: Sequence[RunRow], tuned: Sequence[RunRow]) -> list[Claim]:
+    claims = []
+    for task in sorted({r.task or "?" for r in (*frozen, *tuned)}):
+        a = {r.seed: v for r in frozen if (r.task or "?") == task and (v := _score(r)) is not None}
+        b = {r.seed: v for r in tuned if (r.task or "?") == task and (v := _score(r)) is not None}
+        difference, sides = _paired(a, b)
+        claims.append(_claim("paper2", "p2.freezing", "Freezing the encoder hurts", task, "worse",
+                             "dev score: frozen encoder - fine-tuned encoder, paired by seed", difference, sides=sides,
+                             runs=[r.id for r in (*frozen, *tuned) if (r.task or "?") == task]))
+    return claims
+
+
+def _cross(rows: Sequence[RunRow]) -> list[Claim]:
+    tolerance = TOLERANCES["p2.cross"]
+    after_a: dict[int, float] = {}
+    after_b: dict[int, float] = {}
+    tasks: list[str] = []
+    for row in rows:
+        order = [str(t) for t in ((row.payload or {}).get("summary", {}).get("tasks") or [])]
+        if len(order) < 2:
+            continue
+        tasks = order[:2]
+        for axes, score in row.points:
+            if axes.get("target") == tasks[0] and axes.get("source") == f"after {tasks[0]}":
+                after_a[row.seed] = score
+            if axes.get("target") == tasks[0] and axes.get("source") == f"after {tasks[1]}":
+                after_b[row.seed] = score
+    difference, sides = _paired(after_b, after_a)
+    a, b = tasks if len(tasks) == 2 else ["A", "B"]
+    return [_claim("paper2", "p2.cross", "Cross-fine-tuning forgets little (task A after B as good as after A)",
+                   f"{a} after {b} vs after {a}", "as_good", f"{a} dev score: after stage {b} - after stage {a}, "
+                   "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows])]
+
+
+def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
+    """Paper 2's claims from the runs of its protocol (tokens, dims, layers, fine-tuned/frozen, cross)."""
+    by_exp: dict[str, list[RunRow]] = defaultdict(list)
+    for row in rows:
+        by_exp[row.experiment].append(row)
+    groups = [
+        (_tokens(by_exp.get("tokens", [])), "p2.tokens", "A non-[CLS] token vector is as good as [CLS]", "as_good"),
+        (_dims(by_exp.get("dims", [])), "p2.dims", "2-3 hidden dimensions suffice (as good as all)", "as_good"),
+        (_layers(by_exp.get("layers", [])), "p2.layers", "Lower layers weaker, higher layers similar", "worse"),
+        (_freezing(by_exp.get("frozen", []), by_exp.get("fine-tuned", [])), "p2.freezing",
+         "Freezing the encoder hurts", "worse"),
+        (_cross(by_exp.get("cross", [])), "p2.cross", "Cross-fine-tuning forgets little", "as_good"),
+    ]
+    claims: list[Claim] = []
+    for found, cid, statement, kind in groups:  # a claim without finished runs still gets its (inconclusive) row
+        claims += found or [_claim("paper2", cid, statement, "(none)", kind, "no finished runs", summarize([]),
+                                   tolerance=TOLERANCES.get(cid))]
+    return claims
+
+
+def claims_for(paper: str, rows: Sequence[RunRow]) -> list[Claim]:
+    return paper1_claims(rows) if paper == "paper1" else paper2_claims(rows)

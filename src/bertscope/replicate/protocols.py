@@ -1,0 +1,204 @@
+"""Each paper's protocol per budget, as data: which commands run, with which options, tasks and seeds.
+
+A protocol is a list of :class:`Experiment` blocks that becomes one sweep spec (:meth:`Protocol.to_spec`), so it
+runs, resumes and is stored like any other sweep. Neither paper's full text is available: every detail the papers
+do not fix for us is an explicit entry of :data:`ASSUMPTIONS` (written into claims.md/json) or of a budget's
+options, never a silent default.
+
+Budgets: ``smoke`` (minutes on a 2-core CPU, on the embedded model: checks the whole path, verdicts mostly
+inconclusive), ``small`` (about an hour per paper on a 2-core CPU, 3 seeds), ``full`` (the papers' scale: GLUE
+dev sets, full training sets, 5 seeds; documented for a GPU box, not run here) and the hidden ``test`` (a tiny
+random checkpoint in tests, seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bertscope.errors import BertscopeError
+
+__all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "PAPERS", "TOLERANCES", "Budget", "Experiment", "Protocol",
+           "protocol"]
+
+PAPERS: dict[str, str] = {
+    "paper1": "Kao et al. 2020, arXiv 2001.09309: the MLM output layer reads every layer; duplicating layers",
+    "paper2": "Fukuhata & Kano 2025, arXiv 2504.04966: few dimensions, any token, lower layers, frozen, cross",
+}
+
+#: The model-axis label of a deepened variant starts with this (claims tell variants from originals by it).
+DEEPENED_PREFIX = "deepened:"
+
+#: The tolerance of each ``as_good`` claim (the score scale of the task's main metric, 0..1) and the thresholds of
+#: paper 1's "above chance" and "barely changes" claims. One place, cited in every claim row.
+TOLERANCES: dict[str, float] = {
+    "p2.tokens": 0.02,  # two points: about twice the published 5-seed std of BERT-base on RTE/MRPC
+    "p2.dims": 0.05,  # "2-3 dimensions suffice": within five points of all dimensions
+    "p2.layers.higher": 0.02,
+    "p2.cross": 0.02,
+    "p1.reconstruct.threshold": 0.05,  # top-1 "well above chance": the share of English text's commonest piece
+    "p1.scan.agreement": 0.9,  # a variant "barely changes outputs": top-1 agreement with the original >= 0.9
+    "p1.scan.most": 0.5,  # "most single layers": more than half of the variants
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How large one budget's runs are. ``finetune``: base options of every fine-tuning run (studies included);
+    ``lens``: base options of reconstruct and layer-scan."""
+
+    name: str
+    seeds: tuple[int, ...]
+    tasks: tuple[str, ...]
+    finetune: dict[str, Any]
+    lens: dict[str, Any]
+    dims_k: str = "2,3,all"
+    dims_samples: int = 3
+    cross_single_task: bool = False
+    note: str = ""
+
+
+_SMOKE_FT = {"max_train": 128, "max_eval": 128, "epochs": 1, "batch_size": 16, "max_length": 64, "lr": 1e-4}
+_SMALL_FT = {"max_train": 400, "max_eval": 200, "epochs": 2, "batch_size": 16, "max_length": 64, "lr": 5e-5}
+_FULL_FT = {"epochs": 3, "batch_size": 32, "max_length": 128, "lr": 2e-5}
+
+BUDGETS: dict[str, Budget] = {
+    "test": Budget("test", (1, 2), ("rte",),
+                   {"max_train": 8, "max_eval": 8, "epochs": 1, "batch_size": 8, "max_length": 16, "lr": 1e-3},
+                   {"task": "sst2", "split": "validation", "max_examples": 4, "max_length": 16, "fit_steps": 5},
+                   dims_samples=1, note="tests only: a tiny random checkpoint, seconds"),
+    "smoke": Budget("smoke", (1, 2), ("sst2",), _SMOKE_FT,
+                    {"task": "sst2", "split": "validation", "max_examples": 64, "max_length": 64, "fit_steps": 30},
+                    dims_samples=2, note="minutes on a 2-core CPU: checks the path; 2 seeds, verdicts mostly "
+                                         "inconclusive"),
+    "small": Budget("small", (1, 2, 3), ("sst2",), _SMALL_FT,
+                    {"task": "sst2", "split": "validation", "max_examples": 300, "max_length": 64},
+                    dims_samples=3, note="about an hour per paper on a 2-core CPU; 3 seeds"),
+    "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
+                   {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
+                   dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,
+                   note="the papers' scale (full GLUE training sets, dev sets, 5 seeds): a GPU box"),
+}
+
+#: The explicit choices behind each paper's protocol (the papers' full texts are unavailable).
+ASSUMPTIONS: dict[str, tuple[str, ...]] = {
+    "paper1": (
+        "Text: GLUE SST-2 dev sentences (a seeded subset per seed), never the fitted head's fit corpus.",
+        "Head: each checkpoint's own pretrained MLM head when it has one, else one fitted on its frozen final layer "
+        "(reconstruct's --head auto); whatever reconstruct's defaults decode a deepened variant with.",
+        "Special tokens are not counted; inputs are not masked.",
+        "'Well above chance' = top-1 above 0.05 at every hidden state (0..L): uniform chance is 1/vocab, and 0.05 "
+        "is about the share of English text's most frequent word piece.",
+        "Deepened variant: the last transformer layer duplicated once (deepen --duplicate -1), of the first model.",
+        "Families: one per distinct family of the --model list; with one model the claim is inconclusive.",
+        "Fine-tuning: the budget's options, [CLS] of the last layer, a linear head, the official dev metric; "
+        "deepened vs original paired by seed.",
+        "'Barely changes outputs': top-1 agreement with the original model >= 0.9 on the same positions; 'most' = "
+        "more than half of the one-layer variants (duplicate and remove pooled).",
+    ),
+    "paper2": (
+        "Model: --model (default the embedded MiniLM-L6-H384, trained with mean pooling, so [CLS] was never its "
+        "training target).",
+        "Fine-tuning: the budget's options, a linear head on the last layer unless the study varies it.",
+        "Tokens: the tokens study's default strategies, each compared with [CLS], paired by seed.",
+        "Dimensions: random subsets of K = 2 and 3 (the mean over the budget's subsets per seed) vs all "
+        "dimensions, paired by seed.",
+        "Layers: 'lower' = hidden states 1..L/2, 'higher' = L/2+1..L-1 (embedding output 0 shown, not counted); "
+        "each group's mean difference to the last layer, paired by seed.",
+        "Freezing: --freeze encoder (head trained on cached features) vs the whole encoder fine-tuned, same "
+        "options otherwise.",
+        "Cross: the cross study over the first two --tasks (A then B), disjoint random dimensions per task; the "
+        "task-A score after stage B vs after stage A, paired by seed.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One block of the spec: a command, its base options and grid axes (``seed`` is the replicate axis)."""
+
+    name: str
+    command: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+
+    def to_block(self) -> dict[str, Any]:
+        return {"name": self.name, "command": self.command, "base": dict(self.base), "grid": dict(self.grid)}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A paper's protocol at one budget: the experiments, and what the claims need to know about them."""
+
+    paper: str
+    budget: Budget
+    models: tuple[str | None, ...]
+    tasks: tuple[str, ...]
+    experiments: tuple[Experiment, ...]
+    assumptions: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        """The sweep's name in the store: one per paper and budget (re-running replaces its membership)."""
+        return f"replicate-{self.paper}-{self.budget.name}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"name": self.name, "description": f"bertscope replicate {self.paper} --budget {self.budget.name}",
+                "experiments": [e.to_block() for e in self.experiments]}
+
+
+def _deepened(model: str | None) -> dict[str, Any]:
+    """A model-axis value that is a deepen pre-step (the last layer duplicated), labelled as deepened."""
+    options: dict[str, Any] = {"duplicate": "-1"}
+    if model is not None:
+        options["model"] = model
+    return {"deepen": options, "label": f"{DEEPENED_PREFIX}{model or 'default'}+dup-1"}
+
+
+def _paper1(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ...]) -> list[Experiment]:
+    seeds = list(budget.seeds)
+    first = models[0]
+    ft = {**budget.finetune, "token": "cls", "layer": "-1"}
+    return [
+        Experiment("reconstruct", "reconstruct", dict(budget.lens),
+                   {"model": [*models, _deepened(first)], "seed": seeds}),
+        Experiment("layer-scan", "layer-scan", {**budget.lens, "model": first},
+                   {"op": ["duplicate", "remove"], "seed": seeds}),
+        Experiment("deepen-finetune", "finetune", ft,
+                   {"model": [first, _deepened(first)], "task": list(tasks), "seed": seeds}),
+    ]
+
+
+def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ...]) -> list[Experiment]:
+    seeds = list(budget.seeds)
+    ft = {**budget.finetune, "model": models[0]}
+    experiments = [
+        Experiment("tokens", "tokens", {**ft, "layer": "-1"}, {"task": list(tasks), "seed": seeds}),
+        Experiment("dims", "dims", {**ft, "k": budget.dims_k, "samples": budget.dims_samples},
+                   {"task": list(tasks), "seed": seeds}),
+        Experiment("layers", "layers", dict(ft), {"task": list(tasks), "seed": seeds}),
+        Experiment("fine-tuned", "finetune", {**ft, "freeze": "none"}, {"task": list(tasks), "seed": seeds}),
+        # the frozen side trains its head on cached features (the same numbers, much faster)
+        Experiment("frozen", "finetune", {**ft, "freeze": "encoder", "cache_features": True},
+                   {"task": list(tasks), "seed": seeds}),
+    ]
+    pair = list(tasks[:2]) if len(tasks) >= 2 else [tasks[0], "rte" if tasks[0] != "rte" else "mrpc"]
+    experiments.append(Experiment("cross", "cross", {**ft, "tasks": ",".join(pair),
+                                                     "single_task": budget.cross_single_task},
+                                  {"seed": seeds}))
+    return experiments
+
+
+def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,),
+             tasks: tuple[str, ...] | None = None) -> Protocol:
+    """The protocol of ``paper`` at ``budget`` for these models (None = the embedded default) and tasks (default:
+    the budget's)."""
+    if paper not in PAPERS:
+        raise BertscopeError(f"unknown paper {paper!r}; one of {', '.join(PAPERS)}")
+    if budget not in BUDGETS:
+        raise BertscopeError(f"unknown budget {budget!r}; one of smoke, small, full")
+    b = BUDGETS[budget]
+    chosen = tuple(tasks) if tasks else b.tasks
+    models = tuple(models) or (None,)
+    experiments = _paper1(b, models, chosen) if paper == "paper1" else _paper2(b, models, chosen)
+    return Protocol(paper, b, models, chosen, tuple(experiments), ASSUMPTIONS[paper])

@@ -1,0 +1,158 @@
+"""``bertscope replicate paper1|paper2``: run a paper's protocol as a sweep, then turn its store into claims.
+
+The protocol (:mod:`.protocols`) is written to ``OUT/spec.yaml`` and run by the sweep driver into the store, so a
+re-run resumes: finished runs are skipped (the result says how many ran and how many were skipped), interrupted
+ones start again. The claims (:mod:`.claims`) are computed from the store's records of this sweep only, and written
+by :mod:`.render`. Each run's effective options (the config it ran with, whatever the commands' defaults were then)
+go into claims.json.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bertscope.commands import ANALYSES
+from bertscope.configs import ReplicateConfig, SweepConfig
+from bertscope.options import parse_name_list
+from bertscope.registry import CommandInfo
+from bertscope.replicate.claims import Claim, RunRow, claims_for
+from bertscope.replicate.protocols import PAPERS, Protocol, protocol
+from bertscope.replicate.render import claims_markdown, claims_payload, write_claims
+from bertscope.results import write_text_atomic
+from bertscope.sweep.driver import SweepResult, run_sweep
+from bertscope.sweep.store import ResultStore, RunRecord
+
+__all__ = ["COMMAND", "ReplicateResult", "protocol_of", "rows_from_store", "run_replicate"]
+
+
+@dataclass(frozen=True)
+class ReplicateResult:
+    """A replication: its protocol, what the sweep did this time, the claims and the files written."""
+
+    config: ReplicateConfig
+    protocol: Protocol
+    sweep: SweepResult
+    claims: tuple[Claim, ...]
+    files: dict[str, str]
+    wall_seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        return self.sweep.exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        from bertscope.results import environment_info
+
+        return {"command": "replicate", "config": self.config.to_dict(), "environment": environment_info(),
+                "sweep": {"name": self.sweep.name, "store": self.sweep.store, "counts": self.sweep.counts,
+                          "executed": self.sweep.executed, "skipped": self.sweep.skipped,
+                          "dry_run": self.sweep.dry_run},
+                "claims": [c.to_dict() for c in self.claims], "files": self.files,
+                "wall_seconds": self.wall_seconds}
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"verdict.{v}": float(sum(1 for c in self.claims if c.verdict == v))
+               for v in ("supported", "not supported", "inconclusive")}
+        out["executed.done"] = float(self.sweep.executed.get("done", 0))
+        out["skipped"] = float(self.sweep.skipped)
+        out["wall_seconds"] = self.wall_seconds
+        return out
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        if self.sweep.dry_run:
+            return Group(self.sweep.render(), f"spec written to {self.files.get('spec')}; nothing ran")
+        table = Table(title=f"replicate {self.protocol.paper} --budget {self.protocol.budget.name}")
+        for column in ("claim", "scope", "difference", "verdict"):
+            table.add_column(column)
+        for c in self.claims:
+            table.add_row(c.statement, c.scope, c.difference.format(3), c.verdict)
+        runs = (f"{self.sweep.executed.get('done', 0)} run(s) done now, {self.sweep.executed.get('failed', 0)} "
+                f"failed, {self.sweep.skipped} already done and skipped; {self.wall_seconds:.0f} s")
+        return Group(table, runs, f"claims: {self.files.get('markdown')} · {self.files.get('html')}")
+
+
+def protocol_of(config: ReplicateConfig) -> Protocol:
+    """The protocol a config asks for (models and tasks parsed from their comma lists)."""
+    models: tuple[str | None, ...] = (parse_name_list(config.model, option="--model") if config.model else (None,))
+    tasks = parse_name_list(config.tasks, option="--tasks") if config.tasks else None
+    return protocol(config.paper or "", config.budget, models=models, tasks=tasks)
+
+
+def _command_line(config: ReplicateConfig) -> str:
+    parts = ["bertscope", "replicate", config.paper or "", "--budget", config.budget]
+    for flag, value in (("--model", config.model), ("--tasks", config.tasks), ("--store", config.store),
+                        ("--out", config.out)):
+        if value is not None:
+            parts += [flag, value]
+    return shlex.join(parts)
+
+
+def rows_from_store(store: ResultStore, sweep: str) -> tuple[list[RunRow], list[dict[str, Any]]]:
+    """The done runs of ``sweep`` as claim rows (one per membership: a run may serve several experiments), and
+    every run's record for claims.json: id, experiment, axes, status and its effective options."""
+    rows: list[RunRow] = []
+    runs: list[dict[str, Any]] = []
+    for record in store.records(sweep=sweep, memberships=True):
+        runs.append(_run_entry(record))
+        if record.status != "done" or record.axes is None:  # pre-steps (deepen) carry no claim on their own
+            continue
+        payload = store.payload(record.id)
+        info = ANALYSES.get(record.command)
+        points = tuple(info.study_points(payload)) if info and info.study_points and payload else ()
+        rows.append(RunRow(record.id, record.experiment or "", dict(record.axes), dict(record.metrics), payload,
+                           points, dict(record.config)))
+    return rows, runs
+
+
+def _run_entry(record: RunRecord) -> dict[str, Any]:
+    return {"id": record.id, "command": record.command, "experiment": record.experiment, "axes": record.axes,
+            "label": record.label, "status": record.status, "error": record.error, "duration": record.duration,
+            "options": record.config}
+
+
+def run_replicate(config: ReplicateConfig) -> ReplicateResult:
+    """Run (or resume) the protocol, then write the claims; see the module docstring."""
+    start = time.perf_counter()
+    plan = protocol_of(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store_path = Path(config.store) if config.store else out / "replicate.db"
+    spec_path = out / "spec.yaml"
+    write_text_atomic(spec_path, f"# {PAPERS[plan.paper]}\n# written by: {_command_line(config)}\n"
+                      + yaml.safe_dump(plan.to_spec(), sort_keys=False))
+    sweep = run_sweep(SweepConfig(spec=str(spec_path), store=str(store_path), workers=config.workers,
+                                  retry_failed=config.retry_failed, dry_run=config.dry_run,
+                                  progress=config.progress))
+    files = {"spec": str(spec_path)}
+    if config.dry_run:
+        return ReplicateResult(config, plan, sweep, (), files, time.perf_counter() - start)
+    with ResultStore(store_path, create=False) as store:
+        rows, runs = rows_from_store(store, plan.name)
+    claims = tuple(claims_for(plan.paper, rows))
+    title = f"bertscope replicate {plan.paper} --budget {plan.budget.name}: claims"
+    context = {"paper": plan.paper, "reference": PAPERS[plan.paper], "budget": plan.budget.name,
+               "budget_note": plan.budget.note, "models": [m or "default (embedded MiniLM-L6-H384)"
+                                                           for m in plan.models],
+               "tasks": list(plan.tasks), "seeds": list(plan.budget.seeds), "store": str(store_path),
+               "sweep": plan.name, "spec": str(spec_path), "command": _command_line(config),
+               "runs_done": sum(1 for r in runs if r["status"] == "done"),
+               "runs_failed": sum(1 for r in runs if r["status"] == "failed")}
+    markdown = claims_markdown(title, claims, command=_command_line(config), assumptions=plan.assumptions,
+                               context={k: v for k, v in context.items() if k not in ("command", "reference")})
+    payload = claims_payload(claims, context=context, assumptions=plan.assumptions, runs=runs)
+    files.update(write_claims(out, title, markdown, payload))
+    return ReplicateResult(config, plan, sweep, claims, files, time.perf_counter() - start)
+
+
+COMMAND = CommandInfo("replicate", ReplicateConfig, run_replicate, ReplicateResult,
+                      "run a paper's protocol (smoke/small/full budget) into a resumable store and write its claims "
+                      "table (claims.md, claims.json, claims.html)", sweepable=False)

@@ -1,0 +1,191 @@
+"""`bertscope replicate`: claim rows from hand-made runs follow the verdict rule, every budget's protocol is a valid
+spec, and a tiny end-to-end run writes claims.md/json/html and resumes without running anything again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertscope import api, stats
+from bertscope.errors import BertscopeError
+from bertscope.replicate import claims as C
+from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, PAPERS, TOLERANCES, protocol
+from bertscope.sweep.spec import parse_spec
+
+
+def _ft(experiment: str, seed: int, score: float, *, model: str = "m", task: str = "rte") -> C.RunRow:
+    return C.RunRow(f"{experiment}-{model}-{task}-{seed}", experiment, {"model": model, "task": task, "seed": seed},
+                    {"final.combined_score": score})
+
+
+def _study(experiment: str, seed: int, points: list[tuple[dict, float]], task: str = "rte",
+           payload: dict | None = None) -> C.RunRow:
+    return C.RunRow(f"{experiment}-{task}-{seed}", experiment, {"task": task, "seed": seed}, {}, payload,
+                    tuple(points))
+
+
+def _recon(seed: int, top1: list[float], *, model: str = "m", family: str = "bert") -> C.RunRow:
+    payload = {"model": {"family": family, "vocab_size": 100},
+               "records": [{"layer": i, "group": "all", "top1": v} for i, v in enumerate(top1)]}
+    return C.RunRow(f"rec-{model}-{seed}", "reconstruct", {"model": model, "seed": seed}, {}, payload)
+
+
+def _one(claims: list[C.Claim], cid: str, scope: str | None = None) -> C.Claim:
+    found = [c for c in claims if c.id == cid and (scope is None or c.scope == scope)]
+    assert len(found) == 1, [(c.id, c.scope) for c in claims]
+    return found[0]
+
+
+def test_deepen_finetune_is_a_paired_difference_with_the_better_rule():
+    deep, orig = [0.70, 0.72, 0.71], [0.65, 0.66, 0.64]
+    rows = [_ft("deepen-finetune", s + 1, v, model=f"{DEEPENED_PREFIX}m") for s, v in enumerate(deep)]
+    rows += [_ft("deepen-finetune", s + 1, v) for s, v in enumerate(orig)]
+    claim = _one(C.paper1_claims(rows), "p1.deepen-finetune")
+    expected = stats.paired_difference(deep, orig)
+    assert claim.difference == expected
+    assert claim.difference == stats.summarize([a - b for a, b in zip(deep, orig, strict=True)])
+    assert claim.verdict == stats.verdict(expected, "better") == "supported"
+    assert claim.sides["claimed"] == stats.summarize(deep)
+    # the other way round is not supported
+    flipped = [_ft("deepen-finetune", s + 1, v, model=f"{DEEPENED_PREFIX}m") for s, v in enumerate(orig)]
+    flipped += [_ft("deepen-finetune", s + 1, v) for s, v in enumerate(deep)]
+    assert _one(C.paper1_claims(flipped), "p1.deepen-finetune").verdict == "not supported"
+
+
+def test_pairs_only_seeds_both_sides_have():
+    rows = [_ft("deepen-finetune", 1, 0.7, model=f"{DEEPENED_PREFIX}m"), _ft("deepen-finetune", 2, 0.9,
+                                                                             model=f"{DEEPENED_PREFIX}m"),
+            _ft("deepen-finetune", 1, 0.6)]
+    claim = _one(C.paper1_claims(rows), "p1.deepen-finetune")
+    assert claim.difference.n == 1 and claim.verdict == "inconclusive" and "one seed" in claim.note
+
+
+def test_every_layer_and_families():
+    good = [_recon(s, [0.3 + 0.01 * s, 0.5, 0.6]) for s in (1, 2, 3)]
+    claims = C.paper1_claims(good)
+    every = _one(claims, "p1.every-layer")
+    mins = [min(0.3 + 0.01 * s, 0.5, 0.6) for s in (1, 2, 3)]
+    assert every.difference == stats.summarize([m - TOLERANCES["p1.reconstruct.threshold"] for m in mins])
+    assert every.verdict == "supported"
+    families = _one(claims, "p1.across-families")
+    assert families.verdict == "inconclusive" and families.note == "inconclusive: one family measured"
+    two = good + [_recon(s, [0.2 + 0.01 * s, 0.4], model="r", family="roberta") for s in (1, 2, 3)]
+    assert _one(C.paper1_claims(two), "p1.across-families").verdict == "supported"
+    weak = good + [_recon(s, [0.01 + 0.001 * s, 0.4], model="r", family="roberta") for s in (1, 2, 3)]
+    assert _one(C.paper1_claims(weak), "p1.across-families").verdict == "not supported"
+
+
+def test_layer_scan_share_and_one_seed_bootstrap():
+    def scan(seed: int, agreements: list[float]) -> C.RunRow:
+        return C.RunRow(f"scan-{seed}", "layer-scan", {"op": "duplicate", "seed": seed}, {},
+                        {"rows": [{"status": "ok", "top1_agreement": a} for a in agreements]})
+
+    rows = [scan(1, [0.95, 0.97, 0.5, 0.99]), scan(2, [0.95, 0.92, 0.91, 0.2])]
+    claim = _one(C.paper1_claims(rows), "p1.layer-scan")
+    assert claim.difference == stats.summarize([0.75 - 0.5, 0.75 - 0.5])
+    one = _one(C.paper1_claims([scan(1, [0.95, 0.97, 0.96, 0.99, 0.1])]), "p1.layer-scan")
+    assert one.difference.method == "bootstrap" and one.difference.mean == pytest.approx(0.8 - 0.5)
+
+
+def test_paper2_claims_follow_the_rule():
+    seeds = (1, 2, 3)
+    cls, mean = [0.80, 0.82, 0.81], [0.805, 0.815, 0.812]
+    rows = [_study("tokens", s, [({"token": "cls"}, c), ({"token": "mean"}, m)])
+            for s, c, m in zip(seeds, cls, mean, strict=True)]
+    dims = {1: (0.79, 0.80, 0.81), 2: (0.80, 0.81, 0.80), 3: (0.81, 0.80, 0.82)}
+    rows += [_study("dims", s, [({"dims": "all", "sample": 0}, 0.81), ({"dims": "random:2", "sample": 0}, d[0]),
+                                ({"dims": "random:2", "sample": 1}, d[1]), ({"dims": "random:3", "sample": 0}, d[2])])
+             for s, d in dims.items()]
+    layer_scores = {s: [0.5, 0.55 + 0.01 * s, 0.6, 0.79, 0.80] for s in seeds}
+    rows += [_study("layers", s, [({"layer": i}, v) for i, v in enumerate(sc)]) for s, sc in layer_scores.items()]
+    rows += [_ft("frozen", s, 0.6 + 0.01 * s) for s in seeds] + [_ft("fine-tuned", s, 0.8) for s in seeds]
+    cross_payload = {"summary": {"tasks": ["rte", "mrpc"]}}
+    rows += [_study("cross", s, [({"source": "after rte", "target": "rte"}, 0.70),
+                                 ({"source": "after mrpc", "target": "rte"}, 0.70 - 0.001 * s),
+                                 ({"source": "after mrpc", "target": "mrpc"}, 0.8)], payload=cross_payload)
+             for s in seeds]
+    claims = C.paper2_claims(rows)
+
+    token = _one(claims, "p2.tokens")
+    expected = stats.paired_difference(mean, cls)
+    assert token.difference == expected and token.tolerance == TOLERANCES["p2.tokens"]
+    assert token.verdict == stats.verdict(expected, "as_good", TOLERANCES["p2.tokens"])
+
+    k2 = _one(claims, "p2.dims", "k=2 vs all, rte")
+    assert k2.difference == stats.summarize([(d[0] + d[1]) / 2 - 0.81 for d in dims.values()])
+    assert k2.verdict == stats.verdict(k2.difference, "as_good", TOLERANCES["p2.dims"])
+
+    lower = _one(claims, "p2.layers.lower")  # depth 4: lower = 1-2, higher = 3
+    assert lower.difference == stats.summarize([((sc[1] - sc[4]) + (sc[2] - sc[4])) / 2
+                                                for sc in layer_scores.values()])
+    assert lower.verdict == "supported"
+    higher = _one(claims, "p2.layers.higher")
+    assert higher.difference == stats.summarize([sc[3] - sc[4] for sc in layer_scores.values()])
+    assert higher.verdict == stats.verdict(higher.difference, "as_good", TOLERANCES["p2.layers.higher"])
+
+    frozen = _one(claims, "p2.freezing")
+    assert frozen.difference == stats.paired_difference([0.61, 0.62, 0.63], [0.8, 0.8, 0.8])
+    assert frozen.verdict == "supported"
+
+    cross = _one(claims, "p2.cross")
+    assert cross.difference == stats.paired_difference([0.70 - 0.001 * s for s in seeds], [0.70] * 3)
+    assert cross.verdict == "supported" and cross.scope == "rte after mrpc vs after rte"
+
+
+def test_missing_runs_still_give_inconclusive_rows():
+    for paper in PAPERS:
+        claims = C.claims_for(paper, [])
+        assert claims and all(c.verdict == "inconclusive" for c in claims)
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_every_protocol_is_a_valid_spec(paper, budget, tmp_path):
+    """The same validation as `sweep --dry-run`: every run's config is built by its command's config class."""
+    plan = protocol(paper, budget, models=("bert-base-uncased", "roberta-base") if paper == "paper1" else (None,))
+    spec = parse_spec(plan.to_spec(), runs_dir=tmp_path, dry_run=True)
+    assert spec.name == plan.name and len(spec.runs) > 0
+    experiments = {e for _, e, _, _ in spec.members}
+    assert {e.name for e in plan.experiments} <= experiments
+    if budget in ("small", "full"):
+        assert len(BUDGETS[budget].seeds) >= 3
+
+
+def test_config_refuses_bad_options():
+    with pytest.raises(BertscopeError, match="paper"):
+        api.ReplicateConfig()
+    with pytest.raises(BertscopeError, match="budget"):
+        api.ReplicateConfig(paper="paper1", budget="huge")
+    with pytest.raises(BertscopeError):
+        api.ReplicateConfig(paper="paper2", tasks="sst2,nosuchtask")
+
+
+def test_dry_run_lists_runs_and_runs_nothing(tmp_path):
+    result = api.replicate(paper="paper2", budget="smoke", out=str(tmp_path / "out"), dry_run=True, progress=False)
+    assert result.sweep.dry_run and result.sweep.plan and not result.claims
+    assert (tmp_path / "out" / "spec.yaml").is_file() and not (tmp_path / "out" / "replicate.db").exists()
+
+
+def test_end_to_end_tiny_budget_writes_claims_and_resumes(tiny_checkpoint, glue_dir, tmp_path, monkeypatch,
+                                                          one_thread):
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+    model = str(tiny_checkpoint("bert", num_layers=2))
+    options = {"paper": "paper1", "budget": "test", "model": model, "tasks": "rte", "out": str(tmp_path / "out"),
+               "progress": False}
+    first = api.replicate(**options)
+    assert first.sweep.executed["failed"] == 0 and first.sweep.executed["done"] > 0
+    for name in ("claims.md", "claims.json", "claims.html"):
+        assert (tmp_path / "out" / name).is_file()
+    payload = json.loads((tmp_path / "out" / "claims.json").read_text())
+    ids = {c["id"] for c in payload["claims"]}
+    assert ids == {"p1.every-layer", "p1.across-families", "p1.duplicated-layers", "p1.deepen-finetune",
+                   "p1.layer-scan"}
+    assert all(c["verdict"] in stats.VERDICTS for c in payload["claims"])
+    assert all(r["options"] for r in payload["runs"])  # each run's effective options are recorded
+    assert "<table>" in (tmp_path / "out" / "claims.html").read_text()
+    # the same invocation again runs nothing new and gives the same claims
+    second = api.replicate(**options)
+    assert second.sweep.executed == {"done": 0, "failed": 0}
+    assert second.sweep.skipped == first.sweep.executed["done"]
+    assert [c.to_dict() for c in second.claims] == [c.to_dict() for c in first.claims]
