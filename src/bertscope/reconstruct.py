@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bertscope import families, loading
+from bertscope import caveats, families, loading
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.figures import readable_log_axis, save_figure, style_words
@@ -97,6 +97,7 @@ class ReconstructResult:
             "model": self.model,
             "head": self.head,
             "texts": self.texts,
+            "caveats": self.caveats,
             "counting": self.counting,
             "layer_numbering": HIDDEN_STATE,
             "layer_numbering_note": NUMBERING_NOTES[HIDDEN_STATE],
@@ -113,6 +114,11 @@ class ReconstructResult:
             "environment": self.environment,
             "files": self.files,
         }
+
+    @property
+    def caveats(self) -> list[str]:
+        """Model caveats (native pooling, GLUE tasks in its training data: :mod:`bertscope.caveats`)."""
+        return caveats.notes(self.config.model, self.config.task, None, path=self.model.get("source"))
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -154,6 +160,7 @@ class ReconstructResult:
             notes.append(f"fitted head ({'reused from cache' if fit.get('reused') else 'fitted now'}): final-layer "
                          f"masked-token top-1 on held-out text {_pct(acc) if acc is not None else 'n/a'}")
             notes.extend(_fit_notes(fit))
+        notes.extend(f"caveat: {line}" for line in self.caveats)
         if self.files:
             notes.append("wrote " + ", ".join(sorted(self.files.values())))
         table.caption = "\n".join(notes) if notes else None
