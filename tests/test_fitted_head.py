@@ -174,3 +174,108 @@ def test_fitting_works_under_no_grad_and_inference_mode(bert_tokenizer) -> None:
                             progress=False)
     for name, tensor in a.module.state_dict().items():
         torch.testing.assert_close(b.module.state_dict()[name], tensor)
+
+
+def _independent_heldout_top1(model, tokenizer, head: torch.nn.Module, held: list[str], draws: int, seed: int,
+                              opts: FitOptions) -> tuple[float, int]:
+    """Masked-token top-1 on ``held``, one sentence at a time (no batching, no padding, no feature cache)."""
+    correct = total = 0
+    encoder = families.base_encoder(model)
+    for i, sentence in enumerate(held):
+        enc = tokenizer(sentence, truncation=True, max_length=opts.max_length, return_special_tokens_mask=True)
+        ids = torch.tensor(enc["input_ids"])
+        candidates = torch.tensor(enc["special_tokens_mask"]) == 0
+        for draw in range(draws):
+            generator = torch.Generator().manual_seed(fitted_head.mask_seed(seed, 1, i, draw))
+            masked, selected = bert_mask(ids, candidates, opts.mask_prob, generator, tokenizer.mask_token_id,
+                                         model.get_input_embeddings().weight.shape[0])
+            if not selected.any():
+                continue
+            with torch.no_grad():
+                hidden = encoder(input_ids=masked[None], output_hidden_states=True).hidden_states[-1][0]
+                guess = head(hidden[selected]).argmax(-1)
+            correct += int((guess == ids[selected]).sum())
+            total += int(selected.sum())
+    return correct / total, total
+
+
+def test_heldout_accuracy_recomputed_independently(bert_tokenizer) -> None:
+    model = tiny_model("bert")
+    corpus = builtin_sentences()[:50]
+    opts = FitOptions(steps=8, batch_size=8, lr=5e-3, heldout_mask_draws=3, heldout_fraction=0.2, curve=())
+    fitted = get_fitted_head(model, bert_tokenizer, corpus, {}, options=opts, seed=4, use_cache=False,
+                             progress=False)
+    train, held = fitted_head.split_heldout(corpus, opts.heldout_fraction, 4, opts.heldout_max_sentences)
+    assert len(held) == 10 and not set(held) & set(train)
+    top1, tokens = _independent_heldout_top1(model, bert_tokenizer, fitted.module, held, 3, 4, opts)
+    assert fitted.info["heldout_masked_tokens"] == tokens
+    assert fitted.info["heldout_masked_top1"] == pytest.approx(top1, abs=1e-9)
+    corpus_info = fitted.info["corpus"]
+    assert corpus_info["heldout_sentences"] == 10 and corpus_info["train_sentences"] == 40
+    assert corpus_info["mask_draws_per_sentence"] == math.ceil(8 * 8 / 40)
+
+
+def test_heldout_part_is_capped_for_large_corpora() -> None:
+    corpus = [f"sentence number {i}" for i in range(5000)]
+    train, held = fitted_head.split_heldout(corpus, 0.1, 0, max_heldout=256)
+    assert len(held) == 256 and len(train) == 5000 - 256 and not set(held) & set(train)
+    assert fitted_head.split_heldout(corpus, 0.1, 0, max_heldout=256) == (train, held)  # seeded
+
+
+def test_growth_curve_refits_on_fractions_and_ends_with_the_head_itself(bert_tokenizer) -> None:
+    model = tiny_model("bert")
+    corpus = builtin_sentences()[:90]
+    opts = FitOptions(steps=10, batch_size=8, lr=5e-3, heldout_mask_draws=1, curve=(0.25, 0.5))
+    fitted = get_fitted_head(model, bert_tokenizer, corpus, {}, options=opts, use_cache=False, progress=False)
+    curve = fitted.info["growth_curve"]
+    used = fitted.info["corpus"]["train_sentences"]
+    assert [c["sentences"] for c in curve] == [round(0.25 * used), round(0.5 * used), used]
+    assert curve[-1]["heldout_masked_top1"] == fitted.info["heldout_masked_top1"]
+    assert len({c["heldout_masked_tokens"] for c in curve}) == 1  # every point is scored on the same held-out text
+    assert curve[0]["rows"] == curve[0]["sentences"] * fitted.info["corpus"]["mask_draws_per_sentence"]
+    assert curve[0]["final_train_loss"] != curve[-1]["final_train_loss"]  # a separate fit, not a copy
+    flat = FitOptions(steps=10, batch_size=8, lr=5e-3, heldout_mask_draws=1, curve=())
+    alone = get_fitted_head(model, bert_tokenizer, corpus, {}, options=flat, use_cache=False, progress=False)
+    assert [c["sentences"] for c in alone.info["growth_curve"]] == [used]
+    assert alone.info["heldout_masked_top1"] == fitted.info["heldout_masked_top1"]  # the curve leaves the head alone
+    assert fitted_head.fit_cache_key("m", "c", 0, opts, "float32") != fitted_head.fit_cache_key(
+        "m", "c", 0, flat, "float32")
+
+
+def test_cache_key_follows_the_fit_corpus(bert_tokenizer, tmp_path) -> None:
+    from bertscope import texts
+
+    model = tiny_model("bert")
+    measured = texts.load_texts(max_examples=10)
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("\n".join(builtin_sentences()[150:190]), encoding="utf-8")
+    two.write_text("\n".join(builtin_sentences()[150:189]), encoding="utf-8")
+    kwargs = {"options": FAST, "progress": False, "overlap": "allow"}
+    a = fitted_head.fit_for_texts(model, bert_tokenizer, measured, fit_corpus=str(one), **kwargs)
+    b = fitted_head.fit_for_texts(model, bert_tokenizer, measured, fit_corpus=str(two), **kwargs)
+    again = fitted_head.fit_for_texts(model, bert_tokenizer, measured, fit_corpus=str(one), **kwargs)
+    assert a.info["key"] != b.info["key"] and again.info["key"] == a.info["key"] and again.info["reused"]
+    assert a.info["corpus"]["sha256"] != b.info["corpus"]["sha256"]
+    assert a.info["corpus"]["kind"] == "file" and a.info["measured_texts"]["sha256"] == measured.describe()["sha256"]
+    assert a.info["fit_overlap"]["measured"] == len(measured.sentences)
+
+
+def test_fit_for_texts_refuses_an_overlap_before_fitting(bert_tokenizer, monkeypatch) -> None:
+    from bertscope import texts
+
+    model = tiny_model("bert")
+    measured = texts.load_texts(max_examples=12)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("an overlap must be refused before any fitting")
+
+    monkeypatch.setattr(fitted_head, "get_fitted_head", no_fit)
+    with pytest.raises(BertscopeError, match="12 of the 12 measured sentences"):
+        fitted_head.fit_for_texts(model, bert_tokenizer, measured, fit_corpus="source", options=FAST)
+    with pytest.raises(BertscopeError, match="fit corpus"):
+        fitted_head.fit_for_texts(model, bert_tokenizer, texts.load_texts(texts="builtin-fit", max_examples=5),
+                                  fit_corpus="builtin", options=FAST)
+    monkeypatch.undo()
+    flagged = fitted_head.fit_for_texts(model, bert_tokenizer, measured, fit_corpus="source", overlap="allow",
+                                        options=FAST, use_cache=False, progress=False)
+    assert flagged.info["fit_overlap"]["flagged"] and flagged.info["fit_overlap"]["measured_in_fit"] == 12

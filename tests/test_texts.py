@@ -21,12 +21,98 @@ def test_builtin_sample_is_a_few_hundred_varied_sentences() -> None:
     assert any(s.endswith("?") for s in sentences)
 
 
-def test_load_texts_defaults_to_the_builtin_sample() -> None:
+def test_load_texts_defaults_to_the_measure_half_of_the_builtin_sample() -> None:
     source = texts.load_texts()
-    assert source.kind == "builtin"
-    assert list(source.sentences) == texts.builtin_sentences()
+    assert source.kind == "builtin" and source.details["part"] == "builtin"
+    assert list(source.sentences) == texts.builtin_part("builtin")
     info = source.describe()
     assert info["num_sentences"] == len(source.sentences) and len(info["sha256"]) == 64
+    assert texts.load_texts(texts="builtin-all").sentences == tuple(texts.builtin_sentences())
+
+
+def test_builtin_halves_are_disjoint_fixed_and_cover_the_sample() -> None:
+    every = texts.builtin_sentences()
+    measure, fit = texts.builtin_part("builtin"), texts.builtin_part("builtin-fit")
+    assert sorted(measure + fit) == sorted(every)
+    assert not texts.overlap(fit, measure)
+    assert min(len(measure), len(fit)) >= len(every) // 3  # both halves are usable
+    # membership depends on the sentence alone (a hash), not on its position in the file
+    assert all(texts._in_measure_half(s) for s in measure) and not any(texts._in_measure_half(s) for s in fit)
+    with pytest.raises(BertscopeError, match="built-in"):
+        texts.builtin_part("builtin-other")
+
+
+def test_normalise_ignores_case_spacing_and_punctuation() -> None:
+    assert texts.normalise("It's a  GOOD film .") == texts.normalise("it 's a good film")
+    assert texts.normalise("a good film") != texts.normalise("a bad film")
+    measured = ["The cat sat.", "A dog ran!", "Nothing here", "..."]
+    fit = ["the  CAT sat", "Something else", "!!"]
+    assert texts.overlap(fit, measured) == [0]  # punctuation-only lines never match each other
+
+
+def _source(sentences: list[str], kind: str = "file") -> texts.TextSource:
+    return texts.TextSource(tuple(sentences), kind)
+
+
+def test_check_overlap_refuses_by_default_and_flags_when_allowed() -> None:
+    fit = _source(["One sentence here.", "Another one.", "A third."], "glue-train")
+    clean = texts.check_overlap(fit, _source(["Fresh text.", "More fresh text."]))
+    assert clean["measured_in_fit"] == 0 and not clean["flagged"] and clean["policy"] == "refuse"
+    measured = _source(["another ONE", "Fresh text.", "a third", "New."])
+    with pytest.raises(BertscopeError, match="2 of the 4 measured sentences") as caught:
+        texts.check_overlap(fit, measured)
+    assert "\n" not in str(caught.value) and "--fit-overlap allow" in str(caught.value)
+    flagged = texts.check_overlap(fit, measured, "allow")
+    assert flagged["flagged"] and flagged["measured_in_fit"] == 2 and flagged["share"] == 0.5
+    assert flagged["examples"] == ["another ONE", "a third"]
+    with pytest.raises(BertscopeError, match="fit-overlap"):
+        texts.check_overlap(fit, measured, "ignore")
+
+
+def _sst2(root: Path, train: list[str], dev: list[str]) -> Path:
+    folder = root / "SST-2"
+    folder.mkdir(parents=True)
+    for name, rows in (("train.tsv", train), ("dev.tsv", dev)):
+        (folder / name).write_text("sentence\tlabel\n" + "".join(f"{r}\t1\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def test_glue_fit_corpus_drops_eval_builtin_and_duplicate_sentences(tmp_path: Path) -> None:
+    builtin = texts.builtin_sentences()[0]
+    root = _sst2(tmp_path, ["a fine film", "A fine film .", "a dull film", "the dev line", builtin, "a new film"],
+                 ["The dev line.", "another dev line"])
+    corpus = texts.glue_fit_corpus(str(root))  # the other fit tasks are missing: skipped and named
+    assert corpus.sentences == ("a fine film", "a dull film", "a new film")
+    info = corpus.describe()
+    assert info["kind"] == "glue-train" and info["tasks"] == ["sst2"] and info["removed_eval_or_builtin"] == 2
+    assert set(info["skipped_tasks"]) == set(texts.FIT_GLUE_TASKS) - {"sst2"}
+    dev = texts.load_texts(task="sst2", split="validation", data_dir=str(root))
+    assert texts.check_overlap(corpus, dev)["measured_in_fit"] == 0
+    assert texts.check_overlap(corpus, texts.load_texts())["measured_in_fit"] == 0
+
+
+def test_resolve_fit_corpus_choices(tmp_path: Path, monkeypatch, caplog) -> None:
+    root = _sst2(tmp_path / "glue", ["a fine film", "a dull film"], ["a dev line"])
+    measured = texts.load_texts()
+    assert texts.resolve_fit_corpus("auto", measured, str(root)).kind == "glue-train"
+    assert texts.resolve_fit_corpus("glue", measured, str(root)).kind == "glue-train"
+    fit_half = texts.resolve_fit_corpus("builtin", measured)
+    assert list(fit_half.sentences) == texts.builtin_part("builtin-fit")
+    assert texts.resolve_fit_corpus("source", measured).sentences == measured.sentences
+    file = tmp_path / "fit.txt"
+    file.write_text("line one\nline two\n", encoding="utf-8")
+    assert texts.resolve_fit_corpus(str(file), measured).describe()["file"] == str(file.resolve())
+
+    def unreachable(*args, **kwargs):
+        raise texts.BertscopeError("cannot reach the hub")
+
+    monkeypatch.setattr(texts, "glue_fit_corpus", unreachable)
+    with caplog.at_level("WARNING", logger="bertscope"):
+        fallback = texts.resolve_fit_corpus("auto", measured)
+    assert fallback.kind == "builtin-fit" and "small fit corpus" in fallback.details["warning"]
+    assert "cannot reach the hub" in caplog.text and "BERTSCOPE_GLUE_DIR" in caplog.text
+    with pytest.raises(BertscopeError, match="cannot reach"):
+        texts.resolve_fit_corpus("glue", measured)
 
 
 def test_text_file_one_sentence_per_line(tmp_path: Path) -> None:

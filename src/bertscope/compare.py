@@ -101,28 +101,19 @@ def choose_heads(
         if borrowed:
             info["original_head_for"] = [loaded[i].source for i in borrowed]
         return heads, info
-    from bertscope.fitted_head import FitOptions, get_fitted_head
+    from bertscope.fitted_head import FitOptions, fit_for_texts
 
-    corpus, corpus_info = _fit_corpus(config.fit_corpus, source)
     options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
-                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length)
+                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length,
+                         curve=FitOptions.curve if config.fit_curve else ())
     with torch.enable_grad():  # fitting trains the head even when a caller runs under no_grad
-        fitted = get_fitted_head(loaded[0].model, tokenizer, corpus, corpus_info, options=options, seed=config.seed,
-                                 dtype=config.dtype, cache_dir=config.head_cache, refit=config.refit,
-                                 progress=config.progress, model_source=loaded[0].source)
+        fitted = fit_for_texts(loaded[0].model, tokenizer, source, fit_corpus=config.fit_corpus,
+                               data_dir=config.data_dir, overlap=config.fit_overlap, options=options,
+                               seed=config.seed, dtype=config.dtype, cache_dir=config.head_cache,
+                               refit=config.refit, progress=config.progress, model_source=loaded[0].source)
     info = {"mode": "fit", "requested": config.head, "fitted_on": loaded[0].source,
             "shared_by": [lm.source for lm in loaded], "fit": fitted.info}
     return [fitted.parts(lm.model) for lm in loaded], info
-
-
-def _fit_corpus(choice: str, source: Any) -> tuple[list[str], dict[str, Any]]:
-    from bertscope.texts import load_texts, read_text_file
-
-    if choice == "builtin":
-        return list(load_texts().sentences), {"kind": "builtin", "file": "bertscope/data/sentences.txt"}
-    if choice == "source":
-        return list(source.sentences), {"kind": "source", "source": source.describe()}
-    return read_text_file(choice), {"kind": "file", "file": str(Path(choice).expanduser().resolve())}
 
 
 def progress_bar(iterable: Any, total: int, desc: str, enabled: bool) -> Any:

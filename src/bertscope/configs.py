@@ -108,7 +108,8 @@ class ModelOptions(Config):
 class TextOptions(Config):
     """Where the sentences come from: the built-in sample, a text file, or a GLUE task split."""
 
-    texts: str | None = opt(None, "text file, one sentence per line (default: the built-in English sample)",
+    texts: str | None = opt(None, "text file, one sentence per line, or builtin (default: the built-in sample's "
+                                  "measure half, never used to fit a head), builtin-fit, builtin-all",
                             metavar="FILE")
     task: str | None = opt(None, "GLUE task to read sentences from (e.g. sst2, mrpc)")
     split: str = opt("validation", "GLUE split: train, validation (dev) or test")
@@ -130,8 +131,10 @@ class TextOptions(Config):
 class FitHeadOptions(Config):
     """How a masked-LM head is fitted for checkpoints that ship none (same options and defaults as reconstruct)."""
 
-    fit_corpus: str = opt("builtin", "text the fitted head is trained on: builtin (the built-in English sample), "
-                                     "source (the sentences being measured) or a text file", metavar="SOURCE")
+    fit_corpus: str = opt("auto", "text the fitted head is trained on: auto (GLUE training texts when a GLUE folder "
+                                  "or the hub is at hand, else the built-in fit half, with a warning), glue, builtin "
+                                  "(the built-in sample's fit half), source (the measured sentences: an overlap) or "
+                                  "a text file", metavar="SOURCE")
     fit_steps: int = opt(300, "optimisation steps when fitting a head")
     fit_lr: float = opt(6e-3, "AdamW learning rate when fitting a head")
     fit_batch_size: int = opt(32, "sentences per step when fitting a head")
@@ -140,6 +143,12 @@ class FitHeadOptions(Config):
     head_cache: str | None = opt(None, "folder of cached fitted heads (env BERTSCOPE_CACHE; default "
                                        "~/.cache/bertscope)", metavar="DIR")
     refit: bool = opt(False, "fit the head again even if a cached one matches")
+    # ---- fit corpus vs measured text (issue 11, 6d/6e; engineer L2)
+    fit_overlap: str = opt("refuse", "measured sentences found in the fit corpus (exact match after normalisation): "
+                                     "refuse (one-line error) or allow (measure, and flag the result)",
+                           choices=("refuse", "allow"))
+    fit_curve: bool = opt(True, "also refit on 1/8, 1/4, 1/2 of the fit sentences (cached features) and report "
+                                "how the held-out masked-token accuracy grows with the fit corpus")
 
     def validate(self) -> None:
         if self.fit_steps < 1:

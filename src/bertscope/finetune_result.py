@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertscope import caveats
 from bertscope.configs import FinetuneConfig
 
 __all__ = ["RESULTS_FORMAT", "FinetuneResult"]
@@ -70,8 +71,14 @@ class FinetuneResult:
             "resumed_from_epoch": self.resumed_from_epoch,
             "resumed_from_step": self.resumed_from_step,
             "learning": self.learning,
+            "caveats": self.caveats,
             "environment": self.environment,
         }
+
+    @property
+    def caveats(self) -> list[str]:
+        """Model caveats (native pooling vs the token read, GLUE tasks in its training data): :mod:`bertscope.caveats`."""
+        return caveats.notes(self.config.model, self.task, str(self.selection.get("token")), path=self.model_source)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"final.combined_score": self.final_score}
@@ -105,7 +112,8 @@ class FinetuneResult:
                 row += [f"{v:.4f}" for v in record["eval"][split].values()]
             table.add_row(*row)
         table.caption = (f"final GLUE score {self.final_score:.4f}; "
-                         f"{self.timing['train_examples_per_second']:.1f} train examples/s")
+                         f"{self.timing['train_examples_per_second']:.1f} train examples/s"
+                         + "".join(f"\ncaveat: {line}" for line in self.caveats))
         if not self.learned and self.learning is not None:
             table.caption += (f"\n[bold red]WARNING: the head did not learn[/] ({self.learning.get('reason')}); "
                               f"this score says nothing about the features. Likely remedy: "

@@ -5,8 +5,11 @@ is tied to the model's (frozen) input embeddings, so only the transform and the 
 the fit corpus's smoothed log unigram frequencies). It is trained on
 the final layer only, with BERT's 80/10/10 masking (15% of the non-special tokens selected; of those 80% -> [MASK],
 10% -> a random token, 10% unchanged; loss on the selected tokens), and then applied to every layer by the lens.
-Masks are drawn fresh at every step (caching final-layer vectors for a few fixed mask draws was tried: it overfits
-the small default corpus and lowers the held-out accuracy).
+The encoder is frozen, so each (sentence, mask draw) the fit uses is encoded once and its final-layer vectors at
+the selected positions are cached in memory: the fit sees ``steps * batch_size`` such rows, one epoch (one draw
+per sentence on a large corpus; on a small one, as many draws per sentence as that takes, which is what drawing
+fresh masks at every step did). The cached features make the growth curve cheap: the same head is refitted on
+1/8, 1/4 and 1/2 of the fit sentences and each is scored on the same held-out sentences (issue 11, 6e).
 
 Fitting is seeded and deterministic on one device. The result is saved as ``head.safetensors`` + ``head.json`` in a
 cache folder keyed by a hash of the model's weights, the fit corpus, the seed and every fit option
@@ -35,10 +38,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bertscope import families, loading, publish
+from bertscope import families, loading, publish, texts
 from bertscope.errors import BertscopeError
 from bertscope.packing import pad_rows
 from bertscope.results import to_jsonable
+from bertscope.texts import TextSource
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -51,10 +55,13 @@ __all__ = [
     "bert_mask",
     "cache_root",
     "fit_cache_key",
+    "fit_for_texts",
     "get_fitted_head",
+    "mask_seed",
+    "split_heldout",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: cached-feature fit, corpus-sized held-out part, growth curve
 _log = logging.getLogger("bertscope")
 
 
@@ -72,6 +79,8 @@ class FitOptions:
     max_length: int = 128
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
+    heldout_max_sentences: int = 256
+    curve: tuple[float, ...] = (0.125, 0.25, 0.5)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -84,6 +93,8 @@ class FitOptions:
             raise BertscopeError(f"--fit-mask-prob must be in (0, 1), got {self.mask_prob}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise BertscopeError(f"the held-out fraction must be in (0, 1), got {self.heldout_fraction}")
+        if any(not 0.0 < f < 1.0 for f in self.curve):
+            raise BertscopeError(f"growth-curve fractions must be in (0, 1), got {self.curve}")
 
 
 def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
@@ -177,17 +188,28 @@ class FittedHead:
         return families.HeadParts(transform=transform, weight=weight, bias=bias, pre_norm=families.final_norm(model))
 
 
-def _split_heldout(sentences: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_heldout(sentences: Sequence[str], fraction: float, seed: int,
+                  max_heldout: int | None = None) -> tuple[list[str], list[str]]:
+    """(fit part, held-out part) of a corpus: a seeded share ``fraction`` (at most ``max_heldout``, at least one
+    sentence) is held out; the fit part comes back in a seeded random order (the fit uses a prefix of it), the
+    held-out part in corpus order."""
     if len(sentences) < 2:
         raise BertscopeError(
             f"fitting a head needs at least 2 sentences in the fit corpus (1 held out); got {len(sentences)}"
         )
     order = list(range(len(sentences)))
     random.Random(seed).shuffle(order)
-    n_held = min(len(sentences) - 1, max(1, round(fraction * len(sentences))))
+    n_held = max(1, round(fraction * len(sentences)))
+    if max_heldout is not None:
+        n_held = min(n_held, max(1, max_heldout))
+    n_held = min(len(sentences) - 1, n_held)
     held = sorted(order[:n_held])
-    train = sorted(order[n_held:])
-    return [sentences[i] for i in train], [sentences[i] for i in held]
+    return [sentences[i] for i in order[n_held:]], [sentences[i] for i in held]
+
+
+def mask_seed(seed: int, stream: int, index: int, draw: int) -> int:
+    """The generator seed of one mask draw: ``stream`` 0 = fit sentences, 1 = held-out sentences."""
+    return (((seed * 1_000_003 + stream) * 10_000_019 + index) * 1_009 + draw) & 0x7FFFFFFFFFFF
 
 
 def _encode(tokenizer: Any, sentences: Sequence[str], max_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -224,44 +246,90 @@ def _final_hidden(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor) 
     return out.hidden_states[-1]
 
 
-def _heldout_accuracy(head: HeadModule, model: nn.Module, items: list, opts: FitOptions, seed: int,
-                      mask_id: int, vocab: int, pad_id: int, device: torch.device) -> dict[str, Any]:
-    correct = total = 0
-    nll_sum = 0.0
+@dataclass
+class _Features:
+    """Final-layer vectors at the masked positions of (sentence, draw) rows, sorted by row."""
+
+    vectors: torch.Tensor  # [T, H] float32
+    targets: torch.Tensor  # [T] the original token ids
+    offsets: torch.Tensor  # [rows + 1]: row r's vectors are vectors[offsets[r]:offsets[r+1]]
+    draws: int
+
+    def take(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.cat([torch.arange(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows])
+        idx = idx.to(self.vectors.device)
+        return self.vectors[idx], self.targets[idx]
+
+    def upto(self, sentences: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = int(self.offsets[sentences * self.draws])
+        return self.vectors[:end], self.targets[:end]
+
+
+def _features(model: nn.Module, items: list[tuple[torch.Tensor, torch.Tensor]], draws: int, seed: int, stream: int,
+              opts: FitOptions, mask_id: int, vocab: int, pad_id: int, device: torch.device,
+              progress: bool, desc: str) -> _Features:
+    """One encoder pass over every (sentence, draw): row ``i * draws + d`` holds sentence ``i`` under mask draw ``d``
+    (seeded per row by :func:`mask_seed`, so nothing depends on batching)."""
+    from tqdm.auto import tqdm
+
+    rows = [(i, d) for i in range(len(items)) for d in range(draws)]
+    order = sorted(range(len(rows)), key=lambda r: -items[rows[r][0]][0].shape[0])  # little padding
+    chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    step = max(opts.batch_size, 64)
+    for start in tqdm(range(0, len(order), step), desc=desc, disable=not progress, leave=False):
+        picked = order[start:start + step]
+        seeds = [mask_seed(seed, stream, rows[r][0], rows[r][1]) for r in picked]
+        masked, attention, selected, original = _masked_batch(
+            [items[rows[r][0]] for r in picked], seeds, opts.mask_prob, mask_id, vocab, pad_id)
+        if not selected.any():
+            continue
+        hidden = _final_hidden(model, masked.to(device), attention.to(device))
+        row_ids = torch.tensor(picked).unsqueeze(1).expand_as(selected)[selected]
+        chunks.append((hidden[selected.to(device)].float(), original[selected].to(device), row_ids))
+    width = families.hidden_size(model)
+    vectors = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, width, device=device)
+    targets = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long, device=device)
+    row_of = torch.cat([c[2] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+    by_row = torch.argsort(row_of, stable=True)
+    counts = torch.bincount(row_of, minlength=len(rows))
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    return _Features(vectors[by_row.to(device)], targets[by_row.to(device)], offsets, draws)
+
+
+def _evaluate(head: HeadModule, vectors: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> dict[str, Any]:
+    correct, nll_sum, total = 0, 0.0, int(targets.numel())
     head.eval()
-    for draw in range(opts.heldout_mask_draws):
-        for start in range(0, len(items), opts.batch_size):
-            chunk = items[start:start + opts.batch_size]
-            seeds = [hash((seed, 10_000 + draw, start + i)) & 0x7FFFFFFF for i in range(len(chunk))]
-            masked, attention, selected, original = _masked_batch(chunk, seeds, opts.mask_prob, mask_id, vocab, pad_id)
-            if not selected.any():
-                continue
-            hidden = _final_hidden(model, masked.to(device), attention.to(device))
-            with torch.no_grad():
-                logits = head(hidden[selected.to(device)]).float()
-            targets = original[selected].to(device)
-            correct += int((logits.argmax(-1) == targets).sum())
-            nll_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
-            total += int(targets.numel())
+    with torch.no_grad():
+        for start in range(0, total, chunk):
+            logits = head(vectors[start:start + chunk]).float()
+            gold = targets[start:start + chunk]
+            correct += int((logits.argmax(-1) == gold).sum())
+            nll_sum += float(nn.functional.cross_entropy(logits, gold, reduction="sum"))
     return {"heldout_masked_top1": correct / total if total else None,
             "heldout_masked_nll": nll_sum / total if total else None,
             "heldout_masked_tokens": total}
 
 
-def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[str], opts: FitOptions, seed: int,
-         device: torch.device, progress: bool) -> tuple[HeadModule, dict[str, Any]]:
-    from tqdm.auto import tqdm
-
-    mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
-    if mask_id is None:
-        raise BertscopeError("the tokenizer has no mask token, so an MLM head cannot be fitted for this model")
-    pad_id = 0 if pad_id is None else pad_id
+def _new_head(model: PreTrainedModel, opts: FitOptions, seed: int, device: torch.device) -> HeadModule:
     embedding = _token_embeddings(model)
-    vocab = embedding.shape[0]
     torch.manual_seed(seed)
-    head = HeadModule(families.hidden_size(model), embedding.float() if embedding.dtype != torch.float32 else embedding,
+    return HeadModule(families.hidden_size(model), embedding.float() if embedding.dtype != torch.float32 else embedding,
                       tie_decoder=opts.tie_decoder,
                       eps=float(getattr(model.config, "layer_norm_eps", 1e-12) or 1e-12)).to(device)
+
+
+def _train(head: HeadModule, feats: _Features, n_sentences: int, items: list[tuple[torch.Tensor, torch.Tensor]],
+           opts: FitOptions, seed: int, progress: bool, desc: str) -> float | None:
+    """AdamW over ``opts.steps`` steps of ``opts.batch_size`` rows drawn by epoch from the first ``n_sentences``
+    sentences' rows; returns the mean loss of the last tenth of the steps."""
+    from tqdm.auto import tqdm
+
+    vocab = head.bias.shape[0]
+    with torch.no_grad():  # start the bias at the fit sentences' smoothed log unigram frequencies
+        counts = torch.ones(vocab)
+        for ids, candidates in items[:n_sentences]:
+            counts.index_add_(0, ids[candidates], torch.ones(int(candidates.sum())))
+        head.bias.copy_((counts / counts.sum()).log().to(head.bias.device))
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     warmup = max(1, int(opts.warmup_fraction * opts.steps))
@@ -273,31 +341,23 @@ def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[st
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    items = _encode(tokenizer, train, opts.max_length)
-    with torch.no_grad():  # start the bias at the corpus's smoothed log unigram frequencies (faster convergence)
-        counts = torch.ones(vocab)
-        for ids, candidates in items:
-            counts.index_add_(0, ids[candidates], torch.ones(int(candidates.sum())))
-        head.bias.copy_((counts / counts.sum()).log().to(head.bias.device))
     rng = random.Random(seed)
+    n_rows = n_sentences * feats.draws
     order: list[int] = []
     losses: list[float] = []
     head.train()
-    bar = tqdm(range(opts.steps), desc="fitting MLM head on the final layer", disable=not progress, leave=False)
+    bar = tqdm(range(opts.steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
-        if len(order) < opts.batch_size:  # reshuffle by epoch; masks are drawn fresh every step
-            epoch = list(range(len(items)))
+        if len(order) < opts.batch_size:  # reshuffle by epoch
+            epoch = list(range(n_rows))
             rng.shuffle(epoch)
             order.extend(epoch)
         picked, order = order[:opts.batch_size], order[opts.batch_size:]
-        seeds = [rng.getrandbits(31) for _ in picked]
-        masked, attention, selected, original = _masked_batch(
-            [items[i] for i in picked], seeds, opts.mask_prob, mask_id, vocab, pad_id)
-        if not selected.any():
+        vectors, targets = feats.take(picked)
+        if targets.numel() == 0:
+            scheduler.step()
             continue
-        hidden = _final_hidden(model, masked.to(device), attention.to(device))
-        logits = head(hidden[selected.to(device)].float())
-        loss = nn.functional.cross_entropy(logits.float(), original[selected].to(device))
+        loss = nn.functional.cross_entropy(head(vectors).float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -306,10 +366,55 @@ def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[st
         if step % 10 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
+    head.eval()
     tail = losses[-max(1, len(losses) // 10):]
-    held_items = _encode(tokenizer, held, opts.max_length)
-    stats = _heldout_accuracy(head, model, held_items, opts, seed, mask_id, vocab, pad_id, device)
-    stats["final_train_loss"] = sum(tail) / len(tail) if tail else None
+    return sum(tail) / len(tail) if tail else None
+
+
+def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[str], opts: FitOptions, seed: int,
+         device: torch.device, progress: bool) -> tuple[HeadModule, dict[str, Any]]:
+    """Fit on cached final-layer features (the encoder is frozen, so each masked sentence is encoded once).
+
+    The fit sees ``steps * batch_size`` (sentence, mask draw) rows, one epoch: the first ``steps * batch_size``
+    sentences of the (shuffled) fit part with one draw each when the corpus is large, else every sentence with
+    ``ceil(steps * batch_size / n)`` draws (the same as drawing fresh masks at every step, as before). The growth
+    curve refits the same head, same steps, on the first fractions of those sentences (their cached draws, seen
+    for more epochs) and scores each on the same held-out features.
+    """
+    mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
+    if mask_id is None:
+        raise BertscopeError("the tokenizer has no mask token, so an MLM head cannot be fitted for this model")
+    pad_id = 0 if pad_id is None else pad_id
+    vocab = _token_embeddings(model).shape[0]
+    views = opts.steps * opts.batch_size
+    used = train[:views]
+    draws = max(1, math.ceil(views / len(used)))
+    items = _encode(tokenizer, used, opts.max_length)
+    feats = _features(model, items, draws, seed, 0, opts, mask_id, vocab, pad_id, device, progress,
+                      "encoding the fit corpus (frozen final layer)")
+    held_feats = _features(model, _encode(tokenizer, held, opts.max_length), opts.heldout_mask_draws, seed, 1, opts,
+                           mask_id, vocab, pad_id, device, progress, "encoding held-out sentences")
+    held_vectors, held_targets = held_feats.upto(len(held))
+    head = _new_head(model, opts, seed, device)
+    final_loss = _train(head, feats, len(used), items, opts, seed, progress, "fitting MLM head on the final layer")
+    stats = _evaluate(head, held_vectors, held_targets)
+    stats["final_train_loss"] = final_loss
+    curve = []
+    for fraction in sorted(set(opts.curve)):
+        n = max(1, round(fraction * len(used)))
+        if n >= len(used):
+            continue
+        small = _new_head(model, opts, seed, device)
+        loss = _train(small, feats, n, items, opts, seed, progress, f"growth curve: {n} sentences")
+        curve.append({"fraction": fraction, "sentences": n, "rows": n * draws, "final_train_loss": loss,
+                      **_evaluate(small, held_vectors, held_targets)})
+    curve.append({"fraction": 1.0, "sentences": len(used), "rows": len(used) * draws, "final_train_loss": final_loss,
+                  **{k: stats[k] for k in ("heldout_masked_top1", "heldout_masked_nll", "heldout_masked_tokens")}})
+    stats["growth_curve"] = curve
+    stats["fit_sentences_used"] = len(used)
+    stats["mask_draws_per_sentence"] = draws
+    stats["fit_sha256"] = hashlib.sha256("\n".join(used).encode("utf-8")).hexdigest()
+    stats["heldout_sha256"] = hashlib.sha256("\n".join(held).encode("utf-8")).hexdigest()
     return head, stats
 
 
@@ -388,7 +493,7 @@ def get_fitted_head(
         if loaded is not None:
             head, info = loaded
             return FittedHead(head.to(device).eval(), {**info, "reused": True, "path": str(folder)})
-    train, held = _split_heldout(corpus, opts.heldout_fraction, seed)
+    train, held = split_heldout(corpus, opts.heldout_fraction, seed, opts.heldout_max_sentences)
     started = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():  # the head trains even if the caller runs without grad
         head, stats = _fit(model, tokenizer, train, held, opts, seed, device, progress)
@@ -400,11 +505,16 @@ def get_fitted_head(
         "architecture": "dense(H->E) -> GELU -> LayerNorm -> decoder(E->V) + bias",
         "decoder": "tied to the frozen input embeddings" if opts.tie_decoder else "own weights (init: embeddings)",
         "trained_on": "final layer only, encoder frozen, BERT 80/10/10 masking, loss on selected tokens",
+        "growth_curve_note": "same options and steps on the first fractions of the fit sentences (their cached mask "
+                             "draws), each scored on the same held-out sentences",
         "layer_norm_eps": head.norm.eps,
         "seed": seed,
         "dtype": dtype,
         "options": dataclasses.asdict(opts),
-        "corpus": {**corpus_info, "sha256": corpus_sha, "train_sentences": len(train), "heldout_sentences": len(held)},
+        "corpus": {**corpus_info, "sha256": corpus_sha, "available_sentences": len(corpus),
+                   "train_sentences": stats.pop("fit_sentences_used"), "heldout_sentences": len(held),
+                   "mask_draws_per_sentence": stats.pop("mask_draws_per_sentence"),
+                   "train_sha256": stats.pop("fit_sha256"), "heldout_sha256": stats.pop("heldout_sha256")},
         **stats,
         "fit_seconds": round(time.perf_counter() - started, 2),
     }
@@ -415,3 +525,27 @@ def get_fitted_head(
         except OSError as exc:
             _log.warning("could not cache the fitted head in %s (%s)", folder, exc)
     return FittedHead(head, {**info, "reused": False, "path": str(folder) if use_cache else None})
+
+
+def fit_for_texts(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    measured: TextSource,
+    *,
+    fit_corpus: str = "auto",
+    data_dir: str | None = None,
+    overlap: str = "refuse",
+    options: FitOptions | None = None,
+    **fit_kwargs: Any,
+) -> FittedHead:
+    """The fitted head a command decodes ``measured`` with: its fit corpus resolved per ``--fit-corpus`` and checked
+    against the measured sentences first (refused, or flagged, per ``--fit-overlap``: a head scored on its own fit
+    text measures memory, issue 11 6d). ``info`` then names both texts (source, size, SHA-256) and the overlap."""
+    corpus = texts.resolve_fit_corpus(fit_corpus, measured, data_dir)
+    report = texts.check_overlap(corpus, measured, overlap)  # before fitting: a refusal costs nothing
+    described = corpus.describe()
+    corpus_info = {k: v for k, v in described.items() if k not in ("sha256", "num_sentences")}
+    fitted = get_fitted_head(model, tokenizer, list(corpus.sentences), corpus_info, options=options, **fit_kwargs)
+    fitted.info = {**fitted.info, "fit_corpus_requested": fit_corpus, "measured_texts": measured.describe(),
+                   "fit_overlap": report}
+    return fitted

@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from bertscope import families, loading, surgery
+from bertscope import caveats, families, loading, surgery
 from bertscope.agreement import agrees_with_final
 from bertscope.configs import ReconstructConfig
 from bertscope.errors import BertscopeError
 from bertscope.figures import readable_log_axis, save_figure, style_words
-from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
+from bertscope.fitted_head import FitOptions, bert_mask, fit_for_texts
 from bertscope.labels import metric_name, model_name, texts_name
 from bertscope.lens import (
     DEFAULT_CHUNK_SIZE,
@@ -52,7 +52,7 @@ from bertscope.results import (
     write_csv_atomic,
     write_json_atomic,
 )
-from bertscope.texts import TextSource, load_texts, read_text_file
+from bertscope.texts import TextSource, load_texts
 from bertscope.token_view import MAX_TOKENS, TokenView, write_token_views
 
 __all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "run_reconstruct",
@@ -115,6 +115,7 @@ class ReconstructResult:
             "model": self.model,
             "head": self.head,
             "texts": self.texts,
+            "caveats": self.caveats,
             "counting": self.counting,
             "layer_numbering": HIDDEN_STATE,
             "layer_numbering_note": NUMBERING_NOTES[HIDDEN_STATE],
@@ -134,6 +135,11 @@ class ReconstructResult:
             "environment": self.environment,
             "files": self.files,
         }
+
+    @property
+    def caveats(self) -> list[str]:
+        """Model caveats (native pooling, GLUE tasks in its training data: :mod:`bertscope.caveats`)."""
+        return caveats.notes(self.config.model, self.config.task, None, path=self.model.get("source"))
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -175,6 +181,8 @@ class ReconstructResult:
             acc = fit.get("heldout_masked_top1")
             notes.append(f"fitted head ({'reused from cache' if fit.get('reused') else 'fitted now'}): final-layer "
                          f"masked-token top-1 on held-out text {_pct(acc) if acc is not None else 'n/a'}")
+            notes.extend(_fit_notes(fit))
+        notes.extend(f"caveat: {line}" for line in self.caveats)
         if self.files:
             notes.append("wrote " + ", ".join(sorted(self.files.values())))
         table.caption = "\n".join(notes) if notes else None
@@ -195,6 +203,25 @@ def _head_words(head: dict[str, Any]) -> str:
     kind = "fitted head" if head["mode"] == "fit" else "pretrained MLM head"
     where = f" ({owner['source']})" if owner.get("from") in ("original", "path") else ""
     return f"{whose} {kind}{where}"
+
+
+def _fit_notes(fit: dict[str, Any]) -> list[str]:
+    """Which text fitted the head and which was measured, the overlap, and the growth curve (issue 11, 6d/6e)."""
+    corpus, measured, overlap = fit.get("corpus") or {}, fit.get("measured_texts") or {}, fit.get("fit_overlap") or {}
+    notes = [f"fit on {corpus.get('kind')} ({corpus.get('train_sentences')} of {corpus.get('available_sentences')} "
+             f"sentences, sha256 {str(corpus.get('sha256'))[:12]}); measured on {measured.get('kind')} "
+             f"({measured.get('num_sentences')} sentences, sha256 {str(measured.get('sha256'))[:12]}); "
+             f"{overlap.get('measured_in_fit', 0)} measured sentences in the fit corpus"]
+    if overlap.get("flagged"):
+        notes.append(f"FLAGGED: {overlap['measured_in_fit']} of {overlap['measured']} measured sentences are in the "
+                     "fit corpus (--fit-overlap allow): these numbers partly measure the head's memory")
+    if corpus.get("warning"):
+        notes.append(f"warning: {corpus['warning']}")
+    curve = fit.get("growth_curve") or []
+    if len(curve) > 1:
+        notes.append("held-out masked top-1 by fit sentences: " + ", ".join(
+            f"{c['sentences']}: {_pct(c['heldout_masked_top1'])}" for c in curve))
+    return notes
 
 
 def _pct(value: float | None) -> str:
@@ -273,11 +300,12 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
             parts = dataclasses.replace(parts, pre_norm=families.final_norm(loaded.model))
         return parts, {"mode": "pretrained", "requested": config.head, "part": config.head_part,
                        "head_from": owner_info}
-    corpus, corpus_info = _fit_corpus(config.fit_corpus, source)
     options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
-                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length)
-    fitted = get_fitted_head(
-        owner.model, tokenizer, corpus, corpus_info, options=options, seed=config.seed, dtype=dtype_name,
+                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length,
+                         curve=FitOptions.curve if config.fit_curve else ())
+    fitted = fit_for_texts(  # fit corpus and measured text are checked for overlap first (issue 11, 6d)
+        owner.model, tokenizer, source, fit_corpus=config.fit_corpus, data_dir=config.data_dir,
+        overlap=config.fit_overlap, options=options, seed=config.seed, dtype=dtype_name,
         cache_dir=config.head_cache, refit=config.refit, progress=config.progress, model_source=owner.source,
     )
     info = {"mode": "fit", "requested": config.head, "part": "full (fitted)", "fit": fitted.info,
@@ -285,15 +313,6 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
     if config.head_part != "full":
         info["note"] = "--head-part applies to pretrained heads only; the fitted head is always used whole"
     return fitted.parts(loaded.model), info
-
-
-def _fit_corpus(choice: str, source: TextSource) -> tuple[list[str], dict[str, Any]]:
-    if choice == "builtin":
-        builtin = load_texts()
-        return list(builtin.sentences), {"kind": "builtin", "file": "bertscope/data/sentences.txt"}
-    if choice == "source":
-        return list(source.sentences), {"kind": "source", "source": source.describe()}
-    return read_text_file(choice), {"kind": "file", "file": str(Path(choice).expanduser().resolve())}
 
 
 @dataclass
