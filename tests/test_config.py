@@ -267,6 +267,7 @@ REQUIRED: dict[str, dict[str, object]] = {
     "LayersConfig": {"task": "rte"},
     "TokensConfig": {"task": "rte"},
     "CrossConfig": {"tasks": "sst2,rte"},
+    "ReplicateConfig": {"paper": "paper2"},
     "DeepenConfig": {"out": "deepened", "duplicate": "1"},
     "CompareConfig": {"variant": "variant-folder"},
     "SweepConfig": {"spec": "spec.yaml"},

@@ -355,8 +355,8 @@ def test_fitted_head_of_a_deepened_headless_model_is_fitted_on_the_original(bert
     base.save_pretrained(original)
     bert_tokenizer.save_pretrained(original)
     variant = _deepen(original, tmp_path / "deep", remove="0")
-    options = dict(texts=str(sentence_file), progress=False, fit_corpus=str(sentence_file), fit_steps=2,
-                   fit_batch_size=4, token_view=0, examples=0, layers="-1")
+    options = dict(texts=str(sentence_file), progress=False, fit_corpus=str(sentence_file), fit_overlap="allow",
+                   fit_steps=2, fit_batch_size=4, token_view=0, examples=0, layers="-1")  # which head, not its score
     result = run_reconstruct(ReconstructConfig(model=str(variant), **options))
     assert result.head["mode"] == "fit" and result.head["head_from"]["from"] == "original"
     assert result.head["fit"]["model_fingerprint"] == loading.weights_fingerprint(base)

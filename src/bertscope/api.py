@@ -37,8 +37,9 @@ from bertscope.configs import (
     SweepConfig,
     TokensConfig,
 )
+from bertscope.errors import BertscopeError
 from bertscope.finetune import COMMAND as FINETUNE_COMMAND
-from bertscope.finetune import run_finetune
+from bertscope.finetune import run_command, run_finetune
 from bertscope.finetune_result import FinetuneResult
 from bertscope.layer_scan import LayerScanResult, run_layer_scan
 from bertscope.predict import PredictResult, run_predict
@@ -73,6 +74,7 @@ __all__ = [
     "ReplicateResult",
     "ReportConfig",
     "ReportResult",
+    "SeedsResult",
     "StatusConfig",
     "StatusResult",
     "StudyResult",
@@ -84,6 +86,7 @@ __all__ = [
     "deepen",
     "dims",
     "finetune",
+    "finetune_seeds",
     "layer_scan",
     "layers",
     "predict",
@@ -150,13 +153,18 @@ def replicate(config: ReplicateConfig | None = None, /, **options: Any) -> Repli
     return run_replicate(_config(ReplicateConfig, config, options))
 
 
-def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult | SeedsResult:
-    """Fine-tune on a GLUE task with a representation-selecting head (with ``seeds``: one run per seed, and their
-    intervals)."""
+def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult:
+    """Fine-tune on a GLUE task with a representation-selecting head (several seeds: :func:`finetune_seeds`)."""
     config = _config(FinetuneConfig, config, options)
     if config.seeds is not None:
-        return run_finetune_seeds(config, run_finetune, FINETUNE_COMMAND.identity)
-    return run_finetune(config)
+        raise BertscopeError("several seeds make several runs: use bertscope.api.finetune_seeds")
+    result: FinetuneResult = run_command(config)  # the command's runner (one run without seeds)
+    return result
+
+
+def finetune_seeds(config: FinetuneConfig | None = None, /, **options: Any) -> SeedsResult:
+    """``finetune --seeds``: one fine-tuning run per seed of ``seeds`` and each metric's interval over them."""
+    return run_finetune_seeds(_config(FinetuneConfig, config, options), run_finetune, FINETUNE_COMMAND.identity)
 
 
 def predict(config: PredictConfig | None = None, /, **options: Any) -> PredictResult:

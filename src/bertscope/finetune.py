@@ -36,7 +36,8 @@ from bertscope.results import environment_info, write_csv_atomic, write_json_ato
 from bertscope.tracking import TRACKING_OPTIONS
 from bertscope.train import Batch, EncoderRepresentation, TrainHistory, encode_split
 
-__all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_finetune", "save_finetuned"]
+__all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command", "run_finetune",
+           "save_finetuned"]
 
 
 def _check_out(config: FinetuneConfig) -> Path | None:
@@ -91,7 +92,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     Under ``torchrun`` / ``accelerate launch`` the processes form one data-parallel run (:mod:`bertscope.distributed`):
     only rank 0 writes files; if it fails to, every process fails (the same exit code everywhere)."""
     if config.seeds is not None:  # several runs: the command (or bertscope.seeds.run_finetune_seeds) runs them
-        raise BertscopeError("--seeds runs one fine-tuning run per seed: use bertscope.seeds.run_finetune_seeds")
+        raise BertscopeError("--seeds runs one fine-tuning run per seed: use bertscope.api.finetune_seeds")
     with dp.launched():  # the process group prepare() may create is destroyed at the end
         return _run_finetune(config)
 
@@ -243,7 +244,7 @@ NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict
                                                       "on_divergence", "resume", "keep_checkpoints",
                                                       "checkpoint_every"}
 
-def _run(config: FinetuneConfig) -> Any:
+def run_command(config: FinetuneConfig) -> Any:
     """The command: one run, or with ``--seeds`` one per seed (:mod:`bertscope.seeds`)."""
     if config.seeds is not None:
         from bertscope.seeds import run_finetune_seeds
@@ -252,6 +253,6 @@ def _run(config: FinetuneConfig) -> Any:
     return run_finetune(config)
 
 
-COMMAND = CommandInfo("finetune", FinetuneConfig, _run, FinetuneResult,
+COMMAND = CommandInfo("finetune", FinetuneConfig, run_command, FinetuneResult,
                       "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",
                       model_subdir="model", not_identity=NOT_IDENTITY)
