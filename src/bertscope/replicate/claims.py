@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,9 +139,10 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
         if judged == "supported":
             judged = "inconclusive"
         notes.append(f"both sides at chance level (majority-class score {chance:.3f} + {CHANCE_MARGIN:g})")
+    extra = {} if chance is None else {"majority_class_score": chance}
     return Claim(paper, cid, statement, scope, kind, measurement, difference, judged, tolerance,
                  _rule(kind, tolerance), "; ".join(notes), dict(sides or {}), tuple(sorted(set(runs))),
-                 dict(details or {}), counted)
+                 {**(details or {}), **extra}, counted)
 
 
 def _run_learned(row: RunRow) -> bool:
@@ -154,7 +155,7 @@ def _run_learned(row: RunRow) -> bool:
     return value is None or float(value) >= 0.5
 
 
-def head_flags(rows: Iterable[RunRow], keep: Any = None) -> list[bool]:
+def head_flags(rows: Iterable[RunRow], keep: Callable[[Mapping[str, Any]], bool] | None = None) -> list[bool]:
     """The learned flag of every head in ``rows``: a study's run records (``payload["runs"]``, those ``keep``
     accepts when given), a fine-tuning run's own flag otherwise."""
     flags: list[bool] = []
@@ -170,7 +171,7 @@ def head_flags(rows: Iterable[RunRow], keep: Any = None) -> list[bool]:
 
 def _chance(rows: Iterable[RunRow], task: str | None) -> float | None:
     """The task's majority-class score (the mean over runs, whose seeded dev subsets may differ)."""
-    values = [r.chance[task] for r in rows if task in r.chance]
+    values = [r.chance[task] for r in rows if task is not None and task in r.chance]
     return statistics.fmean(values) if values else None
 
 
