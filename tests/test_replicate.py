@@ -208,8 +208,10 @@ def test_lower_layers_at_chance_can_still_be_weaker():
 
 def test_every_layer_row_says_which_text_fitted_the_head_and_the_final_agreement():
     head = {"mode": "fit", "head_from": {"from": "original"},
-            "fit": {"corpus": {"kind": "glue-train", "num_sentences": 960},
-                    "measured_texts": {"kind": "glue:sst2/validation", "num_sentences": 64}}}
+            "fit": {"corpus": {"kind": "glue-train", "tasks": ["cola", "sst2"], "split": "train",
+                               "train_sentences": 960}, "heldout_masked_top1": 0.25,
+                    "measured_texts": {"kind": "glue", "task": "sst2", "split": "validation", "num_sentences": 64},
+                    "fit_overlap": {"measured_in_fit": 0, "measured": 64}}}
     rows = []
     for seed in (1, 2):
         row = _recon(seed, [0.3, 0.4, 0.5])
@@ -218,8 +220,9 @@ def test_every_layer_row_says_which_text_fitted_the_head_and_the_final_agreement
         rows.append(C.RunRow(row.id, row.experiment, row.axes, {}, {**row.payload, "records": records,
                                                                     "head": head}))
     claim = _one(C.paper1_claims(rows), "p1.every-layer")
-    assert "the original's fitted head (fit on glue-train, 960 sentences)" in claim.note
-    assert "measured on glue:sst2/validation (64 sentences)" in claim.note
+    assert "the original's fitted head (fit on glue-train cola,sst2 train, 960 sentences" in claim.note
+    assert "held-out masked top-1 0.250" in claim.note and "FLAGGED" not in claim.note
+    assert "measured on glue sst2/validation (64 sentences)" in claim.note
     assert "0.20 at layer 0" in claim.note and "1.00 at 2" in claim.note
     assert claim.details["per_layer_final_agreement"]["2"]["mean"] == pytest.approx(1.0)
     assert claim.heads is None and claim.learned_share is None  # a lens claim rests on no trained head

@@ -224,9 +224,15 @@ def head_text(payload: Mapping[str, Any] | None) -> str:
     fit = head.get("fit") or {}
     corpus, measured = fit.get("corpus") or {}, fit.get("measured_texts") or {}
     if head.get("mode") == "fit":
-        text = (f"{whose} fitted head (fit on {corpus.get('kind', '?')}, {corpus.get('num_sentences', '?')} "
-                f"sentences); measured on {measured.get('kind', '?')} ({measured.get('num_sentences', '?')} "
-                f"sentences)")
+        tasks = ",".join(str(t) for t in corpus.get("tasks") or [])
+        fitted = corpus.get("train_sentences", corpus.get("num_sentences", "?"))
+        where = "/".join(str(x) for x in (measured.get("task"), measured.get("split")) if x)
+        text = (f"{whose} fitted head (fit on {corpus.get('kind', '?')}{f' {tasks}' if tasks else ''} "
+                f"{corpus.get('split', '')}".rstrip() + f", {fitted} sentences")
+        if _finite(fit.get("heldout_masked_top1")) is not None:
+            text += f", held-out masked top-1 {float(fit['heldout_masked_top1']):.3f}"
+        text += (f"); measured on {measured.get('kind', '?')}{f' {where}' if where else ''} "
+                 f"({measured.get('num_sentences', '?')} sentences)")
         overlap = (fit.get("fit_overlap") or {}).get("measured_in_fit")
         return text + (f"; FLAGGED: {overlap} measured sentences in the fit corpus" if overlap else "")
     texts = (payload or {}).get("texts") or {}
@@ -254,7 +260,9 @@ def _every_layer(rows: Sequence[RunRow], model: str, statement: str, cid: str) -
                                "per_layer_final_agreement": {str(k): summarize(v).to_dict()
                                                              for k, v in sorted(agreement.items())},
                                "head": sorted({head_text(r.payload) for r in rows if r.payload})}
-    notes = list(details["head"])
+    heads = [head_text(r.payload) for r in sorted(rows, key=lambda r: r.seed) if r.payload]
+    notes = [heads[0] + (f" (seed {min(r.seed for r in rows)}; every seed's in claims.json)" if len(set(heads)) > 1
+                         else "")] if heads else []
     if agreement:  # the lens's second view: how early the layers already decode what the last layer does
         first = min(agreement)
         notes.append(f"agreement with the final layer's top-1: {statistics.fmean(agreement[first]):.2f} at layer "
