@@ -278,6 +278,15 @@ def test_end_to_end_tiny_budget_writes_claims_and_resumes(tiny_checkpoint, glue_
                    "p1.layer-scan"}
     assert all(c["verdict"] in stats.VERDICTS for c in payload["claims"])
     assert all(r["options"] for r in payload["runs"])  # each run's effective options are recorded
+    by_id = {c["id"]: c for c in payload["claims"]}
+    deepen = by_id["p1.deepen-finetune"]  # 2 models x 2 seeds, each head's flag read from its stored result
+    assert deepen["heads"]["total"] == 4 and deepen["learned_share"] == deepen["heads"]["learned"] / 4
+    if deepen["heads"]["learned"] < 4:
+        assert deepen["verdict"] == "inconclusive" and "did not learn" in deepen["note"]
+    every = by_id["p1.every-layer"]
+    assert every["heads"] is None and "measured on" in every["note"]
+    assert every["details"]["per_layer_final_agreement"]["2"]["mean"] == pytest.approx(1.0)  # the last layer
+    assert "the original's" in by_id["p1.duplicated-layers"]["note"]  # decoded with the original's head
     assert "<table>" in (tmp_path / "out" / "claims.html").read_text()
     # the same invocation again runs nothing new and gives the same claims
     second = api.replicate(**options)

@@ -397,9 +397,29 @@ def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
             claims.append(_claim("paper2", "p2.tokens", "A non-[CLS] token vector is as good as [CLS]",
                                  f"{token} vs cls, {task}", "as_good", f"dev score: {token} - cls, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
-                                 heads=head_flags(task_rows, lambda r, t=token: r.get("token_strategy") in (t, "cls")),
+                                 heads=head_flags(task_rows, _where("token_strategy", {token, "cls"})),
                                  chance=_chance(task_rows, task)))
     return claims
+
+
+Keep = Callable[[Mapping[str, Any]], bool]
+
+
+def _where(key: str, values: set[Any], cast: Callable[[Any], Any] = str) -> Keep:
+    """Run records whose ``key`` (cast) is one of ``values``: the runs of a comparison's two sides."""
+    def keep(record: Mapping[str, Any]) -> bool:
+        try:
+            return cast(record.get(key)) in values
+        except (TypeError, ValueError):
+            return False
+    return keep
+
+
+def _dims_of(k: int) -> Keep:
+    """The dims study's runs of both sides of "k vs all": every all-dimension run and the random K = k runs."""
+    def keep(record: Mapping[str, Any]) -> bool:
+        return record.get("selection") == "all" or (record.get("selection") == "random" and str(record.get("k")) == str(k))
+    return keep
 
 
 def _task_rows(rows: Iterable[RunRow], task: str) -> list[RunRow]:
@@ -424,8 +444,7 @@ def _dims(rows: Sequence[RunRow]) -> list[Claim]:
                                  f"k={k} vs all, {task}", "as_good",
                                  f"dev score: random {k} dims (mean over subsets) - all dims, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
-                                 heads=head_flags(task_rows, lambda r, k=k: r.get("selection") == "all"
-                                                  or f"{r.get('selection')}:{r.get('k')}" == f"random:{k}"),
+                                 heads=head_flags(task_rows, _dims_of(k)),
                                  chance=_chance(task_rows, task)))
     return claims
 
@@ -453,16 +472,9 @@ def _layers(rows: Sequence[RunRow]) -> list[Claim]:
                                  summarize(diffs), tolerance=tolerance if kind == "as_good" else None, sides=sides,
                                  runs=[r.id for r in task_rows], details={"layers": group, "last": depth,
                                                                           "group": layers},
-                                 heads=head_flags(task_rows, lambda r, g=(*group, depth): _int(r.get("layer")) in g),
+                                 heads=head_flags(task_rows, _where("layer", {*group, depth}, int)),
                                  chance=_chance(task_rows, task)))
     return claims
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _span(layers: Sequence[int]) -> str:
