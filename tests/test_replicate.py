@@ -133,6 +133,101 @@ def test_paper2_claims_follow_the_rule():
     assert cross.verdict == "supported" and cross.scope == "rte after mrpc vs after rte"
 
 
+def _learning(learned: bool) -> dict:
+    return {"learning": {"learned": learned, "reason": "" if learned else "final training loss 0.69 ..."}}
+
+
+def test_a_head_that_did_not_learn_makes_the_claim_inconclusive():
+    deep, orig = [0.70, 0.72, 0.71], [0.65, 0.66, 0.64]
+
+    def rows(flags: list[bool]) -> list[C.RunRow]:
+        out = [C.RunRow(f"d{s}", "deepen-finetune", {"model": f"{DEEPENED_PREFIX}m", "task": "rte", "seed": s},
+                        {"final.combined_score": v}, _learning(True)) for s, v in enumerate(deep, 1)]
+        out += [C.RunRow(f"o{s}", "deepen-finetune", {"model": "m", "task": "rte", "seed": s},
+                         {"final.combined_score": v}, _learning(f)) for (s, v), f in zip(enumerate(orig, 1), flags,
+                                                                                        strict=True)]
+        return out
+
+    learned = _one(C.paper1_claims(rows([True, True, True])), "p1.deepen-finetune")
+    assert learned.verdict == "supported" and learned.heads == (6, 6) and learned.learned_share == 1.0
+    flagged = _one(C.paper1_claims(rows([True, False, True])), "p1.deepen-finetune")
+    assert flagged.difference == learned.difference  # the measurement stays; only the verdict changes
+    assert flagged.verdict == "inconclusive" and flagged.heads == (5, 6)
+    assert "1 of 6 heads did not learn" in flagged.note and "--feature-norm standardize" in flagged.note
+    assert flagged.to_dict()["learned_share"] == pytest.approx(5 / 6)
+    # the flat metric `learned` (1/0) of a run without a payload counts as well
+    flat = [C.RunRow(r.id, r.experiment, r.axes, {**r.metrics, "learned": 0.0 if r.id == "o1" else 1.0})
+            for r in rows([True] * 3)]
+    assert _one(C.paper1_claims(flat), "p1.deepen-finetune").heads == (5, 6)
+
+
+def test_study_heads_are_read_per_comparison_from_the_run_records():
+    def tokens(seed: int, flags: dict[str, bool]) -> C.RunRow:
+        scores = {"cls": 0.80, "mean": 0.805 + 0.001 * seed, "max": 0.801}
+        runs = [{"token_strategy": t, "seed": seed, "score": v, "learned": flags.get(t, True)}
+                for t, v in scores.items()]
+        return _study("tokens", seed, [({"token": t}, v) for t, v in scores.items()], payload={"runs": runs})
+
+    claims = C.paper2_claims([tokens(s, {"mean": s != 2}) for s in (1, 2, 3)])
+    mean, best = _one(claims, "p2.tokens", "mean vs cls, rte"), _one(claims, "p2.tokens", "max vs cls, rte")
+    assert mean.verdict == "inconclusive" and mean.heads == (5, 6) and "1 of 6 heads" in mean.note
+    assert best.heads == (6, 6) and best.verdict == stats.verdict(best.difference, "as_good", TOLERANCES["p2.tokens"])
+    assert best.verdict == "supported"
+
+
+def test_two_sides_at_chance_are_never_as_good_as_each_other():
+    """The smoke run of paper 2 once found "k=2 as good as all dims" between two heads at 0.49-0.56."""
+    def dims(seed: int, k2: float, full: float, chance: float | None) -> C.RunRow:
+        row = _study("dims", seed, [({"dims": "all", "sample": 0}, full), ({"dims": "random:2", "sample": 0}, k2)],
+                     task="sst2")
+        return C.RunRow(row.id, row.experiment, row.axes, {}, None, row.points,
+                        chance={} if chance is None else {"sst2": chance})
+
+    at_chance = [(0.505, 0.51), (0.51, 0.505), (0.50, 0.505)]
+    unguarded = _one(C.paper2_claims([dims(s, a, b, None) for s, (a, b) in enumerate(at_chance, 1)]),
+                     "p2.dims", "k=2 vs all, sst2")
+    assert unguarded.verdict == "supported"  # what the rule alone says
+    guarded = _one(C.paper2_claims([dims(s, a, b, 0.5) for s, (a, b) in enumerate(at_chance, 1)]),
+                   "p2.dims", "k=2 vs all, sst2")
+    assert guarded.difference == unguarded.difference
+    assert guarded.verdict == "inconclusive" and "both sides at chance level" in guarded.note
+    learned = [(0.80, 0.81), (0.81, 0.80), (0.805, 0.81)]  # far above chance: the rule decides
+    assert _one(C.paper2_claims([dims(s, a, b, 0.5) for s, (a, b) in enumerate(learned, 1)]),
+                "p2.dims", "k=2 vs all, sst2").verdict == "supported"
+
+
+def test_lower_layers_at_chance_can_still_be_weaker():
+    """Only a comparison of two chance-level sides is guarded: lower layers at chance below a learned last layer
+    support "lower layers are weaker"."""
+    rows = [C.RunRow(f"l{s}", "layers", {"task": "sst2", "seed": s}, {}, None,
+                     tuple(({"layer": i}, v) for i, v in enumerate([0.5, 0.5, 0.51, 0.8 + 0.01 * s, 0.81])),
+                     chance={"sst2": 0.5}) for s in (1, 2, 3)]
+    lower = _one(C.paper2_claims(rows), "p2.layers.lower")
+    assert lower.verdict == "supported" and lower.sides["reference"].mean == pytest.approx(0.81)
+
+
+def test_every_layer_row_says_which_text_fitted_the_head_and_the_final_agreement():
+    head = {"mode": "fit", "head_from": {"from": "original"},
+            "fit": {"corpus": {"kind": "glue-train", "tasks": ["cola", "sst2"], "split": "train",
+                               "train_sentences": 960}, "heldout_masked_top1": 0.25,
+                    "measured_texts": {"kind": "glue", "task": "sst2", "split": "validation", "num_sentences": 64},
+                    "fit_overlap": {"measured_in_fit": 0, "measured": 64}}}
+    rows = []
+    for seed in (1, 2):
+        row = _recon(seed, [0.3, 0.4, 0.5])
+        records = [{**r, "final_agreement": a} for r, a in zip(row.payload["records"], [0.2, 0.6, 1.0],
+                                                                   strict=True)]
+        rows.append(C.RunRow(row.id, row.experiment, row.axes, {}, {**row.payload, "records": records,
+                                                                    "head": head}))
+    claim = _one(C.paper1_claims(rows), "p1.every-layer")
+    assert "the original's fitted head (fit on glue-train cola,sst2 train, 960 sentences" in claim.note
+    assert "held-out masked top-1 0.250" in claim.note and "FLAGGED" not in claim.note
+    assert "measured on glue sst2/validation (64 sentences)" in claim.note
+    assert "0.20 at layer 0" in claim.note and "1.00 at 2" in claim.note
+    assert claim.details["per_layer_final_agreement"]["2"]["mean"] == pytest.approx(1.0)
+    assert claim.heads is None and claim.learned_share is None  # a lens claim rests on no trained head
+
+
 def test_missing_runs_still_give_inconclusive_rows():
     for paper in PAPERS:
         claims = C.claims_for(paper, [])
@@ -183,6 +278,15 @@ def test_end_to_end_tiny_budget_writes_claims_and_resumes(tiny_checkpoint, glue_
                    "p1.layer-scan"}
     assert all(c["verdict"] in stats.VERDICTS for c in payload["claims"])
     assert all(r["options"] for r in payload["runs"])  # each run's effective options are recorded
+    by_id = {c["id"]: c for c in payload["claims"]}
+    deepen = by_id["p1.deepen-finetune"]  # 2 models x 2 seeds, each head's flag read from its stored result
+    assert deepen["heads"]["total"] == 4 and deepen["learned_share"] == deepen["heads"]["learned"] / 4
+    if deepen["heads"]["learned"] < 4:
+        assert deepen["verdict"] == "inconclusive" and "did not learn" in deepen["note"]
+    every = by_id["p1.every-layer"]
+    assert every["heads"] is None and "measured on" in every["note"]
+    assert every["details"]["per_layer_final_agreement"]["2"]["mean"] == pytest.approx(1.0)  # the last layer
+    assert "the original's" in by_id["p1.duplicated-layers"]["note"]  # decoded with the original's head
     assert "<table>" in (tmp_path / "out" / "claims.html").read_text()
     # the same invocation again runs nothing new and gives the same claims
     second = api.replicate(**options)

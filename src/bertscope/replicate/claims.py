@@ -6,6 +6,13 @@ difference *claimed side minus reference side* (docs/statistics.md). Where a cla
 layer-scan claim bootstraps over its variants (:func:`~bertscope.stats.bootstrap_difference`); the others stay
 ``inconclusive`` (one number cannot tell a difference from seed noise), as the rule says.
 
+Two guards keep a claim off heads that measured their optimiser rather than their features (issue 11): every
+fine-tuning head a comparison rests on (either side) is read for its ``learned`` flag (:mod:`bertscope.learning`:
+finetune results' ``learning``, study run records' ``learned``), and a claim with any head that did not learn is
+``inconclusive``, its note naming how many of how many and the likely remedy; each row records the share of learned
+heads. And a comparison whose two sides both sit at the task's majority-class score (``RunRow.chance``, within
+:data:`CHANCE_MARGIN`) is never ``supported``: two heads that learned nothing are "as good as" each other.
+
 Inputs are :class:`RunRow` records (built by the runner from the result store), so the functions can be tested on
 hand-made rows.
 """
@@ -15,16 +22,20 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bertscope.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES
 from bertscope.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
 
-__all__ = ["Claim", "RunRow", "claims_for", "paper1_claims", "paper2_claims"]
+__all__ = ["CHANCE_MARGIN", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
+
+#: A side whose mean score is at most the majority-class score plus this sits "at chance" (the score scale, 0..1).
+CHANCE_MARGIN = 0.02
 
 StudyPoint = tuple[dict[str, Any], float]
 
@@ -41,6 +52,8 @@ class RunRow:
     payload: Mapping[str, Any] | None = None
     points: tuple[StudyPoint, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: task -> its majority-class (else uniform-chance) dev score on the examples this run was scored on
+    chance: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -79,13 +92,21 @@ class Claim:
     sides: Mapping[str, Interval] = field(default_factory=dict)
     runs: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    heads: tuple[int, int] | None = None  # (learned, total) fine-tuning heads the claim rests on; None: no heads
+
+    @property
+    def learned_share(self) -> float | None:
+        """The share of the claim's heads that learned (None when it rests on no trained head, or none finished)."""
+        return None if not self.heads or not self.heads[1] else self.heads[0] / self.heads[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {"paper": self.paper, "id": self.id, "statement": self.statement, "scope": self.scope,
                 "kind": self.kind, "measurement": self.measurement, "difference": self.difference.to_dict(),
                 "verdict": self.verdict, "tolerance": self.tolerance, "rule": self.rule, "note": self.note,
                 "sides": {k: v.to_dict() for k, v in self.sides.items()}, "runs": list(self.runs),
-                "details": dict(self.details)}
+                "details": dict(self.details),
+                "heads": None if self.heads is None else {"learned": self.heads[0], "total": self.heads[1]},
+                "learned_share": self.learned_share}
 
 
 def _rule(kind: str, tolerance: float | None) -> str:
@@ -98,14 +119,60 @@ def _rule(kind: str, tolerance: float | None) -> str:
 
 def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurement: str, difference: Interval, *,
            tolerance: float | None = None, note: str = "", sides: Mapping[str, Interval] | None = None,
-           runs: Iterable[str] = (), details: Mapping[str, Any] | None = None) -> Claim:
+           runs: Iterable[str] = (), details: Mapping[str, Any] | None = None,
+           heads: Sequence[bool] | None = None, chance: float | None = None) -> Claim:
+    """One row; ``heads``: the learned flag of every head it rests on (None: it rests on no trained head);
+    ``chance``: the majority-class score both ``sides`` are checked against (see the module)."""
     judged = verdict(difference, kind, tolerance or 0.0)
+    notes = [note] if note else []
     if difference.n == 0:
-        note = "; ".join(x for x in (note, "no finished runs") if x)
+        notes.append("no finished runs")
     elif difference.low is None:
-        note = "; ".join(x for x in (note, "one seed: no interval") if x)
+        notes.append("one seed: no interval")
+    counted = None if heads is None else (sum(1 for h in heads if h), len(heads))
+    if counted is not None and counted[0] < counted[1]:
+        judged = "inconclusive"
+        notes.append(f"inconclusive: {counted[1] - counted[0]} of {counted[1]} heads did not learn (training loss at "
+                     f"the constant predictor's, or one predicted class); likely remedy: {REMEDY}")
+    means = [v.mean for v in (sides or {}).values() if v.n]
+    if chance is not None and len(means) == 2 and all(m <= chance + CHANCE_MARGIN for m in means):
+        if judged == "supported":
+            judged = "inconclusive"
+        notes.append(f"both sides at chance level (majority-class score {chance:.3f} + {CHANCE_MARGIN:g})")
+    extra = {} if chance is None else {"majority_class_score": chance}
     return Claim(paper, cid, statement, scope, kind, measurement, difference, judged, tolerance,
-                 _rule(kind, tolerance), note, dict(sides or {}), tuple(sorted(set(runs))), dict(details or {}))
+                 _rule(kind, tolerance), "; ".join(notes), dict(sides or {}), tuple(sorted(set(runs))),
+                 {**(details or {}), **extra}, counted)
+
+
+def _run_learned(row: RunRow) -> bool:
+    """A fine-tuning run's flag: results' ``learning.learned``, else the flat metric ``learned`` (1/0); a run
+    recorded before the flag existed counts as learned (as :func:`bertscope.studies.common.not_learned` does)."""
+    learning = (row.payload or {}).get("learning")
+    if isinstance(learning, Mapping) and "learned" in learning:
+        return bool(learning["learned"])
+    value = row.metrics.get("learned")
+    return value is None or float(value) >= 0.5
+
+
+def head_flags(rows: Iterable[RunRow], keep: Callable[[Mapping[str, Any]], bool] | None = None) -> list[bool]:
+    """The learned flag of every head in ``rows``: a study's run records (``payload["runs"]``, those ``keep``
+    accepts when given), a fine-tuning run's own flag otherwise."""
+    flags: list[bool] = []
+    for row in rows:
+        records = (row.payload or {}).get("runs")
+        if isinstance(records, list) and (row.points or records):
+            flags += [r.get("learned") is not False for r in records
+                      if isinstance(r, Mapping) and (keep is None or keep(r))]
+        else:
+            flags.append(_run_learned(row))
+    return flags
+
+
+def _chance(rows: Iterable[RunRow], task: str | None) -> float | None:
+    """The task's majority-class score (the mean over runs, whose seeded dev subsets may differ)."""
+    values = [r.chance[task] for r in rows if task is not None and task in r.chance]
+    return statistics.fmean(values) if values else None
 
 
 def _paired(claimed: Mapping[int, float], reference: Mapping[int, float]) -> tuple[Interval, dict[str, Interval]]:
@@ -143,24 +210,68 @@ def _layer_top1(row: RunRow) -> dict[int, float]:
     return out
 
 
+def _layer_agreement(row: RunRow) -> dict[int, float]:
+    """Per hidden state, the share of positions whose top-1 equals the final layer's (``final_agreement``)."""
+    return {int(r["layer"]): float(r["final_agreement"]) for r in (row.payload or {}).get("records") or []
+            if r.get("group", "all") == "all" and _finite(r.get("final_agreement")) is not None}
+
+
+def head_text(payload: Mapping[str, Any] | None) -> str:
+    """Whose head decoded the layers, which text fitted it and which text was measured (reconstruct's record)."""
+    head = (payload or {}).get("head") or {}
+    owner = (head.get("head_from") or {}).get("from", "self")
+    whose = {"original": "the original's", "path": "another model's"}.get(str(owner), "its own")
+    fit = head.get("fit") or {}
+    corpus, measured = fit.get("corpus") or {}, fit.get("measured_texts") or {}
+    if head.get("mode") == "fit":
+        tasks = ",".join(str(t) for t in corpus.get("tasks") or [])
+        fitted = corpus.get("train_sentences", corpus.get("num_sentences", "?"))
+        where = "/".join(str(x) for x in (measured.get("task"), measured.get("split")) if x)
+        text = (f"{whose} fitted head (fit on {corpus.get('kind', '?')}{f' {tasks}' if tasks else ''} "
+                f"{corpus.get('split', '')}".rstrip() + f", {fitted} sentences")
+        if _finite(fit.get("heldout_masked_top1")) is not None:
+            text += f", held-out masked top-1 {float(fit['heldout_masked_top1']):.3f}"
+        text += (f"); measured on {measured.get('kind', '?')}{f' {where}' if where else ''} "
+                 f"({measured.get('num_sentences', '?')} sentences)")
+        overlap = (fit.get("fit_overlap") or {}).get("measured_in_fit")
+        return text + (f"; FLAGGED: {overlap} measured sentences in the fit corpus" if overlap else "")
+    texts = (payload or {}).get("texts") or {}
+    return f"{whose} {head.get('mode', '?')} MLM head; measured on {texts.get('source', texts.get('kind', '?'))}"
+
+
 def _every_layer(rows: Sequence[RunRow], model: str, statement: str, cid: str) -> Claim:
     threshold = TOLERANCES["p1.reconstruct.threshold"]
     mins: list[float] = []
     per_layer: dict[int, list[float]] = defaultdict(list)
+    agreement: dict[int, list[float]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r.seed):
         layers = _layer_top1(row)
         if layers:
             mins.append(min(layers.values()))
             for layer, value in layers.items():
                 per_layer[layer].append(value)
+        for layer, value in _layer_agreement(row).items():
+            agreement[layer].append(value)
     family = next((str((r.payload or {}).get("model", {}).get("family")) for r in rows if r.payload), None)
     vocab = next(((r.payload or {}).get("model", {}).get("vocab_size") for r in rows if r.payload), None)
     details: dict[str, Any] = {"family": family, "threshold": threshold,
                                "uniform_chance": 1.0 / float(vocab) if vocab else None,
-                               "per_layer_top1": {str(k): summarize(v).to_dict() for k, v in sorted(per_layer.items())}}
+                               "per_layer_top1": {str(k): summarize(v).to_dict() for k, v in sorted(per_layer.items())},
+                               "per_layer_final_agreement": {str(k): summarize(v).to_dict()
+                                                             for k, v in sorted(agreement.items())},
+                               "head": sorted({head_text(r.payload) for r in rows if r.payload})}
+    heads = [head_text(r.payload) for r in sorted(rows, key=lambda r: r.seed) if r.payload]
+    notes = [heads[0] + (f" (seed {min(r.seed for r in rows)}; every seed's in claims.json)" if len(set(heads)) > 1
+                         else "")] if heads else []
+    if agreement:  # the lens's second view: how early the layers already decode what the last layer does
+        first = min(agreement)
+        notes.append(f"agreement with the final layer's top-1: {statistics.fmean(agreement[first]):.2f} at layer "
+                     f"{first}, " + ", ".join(f"{statistics.fmean(agreement[k]):.2f} at {k}"
+                                              for k in sorted(agreement)[1:]))
     return _claim("paper1", cid, statement, model, "better",
                   f"min over hidden states of top-1 reconstruction - {threshold:g}", _shifted(mins, threshold),
-                  sides={"min-layer top-1": summarize(mins)}, runs=[r.id for r in rows], details=details)
+                  note="; ".join(notes), sides={"min-layer top-1": summarize(mins)}, runs=[r.id for r in rows],
+                  details=details)
 
 
 def _deepen_finetune(rows: Sequence[RunRow]) -> list[Claim]:
@@ -174,7 +285,8 @@ def _deepen_finetune(rows: Sequence[RunRow]) -> list[Claim]:
         difference, sides = _paired(deep, orig)
         claims.append(_claim("paper1", "p1.deepen-finetune", "Deepening (a duplicated layer) then fine-tuning beats "
                              "fine-tuning the original", task, "better", "dev score: deepened - original, paired by "
-                             "seed", difference, sides=sides, runs=[r.id for r in task_rows]))
+                             "seed", difference, sides=sides, runs=[r.id for r in task_rows],
+                             heads=head_flags(task_rows), chance=_chance(task_rows, task)))
     return claims
 
 
@@ -275,6 +387,7 @@ def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
     tolerance = TOLERANCES["p2.tokens"]
     claims = []
     for task, seeds in sorted(_points(rows).items()):
+        task_rows = _task_rows(rows, task)
         scores: dict[str, dict[int, float]] = defaultdict(dict)
         for seed, points in seeds.items():
             for axes, score in points:
@@ -283,14 +396,41 @@ def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
             difference, sides = _paired(scores[token], scores.get("cls", {}))
             claims.append(_claim("paper2", "p2.tokens", "A non-[CLS] token vector is as good as [CLS]",
                                  f"{token} vs cls, {task}", "as_good", f"dev score: {token} - cls, paired by seed",
-                                 difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows]))
+                                 difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
+                                 heads=head_flags(task_rows, _where("token_strategy", {token, "cls"})),
+                                 chance=_chance(task_rows, task)))
     return claims
+
+
+Keep = Callable[[Mapping[str, Any]], bool]
+
+
+def _where(key: str, values: set[Any], cast: Callable[[Any], Any] = str) -> Keep:
+    """Run records whose ``key`` (cast) is one of ``values``: the runs of a comparison's two sides."""
+    def keep(record: Mapping[str, Any]) -> bool:
+        try:
+            return cast(record.get(key)) in values
+        except (TypeError, ValueError):
+            return False
+    return keep
+
+
+def _dims_of(k: int) -> Keep:
+    """The dims study's runs of both sides of "k vs all": every all-dimension run and the random K = k runs."""
+    def keep(record: Mapping[str, Any]) -> bool:
+        return record.get("selection") == "all" or (record.get("selection") == "random" and str(record.get("k")) == str(k))
+    return keep
+
+
+def _task_rows(rows: Iterable[RunRow], task: str) -> list[RunRow]:
+    return [r for r in rows if (r.task or "?") == task]
 
 
 def _dims(rows: Sequence[RunRow]) -> list[Claim]:
     tolerance = TOLERANCES["p2.dims"]
     claims = []
     for task, seeds in sorted(_points(rows).items()):
+        task_rows = _task_rows(rows, task)
         by_k: dict[str, dict[int, float]] = defaultdict(dict)
         for seed, points in seeds.items():
             groups: dict[str, list[float]] = defaultdict(list)
@@ -303,7 +443,9 @@ def _dims(rows: Sequence[RunRow]) -> list[Claim]:
             claims.append(_claim("paper2", "p2.dims", "2-3 hidden dimensions suffice (as good as all)",
                                  f"k={k} vs all, {task}", "as_good",
                                  f"dev score: random {k} dims (mean over subsets) - all dims, paired by seed",
-                                 difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows]))
+                                 difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
+                                 heads=head_flags(task_rows, _dims_of(k)),
+                                 chance=_chance(task_rows, task)))
     return claims
 
 
@@ -311,6 +453,7 @@ def _layers(rows: Sequence[RunRow]) -> list[Claim]:
     tolerance = TOLERANCES["p2.layers.higher"]
     claims = []
     for task, seeds in sorted(_points(rows).items()):
+        task_rows = _task_rows(rows, task)
         per_seed = {seed: {int(axes["layer"]): score for axes, score in points if "layer" in axes}
                     for seed, points in seeds.items()}
         depth = max((max(v) for v in per_seed.values() if v), default=0)
@@ -319,14 +462,18 @@ def _layers(rows: Sequence[RunRow]) -> list[Claim]:
         for group, layers, kind, cid, statement in (
                 (lower, "lower", "worse", "p2.layers.lower", "Lower layers are weaker than the last"),
                 (higher, "higher", "as_good", "p2.layers.higher", "Higher layers are as good as the last")):
-            diffs = {seed: statistics.fmean(s[layer] - s[depth] for layer in group)
-                     for seed, s in per_seed.items() if depth in s and group and all(layer in s for layer in group)}
+            used = sorted(seed for seed, s in per_seed.items()
+                          if depth in s and group and all(layer in s for layer in group))
+            diffs = [statistics.fmean(per_seed[s][layer] - per_seed[s][depth] for layer in group) for s in used]
+            sides = {"claimed": summarize([statistics.fmean(per_seed[s][layer] for layer in group) for s in used]),
+                     "reference": summarize([per_seed[s][depth] for s in used])}
             claims.append(_claim("paper2", cid, statement, f"layers {_span(group)} vs {depth}, {task}", kind,
                                  f"mean over layers {_span(group)} of (score - last layer's score), per seed",
-                                 summarize([diffs[s] for s in sorted(diffs)]),
-                                 tolerance=tolerance if kind == "as_good" else None,
-                                 runs=[r.id for r in rows], details={"layers": group, "last": depth,
-                                                                     "group": layers}))
+                                 summarize(diffs), tolerance=tolerance if kind == "as_good" else None, sides=sides,
+                                 runs=[r.id for r in task_rows], details={"layers": group, "last": depth,
+                                                                          "group": layers},
+                                 heads=head_flags(task_rows, _where("layer", {*group, depth}, int)),
+                                 chance=_chance(task_rows, task)))
     return claims
 
 
@@ -337,12 +484,13 @@ def _span(layers: Sequence[int]) -> str:
 def _freezing(frozen: Sequence[RunRow], tuned: Sequence[RunRow]) -> list[Claim]:
     claims = []
     for task in sorted({r.task or "?" for r in (*frozen, *tuned)}):
+        both = _task_rows((*frozen, *tuned), task)
         a = {r.seed: v for r in frozen if (r.task or "?") == task and (v := _score(r)) is not None}
         b = {r.seed: v for r in tuned if (r.task or "?") == task and (v := _score(r)) is not None}
         difference, sides = _paired(a, b)
         claims.append(_claim("paper2", "p2.freezing", "Freezing the encoder hurts", task, "worse",
                              "dev score: frozen encoder - fine-tuned encoder, paired by seed", difference, sides=sides,
-                             runs=[r.id for r in (*frozen, *tuned) if (r.task or "?") == task]))
+                             runs=[r.id for r in both], heads=head_flags(both), chance=_chance(both, task)))
     return claims
 
 
@@ -365,7 +513,8 @@ def _cross(rows: Sequence[RunRow]) -> list[Claim]:
     a, b = tasks if len(tasks) == 2 else ["A", "B"]
     return [_claim("paper2", "p2.cross", "Cross-fine-tuning forgets little (task A after B as good as after A)",
                    f"{a} after {b} vs after {a}", "as_good", f"{a} dev score: after stage {b} - after stage {a}, "
-                   "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows])]
+                   "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows],
+                   heads=head_flags(rows) if rows else None, chance=_chance(rows, a))]
 
 
 def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:

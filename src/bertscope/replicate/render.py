@@ -14,14 +14,19 @@ from bertscope.replicate.claims import Claim
 from bertscope.report.render import to_html
 from bertscope.results import write_json_atomic, write_text_atomic
 
-__all__ = ["claims_markdown", "claims_payload", "claims_table", "write_claims"]
+__all__ = ["claims_markdown", "claims_payload", "claims_table", "learned_cell", "write_claims"]
 
 TABLE_HEADERS = ("claim", "scope", "measurement", "difference (mean ± std [95% CI] (n))", "kind", "tolerance",
-                 "verdict", "note")
+                 "verdict", "learned heads", "note")
 
 
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def learned_cell(claim: Claim) -> str:
+    """``12/12``: the claim's heads that learned, of all it rests on; empty when it rests on no trained head."""
+    return "" if claim.heads is None else f"{claim.heads[0]}/{claim.heads[1]}"
 
 
 def claims_table(claims: Sequence[Claim]) -> list[str]:
@@ -31,7 +36,7 @@ def claims_table(claims: Sequence[Claim]) -> list[str]:
         tolerance = "" if c.tolerance is None else f"±{c.tolerance:g}"
         lines.append("| " + " | ".join(_cell(x) for x in (
             c.statement, c.scope, c.measurement, c.difference.format(3), c.kind, tolerance, f"**{c.verdict}**",
-            c.note)) + " |")
+            learned_cell(c), c.note)) + " |")
     return lines
 
 
@@ -45,7 +50,11 @@ def claims_markdown(title: str, claims: Sequence[Claim], *, command: str, assump
              "The difference is claimed side minus reference side (or the measured value minus a stated threshold), "
              "over seeds: mean ± sample std, 95% Student-t interval, n (bertscope.stats, docs/statistics.md). "
              "`better`: supported when the whole interval is > 0; `worse`: < 0; `as_good`: inside ± the tolerance; "
-             "the mirror cases are not supported, anything else (and one seed without a bootstrap) is inconclusive.",
+             "the mirror cases are not supported, anything else (and one seed without a bootstrap) is inconclusive. "
+             "A claim resting on any fine-tuning head that did not learn (`learned heads` below its total: training "
+             "loss at the constant predictor's, or one predicted class) is inconclusive, and so is a comparison "
+             "whose two sides both sit at the majority-class score: a head that learned nothing measured its "
+             "optimiser, not its features.",
              "", "## Assumptions", "", "Neither paper's full text is available; every unknown detail is this choice:",
              "", *[f"- {a}" for a in assumptions], "", "## Runs", ""]
     lines += [f"- {k}: {v}" for k, v in context.items()]

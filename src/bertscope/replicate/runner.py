@@ -17,13 +17,15 @@ from typing import Any
 
 import yaml
 
+from bertscope.baselines import dev_provenances, task_baseline
 from bertscope.commands import ANALYSES
 from bertscope.configs import ReplicateConfig, SweepConfig
+from bertscope.errors import BertscopeError
 from bertscope.options import parse_name_list
 from bertscope.registry import CommandInfo
 from bertscope.replicate.claims import Claim, RunRow, claims_for
 from bertscope.replicate.protocols import PAPERS, Protocol, protocol
-from bertscope.replicate.render import claims_markdown, claims_payload, write_claims
+from bertscope.replicate.render import claims_markdown, claims_payload, learned_cell, write_claims
 from bertscope.results import write_text_atomic
 from bertscope.sweep.driver import SweepResult, run_sweep
 from bertscope.sweep.store import ResultStore, RunRecord
@@ -60,6 +62,7 @@ class ReplicateResult:
         out = {f"verdict.{v}": float(sum(1 for c in self.claims if c.verdict == v))
                for v in ("supported", "not supported", "inconclusive")}
         out["executed.done"] = float(self.sweep.executed.get("done", 0))
+        out["claims.not_learned"] = float(sum(1 for c in self.claims if c.heads and c.heads[0] < c.heads[1]))
         out["skipped"] = float(self.sweep.skipped)
         out["wall_seconds"] = self.wall_seconds
         return out
@@ -71,10 +74,10 @@ class ReplicateResult:
         if self.sweep.dry_run:
             return Group(self.sweep.render(), f"spec written to {self.files.get('spec')}; nothing ran")
         table = Table(title=f"replicate {self.protocol.paper} --budget {self.protocol.budget.name}")
-        for column in ("claim", "scope", "difference", "verdict"):
+        for column in ("claim", "scope", "difference", "verdict", "learned heads"):
             table.add_column(column)
         for c in self.claims:
-            table.add_row(c.statement, c.scope, c.difference.format(3), c.verdict)
+            table.add_row(c.statement, c.scope, c.difference.format(3), c.verdict, learned_cell(c))
         runs = (f"{self.sweep.executed.get('done', 0)} run(s) done now, {self.sweep.executed.get('failed', 0)} "
                 f"failed, {self.sweep.skipped} already done and skipped; {self.wall_seconds:.0f} s")
         return Group(table, runs, f"claims: {self.files.get('markdown')} · {self.files.get('html')}")
@@ -108,9 +111,27 @@ def rows_from_store(store: ResultStore, sweep: str) -> tuple[list[RunRow], list[
         payload = store.payload(record.id)
         info = ANALYSES.get(record.command)
         points = tuple(info.study_points(payload)) if info and info.study_points and payload else ()
+        trains = record.command == "finetune" or bool(info and info.study_points)
         rows.append(RunRow(record.id, record.experiment or "", dict(record.axes), dict(record.metrics), payload,
-                           points, dict(record.config)))
+                           points, dict(record.config),
+                           _chances(payload, dict(record.axes), dict(record.config)) if trains else {}))
     return rows, runs
+
+
+def _chances(payload: Any, axes: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
+    """Task -> the majority-class score of the dev examples a run was scored on (bertscope.baselines), for the
+    claims' "both sides at chance" guard; a task whose labels cannot be read is left out."""
+    named = axes.get("task", options.get("task")) or options.get("tasks") or ""
+    out: dict[str, float] = {}
+    for task in (t.strip() for t in str(named).split(",") if t.strip()):
+        try:
+            baseline = task_baseline(task, dev_provenances(payload or {}, task))
+        except (BertscopeError, OSError, ValueError, KeyError):
+            continue
+        value = None if baseline is None else baseline.value("final.combined_score")
+        if value is not None:
+            out[task] = float(value)
+    return out
 
 
 def _run_entry(record: RunRecord) -> dict[str, Any]:
