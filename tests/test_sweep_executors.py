@@ -272,6 +272,8 @@ def test_real_commands_reconstruct_over_a_checkpoint_and_its_deepened_variant(tm
 
 @pytest.mark.slow
 def test_real_study_sweep_over_tasks_and_seeds_then_report(tmp_path, tiny_checkpoint, glue_dir):
+    from scipy import stats as scipy_stats
+
     folder = str(tiny_checkpoint("bert", 2))
     spec = tmp_path / "layers.yaml"
     spec.write_text(yaml.safe_dump({
@@ -293,7 +295,8 @@ def test_real_study_sweep_over_tasks_and_seeds_then_report(tmp_path, tiny_checkp
             values = [next(row["score"] for row in payloads[(task, seed)]["table"] if row["layer"] == layer)
                       for seed in (1, 2)]
             mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5
-            assert f"{mean:.3f} ± {std:.3f} (n=2)" in md
+            half = scipy_stats.t.ppf(0.975, 1) * std / 2 ** 0.5  # the 95% Student-t interval over 2 seeds
+            assert f"{mean:.3f} ± {std:.3f} [{mean - half:.3f}, {mean + half:.3f}] (n=2)" in md
 
 
 def _glue_spec(tmp_path: Path, glue_dir: Path) -> Path:
