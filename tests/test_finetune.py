@@ -302,7 +302,7 @@ def test_results_record_the_feature_norm_and_flag_a_head_that_did_not_learn(tmp_
                                                                            glue_dir) -> None:
     out = tmp_path / "stalled"
     result = api.finetune(model=str(tiny_checkpoint("bert", 2)), task="sst2", data_dir=str(glue_dir), epochs=1,
-                          freeze="encoder", head_lr=1e-9, out=str(out), **SMALL)  # a head that cannot move
+                          freeze="encoder", fit="sgd", head_lr=1e-9, out=str(out), **SMALL)  # a head that cannot move
     payload = json.loads((out / "results.json").read_text())
     assert payload["config"]["feature_norm"] == "auto"
     assert payload["head"]["feature_norm"] == "standardize"  # auto with --freeze encoder

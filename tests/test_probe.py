@@ -212,8 +212,9 @@ def _old_hash(config: FinetuneConfig) -> str:
 
 
 def test_sgd_runs_keep_their_identity_and_probe_runs_get_another():
-    sgd = FinetuneConfig(task="rte", freeze="encoder", feature_norm="none")  # the plain head of before
-    assert sgd.fit == "sgd" and LayersConfig(task="rte", freeze="encoder").fit == "auto"
+    sgd = FinetuneConfig(task="rte", freeze="encoder", feature_norm="none", fit="sgd")  # the plain head of before
+    assert FinetuneConfig(task="rte", freeze="encoder").fit == "auto"  # frozen: the probe by default
+    assert LayersConfig(task="rte", freeze="encoder").fit == "auto"
     assert LayersConfig(task="rte").fit == "sgd"  # a fine-tuned encoder: the training loop
     assert common.config_hash(sgd) == _old_hash(sgd)
     assert "fit" not in FINETUNE.identity(sgd.to_dict())

@@ -452,7 +452,7 @@ class FinetuneConfig(ModelOptions):
                                    "epoch only; Ctrl-C and SIGTERM always write one at the step in hand)",
                                 metavar="STEPS")
     # ---- converged probes (issue 11, item 2)
-    fit: str = opt("sgd", "how the head is fitted: sgd (the training loop: AdamW over --epochs), converged (a probe "
+    fit: str = opt("auto", "how the head is fitted: sgd (the training loop: AdamW over --epochs), converged (a probe "
                           "solved to convergence on the frozen features: L2 logistic regression by full-batch "
                           "L-BFGS, ridge for STS-B, L2 chosen on held-out training rows; needs a fully frozen "
                           "encoder and a linear head) or auto (converged when the encoder is fully frozen and the "
