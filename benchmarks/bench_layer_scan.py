@@ -145,7 +145,7 @@ def model_flops(args: argparse.Namespace, positions: int) -> dict[str, float]:
     lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=args.max_length)["input_ids"]]
     per_layer = flops.layer_forward_flops(shape.hidden, shape.intermediate, lengths)
     maps = [m for _, m in layer_scan.scan_layer_maps(shape.layers, args.op)]
-    vocab = loaded.model.get_input_embeddings().weight.shape[0]
+    vocab = families.mlm_head_parts(loaded.model).weight.shape[0]
     heads = (1 + len(maps)) * (flops.linear_flops(positions, shape.hidden, shape.hidden)
                                + flops.linear_flops(positions, shape.hidden, vocab))
     original = shape.layers * per_layer
