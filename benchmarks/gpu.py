@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          [*common, *FEATURES[mode], "--data-dir", data_dir, "--out", str(work / "features.json")])
         import transformers
 
-        attention = getattr(transformers.AutoConfig.from_pretrained(model), "_attn_implementation", None)
+        # what both sides get: transformers' default attention for this family, as the model is loaded
+        attention = transformers.AutoModel.from_pretrained(model).config._attn_implementation
     bf16_peak = peak["best"].get("bf16") or peak["best"]["fp32"]
     parts = {"finetune": finetune, "lens": lens, "frozen_grid": features}
     mfus = {name: mfu(part["efficiency"], bf16_peak) for name, part in parts.items()}

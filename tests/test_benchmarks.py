@@ -25,6 +25,7 @@ def gpu_json(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path) -> dict:
 
 def test_peaks_measured_per_dtype(gpu_json: dict) -> None:
     assert gpu_json["mode"] == "small" and gpu_json["device"] == "cpu"
+    assert gpu_json["attn_implementation"]  # recorded, whichever the family gets
     for part in ("finetune", "lens", "frozen_grid"):
         peak = gpu_json["parts"][part]["peak"]
         assert peak["best"]["fp32"] > 0 and peak["best"]["bf16"] > 0
@@ -54,3 +55,13 @@ def test_one_fraction_recomputes_by_hand(gpu_json: dict) -> None:
     assert ratio == pytest.approx(gpu_json["finetune_speedup_vs_trainer"], rel=1e-6)
     mfu = report["achieved_flops"]["bertscope"] / gpu_json["bf16_peak_flops"]
     assert gpu_json["mfu_bf16"]["finetune"]["bertscope"] == pytest.approx(mfu)
+
+
+def test_efficiency_is_flops_over_seconds_over_the_dtype_peak() -> None:
+    from benchmarks.peak import efficiency
+
+    peak = {"best": {"fp32": 100.0, "bf16": 400.0}}
+    report = efficiency(peak, "bfloat16", {"a": 600.0, "b": 600.0}, {"a": 3.0, "b": 6.0})
+    assert report["dtype"] == "bf16" and report["peak_flops"] == 400.0
+    assert report["achieved_flops"] == {"a": 200.0, "b": 100.0}
+    assert report["fraction_of_peak"] == {"a": 0.5, "b": 0.25}
