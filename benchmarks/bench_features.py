@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
-from bertscope import families, glue, loading
+from benchmarks.peak import efficiency, measure_peak, print_efficiency
+from bertscope import families, flops, glue, loading
 from bertscope.configs import FinetuneConfig
 from bertscope.finetune import run_finetune
 from bertscope.results import environment_info, write_json_atomic
@@ -55,11 +56,22 @@ def head_grid(depth: int, n: int, seed: int) -> list[dict[str, Any]]:
     return grid[:n]
 
 
+def split_lengths(config: FinetuneConfig) -> tuple[list[int], list[int]]:
+    """Real (truncated, unpadded) token counts of the train and the dev examples."""
+    task = glue.get_task(config.task or "")
+    tokenizer = loading.load_tokenizer(config.model)
+    splits = [glue.load_split(task, "train", config.data_dir, config.max_train, config.seed),
+              glue.load_split(task, task.default_eval_split, config.data_dir, config.max_eval, config.seed)]
+    train, dev = (list(map(len, encode_split(tokenizer, split, config.max_length).input_ids)) for split in splits)
+    return train, dev
+
+
 def encoder_pass_seconds(config: FinetuneConfig) -> float:
     """One forward pass of the frozen encoder over train + dev (all hidden states), as the study would do it."""
     task = glue.get_task(config.task or "")
     tokenizer = loading.load_tokenizer(config.model)
-    model = loading.load_model(config.model, "base").model.eval()
+    device = loading.resolve_device(config.device)
+    model = loading.load_model(config.model, "base", device=device).model.eval()
     splits = [glue.load_split(task, "train", config.data_dir, config.max_train, config.seed),
               glue.load_split(task, task.default_eval_split, config.data_dir, config.max_eval, config.seed)]
     start = time.perf_counter()
@@ -72,7 +84,9 @@ def encoder_pass_seconds(config: FinetuneConfig) -> float:
                 width = max(map(len, rows))
                 ids = torch.tensor([r + [data.pad_id] * (width - len(r)) for r in rows])
                 mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-                model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -90,14 +104,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--baseline-configs", type=int, default=3, help="configurations run uncached (projected)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/bench_features[-<task>].json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     data_dir = require_glue_dir(args.data_dir)
     base = FinetuneConfig(task=args.task, model=args.model, data_dir=data_dir, max_train=args.train,
                           max_eval=args.eval, epochs=args.epochs, max_length=args.max_length,
-                          batch_size=args.batch_size, freeze="encoder", progress=False, seed=args.seed)
-    depth = families.num_layers(loading.load_model(args.model, "base").model)
+                          batch_size=args.batch_size, freeze="encoder", progress=False, seed=args.seed,
+                          device=args.device)
+    encoder = loading.load_model(args.model, "base").model
+    depth = families.num_layers(encoder)
+    shape = flops.EncoderShape.from_config(encoder.config)
+    peak = measure_peak(shape.hidden, shape.intermediate, device=args.device)
     grid = head_grid(depth, args.configs, args.seed)
 
     pass_seconds = encoder_pass_seconds(base)
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runner = HeadRunner(["cls", "max-norm", "mean", "max", "index:-1"])
         cached_config = base.replace(cache_features=True, cache_dir=cache)
         start = time.perf_counter()
-        runner.context(cached_config)  # load model + data, one encoder pass filling the cache
+        runner.shared(cached_config)  # load model + data, one encoder pass filling the cache
         setup_seconds = time.perf_counter() - start
         cached: list[dict[str, Any]] = []
         start = time.perf_counter()
@@ -131,6 +151,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"(cached {reference['score']:.4f})")
     per_config = sum(b["seconds"] for b in baseline) / max(len(baseline), 1)
     baseline_projected = per_config * len(grid)
+    # model FLOPs (the encoder's; the heads' are negligible and left out): the pass and the cached study need one
+    # forward of all layers over train + dev; a baseline run reads layer L, so it computes L layers, every epoch, over
+    # train (training) and dev (evaluation)
+    train_lengths, dev_lengths = split_lengths(base)
+    one_pass = flops.encoder_forward_flops(shape, train_lengths + dev_lengths)
+    baseline_flops = sum(args.epochs * flops.encoder_forward_flops(shape, train_lengths + dev_lengths, int(b["layer"]))
+                         for b in baseline)
+    report = efficiency(peak, "float32", {"encoder_pass": one_pass, "cached": one_pass, "baseline": baseline_flops},
+                        {"encoder_pass": pass_seconds, "cached": cached_total,
+                         "baseline": sum(b["seconds"] for b in baseline)})
     summary = {
         "task": args.task, "model": loading.resolve_model_source(args.model), "train": args.train,
         "eval": args.eval, "epochs": args.epochs, "max_length": args.max_length, "batch_size": args.batch_size,
@@ -145,15 +175,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_abs_score_diff_cached_vs_baseline": max((b["abs_diff"] for b in baseline), default=None),
         "goal_speedup_20x": baseline_projected / cached_total >= 20,
         "goal_heads_within_2_passes": heads_seconds <= 2 * pass_seconds,
+        "peak": peak, "efficiency": report,
         "baseline": baseline, "cached": cached, "environment": environment_info(),
     }
     print(f"\nspeedup (baseline projected to {len(grid)} configs / cached total): {summary['speedup_total']:.1f}x")
     print(f"{len(grid)} heads cost {summary['heads_cost_in_encoder_passes']:.2f} encoder passes "
           f"(with the cache build: {summary['total_cost_in_encoder_passes']:.2f})")
     print(f"max |score(cached) - score(baseline)| = {summary['max_abs_score_diff_cached_vs_baseline']}")
+    print_efficiency(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "bench_features.json" if args.task == "sst2" else f"bench_features-{args.task}.json"
-    write_json_atomic(RESULTS / name, summary)
+    write_json_atomic(args.out or RESULTS / name, summary)
     return summary
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
-from bertscope import api, families, glue, loading
+from benchmarks.peak import efficiency, measure_peak, print_efficiency
+from bertscope import api, families, flops, glue, loading
 from bertscope.results import environment_info, write_json_atomic
 
 
@@ -95,6 +96,25 @@ def run_bertscope(args: argparse.Namespace, seed: int, *, layer: str = "-1", max
             "dev": next(iter(result.final.values()))}
 
 
+def _score(dev: dict[str, float]) -> float:
+    """The task's headline dev metric (``combined_score`` since issue 13; ``score`` in older metric dicts)."""
+    return dev["combined_score"] if "combined_score" in dev else dev["score"]
+
+
+def training_model_flops(args: argparse.Namespace, seed: int, max_train: int) -> int:
+    """Model FLOPs of the training loop: 3 x the encoder forward over the real (truncated, unpadded) tokens, per epoch."""
+    import transformers
+
+    task = glue.get_task(args.task)
+    train = glue.load_split(task, "train", args.data_dir, max_train, seed)
+    source = loading.resolve_model_source(args.model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    columns = list(zip(*(ex.texts for ex in train.examples)))
+    lengths = [len(ids) for ids in tokenizer(*columns[:2], truncation=True, max_length=args.max_length)["input_ids"]]
+    shape = flops.EncoderShape.from_config(transformers.AutoConfig.from_pretrained(source))
+    return args.epochs * flops.training_flops(flops.encoder_forward_flops(shape, lengths))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="sst2")
@@ -122,11 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--abba", action="store_true",
                         help="run bertscope and the tuned Trainer twice in A-B-B-A order (and the layer check "
                              "last-middle-middle-last) and average, so a change of machine load cancels out")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULTS / "bench_finetune.json"))
     args = parser.parse_args(argv)
     args.data_dir = require_glue_dir(args.data_dir)
     seeds = [int(s) for s in args.seeds.split(",")]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = flops.EncoderShape.from_config(loading.load_model(args.model, "base").model.config)
+    peak = measure_peak(shape.hidden, shape.intermediate, device=args.device)
 
     runs: dict[str, list[dict[str, Any]]] = {"bertscope": [], "trainer-dynamic": [], "trainer-padded": []}
     for seed in seeds:
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  {r['examples_per_second']:.1f} ex/s  {r['dev']}", flush=True)
 
     def mean(name: str, key: str) -> float | None:
-        values = [r[key] if key != "score" else r["dev"]["score"] for r in runs[name]]
+        values = [r[key] if key != "score" else _score(r["dev"]) for r in runs[name]]
         return statistics.fmean(values) if values else None
 
     summary: dict[str, Any] = {"args": vars(args), "threads": torch.get_num_threads(), "runs": runs,
@@ -167,6 +192,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if theirs:
             summary[f"speedup_vs_{name}"] = ours / theirs  # type: ignore[operator]
     summary["mean_score"] = {name: mean(name, "score") for name in runs if runs[name]}
+    flops_cache: dict[tuple[int, int], int] = {}
+    model_flops, seconds = {}, {}
+    for name in runs:
+        if runs[name]:
+            total = 0
+            for index, r in enumerate(runs[name]):
+                # runs hold seed after seed (twice each under --abba, except the padded Trainer)
+                key = (seeds[index // (2 if args.abba and name != "trainer-padded" else 1)], r["train_examples"])
+                if key not in flops_cache:
+                    flops_cache[key] = training_model_flops(args, key[0], key[1] // args.epochs)
+                total += flops_cache[key]
+            model_flops[name] = float(total)
+            seconds[name] = sum(r["train_seconds"] for r in runs[name])
+    summary["peak"] = peak
+    summary["efficiency"] = efficiency(peak, args.dtype, model_flops, seconds)
     if args.layer_check:
         depth = families.num_layers(loading.load_model(args.model, "base").model)
         middle = str(depth // 2)
@@ -187,10 +227,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in runs:
         if runs[name]:
             print(f"{name:16s} {mean(name, 'examples_per_second'):8.1f} ex/s   dev score "
-                  f"{mean(name, 'score'):.4f}  ({[round(r['dev']['score'], 4) for r in runs[name]]})")
+                  f"{mean(name, 'score'):.4f}  ({[round(_score(r['dev']), 4) for r in runs[name]]})")
     for name in ("trainer-dynamic", "trainer-padded"):
         if f"speedup_vs_{name}" in summary:
             print(f"bertscope / {name}: {summary[f'speedup_vs_{name}']:.2f}x")
+    print_efficiency(summary["efficiency"])
     if args.layer_check:
         print(f"layer {summary['layer_check']['middle_layer']} vs last: train time ratio "
               f"{summary['layer_check']['time_ratio_middle_over_last']:.2f}")

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS
-from bertscope import agreement, api, compare, families, layer_scan, loading, surgery
+from benchmarks.peak import efficiency, measure_peak, print_efficiency
+from bertscope import agreement, api, compare, families, flops, layer_scan, loading, surgery
 from bertscope.configs import LayerScanConfig
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
@@ -130,6 +131,30 @@ def warm_up(model: str) -> None:
     environment_info()
 
 
+def model_flops(args: argparse.Namespace, positions: int) -> dict[str, float]:
+    """Model FLOPs each side's algorithm needs, over the real (unpadded) tokens.
+
+    naive: the original once and every variant whole; plain: plus the original again per variant; bertscope: the
+    original once and, per variant, only the layers after its common prefix with the original. All three: the MLM
+    head (dense h x h + decoder h x V) on the counted positions, the original's once and each variant's once.
+    """
+    loaded = loading.load_model(args.model, "masked-lm")
+    shape = flops.EncoderShape.from_config(loaded.model.config)
+    tokenizer = loading.load_tokenizer(args.model)
+    sentences = list(load_texts(max_examples=args.max_examples, seed=args.seed).sentences)
+    lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=args.max_length)["input_ids"]]
+    per_layer = flops.layer_forward_flops(shape.hidden, shape.intermediate, lengths)
+    maps = [m for _, m in layer_scan.scan_layer_maps(shape.layers, args.op)]
+    vocab = families.mlm_head_parts(loaded.model).weight.shape[0]
+    heads = (1 + len(maps)) * (flops.linear_flops(positions, shape.hidden, shape.hidden)
+                               + flops.linear_flops(positions, shape.hidden, vocab))
+    original = shape.layers * per_layer
+    variants = sum(len(m) for m in maps) * per_layer
+    suffixes = sum(len(m) - layer_scan._common_prefix(m) for m in maps) * per_layer
+    return {"naive": float(original + variants + heads), "bertscope": float(original + suffixes + heads),
+            "plain": float(original * (1 + len(maps)) + variants + heads)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="local masked-LM checkpoint (default: random BERT-base shape)")
@@ -157,9 +182,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if generated:
             args.model = make_base_model(work / "model", args.layers, args.hidden, args.heads, args.seed)
         warm_up(args.model)
+        shape = flops.EncoderShape.from_config(loading.load_model(args.model, "base").model.config)
+        peak = measure_peak(shape.hidden, shape.intermediate)
         t_scan, rows_scan = run_bertscope(args)
         t_naive, rows_naive = run_naive(args, work)
         t_plain, rows_plain = run_naive(args, work, cache_original=False) if args.plain else (math.nan, [])
+        counted_flops = model_flops(args, rows_scan[0]["positions"])
+    seconds = {"naive": t_naive, "bertscope": t_scan, **({"plain": t_plain} if args.plain else {})}
+    report = efficiency(peak, "float32", {k: counted_flops[k] for k in seconds}, seconds)
     worst = {k: max(abs(a[k] - b[k]) for other in (rows_naive, rows_plain) for a, b in zip(rows_scan, other))
              for k in ("top1_agreement", "mean_kl", "mean_cosine")}
     positions = rows_scan[0]["positions"]
@@ -178,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.plain else None,
         "max_metric_difference": worst,
         "metrics_agree": all(v < 1e-3 or math.isclose(v, 0.0) for v in worst.values()),
+        "peak": peak,
+        "efficiency": report,
         "environment": environment_info(),
     }
     print(f"layer-scan --op {args.op}, {len(rows_scan)} variants, {args.max_examples} sentences "
@@ -190,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
     print("  process CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in CPU_SECONDS.items())
           + f"   (naive / bertscope: {summary['cpu_speedup']:.2f}x)")
+    print_efficiency(report)
     write_json_atomic(args.out, summary)
     print(f"  written: {args.out}")
     return summary

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, find_glue_dir
-from bertscope import families, loading
+from benchmarks.peak import efficiency, measure_peak, print_efficiency
+from bertscope import families, flops, loading
 from bertscope.fitted_head import HeadModule
 from bertscope.lens import MetricSums
 from bertscope.packing import pad_rows
@@ -45,10 +46,11 @@ def naive(model: torch.nn.Module, tokenizer: Any, head: families.HeadParts, sent
         for start in range(0, len(sentences), batch_size):
             enc = tokenizer(sentences[start:start + batch_size], padding=True, truncation=True,
                             max_length=max_length, return_special_tokens_mask=True, return_tensors="pt")
+            enc = enc.to(head.weight.device)
             out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
             valid = (enc["attention_mask"] == 1) & (enc["special_tokens_mask"] == 0)
             targets = enc["input_ids"]
-            rows = torch.arange(targets.shape[0]).unsqueeze(1).expand_as(targets)
+            rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)
             for layer, hidden in enumerate(out.hidden_states):
                 logits = head.logits(hidden, is_last_layer=layer == depth).float()  # [B, T, V]
                 logp = torch.log_softmax(logits, dim=-1)
@@ -70,8 +72,9 @@ def floor(model: torch.nn.Module, head: families.HeadParts, encoded: Encoded, ba
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            ids, attention = pad_rows([encoded.ids[i] for i in batch], pad_id)
-            counted = pad_rows([encoded.counted[i] for i in batch], False, dtype=torch.bool)[0] & attention.bool()
+            ids, attention = (t.to(head.weight.device) for t in pad_rows([encoded.ids[i] for i in batch], pad_id))
+            counted = pad_rows([encoded.counted[i] for i in batch], False, dtype=torch.bool)[0].to(ids.device)
+            counted &= attention.bool()
             states = encoder(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states
             for layer in range(depth + 1):
                 features = head.features(states[layer][counted], is_last_layer=layer == depth)
@@ -84,7 +87,7 @@ def _records(sums: dict[tuple[int, str], MetricSums]) -> dict[int, dict[str, flo
     return {layer: vars(s.result()) for (layer, _), s in sorted(sums.items())}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model (default: the embedded MiniLM-L6-H384)")
     parser.add_argument("--task", default="sst2", help="GLUE task whose dev sentences are used (local copy)")
@@ -94,8 +97,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="repeat the three timings interleaved, keep each one's best (robust to other load)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--out", default=str(RESULTS / "bench_lens.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,11 +109,12 @@ def main() -> None:
     else:  # no local GLUE: the built-in sample
         source = load_texts(max_examples=args.max_examples)
     sentences = list(source.sentences)
-    loaded = loading.load_model(args.model, "masked-lm")
+    loaded = loading.load_model(args.model, "masked-lm", device=args.device)
     tokenizer = loading.load_tokenizer(args.model)
     model = loaded.model
     torch.manual_seed(0)
     module = HeadModule(families.hidden_size(model), model.get_input_embeddings().weight.detach(), tie_decoder=True)
+    module.to(args.device)
     with torch.no_grad():
         module.bias.normal_(0, 1)
     head = families.HeadParts(transform=module.transform, weight=module.weight, bias=module.bias.detach(),
@@ -125,6 +130,13 @@ def main() -> None:
     print(f"{len(sentences)} sentences from {source.kind} ({source.describe().get('task', '')}); tokens: "
           f"{counted} counted, {real} real, {padded} padded positions (naive); torch threads {torch.get_num_threads()}")
 
+    shape = flops.EncoderShape.from_config(model.config)
+    peak = measure_peak(shape.hidden, shape.intermediate, device=args.device)
+    hidden, vocab = shape.hidden, head.weight.shape[0]
+    # the same useful work for all three: the encoder over the real tokens, the head on every layer's counted tokens
+    model_flops = flops.encoder_forward_flops(shape, [int(c.numel()) for c in encoded.counted]) + (
+        len(layers) * (flops.linear_flops(counted, hidden, hidden) + flops.linear_flops(counted, hidden, vocab)))
+
     best = {"naive": float("inf"), "lens": float("inf"), "floor": float("inf")}
     cpu = dict(best)
     results: dict[str, Any] = {}
@@ -138,6 +150,8 @@ def main() -> None:
                                           pad_id=pad_id)
             else:
                 floor(model, head, encoded, args.batch_size, pad_id)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
             elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
             best[name] = min(best[name], elapsed)
             cpu[name] = min(cpu[name], elapsed_cpu)
@@ -161,6 +175,8 @@ def main() -> None:
           f"(ratios {cpu['naive'] / cpu['lens']:.2f}x, {cpu['lens'] / cpu['floor']:.2f}x)")
     print(f"speed-up over naive: {speedup:.2f}x (goal >= 2)   lens / floor: {over_floor:.2f}x (goal <= 1.3)   "
           f"equal results: {equal} (max differences {json.dumps({k: float(f'{v:.2g}') for k, v in worst.items()})})")
+    report = efficiency(peak, "float32", dict.fromkeys(best, float(model_flops)), best)
+    print_efficiency(report)
     summary = {
         "benchmark": "bench_lens",
         "command": "python -m benchmarks.bench_lens " + " ".join(
@@ -180,11 +196,14 @@ def main() -> None:
         "equal_results": equal,
         "max_differences": worst,
         "records_lens": b,
+        "peak": peak,
+        "efficiency": report,
         "environment": environment_info(),
         "load_average": os.getloadavg(),
     }
     write_json_atomic(args.out, summary)
     print(f"wrote {args.out}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,0 +1,129 @@
+"""The machine's GEMM peak, measured in the same run as a benchmark, and the fraction of it a run achieves.
+
+``measure_peak`` times ``torch.matmul`` at the shapes a BERT layer multiplies -- ``[tokens x h] @ [h x h]`` (the
+attention projections), ``[tokens x h] @ [h x f]`` and ``[tokens x f] @ [f x h]`` (the feed-forward) -- in fp32 and in
+bf16 (where the device runs it), with the threads the benchmark itself uses, best of a few repeats. The best shape of
+a dtype is that dtype's peak: what this machine can do at this model's shapes, not a datasheet number.
+
+``efficiency`` turns model FLOPs (``bertscope.flops``) and seconds into achieved FLOP/s and their fraction of the
+peak of the dtype used (MFU). Every benchmark writes both into its JSON under ``peak`` and ``efficiency``.
+
+    python -m benchmarks.peak --hidden 768        # print the peak of this machine at BERT-base shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+
+__all__ = ["DTYPE_KEYS", "efficiency", "measure_peak", "print_efficiency"]
+
+DTYPE_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_matmul(a: torch.Tensor, b: torch.Tensor, repeats: int, min_seconds: float) -> float:
+    """Best FLOP/s of ``a @ b`` over ``repeats`` timings, each long enough (``min_seconds``) to be measurable."""
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    device = a.device
+    torch.matmul(a, b)  # warm-up (allocations, kernel choice)
+    _sync(device)
+    started = time.perf_counter()
+    torch.matmul(a, b)
+    _sync(device)
+    once = max(time.perf_counter() - started, 1e-6)
+    inner = max(1, int(min_seconds / once))
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(inner):
+            torch.matmul(a, b)
+        _sync(device)
+        best = max(best, inner * flops / (time.perf_counter() - started))
+    return best
+
+
+def _supports(dtype: torch.dtype, device: torch.device) -> bool:
+    if device.type == "cuda":
+        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
+    try:
+        torch.matmul(torch.ones(2, 2, dtype=dtype), torch.ones(2, 2, dtype=dtype))
+    except RuntimeError:
+        return False
+    return dtype != torch.float16  # fp16 GEMM on CPU exists but is not a speed path
+
+
+def measure_peak(hidden: int, intermediate: int | None = None, *, tokens: int = 2048, device: str = "cpu",
+                 dtypes: tuple[str, ...] = ("float32", "bfloat16"), repeats: int = 3,
+                 min_seconds: float = 0.1) -> dict[str, Any]:
+    """Peak GEMM FLOP/s per dtype and shape on ``device`` with the current torch threads.
+
+    Returns ``{"device", "threads", "tokens", "shapes": {dtype: {shape: flops}}, "best": {dtype: flops}}`` (dtype
+    keys ``fp32``/``bf16``/``fp16``); a dtype the device does not run is left out.
+    """
+    ffn = intermediate or 4 * hidden
+    dev = torch.device(device)
+    shapes = {f"{tokens}x{hidden}@{hidden}x{hidden}": (hidden, hidden),
+              f"{tokens}x{hidden}@{hidden}x{ffn}": (hidden, ffn),
+              f"{tokens}x{ffn}@{ffn}x{hidden}": (ffn, hidden)}
+    generator = torch.Generator().manual_seed(0)
+    measured: dict[str, dict[str, float]] = {}
+    for name in dtypes:
+        dtype = getattr(torch, name)
+        if not _supports(dtype, dev):
+            continue
+        per_shape = {}
+        for label, (k, n) in shapes.items():
+            a = torch.randn(tokens, k, generator=generator).to(dev, dtype)
+            b = torch.randn(k, n, generator=generator).to(dev, dtype)
+            per_shape[label] = _time_matmul(a, b, repeats, min_seconds)
+        measured[DTYPE_KEYS[name]] = per_shape
+    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "tokens": tokens, "hidden": hidden, "intermediate": ffn,
+            "shapes": measured, "best": {k: max(v.values()) for k, v in measured.items()}}
+
+
+def efficiency(peak: dict[str, Any], dtype: str, flops: dict[str, float], seconds: dict[str, float]) -> dict[str, Any]:
+    """Achieved model FLOP/s of each side and its fraction of the measured peak of ``dtype`` (MFU).
+
+    ``flops[name]`` are the model FLOPs that side computes (``bertscope.flops``), ``seconds[name]`` its wall time.
+    """
+    key = DTYPE_KEYS.get(dtype, dtype)
+    peak_flops = peak["best"][key]
+    achieved = {name: flops[name] / seconds[name] for name in seconds}
+    return {"dtype": key, "peak_flops": peak_flops, "model_flops": dict(flops), "seconds": dict(seconds),
+            "achieved_flops": achieved, "fraction_of_peak": {n: v / peak_flops for n, v in achieved.items()}}
+
+
+def print_efficiency(report: dict[str, Any]) -> None:
+    """One console line: achieved GFLOP/s of each side and its fraction of the peak."""
+    parts = [f"{name} {report['achieved_flops'][name] / 1e9:.1f} GFLOP/s ({100 * fraction:.1f}%)"
+             for name, fraction in report["fraction_of_peak"].items()]
+    print(f"model FLOP/s vs measured {report['dtype']} GEMM peak {report['peak_flops'] / 1e9:.1f} GFLOP/s: "
+          + ", ".join(parts), flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = measure_peak(args.hidden, tokens=args.tokens, device=args.device)
+    print(json.dumps(peak, indent=1))
+    return peak
+
+
+if __name__ == "__main__":
+    main()
