@@ -107,3 +107,16 @@ def glue_dir() -> Path:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     pytest.skip("local GLUE copy not found (set BERTSCOPE_GLUE_DIR)")
+
+
+def user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI on ``argv`` and return its error: exit 2, one line on stderr, no traceback (the house rule for
+    every failure a user can cause)."""
+    from bertscope.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+

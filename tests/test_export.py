@@ -22,6 +22,7 @@ from bertscope.errors import BertscopeError
 from bertscope.finetune import FinetunedModel, load_finetuned
 from bertscope.head import HeadSpec, SelectingHead
 from conftest import FAMILY_IDS, tiny_config, tiny_model
+from conftest import user_error as _user_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -300,14 +301,6 @@ def test_a_fine_tuned_sentence_transformers_encoder_stays_one(tmp_path, glue_dir
 # --- atomic saves: a crash leaves the previous folder or the new one, never a mix; leftovers are cleared ------------
 
 
-def _user_error(argv: list[str], capsys) -> str:
-    from bertscope.cli import main
-
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def _save_id(folder: Path, name: str) -> str:

@@ -19,6 +19,7 @@ from bertscope.cli import main
 from bertscope.errors import BertscopeError
 from bertscope.finetune import load_finetuned
 from bertscope.options import parse_dims
+from conftest import user_error as _user_error
 
 SMALL = {"max_train": 32, "max_eval": 24, "batch_size": 8, "max_length": 48, "progress": False}
 
@@ -226,12 +227,6 @@ def test_a_diverging_run_stops_in_one_line_and_leaves_no_complete_result(tmp_pat
 
 
 
-def _user_error(argv: list[str], capsys) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_user_errors_are_one_line_before_any_training(tmp_path, tiny_checkpoint, glue_dir, capsys,

@@ -11,6 +11,7 @@ import torch
 from bertscope import families, loading
 from bertscope.errors import BertscopeError, HubUnreachableError
 from conftest import tiny_config, tiny_model
+from conftest import user_error as _user_error
 
 
 def test_missing_local_folder_is_a_clear_error(tmp_path) -> None:
@@ -132,14 +133,6 @@ def test_every_hugging_face_load_passes_trust_remote_code_false(monkeypatch, tin
     assert all(value is False for _, value in seen), seen
 
 
-def _user_error(argv: list[str], capsys) -> str:
-    from bertscope.cli import main
-
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def _copy(source, target):

@@ -265,6 +265,7 @@ def test_dry_run_lists_runs_and_runs_nothing(tmp_path):
 def test_end_to_end_tiny_budget_writes_claims_and_resumes(tiny_checkpoint, glue_dir, tmp_path, monkeypatch,
                                                           one_thread):
     monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BERTSCOPE_GLUE_DIR", str(glue_dir))  # the protocol's runs read GLUE from the environment
     model = str(tiny_checkpoint("bert", num_layers=2))
     options = {"paper": "paper1", "budget": "test", "model": model, "tasks": "rte", "out": str(tmp_path / "out"),
                "progress": False}

@@ -13,6 +13,7 @@ import pytest
 from bertscope.errors import BertscopeError
 from bertscope.sweep.spec import parse_spec
 from bertscope.sweep.store import ResultStore, StoreLock
+from conftest import user_error as _user_error
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))
 
@@ -182,14 +183,6 @@ def _filled_store(tmp_path, n=40):
     return path, runs
 
 
-def _user_error(argv, capsys) -> str:
-    from bertscope.cli import main
-
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_a_store_with_a_corrupted_page_is_one_line_in_status_and_report(tmp_path, capsys):

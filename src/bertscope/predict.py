@@ -67,21 +67,25 @@ def _parse_label(value: str, task: glue.GlueTask, where: str) -> int | float:
                     f"(or an id 0..{task.num_labels - 1})")
 
 
+def _read_utf8(path: Path, option: str) -> str:
+    """The text of a UTF-8 file given by ``option`` (a byte-order mark dropped); every failure is one line."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{option} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_tsv_examples(path: str | Path, task: glue.GlueTask | None, *, text_column: str | None = None,
                       text_pair_column: str | None = None, label_column: str | None = None) -> Examples:
     """Examples of a tab-separated file with a header row (quoting off, as GLUE's files): the text column(s) by
     name (default: the task's text fields, else its tsv columns), ``idx`` / ``index`` / ``id`` when present (else
     the row number) and gold labels from ``label_column`` (default ``label`` when present)."""
     path = Path(path).expanduser()
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except FileNotFoundError:
-        raise DataError(f"--tsv {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    rows = list(csv.reader(_read_utf8(path, "--tsv").splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise DataError(f"{path} is empty: a header row and at least one example are needed")
     header = [h.strip() for h in rows[0]]
@@ -141,14 +145,7 @@ def read_text_examples(path: str | Path, *, pairs: bool | None) -> Examples:
     """Examples of a text file, one per non-blank line (idx = the 0-based line number). ``pairs`` True: each line
     holds two texts separated by a tab; False: the whole line is one text; None: a tab makes a pair."""
     path = Path(path).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"--texts {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = _read_utf8(path, "--texts").splitlines()
     examples = Examples([], [], [], {"kind": "texts", "file": str(path.resolve())})
     for number, line in enumerate(lines):
         if not line.strip():
