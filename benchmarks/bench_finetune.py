@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
 from benchmarks.peak import efficiency, measure_peak, print_efficiency
-from bertscope import api, families, flops, glue, loading
+from bertscope import api, families, flops, glue, loading, precision
 from bertscope.results import environment_info, write_json_atomic
 
 
@@ -62,7 +62,7 @@ def run_trainer(args: argparse.Namespace, seed: int, *, padded: bool, max_train:
             report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no", use_cpu=args.device == "cpu",
             dataloader_num_workers=0, train_sampling_strategy="random" if padded else "group_by_length",
             disable_tqdm=True,
-            bf16=args.dtype == "bfloat16", fp16=args.dtype == "float16",
+            bf16=args.trainer_dtype == "bfloat16", fp16=args.trainer_dtype == "float16",
         )
         collator = (transformers.default_data_collator if padded
                     else transformers.DataCollatorWithPadding(tokenizer))
@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seeds", default="0", help="comma list")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="bertscope's --dtype")
+    parser.add_argument("--trainer-dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                        help="the Trainer's precision (default: --dtype); the bf16 goal compares bertscope "
+                             "--dtype bfloat16 with the Trainer in float32")
     parser.add_argument("--pooler", action="store_true", help="bertscope head through the pretrained pooler")
     parser.add_argument("--skip", default="", help="comma list of runs to skip: trainer-padded,trainer-dynamic")
     parser.add_argument("--layer-check", action="store_true", help="also time reading the middle vs last layer")
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(RESULTS / "bench_finetune.json"))
     args = parser.parse_args(argv)
     args.data_dir = require_glue_dir(args.data_dir)
+    args.trainer_dtype = args.trainer_dtype or args.dtype
     seeds = [int(s) for s in args.seeds.split(",")]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.threads:
@@ -206,7 +211,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model_flops[name] = float(total)
             seconds[name] = sum(r["train_seconds"] for r in runs[name])
     summary["peak"] = peak
-    summary["efficiency"] = efficiency(peak, args.dtype, model_flops, seconds)
+    if args.trainer_dtype == args.dtype:
+        summary["efficiency"] = efficiency(peak, args.dtype, model_flops, seconds)
+    else:  # each side against the peak of its own precision
+        ours_only = {k: v for k, v in seconds.items() if k == "bertscope"}
+        theirs_only = {k: v for k, v in seconds.items() if k != "bertscope"}
+        summary["efficiency"] = efficiency(peak, args.dtype, model_flops, ours_only)
+        if theirs_only:
+            summary["trainer_efficiency"] = efficiency(peak, args.trainer_dtype, model_flops, theirs_only)
+    summary["precision"] = {"bertscope": precision.precision_info(args.dtype, args.device),
+                            "trainer": precision.precision_info(args.trainer_dtype, args.device)}
     if args.layer_check:
         depth = families.num_layers(loading.load_model(args.model, "base").model)
         middle = str(depth // 2)
@@ -223,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print("\n=== summary ===")
     print(f"threads: {summary['threads']}, task {args.task}, train {args.train}, epochs {args.epochs}, "
-          f"dtype {args.dtype}, seeds {seeds}")
+          f"dtype {args.dtype} (Trainer {args.trainer_dtype}), seeds {seeds}")
     for name in runs:
         if runs[name]:
             print(f"{name:16s} {mean(name, 'examples_per_second'):8.1f} ex/s   dev score "
@@ -232,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if f"speedup_vs_{name}" in summary:
             print(f"bertscope / {name}: {summary[f'speedup_vs_{name}']:.2f}x")
     print_efficiency(summary["efficiency"])
+    if "trainer_efficiency" in summary:
+        print_efficiency(summary["trainer_efficiency"])
     if args.layer_check:
         print(f"layer {summary['layer_check']['middle_layer']} vs last: train time ratio "
               f"{summary['layer_check']['time_ratio_middle_over_last']:.2f}")

@@ -155,6 +155,17 @@ def model_flops(args: argparse.Namespace, positions: int) -> dict[str, float]:
             "plain": float(original * (1 + len(maps)) + variants + heads)}
 
 
+def ceiling(seconds: dict[str, float], bertscope_flops: float, peak_fp32: float) -> dict[str, Any]:
+    """The most any implementation of bertscope's algorithm could gain on this machine: its model FLOPs at 100% of
+    the measured fp32 GEMM peak (no load, no tokenisation, no head overhead) against each baseline's measured time.
+
+    A goal above ``speedup_at_peak`` needs fewer FLOPs (another algorithm), not a faster implementation."""
+    floor = bertscope_flops / peak_fp32
+    return {"bertscope_seconds_at_peak": floor,
+            "speedup_at_peak": {name: t / floor for name, t in seconds.items() if name != "bertscope"},
+            "bertscope_seconds_over_floor": seconds["bertscope"] / floor}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="local masked-LM checkpoint (default: random BERT-base shape)")
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.plain else None,
         "max_metric_difference": worst,
         "metrics_agree": all(v < 1e-3 or math.isclose(v, 0.0) for v in worst.values()),
+        "ceiling": ceiling(seconds, counted_flops["bertscope"], peak["best"]["fp32"]),
         "peak": peak,
         "efficiency": report,
         "environment": environment_info(),
@@ -223,6 +235,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("  process CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in CPU_SECONDS.items())
           + f"   (naive / bertscope: {summary['cpu_speedup']:.2f}x)")
     print_efficiency(report)
+    top = summary["ceiling"]
+    print(f"  ceiling (bertscope's FLOPs at 100% of the fp32 peak, {top['bertscope_seconds_at_peak']:.1f} s): "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in top["speedup_at_peak"].items())
+          + f"; bertscope runs at {top['bertscope_seconds_over_floor']:.2f}x that floor")
     write_json_atomic(args.out, summary)
     print(f"  written: {args.out}")
     return summary

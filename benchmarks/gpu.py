@@ -14,6 +14,8 @@ and writes one JSON holding every part's summary, each side's achieved model FLO
   ``attn_implementation``).
 * lens: bench_lens (naive loop, lens, floor), fp32.
 * frozen grid: bench_features (the cached study of ``--configs`` heads vs separate frozen fine-tunings).
+* precision forms: bench_precision (one training step in fp32, bf16 autocast, bf16 weights with fp32 master weights,
+  and compiled autocast): which form ``--dtype bfloat16`` should use on this device.
 
 Without ``--model`` a randomly initialised BERT-base-shaped masked LM (12 x 768, 12 heads, the embedded tokenizer) is
 generated: no hub is needed and the costs are those of BERT-base; its dev scores are those of an untrained model (the
@@ -33,7 +35,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import bench_features, bench_finetune, bench_lens
+from benchmarks import bench_features, bench_finetune, bench_lens, bench_precision
 from benchmarks.bench_layer_scan import make_base_model
 from benchmarks.common import RESULTS, require_glue_dir
 from benchmarks.peak import measure_peak
@@ -51,6 +53,8 @@ FINETUNE = {"full": ["--train", "8000", "--eval", "872"], "small": ["--train", "
 LENS = {"full": ["--max-examples", "872", "--rounds", "2"], "small": ["--max-examples", "24", "--rounds", "1"]}
 FEATURES = {"full": ["--train", "2000", "--eval", "872", "--configs", "100", "--baseline-configs", "3"],
             "small": ["--train", "48", "--eval", "24", "--configs", "3", "--baseline-configs", "1", "--epochs", "1"]}
+PRECISION = {"full": ["--steps", "20", "--warmup", "3", "--forms", "fp32,autocast,bf16-weights,compiled-autocast"],
+             "small": ["--small", "--forms", "fp32,autocast,bf16-weights"]}
 
 
 def mfu(report: dict[str, Any], bf16_peak: float) -> dict[str, float]:
@@ -102,6 +106,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lens = _part("lens", bench_lens.main, [*common, *LENS[mode], "--out", str(work / "lens.json")])
         features = _part("frozen grid", bench_features.main,
                          [*common, *FEATURES[mode], "--data-dir", data_dir, "--out", str(work / "features.json")])
+        forms = _part("precision forms", bench_precision.main,
+                      [*common, *PRECISION[mode], "--batch-size", str(args.batch_size), "--data-dir", data_dir,
+                       "--out", str(work / "precision.json")])
         import transformers
 
         # what both sides get: transformers' default attention for this family, as the model is loaded
@@ -122,6 +129,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "finetune_mfu_bf16": {"goal": GOAL_MFU, "value": mfus["finetune"]["bertscope"],
                                         "met": mfus["finetune"]["bertscope"] >= GOAL_MFU,
                                         "applies": mode == "full" and device.startswith("cuda")}},
+        "precision_forms": {name: {k: form[k] for k in ("seconds_per_step", "speedup_vs_fp32", "final_loss",
+                                                         "fraction_of_peak")}
+                            for name, form in forms["forms"].items()},
+        "fastest_precision_form": forms["fastest"], "precision_detail": forms,
         "parts": parts, "wall_seconds": time.perf_counter() - started, "environment": environment_info(),
     }
     write_json_atomic(args.out, summary)

@@ -65,3 +65,29 @@ def test_efficiency_is_flops_over_seconds_over_the_dtype_peak() -> None:
     assert report["dtype"] == "bf16" and report["peak_flops"] == 400.0
     assert report["achieved_flops"] == {"a": 200.0, "b": 100.0}
     assert report["fraction_of_peak"] == {"a": 0.5, "b": 0.25}
+
+
+@pytest.fixture(scope="module")
+def precision_json(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from benchmarks import bench_precision
+
+    out = tmp_path_factory.mktemp("precision") / "precision.json"
+    bench_precision.main(["--small", "--threads", "1", "--out", str(out)])
+    return json.loads(out.read_text())
+
+
+def test_precision_forms_start_alike_and_are_compared_with_fp32(precision_json: dict) -> None:
+    from bertscope import precision
+
+    forms = precision_json["forms"]
+    assert set(forms) == {"fp32", "autocast", "bf16-weights"}
+    assert forms["fp32"]["speedup_vs_fp32"] == pytest.approx(1.0)
+    for name, form in forms.items():
+        by_hand = forms["fp32"]["total_seconds"] / form["total_seconds"]
+        assert form["speedup_vs_fp32"] == pytest.approx(by_hand)
+        # the same weights, batches and optimizer: two steps of bf16 compute stay near the fp32 loss
+        assert abs(form["mean_loss"] - forms["fp32"]["mean_loss"]) < 0.05, name
+        native = precision_json["bf16_native"]
+        assert form["peak_dtype"] == ("fp32" if name == "fp32" or not native else "bf16")
+    assert precision_json["bf16_native"] == precision.native_support("bfloat16", "cpu")[0]
+    assert precision_json["fastest"] in forms

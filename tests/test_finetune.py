@@ -313,3 +313,22 @@ def test_results_record_the_feature_norm_and_flag_a_head_that_did_not_learn(tmp_
     plain = api.finetune(model=str(tiny_checkpoint("bert", 2)), task="sst2", data_dir=str(glue_dir), epochs=1,
                          lr=1e-9, **SMALL)
     assert plain.head["feature_norm"] == "none" and plain.head["feature_stats"] is None  # fine-tuning: auto = none
+
+
+def test_bfloat16_fine_tuning_stays_near_float32_and_records_its_precision(tmp_path, tiny_checkpoint,
+                                                                           glue_dir) -> None:
+    """Same seed, batches and weights: bf16 autocast changes only rounding, so the training loss and dev accuracy stay
+    close to the fp32 run's, and the result says whether the device computed bf16 natively."""
+    from bertscope.precision import precision_info
+
+    runs = {dtype: api.finetune(model=str(tiny_checkpoint("bert", 2)), task="sst2", data_dir=str(glue_dir),
+                                epochs=1, dtype=dtype, out=str(tmp_path / dtype), **SMALL)
+            for dtype in ("float32", "bfloat16")}
+    for dtype, result in runs.items():
+        assert result.timing["precision"] == precision_info(dtype, "cpu")
+        saved = json.loads((tmp_path / dtype / "results.json").read_text())
+        assert saved["timing"]["precision"]["dtype"] == dtype
+    a, b = (runs[d].final["validation"]["accuracy"] for d in ("float32", "bfloat16"))
+    assert abs(a - b) <= 2 / SMALL["max_eval"] + 1e-9  # at most two of the 24 dev predictions flip
+    assert runs["bfloat16"].epochs[0]["train_loss"] == pytest.approx(runs["float32"].epochs[0]["train_loss"],
+                                                                       abs=0.02)

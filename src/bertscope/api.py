@@ -42,6 +42,7 @@ from bertscope.finetune import COMMAND as FINETUNE_COMMAND
 from bertscope.finetune import run_command, run_finetune
 from bertscope.finetune_result import FinetuneResult
 from bertscope.layer_scan import LayerScanResult, run_layer_scan
+from bertscope.precision import warn_if_emulated
 from bertscope.predict import PredictResult, run_predict
 from bertscope.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.registry import CommandInfo, Registry
@@ -107,9 +108,10 @@ COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMA
 
 def _config(cls: type[C], config: C | None, options: dict[str, Any]) -> C:
     """The config of one call: ``config`` (or the defaults) with ``options`` on top, checked like keywords."""
-    if config is None:
-        return cls.from_dict(options)
-    return type(config).from_dict({**config.to_dict(), **options}) if options else config
+    made = cls.from_dict(options) if config is None else (
+        type(config).from_dict({**config.to_dict(), **options}) if options else config)
+    warn_if_emulated(made)
+    return made
 
 
 def reconstruct(config: ReconstructConfig | None = None, /, **options: Any) -> ReconstructResult:

@@ -14,6 +14,7 @@ from types import FrameType
 from bertscope._version import __version__
 from bertscope.api import COMMANDS
 from bertscope.config import add_arguments, config_from_args
+from bertscope.precision import warn_if_emulated
 from bertscope.distributed import is_main
 from bertscope.errors import BertscopeError, Terminated
 
@@ -61,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_like_ctrl_c():
             config = config_from_args(command.config, args)
+            warn_if_emulated(config)
             result = command.run(config)
     except BertscopeError as exc:
         print(f"bertscope {args.command}: error: {exc}", file=sys.stderr)

@@ -64,6 +64,7 @@ from bertscope.options import (
     parse_name_list,
     parse_token,
 )
+from bertscope.precision import precision_info
 from bertscope.probe_fit import fit_converged, resolve_fit
 from bertscope.results import run_environment
 from bertscope.tracking import (
@@ -455,7 +456,8 @@ class PreparedRun:
             timing={"tokenize_seconds": self.data.tokenize_seconds, "train_seconds": history.train_seconds,
                     "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
                     "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,
-                    "device": str(self.device), "dtype": config.dtype, "world_size": distributed_world_size(),
+                    "device": str(self.device), "dtype": config.dtype,
+                    "precision": precision_info(config.dtype, self.device), "world_size": distributed_world_size(),
                     "per_process_batch_size": config.batch_size,
                     "global_batch_size": config.batch_size * distributed_world_size()},
             parameters={"encoder_trainable": sum(p.numel() for _, p in self.encoder_params),

@@ -83,6 +83,12 @@ def environment_info() -> dict[str, Any]:
         info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
         info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         info["torch_threads"] = torch.get_num_threads()
+        from bertscope.precision import native_support
+
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["bfloat16_support"] = {"cpu": native_support("bfloat16", "cpu")[1],
+                                    **({"cuda": native_support("bfloat16", "cuda")[1]}
+                                       if torch.cuda.is_available() else {})}
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
     return info
