@@ -197,8 +197,10 @@ def run_compare(config: CompareConfig) -> CompareResult:
     torch.manual_seed(config.seed)
     source = load_sentences(config)
     tokenizer = loading.load_tokenizer(config.model)
-    original = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
-    variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype)
+    original = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype,
+                                  attention=config.attention)
+    variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype,
+                                 attention=config.attention)
     _same_vocab(original.model, variant.model)
     heads, head_info = choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
@@ -212,7 +214,9 @@ def run_compare(config: CompareConfig) -> CompareResult:
         _compare_batch(ids, mask, counted, (original, variant), heads, names, curve_sums, sums, config.curves)
     curves = {n: _curve_rows(curve_sums[n]) if config.curves else [] for n in names}
     result = CompareResult(config=config, head=head_info, texts=source.describe(), depths=depths,
-                           agreement=sums.result(), curves=curves, environment=environment_info())
+                           agreement=sums.result(), curves=curves,
+                           environment={**environment_info(),
+                                        "attention": {n: lm.attention for n, lm in zip(names, (original, variant))}})
     if config.out:
         files = _write_compare(Path(config.out), result)
         result = CompareResult(**{**result.__dict__, "files": files})

@@ -22,6 +22,7 @@ __all__ = ["CompareConfig", "DeepenConfig", "FinetuneConfig", "FitHeadOptions", 
 __all__ += ["PredictConfig"]
 __all__ += ["FIT_METHODS", "fit_is_sgd", "probe_applies"]
 __all__ += ["FEATURE_NORMS", "resolve_feature_norm"]
+__all__ += ["ATTENTION_CHOICES", "ATTENTION_HELP"]
 __all__ += ["CrossConfig", "DimsConfig", "LayersConfig", "StudyOptions", "TokensConfig"]
 
 
@@ -39,6 +40,15 @@ def resolve_feature_norm(feature_norm: str, freeze: str) -> str:
     if value != "auto":
         return value
     return "standardize" if freeze.strip().lower() == "encoder" else "none"
+
+
+#: ``--attention`` values (``families.ATTENTION_IMPLEMENTATIONS`` and ``auto``; configs import no torch, so they are
+#: spelled out here and tests/test_attention.py checks that they agree).
+ATTENTION_CHOICES = ("auto", "sdpa", "eager")
+ATTENTION_HELP = ("attention implementation: auto (the family's first choice: sdpa where transformers has it, else "
+                  "eager), sdpa (PyTorch's fused scaled_dot_product_attention kernel: faster, the same numbers up to "
+                  "float rounding) or eager (plain matrix products, the reference: needed e.g. to read attention "
+                  "weights); recorded in the results, never part of a run's identity")
 
 
 def _env_glue_dir() -> str | None:
@@ -91,6 +101,7 @@ class ModelOptions(Config):
                             metavar="ID_OR_PATH")
     device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N")
     dtype: str = opt("float32", "compute dtype", choices=("float32", "bfloat16", "float16"))
+    attention: str = opt("auto", ATTENTION_HELP, choices=ATTENTION_CHOICES)
     seed: int = opt(0, "random seed (data subsets, masking, initialisation)")
     batch_size: int = opt(32, "examples per batch")
     max_length: int = opt(128, "maximum tokens per example (longer inputs are truncated)")
@@ -711,6 +722,7 @@ class PredictConfig(Config):
                                        "with (its tokenizer's model_max_length)")
     batch_size: int = opt(32, "examples per batch")
     device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N")
+    attention: str = opt("auto", ATTENTION_HELP, choices=ATTENTION_CHOICES)
     out: str | None = opt(None, "output folder: predictions.csv and predict.json", metavar="DIR")
     progress: bool = opt(True, "show a progress bar")
 

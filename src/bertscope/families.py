@@ -21,6 +21,11 @@ the base encoder (``model.base_model``) unless a field says otherwise; every fie
   and ``head_prefixes`` (their state-dict prefixes: missing on load means the checkpoint has no pretrained head);
 * ``final_norm_path``: the final encoder norm of pre-norm families (ModernBERT);
 * ``pooler``: ``(dense, activation)`` paths of the pretrained pooler, or None;
+* ``attention``: the attention implementations bertscope loads the family with, in order of preference (default
+  ``("sdpa", "eager")``: PyTorch's fused ``scaled_dot_product_attention`` first, transformers' plain matrix products
+  as the reference; DeBERTa-v2 has ``("eager",)``: transformers has no sdpa path for its disentangled attention).
+  :func:`attention_implementation` resolves ``--attention`` against it; only implementations tested against the
+  plain path (``tests/test_attention.py``) belong here;
 * ``sequence_classifier``: where the family's standard ``*ForSequenceClassification`` keeps the two linear maps of
   a selecting head that reads the first token of the last layer through the pooler, all dimensions, linearly
   (:class:`SequenceClassifier`; :mod:`bertscope.export` writes such heads as that plain transformers model), or None
@@ -54,6 +59,7 @@ from torch import nn
 from bertscope.errors import BertscopeError, UnsupportedModelError
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "FAMILIES",
     "Family",
     "HeadParts",
@@ -61,6 +67,8 @@ __all__ = [
     "MlmHead",
     "SequenceClassifier",
     "apply_layer_map",
+    "attention_implementation",
+    "attention_in_use",
     "base_encoder",
     "can_pack",
     "check_layer_map",
@@ -300,6 +308,9 @@ def _run_modernbert(model: nn.Module, hidden: torch.Tensor, attention_mask: torc
 
 # --- The table ------------------------------------------------------------------------------------------------------
 
+#: The attention implementations a family entry may list (``Family.attention``): transformers' names.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
 
 @dataclass(frozen=True)
 class Family:
@@ -321,6 +332,7 @@ class Family:
     head_prefixes: tuple[str, ...] = ()
     final_norm_path: str | None = None
     pooler: tuple[str, str] | None = None
+    attention: tuple[str, ...] = ATTENTION_IMPLEMENTATIONS  # preferred first; see attention_implementation()
     sequence_classifier: SequenceClassifier | None = None
     shared_layers: bool = False
     groups_key: str = "num_hidden_groups"
@@ -372,7 +384,7 @@ FAMILIES: tuple[Family, ...] = (
                       MlmHead(("lm_predictions.lm_head.dense", "lm_predictions.lm_head.transform_act_fn",
                                "lm_predictions.lm_head.LayerNorm"), "deberta.embeddings.word_embeddings",
                               ("lm_predictions.lm_head.bias",))),
-           head_prefixes=("cls.predictions", "lm_predictions"), run_layers=_run_deberta_v2,
+           head_prefixes=("cls.predictions", "lm_predictions"), run_layers=_run_deberta_v2, attention=("eager",),
            notes="DeBERTa-v3 checkpoints ship no MLM head (use --head fit)"),
     Family("modernbert", ("modernbert",), "layers", embeddings_inputs=(),
            mlm_heads=(MlmHead("head", "decoder", ("decoder.bias",)),), head_prefixes=("head", "decoder"),
@@ -389,14 +401,40 @@ def supported_model_types() -> list[str]:
 
 
 def family_for(config_or_model: Any) -> Family:
-    """The family of a config or model; an unknown ``model_type`` is a clear error naming the supported ones."""
-    model_type = getattr(_config(config_or_model), "model_type", None)
+    """The family of a config, a model or a ``model_type`` string; an unknown ``model_type`` is a clear error naming
+    the supported ones."""
+    model_type = config_or_model if isinstance(config_or_model, str) else getattr(
+        _config(config_or_model), "model_type", None)
     family = _BY_TYPE.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         raise UnsupportedModelError(
             f"model type '{model_type}' is not supported; supported: {', '.join(supported_model_types())}"
         )
     return family
+
+
+def attention_implementation(config_or_model: Any, requested: str = "auto") -> str:
+    """The attention implementation to load a model of this family with (transformers' ``attn_implementation``).
+
+    ``auto`` is the family's first choice (:attr:`Family.attention`: sdpa where transformers has it); ``sdpa`` or
+    ``eager`` is itself where the family supports it, else a one-line :class:`BertscopeError` naming the family and
+    what it supports. Loading always passes the answer explicitly, so which kernel a run used never depends on a
+    transformers version's default. ``config_or_model``: a config, a model or a ``model_type``.
+    """
+    family = family_for(config_or_model)
+    value = requested.strip().lower()
+    if value == "auto":
+        return family.attention[0]
+    if value not in family.attention:
+        raise BertscopeError(f"attention implementation {requested!r} is not available for {family.name} models; "
+                             f"use {', '.join(('auto', *family.attention))}")
+    return value
+
+
+def attention_in_use(config_or_model: Any) -> str:
+    """The attention implementation a loaded model actually runs (transformers' record on its config, read back after
+    loading), what results record; ``eager`` for a bare config that records none (transformers' own fallback)."""
+    return str(getattr(_config(config_or_model), "_attn_implementation", None) or "eager")
 
 
 def num_layers(config_or_model: Any) -> int:
@@ -728,7 +766,7 @@ def can_pack(model: nn.Module) -> bool:
 def _packed_attention_mask(config: Any, hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
     """The 4-D mask of packed rows, in the form the configured attention implementation expects."""
     same = segments[:, None, :, None] == segments[:, None, None, :]
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    implementation = attention_in_use(config)
     if implementation == "sdpa":
         return same
     if implementation == "eager":

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from bertscope import distributed as dp
-from bertscope import glue, leaderboard, loading, publish
+from bertscope import families, glue, leaderboard, loading, publish
 from bertscope.checkpoint import Checkpointer, identity
 from bertscope.configs import FinetuneConfig
 from bertscope.errors import BertscopeError
@@ -182,6 +182,11 @@ class FinetunedModel:
         return self.head.spec
 
     @property
+    def attention(self) -> str:
+        """The attention implementation the encoder runs (what predict records)."""
+        return families.attention_in_use(self.encoder)
+
+    @property
     def label_names(self) -> tuple[str, ...]:
         """One name per output (the task's labels; ``score`` for STS-B)."""
         return label_names(self.spec)
@@ -222,15 +227,17 @@ class FinetunedModel:
         return out
 
 
-def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu") -> FinetunedModel:
+def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu",
+                   attention: str = "auto") -> FinetunedModel:
     """Reload a folder written by ``finetune --save-model`` (``OUT/model``, or ``OUT`` itself): the encoder (also out
-    of a saved ``*ForSequenceClassification``), the selecting head and the tokenizer."""
+    of a saved ``*ForSequenceClassification``; ``attention`` as for :func:`bertscope.loading.load_model`), the
+    selecting head and the tokenizer."""
     path = Path(folder)
     if (path / "model" / "head_config.json").is_file():
         path = path / "model"
     check_saved_together(path)  # a head beside an encoder of another save would load without complaint
     head = SelectingHead.load(path, map_location="cpu")
-    loaded = loading.load_model(str(path), "base", device=device)
+    loaded = loading.load_model(str(path), "base", device=device, attention=attention)
     tokenizer = loading.load_tokenizer(str(path))
     return FinetunedModel(encoder=loaded.model, head=head.to(loading.resolve_device(device)), tokenizer=tokenizer)
 

@@ -243,7 +243,8 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     torch.manual_seed(config.seed)
     source = load_sentences(config)
     tokenizer = loading.load_tokenizer(config.model)
-    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)
+    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype,
+                                attention=config.attention)
     model = loaded.model
     depth = families.num_layers(model)
     chosen = list(parse_blocks(config.layers, depth, option="--layers", default_all=True))
@@ -278,7 +279,7 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
         rows.append(row)
     result = LayerScanResult(config=config, head=head_info, texts=source.describe(), depth=depth,
                              original_top1=original_hits / positions if positions else math.nan, rows=rows,
-                             environment=environment_info())
+                             environment={**environment_info(), "attention": loaded.attention})
     if config.out:
         files = _write_scan(Path(config.out), result)
         result = LayerScanResult(**{**result.__dict__, "files": files})

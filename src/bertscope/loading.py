@@ -3,8 +3,10 @@
 Beside :mod:`bertscope.families` (which knows what a loaded model looks like inside) this module knows where models
 come from: the embedded default model, a local folder, or a hub id; how the hub's failures read to a user (one-line
 :class:`~bertscope.errors.BertscopeError`, :class:`~bertscope.errors.HubUnreachableError` when offline); how
-``--device`` / ``--dtype`` strings map to torch; and :func:`quiet_hugging_face`, the one place that silences the
-Hugging Face libraries' progress bars and log noise. It imports families, never the other way.
+``--device`` / ``--dtype`` strings map to torch; which attention implementation a model is loaded with
+(``--attention``, resolved per family by :func:`bertscope.families.attention_implementation` and always passed
+explicitly, so it never depends on a transformers version's default); and :func:`quiet_hugging_face`, the one place
+that silences the Hugging Face libraries' progress bars and log noise. It imports families, never the other way.
 
 Every config, tokenizer and model load passes ``trust_remote_code=False``: bertscope never runs a checkpoint's own
 Python code (nor lets transformers ask about it in a terminal). A local folder whose config needs such code (an
@@ -28,7 +30,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from bertscope.errors import BertscopeError, HubUnreachableError
-from bertscope.families import Family, base_encoder, family_for
+from bertscope.families import Family, attention_implementation, attention_in_use, base_encoder, family_for
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -225,6 +227,11 @@ class LoadedModel:
     missing_keys: frozenset[str]
 
     @property
+    def attention(self) -> str:
+        """The attention implementation the model runs (read back from it, as results record it)."""
+        return attention_in_use(self.model)
+
+    @property
     def has_pretrained_mlm_head(self) -> bool:
         """False when the checkpoint's weights hold no MLM head (it was freshly initialised on load)."""
         return not any(k.startswith(self.family.head_prefixes) for k in self.missing_keys)
@@ -236,9 +243,14 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     dtype: str = "float32",
+    attention: str = "auto",
     **model_kwargs: Any,
 ) -> LoadedModel:
-    """Load a checkpoint by hub id or local path as a masked-LM, base or sequence-classification model."""
+    """Load a checkpoint by hub id or local path as a masked-LM, base or sequence-classification model.
+
+    ``attention``: ``auto``, ``sdpa`` or ``eager``, resolved for the checkpoint's family before any weights load (an
+    implementation the family lacks is a one-line error) and passed to transformers explicitly.
+    """
     import transformers
 
     auto = {
@@ -248,11 +260,13 @@ def load_model(
     }[kind]
     source, config = _source_and_config(name)
     family = family_for(config)
+    implementation = attention_implementation(config, attention)
     with quiet_hugging_face():
         try:
             model, info = auto.from_pretrained(
                 source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True,
-                **{**model_kwargs, "trust_remote_code": False},  # never a checkpoint's own code, whatever is asked
+                # never a checkpoint's own code, and the attention bertscope chose, whatever else is asked
+                **{**model_kwargs, "attn_implementation": implementation, "trust_remote_code": False},
             )
         except SafetensorError as exc:
             raise _weights_error(source, exc) from None
@@ -264,16 +278,19 @@ def load_model(
     return LoadedModel(model=model, family=family, source=source, missing_keys=frozenset(info.get("missing_keys", ())))
 
 
-def load_saved_architecture(name: str | None, *, device: str | torch.device = "cpu") -> LoadedModel:
+def load_saved_architecture(name: str | None, *, device: str | torch.device = "cpu",
+                            attention: str = "auto") -> LoadedModel:
     """Load a checkpoint as the class it was saved as (``config.architectures[0]``), in its own dtype.
 
     Surgery must keep every head a checkpoint has (MLM, NSP, classifier...), so it cannot pick one ``Auto`` class;
     a config without a known architecture of a supported family loads as the bare encoder (``AutoModel``).
+    ``attention`` as for :func:`load_model`.
     """
     import transformers
 
     source, config = _source_and_config(name)
     family = family_for(config)
+    implementation = attention_implementation(config, attention)
     with quiet_hugging_face():
         names = list(getattr(config, "architectures", None) or [])
         cls = getattr(transformers, names[0], None) if names else None
@@ -282,7 +299,7 @@ def load_saved_architecture(name: str | None, *, device: str | torch.device = "c
             cls = transformers.AutoModel
         try:
             model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True,
-                                              trust_remote_code=False)
+                                              attn_implementation=implementation, trust_remote_code=False)
         except SafetensorError as exc:
             raise _weights_error(source, exc) from None
         except (OSError, ValueError) as exc:

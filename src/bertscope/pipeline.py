@@ -456,7 +456,7 @@ class PreparedRun:
             timing={"tokenize_seconds": self.data.tokenize_seconds, "train_seconds": history.train_seconds,
                     "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
                     "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,
-                    "device": str(self.device), "dtype": config.dtype,
+                    "device": str(self.device), "dtype": config.dtype, "attention": self.loaded.attention,
                     "precision": precision_info(config.dtype, self.device), "world_size": distributed_world_size(),
                     "per_process_batch_size": config.batch_size,
                     "global_batch_size": config.batch_size * distributed_world_size()},
@@ -495,6 +495,7 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     shared = shared or Shared()
     model_config = shared.loaded.model.config if shared.loaded is not None else loading.load_config(config.model)
     check_lengths(config, model_config)  # a bad --token or --max-length fails before anything heavy is loaded
+    families.attention_implementation(model_config, config.attention)  # and so does --attention the family lacks
     if config.cache_features and dp.launched_world_size() > 1:
         raise BertscopeError("--cache-features does not run data-parallel: drop it under torchrun (the live frozen "
                              "encoder gives the same numbers)")
@@ -506,8 +507,8 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     data = shared.data if shared.data is not None else load_task_data(config, tokenizer)
     if data.task.name != glue.get_task(config.task or "").name:
         raise ValueError(f"prepare: data of {data.task.name} handed in for a {config.task} run")
-    loaded = shared.loaded if shared.loaded is not None else loading.load_model(config.model, "base", device=device,
-                                                                                 dtype="float32")
+    loaded = shared.loaded if shared.loaded is not None else loading.load_model(
+        config.model, "base", device=device, dtype="float32", attention=config.attention)
     model = loaded.model
 
     # ---- selection, freezing, head

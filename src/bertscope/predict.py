@@ -251,7 +251,7 @@ def run_predict(config: PredictConfig) -> PredictResult:
     folder = Path(str(config.model)).expanduser()
     if not folder.is_dir():
         raise BertscopeError(f"--model {folder} is not a folder (give a folder written by finetune --save-model)")
-    model = load_finetuned(folder, device=str(loading.resolve_device(config.device)))
+    model = load_finetuned(folder, device=str(loading.resolve_device(config.device)), attention=config.attention)
     own = model.task
     regression = own.is_regression if own is not None else model.spec.num_labels == 1
     if config.tsv is not None:
@@ -274,7 +274,8 @@ def run_predict(config: PredictConfig) -> PredictResult:
     summary = _summary(rows, regression)
     result = PredictResult(config=config, model=str(folder.resolve()), task=task.name if task else None,
                            label_names=model.label_names, source=examples.source, max_length=max_length,
-                           summary=summary, scores=scores, environment=environment_info(), rows=rows)
+                           summary=summary, scores=scores, rows=rows,
+                           environment={**environment_info(), "attention": model.attention})
     if out is not None:
         files = {"csv": str(out / "predictions.csv"), "json": str(out / "predict.json")}
         write_csv_atomic(out / "predictions.csv", rows)

@@ -254,7 +254,7 @@ def _head_owner(config: ReconstructConfig, loaded: loading.LoadedModel,
     else:
         name, kind, why = choice, "path", "--head-from names it"
     try:
-        owner = loading.load_model(name, "masked-lm", device=device, dtype=config.dtype)
+        owner = loading.load_model(name, "masked-lm", device=device, dtype=config.dtype, attention=config.attention)
     except BertscopeError as exc:
         hint = "; --head-from self decodes with the model's own head" if kind == "original" else ""
         raise BertscopeError(f"--head-from {choice}: cannot load {name} ({exc}){hint}") from None
@@ -263,7 +263,8 @@ def _head_owner(config: ReconstructConfig, loaded: loading.LoadedModel,
         if a != b:
             raise BertscopeError(f"--head-from {choice}: {name} has a different {what} ({a} vs {b}); its head "
                                  "cannot decode this model")
-    info: dict[str, Any] = {"from": kind, "requested": choice, "source": owner.source, "reason": why}
+    info: dict[str, Any] = {"from": kind, "requested": choice, "source": owner.source, "reason": why,
+                            "attention": owner.attention}  # its encoder runs when a head is fitted on it
     if origin is not None:
         info["deepen_origin"] = {k: origin.get(k) for k in ("source_model", "layer_map", "old_depth")}
         recorded = origin.get("source_weights_fingerprint")
@@ -439,7 +440,8 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                         max_examples=config.max_examples, seed=config.seed)
     out_dir = prepare_out_dir(config.out)
     device = loading.resolve_device(config.device)
-    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype)  # loads quietly
+    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype,  # loads quietly
+                                attention=config.attention)
     tokenizer = loading.load_tokenizer(config.model)
     model = loaded.model
     depth = families.num_layers(model)
@@ -480,6 +482,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
         "has_pretrained_mlm_head": loaded.has_pretrained_mlm_head,
         "device": str(device),
         "dtype": config.dtype,
+        "attention": loaded.attention,
     }
     counting = {
         "positions": "real tokens incl. special tokens" if config.include_special else

@@ -493,7 +493,8 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
             config=config, source=config.model or loading.DEFAULT_MODEL_NAME, family=loaded.family.name,
             architecture=type(variant).__name__, operation=operation, layer_map=layer_map, old_depth=depth,
             new_depth=len(layer_map), out=str(out), verification=verification, tokenizer_saved=tokenizer_saved,
-            initialised_on_load=sorted(loaded.missing_keys), environment=environment_info(),
+            initialised_on_load=sorted(loaded.missing_keys),
+            environment={**environment_info(), "attention": loaded.attention},  # what verification ran
             sentence_transformers=st_files.to_dict(), origin=note,
         )
         result = replace(result, model_card=_write_card(tmp, result, st_files))

@@ -213,13 +213,15 @@ class HeadRunner:
 
     def shared(self, config: FinetuneConfig) -> Shared:
         """Model, data and feature sets of ``config``'s data setting (the pretrained encoder, frozen)."""
-        key = (*data_key(config), config.include_special, config.dtype, config.device, config.cache_dir)
+        key = (*data_key(config), config.include_special, config.dtype, config.device, config.attention,
+               config.cache_dir)
         if key not in self._shared:
             self._shared.clear()  # one data setting at a time: keeps memory bounded
             device = loading.resolve_device(config.device)
             tokenizer = loading.load_tokenizer(config.model)
             data = load_task_data(config, tokenizer)
-            loaded = loading.load_model(config.model, "base", device=device, dtype="float32")
+            loaded = loading.load_model(config.model, "base", device=device, dtype="float32",
+                                        attention=config.attention)
             features = compute_features(config, loaded.model, data, tokens=self.tokens, source=loaded.source,
                                         progress=self.progress)
             root = str(cache_root(config.cache_dir))

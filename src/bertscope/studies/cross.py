@@ -248,6 +248,7 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
                       "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
                       "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
                       "stage_hash": _stage_hash(config, s), "cached": False, "seed": config.seed, "dev": dev,
+                      "attention": run.loaded.attention,
                       "data": {"train": task.data.train_split.provenance(),
                                "eval": {k: v.provenance() for k, v in task.data.eval_sets.items()}}}
             if checkpoint is not None and config.keep_checkpoint and s < len(names):
