@@ -91,3 +91,12 @@ def test_precision_forms_start_alike_and_are_compared_with_fp32(precision_json: 
         assert form["peak_dtype"] == ("fp32" if name == "fp32" or not native else "bf16")
     assert precision_json["bf16_native"] == precision.native_support("bfloat16", "cpu")[0]
     assert precision_json["fastest"] in forms
+
+
+def test_an_emulated_dtype_is_measured_against_the_fp32_peak() -> None:
+    from benchmarks.peak import efficiency
+
+    peak = {"best": {"fp32": 100.0, "bf16": 4.0}, "native": {"fp32": True, "bf16": False}}
+    report = efficiency(peak, "bfloat16", {"a": 600.0}, {"a": 3.0})
+    assert (report["peak_dtype"], report["emulated"], report["peak_flops"]) == ("fp32", True, 100.0)
+    assert report["fraction_of_peak"] == {"a": 2.0}

@@ -101,7 +101,7 @@ def warn_if_emulated(config: Any) -> None:
     _warn_once(dtype, str(resolved))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_once(dtype: str, device: str) -> None:
     line = emulation_warning(dtype, device)
     if line is not None:
