@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--fit", default="auto", choices=("auto", "sgd", "converged"),
+                        help="how the heads are fitted (finetune --fit; auto: linear heads on the frozen encoder are "
+                             "converged probes, an L2 grid of L-BFGS solves, since issue 11)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/bench_features[-<task>].json")
     args = parser.parse_args(argv)
     if args.threads:
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = FinetuneConfig(task=args.task, model=args.model, data_dir=data_dir, max_train=args.train,
                           max_eval=args.eval, epochs=args.epochs, max_length=args.max_length,
                           batch_size=args.batch_size, freeze="encoder", progress=False, seed=args.seed,
-                          device=args.device)
+                          device=args.device, fit=args.fit)
     encoder = loading.load_model(args.model, "base").model
     depth = families.num_layers(encoder)
     shape = flops.EncoderShape.from_config(encoder.config)
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {
         "task": args.task, "model": loading.resolve_model_source(args.model), "train": args.train,
         "eval": args.eval, "epochs": args.epochs, "max_length": args.max_length, "batch_size": args.batch_size,
-        "configs": len(grid), "baseline_configs_run": len(baseline), "threads": torch.get_num_threads(),
+        "configs": len(grid), "fit": args.fit, "baseline_configs_run": len(baseline),
+        "threads": torch.get_num_threads(),
         "encoder_pass_seconds": pass_seconds, "cached_setup_seconds": setup_seconds,
         "cached_heads_seconds": heads_seconds, "cached_total_seconds": cached_total,
         "cached_seconds_per_head": heads_seconds / len(grid),
