@@ -120,3 +120,36 @@ def user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     assert err and "\n" not in err and "Traceback" not in err
     return err
 
+
+
+def ragged_batch(lengths: list[int], width: int, seed: int = 0, vocab: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids ``[len(lengths), width]`` (5 <= id < ``vocab``) and the mask of rows of those lengths; padding
+    is id 0. The padded batch the packing and attention tests compare fast paths on."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (len(lengths), width), generator=g)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+#: Sweep ids computed by bertscope before trackers and --attention existed: (id, legacy 0.1.0 id) per run of
+#: :func:`pinned_spec_ids`. Options that only say where or how a run goes must never move them.
+PINNED_SPEC_IDS = [("finetune-46acb4364b73", "finetune-b0f7c8e4067a"),
+                   ("finetune-ffb03f398fef", "finetune-722965232bce"),
+                   ("dims-eac7f130321e", "dims-501fd96e953d"), ("cross-2829ec6daeaf", "cross-5a0f6a9e5dc6")]
+
+
+def pinned_spec_ids(tmp_path: Path, extra: dict) -> list[tuple[str, str | None]]:
+    """(id, legacy id) of the runs of a fixed three-experiment spec with ``extra`` options added to every base."""
+    from bertscope.sweep.spec import parse_spec
+
+    spec = {"name": "ids", "experiments": [
+        {"command": "finetune", "base": {"task": "rte", "max_train": 64, "epochs": 1, **extra},
+         "grid": {"dims": ["all", "random:2"]}},
+        # feature_norm none and fit sgd: the plain head and training loop these ids were computed for (auto
+        # standardises a frozen encoder and solves it as a converged probe: new runs, new ids)
+        {"command": "dims", "base": {"task": "rte", "freeze": "encoder", "k": "1,all", "feature_norm": "none",
+                                     "fit": "sgd", **extra}},
+        {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
+    return [(r.id, r.legacy_id) for r in parse_spec(spec, runs_dir=tmp_path).runs]

@@ -15,7 +15,15 @@ import transformers
 from bertscope import api, families, loading, packing
 from bertscope.configs import ATTENTION_CHOICES, FinetuneConfig
 from bertscope.errors import BertscopeError
-from conftest import FAMILY_IDS, tiny_config, tiny_model, user_error
+from conftest import (
+    FAMILY_IDS,
+    PINNED_SPEC_IDS,
+    pinned_spec_ids,
+    ragged_batch,
+    tiny_config,
+    tiny_model,
+    user_error,
+)
 
 LENGTHS = [9, 3, 6, 1, 7]  # a padded batch of different lengths (one sentence of a single token)
 WIDTH = 9
@@ -23,12 +31,7 @@ ATOL = 1e-5
 
 
 def _ragged_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 900, (len(LENGTHS), WIDTH), generator=g)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(LENGTHS):
-        mask[row, :n] = 1
-    return ids.masked_fill(mask == 0, 0), mask
+    return ragged_batch(LENGTHS, WIDTH, seed, vocab=900)
 
 
 def _family(name: str) -> families.Family:
@@ -240,21 +243,13 @@ def test_attention_moves_no_run_id_study_hash_or_legacy_id(tmp_path, monkeypatch
     """The ids pinned in test_tracking.py (computed before the option existed) stay, whatever --attention says."""
     from bertscope.configs import CrossConfig
     from bertscope.studies import common, cross
-    from bertscope.sweep.spec import parse_spec
 
     monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)  # the legacy study hash kept data_dir
 
     def ids(extra: dict[str, Any]) -> list[tuple[str, str | None]]:
-        spec = {"name": "ids", "experiments": [
-            {"command": "finetune", "base": {"task": "rte", "max_train": 64, "epochs": 1, **extra},
-             "grid": {"dims": ["all", "random:2"]}},
-            {"command": "dims", "base": {"task": "rte", "freeze": "encoder", "k": "1,all", "feature_norm": "none",
-                                         "fit": "sgd", **extra}},
-            {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
-        return [(r.id, r.legacy_id) for r in parse_spec(spec, runs_dir=tmp_path).runs]
+        return pinned_spec_ids(tmp_path, extra)
 
-    before = [("finetune-46acb4364b73", "finetune-b0f7c8e4067a"), ("finetune-ffb03f398fef", "finetune-722965232bce"),
-              ("dims-eac7f130321e", "dims-501fd96e953d"), ("cross-2829ec6daeaf", "cross-5a0f6a9e5dc6")]
+    before = PINNED_SPEC_IDS
     for attention in ATTENTION_CHOICES:
         assert ids({"attention": attention}) == before, attention
         config = FinetuneConfig(task="rte", max_train=64, attention=attention)

@@ -6,16 +6,7 @@ import pytest
 import torch
 
 from bertscope import families, packing
-from conftest import FAMILY_IDS, tiny_model
-
-
-def _ragged_batch(lengths: list[int], width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 90, (len(lengths), width), generator=g)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = 1
-    return ids.masked_fill(mask == 0, 0), mask
+from conftest import FAMILY_IDS, ragged_batch, tiny_model
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -46,7 +37,7 @@ def test_plan_rows_places_every_sequence_once_within_the_width() -> None:
 
 
 def test_pack_then_unpack_returns_the_real_tokens_in_order() -> None:
-    _, mask = _ragged_batch([6, 2, 3, 1, 5], 6)
+    _, mask = ragged_batch([6, 2, 3, 1, 5], 6)
     mask[1] = torch.tensor([0, 0, 0, 0, 1, 1])  # a left-padded row too
     hidden = torch.randn(5, 6, 4)
     layout = packing.layout_for(mask)
@@ -65,7 +56,7 @@ def test_pack_then_unpack_returns_the_real_tokens_in_order() -> None:
 @pytest.mark.parametrize("name", FAMILY_IDS)
 def test_packed_rows_give_the_padded_batch_outputs(name: str, implementation: str) -> None:
     model = tiny_model(name, num_layers=2).eval()
-    ids, mask = _ragged_batch([8, 3, 4, 2, 8, 5], 8)
+    ids, mask = ragged_batch([8, 3, 4, 2, 8, 5], 8)
     if not families.can_pack(model):
         with pytest.raises(ValueError, match="cannot run packed rows"):
             families.run_layers(model, torch.zeros(1, 8, 1), None, [0], segments=torch.ones(1, 8, dtype=torch.long))

@@ -27,6 +27,7 @@ from bertscope.tracking import (
     make_tracker,
     parse_report_to,
 )
+from conftest import PINNED_SPEC_IDS, pinned_spec_ids
 
 SMALL = {"max_train": 32, "max_eval": 16, "batch_size": 8, "max_length": 32, "progress": False, "epochs": 2}
 STEPS_PER_EPOCH = 32 // 8
@@ -294,23 +295,13 @@ def test_tracker_options_change_no_run_id_study_hash_or_legacy_id(tmp_path, monk
     """The ids below were computed by the code before trackers existed: existing stores keep their ids, legacy
     (bertscope 0.1.0) ids included, and no tracker option moves them."""
     from bertscope.studies import common, cross
-    from bertscope.sweep.spec import parse_spec
 
     monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)  # the legacy study hash kept data_dir
 
     def ids(extra: dict[str, Any]) -> list[tuple[str, str | None]]:
-        spec = {"name": "ids", "experiments": [
-            {"command": "finetune", "base": {"task": "rte", "max_train": 64, "epochs": 1, **extra},
-             "grid": {"dims": ["all", "random:2"]}},
-            # feature_norm none and fit sgd: the plain head and training loop these ids were computed for (auto
-            # standardises a frozen encoder and solves it as a converged probe: new runs, new ids)
-            {"command": "dims", "base": {"task": "rte", "freeze": "encoder", "k": "1,all", "feature_norm": "none",
-                                         "fit": "sgd", **extra}},
-            {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
-        return [(r.id, r.legacy_id) for r in parse_spec(spec, runs_dir=tmp_path).runs]
+        return pinned_spec_ids(tmp_path, extra)
 
-    before = [("finetune-46acb4364b73", "finetune-b0f7c8e4067a"), ("finetune-ffb03f398fef", "finetune-722965232bce"),
-              ("dims-eac7f130321e", "dims-501fd96e953d"), ("cross-2829ec6daeaf", "cross-5a0f6a9e5dc6")]
+    before = PINNED_SPEC_IDS
     assert ids({}) == before
     pytest.importorskip("tensorboard")
     assert ids({"report_to": "tensorboard", "run_name": "x", "log_every": 3}) == before
