@@ -11,8 +11,11 @@ Both sides run in one process on the same model, sentences, head and threads, on
   once, the variant that edits layer i runs only the layers from i on, variants are stacked by layer, and packable
   families run padding-free packed rows).
 
-Reported: wall seconds of each (model load, tokenisation and everything included on both sides), the ratio, and the
-largest difference between the two sides' per-layer metrics (they must agree).
+Reported: wall seconds of each (model load, tokenisation and everything included on both sides), the ratio, the
+largest difference between the two sides' per-layer metrics (they must agree), each side's fraction of the fp32 GEMM
+peak measured in the same run, and the ``ceiling``: the speed-up bertscope would reach running its own model FLOPs at
+100% of that peak (a goal above it needs fewer FLOPs, not a faster implementation). Sentences: ``--texts`` (default
+``builtin-all``, the whole 292-sentence built-in sample; ``builtin`` is its 146-sentence measure half).
 
     python -m benchmarks.bench_layer_scan                       # 12-layer BERT-base shape, 32 sentences
     python -m benchmarks.bench_layer_scan --op remove --max-examples 128
