@@ -77,8 +77,7 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
     depth = families.num_layers(model)
     sentences = list(load_texts(texts=args.texts, max_examples=args.max_examples, seed=args.seed).sentences)
     config = LayerScanConfig(model=args.model, texts=args.texts, max_examples=args.max_examples,
-                             batch_size=args.batch_size,
-                                 max_length=args.max_length, seed=args.seed, progress=False)
+                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, progress=False)
     if args.naive_batches == "sorted":  # the same length-sorted batches as bertscope
         batches = list(compare.sentence_batches(tokenizer, sentences, config, torch.device("cpu")))
     else:  # a plain loop: sentences in the sample's order
@@ -109,14 +108,15 @@ def run_naive(args: argparse.Namespace, work: Path, *, cache_original: bool = Tr
     return time.perf_counter() - started, rows
 
 
-def run_bertscope(args: argparse.Namespace) -> tuple[float, list[dict[str, Any]]]:
+def run_bertscope(args: argparse.Namespace) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+    """bertscope layer-scan: (seconds, rows, the description of the sentences it read)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     result = api.layer_scan(model=args.model, op=args.op, texts=args.texts, max_examples=args.max_examples,
                             batch_size=args.batch_size,
                             max_length=args.max_length, seed=args.seed, progress=False, head="pretrained",
                             variants_per_pass=args.variants_per_pass)
     CPU_SECONDS["bertscope"] = time.process_time() - cpu_started
-    return time.perf_counter() - started, result.rows
+    return time.perf_counter() - started, result.rows, result.texts
 
 
 @torch.no_grad()
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         warm_up(args.model)
         shape = flops.EncoderShape.from_config(loading.load_model(args.model, "base").model.config)
         peak = measure_peak(shape.hidden, shape.intermediate)
-        t_scan, rows_scan = run_bertscope(args)
+        t_scan, rows_scan, texts = run_bertscope(args)
         t_naive, rows_naive = run_naive(args, work)
         t_plain, rows_plain = run_naive(args, work, cache_original=False) if args.plain else (math.nan, [])
         counted_flops = model_flops(args, rows_scan[0]["positions"])
@@ -216,8 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "layer-scan vs naive build/save/reload/evaluate loop",
         "model": "random BertForMaskedLM" if generated else args.model,
         "shape": {"layers": len(rows_scan), "hidden": args.hidden if generated else None},
-        "op": args.op, "texts": args.texts, "sentences": len(load_texts(
-            texts=args.texts, max_examples=args.max_examples, seed=args.seed).sentences), "naive_batches": args.naive_batches,
+        "op": args.op, "texts": args.texts, "sentences": texts["num_sentences"], "naive_batches": args.naive_batches,
         "variants_per_pass": args.variants_per_pass, "positions": positions, "batch_size": args.batch_size,
         "max_length": args.max_length, "threads": torch.get_num_threads(),
         "seconds": {"naive": round(t_naive, 2), "bertscope": round(t_scan, 2)},

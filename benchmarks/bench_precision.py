@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS, find_glue_dir
-from benchmarks.peak import measure_peak
+from benchmarks.peak import efficiency, measure_peak
 from bertscope import flops, glue, loading, precision
 from bertscope.results import environment_info, write_json_atomic
 from bertscope.texts import load_texts
@@ -189,10 +189,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{form} ...", flush=True)
         results[form] = run_form(encoder, form, batches, args.warmup, device)
         r = results[form]
-        key = "fp32" if form.endswith("fp32") or not native else "bf16"  # as benchmarks.peak.efficiency decides
-        r["achieved_flops"] = step_flops / r["total_seconds"]
-        r["fraction_of_peak"] = r["achieved_flops"] / peak["best"][key] if key in peak["best"] else None
-        r["peak_dtype"] = key
+        report = efficiency(peak, "float32" if form.endswith("fp32") else "bfloat16", {form: step_flops},
+                            {form: r["total_seconds"]})
+        r["achieved_flops"] = report["achieved_flops"][form]
+        r["fraction_of_peak"] = report["fraction_of_peak"][form]
+        r["peak_dtype"] = report["peak_dtype"]
         print(f"  {1000 * r['seconds_per_step']:8.1f} ms/step  {r['examples_per_second']:7.1f} ex/s  "
               f"loss {r['final_loss']:.4f}  warm-up {r['warmup_seconds']:.1f} s", flush=True)
     base = results.get("fp32")

@@ -38,7 +38,7 @@ import torch
 from benchmarks import bench_features, bench_finetune, bench_lens, bench_precision
 from benchmarks.bench_layer_scan import make_base_model
 from benchmarks.common import RESULTS, require_glue_dir
-from benchmarks.peak import measure_peak
+from benchmarks.peak import measure_peak, reference_dtype
 from bertscope import flops, loading
 from bertscope.results import environment_info, write_json_atomic
 
@@ -111,10 +111,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "--out", str(work / "precision.json")])
         # what bertscope loads (the family's first choice, bertscope.families) and the Trainer gets by default
         attention = loading.load_model(model, "base").attention
-    # the MFU reference: the bf16 peak where the device runs bf16 natively, else its fp32 peak (an emulated bf16
-    # matmul is no limit; benchmarks.peak.efficiency decides the same way)
-    native_bf16 = bool(peak["native"].get("bf16")) and "bf16" in peak["best"]
-    bf16_peak = peak["best"]["bf16"] if native_bf16 else peak["best"]["fp32"]
+    # the MFU reference: the bf16 peak where the device runs bf16 natively, else its fp32 peak
+    mfu_dtype = reference_dtype(peak, "bfloat16")
+    bf16_peak = peak["best"][mfu_dtype]
     parts = {"finetune": finetune, "lens": lens, "frozen_grid": features}
     mfus = {name: mfu(part["efficiency"], bf16_peak) for name, part in parts.items()}
     speedup = finetune["speedup_vs_trainer-dynamic"]
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "gpu", "mode": mode, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "device": device, "device_name": peak["device_name"], "dtype_finetune": dtype, "model": model_note,
         "attn_implementation": attention, "scores_meaningful": args.model is not None,
-        "peak": peak, "bf16_peak_flops": bf16_peak, "mfu_peak_dtype": "bf16" if native_bf16 else "fp32",
+        "peak": peak, "bf16_peak_flops": bf16_peak, "mfu_peak_dtype": mfu_dtype,
         "mfu_bf16": mfus,
         "finetune_speedup_vs_trainer": speedup, "lens_speedup_vs_naive": lens["speedup_vs_naive"],
         "frozen_grid_speedup": features["speedup_total"],

@@ -22,7 +22,7 @@ import torch
 
 from bertscope import precision
 
-__all__ = ["DTYPE_KEYS", "efficiency", "measure_peak", "print_efficiency"]
+__all__ = ["DTYPE_KEYS", "efficiency", "measure_peak", "print_efficiency", "reference_dtype"]
 
 DTYPE_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -94,6 +94,14 @@ def measure_peak(hidden: int, intermediate: int | None = None, *, tokens: int = 
             "shapes": measured, "best": {k: max(v.values()) for k, v in measured.items()}, "native": native}
 
 
+def reference_dtype(peak: dict[str, Any], dtype: str) -> str:
+    """The peak key (``fp32``/``bf16``/``fp16``) a run computing in ``dtype`` is measured against: its own, unless
+    the device only emulates it (``peak["native"]``) or it was not measured; then fp32, the machine's real limit."""
+    key = DTYPE_KEYS.get(dtype, dtype)
+    native = peak.get("native", {}).get(key, True)
+    return key if native and key in peak["best"] else "fp32"
+
+
 def efficiency(peak: dict[str, Any], dtype: str, flops: dict[str, float], seconds: dict[str, float]) -> dict[str, Any]:
     """Achieved model FLOP/s of each side and its fraction of the measured peak of ``dtype`` (MFU).
 
@@ -102,8 +110,8 @@ def efficiency(peak: dict[str, Any], dtype: str, flops: dict[str, float], second
     matmul's speed is no limit (the model's ``F.linear`` under autocast can beat it).
     """
     key = DTYPE_KEYS.get(dtype, dtype)
-    emulated = not peak.get("native", {}).get(key, True)
-    peak_key = "fp32" if emulated else key  # an emulated dtype's "peak" is no limit: the machine's is its fp32 one
+    peak_key = reference_dtype(peak, dtype)
+    emulated = peak_key != key
     peak_flops = peak["best"][peak_key]
     achieved = {name: flops[name] / seconds[name] for name in seconds}
     return {"dtype": key, "peak_dtype": peak_key, "emulated": emulated, "peak_flops": peak_flops, "model_flops": dict(flops), "seconds": dict(seconds),

@@ -100,3 +100,21 @@ def test_an_emulated_dtype_is_measured_against_the_fp32_peak() -> None:
     report = efficiency(peak, "bfloat16", {"a": 600.0}, {"a": 3.0})
     assert (report["peak_dtype"], report["emulated"], report["peak_flops"]) == ("fp32", True, 100.0)
     assert report["fraction_of_peak"] == {"a": 2.0}
+
+
+def test_layer_scan_ceiling_is_each_loops_time_over_bertscopes_flops_at_peak() -> None:
+    from benchmarks.bench_layer_scan import ceiling
+
+    top = ceiling({"bertscope": 30.0, "naive": 60.0, "plain": 100.0}, bertscope_flops=2000.0, peak_fp32=100.0)
+    assert top["bertscope_seconds_at_peak"] == 20.0  # 2000 FLOPs at 100 FLOP/s
+    assert top["speedup_at_peak"] == {"naive": 3.0, "plain": 5.0}
+    assert top["bertscope_seconds_over_floor"] == 1.5
+
+
+def test_reference_peak_is_fp32_where_the_dtype_is_emulated_or_unmeasured() -> None:
+    from benchmarks.peak import reference_dtype
+
+    assert reference_dtype({"best": {"fp32": 1.0, "bf16": 3.0}, "native": {"bf16": True}}, "bfloat16") == "bf16"
+    assert reference_dtype({"best": {"fp32": 1.0, "bf16": 3.0}, "native": {"bf16": False}}, "bfloat16") == "fp32"
+    assert reference_dtype({"best": {"fp32": 1.0}}, "bfloat16") == "fp32"
+    assert reference_dtype({"best": {"fp32": 1.0}}, "float32") == "fp32"

@@ -30,3 +30,30 @@ def test_from_config_bert_and_distilbert_names() -> None:
     assert EncoderShape.from_config(bert) == EncoderShape(12, 768, 3072)
     assert EncoderShape.from_config(distil) == EncoderShape(6, 768, 3072)
     assert linear_flops(10, 768, 2) == 2 * 10 * 768 * 2
+
+
+def _tiny_bert(attention: str):  # type: ignore[no-untyped-def]
+    import transformers
+
+    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                     intermediate_size=64, vocab_size=100)
+    return transformers.BertModel._from_config(config, attn_implementation=attention, add_pooling_layer=False)
+
+
+def test_forward_and_training_counts_equal_torchs_flop_counter() -> None:
+    """An independent count: torch's FlopCounterMode over the Hugging Face model itself (eager attention, whose
+    matrix products it sees), one unpadded sequence at a time; the backward of every matrix product is 2x its
+    forward, hence training = 3x forward."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _tiny_bert("eager").eval()
+    shape = EncoderShape.from_config(model.config)
+    for n in (1, 5, 9):
+        ids = torch.randint(5, 100, (1, n), generator=torch.Generator().manual_seed(n))
+        with FlopCounterMode(display=False) as counted, torch.no_grad():
+            model(input_ids=ids)
+        assert counted.get_total_flops() == encoder_forward_flops(shape, [n])
+        with FlopCounterMode(display=False) as counted:
+            model(input_ids=ids).last_hidden_state.sum().backward()
+        assert counted.get_total_flops() == training_flops(encoder_forward_flops(shape, [n]))

@@ -26,6 +26,18 @@ def test_cpu_bf16_support_agrees_with_torchs_own_probes() -> None:
         assert torch.backends.cpu.get_cpu_capability() in how
 
 
+def test_cpu_bf16_support_agrees_with_the_kernels_cpu_flags() -> None:
+    """Independent of torch: the flags Linux reports for the CPU (``avx512_bf16`` or ``amx_bf16``)."""
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), [])
+    assert precision.native_support("bfloat16", "cpu")[0] == bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_one_warning_line_only_where_emulated(native: bool, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:

@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["emulation_warning", "native_support", "precision_info", "warn_if_emulated"]
 
-_REDUCED = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+_REDUCED = frozenset({"bfloat16", "float16"})  # the dtypes a device may only emulate
 
 
 def _cpu_probe(name: str) -> bool | None:
