@@ -35,12 +35,14 @@ import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
 from benchmarks.peak import efficiency, measure_peak, print_efficiency
-from bertscope import families, flops, glue, loading
-from bertscope.configs import FinetuneConfig
-from bertscope.finetune import run_finetune
-from bertscope.results import environment_info, write_json_atomic
+from bertscope.core.device import resolve_device
+from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.data import glue
+from bertscope.finetune.command import run_finetune
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.train import encode_split
+from bertscope.models import families, flops, loading
 from bertscope.studies.common import HeadRunner
-from bertscope.train import encode_split
 
 
 def head_grid(depth: int, n: int, seed: int) -> list[dict[str, Any]]:
@@ -70,7 +72,7 @@ def encoder_pass_seconds(config: FinetuneConfig) -> float:
     """One forward pass of the frozen encoder over train + dev (all hidden states), as the study would do it."""
     task = glue.get_task(config.task or "")
     tokenizer = loading.load_tokenizer(config.model)
-    device = loading.resolve_device(config.device)
+    device = resolve_device(config.device)
     model = loading.load_model(config.model, "base", device=device).model.eval()
     splits = [glue.load_split(task, "train", config.data_dir, config.max_train, config.seed),
               glue.load_split(task, task.default_eval_split, config.data_dir, config.max_eval, config.seed)]

@@ -28,8 +28,11 @@ import torch
 
 from benchmarks.common import RESULTS, require_glue_dir
 from benchmarks.peak import efficiency, measure_peak, print_efficiency
-from bertscope import api, families, flops, glue, loading, precision
-from bertscope.results import environment_info, write_json_atomic
+from bertscope import api
+from bertscope.core import precision
+from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.data import glue
+from bertscope.models import families, flops, loading
 
 
 def run_trainer(args: argparse.Namespace, seed: int, *, padded: bool, max_train: int) -> dict[str, Any]:

@@ -41,10 +41,14 @@ import torch
 
 from benchmarks.common import RESULTS
 from benchmarks.peak import efficiency, measure_peak, print_efficiency
-from bertscope import agreement, api, compare, families, flops, layer_scan, loading, surgery
-from bertscope.configs import LayerScanConfig
-from bertscope.results import environment_info, write_json_atomic
-from bertscope.texts import load_texts
+from bertscope import api
+from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.data.texts import load_texts
+from bertscope.lens import agreement
+from bertscope.models import families, flops, loading
+from bertscope.surgery import compare, layer_scan
+from bertscope.surgery import deepen as surgery
+from bertscope.surgery.config import LayerScanConfig
 
 CPU_SECONDS: dict[str, float] = {}  # process CPU time per side: less sensitive than wall time to other jobs
 

@@ -7,7 +7,7 @@
   ``AutoModelForMaskedLM`` forward with all hidden states, then the head on every layer over every padded position
   ([B, T, V] logits in fp32), log-softmax, top-5 by ``topk``, rank by comparison; padding/special tokens masked out
   afterwards.
-* lens:   ``bertscope.reconstruct.lens_pass`` (length-sorted batches, bare encoder, counted tokens only, chunked head,
+* lens:   ``bertscope.lens.reconstruct.lens_pass`` (length-sorted batches, bare encoder, counted tokens only, chunked head,
   rank/NLL without ``topk`` or a softmax).
 * floor:  the same batches through the bare encoder plus the head's matmuls over the counted tokens only, nothing
   else: no metric can be computed for less.
@@ -29,13 +29,13 @@ import torch
 
 from benchmarks.common import RESULTS, find_glue_dir
 from benchmarks.peak import efficiency, measure_peak, print_efficiency
-from bertscope import families, flops, loading
-from bertscope.fitted_head import HeadModule
-from bertscope.lens import MetricSums
-from bertscope.packing import pad_rows
-from bertscope.reconstruct import Encoded, _chunk_size, encode_sentences, lens_pass
-from bertscope.results import environment_info, write_json_atomic
-from bertscope.texts import load_texts
+from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.data.texts import load_texts
+from bertscope.lens.fitted_head import HeadModule
+from bertscope.lens.metrics import MetricSums
+from bertscope.lens.reconstruct import Encoded, _chunk_size, encode_sentences, lens_pass
+from bertscope.models import families, flops, loading
+from bertscope.models.packing import pad_rows
 
 
 def naive(model: torch.nn.Module, tokenizer: Any, head: families.HeadParts, sentences: list[str], batch_size: int,

@@ -13,7 +13,7 @@ training sentences when a local GLUE copy is at hand, else the built-in sample),
 
 Reported per form: seconds per step, examples per second, the speed-up over fp32, the loss after the timed steps
 (each form's own trajectory: they should stay close), and the device's native support of bf16
-(:mod:`bertscope.precision`), beside the measured GEMM peaks in fp32 and bf16 (:mod:`benchmarks.peak`).
+(:mod:`bertscope.core.precision`), beside the measured GEMM peaks in fp32 and bf16 (:mod:`benchmarks.peak`).
 
     python -m benchmarks.bench_precision                          # embedded MiniLM, batch 32, 6 timed steps
     python -m benchmarks.bench_precision --compile --steps 10
@@ -37,9 +37,12 @@ import torch
 
 from benchmarks.common import RESULTS, find_glue_dir
 from benchmarks.peak import efficiency, measure_peak
-from bertscope import flops, glue, loading, precision
-from bertscope.results import environment_info, write_json_atomic
-from bertscope.texts import load_texts
+from bertscope.core import precision
+from bertscope.core.device import resolve_device
+from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.data import glue
+from bertscope.data.texts import load_texts
+from bertscope.models import flops, loading
 
 FORMS = ("fp32", "autocast", "bf16-weights")
 COMPILED = ("compiled-fp32", "compiled-autocast")
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = set(forms) - {*FORMS, *COMPILED}
     if unknown:
         raise SystemExit(f"unknown form(s) {sorted(unknown)}; choose from {', '.join((*FORMS, *COMPILED))}")
-    device = loading.resolve_device(args.device)
+    device = resolve_device(args.device)
     batches = make_batches(args, tokenizer)
     shape = flops.EncoderShape.from_config(encoder.config)
     peak = measure_peak(shape.hidden, shape.intermediate, device=str(device), tokens=256 if args.small else 2048,

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.config import Config, opt
-from bertscope.registry import CommandInfo
+from bertscope.core.config import Config, opt
+from bertscope.core.registry import CommandInfo
 
 THIS = Path(__file__).resolve()
 RESULTS = THIS.parent / "results" / "bench_sweep.json"
@@ -97,7 +97,7 @@ def _steady_ms_per_run(store: Path) -> float:
 
 
 def overhead(folder: Path, n: int, with_ray: bool) -> dict[str, Any]:
-    from bertscope.results import run_environment
+    from bertscope.core.results import run_environment
 
     run_environment()  # one-time version lookup for provenance: not a per-run cost
     spec = _spec(folder, "noop", {"command": "bench-noop", "grid": {"i": list(range(n))}})

@@ -39,8 +39,9 @@ from benchmarks import bench_features, bench_finetune, bench_lens, bench_precisi
 from benchmarks.bench_layer_scan import make_base_model
 from benchmarks.common import RESULTS, require_glue_dir
 from benchmarks.peak import measure_peak, reference_dtype
-from bertscope import flops, loading
-from bertscope.results import environment_info, write_json_atomic
+from bertscope.core.device import resolve_device
+from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.models import flops, loading
 
 __all__ = ["main", "mfu"]
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     mode = "small" if args.small else "full"
-    device = str(loading.resolve_device(args.device))
+    device = str(resolve_device(args.device))
     dtype = "bfloat16" if device.startswith("cuda") else "float32"
     data_dir = require_glue_dir(args.data_dir)
     os.environ["BERTSCOPE_GLUE_DIR"] = data_dir  # bench_lens reads SST-2 dev sentences from it
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         forms = _part("precision forms", bench_precision.main,
                       [*common, *PRECISION[mode], "--batch-size", str(args.batch_size), "--data-dir", data_dir,
                        "--out", str(work / "precision.json")])
-        # what bertscope loads (the family's first choice, bertscope.families) and the Trainer gets by default
+        # what bertscope loads (the family's first choice, bertscope.models.families) and the Trainer gets by default
         attention = loading.load_model(model, "base").attention
     # the MFU reference: the bf16 peak where the device runs bf16 natively, else its fp32 peak
     mfu_dtype = reference_dtype(peak, "bfloat16")

@@ -5,7 +5,7 @@ attention projections), ``[tokens x h] @ [h x f]`` and ``[tokens x f] @ [f x h]`
 bf16 (where the device runs it), with the threads the benchmark itself uses, best of a few repeats. The best shape of
 a dtype is that dtype's peak: what this machine can do at this model's shapes, not a datasheet number.
 
-``efficiency`` turns model FLOPs (``bertscope.flops``) and seconds into achieved FLOP/s and their fraction of the
+``efficiency`` turns model FLOPs (``bertscope.models.flops``) and seconds into achieved FLOP/s and their fraction of the
 peak of the dtype used (MFU). Every benchmark writes both into its JSON under ``peak`` and ``efficiency``.
 
     python -m benchmarks.peak --hidden 768        # print the peak of this machine at BERT-base shapes
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from bertscope import precision
+from bertscope.core import precision
 
 __all__ = ["DTYPE_KEYS", "efficiency", "measure_peak", "print_efficiency", "reference_dtype"]
 
@@ -105,7 +105,7 @@ def reference_dtype(peak: dict[str, Any], dtype: str) -> str:
 def efficiency(peak: dict[str, Any], dtype: str, flops: dict[str, float], seconds: dict[str, float]) -> dict[str, Any]:
     """Achieved model FLOP/s of each side and its fraction of the measured peak of ``dtype`` (MFU).
 
-    ``flops[name]`` are the model FLOPs that side computes (``bertscope.flops``), ``seconds[name]`` its wall time.
+    ``flops[name]`` are the model FLOPs that side computes (``bertscope.models.flops``), ``seconds[name]`` its wall time.
     Where the device only emulates ``dtype`` (``peak["native"]``), the fraction is of the fp32 peak: the emulated
     matmul's speed is no limit (the model's ``F.linear`` under autocast can beat it).
     """

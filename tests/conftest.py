@@ -72,7 +72,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def default_model_dir() -> str:
-    from bertscope.loading import default_model_path
+    from bertscope.models.loading import default_model_path
 
     return default_model_path()
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.config import Config, opt
-from bertscope.errors import BertscopeError
-from bertscope.registry import LOCATION_OPTIONS, CommandInfo
-from bertscope.results import write_json_atomic
+from bertscope.core.config import Config, opt
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo
+from bertscope.core.results import write_json_atomic
 
 
 def toy_score(x: float, seed: int, offset: float = 0.0) -> float:

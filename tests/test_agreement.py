@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy.special import rel_entr, softmax
 
-from bertscope import agreement, families
+from bertscope.lens import agreement
+from bertscope.models import families
 from conftest import tiny_model
 
 
@@ -73,7 +74,7 @@ def test_final_agreement_by_hand() -> None:
 def test_final_agreement_of_a_random_bert_against_its_own_masked_lm_outputs(bert_tokenizer) -> None:
     """Reference: the Hugging Face model's own head module (``model.cls``) on each hidden state and its own logits at
     the last layer; the lens path (families.mlm_head_parts + lens.head_top1) must give the same top-1 ids."""
-    from bertscope.lens import head_top1
+    from bertscope.lens.metrics import head_top1
 
     model = tiny_model("bert", num_layers=4)
     enc = bert_tokenizer(["The cat sat on the mat.", "Rivers flow to the sea, slowly."], padding=True,

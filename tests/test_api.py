@@ -23,9 +23,9 @@ from rich.console import Console
 
 import bertscope
 from bertscope import api
-from bertscope.config import Config
-from bertscope.errors import BertscopeError
-from bertscope.registry import Registry
+from bertscope.core.config import Config
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

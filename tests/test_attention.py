@@ -12,9 +12,11 @@ import pytest
 import torch
 import transformers
 
-from bertscope import api, families, loading, packing
-from bertscope.configs import ATTENTION_CHOICES, FinetuneConfig
-from bertscope.errors import BertscopeError
+from bertscope import api
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.models import families, loading, packing
+from bertscope.models.options import ATTENTION_CHOICES
 from conftest import (
     FAMILY_IDS,
     PINNED_SPEC_IDS,
@@ -241,8 +243,8 @@ def test_attention_is_never_part_of_a_run_identity() -> None:
 
 def test_attention_moves_no_run_id_study_hash_or_legacy_id(tmp_path, monkeypatch) -> None:
     """The ids pinned in test_tracking.py (computed before the option existed) stay, whatever --attention says."""
-    from bertscope.configs import CrossConfig
     from bertscope.studies import common, cross
+    from bertscope.studies.config import CrossConfig
 
     monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)  # the legacy study hash kept data_dir
 

@@ -8,8 +8,14 @@ from collections import Counter
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from bertscope import glue
-from bertscope.baselines import chance_baseline, describe, dev_provenances, majority_baseline, task_baseline
+from bertscope.data import glue
+from bertscope.data.baselines import (
+    chance_baseline,
+    describe,
+    dev_provenances,
+    majority_baseline,
+    task_baseline,
+)
 
 
 def _dev_labels(glue_dir, folder, column):

@@ -77,7 +77,7 @@ def precision_json(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_precision_forms_start_alike_and_are_compared_with_fp32(precision_json: dict) -> None:
-    from bertscope import precision
+    from bertscope.core import precision
 
     forms = precision_json["forms"]
     assert set(forms) == {"fp32", "autocast", "bf16-weights"}

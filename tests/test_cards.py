@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from bertscope import __version__
-from bertscope.cards import model_card, read_card_metadata, write_model_card
+from bertscope.models.cards import model_card, read_card_metadata, write_model_card
 
 
 def _front(text: str) -> dict:

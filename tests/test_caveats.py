@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bertscope import caveats
+from bertscope.models import caveats
 
 
 def _st_folder(root: Path, pooling: dict[str, bool] | None, pooling_dir: str = "1_Pooling") -> Path:
@@ -65,8 +65,8 @@ def test_notes_without_a_task_list_the_tasks_in_training(default_model_dir: str)
 
 
 def test_finetune_results_carry_the_caveats(default_model_dir: str) -> None:
-    from bertscope.configs import FinetuneConfig
-    from bertscope.finetune_result import FinetuneResult
+    from bertscope.finetune.config import FinetuneConfig
+    from bertscope.finetune.result import FinetuneResult
 
     def result(task: str, model_source: str) -> FinetuneResult:
         return FinetuneResult(

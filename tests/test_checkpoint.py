@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bertscope import api
-from bertscope.checkpoint import Checkpointer
 from bertscope.cli import main
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.checkpoint import Checkpointer
 from bertscope.studies import common
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
@@ -88,7 +88,7 @@ def test_a_resumed_run_has_the_numbers_of_an_uninterrupted_one(reference, tmp_pa
 def test_ctrl_c_while_training_checkpoints_the_step_in_hand(reference, tmp_path, monkeypatch) -> None:
     """A real SIGINT in the middle of step 2: the step finishes, a checkpoint is written there, then the run stops;
     resumed, it has the uninterrupted numbers."""
-    import bertscope.train as train
+    import bertscope.finetune.train as train
 
     expected, options = reference
     real, calls = train.collate, []
@@ -178,8 +178,8 @@ def test_checkpoints_are_kept_only_with_keep_checkpoints(reference, tmp_path) ->
 
 
 def test_resume_options_do_not_change_run_ids_or_study_hashes(reference) -> None:
-    from bertscope.configs import FinetuneConfig
-    from bertscope.finetune import COMMAND
+    from bertscope.finetune.command import COMMAND
+    from bertscope.finetune.config import FinetuneConfig
 
     _, options = reference
     plain = FinetuneConfig(**options)

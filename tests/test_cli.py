@@ -18,7 +18,7 @@ import transformers
 import bertscope
 from bertscope.api import COMMANDS
 from bertscope.cli import main
-from bertscope.config import Config
+from bertscope.core.config import Config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bertscope import api, compare, layer_scan, surgery
-from bertscope.configs import CompareConfig, DeepenConfig, LayerScanConfig
-from bertscope.errors import BertscopeError
+from bertscope import api
+from bertscope.core.errors import BertscopeError
+from bertscope.surgery import compare, layer_scan
+from bertscope.surgery import deepen as surgery
+from bertscope.surgery.config import CompareConfig, DeepenConfig, LayerScanConfig
 
 
 @pytest.fixture(scope="module")

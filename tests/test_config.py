@@ -1,4 +1,4 @@
-"""The option machinery of :mod:`bertscope.config`: typed frozen dataclasses that coerce and validate their values,
+"""The option machinery of :mod:`bertscope.core.config`: typed frozen dataclasses that coerce and validate their values,
 round-trip through dicts, JSON and YAML, name unknown keys, and generate the argparse interface with ``--help``.
 
 The machinery is tested on small config classes defined here; every real config class of :mod:`bertscope.configs`
@@ -16,9 +16,21 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from bertscope import configs
-from bertscope.config import Config, add_arguments, config_from_args, opt
-from bertscope.errors import BertscopeError
+from bertscope.core.config import Config, add_arguments, config_from_args, opt
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune import config as finetune_config
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.lens import config as lens_config
+from bertscope.lens.config import ReconstructConfig
+from bertscope.models import options as model_options
+from bertscope.replicate import config as replicate_config
+from bertscope.report import config as report_config
+from bertscope.studies import config as studies_config
+from bertscope.surgery import config as surgery_config
+from bertscope.sweep import config as sweep_config
+
+CONFIG_MODULES = (model_options, lens_config, surgery_config, finetune_config, studies_config, sweep_config,
+                  report_config, replicate_config)
 
 
 @dataclass(frozen=True)
@@ -275,7 +287,8 @@ REQUIRED: dict[str, dict[str, object]] = {
 }
 
 CONFIG_CLASSES = sorted(
-    (obj for name in configs.__all__ if inspect.isclass(obj := getattr(configs, name)) and issubclass(obj, Config)),
+    (obj for module in CONFIG_MODULES for name in module.__all__
+     if inspect.isclass(obj := getattr(module, name)) and issubclass(obj, Config)),
     key=lambda cls: cls.__name__)
 
 
@@ -314,11 +327,11 @@ def test_the_required_values_are_required(cls: type[Config], monkeypatch) -> Non
 
 def test_the_glue_folder_comes_from_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("BERTSCOPE_GLUE_DIR", str(tmp_path))
-    assert configs.FinetuneConfig(task="rte").data_dir == str(tmp_path)
-    assert configs.ReconstructConfig().data_dir == str(tmp_path)
-    assert configs.FinetuneConfig(task="rte", data_dir="elsewhere").data_dir == "elsewhere"
+    assert FinetuneConfig(task="rte").data_dir == str(tmp_path)
+    assert ReconstructConfig().data_dir == str(tmp_path)
+    assert FinetuneConfig(task="rte", data_dir="elsewhere").data_dir == "elsewhere"
     monkeypatch.delenv("BERTSCOPE_GLUE_DIR")
-    assert configs.FinetuneConfig(task="rte").data_dir is None
+    assert FinetuneConfig(task="rte").data_dir is None
 
 
 @pytest.mark.parametrize(("field", "given"), [("count", True), ("flag", 2)])

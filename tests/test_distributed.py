@@ -18,13 +18,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertscope import distributed as dp
-from bertscope import glue
 from bertscope.cli import main
-from bertscope.configs import FinetuneConfig
-from bertscope.errors import BertscopeError
-from bertscope.finetune import load_finetuned, run_finetune
-from bertscope.train import EncoderRepresentation, encode_split, evaluate_logits, length_grouped_batches
+from bertscope.core.errors import BertscopeError
+from bertscope.data import glue
+from bertscope.finetune import distributed as dp
+from bertscope.finetune.command import load_finetuned, run_finetune
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.train import (
+    EncoderRepresentation,
+    encode_split,
+    evaluate_logits,
+    length_grouped_batches,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT = 300  # seconds: far above a healthy run (~15 s on 2 idle cores), so only a hang reaches it

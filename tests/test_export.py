@@ -17,10 +17,13 @@ import torch
 import transformers
 import yaml
 
-from bertscope import api, export, families, glue
-from bertscope.errors import BertscopeError
-from bertscope.finetune import FinetunedModel, load_finetuned
-from bertscope.head import HeadSpec, SelectingHead
+from bertscope import api
+from bertscope.core.errors import BertscopeError
+from bertscope.data import glue
+from bertscope.finetune import export
+from bertscope.finetune.command import FinetunedModel, load_finetuned
+from bertscope.finetune.head import HeadSpec, SelectingHead
+from bertscope.models import families
 from conftest import FAMILY_IDS, tiny_config, tiny_model
 from conftest import user_error as _user_error
 
@@ -341,7 +344,7 @@ def test_a_save_that_fails_half_way_leaves_the_previous_folder_untouched(tmp_pat
 def test_a_killed_save_leaves_a_leftover_the_next_save_removes(tmp_path, bert_tokenizer) -> None:
     """A save SIGKILLed between the encoder and the head: the previous folder stays as it was, the temp folder of
     the dead process is removed by the next save, a live process's temp folder is left alone."""
-    from bertscope import publish
+    from bertscope.core import publish
 
     model = tiny_model("bert", "base")
     target = tmp_path / "model"
@@ -352,8 +355,9 @@ import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import tiny_model
 import transformers
-from bertscope import export, families
-from bertscope.head import HeadSpec, SelectingHead
+from bertscope.finetune import export
+from bertscope.models import families
+from bertscope.finetune.head import HeadSpec, SelectingHead
 model = tiny_model("bert", "base")
 spec = HeadSpec(num_labels=2, hidden_size=32, layers=(3,), dims=tuple(range(32)), pooler=True)
 SelectingHead.save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)

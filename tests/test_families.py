@@ -7,8 +7,8 @@ import operator
 import pytest
 import torch
 
-from bertscope import families
-from bertscope.errors import BertscopeError, UnsupportedModelError
+from bertscope.core.errors import BertscopeError, UnsupportedModelError
+from bertscope.models import families
 from conftest import FAMILY_IDS, tiny_model
 
 

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bertscope import api, features, glue
-from bertscope.errors import BertscopeError
-from bertscope.features import FeatureStore
-from bertscope.options import canonical_token, parse_token
-from bertscope.selection import select_tokens
-from bertscope.train import EncoderRepresentation, collate, encode_split
+from bertscope import api
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import canonical_token, parse_token
+from bertscope.data import glue
+from bertscope.finetune import features
+from bertscope.finetune.features import FeatureStore
+from bertscope.finetune.selection import select_tokens
+from bertscope.finetune.train import EncoderRepresentation, collate, encode_split
 from conftest import FAMILY_IDS, tiny_model
 
 TOKENS = ["cls", "max-norm", "mean", "max", "index:2", "index:-1"]
@@ -116,7 +118,7 @@ def test_temp_files_of_crashed_runs_are_removed_and_live_ones_kept(bert_tokenize
     that opens the cache removes those whose owner is gone, in every entry, and leaves a live run's alone."""
     import subprocess
 
-    from bertscope import publish
+    from bertscope.core import publish
 
     child = subprocess.Popen(["true"])
     child.wait()

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pytest
 from PIL import Image
 
-from bertscope.figures import (
+from bertscope.core.figures import (
     BASELINE_STYLE,
     REFERENCE_STYLE,
     figure_paths,

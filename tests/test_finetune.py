@@ -14,11 +14,12 @@ import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 
-from bertscope import api, glue
+from bertscope import api
 from bertscope.cli import main
-from bertscope.errors import BertscopeError
-from bertscope.finetune import load_finetuned
-from bertscope.options import parse_dims
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_dims
+from bertscope.data import glue
+from bertscope.finetune.command import load_finetuned
 from conftest import user_error as _user_error
 
 SMALL = {"max_train": 32, "max_eval": 24, "batch_size": 8, "max_length": 48, "progress": False}
@@ -174,7 +175,7 @@ def test_user_errors_are_one_line_bertscope_errors(tmp_path, tiny_checkpoint, gl
 
 def test_interrupted_run_leaves_no_complete_results_and_cli_exit_codes(tmp_path, tiny_checkpoint, glue_dir,
                                                                        monkeypatch, capsys) -> None:
-    import bertscope.pipeline as pipeline
+    import bertscope.finetune.pipeline as pipeline
 
     out = tmp_path / "interrupted"
     args = ["finetune", "--model", str(tiny_checkpoint("bert", 2)), "--task", "rte", "--data-dir", str(glue_dir),
@@ -233,7 +234,7 @@ def test_user_errors_are_one_line_before_any_training(tmp_path, tiny_checkpoint,
                                                       monkeypatch) -> None:
     """An unwritable --out, a --max-length beyond the positions, an --token index:K no input has: one line, exit
     2, before the model is loaded (train_loop must not run), nothing left behind."""
-    from bertscope import pipeline
+    from bertscope.finetune import pipeline
 
     def never(*_: object, **__: object) -> None:
         raise AssertionError("the run got as far as training")
@@ -256,7 +257,7 @@ def test_user_errors_are_one_line_before_any_training(tmp_path, tiny_checkpoint,
     assert "index:-49" in err
     import transformers
 
-    from bertscope.configs import FinetuneConfig
+    from bertscope.finetune.config import FinetuneConfig
 
     model_config = transformers.AutoConfig.from_pretrained(roberta)
     for token, length in (("index:47", 48), ("index:-48", 48), ("cls", 139)):  # the limits themselves pass
@@ -319,7 +320,7 @@ def test_bfloat16_fine_tuning_stays_near_float32_and_records_its_precision(tmp_p
                                                                            glue_dir) -> None:
     """Same seed, batches and weights: bf16 autocast changes only rounding, so the training loss and dev accuracy stay
     close to the fp32 run's, and the result says whether the device computed bf16 natively."""
-    from bertscope.precision import precision_info
+    from bertscope.core.precision import precision_info
 
     runs = {dtype: api.finetune(model=str(tiny_checkpoint("bert", 2)), task="sst2", data_dir=str(glue_dir),
                                 epochs=1, dtype=dtype, out=str(tmp_path / dtype), **SMALL)

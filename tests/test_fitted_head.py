@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from bertscope import families, fitted_head
-from bertscope.errors import BertscopeError
-from bertscope.fitted_head import FitOptions, bert_mask, get_fitted_head
-from bertscope.texts import builtin_sentences
+from bertscope.core.errors import BertscopeError
+from bertscope.data.texts import builtin_sentences
+from bertscope.lens import fitted_head
+from bertscope.lens.fitted_head import FitOptions, bert_mask, get_fitted_head
+from bertscope.models import families
 from conftest import VOCAB, tiny_model
 
 FAST = FitOptions(steps=6, batch_size=8, lr=5e-3, heldout_mask_draws=1)
@@ -126,7 +127,7 @@ def dead_owner_name(target) -> str:
     """The temp name a process that has exited would have left beside ``target``."""
     import subprocess
 
-    from bertscope import publish
+    from bertscope.core import publish
 
     child = subprocess.Popen(["true"])
     child.wait()
@@ -135,7 +136,7 @@ def dead_owner_name(target) -> str:
 
 
 def test_temp_folders_of_crashed_fits_are_removed_and_live_ones_kept(bert_tokenizer, tmp_path) -> None:
-    from bertscope import publish
+    from bertscope.core import publish
 
     heads = tmp_path / "cache" / "fitted-heads"
     heads.mkdir(parents=True)
@@ -243,7 +244,7 @@ def test_growth_curve_refits_on_fractions_and_ends_with_the_head_itself(bert_tok
 
 
 def test_cache_key_follows_the_fit_corpus(bert_tokenizer, tmp_path) -> None:
-    from bertscope import texts
+    from bertscope.data import texts
 
     model = tiny_model("bert")
     measured = texts.load_texts(max_examples=10)
@@ -261,7 +262,7 @@ def test_cache_key_follows_the_fit_corpus(bert_tokenizer, tmp_path) -> None:
 
 
 def test_fit_for_texts_refuses_an_overlap_before_fitting(bert_tokenizer, monkeypatch) -> None:
-    from bertscope import texts
+    from bertscope.data import texts
 
     model = tiny_model("bert")
     measured = texts.load_texts(max_examples=12)

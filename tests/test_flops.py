@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bertscope.flops import EncoderShape, encoder_forward_flops, linear_flops, training_flops
+from bertscope.models.flops import EncoderShape, encoder_forward_flops, linear_flops, training_flops
 
 
 def test_hand_count_tiny_config() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertscope import families
-from bertscope.errors import BertscopeError
-from bertscope.freezing import apply_freezing, trainable_parameters
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.freezing import apply_freezing, trainable_parameters
+from bertscope.models import families
 from conftest import tiny_model
 
 

@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from bertscope import glue
-from bertscope.errors import BertscopeError, DataError, HubUnreachableError
+from bertscope.core.errors import BertscopeError, DataError, HubUnreachableError
+from bertscope.data import glue
 
 # Row counts published in the local copy's README (independent of our reader).
 EXPECTED_ROWS = {("cola", "train"): 8551, ("cola", "validation"): 1043, ("sst2", "validation"): 872,

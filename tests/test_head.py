@@ -7,11 +7,11 @@ import pytest
 import torch
 import transformers
 
-from bertscope import families
-from bertscope.errors import BertscopeError
-from bertscope.head import HeadSpec, SelectingHead
-from bertscope.options import parse_dims, parse_hidden_states, parse_token
-from bertscope.train import Batch, EncoderRepresentation
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_dims, parse_hidden_states, parse_token
+from bertscope.finetune.head import HeadSpec, SelectingHead
+from bertscope.finetune.train import Batch, EncoderRepresentation
+from bertscope.models import families
 from conftest import tiny_config, tiny_model
 
 
@@ -85,7 +85,7 @@ def test_pooler_is_refused_cleanly_for_families_without_one() -> None:
 
 
 def test_a_truncated_head_file_is_one_line_naming_it(tmp_path):
-    from bertscope.errors import BertscopeError
+    from bertscope.core.errors import BertscopeError
 
     head = SelectingHead(HeadSpec(num_labels=2, hidden_size=8, layers=(1,), dims=(0, 3)), seed=0)
     head.save(tmp_path)

@@ -246,7 +246,7 @@ def test_checker_counts_a_sub_package_init_and_skips_root_constants(tmp_path) ->
 
 def test_the_real_graph_is_read() -> None:
     graph = import_graph(SRC)
-    assert {"bertscope.api", "bertscope.cli", "bertscope.config", "bertscope.registry"} <= set(graph)
+    assert {"bertscope.api", "bertscope.cli", "bertscope.core.config", "bertscope.core.registry"} <= set(graph)
     assert "bertscope.api" in {e.target for e in graph["bertscope.cli"]}
     assert all(e.target.startswith("bertscope") for edges in graph.values() for e in edges)
 
@@ -292,3 +292,77 @@ def test_the_call_finder_sees_aliases_and_attributes(tmp_path) -> None:
 def test_train_loop_is_called_from_one_module() -> None:
     callers = _modules_calling(SRC, "train_loop")
     assert len(callers) == 1, f"train_loop is called from {callers}"
+
+
+# --- the folders: imports run one way ---------------------------------------------------------------------------------
+
+#: The floors of the house, bottom first (docs/DEVELOPING.md, "The house"). A module may import from its own folder
+#: and from any folder on a lower floor; folders on one floor (``surgery`` and ``finetune``) never import each other.
+#: The front door (``api``, ``cli``, ``__main__`` and the root package) is the top floor.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("core", "_version"),
+    ("models",),
+    ("data",),
+    ("lens",),
+    ("surgery", "finetune"),
+    ("studies",),
+    ("sweep",),
+    ("report",),
+    ("replicate",),
+    ("api", "cli", "__main__", ""),
+)
+
+
+def _floor_of(module: str, floors: tuple[tuple[str, ...], ...] = FLOORS) -> tuple[int, str]:
+    """(floor, folder) of a dotted module name: ``bertscope.lens.metrics`` -> (3, "lens")."""
+    parts = module.split(".")[1:]
+    folder = parts[0] if parts else ""
+    for number, folders in enumerate(floors):
+        if folder in folders:
+            return number, folder
+    raise AssertionError(f"{module}: its folder {folder!r} is on no floor of the house (tests/test_imports.FLOORS)")
+
+
+def upward_imports(graph: Mapping[str, list[Edge]],
+                   floors: tuple[tuple[str, ...], ...] = FLOORS) -> list[str]:
+    """Every import that points up or sideways between folders: "module -> target (where)"."""
+    wrong = []
+    for module, edges in sorted(graph.items()):
+        floor, folder = _floor_of(module, floors)
+        for edge in edges:
+            target_floor, target_folder = _floor_of(edge.target, floors)
+            if target_folder == folder or target_floor < floor or (target_floor == floor == len(floors) - 1):
+                continue
+            wrong.append(f"{module} -> {edge.target} ({edge.where})")
+    return wrong
+
+
+def test_direction_checker_flags_up_and_sideways(tmp_path) -> None:
+    root = _package(tmp_path, {
+        "__init__.py": "",
+        "core/__init__.py": "",
+        "core/a.py": "def f():\n    from pkg.lens import b\n",  # up, hidden in a function
+        "lens/__init__.py": "",
+        "lens/b.py": "from pkg.core import a\n",  # down: fine
+        "surgery/__init__.py": "",
+        "surgery/c.py": "from pkg.finetune import d\n",  # sideways on one floor
+        "finetune/__init__.py": "",
+        "finetune/d.py": "from pkg.lens.b import x\n",
+    })
+    floors = (("core",), ("lens",), ("surgery", "finetune"), ("",))
+    wrong = upward_imports(import_graph(root), floors)
+    assert any(w.startswith("pkg.core.a -> pkg.lens") and "(in a function)" in w for w in wrong)
+    assert any(w.startswith("pkg.surgery.c -> pkg.finetune") for w in wrong)
+    assert not any(w.startswith(("pkg.lens.b", "pkg.finetune.d")) for w in wrong)
+
+
+def test_every_folder_imports_only_downward() -> None:
+    wrong = upward_imports(import_graph(SRC))
+    assert not wrong, "imports against the direction of the house:\n" + "\n".join(wrong)
+
+
+def test_every_module_lives_in_a_folder() -> None:
+    """The root package holds the front door alone; every other module is in the folder of its concept."""
+    front = set(FLOORS[-1]) | {"_version"}
+    loose = [p.name for p in SRC.glob("*.py") if p.stem not in front | {"__init__"}]
+    assert not loose, f"modules outside a concept folder: {loose}"

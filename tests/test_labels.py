@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bertscope import glue, loading
-from bertscope.labels import (
+from bertscope.data import glue
+from bertscope.data.labels import (
     METRIC_NAMES,
     axis_name,
     canonical_metric,
@@ -14,6 +14,7 @@ from bertscope.labels import (
     task_name,
     texts_name,
 )
+from bertscope.models import loading
 
 
 @pytest.mark.parametrize("key, name", [

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from bertscope import agreement, families, layer_scan, surgery
-from bertscope.configs import LayerScanConfig
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
+from bertscope.lens import agreement
+from bertscope.models import families
+from bertscope.surgery import deepen as surgery
+from bertscope.surgery import layer_scan
+from bertscope.surgery.config import LayerScanConfig
 from conftest import FAMILY_IDS, tiny_model
 
 

@@ -6,8 +6,10 @@ import csv
 
 import pytest
 
-from bertscope import api, cli, glue, leaderboard
-from bertscope.finetune import load_finetuned
+from bertscope import api, cli
+from bertscope.data import glue
+from bertscope.finetune import leaderboard
+from bertscope.finetune.command import load_finetuned
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

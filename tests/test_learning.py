@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bertscope.learning import LOSS_MARGIN, REMEDY, constant_loss, did_not_learn
+from bertscope.finetune.learning import LOSS_MARGIN, REMEDY, constant_loss, did_not_learn
 
 
 def test_constant_loss_is_the_label_entropy_for_classification() -> None:

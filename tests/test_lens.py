@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from bertscope.families import HeadParts
-from bertscope.lens import (
+from bertscope.lens.metrics import (
     LayerMetrics,
     MetricSums,
     decode_tokens,
@@ -18,6 +17,7 @@ from bertscope.lens import (
     sentence_exact,
     token_stats,
 )
+from bertscope.models.families import HeadParts
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[int], list[float]]:

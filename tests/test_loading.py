@@ -1,4 +1,4 @@
-"""Loading (bertscope.loading): sources, hub errors, devices and dtypes, fingerprints, quiet Hugging Face libraries."""
+"""Loading (bertscope.models.loading): sources, hub errors, devices and dtypes, fingerprints, quiet Hugging Face libraries."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import logging
 import pytest
 import torch
 
-from bertscope import families, loading
-from bertscope.errors import BertscopeError, HubUnreachableError
+from bertscope.core.device import resolve_device, resolve_dtype
+from bertscope.core.errors import BertscopeError, HubUnreachableError
+from bertscope.models import families, loading
 from conftest import tiny_config, tiny_model
 from conftest import user_error as _user_error
 
@@ -36,14 +37,14 @@ def test_saved_tiny_checkpoint_reports_its_pretrained_head(name: str, tiny_check
 
 
 def test_device_and_dtype_names() -> None:
-    assert loading.resolve_device("cpu") == torch.device("cpu")
-    assert loading.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert loading.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(BertscopeError, match="unknown device"):
-        loading.resolve_device("gpu0")
-    assert loading.resolve_dtype("bf16") is torch.bfloat16 and loading.resolve_dtype("float32") is torch.float32
+        resolve_device("gpu0")
+    assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("float32") is torch.float32
     with pytest.raises(BertscopeError, match="unknown dtype"):
-        loading.resolve_dtype("int8")
+        resolve_dtype("int8")
 
 
 def test_weights_fingerprint_follows_the_encoder_weights_only() -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bertscope.features import CachedRepresentation, FeatureCollate
-from bertscope.head import HeadSpec, SelectingHead
-from bertscope.normalize import feature_moments, fit_standardizer
-from bertscope.train import EncodedSplit, TrainOptions, evaluate, train_loop
+from bertscope.finetune.features import CachedRepresentation, FeatureCollate
+from bertscope.finetune.head import HeadSpec, SelectingHead
+from bertscope.finetune.normalize import feature_moments, fit_standardizer
+from bertscope.finetune.train import EncodedSplit, TrainOptions, evaluate, train_loop
 
 HIDDEN = 16
 
@@ -84,10 +84,10 @@ def test_standardize_learns_on_outlier_features_where_the_plain_head_stays_at_th
 def test_run_ids_keep_their_value_when_the_feature_norm_keeps_the_old_behaviour() -> None:
     """Runs stored before --feature-norm existed were plain heads: their ids must not change when the option
     resolves to none, and must change (matching no old run, also under the 0.1.0 rule) when it does not."""
-    from bertscope.configs import FinetuneConfig
-    from bertscope.finetune import COMMAND
-    from bertscope.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
+    from bertscope.finetune.command import COMMAND
+    from bertscope.finetune.config import FinetuneConfig
     from bertscope.studies.common import _hash
+    from bertscope.studies.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
 
     def ids(**options: str) -> tuple[str, str, dict]:
         config = FinetuneConfig(task="rte", **options)

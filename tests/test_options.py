@@ -1,4 +1,4 @@
-"""The option language (bertscope.options): one grammar for every list-like option, two layer numberings that cannot be
+"""The option language (bertscope.core.options): one grammar for every list-like option, two layer numberings that cannot be
 confused, one-line errors that name the option and the accepted forms, and ``random:K`` drawing exactly the
 dimensions it always drew."""
 
@@ -9,9 +9,10 @@ import random
 
 import pytest
 
-from bertscope import cli, options
-from bertscope.errors import BertscopeError
-from bertscope.options import (
+from bertscope import cli
+from bertscope.core import options
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import (
     canonical_token,
     dims_form,
     parse_blocks,
@@ -214,7 +215,7 @@ def test_layers_study_accepts_all_on_the_command_line(tiny_checkpoint, glue_dir,
 
 
 def test_parse_seed_list():
-    from bertscope.options import parse_seed_list
+    from bertscope.core.options import parse_seed_list
 
     assert parse_seed_list("1,2,3") == (1, 2, 3)
     assert parse_seed_list(" 3, 1-2 ") == (3, 1, 2)  # the order given

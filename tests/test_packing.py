@@ -1,11 +1,11 @@
-"""Packed rows (bertscope.packing) and families.run_layers on them, against the padded batch the model itself runs."""
+"""Packed rows (bertscope.models.packing) and families.run_layers on them, against the padded batch the model itself runs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bertscope import families, packing
+from bertscope.models import families, packing
 from conftest import FAMILY_IDS, ragged_batch, tiny_model
 
 

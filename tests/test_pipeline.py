@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertscope import loading, pipeline
-from bertscope.configs import FinetuneConfig
-from bertscope.pipeline import Shared, compute_features, head_learning_rate, load_task_data, prepare
+from bertscope.finetune import pipeline
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.pipeline import (
+    Shared,
+    compute_features,
+    head_learning_rate,
+    load_task_data,
+    prepare,
+)
+from bertscope.models import loading
 from conftest import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

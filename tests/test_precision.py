@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 
-from bertscope import precision
-from bertscope.configs import FinetuneConfig
+from bertscope.core import precision
+from bertscope.finetune.config import FinetuneConfig
 
 
 def test_float32_is_always_native() -> None:
@@ -71,7 +71,7 @@ def test_precision_info_is_what_native_support_says() -> None:
 
 
 def test_environment_records_the_cpus_capability() -> None:
-    from bertscope.results import environment_info
+    from bertscope.core.results import environment_info
 
     info = environment_info()
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

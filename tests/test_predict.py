@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import accuracy_score
 
-from bertscope import api, glue
+from bertscope import api
 from bertscope.cli import main
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
+from bertscope.data import glue
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,17 +11,25 @@ import pytest
 import torch
 
 from bertscope import api, cli
-from bertscope.configs import FinetuneConfig, LayersConfig
-from bertscope.errors import BertscopeError
-from bertscope.features import FeatureCollate
-from bertscope.finetune import COMMAND as FINETUNE
-from bertscope.finetune import NOT_IDENTITY
-from bertscope.head import HeadSpec, SelectingHead
-from bertscope.pipeline import prepare
-from bertscope.probe import L2_GRID, fit_logistic, fit_probe, fit_ridge, holdout_split, standardise
-from bertscope.probe_fit import training_features
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.command import COMMAND as FINETUNE
+from bertscope.finetune.command import NOT_IDENTITY
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.converged import training_features
+from bertscope.finetune.features import FeatureCollate
+from bertscope.finetune.head import HeadSpec, SelectingHead
+from bertscope.finetune.pipeline import prepare
+from bertscope.finetune.probe import (
+    L2_GRID,
+    fit_logistic,
+    fit_probe,
+    fit_ridge,
+    holdout_split,
+    standardise,
+)
+from bertscope.finetune.train import EncodedSplit, TrainOptions, train_loop
 from bertscope.studies import common
-from bertscope.train import EncodedSplit, TrainOptions, train_loop
+from bertscope.studies.config import LayersConfig
 
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 
@@ -122,7 +130,7 @@ def test_probe_learns_outlier_dominated_features_where_the_sgd_head_stays_at_the
     vectors = x[:, None, :].float()
     head = SelectingHead(HeadSpec(num_labels=2, hidden_size=d, layers=(1,), dims=tuple(range(d))), seed=0)
     collate = FeatureCollate([(train_data, vectors[train]), (dev_data, vectors[dev])])
-    from bertscope.features import CachedRepresentation
+    from bertscope.finetune.features import CachedRepresentation
 
     history = train_loop(CachedRepresentation(), head, train_data, {"validation": dev_data},
                          TrainOptions(epochs=5, batch_size=32, lr=2e-5, head_lr=1e-3, progress=False, log="off"),

@@ -12,12 +12,12 @@ import pytest
 import torch
 import transformers
 
-from bertscope import families, loading
 from bertscope.cli import main
-from bertscope.configs import ReconstructConfig
-from bertscope.errors import BertscopeError
-from bertscope.reconstruct import run_reconstruct
-from bertscope.texts import builtin_sentences
+from bertscope.core.errors import BertscopeError
+from bertscope.data.texts import builtin_sentences
+from bertscope.lens.config import ReconstructConfig
+from bertscope.lens.reconstruct import run_reconstruct
+from bertscope.models import families, loading
 from conftest import FAMILY_IDS
 
 SENTENCES = [
@@ -280,8 +280,8 @@ def test_glue_source_end_to_end(tiny_checkpoint, glue_dir) -> None:
 
 
 def _deepen(source: Path, out: Path, **op) -> Path:
-    from bertscope.configs import DeepenConfig
-    from bertscope.surgery import run_deepen
+    from bertscope.surgery.config import DeepenConfig
+    from bertscope.surgery.deepen import run_deepen
 
     run_deepen(DeepenConfig(model=str(source), out=str(out), device="cpu", **op))
     return out
@@ -367,8 +367,8 @@ def test_fitted_head_of_a_deepened_headless_model_is_fitted_on_the_original(bert
 
 
 def test_compare_decodes_a_deepened_variant_with_the_originals_head(tiny_checkpoint, tmp_path) -> None:
-    from bertscope.compare import choose_heads
-    from bertscope.configs import CompareConfig
+    from bertscope.surgery.compare import choose_heads
+    from bertscope.surgery.config import CompareConfig
 
     original = tiny_checkpoint("bert")
     variant = _deepen(original, tmp_path / "deep", duplicate="0")

@@ -1,4 +1,4 @@
-"""The command registry (:mod:`bertscope.registry`): one immutable record per command, registries that refuse a
+"""The command registry (:mod:`bertscope.core.registry`): one immutable record per command, registries that refuse a
 name declared twice and are extended by copying, never in place; and the package's own registries built from it.
 
 Registries with plugin commands are built locally in each test: nothing here (or in any test module) adds a
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pytest
 
 from bertscope import api
-from bertscope.commands import ANALYSES
-from bertscope.config import Config, opt
-from bertscope.registry import LOCATION_OPTIONS, CommandInfo, Registry
+from bertscope.core.config import Config, opt
+from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo, Registry
+from bertscope.sweep.commands import ANALYSES
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,8 @@ def test_a_registry_cannot_be_changed_in_place() -> None:
 
 
 def test_options_added_since_0_1_stay_out_of_identity_at_their_neutral_value():
-    from bertscope.commands import ANALYSES
-    from bertscope.registry import NEUTRAL_VALUES
+    from bertscope.core.registry import NEUTRAL_VALUES
+    from bertscope.sweep.commands import ANALYSES
 
     info = ANALYSES["finetune"]
     options = info.config.from_dict({"task": "rte"}).to_dict()

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from bertscope import api, stats
-from bertscope.errors import BertscopeError
+from bertscope import api
+from bertscope.core import stats
+from bertscope.core.errors import BertscopeError
 from bertscope.replicate import claims as C
 from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, PAPERS, TOLERANCES, protocol
 from bertscope.sweep.spec import parse_spec

@@ -19,7 +19,7 @@ import pytest
 
 from bertscope import api
 from bertscope.cli import main
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 from bertscope.report import aggregate, format_cell, layer_curves
 from bertscope.sweep.spec import run_id
 from bertscope.sweep.store import ResultStore
@@ -473,7 +473,7 @@ def _sections(md: str) -> dict[str, str]:
 
 
 def test_sections_name_tasks_models_and_captions_say_what_the_error_bars_are(built):
-    from bertscope.labels import model_name, task_name
+    from bertscope.data.labels import model_name, task_name
 
     out, _, runs = built
     md = (out / "report.md").read_text()
@@ -494,7 +494,7 @@ def test_sections_name_tasks_models_and_captions_say_what_the_error_bars_are(bui
         assert re.search(r"error bars: ±1 sample standard deviation over n = \d|band: ±1 sample standard deviation|"
                          r"no error bars", caption), caption
     dims = sections["paper/dims: score vs number of dimensions"]
-    from bertscope.figures import REFERENCE_STYLE, style_words
+    from bertscope.core.figures import REFERENCE_STYLE, style_words
     from bertscope.report.sections import CONTROL_STYLE
 
     assert f"The {style_words(REFERENCE_STYLE)} black line is the head that sees all dimensions" in dims
@@ -520,7 +520,7 @@ def test_reviewer_reading_of_a_real_sweep(tmp_path, glue_dir):
     copy) read as a reviewer would: what was run, on what, against which baseline, with which error bars."""
     from collections import Counter
 
-    from bertscope import glue
+    from bertscope.data import glue
 
     toy = str(Path(__file__).with_name("sweep_toy.py"))
     small = (f"{{task: rte, data_dir: '{glue_dir}', max_train: 16, max_eval: 16, epochs: 1, max_length: 32, "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bertscope import results
+from bertscope.core import results
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_reading_the_umask_does_not_change_it(umask) -> None:
 
 def test_a_fresh_process_follows_its_umask(tmp_path) -> None:
     """The umask a batch job starts with (set before bertscope is imported)."""
-    code = ("import os, sys; os.umask(0o002); from bertscope import results; "
+    code = ("import os, sys; os.umask(0o002); from bertscope.core import results; "
             "results.write_json_atomic(sys.argv[1], {'a': 1})")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(results.__file__).parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from bertscope import cli, stats
-from bertscope.configs import FinetuneConfig
-from bertscope.errors import BertscopeError
-from bertscope.finetune import run_finetune
+from bertscope import cli
+from bertscope.core import stats
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.command import run_finetune
+from bertscope.finetune.config import FinetuneConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +33,7 @@ def test_finetune_seeds_writes_a_folder_per_seed_and_intervals(glue_dir, tiny_ch
     assert summary["metrics"]["final.validation.accuracy"]["std"] == pytest.approx(stats.summarize(accuracy).std)
 
     # a third seed trains only that seed; the finished ones are read back
-    import bertscope.finetune as finetune
+    import bertscope.finetune.command as finetune
 
     calls = []
     real = finetune.run_finetune

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertscope import families
-from bertscope.selection import select_tokens
-from bertscope.train import Batch, EncoderRepresentation
+from bertscope.finetune.selection import select_tokens
+from bertscope.finetune.train import Batch, EncoderRepresentation
+from bertscope.models import families
 from conftest import FAMILY_IDS, tiny_model
 
 

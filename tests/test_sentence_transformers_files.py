@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertscope import surgery
-from bertscope.configs import DeepenConfig
-from bertscope.errors import BertscopeError
-from bertscope.sentence_transformers_files import (
+from bertscope.core.errors import BertscopeError
+from bertscope.models.sentence_transformers_files import (
     MODULES_FILE,
     copy_sentence_transformers_files,
     find_sentence_transformers_files,
     is_sentence_transformers_folder,
 )
+from bertscope.surgery import deepen as surgery
+from bertscope.surgery.config import DeepenConfig
 
 SENTENCES = ["The cat sat on the mat.", "A quick brown fox jumps over the lazy dog.", "query text", "short"]
 

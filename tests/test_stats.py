@@ -1,4 +1,4 @@
-"""bertscope.stats against scipy's own intervals and a hand-made bootstrap check."""
+"""bertscope.core.stats against scipy's own intervals and a hand-made bootstrap check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bertscope import stats
+from bertscope.core import stats
 
 
 def test_summarize_matches_scipy_t_interval():

@@ -10,10 +10,11 @@ import pytest
 import torch
 import transformers
 
-from bertscope import api, cli, glue
-from bertscope.errors import BertscopeError
-from bertscope.head import HeadSpec, SelectingHead
-from bertscope.options import parse_hidden_states, parse_k_list
+from bertscope import api, cli
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_hidden_states, parse_k_list
+from bertscope.data import glue
+from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.studies import common, cross
 from bertscope.studies.common import dim_importance
 from bertscope.studies.dims import random_subset
@@ -212,7 +213,7 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
     assert full.summary["matrix_retrained_heads"][1]["rte"] is not None
 
     # Interrupt during stage 2, then resume from the stage-1 checkpoint: the same matrix, stage 1 not retrained.
-    from bertscope.pipeline import PreparedRun
+    from bertscope.finetune.pipeline import PreparedRun
 
     real, calls = PreparedRun.train, []
 
@@ -273,14 +274,14 @@ def _stored(out):
 
 
 def test_tokens_default_list_includes_mean():
-    from bertscope.configs import TokensConfig
-    from bertscope.options import parse_token_list
+    from bertscope.core.options import parse_token_list
+    from bertscope.studies.config import TokensConfig
 
     assert "mean" in parse_token_list(TokensConfig.tokens)  # the embedded model was trained with mean pooling
 
 
 def test_tokens_study_over_seeds_intervals_pairs_and_resume(small, tiny_checkpoint, tmp_path, monkeypatch):
-    from bertscope import stats
+    from bertscope.core import stats
 
     out = tmp_path / "seeds"
     options = dict(task="rte", model=str(tiny_checkpoint("bert", 2)), tokens="cls,mean", out=str(out), **small)
@@ -333,7 +334,7 @@ def test_tokens_study_over_seeds_intervals_pairs_and_resume(small, tiny_checkpoi
 
 
 def test_dims_study_over_seeds_pairs_k_with_all(small, tiny_checkpoint, tmp_path):
-    from bertscope import stats
+    from bertscope.core import stats
 
     out = tmp_path / "dims-seeds"
     result = api.dims(task="sst2", model=str(tiny_checkpoint("bert", 2)), k="1", samples=2, seeds="0,1",

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertscope import families, loading, surgery
 from bertscope.cli import main
-from bertscope.configs import DeepenConfig
-from bertscope.errors import BertscopeError, UnsupportedModelError
+from bertscope.core.errors import BertscopeError, UnsupportedModelError
+from bertscope.models import families, loading
+from bertscope.surgery import deepen as surgery
+from bertscope.surgery.config import DeepenConfig
 from conftest import FAMILY_IDS, tiny_config, tiny_model
 
 
@@ -359,7 +360,7 @@ def test_cli_reports_one_line_errors_and_exit_code_2(tiny_checkpoint, tmp_path, 
 
 def test_deepen_refuses_an_unwritable_out_and_clears_leftovers_of_crashed_runs(tiny_checkpoint, tmp_path,
                                                                                  capsys) -> None:
-    from bertscope import publish
+    from bertscope.core import publish
 
     source = str(tiny_checkpoint("bert"))
     blocker = tmp_path / "a-file"

@@ -15,7 +15,7 @@ import yaml
 
 from bertscope import api
 from bertscope.cli import main
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 from bertscope.sweep.store import ResultStore
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bertscope import api
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 from bertscope.sweep.spec import load_spec
 from bertscope.sweep.store import ResultStore
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 from bertscope.sweep.spec import load_spec, parse_spec, run_id
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))
@@ -216,8 +216,8 @@ MARKER_PLUGIN = '''
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertscope.config import Config, opt
-from bertscope.registry import CommandInfo
+from bertscope.core.config import Config, opt
+from bertscope.core.registry import CommandInfo
 
 Path(__file__).with_suffix(".imported").write_text("imported")  # what the tests look for
 
@@ -318,7 +318,7 @@ def test_plugin_modules_need_plugins_from_any(tmp_path):
 
 
 def test_plugins_from_needs_allow_plugins_and_a_real_folder(tmp_path):
-    from bertscope.configs import SweepConfig
+    from bertscope.sweep.config import SweepConfig
 
     with pytest.raises(BertscopeError, match="add --allow-plugins"):
         SweepConfig(spec="s.yaml", plugins_from="any")

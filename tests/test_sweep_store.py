@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 from bertscope.sweep.spec import parse_spec
 from bertscope.sweep.store import ResultStore, StoreLock
 from conftest import user_error as _user_error

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bertscope import texts
-from bertscope.errors import BertscopeError, DataError
+from bertscope.core.errors import BertscopeError, DataError
+from bertscope.data import texts
 
 
 def test_builtin_sample_is_a_few_hundred_varied_sentences() -> None:

@@ -6,7 +6,12 @@ import re
 
 import pytest
 
-from bertscope.token_view import TokenView, probability_colour, token_view_html, write_token_views
+from bertscope.lens.token_view import (
+    TokenView,
+    probability_colour,
+    token_view_html,
+    write_token_views,
+)
 
 
 def _view(**changes) -> TokenView:

@@ -17,9 +17,9 @@ import pytest
 
 from bertscope import api
 from bertscope.cli import main
-from bertscope.configs import CrossConfig, FinetuneConfig
-from bertscope.errors import BertscopeError
-from bertscope.tracking import (
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.tracking import (
     TRACKING_OPTIONS,
     default_run_name,
     epoch_metrics,
@@ -27,6 +27,7 @@ from bertscope.tracking import (
     make_tracker,
     parse_report_to,
 )
+from bertscope.studies.config import CrossConfig
 from conftest import PINNED_SPEC_IDS, pinned_spec_ids
 
 SMALL = {"max_train": 32, "max_eval": 16, "batch_size": 8, "max_length": 32, "progress": False, "epochs": 2}
@@ -233,7 +234,7 @@ class _Recorder:
                                            (KeyboardInterrupt, "killed")])
 def test_the_tracker_run_is_finished_with_the_runs_status(error, status, run, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")  # the option is checked as usual; the tracker made is the recorder
-    from bertscope import pipeline
+    from bertscope.finetune import pipeline
 
     recorder = _Recorder()
     monkeypatch.setattr(pipeline, "make_tracker", lambda report_to, root: recorder)

@@ -10,12 +10,12 @@ import re
 import pytest
 import torch
 
-from bertscope import glue
-from bertscope.errors import BertscopeError
-from bertscope.freezing import apply_freezing
-from bertscope.head import HeadSpec, SelectingHead
-from bertscope.options import parse_token
-from bertscope.train import (
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_token
+from bertscope.data import glue
+from bertscope.finetune.freezing import apply_freezing
+from bertscope.finetune.head import HeadSpec, SelectingHead
+from bertscope.finetune.train import (
     Batch,
     EncoderRepresentation,
     TrainOptions,

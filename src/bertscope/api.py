@@ -7,7 +7,7 @@
 
 Each function returns its command's immutable result object and, when ``out`` is set, writes its files there. The
 commands themselves are declared next to their code (``COMMAND = CommandInfo(...)``); :data:`COMMANDS` is the one
-registry the CLI reads: the analyses of :mod:`bertscope.commands` plus ``sweep``, ``status``, ``report`` and
+registry the CLI reads: the analyses of :mod:`bertscope.sweep.commands` plus ``sweep``, ``status``, ``report`` and
 ``replicate``.
 """
 
@@ -18,40 +18,31 @@ from typing import Any, TypeVar
 from bertscope import replicate as _replicate
 from bertscope import report as _report
 from bertscope import sweep as _sweep
-from bertscope.commands import ANALYSES
-from bertscope.compare import CompareResult, run_compare
-from bertscope.config import Config
-from bertscope.configs import (
-    CompareConfig,
-    CrossConfig,
-    DeepenConfig,
-    DimsConfig,
-    FinetuneConfig,
-    LayerScanConfig,
-    LayersConfig,
-    PredictConfig,
-    ReconstructConfig,
-    ReplicateConfig,
-    ReportConfig,
-    StatusConfig,
-    SweepConfig,
-    TokensConfig,
-)
-from bertscope.errors import BertscopeError
-from bertscope.finetune import COMMAND as FINETUNE_COMMAND
-from bertscope.finetune import run_command, run_finetune
-from bertscope.finetune_result import FinetuneResult
-from bertscope.layer_scan import LayerScanResult, run_layer_scan
-from bertscope.precision import warn_if_emulated
-from bertscope.predict import PredictResult, run_predict
-from bertscope.reconstruct import ReconstructResult, run_reconstruct
-from bertscope.registry import CommandInfo, Registry
+from bertscope.core.config import Config
+from bertscope.core.errors import BertscopeError
+from bertscope.core.precision import warn_if_emulated
+from bertscope.core.registry import CommandInfo, Registry
+from bertscope.finetune.command import COMMAND as FINETUNE_COMMAND
+from bertscope.finetune.command import run_command, run_finetune
+from bertscope.finetune.config import FinetuneConfig, PredictConfig
+from bertscope.finetune.predict import PredictResult, run_predict
+from bertscope.finetune.result import FinetuneResult
+from bertscope.finetune.seeds import SeedsResult, run_finetune_seeds
+from bertscope.lens.config import ReconstructConfig
+from bertscope.lens.reconstruct import ReconstructResult, run_reconstruct
 from bertscope.replicate import ReplicateResult, run_replicate
+from bertscope.replicate.config import ReplicateConfig
 from bertscope.report import ReportResult, build_report
-from bertscope.seeds import SeedsResult, run_finetune_seeds
+from bertscope.report.config import ReportConfig
 from bertscope.studies import StudyResult, run_cross, run_dims, run_layers, run_tokens
-from bertscope.surgery import DeepenResult, run_deepen
+from bertscope.studies.config import CrossConfig, DimsConfig, LayersConfig, TokensConfig
+from bertscope.surgery.compare import CompareResult, run_compare
+from bertscope.surgery.config import CompareConfig, DeepenConfig, LayerScanConfig
+from bertscope.surgery.deepen import DeepenResult, run_deepen
+from bertscope.surgery.layer_scan import LayerScanResult, run_layer_scan
 from bertscope.sweep import StatusResult, SweepResult, run_sweep, sweep_status
+from bertscope.sweep.commands import ANALYSES
+from bertscope.sweep.config import StatusConfig, SweepConfig
 
 __all__ = [
     "COMMANDS",

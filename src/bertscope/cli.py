@@ -13,10 +13,10 @@ from types import FrameType
 
 from bertscope._version import __version__
 from bertscope.api import COMMANDS
-from bertscope.config import add_arguments, config_from_args
-from bertscope.distributed import is_main
-from bertscope.errors import BertscopeError, Terminated
-from bertscope.precision import warn_if_emulated
+from bertscope.core.config import add_arguments, config_from_args
+from bertscope.core.errors import BertscopeError, Terminated
+from bertscope.core.precision import warn_if_emulated
+from bertscope.finetune.distributed import is_main
 
 __all__ = ["build_parser", "main"]
 

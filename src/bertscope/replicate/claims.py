@@ -1,13 +1,13 @@
 """Pure functions from finished runs to claim rows: the measurement, its interval, the verdict and its rule.
 
-Every interval is :func:`bertscope.stats.summarize` over seeds (a paired difference is the summary of the per-seed
-differences, :func:`~bertscope.stats.paired_difference`); the verdict is :func:`bertscope.stats.verdict` on the
+Every interval is :func:`bertscope.core.stats.summarize` over seeds (a paired difference is the summary of the per-seed
+differences, :func:`~bertscope.core.stats.paired_difference`); the verdict is :func:`bertscope.core.stats.verdict` on the
 difference *claimed side minus reference side* (docs/statistics.md). Where a claim rests on one seed only, the
-layer-scan claim bootstraps over its variants (:func:`~bertscope.stats.bootstrap_difference`); the others stay
+layer-scan claim bootstraps over its variants (:func:`~bertscope.core.stats.bootstrap_difference`); the others stay
 ``inconclusive`` (one number cannot tell a difference from seed noise), as the rule says.
 
 Two guards keep a claim off heads that measured their optimiser rather than their features (issue 11): every
-fine-tuning head a comparison rests on (either side) is read for its ``learned`` flag (:mod:`bertscope.learning`:
+fine-tuning head a comparison rests on (either side) is read for its ``learned`` flag (:mod:`bertscope.finetune.learning`:
 finetune results' ``learning``, study run records' ``learned``), and a claim with any head that did not learn is
 ``inconclusive``, its note naming how many of how many and the likely remedy; each row records the share of learned
 heads. And a comparison whose two sides both sit at the task's majority-class score (``RunRow.chance``, within
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from bertscope.learning import REMEDY
+from bertscope.core.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
+from bertscope.finetune.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES
-from bertscope.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
 
 __all__ = ["CHANCE_MARGIN", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
 

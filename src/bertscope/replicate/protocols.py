@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 
 __all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "PAPERS", "TOLERANCES", "Budget", "Experiment", "Protocol",
            "protocol"]
@@ -118,7 +118,7 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "Fine-tuning: the budget's options, [CLS] of the last layer, a linear head, the official dev metric; "
         "deepened vs original paired by seed. smoke/small use lr 2e-4 and 2 epochs: measured on the embedded "
         "model, the default 2e-5 (and 1e-4 over 128 examples x 1 epoch) leaves the head at chance.",
-        "A claim resting on any fine-tuning head flagged as not learned (bertscope.learning) is inconclusive, and "
+        "A claim resting on any fine-tuning head flagged as not learned (bertscope.finetune.learning) is inconclusive, and "
         "so is a comparison of two sides at the majority-class score.",
         "'Barely changes outputs': top-1 agreement with the original model >= 0.9 on the same positions; 'most' = "
         "more than half of the one-layer variants (duplicate and remove pooled).",
@@ -129,7 +129,7 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "Fine-tuning: the budget's options, a linear head on the last layer unless the study varies it "
         "(smoke/small: lr 2e-4, 2 epochs, batch 8, measured to learn SST-2 on the embedded model; lr 2e-5 does "
         "not at these sizes).",
-        "A claim resting on any head flagged as not learned (bertscope.learning: finetune's learning.learned, "
+        "A claim resting on any head flagged as not learned (bertscope.finetune.learning: finetune's learning.learned, "
         "study run records' learned) is inconclusive, with the count in its note and the share in 'learned "
         "heads'; a comparison of two sides both at the majority-class score is never supported.",
         "Tokens: the tokens study's default strategies, each compared with [CLS], paired by seed.",

@@ -17,16 +17,17 @@ from typing import Any
 
 import yaml
 
-from bertscope.baselines import dev_provenances, task_baseline
-from bertscope.commands import ANALYSES
-from bertscope.configs import ReplicateConfig, SweepConfig
-from bertscope.errors import BertscopeError
-from bertscope.options import parse_name_list
-from bertscope.registry import CommandInfo
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_name_list
+from bertscope.core.registry import CommandInfo
+from bertscope.core.results import write_text_atomic
+from bertscope.data.baselines import dev_provenances, task_baseline
 from bertscope.replicate.claims import Claim, RunRow, claims_for
+from bertscope.replicate.claims_files import claims_markdown, claims_payload, learned_cell, write_claims
+from bertscope.replicate.config import ReplicateConfig
 from bertscope.replicate.protocols import PAPERS, Protocol, protocol
-from bertscope.replicate.render import claims_markdown, claims_payload, learned_cell, write_claims
-from bertscope.results import write_text_atomic
+from bertscope.sweep.commands import ANALYSES
+from bertscope.sweep.config import SweepConfig
 from bertscope.sweep.driver import SweepResult, run_sweep
 from bertscope.sweep.store import ResultStore, RunRecord
 
@@ -49,7 +50,7 @@ class ReplicateResult:
         return self.sweep.exit_code
 
     def to_dict(self) -> dict[str, Any]:
-        from bertscope.results import environment_info
+        from bertscope.core.results import environment_info
 
         return {"command": "replicate", "config": self.config.to_dict(), "environment": environment_info(),
                 "sweep": {"name": self.sweep.name, "store": self.sweep.store, "counts": self.sweep.counts,
@@ -119,7 +120,7 @@ def rows_from_store(store: ResultStore, sweep: str) -> tuple[list[RunRow], list[
 
 
 def _chances(payload: Any, axes: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
-    """Task -> the majority-class score of the dev examples a run was scored on (bertscope.baselines), for the
+    """Task -> the majority-class score of the dev examples a run was scored on (bertscope.data.baselines), for the
     claims' "both sides at chance" guard; a task whose labels cannot be read is left out."""
     named = axes.get("task", options.get("task")) or options.get("tasks") or ""
     out: dict[str, float] = {}

@@ -9,10 +9,10 @@ sections an experiment's axes call for), :mod:`.render` (report.md, and report.h
 
 from __future__ import annotations
 
+from bertscope.report.aggregate import aggregate, format_cell, main_metric
 from bertscope.report.build import COMMAND, ReportResult, build_report
 from bertscope.report.document import Block, Section
 from bertscope.report.sections import layer_curves
-from bertscope.report.stats import aggregate, format_cell, main_metric
 
 __all__ = ["COMMAND", "Block", "ReportResult", "Section", "aggregate", "build_report", "format_cell",
            "layer_curves", "main_metric"]

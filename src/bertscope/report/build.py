@@ -2,7 +2,7 @@
 
 The report reads only the store (metrics, configurations, grid axes and each run's full result payload), so it can
 be rebuilt at any time, also while a sweep is still running (it shows what is done). Runs are grouped by their
-spec block ("experiment"); a study run (a command whose :class:`~bertscope.registry.CommandInfo` declares
+spec block ("experiment"); a study run (a command whose :class:`~bertscope.core.registry.CommandInfo` declares
 ``study_points``) is first turned into one point per fine-tuning run it holds. Then :mod:`.sections` builds the
 sections the experiment's axes call for (each naming the experiment's tasks, models and base options, read by
 :mod:`.context`), and :mod:`.render` writes report.md, from that same Markdown report.html, and every table as
@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope import publish
-from bertscope.configs import ReportConfig
-from bertscope.errors import BertscopeError
-from bertscope.labels import axis_name
-from bertscope.registry import CommandInfo
+from bertscope.core import publish
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import CommandInfo
+from bertscope.core.results import write_csv_atomic, write_json_atomic, write_text_atomic
+from bertscope.data.labels import axis_name
+from bertscope.report.aggregate import REPLICATE_AXIS, axis_values, condition_axes, main_metric
+from bertscope.report.config import ReportConfig
 from bertscope.report.context import experiment_context
 from bertscope.report.document import Block, Section
 from bertscope.report.plots import Plots
@@ -34,8 +36,6 @@ from bertscope.report.sections import (
     summary_metrics,
     summary_section,
 )
-from bertscope.report.stats import REPLICATE_AXIS, axis_values, condition_axes, main_metric
-from bertscope.results import write_csv_atomic, write_json_atomic, write_text_atomic
 from bertscope.sweep.plugins import commands
 from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
@@ -54,7 +54,7 @@ class ReportResult:
     plots: int
 
     def to_dict(self) -> dict[str, Any]:
-        from bertscope.results import environment_info
+        from bertscope.core.results import environment_info
 
         return {"command": "report", "config": self.config.to_dict(), "environment": environment_info(),
                 "out": self.out, "files": list(self.files), "experiments": list(self.experiments),

@@ -5,7 +5,7 @@ store's runs: the tasks and models from their grid values and options (a model b
 pre-step's label), the **base options** as the options every run of the experiment shares and that differ from
 the command's defaults (what the spec's ``base`` set, whatever block it was inherited from; result-neutral options
 such as ``out`` or ``device`` left out), and for GLUE classification tasks the majority-class baseline of the dev
-labels the runs were scored on (:mod:`bertscope.baselines`).
+labels the runs were scored on (:mod:`bertscope.data.baselines`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bertscope import glue
-from bertscope.baselines import Baseline, describe, dev_provenances, task_baseline
-from bertscope.commands import ANALYSES
-from bertscope.configs import ModelOptions
-from bertscope.errors import BertscopeError
-from bertscope.labels import metric_name, model_name, task_name
+from bertscope.core.errors import BertscopeError
+from bertscope.data import glue
+from bertscope.data.baselines import Baseline, describe, dev_provenances, task_baseline
+from bertscope.data.labels import metric_name, model_name, task_name
+from bertscope.models.options import ModelOptions
+from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.plugins import commands
 from bertscope.sweep.store import ResultStore, RunRecord
 

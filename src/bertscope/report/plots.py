@@ -1,4 +1,4 @@
-"""The report's figures: under ``<out>/plots``, each as PNG (300 dpi), SVG and PDF (:func:`bertscope.figures.save_figure`).
+"""The report's figures: under ``<out>/plots``, each as PNG (300 dpi), SVG and PDF (:func:`bertscope.core.figures.save_figure`).
 
 Each helper draws one kind of figure from aggregated runs and returns the PNG's path for a section to show (the
 Markdown embeds the PNG and links the SVG and PDF beside it).
@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bertscope.figures import BASELINE_COLOR, BASELINE_STYLE, save_figure
-from bertscope.report.stats import axis_values, metric_stats
+from bertscope.core.figures import BASELINE_COLOR, BASELINE_STYLE, save_figure
+from bertscope.report.aggregate import axis_values, metric_stats
 from bertscope.sweep.store import RunRecord
 
 __all__ = ["Plots", "figure", "grouped_bars", "heatmap"]

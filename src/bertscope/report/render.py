@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bertscope.core.results import write_text_atomic
 from bertscope.report.document import Section
 from bertscope.report.latex import to_latex
-from bertscope.results import write_text_atomic
 
 __all__ = ["markdown_parser", "to_html", "to_markdown", "write_tables"]
 

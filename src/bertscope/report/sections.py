@@ -11,7 +11,7 @@
 
 Every number is ``mean ± std [95% interval] (n=runs)`` over the replicate axes (:mod:`.stats`). Every section starts with the
 experiment's task(s), model(s) and base options (:mod:`.context`); metrics and axes are shown by their human names
-(:mod:`bertscope.labels`, the key itself beside it once); a GLUE classification score gets its majority-class (or
+(:mod:`bertscope.data.labels`, the key itself beside it once); a GLUE classification score gets its majority-class (or
 chance) reference line, row or column; every caption says what its error bars are; each table is also written as
 CSV and LaTeX (:mod:`.render`).
 """
@@ -25,9 +25,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from bertscope.configs import ReportConfig
-from bertscope.errors import BertscopeError
-from bertscope.figures import (
+from bertscope.core.errors import BertscopeError
+from bertscope.core.figures import (
     BASELINE_STYLE,
     REFERENCE_STYLE,
     draw_baseline,
@@ -35,13 +34,10 @@ from bertscope.figures import (
     spread_words,
     style_words,
 )
-from bertscope.labels import axis_name, model_name, task_name
-from bertscope.learning import REMEDY
-from bertscope.options import parse_dims
-from bertscope.report.context import Context, row_tasks, task_key
-from bertscope.report.document import Section
-from bertscope.report.plots import Plots, figure, grouped_bars, heatmap
-from bertscope.report.stats import (
+from bertscope.core.options import parse_dims
+from bertscope.data.labels import axis_name, model_name, task_name
+from bertscope.finetune.learning import REMEDY
+from bertscope.report.aggregate import (
     REPLICATE_AXIS,
     aggregate,
     axis_values,
@@ -51,6 +47,10 @@ from bertscope.report.stats import (
     metric_stats,
     split_by,
 )
+from bertscope.report.config import ReportConfig
+from bertscope.report.context import Context, row_tasks, task_key
+from bertscope.report.document import Section
+from bertscope.report.plots import Plots, figure, grouped_bars, heatmap
 from bertscope.sweep.plugins import commands
 from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
@@ -97,7 +97,7 @@ def experiment_sections(store: ResultStore, rows: list[RunRecord], plots: Plots,
 
 def _not_learned_section(rows: Sequence[RunRecord], ctx: Context) -> Section | None:
     """A marker on the runs whose head did not learn (``learned`` 0, or a study with ``runs_not_learned``): their
-    scores are the constant predictor's, not a property of the features (:mod:`bertscope.learning`)."""
+    scores are the constant predictor's, not a property of the features (:mod:`bertscope.finetune.learning`)."""
     flagged = [(r, r.metrics.get("runs_not_learned")) for r in rows
                if r.metrics.get("learned") == 0 or (r.metrics.get("runs_not_learned") or 0) > 0]
     if not flagged:

@@ -6,7 +6,7 @@
 * :func:`run_tokens` -- CLS vs max-norm vs mean vs max vs fixed positions;
 * :func:`run_cross` -- cross-fine-tuning over a sequence of tasks (stage x task matrix).
 
-With a fully frozen encoder the runs share one encoder pass through the feature cache (:mod:`bertscope.features`).
+With a fully frozen encoder the runs share one encoder pass through the feature cache (:mod:`bertscope.finetune.features`).
 """
 
 from __future__ import annotations

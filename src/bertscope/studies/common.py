@@ -7,9 +7,9 @@ finished run is written at once, atomically, to ``OUT/runs/<run id>-<config hash
 again loads finished runs instead of training them (the hash covers every option that changes the numbers, so a run
 with other options is never mistaken for a finished one). ``--overwrite`` starts over.
 
-:class:`HeadRunner` runs a configuration through the one fine-tuning pipeline (:mod:`bertscope.pipeline`), exactly as
+:class:`HeadRunner` runs a configuration through the one fine-tuning pipeline (:mod:`bertscope.finetune.pipeline`), exactly as
 ``finetune`` would. With a fully frozen encoder (``--freeze encoder``) and ``--cache-features`` (the studies' default)
-the runs share the model, the data and the cached token vectors (:mod:`bertscope.features`) of their data setting, so
+the runs share the model, the data and the cached token vectors (:mod:`bertscope.finetune.features`) of their data setting, so
 the whole study costs one encoder pass (same seed, same numbers as live runs).
 """
 
@@ -27,20 +27,20 @@ from typing import Any
 
 import torch
 
-from bertscope import families, glue, loading
-from bertscope.baselines import Baseline, dev_provenances, task_baseline
-from bertscope.checkpoint import Checkpointer, identity
-from bertscope.configs import FinetuneConfig
-from bertscope.errors import BertscopeError
-from bertscope.features import DEFAULT_TOKENS, cache_root
-from bertscope.figures import draw_baseline, figure_paths, save_figure
-from bertscope.finetune import COMMAND as FINETUNE
-from bertscope.finetune_result import FinetuneResult
-from bertscope.head import SelectingHead
-from bertscope.labels import metric_name, model_name, task_name
-from bertscope.learning import REMEDY
-from bertscope.legacy import STUDY_NOT_HASHED_0_1, legacy_values
-from bertscope.pipeline import (
+from bertscope.core.device import resolve_device
+from bertscope.core.errors import BertscopeError
+from bertscope.core.figures import draw_baseline, figure_paths, save_figure
+from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.data import glue
+from bertscope.data.baselines import Baseline, dev_provenances, task_baseline
+from bertscope.data.labels import metric_name, model_name, task_name
+from bertscope.finetune.checkpoint import Checkpointer, identity
+from bertscope.finetune.command import COMMAND as FINETUNE
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.features import DEFAULT_TOKENS, cache_root
+from bertscope.finetune.head import SelectingHead
+from bertscope.finetune.learning import REMEDY
+from bertscope.finetune.pipeline import (
     Shared,
     compute_features,
     data_key,
@@ -49,9 +49,11 @@ from bertscope.pipeline import (
     prepare,
     resolve_selection,
 )
-from bertscope.results import environment_info, write_csv_atomic, write_json_atomic
-from bertscope.studies.replicates import dev_record
-from bertscope.tracking import default_run_name, parse_report_to
+from bertscope.finetune.result import FinetuneResult
+from bertscope.finetune.tracking import default_run_name, parse_report_to
+from bertscope.models import families, loading
+from bertscope.studies.legacy import STUDY_NOT_HASHED_0_1, legacy_values
+from bertscope.studies.seed_points import dev_record
 
 __all__ = [
     "HeadRunner",
@@ -196,10 +198,10 @@ def run_checkpoints(store: RunStore, spec: RunSpec, **extra_identity: Any) -> Ch
 
 
 class HeadRunner:
-    """Runs the fine-tuning configurations of a study through the one pipeline (:func:`bertscope.pipeline.prepare`).
+    """Runs the fine-tuning configurations of a study through the one pipeline (:func:`bertscope.finetune.pipeline.prepare`).
 
     Runs on a fully frozen encoder with ``--cache-features`` (the studies' default with ``--freeze encoder``) share
-    one model, one tokenised data set and one encoder pass per data setting (:class:`~bertscope.pipeline.Shared`);
+    one model, one tokenised data set and one encoder pass per data setting (:class:`~bertscope.finetune.pipeline.Shared`);
     ``tokens``: the token strategies to keep from that pass (the union of what the study needs).
     """
 
@@ -217,7 +219,7 @@ class HeadRunner:
                config.cache_dir)
         if key not in self._shared:
             self._shared.clear()  # one data setting at a time: keeps memory bounded
-            device = loading.resolve_device(config.device)
+            device = resolve_device(config.device)
             tokenizer = loading.load_tokenizer(config.model)
             data = load_task_data(config, tokenizer)
             loaded = loading.load_model(config.model, "base", device=device, dtype="float32",
@@ -382,7 +384,7 @@ class StudyResult:
 
 
 def not_learned(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The runs of a study flagged as not having learned (:mod:`bertscope.learning`; records stored before the
+    """The runs of a study flagged as not having learned (:mod:`bertscope.finetune.learning`; records stored before the
     flag existed count as learned)."""
     return [r for r in runs if r.get("learned") is False]
 

@@ -35,19 +35,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bertscope import glue, loading, stats
-from bertscope.baselines import dev_provenances, task_baseline
-from bertscope.configs import CrossConfig, FinetuneConfig
-from bertscope.errors import BertscopeError
-from bertscope.features import FeatureStore
-from bertscope.finetune import NOT_IDENTITY
-from bertscope.head import SelectingHead
-from bertscope.labels import model_name, task_name
-from bertscope.legacy import CROSS_STAGE_SKIP_0_1, legacy_values
-from bertscope.options import canonical_token, dims_form, parse_dims, parse_name_list
-from bertscope.pipeline import PreparedRun, Shared, TaskData, compute_features, load_task_data, prepare
-from bertscope.registry import CommandInfo, StudyPoint
-from bertscope.results import write_json_atomic
+from bertscope.core import stats
+from bertscope.core.device import resolve_device, resolve_dtype
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import canonical_token, dims_form, parse_dims, parse_name_list
+from bertscope.core.registry import CommandInfo, StudyPoint
+from bertscope.core.results import write_json_atomic
+from bertscope.data import glue
+from bertscope.data.baselines import dev_provenances, task_baseline
+from bertscope.data.labels import model_name, task_name
+from bertscope.finetune.command import NOT_IDENTITY
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.features import FeatureStore
+from bertscope.finetune.head import SelectingHead
+from bertscope.finetune.pipeline import (
+    PreparedRun,
+    Shared,
+    TaskData,
+    compute_features,
+    load_task_data,
+    prepare,
+)
+from bertscope.finetune.train import EncoderRepresentation, evaluate
+from bertscope.models import loading
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -60,8 +70,9 @@ from bertscope.studies.common import (
     run_checkpoints,
     tracked,
 )
-from bertscope.studies.replicates import comparison, point, run_seeds, seed_config
-from bertscope.train import EncoderRepresentation, evaluate
+from bertscope.studies.config import CrossConfig
+from bertscope.studies.legacy import CROSS_STAGE_SKIP_0_1, legacy_values
+from bertscope.studies.seed_points import comparison, point, run_seeds, seed_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -132,7 +143,7 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
     out: dict[str, Any] = {}
     for name, data in task.data.eval_data.items():
         preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
-                         device=device, dtype=loading.resolve_dtype(config.dtype))
+                         device=device, dtype=resolve_dtype(config.dtype))
         labels = [ex.label for ex in task.data.eval_sets[name].examples]
         preds = [round(float(p), 5) for p in preds] if task.info.is_regression else [int(p) for p in preds]
         if keep is not None:
@@ -188,7 +199,7 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
             single[record["task"]] = record
 
     # ---- the stages
-    device = loading.resolve_device(config.device)
+    device = resolve_device(config.device)
     stage_specs = [RunSpec(f"stage {s} {names[s - 1]}", {"kind": "stage", "stage": s, "task": names[s - 1]},
                            _task_config(config, names[s - 1], dims[s - 1])) for s in range(1, len(names) + 1)]
     stage_records: dict[int, dict[str, Any]] = {}

@@ -25,13 +25,12 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from bertscope import stats
-from bertscope.configs import DimsConfig
-from bertscope.errors import BertscopeError
-from bertscope.finetune import NOT_IDENTITY
-from bertscope.learning import REMEDY
-from bertscope.options import parse_k_list
-from bertscope.registry import CommandInfo, StudyPoint
+from bertscope.core import stats
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_k_list
+from bertscope.core.registry import CommandInfo, StudyPoint
+from bertscope.finetune.command import NOT_IDENTITY
+from bertscope.finetune.learning import REMEDY
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -47,7 +46,8 @@ from bertscope.studies.common import (
     score_label,
     summarise,
 )
-from bertscope.studies.replicates import (
+from bertscope.studies.config import DimsConfig
+from bertscope.studies.seed_points import (
     by_seed,
     comparison,
     comparison_columns,

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bertscope import stats
-from bertscope.configs import LayersConfig
-from bertscope.finetune import NOT_IDENTITY
-from bertscope.options import parse_hidden_states
-from bertscope.registry import CommandInfo, StudyPoint
+from bertscope.core import stats
+from bertscope.core.options import parse_hidden_states
+from bertscope.core.registry import CommandInfo, StudyPoint
+from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -28,7 +27,8 @@ from bertscope.studies.common import (
     plot_title,
     score_label,
 )
-from bertscope.studies.replicates import (
+from bertscope.studies.config import LayersConfig
+from bertscope.studies.seed_points import (
     by_seed,
     comparison,
     comparison_columns,

@@ -2,7 +2,7 @@
 
 Strategies: ``cls`` (position 0), ``max-norm`` (the token with the largest L2 norm), ``mean`` and ``max``
 (element-wise) over the tokens, and fixed positions ``index:K`` (negative from the end: ``index:-1`` is [SEP]); see
-:func:`bertscope.selection.select_tokens` for the details (special tokens excluded from pooling unless
+:func:`bertscope.finetune.selection.select_tokens` for the details (special tokens excluded from pooling unless
 ``--include-special``). Everything else is the same for every run.
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bertscope.configs import TokensConfig
-from bertscope.finetune import NOT_IDENTITY
-from bertscope.options import parse_token_list
-from bertscope.registry import CommandInfo, StudyPoint
+from bertscope.core.options import parse_token_list
+from bertscope.core.registry import CommandInfo, StudyPoint
+from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.studies.common import (
     HeadRunner,
     RunSpec,
@@ -27,7 +26,8 @@ from bertscope.studies.common import (
     plot_title,
     score_label,
 )
-from bertscope.studies.replicates import (
+from bertscope.studies.config import TokensConfig
+from bertscope.studies.seed_points import (
     by_seed,
     comparison,
     comparison_columns,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.configs import SweepConfig
-from bertscope.errors import Terminated
-from bertscope.registry import CommandInfo
+from bertscope.core.errors import Terminated
+from bertscope.core.registry import CommandInfo
+from bertscope.sweep.config import SweepConfig
 from bertscope.sweep.executors import Executor, Task, make_executor
 from bertscope.sweep.migrate import known_statuses, migrate_legacy_ids
 from bertscope.sweep.spec import Run, SweepSpec, load_spec
@@ -64,7 +64,7 @@ class SweepResult:
         return 1 if self.counts.get("failed", 0) and not self.dry_run else 0
 
     def to_dict(self) -> dict[str, Any]:
-        from bertscope.results import environment_info
+        from bertscope.core.results import environment_info
 
         return {"command": "sweep", "config": self.config.to_dict(), "environment": environment_info(),
                 "name": self.name, "store": self.store, "runs_dir": self.runs_dir, "counts": self.counts,

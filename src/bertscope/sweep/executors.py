@@ -23,8 +23,8 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertscope.errors import BertscopeError, Terminated
-from bertscope.results import run_environment
+from bertscope.core.errors import BertscopeError, Terminated
+from bertscope.core.results import run_environment
 from bertscope.sweep.plugins import commands, load_plugins
 
 __all__ = ["CLAIM_TIMEOUT_SECONDS", "EXECUTORS", "STOP_GRACE_SECONDS", "WATCHDOG_SECONDS", "Executor", "Outcome",
@@ -68,9 +68,9 @@ def execute(task: Task) -> Outcome:
     start = time.perf_counter()
     claim = None
     try:
-        from bertscope.loading import quiet_hugging_face
-        from bertscope.results import to_jsonable
-        from bertscope.tracking import parse_report_to
+        from bertscope.core.results import to_jsonable
+        from bertscope.finetune.tracking import parse_report_to
+        from bertscope.models.loading import quiet_hugging_face
 
         if task.plugins and not task.allow_plugins:
             raise BertscopeError("the run's spec has plugins, and the sweep was not started with --allow-plugins: "

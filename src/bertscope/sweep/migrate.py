@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
 from bertscope.sweep.spec import Run
 from bertscope.sweep.store import ResultStore
 

@@ -1,7 +1,7 @@
-"""The commands a sweep can run: the analyses of :mod:`bertscope.commands` plus those spec plugins declare.
+"""The commands a sweep can run: the analyses of :mod:`bertscope.sweep.commands` plus those spec plugins declare.
 
 A plugin is a module (a dotted name or a ``.py`` file) with a module-level ``BERTSCOPE_COMMANDS`` list of
-:class:`~bertscope.registry.CommandInfo`. Importing it registers nothing: :func:`load_plugins` reads the list, and
+:class:`~bertscope.core.registry.CommandInfo`. Importing it registers nothing: :func:`load_plugins` reads the list, and
 :func:`commands` is the registry the spec expander, the workers and the report read. A plugin's module is imported
 once per process, so the driver and every worker (which load the spec's plugins before running) agree.
 
@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bertscope.commands import ANALYSES
-from bertscope.errors import BertscopeError
-from bertscope.registry import CommandInfo, Registry
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import CommandInfo, Registry
+from bertscope.sweep.commands import ANALYSES
 
 __all__ = ["PLUGIN_SOURCES", "check_plugin_sources", "commands", "load_plugins"]
 
@@ -35,7 +35,7 @@ _PLUGIN_COMMANDS: dict[str, CommandInfo] = {}
 
 def load_plugins(plugins: Sequence[str], base_dir: str | Path | None = None) -> list[CommandInfo]:
     """Import plugin modules (dotted names or ``.py`` files, relative to ``base_dir``) and return the commands they
-    declare in a module-level ``BERTSCOPE_COMMANDS`` list of :class:`~bertscope.registry.CommandInfo`."""
+    declare in a module-level ``BERTSCOPE_COMMANDS`` list of :class:`~bertscope.core.registry.CommandInfo`."""
     found: list[CommandInfo] = []
     for entry in plugins:
         module = _import_file(entry, base_dir) if entry.endswith(".py") else _import_module(entry)

@@ -42,12 +42,12 @@ from typing import Any
 
 import yaml
 
-from bertscope.commands import ANALYSES
-from bertscope.config import Config
-from bertscope.configs import FinetuneConfig
-from bertscope.errors import BertscopeError
-from bertscope.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
-from bertscope.registry import CommandInfo, Registry
+from bertscope.core.config import Config
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import CommandInfo, Registry
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.studies.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
+from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.plugins import check_plugin_sources, commands, load_plugins
 
 __all__ = [
@@ -130,7 +130,7 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return [_plain(v) for v in value]
-    from bertscope.results import to_jsonable
+    from bertscope.core.results import to_jsonable
 
     return to_jsonable(value)
 

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bertscope.configs import StatusConfig
-from bertscope.errors import BertscopeError
-from bertscope.registry import CommandInfo
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import CommandInfo
+from bertscope.sweep.config import StatusConfig
 from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
 __all__ = ["STATUS_COMMAND", "StatusResult", "sweep_status"]
@@ -33,7 +33,7 @@ class StatusResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from bertscope.results import environment_info
+        from bertscope.core.results import environment_info
 
         return {"command": "status", "config": self.config.to_dict(), "environment": environment_info(),
                 "counts": self.counts, "by_sweep": self.by_sweep, "slowest": list(self.slowest),

@@ -33,8 +33,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from bertscope import glue
-from bertscope.errors import BertscopeError
+from bertscope.core.errors import BertscopeError
+from bertscope.data import glue
 
 __all__ = ["STATUSES", "ResultStore", "RunRecord", "StoreLock"]
 
@@ -156,7 +156,7 @@ class StoreLock:
 
 
 def _dumps(value: Any) -> str:
-    from bertscope.results import to_jsonable
+    from bertscope.core.results import to_jsonable
 
     return json.dumps(to_jsonable(value), sort_keys=True)
 

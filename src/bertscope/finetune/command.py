@@ -1,0 +1,274 @@
+"""``bertscope finetune``: GLUE fine-tuning with a representation-selecting head (paper 2), start to finish.
+
+:func:`run_finetune` prepares the run (data, model, selection, freezing, head: :func:`bertscope.finetune.pipeline.prepare`),
+trains it and returns a :class:`~bertscope.finetune.result.FinetuneResult`. With ``out``
+it writes ``results.json`` atomically at the very end (an interrupted run leaves ``status.json`` saying so and no
+``results.json``, and its last checkpoint in ``OUT/checkpoints``, which ``--resume`` continues from:
+:mod:`bertscope.finetune.checkpoint`), ``predictions.csv`` with the final dev predictions (label names and the probability of every
+label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.finetune.export.save_finetuned`): the family's plain
+``*ForSequenceClassification`` when the head is one, else the encoder, with ``head_config.json`` +
+``head.safetensors`` and a model card beside it; :func:`load_finetuned` reloads any of them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bertscope.core import publish
+from bertscope.core.device import resolve_device
+from bertscope.core.errors import BertscopeError
+from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo
+from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
+from bertscope.data import glue
+from bertscope.finetune import distributed as dp
+from bertscope.finetune import leaderboard
+from bertscope.finetune.checkpoint import Checkpointer, identity
+from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.export import (
+    check_saved_together,
+    label_names,
+    prediction_rows,
+    save_finetuned,
+)
+from bertscope.finetune.head import HeadSpec, SelectingHead
+from bertscope.finetune.pipeline import PreparedRun, prepare
+from bertscope.finetune.result import FinetuneResult
+from bertscope.finetune.tracking import TRACKING_OPTIONS
+from bertscope.finetune.train import Batch, EncoderRepresentation, TrainHistory, encode_split
+from bertscope.models import families, loading
+
+__all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command", "run_finetune",
+           "save_finetuned"]
+
+
+def _check_out(config: FinetuneConfig) -> Path | None:
+    if config.out is None:
+        return None
+    out = Path(config.out)
+    publish.check_writable(out)  # a bad --out fails now, not after the training
+    if (out / "results.json").exists() and not config.overwrite:
+        raise BertscopeError(f"{out / 'results.json'} already exists; choose another --out or pass --overwrite")
+    return out
+
+
+def _retire_old_results(out: Path | None) -> None:
+    """With --overwrite, move an old results.json aside first: a new run that is interrupted must not leave a
+    complete-looking file from before (the old one is kept as results.previous.json until the new one is written)."""
+    if out is not None and dp.is_main() and (out / "results.json").exists():
+        (out / "results.json").replace(out / "results.previous.json")
+
+
+def _checkpoints(config: FinetuneConfig, out: Path | None) -> Checkpointer | None:
+    """The run's checkpoint folder ``OUT/checkpoints`` (none without ``--out``), checked before anything heavy:
+    ``--resume`` continues its checkpoint (refused, naming the option, when a result-affecting option changed) or
+    says in one line that there is none and starts fresh; without ``--resume`` a checkpoint there is discarded
+    only with ``--overwrite`` (an interrupted run's work is never thrown away silently)."""
+    if out is None:
+        if config.resume:
+            raise BertscopeError("--resume needs --out DIR (the folder of the run to continue)")
+        return None
+    checkpoints = Checkpointer(out / "checkpoints", identity(config, NOT_IDENTITY))
+    if checkpoints.meta() is None:
+        if config.resume and int(os.environ.get("RANK", "0")) == 0:
+            print(f"bertscope finetune: --resume: no checkpoint in {checkpoints.folder}; starting fresh",
+                  file=sys.stderr, flush=True)
+    elif config.resume:
+        checkpoints.refuse_changes()
+    elif config.overwrite:
+        checkpoints.remove()
+    else:
+        raise BertscopeError(f"{checkpoints.folder} holds the checkpoint of an interrupted run "
+                             f"({checkpoints.describe()}); pass --resume to continue it, or --overwrite to start over")
+    return checkpoints
+
+
+def _status(out: Path | None, state: str, **extra: Any) -> None:
+    if out is not None and dp.is_main():  # data-parallel: rank 0 writes
+        write_json_atomic(out / "status.json", {"command": "finetune", "state": state, **extra})
+
+
+def run_finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Run one fine-tuning job as described by ``config`` (prepare, train, result: :mod:`bertscope.finetune.pipeline`).
+
+    Under ``torchrun`` / ``accelerate launch`` the processes form one data-parallel run (:mod:`bertscope.finetune.distributed`):
+    only rank 0 writes files; if it fails to, every process fails (the same exit code everywhere)."""
+    if config.seeds is not None:  # several runs: the command (or bertscope.finetune.seeds.run_finetune_seeds) runs them
+        raise BertscopeError("--seeds runs one fine-tuning run per seed: use bertscope.api.finetune_seeds")
+    with dp.launched():  # the process group prepare() may create is destroyed at the end
+        return _run_finetune(config)
+
+
+def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
+    out = _check_out(config)
+    checkpoints = _checkpoints(config, out)
+    run = prepare(config)
+    run.checkpoints = checkpoints
+    _retire_old_results(out)
+    _status(out, "running", started_utc=environment_info()["created_utc"])
+    try:
+        history = run.train()
+    except BaseException as exc:
+        if checkpoints is not None and isinstance(exc, BertscopeError):
+            checkpoints.remove()  # e.g. diverged: the same options fail the same way again (kept after a crash)
+        kept = {} if checkpoints is None or checkpoints.meta() is None else {
+            "checkpoint": str(checkpoints.path), "checkpoint_at": checkpoints.describe()}
+        _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__,
+                **kept)
+        raise
+    saved = str(Path(out) / "model") if (out is not None and config.save_model) else None
+    submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.predict_test) else {}
+    result = run.result(history, saved_model=saved, test_predictions=submission)
+    failure: BaseException | None = None
+    if out is not None and run.is_main_process:
+        try:
+            if config.save_model:
+                save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed,
+                               max_length=config.max_length, result=result)
+            write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
+            write_json_atomic(Path(out) / "results.json", result.to_dict())
+            (Path(out) / "results.previous.json").unlink(missing_ok=True)
+            if checkpoints is not None and not config.keep_checkpoints:
+                checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
+            _status(out, "complete", finished_utc=environment_info()["created_utc"])
+        except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
+            failure = exc
+    dp.raise_if_any_failed(failure, "the main process (rank 0) failed to write the results; its error is above")
+    return result
+
+
+def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
+    """Predict every test split of the run's task and write the GLUE server's submission files (split -> path)."""
+    task, config = run.data.task, run.config
+    written: dict[str, str] = {}
+    for split in leaderboard.test_splits(task):
+        data = glue.load_split(task, split, config.data_dir, None, config.seed, bad_rows=config.bad_rows)
+        predictions = run.predict(encode_split(run.tokenizer, data, config.max_length))
+        if run.is_main_process:
+            path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
+            written[split] = str(path)
+    return written
+
+
+def _prediction_rows(run: PreparedRun, history: TrainHistory) -> list[dict[str, Any]]:
+    """predictions.csv: per dev example its split, idx, gold label (and name), prediction (and name) and the
+    probability of every label (softmax of the final logits); for STS-B the prediction is the predicted score."""
+    task = run.data.task
+    names = label_names(run.trained_head.spec)
+    rows: list[dict[str, Any]] = []
+    for split, preds in history.predictions.items():
+        examples = run.data.eval_sets[split].examples
+        logits = history.logits.get(split)
+        if logits is None:  # a history without logits (e.g. built by hand): ids or scores only
+            columns = [{"label": ex.label, "prediction": p} for ex, p in zip(examples, preds)]
+        else:
+            columns = prediction_rows(logits, names, regression=task.is_regression,
+                                      labels=[ex.label for ex in examples])
+        rows += [{"split": split, "idx": ex.idx, **c} for ex, c in zip(examples, columns)]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- saved model
+
+
+@dataclass
+class FinetunedModel:
+    """A reloaded fine-tuned model: encoder + selecting head + tokenizer, ready to predict."""
+
+    encoder: nn.Module
+    head: SelectingHead
+    tokenizer: Any
+
+    @property
+    def spec(self) -> HeadSpec:
+        return self.head.spec
+
+    @property
+    def attention(self) -> str:
+        """The attention implementation the encoder runs (what predict records)."""
+        return families.attention_in_use(self.encoder)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """One name per output (the task's labels; ``score`` for STS-B)."""
+        return label_names(self.spec)
+
+    @property
+    def task(self) -> glue.GlueTask | None:
+        """The GLUE task the head was trained on (None when the head does not record one)."""
+        return glue.get_task(self.spec.task) if self.spec.task else None
+
+    @torch.no_grad()
+    def logits(self, texts: Sequence[str] | Sequence[tuple[str, ...]], *, max_length: int = 128,
+               batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+        """Logits ``[N, num_labels]`` for single sentences or sentence pairs, in the order given (the head's
+        selection applied as in training; examples are batched by length, truncated longest-first)."""
+        from tqdm.auto import tqdm
+
+        items = [t if isinstance(t, tuple) else (t,) for t in texts]
+        if len({len(t) for t in items}) > 1:
+            raise BertscopeError("give all examples as single texts or all as pairs, not a mix")
+        self.encoder.eval()
+        self.head.eval()
+        device = next(self.encoder.parameters()).device
+        represent = EncoderRepresentation(self.encoder, self.spec.layers, self.spec.token_method,
+                                          include_special=self.spec.include_special, frozen=True)
+        order = sorted(range(len(items)), key=lambda i: -sum(len(t) for t in items[i]))  # little padding
+        out = torch.empty(len(items), self.spec.num_labels)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+            chunk = order[start:start + batch_size]
+            columns = [list(column) for column in zip(*(items[i] for i in chunk))]
+            enc = self.tokenizer(*columns[:2], truncation=True, max_length=max_length, padding=True,
+                                 return_special_tokens_mask=True, return_token_type_ids=True, return_tensors="pt")
+            batch = Batch(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                          token_type_ids=enc["token_type_ids"].to(device),
+                          special_mask=enc["special_tokens_mask"].to(device), labels=None,
+                          example_index=torch.arange(len(chunk)))
+            out[torch.tensor(chunk, dtype=torch.long)] = self.head(represent(batch)).float().cpu()
+        return out
+
+
+def load_finetuned(folder: str | os.PathLike[str], *, device: str = "cpu",
+                   attention: str = "auto") -> FinetunedModel:
+    """Reload a folder written by ``finetune --save-model`` (``OUT/model``, or ``OUT`` itself): the encoder (also out
+    of a saved ``*ForSequenceClassification``; ``attention`` as for :func:`bertscope.models.loading.load_model`), the
+    selecting head and the tokenizer."""
+    path = Path(folder)
+    if (path / "model" / "head_config.json").is_file():
+        path = path / "model"
+    check_saved_together(path)  # a head beside an encoder of another save would load without complaint
+    head = SelectingHead.load(path, map_location="cpu")
+    loaded = loading.load_model(str(path), "base", device=device, attention=attention)
+    tokenizer = loading.load_tokenizer(str(path))
+    return FinetunedModel(encoder=loaded.model, head=head.to(resolve_device(device)), tokenizer=tokenizer)
+
+
+#: Options of fine-tuning runs that never change their numbers: locations, the trackers (--report-to, --run-name,
+#: --log-every), the feature cache (the cached path equals the live one by design), the extra test-split
+#: predictions, what training prints (--log, --log-seconds), --on-divergence (a run that finishes has the same
+#: numbers either way) and the checkpoints (--resume, --keep-checkpoints, --checkpoint-every: a resumed run has the
+#: numbers of one that never stopped). The studies run fine-tuning runs, so they share this list.
+NOT_IDENTITY = LOCATION_OPTIONS | TRACKING_OPTIONS | {"cache_features", "predict_test", "log", "log_seconds",
+                                                      "on_divergence", "resume", "keep_checkpoints",
+                                                      "checkpoint_every"}
+
+def run_command(config: FinetuneConfig) -> Any:
+    """The command: one run, or with ``--seeds`` one per seed (:mod:`bertscope.finetune.seeds`)."""
+    if config.seeds is not None:
+        from bertscope.finetune.seeds import run_finetune_seeds
+
+        return run_finetune_seeds(config, run_finetune, COMMAND.identity)
+    return run_finetune(config)
+
+
+COMMAND = CommandInfo("finetune", FinetuneConfig, run_command, FinetuneResult,
+                      "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",
+                      model_subdir="model", not_identity=NOT_IDENTITY)

@@ -1,0 +1,820 @@
+"""All model-family knowledge lives here, as data: one :class:`Family` entry per architecture in :data:`FAMILIES`.
+
+For each supported ``model_type`` the table says where the base encoder keeps its layer stack, which config keys hold
+the depth and the width, how the embeddings are called, where the masked-LM head lives (split into a ``transform``
+and a vocabulary ``decoder`` so it can decode *any* hidden state), and how a list of layers is run on a hidden state.
+Every other module asks the functions below instead of touching model attributes; none of these functions tests a
+family's name, they read the entry's fields. Loading checkpoints is :mod:`bertscope.models.loading`'s job.
+
+How to add a family: append one ``Family(...)`` to :data:`FAMILIES`. Paths are dotted attribute paths relative to
+the base encoder (``model.base_model``) unless a field says otherwise; every field but the first three has a default
+(BERT's, where BERT has one):
+
+* ``name``, ``model_types`` (the ``config.model_type`` values it covers), ``layers_path`` (the ``nn.ModuleList`` of
+  layers, e.g. ``encoder.layer``);
+* ``depth_key`` / ``hidden_size_key``: the config keys of the depth and the hidden width; ``depth_paths``: other
+  attributes that store the depth and must follow it (DistilBERT's ``transformer.n_layers``);
+* ``embeddings_path``, ``embeddings_inputs`` (what the embeddings take besides ``input_ids``: ``token_type_ids``,
+  ``mask``), ``embedding_maps`` (maps applied after them when the model has them, e.g. ELECTRA's
+  ``embeddings_project``): together they give ``hidden_states[0]`` (:func:`embed`);
+* ``mlm_heads``: :class:`MlmHead` entries (paths relative to the masked-LM model; the first that resolves is used)
+  and ``head_prefixes`` (their state-dict prefixes: missing on load means the checkpoint has no pretrained head);
+* ``final_norm_path``: the final encoder norm of pre-norm families (ModernBERT);
+* ``pooler``: ``(dense, activation)`` paths of the pretrained pooler, or None;
+* ``attention``: the attention implementations bertscope loads the family with, in order of preference (default
+  ``("sdpa", "eager")``: PyTorch's fused ``scaled_dot_product_attention`` first, transformers' plain matrix products
+  as the reference; DeBERTa-v2 has ``("eager",)``: transformers has no sdpa path for its disentangled attention).
+  :func:`attention_implementation` resolves ``--attention`` against it; only implementations tested against the
+  plain path (``tests/test_attention.py``) belong here;
+* ``sequence_classifier``: where the family's standard ``*ForSequenceClassification`` keeps the two linear maps of
+  a selecting head that reads the first token of the last layer through the pooler, all dimensions, linearly
+  (:class:`SequenceClassifier`; :mod:`bertscope.finetune.export` writes such heads as that plain transformers model), or None
+  where the family's own classification head has another shape;
+* flags: ``shared_layers`` (one set of layers applied on ALBERT's group schedule, ``groups_key``), ``packable``
+  (layers see only hidden states and an attention mask, so sequences may share a row), ``bert_layer`` (layers are
+  transformers' post-norm ``BertLayer``: the one-position shortcut of :func:`layer_at_positions` applies),
+  ``layer_types_key`` (a per-layer config list that follows a layer map), ``pinned_first_layer`` (why layer 0 cannot
+  move in a layer map, or None), ``decoder_reads_embedding_size`` and ``notes`` (documentation);
+* ``run_layers``: the one function a family may bring for truly special behaviour, how its layers are called
+  (:data:`LayerRunner`; default :func:`_run_plain`: ``layer(hidden, 4-D mask)``, as BERT, RoBERTa, ALBERT, ELECTRA
+  and DistilBERT do). DeBERTa-v2 (relative positions, the conv after the first layer) and ModernBERT (rotary
+  embeddings, sliding-window layers) bring their own.
+
+Then add the family's tiny config to ``tests/conftest.py``: every family test runs against its Hugging Face model,
+and ``tests/test_families.py`` checks that every path of the entry resolves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, overload
+
+import torch
+from torch import nn
+
+from bertscope.core.errors import BertscopeError, UnsupportedModelError
+
+__all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
+    "FAMILIES",
+    "Family",
+    "HeadParts",
+    "LayerRunner",
+    "MlmHead",
+    "SequenceClassifier",
+    "apply_layer_map",
+    "attention_implementation",
+    "attention_in_use",
+    "base_encoder",
+    "can_pack",
+    "check_layer_map",
+    "embed",
+    "embeddings_module",
+    "family_for",
+    "final_norm",
+    "finalize_hidden",
+    "get_layers",
+    "hidden_size",
+    "layer_at_positions",
+    "max_input_length",
+    "mlm_head_parts",
+    "num_layers",
+    "pooler_parts",
+    "run_layers",
+    "sequence_classifier",
+    "set_layers",
+    "supported_model_types",
+    "truncated",
+    "uses_token_type_ids",
+]
+
+HeadMode = Literal["full", "decoder"]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class HeadParts:
+    """A masked-LM head split so it can be applied to any hidden state, chunk by chunk.
+
+    ``logits(h) = decode(transform(pre_norm(h)))`` where ``decode`` is ``h @ weight.T + bias``. ``pre_norm`` is the
+    final encoder norm of pre-norm families (ModernBERT), which the head always sees; it is applied to every layer
+    except the last, whose hidden state already includes it.
+    """
+
+    transform: Transform | None
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    pre_norm: Transform | None = None
+
+    def features(self, hidden: torch.Tensor, *, is_last_layer: bool) -> torch.Tensor:
+        """The decoder's input for ``hidden`` taken from some layer."""
+        if self.pre_norm is not None and not is_last_layer:
+            hidden = self.pre_norm(hidden)
+        return self.transform(hidden) if self.transform is not None else hidden
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(features, self.weight, self.bias)
+
+    def logits(self, hidden: torch.Tensor, *, is_last_layer: bool) -> torch.Tensor:
+        return self.decode(self.features(hidden, is_last_layer=is_last_layer))
+
+
+# --- Typed access by dotted path: nn.Module's own attribute access is typed ``Tensor | Module`` ----------------------
+
+
+def _module(root: nn.Module, path: str) -> nn.Module:
+    """The submodule at dotted ``path`` (``encoder.layer``); AttributeError when there is none."""
+    return root.get_submodule(path)
+
+
+def _find(root: object, path: str) -> Any:
+    """The attribute at dotted ``path`` (module, tensor, function or config value), None where a step is missing."""
+    value: Any = root
+    for part in path.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def _tensor(root: nn.Module, path: str) -> torch.Tensor | None:
+    """The parameter or buffer at dotted ``path``; None where the model keeps None there (a Linear without bias)."""
+    owner, _, name = path.rpartition(".")
+    value = getattr(_module(root, owner) if owner else root, name)
+    if value is not None and not isinstance(value, torch.Tensor):
+        raise AttributeError(f"{path} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _callable(root: nn.Module, path: str) -> Transform:
+    """The module or function at dotted ``path`` (e.g. an activation), as a function of a tensor."""
+    value = _find(root, path)
+    if not callable(value):
+        raise AttributeError(f"{type(root).__name__} has no callable {path}")
+    return value
+
+
+def _config(config_or_model: Any) -> Any:
+    """A model's config (or the config itself). Configs are untyped bags of family-specific keys: ``Any``."""
+    return getattr(config_or_model, "config", config_or_model)
+
+
+def _base(model: nn.Module) -> nn.Module:
+    base = getattr(model, "base_model", model)
+    return base if isinstance(base, nn.Module) else model
+
+
+# --- The masked-LM head, as data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MlmHead:
+    """Where a masked-LM head keeps its parts: dotted paths relative to the masked-LM model (not the base encoder).
+
+    The head computes ``decode(transform(h))`` with ``decode(x) = x @ decoder.weight.T + bias``. ``transform`` is one
+    module path, or a ``(dense, activation, norm)`` triple applied as ``norm(activation(dense(h)))`` where
+    ``activation`` is a path or a function. ``decoder`` is the module whose ``weight`` [V, E] decodes (possibly the
+    tied input embeddings); ``bias`` lists paths tried in order, the first that is not None is used.
+    """
+
+    transform: str | tuple[str, str | Transform, str]
+    decoder: str
+    bias: tuple[str, ...]
+
+    def resolve(self, model: nn.Module) -> tuple[Transform, torch.Tensor, torch.Tensor | None]:
+        """(transform, decoder weight, bias) of ``model``; AttributeError when the model has no such head."""
+        transform: Transform
+        if isinstance(self.transform, str):
+            transform = _module(model, self.transform)
+        else:
+            dense_path, activation_path, norm_path = self.transform
+            dense, norm = _module(model, dense_path), _module(model, norm_path)
+            activation = activation_path if callable(activation_path) else _callable(model, activation_path)
+
+            def transform(h: torch.Tensor) -> torch.Tensor:
+                return norm(activation(dense(h)))
+
+        weight = _tensor(_module(model, self.decoder), "weight")
+        if weight is None:
+            raise AttributeError(f"{self.decoder} has no weight")
+        bias = next((b for b in (_tensor(model, p) for p in self.bias) if b is not None), None)
+        return transform, weight, bias
+
+
+def _gelu(h: torch.Tensor) -> torch.Tensor:
+    """transformers' own GELU (RoBERTa's head calls the function, not a module)."""
+    from transformers.activations import gelu
+
+    return gelu(h)
+
+
+_BERT_HEAD = MlmHead("cls.predictions.transform", "cls.predictions.decoder",
+                     ("cls.predictions.decoder.bias", "cls.predictions.bias"))
+
+
+@dataclass(frozen=True)
+class SequenceClassifier:
+    """Where a family's standard ``*ForSequenceClassification`` keeps a pooler-then-linear head, as data.
+
+    Such a model computes ``classifier(dropout(tanh(pooler(h[:, 0]))))`` on the last hidden state (BERT and ALBERT:
+    the encoder's pooler, then dropout and ``classifier``; RoBERTa-style: ``RobertaClassificationHead``'s ``dense``
+    and ``out_proj``, with a second dropout before ``dense``): in eval mode exactly a selecting head reading ``cls``
+    of the last layer, all dimensions, through its pooler copy into a linear layer. ``classes``: the transformers
+    class of each model type; ``pooler`` / ``classifier``: dotted paths, relative to that model, of the ``nn.Linear``
+    that takes the head's pooler dense / classifier weights; ``dropout_key``: the config key of its classifier
+    dropout (set to the head's own dropout).
+    """
+
+    classes: tuple[tuple[str, str], ...]
+    pooler: str
+    classifier: str
+    dropout_key: str = "classifier_dropout"
+
+    def class_name(self, model_type: str) -> str:
+        """The transformers class name of ``model_type``'s classifier."""
+        return dict(self.classes)[model_type]
+
+
+# --- How layers are run ---------------------------------------------------------------------------------------------
+
+#: ``runner(model, hidden, attention_mask, layer_indices, start) -> [output of each layer run]``: apply the stack's
+#: layers ``layer_indices`` in order; ``hidden`` is the input of stack position ``start``; ``attention_mask`` is the
+#: 2-D 0/1 padding mask, or the 4-D mask of packed rows.
+LayerRunner = Callable[[nn.Module, torch.Tensor, torch.Tensor | None, Sequence[int], int], list[torch.Tensor]]
+
+
+def _run_plain(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+               layer_indices: Sequence[int], start: int) -> list[torch.Tensor]:
+    """``layer(hidden, 4-D mask)`` (BERT, RoBERTa, ELECTRA, DistilBERT; ALBERT's shared groups on its schedule)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    config = _config(model)
+    family = family_for(model)
+    mask = create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
+    layers = get_layers(model)
+    if family.shared_layers:
+        schedule = _shared_schedule(num_layers(model), int(getattr(config, family.groups_key)))
+        layer_indices = [schedule[i] for i in layer_indices]
+    outputs = []
+    for i in layer_indices:
+        hidden = layers[i](hidden, mask)
+        outputs.append(hidden)
+    return outputs
+
+
+def _run_deberta_v2(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+                    layer_indices: Sequence[int], start: int) -> list[torch.Tensor]:
+    """Relative positions and embeddings built as DeBERTa's encoder builds them; its conv follows the first layer."""
+    encoder: Any = _module(_base(model), "encoder")  # DebertaV2Encoder: its mask/position helpers are its own API
+    mask4d = encoder.get_attention_mask(attention_mask)
+    rel_pos = encoder.get_rel_pos(hidden)
+    rel_emb = encoder.get_rel_embedding()
+    layers = get_layers(model)
+    outputs = []
+    for position, i in enumerate(layer_indices, start=start):
+        out, _ = layers[i](hidden, mask4d, relative_pos=rel_pos, rel_embeddings=rel_emb)
+        if position == 0 and encoder.conv is not None:  # DeBERTa's conv follows whichever layer is first
+            out = encoder.conv(hidden, out, attention_mask)
+        hidden = out
+        outputs.append(hidden)
+    return outputs
+
+
+def _run_modernbert(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+                    layer_indices: Sequence[int], start: int) -> list[torch.Tensor]:
+    """Full and sliding-window masks and rotary embeddings per attention type, as ModernBERT's forward builds them."""
+    from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
+
+    config = _config(model)
+    kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": attention_mask}
+    masks = {"full_attention": create_bidirectional_mask(**kwargs),
+             "sliding_attention": create_bidirectional_sliding_window_mask(**kwargs)}
+    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    rotary_emb = _module(_base(model), "rotary_emb")
+    rotary = {t: rotary_emb(hidden, position_ids, t) for t in set(config.layer_types)}
+    layers = get_layers(model)
+    outputs = []
+    for i in layer_indices:
+        kind = _find(layers[i], "attention_type")
+        hidden = layers[i](hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
+        outputs.append(hidden)
+    return outputs
+
+
+# --- The table ------------------------------------------------------------------------------------------------------
+
+#: The attention implementations a family entry may list (``Family.attention``): transformers' names.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where one architecture keeps its parts and how it runs them (see the module docstring for every field).
+
+    Paths are relative to the base encoder (``model.base_model``), except :class:`MlmHead` paths.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers_path: str
+    depth_key: str = "num_hidden_layers"
+    hidden_size_key: str = "hidden_size"
+    depth_paths: tuple[str, ...] = ()
+    embeddings_path: str = "embeddings"
+    embeddings_inputs: tuple[Literal["token_type_ids", "mask"], ...] = ("token_type_ids",)
+    embedding_maps: tuple[str, ...] = ()
+    mlm_heads: tuple[MlmHead, ...] = ()
+    head_prefixes: tuple[str, ...] = ()
+    final_norm_path: str | None = None
+    pooler: tuple[str, str] | None = None
+    attention: tuple[str, ...] = ATTENTION_IMPLEMENTATIONS  # preferred first; see attention_implementation()
+    sequence_classifier: SequenceClassifier | None = None
+    shared_layers: bool = False
+    groups_key: str = "num_hidden_groups"
+    packable: bool = False  # layers see only hidden states + an attention mask: sequences may share a row
+    bert_layer: bool = False
+    layer_types_key: str | None = None
+    pinned_first_layer: str | None = None
+    decoder_reads_embedding_size: bool = False
+    run_layers: LayerRunner = _run_plain
+    positions_after_pad: bool = False  # position ids start at pad_token_id + 1 (RoBERTa): fewer usable positions
+    notes: str = ""
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("bert", ("bert",), "encoder.layer", mlm_heads=(_BERT_HEAD,), head_prefixes=("cls.predictions",),
+           pooler=("pooler.dense", "pooler.activation"), packable=True, bert_layer=True,
+           sequence_classifier=SequenceClassifier((("bert", "BertForSequenceClassification"),),
+                                                  "bert.pooler.dense", "classifier")),
+    Family("roberta", ("roberta", "xlm-roberta", "camembert"), "encoder.layer",
+           mlm_heads=(MlmHead(("lm_head.dense", _gelu, "lm_head.layer_norm"), "lm_head.decoder",
+                              ("lm_head.decoder.bias",)),),
+           head_prefixes=("lm_head",), pooler=("pooler.dense", "pooler.activation"), packable=True,
+           bert_layer=True, positions_after_pad=True,
+           sequence_classifier=SequenceClassifier((("roberta", "RobertaForSequenceClassification"),
+                                                   ("xlm-roberta", "XLMRobertaForSequenceClassification"),
+                                                   ("camembert", "CamembertForSequenceClassification")),
+                                                  "classifier.dense", "classifier.out_proj")),
+    Family("albert", ("albert",), "encoder.albert_layer_groups",
+           embedding_maps=("encoder.embedding_hidden_mapping_in",),
+           mlm_heads=(MlmHead(("predictions.dense", "predictions.activation", "predictions.LayerNorm"),
+                              "predictions.decoder", ("predictions.decoder.bias",)),),
+           head_prefixes=("predictions",), pooler=("pooler", "pooler_activation"), shared_layers=True,
+           sequence_classifier=SequenceClassifier((("albert", "AlbertForSequenceClassification"),),
+                                                  "albert.pooler", "classifier", "classifier_dropout_prob"),
+           decoder_reads_embedding_size=True, packable=True,
+           notes="one set of layer weights shared by all depths; depth = how often it is applied"),
+    Family("distilbert", ("distilbert",), "transformer.layer", depth_key="n_layers", hidden_size_key="dim",
+           depth_paths=("transformer.n_layers",), embeddings_inputs=(),
+           mlm_heads=(MlmHead(("vocab_transform", "activation", "vocab_layer_norm"), "vocab_projector",
+                              ("vocab_projector.bias",)),),
+           head_prefixes=("vocab_transform", "vocab_layer_norm", "vocab_projector"), packable=True),
+    Family("electra", ("electra",), "encoder.layer", embedding_maps=("embeddings_project",),
+           mlm_heads=(MlmHead("generator_predictions", "generator_lm_head", ("generator_lm_head.bias",)),),
+           head_prefixes=("generator_predictions", "generator_lm_head"), decoder_reads_embedding_size=True,
+           packable=True, bert_layer=True,
+           notes="the MLM head is the generator's; discriminator checkpoints have none (use --head fit)"),
+    Family("deberta-v2", ("deberta-v2",), "encoder.layer", embeddings_inputs=("token_type_ids", "mask"),
+           mlm_heads=(_BERT_HEAD,  # legacy checkpoints; newer ones tie the decoder to the input embeddings
+                      MlmHead(("lm_predictions.lm_head.dense", "lm_predictions.lm_head.transform_act_fn",
+                               "lm_predictions.lm_head.LayerNorm"), "deberta.embeddings.word_embeddings",
+                              ("lm_predictions.lm_head.bias",))),
+           head_prefixes=("cls.predictions", "lm_predictions"), run_layers=_run_deberta_v2, attention=("eager",),
+           notes="DeBERTa-v3 checkpoints ship no MLM head (use --head fit)"),
+    Family("modernbert", ("modernbert",), "layers", embeddings_inputs=(),
+           mlm_heads=(MlmHead("head", "decoder", ("decoder.bias",)),), head_prefixes=("head", "decoder"),
+           final_norm_path="final_norm", layer_types_key="layer_types",
+           pinned_first_layer="ModernBERT's layer 0 has no attention LayerNorm", run_layers=_run_modernbert,
+           notes="pre-norm: the final norm is applied to intermediate layers before the head"),
+)
+
+_BY_TYPE = {t: fam for fam in FAMILIES for t in fam.model_types}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_BY_TYPE)
+
+
+def family_for(config_or_model: Any) -> Family:
+    """The family of a config, a model or a ``model_type`` string; an unknown ``model_type`` is a clear error naming
+    the supported ones."""
+    model_type = config_or_model if isinstance(config_or_model, str) else getattr(
+        _config(config_or_model), "model_type", None)
+    family = _BY_TYPE.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        raise UnsupportedModelError(
+            f"model type '{model_type}' is not supported; supported: {', '.join(supported_model_types())}"
+        )
+    return family
+
+
+def attention_implementation(config_or_model: Any, requested: str = "auto") -> str:
+    """The attention implementation to load a model of this family with (transformers' ``attn_implementation``).
+
+    ``auto`` is the family's first choice (:attr:`Family.attention`: sdpa where transformers has it); ``sdpa`` or
+    ``eager`` is itself where the family supports it, else a one-line :class:`BertscopeError` naming the family and
+    what it supports. Loading always passes the answer explicitly, so which kernel a run used never depends on a
+    transformers version's default. ``config_or_model``: a config, a model or a ``model_type``.
+    """
+    family = family_for(config_or_model)
+    value = requested.strip().lower()
+    if value == "auto":
+        return family.attention[0]
+    if value not in family.attention:
+        raise BertscopeError(f"attention implementation {requested!r} is not available for {family.name} models; "
+                             f"use {', '.join(('auto', *family.attention))}")
+    return value
+
+
+def attention_in_use(config_or_model: Any) -> str:
+    """The attention implementation a loaded model actually runs (transformers' record on its config, read back after
+    loading), what results record; ``eager`` for a bare config that records none (transformers' own fallback)."""
+    return str(getattr(_config(config_or_model), "_attn_implementation", None) or "eager")
+
+
+def num_layers(config_or_model: Any) -> int:
+    """Number of transformer layers L (hidden states are 0..L, 0 being the embedding output)."""
+    config = _config(config_or_model)
+    return int(getattr(config, family_for(config).depth_key))
+
+
+def hidden_size(config_or_model: Any) -> int:
+    """Width of the hidden states (DistilBERT calls it ``dim``)."""
+    config = _config(config_or_model)
+    return int(getattr(config, family_for(config).hidden_size_key))
+
+
+def max_input_length(config_or_model: Any) -> int | None:
+    """The most tokens one input may have: what the absolute position embeddings cover (``max_position_embeddings``,
+    less the padding offset of RoBERTa-style ids), or None when nothing bounds it (DeBERTa-v2 with relative
+    positions only, ``position_biased_input=False``)."""
+    config = _config(config_or_model)
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if family_for(config).positions_after_pad:
+        positions -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
+def base_encoder(model: nn.Module) -> nn.Module:
+    """The bare encoder of any model of a supported family (no task head), e.g. to get hidden states cheaply."""
+    return _base(model)
+
+
+def get_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's layer stack (for ALBERT: the shared layer groups, not one module per depth)."""
+    layers = _module(_base(model), family_for(model).layers_path)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{family_for(model).layers_path} of {type(model).__name__} is not an nn.ModuleList")
+    return layers
+
+
+def _install_stack(model: nn.Module, layers: nn.ModuleList, depth: int) -> None:
+    """Put ``layers`` in the layer stack's place and make every record of the depth say ``depth``."""
+    family = family_for(model)
+    base = _base(model)
+    owner, _, name = family.layers_path.rpartition(".")
+    setattr(_module(base, owner) if owner else base, name, layers)
+    _set_depth(model, depth)
+
+
+def _set_depth(model: nn.Module, depth: int) -> None:
+    family = family_for(model)
+    setattr(_config(model), family.depth_key, depth)
+    base = _base(model)
+    for path in family.depth_paths:
+        owner, _, name = path.rpartition(".")
+        setattr(_module(base, owner) if owner else base, name, depth)
+
+
+def set_layers(model: nn.Module, layers: nn.ModuleList) -> None:
+    """Replace the layer stack and keep the config's depth (and every other record of it) consistent."""
+    family = family_for(model)
+    if family.shared_layers:
+        raise BertscopeError(f"{family.name} shares one layer across depths; change its depth instead")
+    _install_stack(model, layers, len(layers))
+
+
+def _install_output_hooks(model: nn.Module) -> None:
+    """Install transformers' output-capturing hooks while the whole stack is present.
+
+    Families that collect ``hidden_states`` by hooks (DistilBERT in transformers 5) install them on the layers present
+    at the first forward call; if that call ran truncated, the upper layers would never report their outputs.
+    """
+    try:
+        from transformers import PreTrainedModel
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # pragma: no cover - older transformers collect hidden states without hooks
+        return
+    base = _base(model)  # the wrapper's hooks, when it installs them, are the same (installing both doubles them)
+    if isinstance(base, PreTrainedModel) and not getattr(model, "_output_capturing_hooks_installed", False):
+        with contextlib.suppress(Exception):
+            maybe_install_capturing_hooks(base)
+
+
+@contextlib.contextmanager
+def truncated(model: nn.Module, depth: int) -> Iterator[nn.Module]:
+    """Run ``model`` with only its first ``depth`` layers (layers above are not computed at all)."""
+    family = family_for(model)
+    full_depth = num_layers(model)
+    if not 0 <= depth <= full_depth:
+        raise BertscopeError(f"depth {depth} out of range 0..{full_depth}")
+    _install_output_hooks(model)
+    if family.shared_layers:
+        _set_depth(model, depth)
+        try:
+            yield model
+        finally:
+            _set_depth(model, full_depth)
+        return
+    layers = get_layers(model)
+    _install_stack(model, nn.ModuleList(list(layers)[:depth]), depth)
+    try:
+        yield model
+    finally:
+        _install_stack(model, layers, full_depth)
+
+
+def mlm_head_parts(model: nn.Module, mode: HeadMode = "full") -> HeadParts:
+    """The checkpoint's own MLM head as :class:`HeadParts`.
+
+    ``full`` = transform + LayerNorm + (tied) decoder + bias, exactly what ``AutoModelForMaskedLM`` applies to the last
+    layer; ``decoder`` = decoder + bias only, applied to the raw hidden state.
+    """
+    family = family_for(model)
+    resolved = None
+    if any(hasattr(model, p.split(".")[0]) for p in family.head_prefixes):
+        for head in family.mlm_heads:
+            with contextlib.suppress(AttributeError):
+                resolved = head.resolve(model)
+                break
+    if resolved is None:
+        raise BertscopeError(f"{type(model).__name__} has no masked-LM head; load it as a masked-LM model")
+    transform: Transform | None
+    transform, weight, bias = resolved
+    if mode == "decoder":
+        hidden = hidden_size(model)
+        if weight.shape[1] != hidden:
+            raise BertscopeError(
+                f"--head-part decoder is impossible for {family.name}: its decoder reads {weight.shape[1]} "
+                f"features, the hidden states have {hidden}; use the full head"
+            )
+        transform = None
+    return HeadParts(transform=transform, weight=weight, bias=bias, pre_norm=final_norm(model))
+
+
+def final_norm(model: nn.Module) -> Transform | None:
+    """The final encoder norm of pre-norm families (ModernBERT), which ``hidden_states[L]`` already includes; else None."""
+    family = family_for(model)
+    return _module(_base(model), family.final_norm_path) if family.final_norm_path else None
+
+
+def finalize_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's last hidden state from the raw output of its last layer (pre-norm families add a final norm)."""
+    norm = final_norm(model)
+    return hidden if norm is None else norm(hidden)
+
+
+# --- Fine-tuning with a selecting head (issue 4): embeddings for freezing, the pooler, token type ids -----------------
+
+
+def embeddings_module(model: nn.Module) -> nn.Module:
+    """The input embedding block (word/position/type embeddings and their norm), for ``--freeze embeddings``.
+
+    ELECTRA's ``embeddings_project`` and ALBERT's ``embedding_hidden_mapping_in`` are not included: they are the
+    first learned map after the embeddings, counted with the encoder.
+    """
+    return _module(_base(model), family_for(model).embeddings_path)
+
+
+def pooler_parts(model: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
+    """The pretrained pooler as (dense layer, activation), or None for families (or checkpoints) without one.
+
+    BERT-style poolers apply ``tanh(dense(h))`` to the [CLS] vector; ALBERT keeps the two as separate attributes.
+    """
+    paths = family_for(model).pooler
+    if paths is None:
+        return None
+    base = _base(model)
+    dense, activation = _find(base, paths[0]), _find(base, paths[1])
+    if isinstance(dense, nn.Linear) and isinstance(activation, nn.Module):
+        return dense, activation
+    return None
+
+
+def sequence_classifier(config_or_model: Any) -> SequenceClassifier | None:
+    """Where the family's standard ``*ForSequenceClassification`` keeps a pooler-then-linear head, or None when the
+    family's own classification head has another shape (ELECTRA's GELU, DistilBERT's ReLU, DeBERTa's ContextPooler,
+    ModernBERT's normed head)."""
+    return family_for(config_or_model).sequence_classifier
+
+
+def uses_token_type_ids(model: nn.Module) -> bool:
+    """Whether the encoder takes segment ids (BERT, ALBERT, ELECTRA, DeBERTa with type embeddings) for pairs."""
+    if "token_type_ids" not in inspect.signature(_base(model).forward).parameters:
+        return False
+    return int(getattr(_config(model), "type_vocab_size", 0) or 0) >= 2
+
+
+def layer_at_positions(
+    model: nn.Module, layer_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor | None:
+    """Output of transformer layer ``layer_index`` (0-based) at one position per example, ``[B, H]``, or None.
+
+    When a head reads only one token of the top layer it reads, that layer's queries, attention, output projection
+    and feed-forward are needed at that token alone (keys and values still come from every token): about a sixth of
+    the layer's cost. Exact (up to float rounding) for the post-norm BERT layer shared by BERT, RoBERTa and ELECTRA
+    (``bert_layer`` families); None for other families or decoder configs, and the caller then runs the whole layer.
+    """
+    if not family_for(model).bert_layer or getattr(_config(model), "is_decoder", False):
+        return None
+    layer: Any = get_layers(model)[layer_index]  # transformers' BertLayer: its parts are its own API
+    attention = layer.attention.self
+    batch, length, _ = hidden.shape
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    rows = torch.arange(batch, device=hidden.device)
+    query_input = hidden[rows, positions]  # [B, H]
+    query = attention.query(query_input).view(batch, 1, heads, size).transpose(1, 2)
+    key = attention.key(hidden).view(batch, length, heads, size).transpose(1, 2)
+    value = attention.value(hidden).view(batch, length, heads, size).transpose(1, 2)
+    mask = attention_mask.to(torch.bool)[:, None, None, :]
+    context = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=attention.dropout.p if attention.training else 0.0,
+        scale=attention.scaling,
+    )
+    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
+    attended = layer.attention.output(context, query_input[:, None])
+    out: torch.Tensor = layer.feed_forward_chunk(attended)[:, 0]
+    return out
+
+
+# --- Layer surgery: build a new stack from a layer map, and run any list of layers on a hidden state ----------------
+#
+# A *layer map* lists, for each layer of a new stack, the index of the source layer it copies. Copying a layer is not
+# only copying its weights: some families keep per-layer state (``layer_idx`` fields, ModernBERT's ``layer_types`` and
+# each layer's attention type / sliding window, ModernBERT's missing pre-attention norm in layer 0, DistilBERT's
+# ``n_layers`` on the transformer, ALBERT's one shared layer). The table's entries say which.
+
+
+def _shared_schedule(depth: int, groups: int) -> list[int]:
+    """Which shared layer group ALBERT applies at each of ``depth`` positions (its own schedule, in transformers)."""
+    return [int(i / (depth / groups)) for i in range(depth)]
+
+
+def check_layer_map(config_or_model: Any, layer_map: Sequence[int]) -> None:
+    """Raise a one-line :class:`BertscopeError` when ``layer_map`` cannot be built for this family.
+
+    Rejects an empty map, indices outside ``0..L-1``, ALBERT maps that are not a repeat count of its shared layer
+    groups, and ModernBERT maps that move its layer 0 (the only layer without a pre-attention LayerNorm, a structural
+    difference a saved checkpoint cannot express at another position).
+    """
+    config = _config(config_or_model)
+    family = family_for(config)
+    depth = num_layers(config)
+    if len(layer_map) == 0:
+        raise BertscopeError("the layer map is empty: a model needs at least one layer")
+    bad = [i for i in layer_map if not 0 <= int(i) < depth]
+    if bad:
+        raise BertscopeError(f"layer index {bad[0]} out of range: this model has layers 0..{depth - 1}")
+    if family.shared_layers:
+        groups = int(getattr(config, family.groups_key, 1))
+        wanted = _shared_schedule(len(layer_map), groups)
+        got = [_shared_schedule(depth, groups)[i] for i in layer_map]
+        if got != wanted:
+            raise BertscopeError(
+                f"{family.name} applies {groups} shared layer group(s) on a fixed schedule; a {len(layer_map)}-layer "
+                f"stack must use groups {wanted}, this map gives {got} (only the depth can change)"
+            )
+    if family.pinned_first_layer is not None:
+        moved = [pos for pos, src in enumerate(layer_map) if (pos == 0) != (src == 0)]
+        if moved:
+            raise BertscopeError(
+                f"{family.pinned_first_layer}, so it must stay first and cannot be copied or "
+                f"removed (map position {moved[0]} breaks this); edit layers 1..{depth - 1} only"
+            )
+
+
+_POSITION_FIELD = "layer_idx"  # transformers' record of a layer's depth, inside the layer's modules
+
+
+def _set_layer_positions(layer: nn.Module, position: int) -> None:
+    """Point every ``layer_idx`` field inside a copied layer at its new depth (used by caches and masks)."""
+    for module in layer.modules():
+        if hasattr(module, _POSITION_FIELD) and not isinstance(module, nn.ModuleList):
+            setattr(module, _POSITION_FIELD, position)
+
+
+def apply_layer_map(model: ModelT, layer_map: Sequence[int]) -> ModelT:
+    """Rebuild ``model``'s layer stack in place from ``layer_map``; every new layer is a real deep copy.
+
+    The config's depth and per-layer lists follow the map, so ``save_pretrained`` writes a checkpoint that plain
+    ``transformers`` reloads into the same network. For ALBERT only the depth changes (one shared layer).
+    """
+    layer_map = [int(i) for i in layer_map]
+    check_layer_map(model, layer_map)
+    family = family_for(model)
+    config = _config(model)
+    if family.shared_layers:
+        _set_depth(model, len(layer_map))
+        return model
+    old = list(get_layers(model))
+    new_layers = []
+    for position, source in enumerate(layer_map):
+        layer = copy.deepcopy(old[source])
+        _set_layer_positions(layer, position)
+        new_layers.append(layer)
+    if family.layer_types_key is not None:
+        old_types = list(getattr(config, family.layer_types_key))
+        setattr(config, family.layer_types_key, [old_types[s] for s in layer_map])
+    set_layers(model, nn.ModuleList(new_layers))
+    return model
+
+
+def embed(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The input of the first layer (``hidden_states[0]``), exactly as the family's own forward computes it."""
+    family = family_for(model)
+    base = _base(model)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    given = {"token_type_ids": token_type_ids, "mask": attention_mask}
+    kwargs = {name: given[name] for name in family.embeddings_inputs}
+    hidden: torch.Tensor = _module(base, family.embeddings_path)(input_ids=input_ids, **kwargs)
+    for path in family.embedding_maps:
+        projection = _find(base, path)
+        if projection is not None:  # ELECTRA has its projection only when embedding and hidden sizes differ
+            hidden = projection(hidden)
+    return hidden
+
+
+def can_pack(model: nn.Module) -> bool:
+    """Whether several sequences may share one row of :func:`run_layers` (``segments``): true where positions enter
+    only at the embeddings, so a layer sees nothing but hidden states and which positions may attend to which."""
+    return family_for(model).packable
+
+
+def _packed_attention_mask(config: Any, hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """The 4-D mask of packed rows, in the form the configured attention implementation expects."""
+    same = segments[:, None, :, None] == segments[:, None, None, :]
+    implementation = attention_in_use(config)
+    if implementation == "sdpa":
+        return same
+    if implementation == "eager":
+        return torch.zeros(same.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
+            ~same, torch.finfo(hidden.dtype).min)
+    from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
+
+    mask: torch.Tensor = create_bidirectional_mask(
+        config=config, inputs_embeds=hidden, attention_mask=torch.ones_like(segments),
+        and_mask_function=packed_sequence_mask_function(segments))
+    return mask
+
+
+@overload
+def run_layers(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+               layer_indices: Sequence[int], *, start: int = ..., all_states: Literal[False] = ...,
+               segments: torch.Tensor | None = ...) -> torch.Tensor: ...
+@overload
+def run_layers(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+               layer_indices: Sequence[int], *, start: int = ..., all_states: Literal[True],
+               segments: torch.Tensor | None = ...) -> list[torch.Tensor]: ...
+def run_layers(
+    model: nn.Module,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layer_indices: Sequence[int],
+    *,
+    start: int = 0,
+    all_states: bool = False,
+    segments: torch.Tensor | None = None,
+) -> torch.Tensor | list[torch.Tensor]:
+    """Apply ``model``'s layers ``layer_indices`` in order to ``hidden`` (the input of stack position ``start``).
+
+    ``attention_mask`` is the usual 2-D 0/1 padding mask; each family's 4-D masks, relative positions or rotary
+    embeddings are built here as its own forward builds them (the entry's ``run_layers``). The result is the raw
+    output of the last layer run (before any final norm, see :func:`finalize_hidden`); with ``all_states`` the list of
+    every layer's output. With ``layer_indices = range(L)`` and ``start = 0`` this reproduces the model's own hidden
+    states; with another list it computes, without building it, the model that :func:`apply_layer_map` would build.
+
+    ``segments`` [B, T] runs packed rows instead (families where :func:`can_pack`; ``attention_mask`` is then
+    ignored): a position attends only to positions with the same segment id (see :mod:`bertscope.models.packing`).
+    """
+    family = family_for(model)
+    if segments is not None:
+        if not family.packable:
+            raise ValueError(f"family {family.name} cannot run packed rows (its layers read positions)")
+        attention_mask = _packed_attention_mask(_config(model), hidden, segments)  # 4-D: used as it is
+    outputs = family.run_layers(model, hidden, attention_mask, layer_indices, start)
+    if all_states:
+        return outputs
+    return outputs[-1] if outputs else hidden

@@ -1,0 +1,47 @@
+"""The model and precision options every command that loads a model shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bertscope.core.config import Config, opt
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_name_list, parse_seed_list, parse_token_list
+
+__all__ = ['ATTENTION_CHOICES', 'ATTENTION_HELP', 'ModelOptions']
+
+
+#: ``--attention`` values (``families.ATTENTION_IMPLEMENTATIONS`` and ``auto``; configs import no torch, so they are
+#: spelled out here and tests/test_attention.py checks that they agree).
+ATTENTION_CHOICES = ("auto", "sdpa", "eager")
+
+
+ATTENTION_HELP = ("attention implementation: auto (the family's first choice: sdpa where transformers has it, else "
+                  "eager), sdpa (PyTorch's fused scaled_dot_product_attention kernel: faster, the same numbers up to "
+                  "float rounding) or eager (plain matrix products, the reference: needed e.g. to read attention "
+                  "weights); recorded in the results, never part of a run's identity")
+
+
+@dataclass(frozen=True)
+class ModelOptions(Config):
+    """Options for every command that loads a model."""
+
+    model: str | None = opt(None, "Hugging Face hub id or local model folder; default: the embedded MiniLM-L6-H384",
+                            metavar="ID_OR_PATH")
+    device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N")
+    dtype: str = opt("float32", "compute dtype", choices=("float32", "bfloat16", "float16"))
+    attention: str = opt("auto", ATTENTION_HELP, choices=ATTENTION_CHOICES)
+    seed: int = opt(0, "random seed (data subsets, masking, initialisation)")
+    batch_size: int = opt(32, "examples per batch")
+    max_length: int = opt(128, "maximum tokens per example (longer inputs are truncated)")
+    out: str | None = opt(None, "output folder for result files (JSON, CSV, PNG)", metavar="DIR")
+    progress: bool = opt(True, "show progress bars")
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise BertscopeError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_length < 4:
+            raise BertscopeError(f"--max-length must be at least 4, got {self.max_length}")

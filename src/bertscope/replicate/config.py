@@ -1,0 +1,57 @@
+"""The options of ``replicate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bertscope.core.config import Config, opt
+from bertscope.core.errors import BertscopeError
+from bertscope.core.options import parse_name_list
+from bertscope.data.options import check_task_name
+
+__all__ = ['REPLICATE_BUDGETS', 'ReplicateConfig']
+
+
+#: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
+REPLICATE_BUDGETS = ("smoke", "small", "full")
+
+
+@dataclass(frozen=True)
+class ReplicateConfig(Config):
+    """Run a paper's protocol through the sweep machinery (resumable) and write its claims table: claims.md,
+    claims.json and claims.html (one row per claim: measurement, 95% interval over seeds, verdict, assumptions)."""
+
+    command = "replicate"
+
+    paper: str | None = opt(None, "which paper's claims: paper1 (Kao et al., the MLM head reads every layer; "
+                                  "duplicated layers) or paper2 (Fukuhata & Kano, few dimensions, tokens, layers, "
+                                  "frozen, cross)", positional=True, choices=("paper1", "paper2"), metavar="PAPER")
+    budget: str = opt("smoke", "size of the protocol: smoke (minutes on a laptop CPU), small (about an hour, 3 "
+                               "seeds) or full (the papers' scale, a GPU box); see docs/replicate.md",
+                      metavar="smoke|small|full")
+    model: str | None = opt(None, "model(s): hub id or local folder, a comma list for several (paper 1's 'across "
+                                  "families' needs two families or more); default: the embedded MiniLM-L6-H384",
+                            metavar="M[,M...]")
+    tasks: str | None = opt(None, "GLUE tasks of the fine-tuning claims (comma list); default: the budget's "
+                                  "(sst2 for smoke and small)", metavar="T1,T2,...")
+    store: str | None = opt(None, "SQLite result store (re-running resumes it: finished runs are skipped); "
+                                  "default: OUT/replicate.db", metavar="DB")
+    out: str = opt("replicate", "output folder: claims.md, claims.json, claims.html and the spec it ran",
+                   metavar="DIR")
+    workers: int | None = opt(None, "local worker processes of the sweep (default 1: runs in this process)")
+    retry_failed: bool = opt(False, "run failed runs again")
+    dry_run: bool = opt(False, "write the spec and list its runs with their stored status; run nothing")
+    progress: bool = opt(True, "show overall progress")
+
+    def validate(self) -> None:
+        if self.paper is None:
+            raise BertscopeError("give the paper: bertscope replicate paper1|paper2 --budget smoke")
+        if self.budget not in (*REPLICATE_BUDGETS, "test"):
+            raise BertscopeError(f"--budget must be one of {', '.join(REPLICATE_BUDGETS)}; got {self.budget!r}")
+        if self.model is not None:
+            parse_name_list(self.model, option="--model", example="bert-base-uncased,roberta-base")
+        if self.tasks is not None:
+            for task in parse_name_list(self.tasks, option="--tasks", example="sst2,rte"):
+                check_task_name(task)
+        if self.workers is not None and self.workers < 1:
+            raise BertscopeError(f"--workers must be at least 1, got {self.workers}")

@@ -1,0 +1,76 @@
+"""The options of ``sweep`` and ``status``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from bertscope.core.config import Config, opt
+from bertscope.core.errors import BertscopeError
+from bertscope.finetune.distributed import refuse_data_parallel
+
+__all__ = ['StatusConfig', 'SweepConfig']
+
+
+@dataclass(frozen=True)
+class SweepConfig(Config):
+    """Run every configuration of an experiment spec (YAML) into a resumable SQLite result store."""
+
+    command = "sweep"
+
+    spec: str | None = opt(None, "experiment spec (YAML): command, base options, grid axes", positional=True,
+                           metavar="SPEC")
+    store: str = opt("results.db", "SQLite result store (created if missing; re-running resumes it)", metavar="DB")
+    executor: str = opt("local", "where runs execute: local processes or a Ray cluster", choices=("local", "ray"))
+    workers: int | None = opt(None, "local: worker processes (default 1: runs in this process); ray without "
+                                    "--address: CPUs of the local Ray instance (default: all)")
+    address: str | None = opt(None, "Ray cluster address (auto, host:port or ray://host:port); default: start a "
+                                    "local Ray instance", metavar="ADDR")
+    cpus_per_run: float | None = opt(None, "Ray: CPUs each run reserves (overrides the spec's resources; default 1)")
+    gpus_per_run: float | None = opt(None, "Ray: GPUs each run reserves (overrides the spec's resources; default 0)")
+    threads: int | None = opt(None, "torch threads per local worker (default: CPU count / workers)")
+    runs_dir: str | None = opt(None, "folder for each run's own output folder (named by run id); default: "
+                                     "<store>-runs/ beside the store", metavar="DIR")
+    retry_failed: bool = opt(False, "run failed runs again (done runs are always kept)")
+    dry_run: bool = opt(False, "validate the spec and list its runs with their stored status; run nothing (never "
+                               "imports the spec's plugins)")
+    allow_plugins: bool = opt(False, "import the spec's plugins (their code runs in the driver and every worker); "
+                                     "without it a spec with plugins is refused")
+    plugins_from: str = opt("spec", "with --allow-plugins, where plugin files may come from: spec (the spec's "
+                                    "folder or below), a folder (in it or below), or any (also module names)",
+                            metavar="spec|any|DIR")
+    progress: bool = opt(True, "show overall progress")
+
+    def validate(self) -> None:
+        refuse_data_parallel(self.command)  # a sweep parallelises runs itself; under torchrun it would run n times
+        if not self.spec:
+            raise BertscopeError("give the experiment spec: bertscope sweep SPEC.yaml --store results.db")
+        if self.workers is not None and self.workers < 1:
+            raise BertscopeError(f"--workers must be at least 1, got {self.workers}")
+        if self.address is not None and self.executor != "ray":
+            raise BertscopeError("--address needs --executor ray")
+        for name, value in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
+            if value is not None and value < 0:
+                raise BertscopeError(f"{name} must not be negative, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
+        if self.plugins_from != "spec" and not self.allow_plugins:
+            raise BertscopeError("--plugins-from says where plugins may come from; add --allow-plugins to import them")
+        if self.plugins_from not in ("spec", "any") and not os.path.isdir(os.path.expanduser(self.plugins_from)):
+            raise BertscopeError(f"--plugins-from must be spec, any or an existing folder, got {self.plugins_from!r}")
+
+
+@dataclass(frozen=True)
+class StatusConfig(Config):
+    """Counts of a result store's runs by status, the slowest runs and the failed ones with their errors."""
+
+    command = "status"
+
+    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`", metavar="DB")
+    sweep: str | None = opt(None, "only this sweep (its spec's name); default: every run in the store")
+    slowest: int = opt(5, "how many of the slowest finished runs to list")
+    failed: int = opt(20, "how many failed runs to list (with their errors)")
+
+    def validate(self) -> None:
+        if self.slowest < 0 or self.failed < 0:
+            raise BertscopeError("--slowest and --failed must not be negative")
