@@ -18,6 +18,7 @@ An interval needs n >= 2 seeds (Student t) or a bootstrap; with n = 1 and no boo
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -64,7 +65,9 @@ class Interval:
         return text + f" (n={self.n})"
 
 
+@functools.lru_cache(maxsize=4096)
 def _t_quantile(level: float, dof: int) -> float:
+    """Cached: simulations and sequential looks ask for the same few quantiles many times."""
     from scipy import stats as scipy_stats
 
     return float(scipy_stats.t.ppf(0.5 + level / 2, dof))
