@@ -16,7 +16,7 @@ import yaml
 from bertscope import api
 from bertscope.cli import main
 from bertscope.core.errors import BertscopeError
-from bertscope.sweep.store import ResultStore
+from bertscope.runs.store import ResultStore
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))
 TESTS = str(Path(__file__).parent)
@@ -130,7 +130,7 @@ def test_worker_processes_give_the_same_results_as_serial(tmp_path):
 
 
 def test_a_second_sweep_on_the_same_store_is_refused(tmp_path):
-    from bertscope.sweep.store import StoreLock
+    from bertscope.runs.store import StoreLock
 
     spec = write_spec(tmp_path, grid={"x": [1]})
     with StoreLock(tmp_path / "r.db"), pytest.raises(BertscopeError, match="in use by a running sweep"):
@@ -151,7 +151,7 @@ def test_status_counts_slowest_and_failed(tmp_path):
     with pytest.raises(BertscopeError, match="no sweep named"):
         api.status(store=str(store), sweep="other")
     # a run left 'running': in flight while a sweep holds the store, interrupted when none does
-    from bertscope.sweep.store import StoreLock
+    from bertscope.runs.store import StoreLock
 
     with ResultStore(store) as s:
         failed_id = s.records(status="failed")[0].id

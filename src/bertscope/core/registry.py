@@ -25,7 +25,7 @@ __all__ = ["LOCATION_OPTIONS", "NEUTRAL_VALUES", "CommandInfo", "Registry", "Stu
 #: a result, so they are never part of a run's identity (sweep run ids, study run hashes). Commands add their own
 #: (``not_identity``).
 LOCATION_OPTIONS: frozenset[str] = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite",
-                                              "attention"})
+                                              "retry_failed", "attention"})
 
 #: Options added after bertscope 0.1.0, each with the value that does what runs did before the option existed. An
 #: option at that value is left out of a run's identity, so adding an option never re-keys a sweep store or a study

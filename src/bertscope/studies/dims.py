@@ -79,7 +79,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
         return _run_find_effective(config)
     depth, hidden = model_shape(config)
     ks = list(parse_k_list(config.k, hidden))
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []
@@ -183,7 +183,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     _, hidden = model_shape(config)
     if config.start > hidden:
         raise BertscopeError(f"--start {config.start} exceeds the hidden size {hidden}")
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     starts = [random_subset(hidden, config.start, config.seed, r, salt="effective") for r in range(config.start_subsets)]
 

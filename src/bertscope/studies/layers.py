@@ -47,7 +47,7 @@ __all__ = ["run_layers"]
 def run_layers(config: LayersConfig) -> StudyResult:
     depth, hidden = model_shape(config)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []

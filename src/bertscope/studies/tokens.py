@@ -45,7 +45,7 @@ __all__ = ["run_tokens"]
 
 def run_tokens(config: TokensConfig) -> StudyResult:
     tokens = list(parse_token_list(config.tokens, option="--tokens"))
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner(tokens, progress=config.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []

@@ -12,8 +12,8 @@ from typing import Any
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.registry import CommandInfo
+from bertscope.runs.store import STATUSES, ResultStore, RunRecord
 from bertscope.sweep.config import StatusConfig
-from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
 __all__ = ["STATUS_COMMAND", "StatusResult", "sweep_status"]
 
