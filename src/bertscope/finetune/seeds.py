@@ -133,7 +133,7 @@ def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneC
             if store is not None and not config.overwrite and store.status_of([rid]).get(rid) == "done":
                 payload = store.payload(rid)
             if payload is None:
-                payload = _run_one(store, rid, lambda one=one: run_finetune(one.replace(overwrite=config.overwrite)))
+                payload = _run_one(store, rid, run_finetune, one.replace(overwrite=config.overwrite))
             else:
                 reused.append(seed)
             folders[seed] = one.out
@@ -154,13 +154,15 @@ def _stored_run(info: CommandInfo, one: FinetuneConfig) -> StoredRun:
                      identity=identity, experiment=SEEDS_STUDY, axes={"seed": one.seed}, label=f"seed-{one.seed}")
 
 
-def _run_one(store: ResultStore | None, rid: str, run: Callable[[], Any]) -> dict[str, Any]:
-    """Train one seed, committing its outcome to ``store`` (failed, with its error, or done with its payload)."""
+def _run_one(store: ResultStore | None, rid: str, run: Callable[[FinetuneConfig], Any],
+             one: FinetuneConfig) -> dict[str, Any]:
+    """Train one seed (``run(one)``), committing its outcome to ``store`` (failed, with its error, or done with its
+    payload)."""
     if store is not None:
         store.mark_running(rid)
     start = time.perf_counter()
     try:
-        payload: dict[str, Any] = to_jsonable(run().to_dict())
+        payload: dict[str, Any] = to_jsonable(run(one).to_dict())
     except Exception as exc:
         if store is not None:
             store.mark_failed(rid, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,

@@ -251,6 +251,10 @@ class RunStore:
             store.mark_done(spec.key()[2], metrics=_metrics(payload), payload=payload,
                             duration=record.get("seconds"), worker=_worker(), environment=None)
 
+    def where(self, spec: RunSpec) -> str:
+        """``run <id> in OUT/runs.db``: a stored run, named for a message."""
+        return f"run {spec.key()[2]} in {self.path}"
+
     def checkpoint_folder(self, spec: RunSpec) -> Path | None:
         """``OUT/runs/<run id>.ckpt``: where an interrupted run's checkpoints wait for the next start."""
         return None if self.folder is None else self.folder / f"{spec.key()[2]}.ckpt"

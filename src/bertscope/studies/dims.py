@@ -163,7 +163,7 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
     ranking: list[int] | None = None
     if config.rank_by == "weights":
         if "dim_importance" not in full:
-            raise BertscopeError(f"{store.path(_full_spec(config, hidden))} has no dim_importance; rerun with "
+            raise BertscopeError(f"{store.where(_full_spec(config, hidden))} has no dim_importance; rerun with "
                                  "--overwrite")
         ranking = sorted(range(hidden), key=lambda d: -full["dim_importance"][d])
     elif config.rank_by == "variance":

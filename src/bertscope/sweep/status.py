@@ -117,4 +117,5 @@ def sweep_status(config: StatusConfig) -> StatusResult:
 
 
 STATUS_COMMAND = CommandInfo("status", StatusConfig, sweep_status, StatusResult,
-                             "counts by status, slowest and failed runs of a sweep result store", sweepable=False)
+                             "counts by status, slowest and failed runs of a result store (a sweep's, or a "
+                             "study's OUT/runs.db)", sweepable=False)
