@@ -245,8 +245,9 @@ def test_attention_is_never_part_of_a_run_identity() -> None:
 
 def test_attention_moves_no_run_id(tmp_path) -> None:
     """The pinned ids (computed before the option existed) stay, whatever --attention says."""
-    from bertscope.studies import common, cross
+    from bertscope.studies import cross
     from bertscope.studies.config import CrossConfig
+    from bertscope.studies.store import finetune_run_id
 
     def ids(extra: dict[str, Any]) -> list[str]:
         return pinned_spec_ids(tmp_path, extra)
@@ -255,7 +256,7 @@ def test_attention_moves_no_run_id(tmp_path) -> None:
     for attention in ATTENTION_CHOICES:
         assert ids({"attention": attention}) == before, attention
         config = FinetuneConfig(task="rte", max_train=64, attention=attention)
-        assert common.finetune_run_id(config) == PINNED_STUDY_RUN_ID
+        assert finetune_run_id(config) == PINNED_STUDY_RUN_ID
         stage = cross._stage_id(CrossConfig(tasks="rte,mrpc", epochs=1, out="o", attention=attention), 1)
         assert stage == PINNED_STAGE_ID
 

@@ -18,7 +18,7 @@ from bertscope import api
 from bertscope.cli import main
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune.checkpoint import Checkpointer
-from bertscope.studies import common
+from bertscope.studies.store import finetune_run_id
 from conftest import study_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
@@ -185,7 +185,7 @@ def test_resume_options_do_not_change_run_ids_or_study_hashes(reference) -> None
     _, options = reference
     plain = FinetuneConfig(**options)
     changed = plain.replace(resume=True, keep_checkpoints=True, checkpoint_every=7)
-    assert common.finetune_run_id(plain) == common.finetune_run_id(changed)
+    assert finetune_run_id(plain) == finetune_run_id(changed)
     assert COMMAND.identity(plain.to_dict()) == COMMAND.identity(changed.to_dict())
     with pytest.raises(BertscopeError, match="--checkpoint-every must not be negative"):
         FinetuneConfig(**{**options, "checkpoint_every": -1})

@@ -86,7 +86,7 @@ def test_run_ids_keep_their_value_when_the_feature_norm_keeps_the_old_behaviour(
     resolves to none, and must change when it does not."""
     from bertscope.finetune.command import COMMAND
     from bertscope.finetune.config import FinetuneConfig
-    from bertscope.studies.common import finetune_run_id
+    from bertscope.studies.store import finetune_run_id
 
     def ids(**options: str) -> tuple[str, dict]:
         config = FinetuneConfig(task="rte", **options)

@@ -30,6 +30,7 @@ from bertscope.finetune.train import EncodedSplit, TrainOptions, train_loop
 from bertscope.runs.identity import run_id
 from bertscope.studies import common
 from bertscope.studies.config import LayersConfig
+from bertscope.studies.store import finetune_run_id
 
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 
@@ -223,14 +224,14 @@ def test_sgd_runs_keep_their_identity_and_probe_runs_get_another():
     assert FinetuneConfig(task="rte", freeze="encoder").fit == "auto"  # frozen: the probe by default
     assert LayersConfig(task="rte", freeze="encoder").fit == "auto"
     assert LayersConfig(task="rte").fit == "sgd"  # a fine-tuned encoder: the training loop
-    assert common.finetune_run_id(sgd) == _old_id(sgd)
+    assert finetune_run_id(sgd) == _old_id(sgd)
     assert "fit" not in FINETUNE.identity(sgd.to_dict())
     unfrozen_auto = FinetuneConfig(task="rte", fit="auto")  # certainly the training loop: sgd, the old identity
-    assert unfrozen_auto.fit == "sgd" and common.finetune_run_id(unfrozen_auto) == _old_id(unfrozen_auto)
+    assert unfrozen_auto.fit == "sgd" and finetune_run_id(unfrozen_auto) == _old_id(unfrozen_auto)
     assert LayersConfig(task="rte", head="mlp2", freeze="encoder").fit == "sgd"
     for fit in ("auto", "converged"):
         probe = sgd.replace(fit=fit)
-        assert common.finetune_run_id(probe) != common.finetune_run_id(sgd)
+        assert finetune_run_id(probe) != finetune_run_id(sgd)
         assert FINETUNE.identity(probe.to_dict())["fit"] == fit
 
 

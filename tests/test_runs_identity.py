@@ -12,6 +12,7 @@ from bertscope.finetune.seeds import _seed_config, _stored_run
 from bertscope.runs.identity import canonical_json, run_id, run_identity
 from bertscope.studies import common, cross
 from bertscope.studies.config import CrossConfig, LayersConfig
+from bertscope.studies.store import finetune_identity, finetune_run_id
 from bertscope.sweep.spec import parse_spec
 
 OPTIONS = {"task": "rte", "max_train": 64, "epochs": 1, "dims": "random:2", "seed": 3}
@@ -41,8 +42,8 @@ def test_a_sweep_run_a_study_run_and_a_seed_with_the_same_options_share_one_id(t
     study_run = common.finetune_config(study, layer="-1")  # one run of a layers study
     seeds = FinetuneConfig(**{k: v for k, v in OPTIONS.items() if k != "seed"}, seeds="3,4", out=str(tmp_path / "s"))
     seed_run = _stored_run(FINETUNE, _seed_config(seeds, 3))
-    assert sweep_run.id == common.finetune_run_id(study_run) == seed_run.id
-    assert sweep_run.identity == common.finetune_identity(study_run) == seed_run.identity
+    assert sweep_run.id == finetune_run_id(study_run) == seed_run.id
+    assert sweep_run.identity == finetune_identity(study_run) == seed_run.identity
     assert _stored_run(FINETUNE, _seed_config(seeds, 4)).id != seed_run.id  # the seed is part of it
 
 

@@ -18,6 +18,7 @@ from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.studies import common, cross
 from bertscope.studies.common import dim_importance
 from bertscope.studies.dims import random_subset
+from bertscope.studies.store import finetune_run_id
 from conftest import study_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
@@ -277,7 +278,7 @@ def test_a_study_folder_is_a_store_that_status_report_and_retry_failed_read(smal
         failed = store.records(status="failed")[0]
     assert by_status == {"layer 0": "done", "layer 1": "failed", "layer 2": "pending"}
     assert failed.error == "out of memory, say" and "RuntimeError" in (failed.traceback or "")
-    assert failed.id == common.finetune_run_id(common.finetune_config(LAYERS.config(**options), layer="1"))
+    assert failed.id == finetune_run_id(common.finetune_config(LAYERS.config(**options), layer="1"))
     status = api.status(store=str(study_store(out)))
     assert status.by_sweep == {"layers": {"pending": 1, "running": 0, "done": 1, "failed": 1}}
     assert status.failed[0]["error"] == "out of memory, say"

@@ -295,7 +295,8 @@ def test_report_to_grammar_and_where_trackers_write():
 def test_tracker_options_change_no_run_id(tmp_path):
     """The pinned ids were computed before trackers existed: no tracker option moves them (sweep runs, study runs,
     cross stages)."""
-    from bertscope.studies import common, cross
+    from bertscope.studies import cross
+    from bertscope.studies.store import finetune_run_id
 
     def ids(extra: dict[str, Any]) -> list[str]:
         return pinned_spec_ids(tmp_path, extra)
@@ -307,7 +308,7 @@ def test_tracker_options_change_no_run_id(tmp_path):
     config = FinetuneConfig(task="rte", max_train=64)
     tracked = config.replace(report_to="tensorboard", run_name="y", log_every=5, report_dir=str(tmp_path))
     for c in (config, tracked):
-        assert common.finetune_run_id(c) == PINNED_STUDY_RUN_ID
+        assert finetune_run_id(c) == PINNED_STUDY_RUN_ID
     stage = cross._stage_id(CrossConfig(tasks="rte,mrpc", epochs=1, report_to="tensorboard", out="o"), 1)
     assert stage == PINNED_STAGE_ID
     assert api.COMMANDS["finetune"].not_identity >= TRACKING_OPTIONS

@@ -61,18 +61,16 @@ from bertscope.models import loading
 from bertscope.runs.identity import run_id, run_identity
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     execute,
     finetune_config,
     finish_study,
     model_shape,
-    run_checkpoints,
     tracked,
 )
 from bertscope.studies.config import CrossConfig
 from bertscope.studies.seed_points import comparison, point, run_seeds, seed_config
+from bertscope.studies.store import RunSpec, RunStore, run_checkpoints
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -33,8 +33,6 @@ from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.finetune.learning import REMEDY
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     dim_importance,
     draw_reference,
@@ -57,6 +55,7 @@ from bertscope.studies.seed_points import (
     seed_config,
     seed_note,
 )
+from bertscope.studies.store import RunSpec, RunStore
 
 __all__ = ["random_subset", "run_dims"]
 

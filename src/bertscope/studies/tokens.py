@@ -16,8 +16,6 @@ from bertscope.core.registry import CommandInfo, StudyPoint
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     draw_reference,
     execute,
@@ -39,6 +37,7 @@ from bertscope.studies.seed_points import (
     seed_config,
     seed_note,
 )
+from bertscope.studies.store import RunSpec, RunStore
 
 __all__ = ["run_tokens"]
 
