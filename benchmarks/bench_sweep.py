@@ -89,7 +89,7 @@ def _sweep(spec: Path, store: Path, **options: Any) -> tuple[float, Any]:
 
 def _steady_ms_per_run(store: Path) -> float:
     """Time between the first and the last committed result, per run: the per-run cost once workers are up."""
-    from bertscope.sweep.store import ResultStore
+    from bertscope.runs.store import ResultStore
 
     with ResultStore(store, create=False) as s:
         finished = sorted(r.finished for r in s.records() if r.finished is not None)

@@ -133,15 +133,26 @@ def ragged_batch(lengths: list[int], width: int, seed: int = 0, vocab: int = 90)
     return ids.masked_fill(mask == 0, 0), mask
 
 
-#: Sweep ids computed by bertscope before trackers and --attention existed: (id, legacy 0.1.0 id) per run of
-#: :func:`pinned_spec_ids`. Options that only say where or how a run goes must never move them.
-PINNED_SPEC_IDS = [("finetune-46acb4364b73", "finetune-b0f7c8e4067a"),
-                   ("finetune-ffb03f398fef", "finetune-722965232bce"),
-                   ("dims-eac7f130321e", "dims-501fd96e953d"), ("cross-2829ec6daeaf", "cross-5a0f6a9e5dc6")]
+#: Sweep ids computed by bertscope before trackers and --attention existed, one per run of :func:`pinned_spec_ids`.
+#: Options that only say where or how a run goes must never move them.
+PINNED_SPEC_IDS = ["finetune-46acb4364b73", "finetune-ffb03f398fef", "dims-eac7f130321e", "cross-2829ec6daeaf"]
+
+#: The run id of a study run with ``FinetuneConfig(task="rte", max_train=64)`` (the id a sweep's finetune run with
+#: those options has) and of stage 1 of ``CrossConfig(tasks="rte,mrpc", epochs=1)``.
+PINNED_STUDY_RUN_ID = "finetune-ad4242a0b81f"
+PINNED_STAGE_ID = "cross-ff2438b83464"
 
 
-def pinned_spec_ids(tmp_path: Path, extra: dict) -> list[tuple[str, str | None]]:
-    """(id, legacy id) of the runs of a fixed three-experiment spec with ``extra`` options added to every base."""
+def study_records(out: Path) -> list[dict]:
+    """Every finished run record of the study in ``out``, read back from its store ``OUT/runs.db``."""
+    from bertscope.runs.store import ResultStore, study_store
+
+    with ResultStore(study_store(out), create=False) as store:
+        return [store.payload(r.id) for r in store.records(status="done")]
+
+
+def pinned_spec_ids(tmp_path: Path, extra: dict) -> list[str]:
+    """The ids of the runs of a fixed three-experiment spec with ``extra`` options added to every base."""
     from bertscope.sweep.spec import parse_spec
 
     spec = {"name": "ids", "experiments": [
@@ -152,4 +163,4 @@ def pinned_spec_ids(tmp_path: Path, extra: dict) -> list[tuple[str, str | None]]
         {"command": "dims", "base": {"task": "rte", "freeze": "encoder", "k": "1,all", "feature_norm": "none",
                                      "fit": "sgd", **extra}},
         {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
-    return [(r.id, r.legacy_id) for r in parse_spec(spec, runs_dir=tmp_path).runs]
+    return [r.id for r in parse_spec(spec, runs_dir=tmp_path).runs]

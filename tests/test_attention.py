@@ -20,6 +20,8 @@ from bertscope.models.options import ATTENTION_CHOICES
 from conftest import (
     FAMILY_IDS,
     PINNED_SPEC_IDS,
+    PINNED_STAGE_ID,
+    PINNED_STUDY_RUN_ID,
     pinned_spec_ids,
     ragged_batch,
     tiny_config,
@@ -241,23 +243,22 @@ def test_attention_is_never_part_of_a_run_identity() -> None:
     assert checked >= 9  # reconstruct, compare, layer-scan, finetune, predict and the four studies
 
 
-def test_attention_moves_no_run_id_study_hash_or_legacy_id(tmp_path, monkeypatch) -> None:
-    """The ids pinned in test_tracking.py (computed before the option existed) stay, whatever --attention says."""
-    from bertscope.studies import common, cross
+def test_attention_moves_no_run_id(tmp_path) -> None:
+    """The pinned ids (computed before the option existed) stay, whatever --attention says."""
+    from bertscope.studies import cross
     from bertscope.studies.config import CrossConfig
+    from bertscope.studies.store import finetune_run_id
 
-    monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)  # the legacy study hash kept data_dir
-
-    def ids(extra: dict[str, Any]) -> list[tuple[str, str | None]]:
+    def ids(extra: dict[str, Any]) -> list[str]:
         return pinned_spec_ids(tmp_path, extra)
 
     before = PINNED_SPEC_IDS
     for attention in ATTENTION_CHOICES:
         assert ids({"attention": attention}) == before, attention
         config = FinetuneConfig(task="rte", max_train=64, attention=attention)
-        assert (common.config_hash(config), common._hash(config, legacy=True)) == ("5e9537ba60c7", "455eb5357854")
-        stage = cross._stage_hashes(CrossConfig(tasks="rte,mrpc", epochs=1, out="o", attention=attention), 1)
-        assert stage == ("77a63db0bcf6", "4b61c966ee66")
+        assert finetune_run_id(config) == PINNED_STUDY_RUN_ID
+        stage = cross._stage_id(CrossConfig(tasks="rte,mrpc", epochs=1, out="o", attention=attention), 1)
+        assert stage == PINNED_STAGE_ID
 
 
 # --- recorded in the results ------------------------------------------------------------------------------------------

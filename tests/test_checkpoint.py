@@ -18,7 +18,8 @@ from bertscope import api
 from bertscope.cli import main
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune.checkpoint import Checkpointer
-from bertscope.studies import common
+from bertscope.studies.store import finetune_run_id
+from conftest import study_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
@@ -184,7 +185,7 @@ def test_resume_options_do_not_change_run_ids_or_study_hashes(reference) -> None
     _, options = reference
     plain = FinetuneConfig(**options)
     changed = plain.replace(resume=True, keep_checkpoints=True, checkpoint_every=7)
-    assert common.config_hash(plain) == common.config_hash(changed)
+    assert finetune_run_id(plain) == finetune_run_id(changed)
     assert COMMAND.identity(plain.to_dict()) == COMMAND.identity(changed.to_dict())
     with pytest.raises(BertscopeError, match="--checkpoint-every must not be negative"):
         FinetuneConfig(**{**options, "checkpoint_every": -1})
@@ -203,7 +204,7 @@ def test_a_study_run_interrupted_mid_run_continues_from_its_checkpoint(tiny_chec
     monkeypatch.undo()
     assert steps == [3, 4, 6, 8, 3]
     folders = list((out / "runs").glob("*.ckpt"))
-    assert len(folders) == 1 and len(list((out / "runs").glob("*.json"))) == 1  # run 1 done, run 2 checkpointed
+    assert len(folders) == 1 and len(study_records(out)) == 1  # run 1 done, run 2 checkpointed
     resumed = api.layers(out=str(out), **options)
     assert not list((out / "runs").glob("*.ckpt"))
     assert resumed.table == expected.table

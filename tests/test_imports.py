@@ -9,7 +9,7 @@ How an import statement becomes edges of the graph (module -> module it makes Py
 * ``from bertscope.x import y`` is an edge to ``bertscope.x.y`` when ``y`` is a submodule of ``bertscope.x``, else to
   ``bertscope.x``; ``import bertscope.x.y`` is an edge to ``bertscope.x.y``; relative imports are resolved against
   the importing module's package first.
-* Importing a module of a sub-package (``bertscope.sweep.store``) also runs that sub-package's ``__init__``, so it is
+* Importing a module of a sub-package (``bertscope.runs.store``) also runs that sub-package's ``__init__``, so it is
   an edge to ``bertscope.sweep`` too -- unless the importer lives inside that sub-package (its ``__init__`` has
   then already started). The root package is the exception: ``bertscope/__init__.py`` runs before any submodule and
   imports ``api`` only so that ``import bertscope; bertscope.api`` works; it is not a middle floor of the house.
@@ -303,6 +303,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("core", "_version"),
     ("models",),
     ("data",),
+    ("runs",),
     ("lens",),
     ("surgery", "finetune"),
     ("studies",),

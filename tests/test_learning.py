@@ -58,7 +58,7 @@ def test_one_class_dev_predictions_are_flagged() -> None:
 def test_the_report_marks_runs_that_did_not_learn() -> None:
     from bertscope.report.context import Context
     from bertscope.report.sections import _not_learned_section
-    from bertscope.sweep.store import RunRecord
+    from bertscope.runs.store import RunRecord
 
     def record(run_id: str, command: str, metrics: dict) -> RunRecord:
         return RunRecord(id=run_id, command=command, config={}, identity={}, depends_on=(), status="done", error=None,

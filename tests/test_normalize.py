@@ -83,23 +83,21 @@ def test_standardize_learns_on_outlier_features_where_the_plain_head_stays_at_th
 
 def test_run_ids_keep_their_value_when_the_feature_norm_keeps_the_old_behaviour() -> None:
     """Runs stored before --feature-norm existed were plain heads: their ids must not change when the option
-    resolves to none, and must change (matching no old run, also under the 0.1.0 rule) when it does not."""
+    resolves to none, and must change when it does not."""
     from bertscope.finetune.command import COMMAND
     from bertscope.finetune.config import FinetuneConfig
-    from bertscope.studies.common import _hash
-    from bertscope.studies.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
+    from bertscope.studies.store import finetune_run_id
 
-    def ids(**options: str) -> tuple[str, str, dict]:
+    def ids(**options: str) -> tuple[str, dict]:
         config = FinetuneConfig(task="rte", **options)
-        legacy = legacy_values("finetune", FinetuneConfig.identity_values(config.to_dict()), SWEEP_NON_IDENTITY_0_1)
-        return _hash(config), _hash(config, legacy=True), {**COMMAND.identity(config.to_dict()), "legacy": legacy}
+        return finetune_run_id(config), COMMAND.identity(config.to_dict())
 
     old_fine_tuning = ids(freeze="none", feature_norm="none")
-    assert "feature_norm" not in old_fine_tuning[2] and "feature_norm" not in old_fine_tuning[2]["legacy"]
+    assert "feature_norm" not in old_fine_tuning[1]
     assert ids(freeze="none") == old_fine_tuning  # auto = none when fine-tuning
     frozen_plain = ids(freeze="encoder", feature_norm="none")
     frozen_auto = ids(freeze="encoder")
     assert frozen_auto == ids(freeze="encoder", feature_norm="standardize")  # auto is what it resolves to
-    assert frozen_auto[0] != frozen_plain[0] and frozen_auto[1] != frozen_plain[1]  # not an old plain-head run
-    assert frozen_auto[2]["feature_norm"] == "standardize" and frozen_auto[2]["legacy"]["feature_norm"] == "standardize"
+    assert frozen_auto[0] != frozen_plain[0]  # not an old plain-head run
+    assert frozen_auto[1]["feature_norm"] == "standardize"
     assert ids(freeze="none", feature_norm="layernorm")[0] != old_fine_tuning[0]

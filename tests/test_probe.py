@@ -3,7 +3,6 @@ features, the pipeline and study integration, and identities of runs stored befo
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -28,8 +27,10 @@ from bertscope.finetune.probe import (
     standardise,
 )
 from bertscope.finetune.train import EncodedSplit, TrainOptions, train_loop
+from bertscope.runs.identity import run_id
 from bertscope.studies import common
 from bertscope.studies.config import LayersConfig
+from bertscope.studies.store import finetune_run_id
 
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 
@@ -212,11 +213,10 @@ def test_a_frozen_study_uses_the_probe_by_default_and_records_it(tiny, tmp_path)
 # ------------------------------------------------------------------------------------------------ identities
 
 
-def _old_hash(config: FinetuneConfig) -> str:
-    """The study run hash as computed before --fit existed: every option but the result-neutral ones."""
+def _old_id(config: FinetuneConfig) -> str:
+    """The study run id as computed before --fit existed: every option but the result-neutral ones."""
     added = {"fit", "seeds", "feature_norm"}  # options added since (at their neutral values here)
-    values = {k: getattr(config, k) for k in FinetuneConfig.field_names() if k not in NOT_IDENTITY | added}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return run_id("finetune", {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY | added})
 
 
 def test_sgd_runs_keep_their_identity_and_probe_runs_get_another():
@@ -224,31 +224,23 @@ def test_sgd_runs_keep_their_identity_and_probe_runs_get_another():
     assert FinetuneConfig(task="rte", freeze="encoder").fit == "auto"  # frozen: the probe by default
     assert LayersConfig(task="rte", freeze="encoder").fit == "auto"
     assert LayersConfig(task="rte").fit == "sgd"  # a fine-tuned encoder: the training loop
-    assert common.config_hash(sgd) == _old_hash(sgd)
+    assert finetune_run_id(sgd) == _old_id(sgd)
     assert "fit" not in FINETUNE.identity(sgd.to_dict())
     unfrozen_auto = FinetuneConfig(task="rte", fit="auto")  # certainly the training loop: sgd, the old identity
-    assert unfrozen_auto.fit == "sgd" and common.config_hash(unfrozen_auto) == _old_hash(unfrozen_auto)
+    assert unfrozen_auto.fit == "sgd" and finetune_run_id(unfrozen_auto) == _old_id(unfrozen_auto)
     assert LayersConfig(task="rte", head="mlp2", freeze="encoder").fit == "sgd"
     for fit in ("auto", "converged"):
         probe = sgd.replace(fit=fit)
-        assert common.config_hash(probe) != common.config_hash(sgd)
+        assert finetune_run_id(probe) != finetune_run_id(sgd)
         assert FINETUNE.identity(probe.to_dict())["fit"] == fit
-        # a probe run cannot have been stored by bertscope 0.1.0: its legacy hash is not the sgd run's
-        assert common._hash(probe, legacy=True) != common._hash(sgd, legacy=True)
-    assert common._hash(unfrozen_auto, legacy=True) == common._hash(unfrozen_auto.replace(fit="sgd"), legacy=True)
 
 
 def test_a_frozen_study_does_not_resume_runs_trained_with_sgd(tiny, tmp_path, monkeypatch):
-    """Runs stored by an sgd study (now, or by bertscope 0.1.0 under its legacy name) are no probe runs: the default
-    (auto) study trains them again; asked for sgd, it resumes them."""
+    """Runs stored by an sgd study are no probe runs: the default (auto) study trains them again; asked for sgd, it
+    resumes them."""
     options = {**{k: v for k, v in tiny.items() if k != "max_train"}, "max_train": 40, "layers": "0,2",
                "out": str(tmp_path / "l")}
     api.layers(**options, fit="sgd")
-    runs = tmp_path / "l" / "runs"
-    for path in runs.glob("*.json"):  # rename to what bertscope 0.1.0 called them
-        record = json.loads(path.read_text())
-        config = FinetuneConfig.from_dict(record["result"]["config"])
-        path.rename(path.with_name(f"{path.name.rsplit('-', 1)[0]}-{common._hash(config, legacy=True)}.json"))
     calls = []
     real = common.HeadRunner.run
     monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.fit)

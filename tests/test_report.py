@@ -21,8 +21,8 @@ from bertscope import api
 from bertscope.cli import main
 from bertscope.core.errors import BertscopeError
 from bertscope.report import aggregate, format_cell, layer_curves
+from bertscope.runs.store import ResultStore
 from bertscope.sweep.spec import run_id
-from bertscope.sweep.store import ResultStore
 
 
 @dataclass

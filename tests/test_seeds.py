@@ -42,6 +42,21 @@ def test_finetune_seeds_writes_a_folder_per_seed_and_intervals(glue_dir, tiny_ch
     summary = json.loads((out / "seeds.json").read_text())
     assert calls == [3] and summary["reused"] == [1, 2] and summary["metrics"]["final.score"]["n"] == 3
 
+    # each seed is a run of the store OUT/runs.db, under the id a sweep's finetune run with that seed has
+    from bertscope import api
+    from bertscope.runs.store import ResultStore
+    from bertscope.sweep.spec import parse_spec
+
+    assert api.status(store=str(out / "runs.db")).by_sweep == {"seeds": {"pending": 0, "running": 0, "done": 3,
+                                                                          "failed": 0}}
+    options = {k: results[1]["config"][k] for k in ("task", "model", "max_train", "max_eval", "epochs",
+                                                     "max_length", "batch_size", "freeze")}
+    sweep = parse_spec({"command": "finetune", "base": options, "grid": {"seed": [1, 2, 3]}}, runs_dir=tmp_path).runs
+    with ResultStore(out / "runs.db", create=False) as store:
+        stored = {r.axes["seed"]: r for r in store.records(sweep="seeds")}
+        assert {s: r.id for s, r in stored.items()} == {r.options["seed"]: r.id for r in sweep}
+        assert store.payload(stored[1].id)["final_score"] == results[1]["final_score"]
+
 
 def test_finetune_seeds_option_errors(glue_dir):
     with pytest.raises(BertscopeError, match="twice"):

@@ -18,6 +18,8 @@ from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.studies import common, cross
 from bertscope.studies.common import dim_importance
 from bertscope.studies.dims import random_subset
+from bertscope.studies.store import finetune_run_id
+from conftest import study_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
@@ -42,7 +44,7 @@ def test_layers_study_on_the_default_model(small, tmp_path, monkeypatch):
         assert (out / name).is_file()
     assert {k: v.rsplit("/", 1)[-1] for k, v in result.files.items() if k in ("png", "svg", "pdf")} == {
         "png": "layers.png", "svg": "layers.svg", "pdf": "layers.pdf"}
-    assert len(list((out / "runs").glob("*.json"))) == 7
+    assert len(study_records(out)) == 7
     with open(out / "layers.csv") as handle:
         assert [int(r["layer"]) for r in csv.DictReader(handle)] == list(range(7))
     saved = json.loads((out / "layers.json").read_text())
@@ -73,7 +75,7 @@ def test_layers_study_resumes_an_interrupted_scan(small, tiny_checkpoint, tmp_pa
     monkeypatch.setattr(common.HeadRunner, "run", stop_at_third)
     with pytest.raises(KeyboardInterrupt):
         api.layers(**options)
-    assert len(list((out / "runs").glob("*.json"))) == 2 and not (out / "layers.json").exists()
+    assert len(study_records(out)) == 2 and not (out / "layers.json").exists()
     calls.clear()
     monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.layer)
                         or real(self, config, **kw))
@@ -239,38 +241,75 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
     assert not (tmp_path / "resumed" / "checkpoint").exists()
 
 
-def test_study_runs_stored_by_bertscope_0_1_resume_and_data_dir_is_not_identity(small, tiny_checkpoint, glue_dir,
-                                                                               tmp_path, monkeypatch):
-    """A study folder written before the one list of result-neutral options (its run files named by the legacy
-    hash, which covered data_dir and left device out) resumes without training; moving the GLUE folder does too."""
+def test_data_dir_is_not_identity(small, tiny_checkpoint, glue_dir, tmp_path, monkeypatch):
+    """Moving the GLUE folder names the same runs: the study resumes from its store without training."""
     out = tmp_path / "layers"
     options = dict(task="sst2", model=str(tiny_checkpoint("bert", 2)), out=str(out), **small)
     first = api.layers(**options)
-    files = sorted((out / "runs").glob("*.json"))
-    assert len(files) == 3
-    for path in files:  # rename every run file to what bertscope 0.1.0 called it
-        record = json.loads(path.read_text())
-        config = api.FinetuneConfig.from_dict(record["result"]["config"])
-        slug = path.name.rsplit("-", 1)[0]
-        path.rename(path.with_name(f"{slug}-{common._hash(config, legacy=True)}.json"))
-    assert not {p.name for p in (out / "runs").glob("*.json")} & {p.name for p in files}
     monkeypatch.setattr(common.HeadRunner, "run", _no_runs)
-    again = api.layers(**options)
-    assert [r["score"] for r in again.table] == [r["score"] for r in first.table]
-    assert all(r["resumed"] for r in again.runs)
-    assert sorted(p.name for p in (out / "runs").glob("*.json")) == [p.name for p in files]  # renamed once
     moved = tmp_path / "glue-moved"
     moved.symlink_to(glue_dir, target_is_directory=True)
-    assert [r["score"] for r in api.layers(**{**options, "data_dir": str(moved)}).table] == \
-        [r["score"] for r in first.table]
+    again = api.layers(**{**options, "data_dir": str(moved)})
+    assert [r["score"] for r in again.table] == [r["score"] for r in first.table]
+    assert all(r["resumed"] for r in again.runs)
+
+
+def test_a_study_folder_is_a_store_that_status_report_and_retry_failed_read(small, tiny_checkpoint, tmp_path,
+                                                                            monkeypatch):
+    """A study keeps its runs in OUT/runs.db, the kind of store a sweep writes: `status` and `report` read it, a
+    failed run stops the study and is named on the next start, and --retry-failed runs it again."""
+    from bertscope.runs.store import ResultStore, study_store
+    from bertscope.studies.layers import COMMAND as LAYERS
+
+    out = tmp_path / "layers"
+    options = dict(task="sst2", model=str(tiny_checkpoint("bert", 2)), out=str(out), **small)
+    real = common.HeadRunner.run
+
+    def fail_layer_1(self, config, **kw):
+        if config.layer == "1":
+            raise RuntimeError("out of memory, say")
+        return real(self, config, **kw)
+
+    monkeypatch.setattr(common.HeadRunner, "run", fail_layer_1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        api.layers(**options)
+    with ResultStore(study_store(out), create=False) as store:
+        by_status = {r.label: r.status for r in store.records(sweep="layers")}
+        failed = store.records(status="failed")[0]
+    assert by_status == {"layer 0": "done", "layer 1": "failed", "layer 2": "pending"}
+    assert failed.error == "out of memory, say" and "RuntimeError" in (failed.traceback or "")
+    assert failed.id == finetune_run_id(common.finetune_config(LAYERS.config(**options), layer="1"))
+    status = api.status(store=str(study_store(out)))
+    assert status.by_sweep == {"layers": {"pending": 1, "running": 0, "done": 1, "failed": 1}}
+    assert status.failed[0]["error"] == "out of memory, say"
+
+    # the next start names the failed run instead of training it again; --retry-failed does
+    monkeypatch.setattr(common.HeadRunner, "run", _no_runs)
+    with pytest.raises(BertscopeError, match="layers run 'layer 1' .* failed earlier: out of memory, say; pass "
+                                             "--retry-failed"):
+        api.layers(**options)
+    calls = []
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.layer)
+                        or real(self, config, **kw))
+    result = api.layers(**options, retry_failed=True)
+    assert calls == ["1", "2"] and [r["resumed"] for r in result.runs] == [True, False, False]
+    assert api.status(store=str(study_store(out))).counts == {"pending": 0, "running": 0, "done": 3, "failed": 0}
+    report = api.report(store=str(study_store(out)), out=str(tmp_path / "report"))
+    assert report.experiments == ("layers",) and report.counts["done"] == 3
+    assert "layer" in (tmp_path / "report" / "report.md").read_text()
+
+    # --overwrite starts over: a fresh store, every run trained again
+    calls.clear()
+    api.layers(**options, overwrite=True)
+    assert calls == ["0", "1", "2"]
 
 
 # ------------------------------------------------------------------------------------------------ seeds
 
 
 def _stored(out):
-    """Every run record under OUT/runs, read back from disk (independent of the study's own bookkeeping)."""
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    """Every run record of the study's store, read back from disk (independent of the study's own bookkeeping)."""
+    return study_records(out)
 
 
 def test_tokens_default_list_includes_mean():
@@ -319,18 +358,6 @@ def test_tokens_study_over_seeds_intervals_pairs_and_resume(small, tiny_checkpoi
     # More seeds: only the new seed trains.
     more = api.tokens(seeds="1,2,3", **options)
     assert trained == [3, 3] and [r["n"] for r in more.table] == [3, 3]
-
-    # A record written before seeds and dev predictions were kept still loads; its verdict is inconclusive.
-    for path in (out / "runs").glob("*.json"):
-        record = json.loads(path.read_text())
-        if record["seed"] == 1:
-            record.pop("seed")
-            record.pop("dev")
-            path.write_text(json.dumps(record))
-    old = api.tokens(seed=1, **options)
-    assert trained == [3, 3] and all(r["seed"] == 1 for r in old.runs)
-    assert old.summary["comparisons"][0]["verdict"] == "inconclusive"
-    assert old.summary["comparisons"][0]["difference"]["low"] is None
 
 
 def test_dims_study_over_seeds_pairs_k_with_all(small, tiny_checkpoint, tmp_path):

@@ -16,7 +16,7 @@ import yaml
 from bertscope import api
 from bertscope.cli import main
 from bertscope.core.errors import BertscopeError
-from bertscope.sweep.store import ResultStore
+from bertscope.runs.store import ResultStore
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))
 TESTS = str(Path(__file__).parent)
@@ -130,7 +130,7 @@ def test_worker_processes_give_the_same_results_as_serial(tmp_path):
 
 
 def test_a_second_sweep_on_the_same_store_is_refused(tmp_path):
-    from bertscope.sweep.store import StoreLock
+    from bertscope.runs.store import StoreLock
 
     spec = write_spec(tmp_path, grid={"x": [1]})
     with StoreLock(tmp_path / "r.db"), pytest.raises(BertscopeError, match="in use by a running sweep"):
@@ -151,7 +151,7 @@ def test_status_counts_slowest_and_failed(tmp_path):
     with pytest.raises(BertscopeError, match="no sweep named"):
         api.status(store=str(store), sweep="other")
     # a run left 'running': in flight while a sweep holds the store, interrupted when none does
-    from bertscope.sweep.store import StoreLock
+    from bertscope.runs.store import StoreLock
 
     with ResultStore(store) as s:
         failed_id = s.records(status="failed")[0].id
@@ -545,3 +545,17 @@ def test_a_sweep_with_plugins_runs_nothing_without_the_flag(tmp_path):
     assert not store.exists() and not log.exists()
     dry = api.sweep(spec=str(spec), store=str(store), dry_run=True)  # lists what it can: no built-in runs here
     assert dry.plan == () and dry.runs_not_loaded == 2 and dry.commands_not_loaded == ("toy",)
+
+
+def test_retrying_a_failed_study_run_retries_the_failed_runs_inside_it(tmp_path):
+    """A sweep's --retry-failed starts a failed study run with --retry-failed (no part of its id): the study then runs
+    its own failed runs again instead of stopping at them; other commands get their options unchanged."""
+    from bertscope.sweep.driver import _retrying
+    from bertscope.sweep.spec import parse_spec
+
+    study, plain = parse_spec({"experiments": [
+        {"command": "layers", "base": {"task": "rte", "layers": "0,1"}},
+        {"command": "finetune", "base": {"task": "rte"}}]}, runs_dir=tmp_path).runs
+    assert "retry_failed" not in study.identity and study.options["retry_failed"] is False
+    assert _retrying(study) == {**study.options, "retry_failed": True}
+    assert _retrying(plain) is plain.options

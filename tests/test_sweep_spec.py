@@ -59,19 +59,6 @@ def test_each_command_leaves_its_own_not_identity_options_out_of_its_id(tmp_path
     assert reader.identity["model"] == {"@run": make.id}
 
 
-def test_legacy_ids_follow_the_rule_stores_were_written_with(tmp_path):
-    """Before commands declared their own rule, every id left out the same six options, pre-steps by their id."""
-    legacy_rule = {"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite"}
-    made = {"toy-make": {"offset": 0.25, "cached": True}}
-    make, reader = parse(spec(grid={"model": [made], "x": [1]}), runs_dir=tmp_path).runs
-    assert make.legacy_id == run_id("toy-make", {"cached": True, "offset": 0.25}) != make.id
-    legacy_identity = {k: v for k, v in reader.options.items() if k not in legacy_rule}
-    assert reader.legacy_id == run_id("toy", {**legacy_identity, "model": {"@run": make.legacy_id}}) != reader.id
-    plain = parse(spec(grid={"x": [1]}), runs_dir=tmp_path).runs[0]  # the default rule is the old one
-    assert plain.legacy_id == plain.id == run_id("toy", {k: v for k, v in plain.options.items()
-                                                         if k not in legacy_rule})
-
-
 def test_sweep_and_report_never_import_the_api_or_the_cli():
     """api imports sweep and report: the other way round would be an import cycle (imports in functions too)."""
     import ast

@@ -28,7 +28,7 @@ from bertscope.finetune.tracking import (
     parse_report_to,
 )
 from bertscope.studies.config import CrossConfig
-from conftest import PINNED_SPEC_IDS, pinned_spec_ids
+from conftest import PINNED_SPEC_IDS, PINNED_STAGE_ID, PINNED_STUDY_RUN_ID, pinned_spec_ids
 
 SMALL = {"max_train": 32, "max_eval": 16, "batch_size": 8, "max_length": 32, "progress": False, "epochs": 2}
 STEPS_PER_EPOCH = 32 // 8
@@ -292,14 +292,13 @@ def test_report_to_grammar_and_where_trackers_write():
 # ------------------------------------------------------------------------------------------------ identity
 
 
-def test_tracker_options_change_no_run_id_study_hash_or_legacy_id(tmp_path, monkeypatch):
-    """The ids below were computed by the code before trackers existed: existing stores keep their ids, legacy
-    (bertscope 0.1.0) ids included, and no tracker option moves them."""
-    from bertscope.studies import common, cross
+def test_tracker_options_change_no_run_id(tmp_path):
+    """The pinned ids were computed before trackers existed: no tracker option moves them (sweep runs, study runs,
+    cross stages)."""
+    from bertscope.studies import cross
+    from bertscope.studies.store import finetune_run_id
 
-    monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)  # the legacy study hash kept data_dir
-
-    def ids(extra: dict[str, Any]) -> list[tuple[str, str | None]]:
+    def ids(extra: dict[str, Any]) -> list[str]:
         return pinned_spec_ids(tmp_path, extra)
 
     before = PINNED_SPEC_IDS
@@ -309,9 +308,9 @@ def test_tracker_options_change_no_run_id_study_hash_or_legacy_id(tmp_path, monk
     config = FinetuneConfig(task="rte", max_train=64)
     tracked = config.replace(report_to="tensorboard", run_name="y", log_every=5, report_dir=str(tmp_path))
     for c in (config, tracked):
-        assert (common.config_hash(c), common._hash(c, legacy=True)) == ("5e9537ba60c7", "455eb5357854")
-    stage = cross._stage_hashes(CrossConfig(tasks="rte,mrpc", epochs=1, report_to="tensorboard", out="o"), 1)
-    assert stage == ("77a63db0bcf6", "4b61c966ee66")
+        assert finetune_run_id(c) == PINNED_STUDY_RUN_ID
+    stage = cross._stage_id(CrossConfig(tasks="rte,mrpc", epochs=1, report_to="tensorboard", out="o"), 1)
+    assert stage == PINNED_STAGE_ID
     assert api.COMMANDS["finetune"].not_identity >= TRACKING_OPTIONS
     assert all(api.COMMANDS[s].not_identity >= TRACKING_OPTIONS for s in ("dims", "layers", "tokens", "cross"))
 

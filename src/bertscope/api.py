@@ -157,7 +157,7 @@ def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> Finetun
 
 def finetune_seeds(config: FinetuneConfig | None = None, /, **options: Any) -> SeedsResult:
     """``finetune --seeds``: one fine-tuning run per seed of ``seeds`` and each metric's interval over them."""
-    return run_finetune_seeds(_config(FinetuneConfig, config, options), run_finetune, FINETUNE_COMMAND.identity)
+    return run_finetune_seeds(_config(FinetuneConfig, config, options), run_finetune, FINETUNE_COMMAND)
 
 
 def predict(config: PredictConfig | None = None, /, **options: Any) -> PredictResult:

@@ -22,10 +22,10 @@ __all__ = ["LOCATION_OPTIONS", "NEUTRAL_VALUES", "CommandInfo", "Registry", "Stu
 
 #: Options that only say where things are, how a run looks while it runs or which kernel computes it (``attention``:
 #: sdpa and eager give the same numbers up to float rounding, tested in tests/test_attention.py): they never change
-#: a result, so they are never part of a run's identity (sweep run ids, study run hashes). Commands add their own
+#: a result, so they are never part of a run's identity (:mod:`bertscope.runs.identity`). Commands add their own
 #: (``not_identity``).
 LOCATION_OPTIONS: frozenset[str] = frozenset({"out", "progress", "data_dir", "cache_dir", "head_cache", "overwrite",
-                                              "attention"})
+                                              "retry_failed", "attention"})
 
 #: Options added after bertscope 0.1.0, each with the value that does what runs did before the option existed. An
 #: option at that value is left out of a run's identity, so adding an option never re-keys a sweep store or a study

@@ -265,7 +265,7 @@ def run_command(config: FinetuneConfig) -> Any:
     if config.seeds is not None:
         from bertscope.finetune.seeds import run_finetune_seeds
 
-        return run_finetune_seeds(config, run_finetune, COMMAND.identity)
+        return run_finetune_seeds(config, run_finetune, COMMAND)
     return run_finetune(config)
 
 

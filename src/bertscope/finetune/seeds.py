@@ -2,15 +2,19 @@
 
 Each seed is a plain ``finetune`` run with ``--seed s`` written to ``OUT/seed-<s>/`` (results.json,
 predictions.csv, model/ with --save-model, exactly as one run writes them); ``OUT/seeds.json`` holds every final
-metric over the seeds (:func:`bertscope.core.stats.summarize`: Student t). A seed whose ``results.json`` is already there
-with the same options is read back instead of trained again, so adding a seed to the list only trains the new one
-(``--overwrite`` trains them all again). In a sweep, the ``seed:`` axis does the same across runs.
+metric over the seeds (:func:`bertscope.core.stats.summarize`: Student t). Each seed is also a run of the study's
+result store ``OUT/runs.db`` (:mod:`bertscope.runs.store`, named by :mod:`bertscope.runs.identity`: the id a sweep's
+``finetune`` run with that seed has). A seed finished there with the same options is read back instead of trained
+again, so adding a seed to the list only trains the new one (``--overwrite`` trains them all again); ``bertscope
+status``/``report --store OUT/runs.db`` read it. In a sweep, the ``seed:`` axis does the same across runs.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+import contextlib
+import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +22,19 @@ from typing import Any
 from bertscope.core import stats
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_seed_list
-from bertscope.core.results import environment_info, write_json_atomic
+from bertscope.core.registry import CommandInfo
+from bertscope.core.results import environment_info, to_jsonable, write_json_atomic
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.tracking import default_run_name, parse_report_to
+from bertscope.runs.identity import run_id, run_identity
+from bertscope.runs.store import ResultStore, StoredRun, StoreLock, study_store
 
 __all__ = ["SEEDS_FORMAT", "SeedsResult", "final_metrics", "run_finetune_seeds", "seed_folder"]
 
 SEEDS_FORMAT = "bertscope-seeds/1"
+
+#: The name of ``finetune --seeds`` in its store (the sweep and experiment its seeds belong to).
+SEEDS_STUDY = "seeds"
 
 
 def seed_folder(out: str | Path, seed: int) -> Path:
@@ -94,48 +104,40 @@ def _seed_config(config: FinetuneConfig, seed: int) -> FinetuneConfig:
     return config.replace(**changes)
 
 
-def _finished(config: FinetuneConfig, identity: Callable[[Mapping[str, Any]], dict[str, Any]]
-              ) -> dict[str, Any] | None:
-    """The seed's results.json when it is complete and was run with the same options (else None, or an error)."""
-    if config.out is None or config.overwrite:
-        return None
-    path = Path(config.out) / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None  # unreadable: run it again (finetune moves it aside with --overwrite semantics below)
-    if not payload.get("complete"):
-        return None
-    stored = identity({k: v for k, v in (payload.get("config") or {}).items() if k != "seeds"})
-    wanted = identity({k: v for k, v in config.to_dict().items() if k != "seeds"})
-    if stored != wanted:
-        raise BertscopeError(f"{path} was written with other options; choose another --out or pass --overwrite")
-    return payload
-
-
 def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneConfig], Any],
-                       identity: Callable[[Mapping[str, Any]], dict[str, Any]]) -> SeedsResult:
-    """Run ``config`` once per seed of ``config.seeds`` (reusing finished seeds in ``OUT/seed-<s>``).
+                       info: CommandInfo) -> SeedsResult:
+    """Run ``config`` once per seed of ``config.seeds`` (reusing seeds finished in ``OUT/runs.db``).
 
-    ``run_finetune`` runs one seed and ``identity`` says which options a stored seed must share (the ``finetune``
-    command's; handed in, so this module sits below the command that calls it)."""
+    ``run_finetune`` runs one seed and ``info`` is the ``finetune`` command (whose identity names each seed's run;
+    handed in, so this module sits below the command that calls it)."""
     if config.seeds is None:
         raise BertscopeError("finetune --seeds needs a seed list, e.g. 1,2,3")
     seeds = parse_seed_list(config.seeds, option="--seeds")
+    configs = {seed: _seed_config(config, seed) for seed in seeds}
+    runs = {seed: _stored_run(info, one) for seed, one in configs.items()}
     folders: dict[int, str | None] = {}
     per_seed: dict[int, dict[str, float]] = {}
     reused: list[int] = []
-    for seed in seeds:
-        one = _seed_config(config, seed)
-        payload = _finished(one, identity)
-        if payload is None:
-            payload = run_finetune(one.replace(overwrite=config.overwrite)).to_dict()
-        else:
-            reused.append(seed)
-        folders[seed] = one.out
-        per_seed[seed] = final_metrics(payload)
+    path = None if config.out is None else study_store(config.out)
+    with contextlib.ExitStack() as stack:
+        store = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(StoreLock(path))
+            store = stack.enter_context(ResultStore(path))
+            store.register(SEEDS_STUDY, to_jsonable(config.to_dict()), None, list(runs.values()))
+            store.reset_interrupted()
+        for seed in seeds:
+            one, rid = configs[seed], runs[seed].id
+            payload = None
+            if store is not None and not config.overwrite and store.status_of([rid]).get(rid) == "done":
+                payload = store.payload(rid)
+            if payload is None:
+                payload = _run_one(store, rid, run_finetune, one.replace(overwrite=config.overwrite))
+            else:
+                reused.append(seed)
+            folders[seed] = one.out
+            per_seed[seed] = final_metrics(payload)
     names = list(dict.fromkeys(name for seed in seeds for name in per_seed[seed]))
     intervals = {name: stats.summarize([per_seed[s].get(name) for s in seeds]) for name in names}
     result = SeedsResult(config=config, seeds=seeds, folders=folders, per_seed=per_seed, intervals=intervals,
@@ -143,3 +145,30 @@ def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneC
     if config.out is not None:
         write_json_atomic(Path(config.out) / "seeds.json", result.to_dict())
     return result
+
+
+def _stored_run(info: CommandInfo, one: FinetuneConfig) -> StoredRun:
+    """One seed as a run of the store: ``finetune``'s identity and id, the seed as its axis."""
+    identity = run_identity(info, one.to_dict())
+    return StoredRun(id=run_id(info.name, identity), command=info.name, options=to_jsonable(one.to_dict()),
+                     identity=identity, experiment=SEEDS_STUDY, axes={"seed": one.seed}, label=f"seed-{one.seed}")
+
+
+def _run_one(store: ResultStore | None, rid: str, run: Callable[[FinetuneConfig], Any],
+             one: FinetuneConfig) -> dict[str, Any]:
+    """Train one seed (``run(one)``), committing its outcome to ``store`` (failed, with its error, or done with its
+    payload)."""
+    if store is not None:
+        store.mark_running(rid)
+    start = time.perf_counter()
+    try:
+        payload: dict[str, Any] = to_jsonable(run(one).to_dict())
+    except Exception as exc:
+        if store is not None:
+            store.mark_failed(rid, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                              traceback=traceback.format_exc(), duration=time.perf_counter() - start)
+        raise
+    if store is not None:
+        store.mark_done(rid, metrics=final_metrics(payload), payload=payload, duration=time.perf_counter() - start,
+                        worker=None, environment=payload.get("environment"))
+    return payload

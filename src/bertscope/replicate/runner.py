@@ -26,10 +26,10 @@ from bertscope.replicate.claims import Claim, RunRow, claims_for
 from bertscope.replicate.claims_files import claims_markdown, claims_payload, learned_cell, write_claims
 from bertscope.replicate.config import ReplicateConfig
 from bertscope.replicate.protocols import PAPERS, Protocol, protocol
+from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.config import SweepConfig
 from bertscope.sweep.driver import SweepResult, run_sweep
-from bertscope.sweep.store import ResultStore, RunRecord
 
 __all__ = ["COMMAND", "ReplicateResult", "protocol_of", "rows_from_store", "run_replicate"]
 

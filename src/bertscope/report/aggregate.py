@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bertscope.core.stats import t_interval
-from bertscope.sweep.store import RunRecord
+from bertscope.runs.store import RunRecord
 
 __all__ = ["REPLICATE_AXES", "REPLICATE_AXIS", "aggregate", "axis_values", "condition_axes", "describe",
            "format_cell", "main_metric", "metric_stats", "split_by"]

@@ -36,8 +36,8 @@ from bertscope.report.sections import (
     summary_metrics,
     summary_section,
 )
+from bertscope.runs.store import STATUSES, ResultStore, RunRecord
 from bertscope.sweep.plugins import commands
-from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
 __all__ = ["COMMAND", "ReportResult", "build_report"]
 

@@ -16,7 +16,8 @@ class ReportConfig(Config):
 
     command = "report"
 
-    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`", metavar="DB")
+    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`, or a study's OUT/runs.db",
+                     metavar="DB")
     out: str = opt("report", "output folder: report.md, report.html, plots/ (PNG, SVG, PDF) and tables/ (CSV, LaTeX)", metavar="DIR")
     sweep: str | None = opt(None, "only this sweep (its spec's name); default: every sweep in the store")
     title: str | None = opt(None, "report title (default: the store's file name)")

@@ -21,9 +21,9 @@ from bertscope.data import glue
 from bertscope.data.baselines import Baseline, describe, dev_provenances, task_baseline
 from bertscope.data.labels import metric_name, model_name, task_name
 from bertscope.models.options import ModelOptions
+from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.plugins import commands
-from bertscope.sweep.store import ResultStore, RunRecord
 
 __all__ = ["Context", "experiment_context", "row_tasks", "task_key"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bertscope.core.figures import BASELINE_COLOR, BASELINE_STYLE, save_figure
 from bertscope.report.aggregate import axis_values, metric_stats
-from bertscope.sweep.store import RunRecord
+from bertscope.runs.store import RunRecord
 
 __all__ = ["Plots", "figure", "grouped_bars", "heatmap"]
 

@@ -51,8 +51,8 @@ from bertscope.report.config import ReportConfig
 from bertscope.report.context import Context, row_tasks, task_key
 from bertscope.report.document import Section
 from bertscope.report.plots import Plots, figure, grouped_bars, heatmap
+from bertscope.runs.store import STATUSES, ResultStore, RunRecord
 from bertscope.sweep.plugins import commands
-from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
 __all__ = ["aggregate_rows", "experiment_sections", "is_study", "layer_curves", "overview_section",
            "summary_metrics", "summary_section"]

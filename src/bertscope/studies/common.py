@@ -1,11 +1,14 @@
-"""What every paper-2 study shares: a list of runs, a resumable per-run store, a runner with the cached fast path,
+"""What every paper-2 study shares: a list of runs, their result store, a runner with the cached fast path,
 and the result object / files (one JSON with every run, a CSV table, a plot as PNG, SVG and PDF) with the plots'
 shared labels (the task and model in the title, the task's GLUE score in words, its majority-class line).
 
-A study is a loop over :class:`RunSpec` s, each one fine-tuning configuration (a :class:`FinetuneConfig`). Each
-finished run is written at once, atomically, to ``OUT/runs/<run id>-<config hash>.json``; running the same command
-again loads finished runs instead of training them (the hash covers every option that changes the numbers, so a run
-with other options is never mistaken for a finished one). ``--overwrite`` starts over.
+A study is a fixed grid plus a summary: a loop over :class:`~bertscope.studies.store.RunSpec` s, each one
+fine-tuning configuration (a :class:`FinetuneConfig`). Its runs are kept in the same kind of store as a sweep's,
+``OUT/runs.db`` (:mod:`bertscope.studies.store` over :mod:`bertscope.runs.store`), named by the one run identity
+(:mod:`bertscope.runs.identity`: a study's run has the id a sweep's ``finetune`` run with the same options has). Each finished run is committed at once; running the same
+command again loads finished runs instead of training them, a run that failed is reported (``--retry-failed`` runs
+it again) and ``--overwrite`` starts over. ``bertscope status --store OUT/runs.db`` and ``bertscope report --store
+OUT/runs.db`` read a study's folder as they read a sweep's store.
 
 :class:`HeadRunner` runs a configuration through the one fine-tuning pipeline (:mod:`bertscope.finetune.pipeline`), exactly as
 ``finetune`` would. With a fully frozen encoder (``--freeze encoder``) and ``--cache-features`` (the studies' default)
@@ -15,10 +18,6 @@ the whole study costs one encoder pass (same seed, same numbers as live runs).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,14 +27,12 @@ from typing import Any
 import torch
 
 from bertscope.core.device import resolve_device
-from bertscope.core.errors import BertscopeError
 from bertscope.core.figures import draw_baseline, figure_paths, save_figure
 from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.data import glue
 from bertscope.data.baselines import Baseline, dev_provenances, task_baseline
 from bertscope.data.labels import metric_name, model_name, task_name
-from bertscope.finetune.checkpoint import Checkpointer, identity
-from bertscope.finetune.command import COMMAND as FINETUNE
+from bertscope.finetune.checkpoint import Checkpointer
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.features import DEFAULT_TOKENS, cache_root
 from bertscope.finetune.head import SelectingHead
@@ -52,15 +49,12 @@ from bertscope.finetune.pipeline import (
 from bertscope.finetune.result import FinetuneResult
 from bertscope.finetune.tracking import default_run_name, parse_report_to
 from bertscope.models import families, loading
-from bertscope.studies.legacy import STUDY_NOT_HASHED_0_1, legacy_values
 from bertscope.studies.seed_points import dev_record
+from bertscope.studies.store import RunSpec, RunStore, run_checkpoints
 
 __all__ = [
     "HeadRunner",
-    "RunSpec",
-    "RunStore",
     "StudyResult",
-    "config_hash",
     "dim_importance",
     "draw_reference",
     "execute",
@@ -68,28 +62,10 @@ __all__ = [
     "model_shape",
     "not_learned",
     "plot_title",
-    "run_checkpoints",
     "score_label",
     "summarise",
     "tracked",
 ]
-
-#: Options that drive several runs and are never set on one run (so never part of a run's hash).
-_DRIVER_OPTIONS = frozenset({"seeds"})
-
-
-def _hash(config: FinetuneConfig, *, legacy: bool = False) -> str:
-    """The run hash: over finetune's identity, or (``legacy``) as bertscope 0.1.0 computed it (:mod:`legacy`)."""
-    values = {k: getattr(config, k) for k in FinetuneConfig.field_names() if k not in _DRIVER_OPTIONS}
-    values = (legacy_values("finetune", FinetuneConfig.identity_values(values), STUDY_NOT_HASHED_0_1) if legacy
-              else FINETUNE.identity(values))
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def config_hash(config: FinetuneConfig) -> str:
-    """Short hash of the fine-tuning options that determine a run's result (``finetune``'s identity)."""
-    return _hash(config)
-
 
 def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
     """The plain :class:`FinetuneConfig` of one run: the study's fine-tuning options with ``changes``.
@@ -122,79 +98,7 @@ def model_shape(config: FinetuneConfig) -> tuple[int, int]:
     return families.num_layers(model_config), families.hidden_size(model_config)
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of a study: a readable id (unique in the study), its table columns and its fine-tuning options."""
-
-    run_id: str
-    params: dict[str, Any]
-    config: FinetuneConfig
-
-
-class RunStore:
-    """One JSON per finished run under ``OUT/runs``; nothing is stored when ``out`` is None."""
-
-    def __init__(self, out: str | Path | None, *, fresh: bool = False) -> None:
-        self.folder = None if out is None else Path(out) / "runs"
-        if self.folder is not None:
-            if self.folder.parent.exists() and not self.folder.parent.is_dir():
-                raise BertscopeError(f"--out {self.folder.parent} exists and is not a folder")
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if fresh:
-                for path in self.folder.glob("*.json"):
-                    path.unlink()
-                for path in self.folder.glob("*.ckpt"):  # checkpoints of interrupted runs (run_checkpoints)
-                    shutil.rmtree(path, ignore_errors=True)
-
-    def path(self, spec: RunSpec, *, legacy: bool = False) -> Path | None:
-        """``OUT/runs/<run id>-<config hash>.json`` (``legacy``: the hash as bertscope 0.1.0 computed it)."""
-        if self.folder is None:
-            return None
-        slug = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", spec.run_id).strip("_")[:80]
-        digest = _hash(spec.config, legacy=legacy)
-        return self.folder / f"{slug}-{digest}.json"
-
-    def load(self, spec: RunSpec) -> dict[str, Any] | None:
-        """The finished run's record, or None. A record stored under its legacy name is renamed to the current one
-        first (same options, same numbers: only the list of result-neutral options changed)."""
-        path, legacy = self.path(spec), self.path(spec, legacy=True)
-        if path is None or legacy is None:
-            return None
-        if not path.is_file() and legacy != path and legacy.is_file():
-            legacy.replace(path)
-        if not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None  # unreadable: run again (files are written atomically, so this is rare)
-        if not record.get("complete"):
-            return None
-        # metric names of bertscope 0.1.0 (mcc, spearman, score) read as `evaluate` writes them
-        record["final"] = {split: glue.canonical_metrics(values) for split, values in (record.get("final") or {}).items()}
-        return record
-
-    def save(self, spec: RunSpec, record: dict[str, Any]) -> None:
-        path = self.path(spec)
-        if path is not None:
-            write_json_atomic(path, record)
-
-
 # ------------------------------------------------------------------------------------------------ running
-
-
-def run_checkpoints(store: RunStore, spec: RunSpec, **extra_identity: Any) -> Checkpointer | None:
-    """The checkpoints of one study run, ``OUT/runs/<run id>-<hash>.ckpt`` (none without ``--out``): an interrupted
-    run continues from there the next time the study is started. ``extra_identity``: what else its numbers depend
-    on (``cross``: the stages before it). A checkpoint of other options is discarded (the hash makes that rare)."""
-    path = store.path(spec)
-    if path is None:
-        return None
-    checkpoints = Checkpointer(path.with_suffix(".ckpt"), {**identity(spec.config, FINETUNE.not_identity),
-                                                            **extra_identity})
-    if checkpoints.changed():
-        checkpoints.remove()
-    return checkpoints
 
 
 class HeadRunner:
@@ -290,27 +194,29 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
     if len(set(ids)) != len(ids):
         raise ValueError("run ids of a study must be unique")
     records = []
+    store.register(specs)
     bar = tqdm(specs, desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
-    for spec in bar:
-        record = store.load(spec)
-        if record is None:
-            start = time.perf_counter()
-            needs_head = want_head is not None and want_head(spec)
-            checkpoints = run_checkpoints(store, spec)
-            result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head,
-                                      checkpoints=checkpoints)
-            extra = on_head(spec, head) if (needs_head and head is not None and on_head is not None) else None
-            record = run_record(spec, result, cached=runner.is_cached(spec.config),
-                                seconds=time.perf_counter() - start, extra=extra, labels=runner.last_labels)
-            store.save(spec, record)
-            if checkpoints is not None and not spec.config.keep_checkpoints:
-                checkpoints.remove()
-            record["resumed"] = False
-        else:
-            record["resumed"] = True
-            record.setdefault("seed", spec.config.seed)  # records written before seeds were kept
-        bar.set_postfix(score=f"{record['score']:.4f}")
-        records.append(record)
+    with store.held():
+        for spec in bar:
+            record = store.load(spec)
+            if record is None:
+                start = time.perf_counter()
+                needs_head = want_head is not None and want_head(spec)
+                checkpoints = run_checkpoints(store, spec)
+                with store.running(spec):
+                    result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head,
+                                              checkpoints=checkpoints)
+                    extra = on_head(spec, head) if (needs_head and head is not None and on_head is not None) else None
+                    record = run_record(spec, result, cached=runner.is_cached(spec.config),
+                                        seconds=time.perf_counter() - start, extra=extra, labels=runner.last_labels)
+                store.save(spec, record)
+                if checkpoints is not None and not spec.config.keep_checkpoints:
+                    checkpoints.remove()
+                record["resumed"] = False
+            else:
+                record["resumed"] = True
+            bar.set_postfix(score=f"{record['score']:.4f}")
+            records.append(record)
     bar.close()
     return records
 

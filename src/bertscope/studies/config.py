@@ -20,8 +20,10 @@ class StudyOptions(FinetuneConfig):
 
     cache_features: bool = opt(True, "with --freeze encoder: train every run's head on cached token vectors (one "
                                      "encoder pass for the whole study, same numbers as without)")
-    overwrite: bool = opt(False, "start over: discard the finished runs in OUT/runs (default: resume, skipping "
+    overwrite: bool = opt(False, "start over: discard the finished runs in OUT/runs.db (default: resume, skipping "
                                  "finished runs)")
+    retry_failed: bool = opt(False, "run again the runs that failed in an earlier start (default: a failed run "
+                                    "stops the study, naming it)")
     # ---- seeds and statistics (issue 11, item 4)
     tolerance: float = opt(0.01, "an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a "
                                  "task after later stages vs after its own) is supported when the 95 percent "

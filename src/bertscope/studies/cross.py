@@ -15,14 +15,14 @@ forgotten); ``transfer[t]`` = score of *t* learnt in sequence minus learnt alone
 current encoder, frozen (one cached encoder pass per task and stage): it separates "the information is gone" from
 "the old head no longer fits". Assumption (paper silent): earlier heads are never updated by later stages.
 
-Resuming: every stage's evaluation is saved as it finishes in ``OUT/runs``, and with ``--keep-checkpoint`` the encoder
+Resuming: every stage's evaluation is committed as it finishes to the study's store ``OUT/runs.db`` (a stage is a
+run of its own, named by the options and the tasks up to it), and with ``--keep-checkpoint`` the encoder
 and heads after the latest stage in ``OUT/checkpoint``; a re-run continues after the last finished stage (without a
 checkpoint it trains the stages again, deterministically).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -58,21 +58,19 @@ from bertscope.finetune.pipeline import (
 )
 from bertscope.finetune.train import EncoderRepresentation, evaluate
 from bertscope.models import loading
+from bertscope.runs.identity import run_id, run_identity
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     execute,
     finetune_config,
     finish_study,
     model_shape,
-    run_checkpoints,
     tracked,
 )
 from bertscope.studies.config import CrossConfig
-from bertscope.studies.legacy import CROSS_STAGE_SKIP_0_1, legacy_values
 from bertscope.studies.seed_points import comparison, point, run_seeds, seed_config
+from bertscope.studies.store import RunSpec, RunStore, run_checkpoints
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -117,23 +115,21 @@ def _task_config(config: CrossConfig, task: str, dims: tuple[int, ...], **change
                            **{"cache_features": False, **changes})
 
 
-#: The multi-seed options: never set on one seed's stages, so never part of a stage hash.
+#: The multi-seed options: never set on one seed's stages, so never part of a stage's identity.
 _SEED_DRIVER = frozenset({"seeds", "tolerance"})
 
 
-def _stage_hash(config: CrossConfig, stage: int, *, legacy: bool = False) -> str:
-    """Hash of what determines stages 1..``stage``: every option that changes results, and the tasks so far."""
-    options = CrossConfig.identity_values(config.to_dict())
-    values = (legacy_values("cross", options, CROSS_STAGE_SKIP_0_1) if legacy
-              else {k: v for k, v in COMMAND.identity(options).items()
-                    if k not in {"single_task", "tasks"} | _SEED_DRIVER})
+def _stage_identity(config: CrossConfig, stage: int) -> dict[str, Any]:
+    """What determines stages 1..``stage``: every option of ``cross`` that changes results, and the tasks so far."""
+    values = {k: v for k, v in run_identity(COMMAND, config.to_dict()).items()
+              if k not in {"single_task", "tasks"} | _SEED_DRIVER}
     values["tasks_so_far"] = list(parse_name_list(config.tasks, option="--tasks"))[:stage]
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return values
 
 
-def _stage_hashes(config: CrossConfig, stage: int) -> tuple[str, str]:
-    """The current and the legacy stage hash (a store written by bertscope 0.1.0 resumes)."""
-    return _stage_hash(config, stage), _stage_hash(config, stage, legacy=True)
+def _stage_id(config: CrossConfig, stage: int) -> str:
+    """The run id of stage ``stage`` (the one run identity, :mod:`bertscope.runs.identity`)."""
+    return run_id(COMMAND.name, _stage_identity(config, stage))
 
 
 def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfig, device: torch.device,
@@ -172,7 +168,7 @@ def run_cross(config: CrossConfig) -> StudyResult:
     if len(set(names)) != len(names):
         raise BertscopeError(f"--tasks lists a task twice: {','.join(names)}")
     depth, hidden = model_shape(config)
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     out = None if config.out is None else Path(config.out)
     checkpoint = None if out is None else out / "checkpoint"
     if config.overwrite and checkpoint is not None and checkpoint.exists():
@@ -199,12 +195,21 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
             single[record["task"]] = record
 
     # ---- the stages
-    device = resolve_device(config.device)
     stage_specs = [RunSpec(f"stage {s} {names[s - 1]}", {"kind": "stage", "stage": s, "task": names[s - 1]},
-                           _task_config(config, names[s - 1], dims[s - 1])) for s in range(1, len(names) + 1)]
+                           _task_config(config, names[s - 1], dims[s - 1]), command=COMMAND.name,
+                           identity=_stage_identity(config, s)) for s in range(1, len(names) + 1)]
+    store.register(stage_specs)
+    with store.held():
+        return dims, single, _stages(config, names, dims, store, checkpoint, stage_specs)
+
+
+def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], store: RunStore,
+            checkpoint: Path | None, stage_specs: list[RunSpec]) -> dict[int, dict[str, Any]]:
+    """The stage records of one seed: loaded where finished, trained from the last checkpoint (or stage 1) on."""
+    device = resolve_device(config.device)
     stage_records: dict[int, dict[str, Any]] = {}
     for s, spec in enumerate(stage_specs, start=1):
-        loaded_record = _load_stage(store, spec, config, s)
+        loaded_record = _load_stage(store, spec)
         if loaded_record is None:
             break
         stage_records[s] = loaded_record
@@ -236,8 +241,9 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
                                    stage_specs[s - 1].run_id)
             run = prepare(stage_config if loaded is not None else stage_config.replace(model=source),
                           Shared(tokenizer=tokenizer, loaded=loaded, data=task.data))
-            run.checkpoints = run_checkpoints(store, stage_specs[s - 1], stage_hash=_stage_hash(config, s))
-            history = run.train()
+            run.checkpoints = run_checkpoints(store, stage_specs[s - 1], stage=_stage_id(config, s))
+            with store.running(stage_specs[s - 1]):
+                history = run.train()
             loaded = run.loaded
             heads[task.info.name] = run.trained_head
             layers = run.selection.layers
@@ -258,12 +264,12 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
                       "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,
                       "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
                       "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
-                      "stage_hash": _stage_hash(config, s), "cached": False, "seed": config.seed, "dev": dev,
+                      "stage_id": _stage_id(config, s), "cached": False, "seed": config.seed, "dev": dev,
                       "attention": run.loaded.attention,
                       "data": {"train": task.data.train_split.provenance(),
                                "eval": {k: v.provenance() for k, v in task.data.eval_sets.items()}}}
             if checkpoint is not None and config.keep_checkpoint and s < len(names):
-                _save_checkpoint(checkpoint, run.model, heads, s, _stage_hash(config, s))
+                _save_checkpoint(checkpoint, run.model, heads, s, _stage_id(config, s))
             store.save(stage_specs[s - 1], record)
             if run.checkpoints is not None and not config.keep_checkpoints:
                 run.checkpoints.remove()
@@ -271,7 +277,7 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
             stage_records[s] = record
         if checkpoint is not None and checkpoint.exists():
             shutil.rmtree(checkpoint, ignore_errors=True)  # the study is complete: the matrix is on disk
-    return dims, single, stage_records
+    return stage_records
 
 
 def _cell(record: dict[str, Any], name: str, evals: str = "evals") -> dict[str, Any] | None:
@@ -380,12 +386,10 @@ def _matrix(config: CrossConfig, names: list[str], seeds: tuple[int, ...],
                               + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), row_key="stage")
 
 
-def _load_stage(store: RunStore, spec: RunSpec, config: CrossConfig, stage: int) -> dict[str, Any] | None:
-    record = store.load(spec)
-    if record is None or record.get("stage_hash") not in _stage_hashes(config, stage):
-        return None
-    record["resumed"] = True
-    record.setdefault("seed", config.seed)  # stages stored before seeds were kept
+def _load_stage(store: RunStore, spec: RunSpec) -> dict[str, Any] | None:
+    record = store.load(spec)  # found under the stage's id: the same options and tasks so far
+    if record is not None:
+        record["resumed"] = True
     return record
 
 
@@ -400,20 +404,20 @@ def _resume_point(checkpoint: Path | None, config: CrossConfig, done: int) -> in
         state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return 1
-    if state.get("stage") == done and state.get("stage_hash") in _stage_hashes(config, done):
+    if state.get("stage") == done and state.get("stage_id") == _stage_id(config, done):
         return done + 1
     return 1
 
 
 def _save_checkpoint(folder: Path, model: PreTrainedModel, heads: dict[str, SelectingHead], stage: int,
-                     stage_hash: str) -> None:
+                     stage_id: str) -> None:
     """Encoder + heads after ``stage``, written beside the old checkpoint and swapped in when complete."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "encoder")
     for name, head in heads.items():
         head.save(tmp / "heads" / name)
-    write_json_atomic(tmp / "state.json", {"stage": stage, "stage_hash": stage_hash})
+    write_json_atomic(tmp / "state.json", {"stage": stage, "stage_id": stage_id})
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

@@ -33,8 +33,6 @@ from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.finetune.learning import REMEDY
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     dim_importance,
     draw_reference,
@@ -57,6 +55,7 @@ from bertscope.studies.seed_points import (
     seed_config,
     seed_note,
 )
+from bertscope.studies.store import RunSpec, RunStore
 
 __all__ = ["random_subset", "run_dims"]
 
@@ -79,7 +78,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
         return _run_find_effective(config)
     depth, hidden = model_shape(config)
     ks = list(parse_k_list(config.k, hidden))
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []
@@ -163,7 +162,7 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
     ranking: list[int] | None = None
     if config.rank_by == "weights":
         if "dim_importance" not in full:
-            raise BertscopeError(f"{store.path(_full_spec(config, hidden))} has no dim_importance; rerun with "
+            raise BertscopeError(f"{store.where(_full_spec(config, hidden))} has no dim_importance; rerun with "
                                  "--overwrite")
         ranking = sorted(range(hidden), key=lambda d: -full["dim_importance"][d])
     elif config.rank_by == "variance":
@@ -183,7 +182,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     _, hidden = model_shape(config)
     if config.start > hidden:
         raise BertscopeError(f"--start {config.start} exceeds the hidden size {hidden}")
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     starts = [random_subset(hidden, config.start, config.seed, r, salt="effective") for r in range(config.start_subsets)]
 

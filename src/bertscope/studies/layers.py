@@ -16,8 +16,6 @@ from bertscope.core.registry import CommandInfo, StudyPoint
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     draw_reference,
     execute,
@@ -40,6 +38,7 @@ from bertscope.studies.seed_points import (
     seed_config,
     seed_note,
 )
+from bertscope.studies.store import RunSpec, RunStore
 
 __all__ = ["run_layers"]
 
@@ -47,7 +46,7 @@ __all__ = ["run_layers"]
 def run_layers(config: LayersConfig) -> StudyResult:
     depth, hidden = model_shape(config)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []

@@ -3,8 +3,8 @@
 A study with ``--seeds 1,2,3`` is the union of the same study run with ``--seed 1``, ``--seed 2`` and ``--seed 3``
 (:func:`seed_config`): the seed drives everything it drives in one run (data subsets, random dimension subsets,
 initialisation, batch order), so the runs of a seed are exactly the runs of the single-seed study and its finished
-run records (``OUT/runs/<run id>-<hash>.json``, the hash covers the seed) are shared by both. A study without
-``--seeds`` runs its one ``--seed`` as before (same runs, same hashes).
+run records (in ``OUT/runs.db``, under the run's id, which covers the seed) are shared by both. A study without
+``--seeds`` runs its one ``--seed`` as before (same runs, same ids).
 
 Every reported point carries mean, sample std, n (seeds) and a 95% interval (:func:`bertscope.core.stats.summarize`);
 every comparison a claim rests on is a paired difference over seeds (:func:`comparison`) with a verdict

@@ -16,8 +16,6 @@ from bertscope.core.registry import CommandInfo, StudyPoint
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.studies.common import (
     HeadRunner,
-    RunSpec,
-    RunStore,
     StudyResult,
     draw_reference,
     execute,
@@ -39,13 +37,14 @@ from bertscope.studies.seed_points import (
     seed_config,
     seed_note,
 )
+from bertscope.studies.store import RunSpec, RunStore
 
 __all__ = ["run_tokens"]
 
 
 def run_tokens(config: TokensConfig) -> StudyResult:
     tokens = list(parse_token_list(config.tokens, option="--tokens"))
-    store = RunStore(config.out, fresh=config.overwrite)
+    store = RunStore.of(config)
     runner = HeadRunner(tokens, progress=config.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []

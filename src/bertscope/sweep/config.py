@@ -66,7 +66,8 @@ class StatusConfig(Config):
 
     command = "status"
 
-    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`", metavar="DB")
+    store: str = opt("results.db", "SQLite result store written by `bertscope sweep`, or a study's OUT/runs.db",
+                     metavar="DB")
     sweep: str | None = opt(None, "only this sweep (its spec's name); default: every run in the store")
     slowest: int = opt(5, "how many of the slowest finished runs to list")
     failed: int = opt(20, "how many failed runs to list (with their errors)")

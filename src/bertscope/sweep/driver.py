@@ -1,7 +1,6 @@
 """The sweep driver: run every not-yet-done run of a spec and commit each outcome to the result store.
 
-``run_sweep`` holds the store's lock, re-keys runs the store holds under their legacy id (:mod:`.migrate`),
-records the spec's runs as pending, resets runs a dead sweep left ``running``, skips runs already done (and failed
+``run_sweep`` holds the store's lock, records the spec's runs as pending, resets runs a dead sweep left ``running``, skips runs already done (and failed
 ones unless asked), hands the rest to an executor as their pre-steps finish, and commits each outcome as it
 arrives. Killing it at any moment loses only the runs in flight, which the next invocation starts again; ids are
 deterministic, so nothing is ever duplicated. Stopped by SIGTERM or Ctrl-C, it stops its workers (SIGTERM, then
@@ -19,11 +18,10 @@ from typing import Any
 
 from bertscope.core.errors import Terminated
 from bertscope.core.registry import CommandInfo
+from bertscope.runs.store import STATUSES, ResultStore
 from bertscope.sweep.config import SweepConfig
 from bertscope.sweep.executors import Executor, Task, make_executor
-from bertscope.sweep.migrate import known_statuses, migrate_legacy_ids
-from bertscope.sweep.spec import Run, SweepSpec, load_spec
-from bertscope.sweep.store import STATUSES, ResultStore
+from bertscope.sweep.spec import Run, SweepSpec, commands, load_spec
 
 __all__ = ["COMMAND", "DRY_RUN_ROWS", "SweepResult", "default_runs_dir", "run_sweep"]
 
@@ -52,7 +50,6 @@ class SweepResult:
     wall_seconds: float
     failures: tuple[dict[str, str], ...] = ()
     dry_run: bool = False
-    migrated: int = 0  # runs re-keyed from their legacy id (stores written before per-command identity rules)
     #: a dry run imports no plugin: the plugins, their commands it needed and how many grid points those were
     plugins_not_loaded: tuple[str, ...] = ()
     commands_not_loaded: tuple[str, ...] = ()
@@ -70,7 +67,7 @@ class SweepResult:
                 "name": self.name, "store": self.store, "runs_dir": self.runs_dir, "counts": self.counts,
                 "executed": self.executed, "skipped": self.skipped, "wall_seconds": self.wall_seconds,
                 "failures": list(self.failures), "runs": list(self.plan), "dry_run": self.dry_run,
-                "migrated": self.migrated, "plugins_not_loaded": list(self.plugins_not_loaded),
+"plugins_not_loaded": list(self.plugins_not_loaded),
                 "commands_not_loaded": list(self.commands_not_loaded), "runs_not_loaded": self.runs_not_loaded}
 
     def metrics(self) -> dict[str, float]:
@@ -114,9 +111,6 @@ class SweepResult:
             for row in self.failures:
                 failed.add_row(row["id"], row["error"])
             parts.append(failed)
-        if self.migrated:
-            parts.append(f"{self.migrated} run(s) stored under their legacy id were re-keyed to their current id "
-                         "(their results and folders kept)")
         if not self.dry_run:
             parts.append(f"{self.skipped} run(s) already done were skipped; wall time {self.wall_seconds:.1f} s; "
                          f"run files under {self.runs_dir}")
@@ -137,10 +131,9 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     try:
         lock.acquire()
         try:
-            migrated = migrate_legacy_ids(store, spec.runs, runs_dir.resolve())
             store.register(spec.name, spec.raw, spec.path, spec.runs, spec.members)
             store.reset_interrupted()  # we hold the lock: anything still 'running' belongs to a dead sweep
-            return _drive(config, spec, store, runs_dir, start, migrated=len(migrated))
+            return _drive(config, spec, store, runs_dir, start)
         finally:
             lock.release()
     finally:
@@ -151,7 +144,7 @@ def _dry_run(config: SweepConfig, spec: SweepSpec, store_path: Path, runs_dir: P
     statuses: dict[str, str] = {}
     if store_path.is_file():
         with ResultStore(store_path, create=False) as store:
-            statuses = known_statuses(store, spec.runs)
+            statuses = store.status_of(r.id for r in spec.runs)
     plan = tuple({"id": r.id, "command": r.command, "experiment": r.experiment, "axes": r.axes,
                   "status": statuses.get(r.id, "new")} for r in spec.runs)
     counts = dict.fromkeys(STATUSES, 0)
@@ -164,8 +157,7 @@ def _dry_run(config: SweepConfig, spec: SweepSpec, store_path: Path, runs_dir: P
                        commands_not_loaded=spec.not_loaded, runs_not_loaded=spec.not_loaded_runs)
 
 
-def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: Path, start: float, *,
-           migrated: int = 0) -> SweepResult:
+def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: Path, start: float) -> SweepResult:
     ids = [r.id for r in spec.runs]
     before = store.status_of(ids)
     status = dict(before)
@@ -213,7 +205,8 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
                     continue
                 queue.remove(run)
                 store.mark_running(run.id)
-                executor.submit(Task(run.id, run.command, run.options, spec.plugins, run.resources,  # type: ignore[union-attr]
+                options = _retrying(run) if before[run.id] == "failed" else run.options
+                executor.submit(Task(run.id, run.command, options, spec.plugins, run.resources,  # type: ignore[union-attr]
                                      allow_plugins=config.allow_plugins))
                 in_flight.add(run.id)
             if not in_flight:
@@ -263,7 +256,16 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
                   "status_before": before[r.id], "status": after[r.id]} for r in spec.runs)
     return SweepResult(config=config, name=spec.name, store=str(store.path), runs_dir=str(runs_dir), plan=plan,
                        counts=counts, executed=executed, skipped=skipped, wall_seconds=time.perf_counter() - start,
-                       failures=tuple(stored_failures), migrated=migrated)
+                       failures=tuple(stored_failures))
+
+
+def _retrying(run: Run) -> dict[str, Any]:
+    """A failed run's options when ``--retry-failed`` starts it again: a study (which resumes in its folder) also
+    retries its own failed runs there (``retry_failed``, no part of its identity)."""
+    info = commands().get(run.command)
+    if info is not None and info.resumes_in_out and "retry_failed" in info.config.field_names():
+        return {**run.options, "retry_failed": True}
+    return run.options
 
 
 def _progress(total: int, name: str, *, enabled: bool) -> Any:

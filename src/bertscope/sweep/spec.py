@@ -20,9 +20,8 @@ runs, naming the key) and gets a deterministic id from its canonical configurati
 filled in, minus those its command declares as not changing the result (``CommandInfo.not_identity``, at least
 the location options such as ``out`` and ``data_dir``), with pre-step outputs replaced by the pre-step's id. The
 same experiment therefore has the same id in every sweep and on every machine (two grid points of one block that
-collapse to the same run, ``seed: [1, 1.0]`` or values of an option outside the identity, are an error). Each run also carries the id it had
-before commands declared their own ``not_identity`` (``legacy_id``), so stores written then are re-keyed once
-(:mod:`bertscope.sweep.migrate`) instead of being run again.
+collapse to the same run, ``seed: [1, 1.0]`` or values of an option outside the identity, are an error). The
+identity and the id are :mod:`bertscope.runs.identity`'s, the same a study or ``finetune --seeds`` gives a run.
 
 Expansion is linear in the number of runs (a 100,000-run grid is listed in seconds): membership and duplicate checks
 use sets, the registry is read once per spec and canonical JSON takes a fast path for plain values.
@@ -31,9 +30,7 @@ use sets, the registry is read once per spec and canonical JSON takes a fast pat
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,7 +43,7 @@ from bertscope.core.config import Config
 from bertscope.core.errors import BertscopeError
 from bertscope.core.registry import CommandInfo, Registry
 from bertscope.finetune.config import FinetuneConfig
-from bertscope.studies.legacy import SWEEP_NON_IDENTITY_0_1, legacy_values
+from bertscope.runs.identity import canonical_json, dumps_plain, identity_id, plain, run_id, run_identity
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.plugins import check_plugin_sources, commands, load_plugins
 
@@ -81,7 +78,6 @@ class Run:
     depends_on: tuple[str, ...] = ()
     resources: dict[str, float] = field(default_factory=dict)
     label: str | None = None  # set for pre-steps that carry a label
-    legacy_id: str | None = None  # its id under the frozen legacy rule (equal to ``id`` when the rule agrees)
 
 
 @dataclass(frozen=True)
@@ -106,43 +102,6 @@ class SweepSpec:
 
     def run(self, run_id: str) -> Run:
         return self._by_id[run_id]
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, no whitespace, plain JSON types."""
-    return _dumps(_plain(value))
-
-
-def _dumps(plain: Any) -> str:
-    """:func:`canonical_json` of a value that is plain JSON already (no conversion pass)."""
-    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _plain(value: Any) -> Any:
-    """``results.to_jsonable`` with a fast path for the plain types a config holds (same output, run ids unchanged):
-    expanding a large grid converts every run's options several times."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is float:
-        return None if value != value else value  # NaN is not valid JSON
-    if kind is dict:
-        return {str(k): _plain(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [_plain(v) for v in value]
-    from bertscope.core.results import to_jsonable
-
-    return to_jsonable(value)
-
-
-def run_id(command: str, identity: Mapping[str, Any]) -> str:
-    """``<command>-<12 hex>``: a hash of the command and its canonical identity."""
-    return _hashed(command, canonical_json(identity))
-
-
-def _hashed(command: str, text: str) -> str:
-    digest = hashlib.sha256(f"{command}\n{text}".encode()).hexdigest()
-    return f"{command}-{digest[:12]}"
 
 
 def load_spec(path: str | Path, *, runs_dir: str | Path, allow_plugins: bool = False, plugins_from: str = "spec",
@@ -410,21 +369,18 @@ class _Expander:
         except BertscopeError as exc:
             message = str(exc)
             raise BertscopeError(message if message.startswith(where) else f"{where}: {message}") from None
-        full = _plain(config.to_dict())  # plain JSON values from here on: hashed without another conversion
-        identity = self.registry[command].identity(full)
-        legacy = legacy_values(command, cls.identity_values(full), SWEEP_NON_IDENTITY_0_1)  # its id in a 0.1.0 store
+        full = plain(config.to_dict())  # plain JSON values from here on: hashed without another conversion
+        identity = run_identity(self.registry[command], full)
         for key, pre in refs.items():
             identity[key] = {"@run": pre.id}
-            legacy[key] = {"@run": pre.legacy_id or pre.id}
-        rid = _hashed(command, _dumps(identity))
+        rid = identity_id(command, dumps_plain(identity))
         if "out" in fields:
             full["out"] = str(self.runs_dir / rid)
         self.members.setdefault((rid, experiment, axes_key, label), (rid, experiment, axes, label))
         if rid in self.runs:
             return self.runs[rid]
         run = Run(id=rid, command=command, options=full, identity=identity,
-                  axes=axes, experiment=experiment, depends_on=tuple(deps), resources=dict(resources), label=label,
-                  legacy_id=_hashed(command, _dumps(legacy)))
+                  axes=axes, experiment=experiment, depends_on=tuple(deps), resources=dict(resources), label=label)
         self.runs[rid] = run
         return run
 

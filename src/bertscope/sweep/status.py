@@ -12,8 +12,8 @@ from typing import Any
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.registry import CommandInfo
+from bertscope.runs.store import STATUSES, ResultStore, RunRecord
 from bertscope.sweep.config import StatusConfig
-from bertscope.sweep.store import STATUSES, ResultStore, RunRecord
 
 __all__ = ["STATUS_COMMAND", "StatusResult", "sweep_status"]
 
@@ -117,4 +117,5 @@ def sweep_status(config: StatusConfig) -> StatusResult:
 
 
 STATUS_COMMAND = CommandInfo("status", StatusConfig, sweep_status, StatusResult,
-                             "counts by status, slowest and failed runs of a sweep result store", sweepable=False)
+                             "counts by status, slowest and failed runs of a result store (a sweep's, or a "
+                             "study's OUT/runs.db)", sweepable=False)

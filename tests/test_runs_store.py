@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bertscope.core.errors import BertscopeError
+from bertscope.runs.store import ResultStore, StoreLock
 from bertscope.sweep.spec import parse_spec
-from bertscope.sweep.store import ResultStore, StoreLock
 from conftest import user_error as _user_error
 
 TOY = str(Path(__file__).with_name("sweep_toy.py"))
@@ -128,47 +128,17 @@ def test_the_lock_admits_one_sweep_and_dies_with_its_process(tmp_path):
     first.acquire()
     try:
         assert StoreLock(store_path).held_elsewhere()
-        with pytest.raises(BertscopeError, match=r"in use by a running sweep \(pid"):
+        with pytest.raises(BertscopeError, match=r"in use by a running sweep or study \(pid"):
             StoreLock(store_path).acquire()
     finally:
         first.release()
     assert not StoreLock(store_path).held_elsewhere()
     # a process that dies while holding the lock (even by SIGKILL) releases it
-    code = ("import os, signal; from bertscope.sweep.store import StoreLock; "
+    code = ("import os, signal; from bertscope.runs.store import StoreLock; "
             f"StoreLock({str(store_path)!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
     subprocess.run([sys.executable, "-c", code], check=False)
     with StoreLock(store_path):
         pass
-
-
-def test_rekey_moves_record_payload_memberships_and_other_runs_references_in_one_transaction(tmp_path):
-    made = {"toy-make": {"offset": 0.25}, "label": "made"}
-    runs = parse_spec({"plugins": [TOY], "command": "toy", "grid": {"model": [made], "x": [1]}},
-                      runs_dir=tmp_path / "runs", default_name="s", allow_plugins=True,
-                      plugins_from=str(Path(TOY).parent)).runs
-    pre, reader = runs
-    with ResultStore(tmp_path / "r.db") as store:
-        store.register("s", {}, None, [pre])
-        store.register("other", {}, None, [reader])  # a reader in a sweep that is not being re-run
-        for run in runs:
-            store.mark_running(run.id)
-            store.mark_done(run.id, metrics={"v": 1.0}, payload={"of": run.id}, duration=0.5, worker="w",
-                            environment=None)
-        old_dir, new_dir = tmp_path / "runs" / pre.id, tmp_path / "runs" / "toy-make-new"
-        with pytest.raises(BertscopeError, match="already in"):  # an id in use is refused, nothing changes
-            store.rekey(pre.id, reader.id, identity={}, depends_on=(), old_dir=old_dir, new_dir=new_dir)
-        assert store.status_of([pre.id, reader.id]) == {pre.id: "done", reader.id: "done"}
-        store.rekey(pre.id, "toy-make-new", identity={"offset": 0.25}, depends_on=(), old_dir=old_dir,
-                    new_dir=new_dir)
-        moved = store.record("toy-make-new")
-        assert pre.id not in store.status_of([pre.id]) and store.payload("toy-make-new") == {"of": pre.id}
-        assert (moved.status, moved.metrics, moved.duration, moved.sweep, moved.label) == \
-               ("done", {"v": 1.0}, 0.5, "s", "made")
-        assert moved.identity == {"offset": 0.25} and moved.config["out"] == str(new_dir)
-        other = store.record(reader.id)
-        assert other.depends_on == ("toy-make-new",) and other.identity["model"] == {"@run": "toy-make-new"}
-        assert other.config["model"] == str(new_dir) and other.config["out"] == reader.options["out"]
-        assert not store.conn.execute("PRAGMA foreign_key_check").fetchall()
 
 
 def _filled_store(tmp_path, n=40):

@@ -1,12 +1,17 @@
-"""The result store: one SQLite file holding every run's configuration, status, metrics, timings and provenance.
+"""The one result store: one SQLite file holding every run's configuration, status, metrics, timings and provenance.
 
-Why SQLite: one file, no server, transactional, readable with any SQLite client. The sweep driver is the only
-writer (workers return their results to it). Every state change is one transaction, and a run becomes ``done`` in
+A sweep keeps its runs here (``--store results.db``), a study keeps its runs in ``OUT/runs.db`` (:func:`study_store`;
+a study is a fixed grid plus a summary) and ``finetune --seeds`` its seeds in the same place, so ``bertscope status``,
+``bertscope report``, resuming and ``--retry-failed`` work the same on each. Runs are named by
+:func:`bertscope.runs.identity.run_id`.
+
+Why SQLite: one file, no server, transactional, readable with any SQLite client. One process writes a store at a
+time (a sweep's driver, whose workers return their results to it, or the study running in it). Every state change is one transaction, and a run becomes ``done`` in
 the same transaction that stores its metrics and full result payload, so a ``kill -9`` at any moment leaves each
 run either finished (with its result) or not, never half-written. Runs are keyed by their deterministic id, so a
-re-run of the same sweep finds them instead of adding duplicates (:meth:`ResultStore.rekey` renames one, for
-:mod:`bertscope.sweep.migrate`). A second sweep on the same store is refused while the first is alive (an OS file
-lock, :mod:`filelock`, that dies with its process).
+re-run of the same sweep finds them instead of adding duplicates. A second sweep (or study) on the same store is
+refused while the first is alive (an OS file lock, :mod:`filelock`, that dies with its process). Stores written by
+development versions before 0.2.0 (a study's ``runs/*.json``, sweep stores keyed by older ids) are not read.
 
 Statuses: ``pending`` (known, not started), ``running`` (handed to a worker; found on a store no sweep holds, it
 means the sweep was interrupted and the run will be started again), ``done``, ``failed`` (with its error).
@@ -26,7 +31,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +41,25 @@ from filelock import FileLock, Timeout
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
 
-__all__ = ["STATUSES", "ResultStore", "RunRecord", "StoreLock"]
+__all__ = ["STATUSES", "STUDY_STORE", "ResultStore", "RunRecord", "StoreLock", "StoredRun", "remove_store", "study_store"]
 
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 1
+
+#: A study's store inside its output folder (its summary files sit beside it; interrupted runs' checkpoints in
+#: ``OUT/runs/``).
+STUDY_STORE = "runs.db"
+
+
+def study_store(out: str | os.PathLike[str]) -> Path:
+    """Where a study (or ``finetune --seeds``) with ``--out OUT`` keeps its runs: ``OUT/runs.db``."""
+    return Path(out) / STUDY_STORE
+
+
+def remove_store(path: str | os.PathLike[str]) -> None:
+    """Delete a store file and SQLite's companions (``-wal``, ``-shm``): ``--overwrite`` starts over."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,6 +93,21 @@ CREATE TABLE IF NOT EXISTS sweep_runs (
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What :meth:`ResultStore.register` needs of a run that no sweep spec made (a study's run, one seed):
+    a sweep's :class:`~bertscope.sweep.spec.Run` has the same attributes."""
+
+    id: str
+    command: str
+    options: dict[str, Any]
+    identity: dict[str, Any]
+    experiment: str
+    axes: dict[str, Any] | None
+    depends_on: tuple[str, ...] = ()
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +151,7 @@ class StoreLock:
         try:
             lock.acquire()
         except Timeout:
-            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep ({self._holder()}); "
+            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep or study ({self._holder()}); "
                                  "wait for it or stop it first") from None
         except OSError as exc:  # a read-only folder: no lock file, so no sweep may write here (Timeout is one too)
             raise BertscopeError(f"cannot create the store's lock file {self.path}: {exc.strerror or exc}") from None
@@ -159,13 +194,6 @@ def _dumps(value: Any) -> str:
     from bertscope.core.results import to_jsonable
 
     return json.dumps(to_jsonable(value), sort_keys=True)
-
-
-def _relocate(config: dict[str, Any], old_dir: Path, new_dir: Path) -> dict[str, Any]:
-    """``config`` with each path option inside ``old_dir`` moved to the same place inside ``new_dir``."""
-    old, new = str(old_dir), str(new_dir)
-    return {k: new + v[len(old):] if isinstance(v, str) and (v == old or v.startswith(old + os.sep)) else v
-            for k, v in config.items()}
 
 
 def _clean_metrics(metrics: Any) -> dict[str, float | None]:
@@ -242,7 +270,8 @@ class ResultStore:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
-            raise BertscopeError(f"no result store at {self.path} (run `bertscope sweep SPEC --store {self.path}`)")
+            raise BertscopeError(f"no result store at {self.path} (a sweep's --store file, or a study's "
+                                 f"OUT/{STUDY_STORE})")
         if self.path.exists() and self.path.is_dir():
             raise BertscopeError(f"--store {self.path} is a folder; give a file such as results.db")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -304,11 +333,12 @@ class ResultStore:
     # -- writing (driver only) --------------------------------------------------------------------------------
 
     def register(self, sweep: str, spec: dict[str, Any], spec_path: str | None, runs: Iterable[Any],
-                 members: Iterable[tuple[str, str, Any, str | None]] | None = None) -> int:
-        """Record a sweep and its runs as pending (runs already known keep their status). Returns new runs.
+                 members: Iterable[tuple[str, str, Any, str | None]] | None = None, *, append: bool = False) -> int:
+        """Record a sweep (or study) and its runs as pending (runs already known keep their status). Returns new runs.
 
         ``members`` lists (run id, experiment, axes, label) for every experiment a run belongs to; by default
-        each run's own experiment/axes/label.
+        each run's own experiment/axes/label. They replace the sweep's earlier memberships, or with ``append`` are
+        added after them (a study registers its runs group by group).
         """
         runs = list(runs)
         if members is None:
@@ -320,7 +350,11 @@ class ResultStore:
                 "INSERT INTO sweeps(name, spec, spec_path, created, updated) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, spec_path=excluded.spec_path, "
                 "updated=excluded.updated", (sweep, _dumps(spec), spec_path, now, now))
-            conn.execute("DELETE FROM sweep_runs WHERE sweep=?", (sweep,))
+            offset = 0
+            if append:
+                offset = conn.execute("SELECT COUNT(*) FROM sweep_runs WHERE sweep=?", (sweep,)).fetchone()[0]
+            else:
+                conn.execute("DELETE FROM sweep_runs WHERE sweep=?", (sweep,))
             for run in runs:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO runs(id, command, config, identity, depends_on, status, created) "
@@ -328,7 +362,7 @@ class ResultStore:
                     (run.id, run.command, _dumps(run.options), _dumps(run.identity), _dumps(list(run.depends_on)),
                      now))
                 added += cursor.rowcount
-            for position, (run_id, experiment, axes, label) in enumerate(members):
+            for position, (run_id, experiment, axes, label) in enumerate(members, start=offset):
                 conn.execute(
                     "INSERT OR REPLACE INTO sweep_runs(sweep, run_id, experiment, axes, label, position) "
                     "VALUES (?, ?, ?, ?, ?, ?)", (sweep, run_id, experiment, _dumps(axes), label, position))
@@ -360,40 +394,6 @@ class ResultStore:
                 "environment=COALESCE(?, environment), git_commit=COALESCE(?, git_commit) WHERE id=?",
                 (error, traceback, time.time(), duration, worker, _dumps(environment) if environment else None,
                  commit, run_id))
-
-    def rekey(self, old: str, new: str, *, identity: dict[str, Any], depends_on: Sequence[str], old_dir: Path,
-              new_dir: Path) -> None:
-        """Give run ``old`` the id ``new``, in one transaction: its record (with ``identity`` and ``depends_on`` as
-        the new id hashes them), payload and memberships, and every other run's reference to it (``depends_on``,
-        ``{"@run": ...}`` in its identity). Config paths into ``old_dir`` (the run's folder) now point into
-        ``new_dir``. Status, metrics, timings and provenance are kept: nothing is run again."""
-        with self.transaction() as conn:
-            row = conn.execute("SELECT * FROM runs WHERE id=?", (old,)).fetchone()
-            if row is None:
-                raise BertscopeError(f"no run {old!r} in {self.path}")
-            if conn.execute("SELECT 1 FROM runs WHERE id=?", (new,)).fetchone():
-                raise BertscopeError(f"run {new!r} is already in {self.path}; cannot rename {old!r} to it")
-            values = dict(row)
-            values.update(id=new, identity=_dumps(identity), depends_on=_dumps(list(depends_on)),
-                          config=_dumps(_relocate(json.loads(values["config"]), old_dir, new_dir)))
-            columns = list(values)
-            conn.execute(f"INSERT INTO runs({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                         [values[c] for c in columns])
-            conn.execute("UPDATE payloads SET run_id=? WHERE run_id=?", (new, old))
-            conn.execute("UPDATE sweep_runs SET run_id=? WHERE run_id=?", (new, old))
-            conn.execute("DELETE FROM runs WHERE id=?", (old,))
-            pattern = '%' + json.dumps(old) + '%'
-            for other in conn.execute("SELECT id, config, identity, depends_on FROM runs WHERE depends_on LIKE ?",
-                                      (pattern,)).fetchall():
-                deps = json.loads(other["depends_on"])
-                if old not in deps:
-                    continue
-                ident = {k: {"@run": new} if v == {"@run": old} else v
-                         for k, v in json.loads(other["identity"]).items()}
-                config = _relocate(json.loads(other["config"]), old_dir, new_dir)
-                conn.execute("UPDATE runs SET depends_on=?, identity=?, config=? WHERE id=?",
-                             (_dumps([new if d == old else d for d in deps]), _dumps(ident), _dumps(config),
-                              other["id"]))
 
     def mark_interrupted(self, run_ids: Iterable[str], *, reason: str) -> int:
         """Note why runs still ``running`` were stopped (e.g. "interrupted by SIGTERM"). They stay ``running``, which
@@ -458,6 +458,11 @@ class ResultStore:
         if not rows:
             raise BertscopeError(f"no run {run_id!r} in {self.path}")
         return rows[0]
+
+    def error_of(self, run_id: str) -> str | None:
+        """The stored error of a run (None when it has none or is unknown)."""
+        row = self.conn.execute("SELECT error FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else row[0]
 
     def payload(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT data FROM payloads WHERE run_id=?", (run_id,)).fetchone()
