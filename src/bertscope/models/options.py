@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from bertscope.core.config import Config, opt
 from bertscope.core.errors import BertscopeError
-from bertscope.core.options import parse_name_list, parse_seed_list, parse_token_list
 
 __all__ = ['ATTENTION_CHOICES', 'ATTENTION_HELP', 'ModelOptions']
 

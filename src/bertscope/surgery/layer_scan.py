@@ -5,7 +5,7 @@ builds each variant's layer map (:func:`scan_layer_maps`; layers are transformer
 first transformer layer, as ``deepen`` counts them) and measures its agreement with the original
 (:mod:`bertscope.lens.agreement`) without ever saving or reloading a checkpoint. It reuses the shared prefix of the
 computation: the original's layer inputs are computed once per batch, and the variant that edits layer ``i`` only runs
-the layers from ``i`` on (:func:`bertscope.models.families.run_layers`), stacked with the other variants that need the same
+the layers from ``i`` on (:func:`bertscope.models.runners.run_layers`), stacked with the other variants that need the same
 layer next, on packed rows where the family allows (:mod:`bertscope.models.packing`). Sentences and the head are chosen as
 ``compare`` chooses them.
 """
@@ -28,10 +28,11 @@ from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
 from bertscope.data.labels import metric_name, model_name, texts_name
 from bertscope.lens.agreement import CHUNK, AgreementSums, cosine_similarity, kl_from_log_probs
-from bertscope.models import families, loading, packing
+from bertscope.models import families, loading, packing, runners
 from bertscope.models.families import HeadParts
 from bertscope.surgery.compare import choose_heads, load_sentences, progress_bar, sentence_batches
 from bertscope.surgery.config import LayerScanConfig
+from bertscope.surgery.layer_map import check_layer_map
 
 __all__ = ["LayerScanResult", "run_layer_scan", "scan_batch", "scan_layer_maps"]
 
@@ -107,7 +108,7 @@ def _scan_variants(model: torch.nn.Module, maps: list[tuple[int, list[int]]]) ->
     out = []
     for layer, layer_map in maps:
         try:
-            families.check_layer_map(model, layer_map)
+            check_layer_map(model, layer_map)
             out.append((layer, layer_map, "ok"))
         except BertscopeError as exc:
             out.append((layer, layer_map, f"skipped: {exc}"))
@@ -148,7 +149,7 @@ def _run_suffixes(
             members = group[s:s + variants_per_pass]
             stacked = torch.cat([pending[k][2] for k in members]) if len(members) > 1 else pending[members[0]][2]
             n = len(members)
-            out = families.run_layers(model, stacked, None if mask is None else mask.repeat(n, 1), [layer],
+            out = runners.run_layers(model, stacked, None if mask is None else mask.repeat(n, 1), [layer],
                                       start=position, segments=None if segments is None else segments.repeat(n, 1))
             for k, hidden in zip(members, out.split(batch)):  # all_states=False: one tensor (typed overload)
                 p, left, _ = pending[k]
@@ -173,11 +174,11 @@ def scan_batch(
     Returns (per variant: (agree, kl, cosine) or None when skipped; per variant [N] variant-top-1-is-input flags;
     the original's [N] top-1-is-input flags). Vocabulary logits exist for at most ``chunk`` rows of one model at a
     time; the original's log-probabilities of a chunk are computed once and shared by every variant. Families that
-    can (:func:`bertscope.models.families.can_pack`) run the layers on packed rows when that saves padding.
+    can (:func:`bertscope.models.packing.can_pack`) run the layers on packed rows when that saves padding.
     """
     depth = families.num_layers(model)
-    hidden0 = families.embed(model, ids, mask)
-    layout = packing.layout_for(mask) if families.can_pack(model) else None
+    hidden0 = runners.embed(model, ids, mask)
+    layout = packing.layout_for(mask) if packing.can_pack(model) else None
     run_mask: torch.Tensor | None
     segments: torch.Tensor | None
     if layout is None or layout.positions >= mask.numel():  # not packable, or packing saves no padding
@@ -191,7 +192,7 @@ def scan_batch(
 
         def pick(hidden: torch.Tensor) -> torch.Tensor:
             return packing.unpack(hidden, packed_layout)[counted_real]
-    states = families.run_layers(model, hidden0, run_mask, list(range(depth)), all_states=True, segments=segments)
+    states = runners.run_layers(model, hidden0, run_mask, list(range(depth)), all_states=True, segments=segments)
     inputs = [hidden0, *states]  # inputs[p] = input of stack position p (inputs[depth] = raw last output)
     final = pick(families.finalize_hidden(model, states[-1]))
     targets = ids[counted]
