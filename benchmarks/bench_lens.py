@@ -7,7 +7,7 @@
   ``AutoModelForMaskedLM`` forward with all hidden states, then the head on every layer over every padded position
   ([B, T, V] logits in fp32), log-softmax, top-5 by ``topk``, rank by comparison; padding/special tokens masked out
   afterwards.
-* lens:   ``bertscope.lens.reconstruct.lens_pass`` (length-sorted batches, bare encoder, counted tokens only, chunked head,
+* lens:   ``bertscope.lens.lens_pass.lens_pass`` (length-sorted batches, bare encoder, counted tokens only, chunked head,
   rank/NLL without ``topk`` or a softmax).
 * floor:  the same batches through the bare encoder plus the head's matmuls over the counted tokens only, nothing
   else: no metric can be computed for less.
@@ -32,8 +32,8 @@ from benchmarks.peak import efficiency, measure_peak, print_efficiency
 from bertscope.core.results import environment_info, write_json_atomic
 from bertscope.data.texts import load_texts
 from bertscope.lens.fitted_head import HeadModule
+from bertscope.lens.lens_pass import Encoded, chunk_size, encode_sentences, lens_pass
 from bertscope.lens.metrics import MetricSums
-from bertscope.lens.reconstruct import Encoded, _chunk_size, encode_sentences, lens_pass
 from bertscope.models import families, flops, loading
 from bertscope.models.packing import pad_rows
 
@@ -65,7 +65,7 @@ def naive(model: torch.nn.Module, tokenizer: Any, head: families.HeadParts, sent
 def floor(model: torch.nn.Module, head: families.HeadParts, encoded: Encoded, batch_size: int, pad_id: int) -> float:
     """Encoder forward on the lens's batches + head matmuls over counted tokens; returns a checksum."""
     depth = families.num_layers(model)
-    chunk = _chunk_size(head.weight.shape[0])
+    chunk = chunk_size(head.weight.shape[0])
     order = sorted(range(len(encoded.ids)), key=lambda i: (-encoded.ids[i].shape[0], i))
     encoder = families.base_encoder(model)
     checksum = 0.0
@@ -84,7 +84,7 @@ def floor(model: torch.nn.Module, head: families.HeadParts, encoded: Encoded, ba
 
 
 def _records(sums: dict[tuple[int, str], MetricSums]) -> dict[int, dict[str, float]]:
-    return {layer: vars(s.result()) for (layer, _), s in sorted(sums.items())}
+    return {layer: s.result().to_dict() for (layer, _), s in sorted(sums.items())}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import transformers
 from bertscope import api
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune.config import FinetuneConfig
-from bertscope.models import families, loading, packing
+from bertscope.models import families, loading, packing, runners
 from bertscope.models.options import ATTENTION_CHOICES
 from conftest import (
     FAMILY_IDS,
@@ -179,10 +179,10 @@ def test_padding_is_masked_the_same_on_every_path(name: str, one_thread) -> None
 
 @pytest.mark.parametrize("name", FAMILY_IDS)
 def test_packed_rows_give_the_padded_eager_hidden_states(name: str, one_thread) -> None:
-    """families.run_layers on packed rows (every implementation the family lists) equals the padded batch the
+    """runners.run_layers on packed rows (every implementation the family lists) equals the padded batch the
     eager model runs, at every layer."""
     model = tiny_model(name)
-    if not families.can_pack(model):
+    if not packing.can_pack(model):
         pytest.skip(f"{name} layers read positions: never packed")
     plain = _with_attention(model, "eager")
     ids, mask = _ragged_batch(seed=2)
@@ -194,8 +194,8 @@ def test_packed_rows_give_the_padded_eager_hidden_states(name: str, one_thread) 
         assert layout.rows < len(LENGTHS)  # sequences really share rows
         for implementation in _family(name).attention:
             fast = _with_attention(model, implementation)
-            packed = packing.pack(families.embed(fast, ids, mask), mask, layout)
-            states = families.run_layers(fast, packed, None, range(depth), segments=layout.segments, all_states=True)
+            packed = packing.pack(runners.embed(fast, ids, mask), mask, layout)
+            states = runners.run_layers(fast, packed, None, range(depth), segments=layout.segments, all_states=True)
             assert len(states) == depth
             for layer, state in enumerate(states, start=1):
                 got = packing.unpack(state if layer < depth else families.finalize_hidden(fast, state), layout)
@@ -205,11 +205,11 @@ def test_packed_rows_give_the_padded_eager_hidden_states(name: str, one_thread) 
 
 @pytest.mark.parametrize("name", FAMILY_IDS)
 def test_one_position_top_layer_equals_the_full_eager_layer(name: str, one_thread) -> None:
-    """families.layer_at_positions (its own sdpa call) equals the whole layer the eager model runs, at one real
+    """runners.layer_at_positions (its own sdpa call) equals the whole layer the eager model runs, at one real
     position per sentence, for every layer, whichever implementation the model was loaded with."""
     model = tiny_model(name)
     if not _family(name).bert_layer:
-        assert families.layer_at_positions(model, 0, torch.zeros(1, 2, 32), torch.ones(1, 2), torch.zeros(1)) is None
+        assert runners.layer_at_positions(model, 0, torch.zeros(1, 2, 32), torch.ones(1, 2), torch.zeros(1)) is None
         return
     plain = _with_attention(model, "eager")
     ids, mask = _ragged_batch(seed=3)
@@ -221,7 +221,7 @@ def test_one_position_top_layer_equals_the_full_eager_layer(name: str, one_threa
         for implementation in _family(name).attention:
             fast = _with_attention(model, implementation)
             for layer in range(families.num_layers(model)):
-                got = families.layer_at_positions(fast, layer, states[layer], mask, positions)
+                got = runners.layer_at_positions(fast, layer, states[layer], mask, positions)
                 assert got is not None
                 torch.testing.assert_close(got, states[layer + 1][rows, positions], rtol=1e-5, atol=ATOL,
                                            msg=f"{name} {implementation} layer {layer}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bertscope.core.errors import BertscopeError, UnsupportedModelError
-from bertscope.models import families
+from bertscope.models import families, runners
 from conftest import FAMILY_IDS, tiny_model
 
 
@@ -41,7 +41,7 @@ def test_truncated_model_computes_exactly_the_lower_hidden_states(name: str) -> 
     ids, mask = _inputs()
     with torch.no_grad():
         full = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        with families.truncated(model, 2):
+        with runners.truncated(model, 2):
             part = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     assert families.num_layers(model) == 3
     assert len(part) == 3
@@ -91,6 +91,7 @@ def test_every_path_of_the_table_entry_resolves_on_the_familys_model(name: str) 
     heads = [k for k in model.state_dict() if k.startswith(family.head_prefixes)]
     assert heads, f"no state-dict key starts with {family.head_prefixes}"
     assert len(families.mlm_head_parts(model).weight) == model.config.vocab_size
+    assert family.runner in runners.RUNNERS, f"{family.runner!r} is no runner of bertscope.models.runners"
 
 
 def test_every_model_type_has_one_family_and_every_family_a_tiny_model() -> None:

@@ -19,7 +19,7 @@ from bertscope.models import loading
 
 @pytest.mark.parametrize("key, name", [
     ("final.score", "dev GLUE score"), ("score", "GLUE score"), ("final.combined_score", "dev GLUE score"),
-    ("final.validation.accuracy", "dev accuracy"), ("final.accuracy", "dev accuracy"), ("top1", "top-1 reconstruction"),
+    ("final.validation.accuracy", "dev accuracy"), ("final.accuracy", "dev accuracy"),
     ("final.validation_matched.accuracy", "dev-matched accuracy"), ("test.score", "test GLUE score"),
     ("final.validation.mcc", "dev Matthews correlation"), ("final.validation.matthews", "dev Matthews correlation"),
     ("final.validation.matthews_correlation", "dev Matthews correlation"),
@@ -33,7 +33,10 @@ def test_metric_names(key, name):
 def test_unknown_keys_and_non_glue_scores_stay_as_they_are():
     assert metric_name("train.examples_per_second") == "training examples per second"
     assert metric_name("offset") == "offset" and metric_name("my.custom") == "my.custom"
-    assert metric_name("score", glue=False) == "score" and metric_name("top1", glue=False) == "top-1 reconstruction"
+    assert metric_name("score", glue=False) == "score" and metric_name("top1") == "top1"  # the lens names its own
+    names = {"top1": "top-1 reconstruction"}  # a floor above brings its names (the lens's declarations)
+    assert metric_name("top1", glue=False, names=names) == "top-1 reconstruction"
+    assert metric_name("final.top1", names=names) == "dev top-1 reconstruction"
 
 
 def test_every_official_glue_metric_has_a_name_under_both_spellings():

@@ -7,13 +7,17 @@ import math
 import pytest
 import torch
 
+from bertscope.data.labels import METRIC_NAMES
 from bertscope.lens.metrics import (
+    LENS_METRICS,
     LayerMetrics,
     MetricSums,
     decode_tokens,
     head_token_stats,
     head_token_stats_top1,
     head_top1,
+    lens_metric,
+    metric_label,
     sentence_exact,
     token_stats,
 )
@@ -171,3 +175,25 @@ def test_final_agreement_sums() -> None:
     sums.add_final_agreement(torch.tensor([True, False, True]))
     sums.add_final_agreement(torch.tensor([False]))
     assert sums.result().final_agreement == 0.5
+
+
+def test_each_lens_metric_is_declared_once_and_read_from_its_declaration() -> None:
+    """The sums, the records, the labels and the formats all come from LENS_METRICS; the data floor's label table
+    holds no lens metric (a second, drifting copy)."""
+    names = [m.name for m in LENS_METRICS]
+    assert len(names) == len(set(names))
+    g = torch.Generator().manual_seed(5)
+    rank, nll = torch.randint(0, 9, (30,), generator=g), torch.rand(30, generator=g)
+    sums = MetricSums()
+    sums.add(rank, nll, torch.arange(30) // 3, 10)
+    sums.add_final_agreement(rank < 4)
+    result = sums.result()
+    assert list(result.values) == names and list(result.to_dict()) == ["tokens", "sentences", *names]
+    assert result.final_agreement == float((rank < 4).double().mean())
+    assert list(LayerMetrics.names()) == [m.name for m in LENS_METRICS if m.accumulation != "final agreement"]
+    for m in LENS_METRICS:
+        assert m.name not in METRIC_NAMES, f"{m.name}: its label belongs to its declaration"
+        assert metric_label(m.name) == m.label and metric_label(f"layer3.{m.name}") == f"{m.label} (layer3)"
+        assert lens_metric(m.name) is m and m.format(float("nan")) == "-"
+    assert lens_metric("top1").format(0.25) == "25.0%" and lens_metric("nll").format(1.23456) == "1.235"
+    assert metric_label("top1_agreement") == "top-1 agreement with the original"  # the data floor's names still

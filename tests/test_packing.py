@@ -1,11 +1,11 @@
-"""Packed rows (bertscope.models.packing) and families.run_layers on them, against the padded batch the model itself runs."""
+"""Packed rows (bertscope.models.packing) and runners.run_layers on them, against the padded batch the model itself runs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bertscope.models import families, packing
+from bertscope.models import families, packing, runners
 from conftest import FAMILY_IDS, ragged_batch, tiny_model
 
 
@@ -57,16 +57,16 @@ def test_pack_then_unpack_returns_the_real_tokens_in_order() -> None:
 def test_packed_rows_give_the_padded_batch_outputs(name: str, implementation: str) -> None:
     model = tiny_model(name, num_layers=2).eval()
     ids, mask = ragged_batch([8, 3, 4, 2, 8, 5], 8)
-    if not families.can_pack(model):
+    if not packing.can_pack(model):
         with pytest.raises(ValueError, match="cannot run packed rows"):
-            families.run_layers(model, torch.zeros(1, 8, 1), None, [0], segments=torch.ones(1, 8, dtype=torch.long))
+            runners.run_layers(model, torch.zeros(1, 8, 1), None, [0], segments=torch.ones(1, 8, dtype=torch.long))
         return
     model.set_attn_implementation(implementation)
     with torch.no_grad():
         want = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
         layout = packing.layout_for(mask)
         assert layout.positions < mask.numel()
-        packed = packing.pack(families.embed(model, ids, mask), mask, layout)
-        out = families.run_layers(model, packed, None, [0, 1], segments=layout.segments)
+        packed = packing.pack(runners.embed(model, ids, mask), mask, layout)
+        out = runners.run_layers(model, packed, None, [0, 1], segments=layout.segments)
         got = packing.unpack(families.finalize_hidden(model, out), layout)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

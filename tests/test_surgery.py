@@ -20,9 +20,10 @@ import torch
 
 from bertscope.cli import main
 from bertscope.core.errors import BertscopeError, UnsupportedModelError
-from bertscope.models import families, loading
+from bertscope.models import families, loading, runners
 from bertscope.surgery import deepen as surgery
 from bertscope.surgery.config import DeepenConfig
+from bertscope.surgery.layer_map import check_layer_map
 from conftest import FAMILY_IDS, tiny_config, tiny_model
 
 
@@ -117,10 +118,10 @@ def test_run_layers_reproduces_the_models_own_hidden_states(name: str) -> None:
     ids, mask = _inputs()
     with torch.no_grad():
         ref = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        h0 = families.embed(model, ids, mask)
-        states = families.run_layers(model, h0, mask, [0, 1, 2], all_states=True)
+        h0 = runners.embed(model, ids, mask)
+        states = runners.run_layers(model, h0, mask, [0, 1, 2], all_states=True)
         # restart from a cached middle state: the prefix is never recomputed
-        tail = families.run_layers(model, states[0], mask, [1, 2], start=1)
+        tail = runners.run_layers(model, states[0], mask, [1, 2], start=1)
     torch.testing.assert_close(h0, ref.hidden_states[0], rtol=0, atol=0)
     for mine, theirs in zip(states[:-1], ref.hidden_states[1:-1]):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
@@ -148,7 +149,7 @@ def test_duplication_map_equals_a_model_built_by_transformers_from_rekeyed_weigh
     with torch.no_grad():
         got = variant(input_ids=ids, attention_mask=mask).logits
         want = reference(input_ids=ids, attention_mask=mask).logits
-        composed = families.finalize_hidden(model, families.run_layers(model, families.embed(model, ids, mask),
+        composed = families.finalize_hidden(model, runners.run_layers(model, runners.embed(model, ids, mask),
                                                                         mask, layer_map))
         base = variant.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert families.num_layers(variant) == len(layer_map)
@@ -184,9 +185,9 @@ def test_albert_only_accepts_maps_that_are_a_repeat_count_of_its_groups() -> Non
     config = tiny_config("albert", 4)
     config.num_hidden_groups = 2
     with pytest.raises(BertscopeError, match="shared layer group"):
-        families.check_layer_map(config, [0, 3, 1, 2])
-    families.check_layer_map(config, [0, 1, 2, 3])
-    families.check_layer_map(config, [0, 0, 1, 1, 2, 2, 3, 3])
+        check_layer_map(config, [0, 3, 1, 2])
+    check_layer_map(config, [0, 1, 2, 3])
+    check_layer_map(config, [0, 0, 1, 1, 2, 2, 3, 3])
 
 
 def test_modernbert_layer_zero_cannot_move() -> None:
@@ -199,9 +200,9 @@ def test_modernbert_layer_zero_cannot_move() -> None:
 def test_empty_and_out_of_range_maps_are_refused() -> None:
     model = tiny_model("bert", num_layers=3)
     with pytest.raises(BertscopeError, match="empty"):
-        families.check_layer_map(model, [])
+        check_layer_map(model, [])
     with pytest.raises(BertscopeError, match="out of range"):
-        families.check_layer_map(model, [0, 3])
+        check_layer_map(model, [0, 3])
 
 
 # --- saved checkpoints --------------------------------------------------------------------------------------------

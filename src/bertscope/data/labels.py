@@ -2,7 +2,8 @@
 
 Result files and stores keep their internal keys (``final.score``, ``final.validation.accuracy``, ``top1``...);
 whatever a person reads (an axis label, a table header, a caption) says "dev GLUE score", "dev accuracy",
-"top-1 reconstruction" instead. Metric names are known under both spellings: bertscope's older ones (``mcc``,
+"top-1 reconstruction" instead. A floor above may bring its own names (the lens declares each of its metrics with its
+label, :mod:`bertscope.lens.metrics`, and passes them as ``names``). Metric names are known under both spellings: bertscope's older ones (``mcc``,
 ``matthews``, ``spearman``, ``score``) and the ones the Hugging Face ``evaluate`` library writes
 (``matthews_correlation``, ``spearmanr``, ``combined_score``), so old stores read as well as new ones.
 A key this table does not know is shown as it is: a wrong human name is worse than the key.
@@ -10,6 +11,7 @@ A key this table does not know is shown as it is: a wrong human name is worse th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bertscope.data import glue
@@ -24,8 +26,6 @@ METRIC_NAMES: dict[str, str] = {
     "accuracy": "accuracy", "f1": "F1",
     "mcc": "Matthews correlation", "matthews": "Matthews correlation", "matthews_correlation": "Matthews correlation",
     "pearson": "Pearson correlation", "spearman": "Spearman correlation", "spearmanr": "Spearman correlation",
-    "top1": "top-1 reconstruction", "top5": "top-5 reconstruction", "exact": "exact-sentence reconstruction",
-    "mean_rank": "mean rank of the input token", "nll": "NLL of the input token (nats)",
     "top1_agreement": "top-1 agreement with the original", "mean_kl": "mean KL(original || variant) (nats)",
     "mean_cosine": "mean cosine of the final hidden states", "variant_top1": "top-1 reconstruction of the variant",
     "original_top1": "top-1 reconstruction of the original",
@@ -64,13 +64,15 @@ def canonical_metric(name: str) -> str:
     return glue.canonical_metric_name("score" if name == "glue_score" else name)
 
 
-def metric_name(key: str, *, glue: bool = True) -> str:
+def metric_name(key: str, *, glue: bool = True, names: Mapping[str, str] | None = None) -> str:
     """The human name of a metric key: ``final.score`` -> "dev GLUE score", ``final.validation.accuracy`` ->
-    "dev accuracy", ``top1`` -> "top-1 reconstruction". ``glue=False`` (a command that is no GLUE task) keeps
-    ``score``-like keys as they are. Unknown keys are returned unchanged."""
+    "dev accuracy". ``glue=False`` (a command that is no GLUE task) keeps ``score``-like keys as they are.
+    ``names`` adds names of a floor above (``top1`` -> "top-1 reconstruction": the lens's, see
+    :func:`bertscope.lens.metrics.metric_label`). Unknown keys are returned unchanged."""
     parts = str(key).split(".")
     last = parts[-1]
-    if last not in METRIC_NAMES or (not glue and last in _GLUE_ONLY):
+    known = METRIC_NAMES if names is None else {**METRIC_NAMES, **names}
+    if last not in known or (not glue and last in _GLUE_ONLY):
         return str(key)
     where = ""
     extra: list[str] = []
@@ -81,7 +83,7 @@ def metric_name(key: str, *, glue: bool = True) -> str:
             where = _SCOPES[part]
         else:
             extra.append(part)
-    name = f"{where} {METRIC_NAMES[last]}" if where else METRIC_NAMES[last]
+    name = f"{where} {known[last]}" if where else known[last]
     return f"{name} ({'.'.join(extra)})" if extra else name
 
 

@@ -28,7 +28,7 @@ __all__ = ["select_layers", "select_tokens", "token_positions"]
 def token_positions(attention_mask: torch.Tensor, method: str, *, index: int | None = None) -> torch.Tensor | None:
     """The position each example's vector is read at, ``[B]``, for ``cls`` and ``index``; None for pooling methods
     (their choice depends on the hidden states). Known before the layer is computed, which lets the top layer read
-    be computed at that position only (:func:`bertscope.models.families.layer_at_positions`)."""
+    be computed at that position only (:func:`bertscope.models.runners.layer_at_positions`)."""
     if method == "cls":
         return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
     if method != "index":

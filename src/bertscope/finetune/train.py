@@ -20,8 +20,8 @@ vectors through this *same* loop and must get the same numbers):
   (:class:`bertscope.finetune.head.SeededDropout`), so nothing in the head's path reads the global RNG.
 
 Speed: examples are tokenised once; batches are padded to their longest member and grouped by length; the encoder
-runs only up to the highest layer read (``families.truncated``); and when the head reads one known position
-(``cls``/``index:K``), the top layer read is computed at that position only (``families.layer_at_positions``: keys
+runs only up to the highest layer read (``runners.truncated``); and when the head reads one known position
+(``cls``/``index:K``), the top layer read is computed at that position only (``runners.layer_at_positions``: keys
 and values from every token, queries, attention output and feed-forward for one), which is exact and saves most of
 one layer. ``fast_top=False`` turns that off. AdamW uses the fused kernel, as the Trainer does.
 
@@ -53,7 +53,7 @@ from bertscope.finetune import distributed as dp
 from bertscope.finetune.checkpoint import Checkpointer, LoopState, capture, restore
 from bertscope.finetune.freezing import trainable_parameters
 from bertscope.finetune.selection import select_layers, token_positions
-from bertscope.models import families
+from bertscope.models import families, runners
 from bertscope.models.packing import pad_rows
 
 __all__ = [
@@ -206,9 +206,9 @@ class EncoderRepresentation:
     def _states(self, kwargs: dict[str, Any], depth: int, forward: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
         """Hidden states 0..depth; depth 0 = the embedding output alone."""
         if depth == 0:
-            return (families.embed(self.model, kwargs["input_ids"], kwargs["attention_mask"],
+            return (runners.embed(self.model, kwargs["input_ids"], kwargs["attention_mask"],
                                    kwargs.get("token_type_ids")),)
-        with families.truncated(self.model, depth):
+        with runners.truncated(self.model, depth):
             out = (forward or self.model)(**kwargs, output_hidden_states=True, return_dict=True)
         return tuple(out.hidden_states)
 
@@ -221,7 +221,7 @@ class EncoderRepresentation:
             with grad:
                 states = self._states(kwargs, self.depth - 1)
                 positions = token_positions(batch.attention_mask, self.method, index=self.index)
-                top = families.layer_at_positions(self.model, self.depth - 1, states[-1], batch.attention_mask,
+                top = runners.layer_at_positions(self.model, self.depth - 1, states[-1], batch.attention_mask,
                                                   positions)  # type: ignore[arg-type]
             if top is not None:
                 rows = torch.arange(len(batch), device=top.device)

@@ -17,6 +17,7 @@ reconstruction it asks how early a layer already decodes to what the model final
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "AgreementMetrics",
     "AgreementSums",
     "agreement_stats",
+    "agreement_with_variants",
     "agrees_with_final",
     "cosine_similarity",
     "final_agreement",
@@ -101,6 +103,52 @@ def agreement_stats(
         empty = hidden_a.new_zeros(0)
         return empty.bool(), empty.float(), empty.float()
     return torch.cat(agree), torch.cat(kl), cosine_similarity(hidden_a, hidden_b)
+
+
+def agreement_with_variants(
+    head: HeadParts, final: torch.Tensor, variant_finals: Sequence[torch.Tensor | None], targets: torch.Tensor, *,
+    chunk: int = CHUNK,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None], list[torch.Tensor], torch.Tensor]:
+    """Agreement of many variants with one original, all decoded by ``head``, at the same N counted positions.
+
+    ``final`` [N, H] is the original's last hidden state, ``variant_finals`` each variant's (None: skipped),
+    ``targets`` [N] the input tokens. Returns (per variant: (top-1 agreement [N], KL(original || variant) [N],
+    cosine [N]) or None; per variant [N] variant-top-1-is-input flags; the original's [N] top-1-is-input flags).
+    Vocabulary logits exist for at most ``chunk`` rows of one model at a time; the original's log-probabilities of
+    a chunk are computed once and shared by every variant (``layer-scan``).
+    """
+    feats = head.features(final, is_last_layer=True)
+    v_feats = [None if v is None else head.features(v, is_last_layer=True) for v in variant_finals]
+    parts: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in variant_finals]
+    original_top = []
+    for s in range(0, feats.shape[0], chunk):
+        logits = head.decode(feats[s:s + chunk])
+        top = logits.argmax(-1)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        p = logp.exp()
+        original_top.append(top)
+        for k, vf in enumerate(v_feats):
+            if vf is not None:
+                v_logits = head.decode(vf[s:s + chunk])
+                v_top = v_logits.argmax(-1)
+                kl = kl_from_log_probs(logp, torch.log_softmax(v_logits.float(), dim=-1), p)
+                parts[k].append((top == v_top, kl, v_top))
+    original_hits = torch.cat(original_top) == targets if original_top else targets.bool()
+    stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
+    hits: list[torch.Tensor] = []
+    for k, v_final in enumerate(variant_finals):
+        if v_final is None:
+            stats.append(None)
+            hits.append(targets.new_zeros(0).bool())
+        elif parts[k]:
+            agree, kl, v_top = (torch.cat(x) for x in zip(*parts[k]))
+            stats.append((agree, kl, cosine_similarity(final, v_final)))
+            hits.append(v_top == targets)
+        else:
+            z = final.new_zeros(0)
+            stats.append((z.bool(), z, z))
+            hits.append(z.bool())
+    return stats, hits, original_hits
 
 
 @dataclass(frozen=True)

@@ -15,26 +15,37 @@ counted by :meth:`MetricSums.add_final_agreement`) and for the per-token view (:
 
 Aggregation is a sum over tokens (float64) plus per-sentence "all counted tokens ranked first" flags, so the numbers
 depend neither on batch size nor on padding. This module knows nothing about models or files.
+
+Each metric the lens reports is declared once, in :data:`LENS_METRICS` (:class:`LensMetric`: its key, human label,
+table header, definition, how it accumulates and how it is shown); the sums, the result records, ``reconstruct``'s
+table, figure and result file, ``compare``'s curves and the report's labels and axes all read that declaration.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+from bertscope.data.labels import metric_name
 from bertscope.models.families import HeadParts
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "LENS_LABELS",
+    "LENS_METRICS",
+    "LENS_METRIC_NAMES",
     "LayerMetrics",
+    "LensMetric",
     "MetricSums",
     "decode_tokens",
     "head_token_stats",
     "head_token_stats_top1",
     "head_top1",
+    "lens_metric",
+    "metric_label",
     "sentence_exact",
     "token_stats",
 ]
@@ -145,69 +156,147 @@ def sentence_exact(correct: torch.Tensor, sentence_ids: torch.Tensor, num_senten
     return int((present & (wrong == 0)).sum()), int(present.sum())
 
 
+# --- The lens metrics, each declared once ------------------------------------------------------------------------
+
+#: How a metric accumulates over counted tokens: ``token mean`` = the mean of a per-token value over counted tokens;
+#: ``sentence all`` = the share of sentences (with a counted token) whose every counted token has a per-token flag;
+#: ``final agreement`` = the share of counted tokens whose top-1 decoded token equals the final layer's there.
+Accumulation = Literal["token mean", "sentence all", "final agreement"]
+#: How a value is read: ``share`` (0..1, shown as a percentage), ``log`` (spans decades: a log axis), ``linear``.
+Scale = Literal["share", "log", "linear"]
+TokenValue = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LensMetric:
+    """One number the lens reports per layer, declared once: everything that shows, sums or explains it reads this.
+
+    ``name`` is its key in result files; ``label`` its human name (figures, tables, reports: what
+    :func:`metric_label` gives); ``column`` its short table header; ``definition`` the result file's sentence
+    for it; ``accumulation`` and ``value`` how it is summed (``value(rank, nll)`` [N] per counted token, rank
+    0-based; unused by ``final agreement``); ``scale`` and ``digits`` how it is shown.
+    """
+
+    name: str
+    label: str
+    column: str
+    definition: str
+    accumulation: Accumulation
+    scale: Scale
+    digits: int = 1
+    value: TokenValue | None = None
+
+    def format(self, value: float | None) -> str:
+        """The value as a table shows it: shares as a percentage, others with ``digits`` decimals; ``-`` for none."""
+        if value is None or value != value:
+            return "-"
+        return f"{100 * value:.{self.digits}f}%" if self.scale == "share" else f"{value:.{self.digits}f}"
+
+
+LENS_METRICS: tuple[LensMetric, ...] = (
+    LensMetric("top1", "top-1 reconstruction", "top-1",
+               "share of counted tokens whose input token has the highest logit",
+               "token mean", "share", value=lambda rank, nll: rank == 0),
+    LensMetric("top5", "top-5 reconstruction", "top-5",
+               "share of counted tokens whose input token is among the 5 highest logits",
+               "token mean", "share", value=lambda rank, nll: rank < 5),
+    LensMetric("mean_rank", "mean rank of the input token (1 = best)", "mean rank",
+               "mean 1-based rank of the input token (1 = first choice; ties count in its favour)",
+               "token mean", "log", value=lambda rank, nll: rank.double() + 1.0),
+    LensMetric("nll", "NLL of the input token (nats)", "NLL",
+               "mean negative log-likelihood of the input token, natural log (nats)",
+               "token mean", "linear", digits=3, value=lambda rank, nll: nll),
+    LensMetric("exact", "exact-sentence reconstruction", "exact sent.",
+               "share of sentences whose counted tokens are all top-1",
+               "sentence all", "share", value=lambda rank, nll: rank == 0),
+    LensMetric("final_agreement", "top-1 agreement with the final layer", "agree final",
+               "share of counted tokens whose top-1 decoded token equals the final layer's top-1 there (1.0 at the "
+               "last layer; Din et al. 2024)", "final agreement", "share"),
+)
+LENS_METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in LENS_METRICS)
+_BY_NAME = {m.name: m for m in LENS_METRICS}
+
+
+def lens_metric(name: str) -> LensMetric:
+    """The declaration of lens metric ``name`` (KeyError for a name the lens does not report)."""
+    return _BY_NAME[name]
+
+
+#: every lens metric's human name by its key
+LENS_LABELS: dict[str, str] = {m.name: m.label for m in LENS_METRICS}
+
+
+def metric_label(key: str, *, glue: bool = True) -> str:
+    """The human name of any metric key, the lens's own included (``top1`` -> "top-1 reconstruction"): what
+    :func:`bertscope.data.labels.metric_name` gives with the lens's labels (the data floor cannot import them)."""
+    return metric_name(key, glue=glue, names=LENS_LABELS)
+
+
 @dataclass
 class MetricSums:
-    """Running sums for one (layer, position group); add batches in any order and size, read :meth:`result`."""
+    """Running sums of every lens metric for one (layer, position group); add batches in any order and size, read
+    :meth:`result`. Sums are float64 (counts of flags are exact far beyond any corpus)."""
 
     tokens: int = 0
-    top1: int = 0
-    top5: int = 0
-    rank_sum: float = 0.0
-    nll_sum: float = 0.0
     sentences: int = 0
-    exact: int = 0
     agree_tokens: int = 0
-    agree: int = 0
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LENS_METRIC_NAMES, 0.0))
 
     def add_final_agreement(self, agree: torch.Tensor) -> None:
         """Add [N] bools: this layer's top-1 decoded token equals the final layer's at that counted position."""
         self.agree_tokens += int(agree.numel())
-        self.agree += int(agree.sum())
+        for m in LENS_METRICS:
+            if m.accumulation == "final agreement":
+                self.totals[m.name] += int(agree.sum())
 
     def add(self, rank: torch.Tensor, nll: torch.Tensor, sentence_ids: torch.Tensor, num_sentences: int) -> None:
         """Add the counted tokens of one batch; ``sentence_ids`` index the batch's sentences."""
         self.tokens += int(rank.numel())
-        self.top1 += int((rank == 0).sum())
-        self.top5 += int((rank < 5).sum())
-        self.rank_sum += float((rank.double() + 1.0).sum())
-        self.nll_sum += float(nll.double().sum())
-        exact, present = sentence_exact(rank == 0, sentence_ids, num_sentences)
-        self.exact += exact
+        present = None
+        for m in LENS_METRICS:
+            if m.value is None:
+                continue
+            value = m.value(rank, nll)
+            if m.accumulation == "token mean":
+                self.totals[m.name] += float(value.double().sum())
+            elif m.accumulation == "sentence all":
+                exact, present = sentence_exact(value.bool(), sentence_ids, num_sentences)
+                self.totals[m.name] += exact
+        if present is None:
+            present = int(torch.unique(sentence_ids).numel()) if sentence_ids.numel() else 0
         self.sentences += present
 
     def result(self) -> LayerMetrics:
-        n = self.tokens
         nan = float("nan")
-        return LayerMetrics(
-            tokens=n,
-            sentences=self.sentences,
-            top1=self.top1 / n if n else nan,
-            top5=self.top5 / n if n else nan,
-            mean_rank=self.rank_sum / n if n else nan,
-            nll=self.nll_sum / n if n else nan,
-            exact=self.exact / self.sentences if self.sentences else nan,
-            final_agreement=self.agree / self.agree_tokens if self.agree_tokens else nan,
-        )
+        over = {"token mean": self.tokens, "sentence all": self.sentences, "final agreement": self.agree_tokens}
+        return LayerMetrics(tokens=self.tokens, sentences=self.sentences, values={
+            m.name: self.totals[m.name] / over[m.accumulation] if over[m.accumulation] else nan
+            for m in LENS_METRICS})
 
 
 @dataclass(frozen=True)
 class LayerMetrics:
-    """How well one layer's hidden states decode to the input tokens (means over counted tokens).
+    """How well one layer's hidden states decode to the input tokens: every :data:`LENS_METRICS` value by name.
 
-    ``mean_rank`` is 1-based (1 = the input token is the head's first choice); ``nll`` is in nats; ``exact`` is the
-    share of sentences (with at least one counted token) whose counted tokens are all top-1; ``final_agreement`` is
-    the share of counted tokens whose top-1 decoded token equals the final layer's (1.0 at the final layer; NaN when
-    it was not measured).
+    Read a value as an attribute (``m.top1``, ``m.nll``) or from ``values``. ``mean_rank`` is 1-based (1 = the input
+    token is the head's first choice); ``nll`` is in nats; ``exact`` is the share of sentences (with at least one
+    counted token) whose counted tokens are all top-1; ``final_agreement`` is the share of counted tokens whose top-1
+    decoded token equals the final layer's (1.0 at the final layer; NaN when it was not measured).
     """
 
     tokens: int
     sentences: int
-    top1: float
-    top5: float
-    mean_rank: float
-    nll: float
-    exact: float
-    final_agreement: float = math.nan
+    values: Mapping[str, float]
+
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return float(values[name])
+        raise AttributeError(f"{type(self).__name__} has no {name!r}")
+
+    def to_dict(self) -> dict[str, float]:
+        """``tokens``, ``sentences`` and every metric, flat, in declaration order."""
+        return {"tokens": self.tokens, "sentences": self.sentences, **self.values}
 
     @classmethod
     def from_tokens(
@@ -219,4 +308,5 @@ class LayerMetrics:
 
     @staticmethod
     def names() -> Iterable[str]:
-        return ("top1", "top5", "mean_rank", "nll", "exact")
+        """The metrics of one token's rank and NLL (all but the agreement with the final layer)."""
+        return tuple(m.name for m in LENS_METRICS if m.accumulation != "final agreement")

@@ -1,19 +1,22 @@
 """``bertscope reconstruct``: decode every hidden layer with the masked-LM head and score the input tokens.
 
 For every hidden state l = 0..L (0 = embedding output, l = output of transformer layer l; ``--layers`` counts
-these hidden-state indices, see :mod:`bertscope.core.options`) the head is applied to ``hidden_states[l]`` at every counted
-position and the *input* token is scored (top-1, top-5, mean rank, NLL, exact sentences; see :mod:`bertscope.lens.metrics`),
-and each layer's top-1 decoded token is compared with the final layer's (``final_agreement``, 1.0 at the last layer;
-:mod:`bertscope.lens.agreement`). A few sentences are also drawn token by token (:mod:`bertscope.lens.token_view`).
+these hidden-state indices, see :mod:`bertscope.core.options`) the head is applied to ``hidden_states[l]`` at every
+counted position and the *input* token is scored (top-1, top-5, mean rank, NLL, exact sentences), and each layer's
+top-1 decoded token is compared with the final layer's (``final_agreement``, 1.0 at the last layer;
+:mod:`bertscope.lens.agreement`): each metric declared once in :data:`bertscope.lens.metrics.LENS_METRICS`, whence
+this command's table, figure and result file take their columns, labels and definitions. A few sentences are also
+drawn token by token (:mod:`bertscope.lens.token_view`).
 
 Whose head decodes (``--head-from``): a variant made by ``deepen`` records its origin, and by default is decoded with
 the *original's* head (its pretrained MLM head, or the head fitted on the original's final layer), as paper 1 keeps
 the original output layer; ``--head-from self`` decodes with the variant's own (or one fitted on the variant).
 
-How it runs (and why it is fast): sentences are tokenised once and sorted by length so batches carry little
-padding; the bare encoder runs once per batch with all hidden states; only counted positions (real, non-special
-tokens by default) are gathered, and the head decodes them chunk by chunk, layer by layer. Masks for ``--mask-prob``
-are drawn per sentence from a seeded generator, so no number depends on batch size, padding or order.
+How it runs (and why it is fast): :mod:`bertscope.lens.lens_pass`, the lens pass ``compare``'s curves run too.
+Sentences are tokenised once and sorted by length so batches carry little padding; the bare encoder runs once per
+batch with all hidden states; only counted positions (real, non-special tokens by default) are gathered, and the head
+decodes them chunk by chunk, layer by layer. Masks for ``--mask-prob`` are drawn per sentence from a seeded
+generator, so no number depends on batch size, padding or order.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,49 +37,35 @@ from bertscope.core.figures import readable_log_axis, save_figure, style_words
 from bertscope.core.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
 from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
-from bertscope.data.labels import metric_name, model_name, texts_name
+from bertscope.data.labels import model_name, texts_name
 from bertscope.data.texts import TextSource, load_texts
-from bertscope.lens.agreement import agrees_with_final
 from bertscope.lens.config import ReconstructConfig
-from bertscope.lens.fitted_head import FitOptions, bert_mask, fit_for_texts
-from bertscope.lens.metrics import (
-    DEFAULT_CHUNK_SIZE,
-    LayerMetrics,
-    MetricSums,
-    decode_tokens,
-    head_token_stats_top1,
-    head_top1,
-)
+from bertscope.lens.fitted_head import FitOptions, fit_for_texts
+from bertscope.lens.lens_pass import Encoded, encode_sentences, lens_pass
+from bertscope.lens.metrics import LENS_METRIC_NAMES, LENS_METRICS, LayerMetrics, decode_tokens
 from bertscope.lens.token_view import MAX_TOKENS, TokenView, write_token_views
 from bertscope.models import caveats, families, loading
 from bertscope.models.origin import CONFIG_NOTE_KEY, deepen_origin, origin_source
-from bertscope.models.packing import pad_rows
 
-__all__ = ["Encoded", "LayerRecord", "ReconstructResult", "encode_sentences", "lens_pass", "run_reconstruct",
-           "token_views"]
+__all__ = ["LayerRecord", "ReconstructResult", "run_reconstruct", "token_views"]
 
 _log = logging.getLogger("bertscope")
-METRIC_NAMES = ("top1", "top5", "mean_rank", "nll", "exact", "final_agreement")
 
 
-@dataclass(frozen=True)
-class LayerRecord:
+@dataclass(frozen=True, kw_only=True)
+class LayerRecord(LayerMetrics):
     """Metrics of one layer over one group of positions (``all``, or ``masked`` / ``unmasked`` with --mask-prob)."""
 
     layer: int
     group: str
-    tokens: int
-    sentences: int
-    top1: float
-    top5: float
-    mean_rank: float
-    nll: float
-    exact: float
-    final_agreement: float = float("nan")
 
     @classmethod
     def of(cls, layer: int, group: str, m: LayerMetrics) -> LayerRecord:
-        return cls(layer=layer, group=group, **dataclasses.asdict(m))
+        return cls(layer=layer, group=group, tokens=m.tokens, sentences=m.sentences, values=m.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``layer``, ``group``, ``tokens``, ``sentences`` and every lens metric: one row of the result file."""
+        return {"layer": self.layer, "group": self.group, **super().to_dict()}
 
 
 @dataclass(frozen=True)
@@ -116,16 +105,8 @@ class ReconstructResult:
             "counting": self.counting,
             "layer_numbering": HIDDEN_STATE,
             "layer_numbering_note": NUMBERING_NOTES[HIDDEN_STATE],
-            "metric_definitions": {
-                "top1": "share of counted tokens whose input token has the highest logit",
-                "top5": "share of counted tokens whose input token is among the 5 highest logits",
-                "mean_rank": "mean 1-based rank of the input token (1 = first choice; ties count in its favour)",
-                "nll": "mean negative log-likelihood of the input token, natural log (nats)",
-                "exact": "share of sentences whose counted tokens are all top-1",
-                "final_agreement": "share of counted tokens whose top-1 decoded token equals the final layer's "
-                                   "top-1 there (1.0 at the last layer; Din et al. 2024)",
-            },
-            "records": [dataclasses.asdict(r) for r in self.records],
+            "metric_definitions": {m.name: m.definition for m in LENS_METRICS},
+            "records": [r.to_dict() for r in self.records],
             "examples": list(self.examples),
             "token_view": [v.to_dict() for v in self.token_views],
             "timing": self.timing,
@@ -143,12 +124,12 @@ class ReconstructResult:
         last = max(r.layer for r in self.records)
         for r in self.records:
             prefix = f"layer{r.layer}" + ("" if r.group == "all" else f".{r.group}")
-            for name in METRIC_NAMES:
-                out[f"{prefix}.{name}"] = getattr(r, name)
+            for name in LENS_METRIC_NAMES:
+                out[f"{prefix}.{name}"] = r.values[name]
             if r.layer == last:
                 final = "final" + ("" if r.group == "all" else f".{r.group}")
-                for name in METRIC_NAMES:
-                    out[f"{final}.{name}"] = getattr(r, name)
+                for name in LENS_METRIC_NAMES:
+                    out[f"{final}.{name}"] = r.values[name]
         fit = self.head.get("fit") or {}
         if fit.get("heldout_masked_top1") is not None:
             out["head.heldout_masked_top1"] = float(fit["heldout_masked_top1"])
@@ -165,12 +146,11 @@ class ReconstructResult:
         table.add_column("layer", justify="right")
         if several:
             table.add_column("positions")
-        for label in ("tokens", "top-1", "top-5", "mean rank", "NLL", "exact sent.", "agree final"):
+        for label in ("tokens", *(m.column for m in LENS_METRICS)):
             table.add_column(label, justify="right")
         for r in self.records:
             row = [str(r.layer)] + ([r.group] if several else [])
-            row += [str(r.tokens), _pct(r.top1), _pct(r.top5), _num(r.mean_rank, 1), _num(r.nll, 3), _pct(r.exact),
-                    _pct(r.final_agreement)]
+            row += [str(r.tokens), *(m.format(r.values[m.name]) for m in LENS_METRICS)]
             table.add_row(*row)
         notes = [f"decoded with {_head_words(self.head)}"]
         fit = self.head.get("fit")
@@ -223,10 +203,6 @@ def _fit_notes(fit: dict[str, Any]) -> list[str]:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
-
-
-def _num(value: float, digits: int) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -311,121 +287,6 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
     if config.head_part != "full":
         info["note"] = "--head-part applies to pretrained heads only; the fitted head is always used whole"
     return fitted.parts(loaded.model), info
-
-
-@dataclass
-class Encoded:
-    """Tokenised sentences, ready for :func:`lens_pass`."""
-
-    ids: list[torch.Tensor]          # the (possibly masked) input ids per sentence
-    targets: list[torch.Tensor]      # the original ids (what the head should reconstruct)
-    counted: list[torch.Tensor]      # bool: position enters the metrics
-    selected: list[torch.Tensor]     # bool: position was selected for masking
-    truncated: int
-
-
-def encode_sentences(tokenizer: Any, sentences: Sequence[str], *, max_length: int = 128,
-                     include_special: bool = False, mask_prob: float = 0.0, seed: int = 0) -> Encoded:
-    """Tokenise once; mark counted positions; draw per-sentence seeded BERT masks when ``mask_prob`` > 0."""
-    enc = tokenizer(list(sentences), truncation=True, max_length=max_length, return_special_tokens_mask=True)
-    full = tokenizer(list(sentences), truncation=False, add_special_tokens=True)["input_ids"]
-    truncated = sum(len(f) > max_length for f in full)
-    mask_id = tokenizer.mask_token_id
-    if mask_prob > 0 and mask_id is None:
-        raise BertscopeError("--mask-prob needs a tokenizer with a mask token; this one has none")
-    vocab = len(tokenizer)
-    out = Encoded([], [], [], [], truncated)
-    for i, (ids, special) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
-        ids_t = torch.tensor(ids, dtype=torch.long)
-        normal = torch.tensor(special, dtype=torch.bool).logical_not()
-        counted = torch.ones_like(normal) if include_special else normal
-        if mask_prob > 0:
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
-            masked, selected = bert_mask(ids_t, normal, mask_prob, generator, mask_id, vocab)
-        else:
-            masked, selected = ids_t, torch.zeros_like(normal)
-        out.ids.append(masked)
-        out.targets.append(ids_t)
-        out.counted.append(counted)
-        out.selected.append(selected)
-    return out
-
-
-def _pad_flags(rows: list[torch.Tensor]) -> torch.Tensor:
-    return pad_rows(rows, False, dtype=torch.bool)[0]
-
-
-def _chunk_size(vocab: int) -> int:
-    """Rows of logits decoded at once: about 4M logits (16 MB in fp32; ~137 rows for BERT's vocabulary), at least 16.
-
-    Blocks under glibc's 32 MB mmap ceiling are recycled by the allocator instead of being page-faulted in anew.
-    """
-    return max(16, min(4 * DEFAULT_CHUNK_SIZE, (1 << 22) // max(1, vocab)))
-
-
-def lens_pass(
-    model: torch.nn.Module,
-    head: families.HeadParts,
-    encoded: Encoded,
-    *,
-    layers: Sequence[int],
-    batch_size: int = 32,
-    pad_id: int | None = 0,
-    groups: Sequence[str] = ("all",),
-    progress: bool = False,
-    on_batch: Callable[[list[int], Sequence[torch.Tensor], torch.Tensor, torch.Tensor], None] | None = None,
-) -> dict[tuple[int, str], MetricSums]:
-    """Score every layer in ``layers``: one encoder forward per length-sorted batch, head on counted tokens only.
-
-    Returns running sums per (layer, group), each with its agreement with the final layer's top-1 (decoded too when
-    ``layers`` leaves it out); groups are ``all``, ``masked`` and ``unmasked``. ``on_batch`` sees
-    each batch's sentence indices, hidden states, counted-position mask and attention mask (e.g. to keep examples).
-    """
-    from tqdm.auto import tqdm
-
-    depth = families.num_layers(model)
-    device = next(model.parameters()).device
-    pad_id = 0 if pad_id is None else pad_id
-    sums = {(layer, g): MetricSums() for layer in layers for g in groups}
-    chunk = _chunk_size(head.weight.shape[0])
-    order = sorted(range(len(encoded.ids)), key=lambda i: (-encoded.ids[i].shape[0], i))
-    encoder = families.base_encoder(model)
-    bar = tqdm(total=len(order), desc="reconstructing", unit="sent", disable=not progress, leave=False)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            ids, attention = pad_rows([encoded.ids[i] for i in batch], pad_id)
-            ids, attention = ids.to(device), attention.to(device)
-            counted = _pad_flags([encoded.counted[i] for i in batch]).to(device) & attention.bool()
-            targets = pad_rows([encoded.targets[i] for i in batch], pad_id)[0].to(device)[counted]
-            selected = _pad_flags([encoded.selected[i] for i in batch]).to(device)[counted]
-            rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(counted)[counted]
-            hidden_states = encoder(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states
-            picks = {"all": None, "masked": selected, "unmasked": ~selected}
-            final_top1 = None
-            if depth not in layers:  # the final layer's top-1 is the reference of every layer's agreement
-                final_top1 = head_top1(head, hidden_states[depth][counted], is_last_layer=True, chunk_size=chunk)
-            for layer in sorted(layers, key=lambda x: x != depth):  # the final layer first
-                hidden = hidden_states[layer][counted]
-                rank, nll, top1 = head_token_stats_top1(head, hidden, targets, is_last_layer=layer == depth,
-                                                        chunk_size=chunk)
-                if layer == depth:
-                    final_top1 = top1
-                assert final_top1 is not None
-                agree = agrees_with_final(top1, final_top1)
-                for g in groups:
-                    pick = picks[g]
-                    if pick is None:
-                        sums[layer, g].add(rank, nll, rows, len(batch))
-                        sums[layer, g].add_final_agreement(agree)
-                    else:
-                        sums[layer, g].add(rank[pick], nll[pick], rows[pick], len(batch))
-                        sums[layer, g].add_final_agreement(agree[pick])
-            if on_batch is not None:
-                on_batch(batch, hidden_states, counted, attention)
-            bar.update(len(batch))
-    bar.close()
-    return sums
 
 
 def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
@@ -577,7 +438,7 @@ def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
     files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv")}
     head_from = (result.head.get("head_from") or {}).get("from", "self")
     rows = [{"model": result.model["name"], "head": result.head["mode"], "head_from": head_from,
-             **dataclasses.asdict(r)} for r in result.records]
+             **r.to_dict()} for r in result.records]
     write_csv_atomic(files["csv"], rows)
     files.update(_plot(result, folder / "reconstruct.png"))
     if result.token_views:
@@ -594,35 +455,38 @@ def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
 
 #: line style per group of positions (the legend says which line is which)
 _GROUP_STYLES = {"all": "-", "masked": "--", "unmasked": ":"}
+#: the figure's panel of each scale of lens metric (shares in percent; log-scale metrics on a readable log axis)
+_PANELS = {"share": 0, "linear": 1, "log": 2}
 
 
 def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
-    """The three panels (percentages, NLL, mean rank on a readable log axis), as PNG, SVG and PDF."""
+    """The three panels (percentages, NLL, mean rank on a readable log axis: each lens metric on its scale's panel),
+    as PNG, SVG and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), constrained_layout=True)
-    ranks: list[float] = []
+    logged: list[float] = []
     for group in result.groups:
         recs = [r for r in result.records if r.group == group]
         x = [r.layer for r in recs]
         style = _GROUP_STYLES.get(group, "-")
         suffix = "" if group == "all" else f" ({group} positions, {style_words(style)})"
-        for name in ("top1", "top5", "exact"):
-            axes[0].plot(x, [100 * getattr(r, name) for r in recs], style, marker="o",
-                         label=metric_name(name) + suffix)
-        axes[0].plot(x, [100 * r.final_agreement for r in recs], style, marker="s",
-                     label="top-1 = final layer's top-1" + suffix)
-        axes[1].plot(x, [r.nll for r in recs], style, marker="o", label="NLL" + suffix)
-        axes[2].plot(x, [r.mean_rank for r in recs], style, marker="o", label="mean rank" + suffix)
-        ranks.extend(r.mean_rank for r in recs)
+        for m in LENS_METRICS:
+            values = [r.values[m.name] * (100 if m.scale == "share" else 1) for r in recs]
+            marker = "s" if m.accumulation == "final agreement" else "o"
+            label = m.label if m.scale == "share" else m.column  # one metric per other panel: its axis names it
+            axes[_PANELS[m.scale]].plot(x, values, style, marker=marker, label=label + suffix)
+            if m.scale == "log":
+                logged.extend(values)
     axes[0].set_ylabel("% of counted tokens (exact: of sentences)")
     axes[0].set_ylim(-2, 102)
-    axes[1].set_ylabel(metric_name("nll"))
-    axes[2].set_ylabel(f"{metric_name('mean_rank')} (1 = best, log scale)")
-    readable_log_axis(axes[2], ranks)
+    for m in LENS_METRICS:
+        if m.scale != "share":
+            axes[_PANELS[m.scale]].set_ylabel(m.label + (", log scale" if m.scale == "log" else ""))
+    readable_log_axis(axes[2], logged)
     for ax in axes:
         ax.set_xlabel("hidden state (0 = embeddings, l = output of layer l)")
         ax.grid(alpha=0.3)

@@ -2,9 +2,12 @@
 
 For each supported ``model_type`` the table says where the base encoder keeps its layer stack, which config keys hold
 the depth and the width, how the embeddings are called, where the masked-LM head lives (split into a ``transform``
-and a vocabulary ``decoder`` so it can decode *any* hidden state), and how a list of layers is run on a hidden state.
-Every other module asks the functions below instead of touching model attributes; none of these functions tests a
-family's name, they read the entry's fields. Loading checkpoints is :mod:`bertscope.models.loading`'s job.
+and a vocabulary ``decoder`` so it can decode *any* hidden state), where the pooler is, and which runner calls its
+layers. Every other module asks the functions below instead of touching model attributes; none of these functions
+tests a family's name, they read the entry's fields. The table is data; what acts on it lives beside it:
+:mod:`bertscope.models.runners` runs the layers (on any hidden state, truncated, at one position),
+:mod:`bertscope.models.packing` packs rows, :mod:`bertscope.surgery.layer_map` builds stacks from layer maps, and
+:mod:`bertscope.models.loading` loads checkpoints.
 
 How to add a family: append one ``Family(...)`` to :data:`FAMILIES`. Paths are dotted attribute paths relative to
 the base encoder (``model.base_model``) unless a field says otherwise; every field but the first three has a default
@@ -16,7 +19,7 @@ the base encoder (``model.base_model``) unless a field says otherwise; every fie
   attributes that store the depth and must follow it (DistilBERT's ``transformer.n_layers``);
 * ``embeddings_path``, ``embeddings_inputs`` (what the embeddings take besides ``input_ids``: ``token_type_ids``,
   ``mask``), ``embedding_maps`` (maps applied after them when the model has them, e.g. ELECTRA's
-  ``embeddings_project``): together they give ``hidden_states[0]`` (:func:`embed`);
+  ``embeddings_project``): together they give ``hidden_states[0]`` (:func:`bertscope.models.runners.embed`);
 * ``mlm_heads``: :class:`MlmHead` entries (paths relative to the masked-LM model; the first that resolves is used)
   and ``head_prefixes`` (their state-dict prefixes: missing on load means the checkpoint has no pretrained head);
 * ``final_norm_path``: the final encoder norm of pre-norm families (ModernBERT);
@@ -32,13 +35,14 @@ the base encoder (``model.base_model``) unless a field says otherwise; every fie
   where the family's own classification head has another shape;
 * flags: ``shared_layers`` (one set of layers applied on ALBERT's group schedule, ``groups_key``), ``packable``
   (layers see only hidden states and an attention mask, so sequences may share a row), ``bert_layer`` (layers are
-  transformers' post-norm ``BertLayer``: the one-position shortcut of :func:`layer_at_positions` applies),
+  transformers' post-norm ``BertLayer``: the one-position shortcut of
+  :func:`bertscope.models.runners.layer_at_positions` applies),
   ``layer_types_key`` (a per-layer config list that follows a layer map), ``pinned_first_layer`` (why layer 0 cannot
   move in a layer map, or None), ``decoder_reads_embedding_size`` and ``notes`` (documentation);
-* ``run_layers``: the one function a family may bring for truly special behaviour, how its layers are called
-  (:data:`LayerRunner`; default :func:`_run_plain`: ``layer(hidden, 4-D mask)``, as BERT, RoBERTa, ALBERT, ELECTRA
-  and DistilBERT do). DeBERTa-v2 (relative positions, the conv after the first layer) and ModernBERT (rotary
-  embeddings, sliding-window layers) bring their own.
+* ``runner``: how its layers are called, a key of :data:`bertscope.models.runners.RUNNERS` (default ``plain``:
+  ``layer(hidden, 4-D mask)``, as BERT, RoBERTa, ALBERT, ELECTRA and DistilBERT do). DeBERTa-v2 (relative
+  positions, the conv after the first layer) and ModernBERT (rotary embeddings, sliding-window layers) name their
+  own; a family with truly special behaviour adds its runner there, the one function it may bring.
 
 Then add the family's tiny config to ``tests/conftest.py``: every family test runs against its Hugging Face model,
 and ``tests/test_families.py`` checks that every path of the entry resolves.
@@ -47,11 +51,10 @@ and ``tests/test_families.py`` checks that every path of the entry resolves.
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -63,38 +66,30 @@ __all__ = [
     "FAMILIES",
     "Family",
     "HeadParts",
-    "LayerRunner",
     "MlmHead",
     "SequenceClassifier",
-    "apply_layer_map",
     "attention_implementation",
     "attention_in_use",
     "base_encoder",
-    "can_pack",
-    "check_layer_map",
-    "embed",
     "embeddings_module",
     "family_for",
     "final_norm",
     "finalize_hidden",
     "get_layers",
     "hidden_size",
-    "layer_at_positions",
     "max_input_length",
     "mlm_head_parts",
     "num_layers",
     "pooler_parts",
-    "run_layers",
     "sequence_classifier",
+    "set_depth",
     "set_layers",
     "supported_model_types",
-    "truncated",
     "uses_token_type_ids",
 ]
 
 HeadMode = Literal["full", "decoder"]
 Transform = Callable[[torch.Tensor], torch.Tensor]
-ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -240,72 +235,6 @@ class SequenceClassifier:
         return dict(self.classes)[model_type]
 
 
-# --- How layers are run ---------------------------------------------------------------------------------------------
-
-#: ``runner(model, hidden, attention_mask, layer_indices, start) -> [output of each layer run]``: apply the stack's
-#: layers ``layer_indices`` in order; ``hidden`` is the input of stack position ``start``; ``attention_mask`` is the
-#: 2-D 0/1 padding mask, or the 4-D mask of packed rows.
-LayerRunner = Callable[[nn.Module, torch.Tensor, torch.Tensor | None, Sequence[int], int], list[torch.Tensor]]
-
-
-def _run_plain(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-               layer_indices: Sequence[int], start: int) -> list[torch.Tensor]:
-    """``layer(hidden, 4-D mask)`` (BERT, RoBERTa, ELECTRA, DistilBERT; ALBERT's shared groups on its schedule)."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    config = _config(model)
-    family = family_for(model)
-    mask = create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
-    layers = get_layers(model)
-    if family.shared_layers:
-        schedule = _shared_schedule(num_layers(model), int(getattr(config, family.groups_key)))
-        layer_indices = [schedule[i] for i in layer_indices]
-    outputs = []
-    for i in layer_indices:
-        hidden = layers[i](hidden, mask)
-        outputs.append(hidden)
-    return outputs
-
-
-def _run_deberta_v2(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-                    layer_indices: Sequence[int], start: int) -> list[torch.Tensor]:
-    """Relative positions and embeddings built as DeBERTa's encoder builds them; its conv follows the first layer."""
-    encoder: Any = _module(_base(model), "encoder")  # DebertaV2Encoder: its mask/position helpers are its own API
-    mask4d = encoder.get_attention_mask(attention_mask)
-    rel_pos = encoder.get_rel_pos(hidden)
-    rel_emb = encoder.get_rel_embedding()
-    layers = get_layers(model)
-    outputs = []
-    for position, i in enumerate(layer_indices, start=start):
-        out, _ = layers[i](hidden, mask4d, relative_pos=rel_pos, rel_embeddings=rel_emb)
-        if position == 0 and encoder.conv is not None:  # DeBERTa's conv follows whichever layer is first
-            out = encoder.conv(hidden, out, attention_mask)
-        hidden = out
-        outputs.append(hidden)
-    return outputs
-
-
-def _run_modernbert(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-                    layer_indices: Sequence[int], start: int) -> list[torch.Tensor]:
-    """Full and sliding-window masks and rotary embeddings per attention type, as ModernBERT's forward builds them."""
-    from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
-
-    config = _config(model)
-    kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": attention_mask}
-    masks = {"full_attention": create_bidirectional_mask(**kwargs),
-             "sliding_attention": create_bidirectional_sliding_window_mask(**kwargs)}
-    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-    rotary_emb = _module(_base(model), "rotary_emb")
-    rotary = {t: rotary_emb(hidden, position_ids, t) for t in set(config.layer_types)}
-    layers = get_layers(model)
-    outputs = []
-    for i in layer_indices:
-        kind = _find(layers[i], "attention_type")
-        hidden = layers[i](hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
-        outputs.append(hidden)
-    return outputs
-
-
 # --- The table ------------------------------------------------------------------------------------------------------
 
 #: The attention implementations a family entry may list (``Family.attention``): transformers' names.
@@ -341,7 +270,7 @@ class Family:
     layer_types_key: str | None = None
     pinned_first_layer: str | None = None
     decoder_reads_embedding_size: bool = False
-    run_layers: LayerRunner = _run_plain
+    runner: str = "plain"  # how its layers are called: a key of bertscope.models.runners.RUNNERS
     positions_after_pad: bool = False  # position ids start at pad_token_id + 1 (RoBERTa): fewer usable positions
     notes: str = ""
 
@@ -384,12 +313,12 @@ FAMILIES: tuple[Family, ...] = (
                       MlmHead(("lm_predictions.lm_head.dense", "lm_predictions.lm_head.transform_act_fn",
                                "lm_predictions.lm_head.LayerNorm"), "deberta.embeddings.word_embeddings",
                               ("lm_predictions.lm_head.bias",))),
-           head_prefixes=("cls.predictions", "lm_predictions"), run_layers=_run_deberta_v2, attention=("eager",),
+           head_prefixes=("cls.predictions", "lm_predictions"), runner="deberta-v2", attention=("eager",),
            notes="DeBERTa-v3 checkpoints ship no MLM head (use --head fit)"),
     Family("modernbert", ("modernbert",), "layers", embeddings_inputs=(),
            mlm_heads=(MlmHead("head", "decoder", ("decoder.bias",)),), head_prefixes=("head", "decoder"),
            final_norm_path="final_norm", layer_types_key="layer_types",
-           pinned_first_layer="ModernBERT's layer 0 has no attention LayerNorm", run_layers=_run_modernbert,
+           pinned_first_layer="ModernBERT's layer 0 has no attention LayerNorm", runner="modernbert",
            notes="pre-norm: the final norm is applied to intermediate layers before the head"),
 )
 
@@ -481,10 +410,11 @@ def _install_stack(model: nn.Module, layers: nn.ModuleList, depth: int) -> None:
     base = _base(model)
     owner, _, name = family.layers_path.rpartition(".")
     setattr(_module(base, owner) if owner else base, name, layers)
-    _set_depth(model, depth)
+    set_depth(model, depth)
 
 
-def _set_depth(model: nn.Module, depth: int) -> None:
+def set_depth(model: nn.Module, depth: int) -> None:
+    """Make every record of the depth (the config's key, the entry's ``depth_paths``) say ``depth``."""
     family = family_for(model)
     setattr(_config(model), family.depth_key, depth)
     base = _base(model)
@@ -499,46 +429,6 @@ def set_layers(model: nn.Module, layers: nn.ModuleList) -> None:
     if family.shared_layers:
         raise BertscopeError(f"{family.name} shares one layer across depths; change its depth instead")
     _install_stack(model, layers, len(layers))
-
-
-def _install_output_hooks(model: nn.Module) -> None:
-    """Install transformers' output-capturing hooks while the whole stack is present.
-
-    Families that collect ``hidden_states`` by hooks (DistilBERT in transformers 5) install them on the layers present
-    at the first forward call; if that call ran truncated, the upper layers would never report their outputs.
-    """
-    try:
-        from transformers import PreTrainedModel
-        from transformers.utils.output_capturing import maybe_install_capturing_hooks
-    except ImportError:  # pragma: no cover - older transformers collect hidden states without hooks
-        return
-    base = _base(model)  # the wrapper's hooks, when it installs them, are the same (installing both doubles them)
-    if isinstance(base, PreTrainedModel) and not getattr(model, "_output_capturing_hooks_installed", False):
-        with contextlib.suppress(Exception):
-            maybe_install_capturing_hooks(base)
-
-
-@contextlib.contextmanager
-def truncated(model: nn.Module, depth: int) -> Iterator[nn.Module]:
-    """Run ``model`` with only its first ``depth`` layers (layers above are not computed at all)."""
-    family = family_for(model)
-    full_depth = num_layers(model)
-    if not 0 <= depth <= full_depth:
-        raise BertscopeError(f"depth {depth} out of range 0..{full_depth}")
-    _install_output_hooks(model)
-    if family.shared_layers:
-        _set_depth(model, depth)
-        try:
-            yield model
-        finally:
-            _set_depth(model, full_depth)
-        return
-    layers = get_layers(model)
-    _install_stack(model, nn.ModuleList(list(layers)[:depth]), depth)
-    try:
-        yield model
-    finally:
-        _install_stack(model, layers, full_depth)
 
 
 def mlm_head_parts(model: nn.Module, mode: HeadMode = "full") -> HeadParts:
@@ -581,7 +471,7 @@ def finalize_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return hidden if norm is None else norm(hidden)
 
 
-# --- Fine-tuning with a selecting head (issue 4): embeddings for freezing, the pooler, token type ids -----------------
+# --- Fine-tuning with a selecting head: embeddings for freezing, the pooler, token type ids -----------------
 
 
 def embeddings_module(model: nn.Module) -> nn.Module:
@@ -620,201 +510,3 @@ def uses_token_type_ids(model: nn.Module) -> bool:
     if "token_type_ids" not in inspect.signature(_base(model).forward).parameters:
         return False
     return int(getattr(_config(model), "type_vocab_size", 0) or 0) >= 2
-
-
-def layer_at_positions(
-    model: nn.Module, layer_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
-) -> torch.Tensor | None:
-    """Output of transformer layer ``layer_index`` (0-based) at one position per example, ``[B, H]``, or None.
-
-    When a head reads only one token of the top layer it reads, that layer's queries, attention, output projection
-    and feed-forward are needed at that token alone (keys and values still come from every token): about a sixth of
-    the layer's cost. Exact (up to float rounding) for the post-norm BERT layer shared by BERT, RoBERTa and ELECTRA
-    (``bert_layer`` families); None for other families or decoder configs, and the caller then runs the whole layer.
-    """
-    if not family_for(model).bert_layer or getattr(_config(model), "is_decoder", False):
-        return None
-    layer: Any = get_layers(model)[layer_index]  # transformers' BertLayer: its parts are its own API
-    attention = layer.attention.self
-    batch, length, _ = hidden.shape
-    heads, size = attention.num_attention_heads, attention.attention_head_size
-    rows = torch.arange(batch, device=hidden.device)
-    query_input = hidden[rows, positions]  # [B, H]
-    query = attention.query(query_input).view(batch, 1, heads, size).transpose(1, 2)
-    key = attention.key(hidden).view(batch, length, heads, size).transpose(1, 2)
-    value = attention.value(hidden).view(batch, length, heads, size).transpose(1, 2)
-    mask = attention_mask.to(torch.bool)[:, None, None, :]
-    context = nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, dropout_p=attention.dropout.p if attention.training else 0.0,
-        scale=attention.scaling,
-    )
-    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
-    attended = layer.attention.output(context, query_input[:, None])
-    out: torch.Tensor = layer.feed_forward_chunk(attended)[:, 0]
-    return out
-
-
-# --- Layer surgery: build a new stack from a layer map, and run any list of layers on a hidden state ----------------
-#
-# A *layer map* lists, for each layer of a new stack, the index of the source layer it copies. Copying a layer is not
-# only copying its weights: some families keep per-layer state (``layer_idx`` fields, ModernBERT's ``layer_types`` and
-# each layer's attention type / sliding window, ModernBERT's missing pre-attention norm in layer 0, DistilBERT's
-# ``n_layers`` on the transformer, ALBERT's one shared layer). The table's entries say which.
-
-
-def _shared_schedule(depth: int, groups: int) -> list[int]:
-    """Which shared layer group ALBERT applies at each of ``depth`` positions (its own schedule, in transformers)."""
-    return [int(i / (depth / groups)) for i in range(depth)]
-
-
-def check_layer_map(config_or_model: Any, layer_map: Sequence[int]) -> None:
-    """Raise a one-line :class:`BertscopeError` when ``layer_map`` cannot be built for this family.
-
-    Rejects an empty map, indices outside ``0..L-1``, ALBERT maps that are not a repeat count of its shared layer
-    groups, and ModernBERT maps that move its layer 0 (the only layer without a pre-attention LayerNorm, a structural
-    difference a saved checkpoint cannot express at another position).
-    """
-    config = _config(config_or_model)
-    family = family_for(config)
-    depth = num_layers(config)
-    if len(layer_map) == 0:
-        raise BertscopeError("the layer map is empty: a model needs at least one layer")
-    bad = [i for i in layer_map if not 0 <= int(i) < depth]
-    if bad:
-        raise BertscopeError(f"layer index {bad[0]} out of range: this model has layers 0..{depth - 1}")
-    if family.shared_layers:
-        groups = int(getattr(config, family.groups_key, 1))
-        wanted = _shared_schedule(len(layer_map), groups)
-        got = [_shared_schedule(depth, groups)[i] for i in layer_map]
-        if got != wanted:
-            raise BertscopeError(
-                f"{family.name} applies {groups} shared layer group(s) on a fixed schedule; a {len(layer_map)}-layer "
-                f"stack must use groups {wanted}, this map gives {got} (only the depth can change)"
-            )
-    if family.pinned_first_layer is not None:
-        moved = [pos for pos, src in enumerate(layer_map) if (pos == 0) != (src == 0)]
-        if moved:
-            raise BertscopeError(
-                f"{family.pinned_first_layer}, so it must stay first and cannot be copied or "
-                f"removed (map position {moved[0]} breaks this); edit layers 1..{depth - 1} only"
-            )
-
-
-_POSITION_FIELD = "layer_idx"  # transformers' record of a layer's depth, inside the layer's modules
-
-
-def _set_layer_positions(layer: nn.Module, position: int) -> None:
-    """Point every ``layer_idx`` field inside a copied layer at its new depth (used by caches and masks)."""
-    for module in layer.modules():
-        if hasattr(module, _POSITION_FIELD) and not isinstance(module, nn.ModuleList):
-            setattr(module, _POSITION_FIELD, position)
-
-
-def apply_layer_map(model: ModelT, layer_map: Sequence[int]) -> ModelT:
-    """Rebuild ``model``'s layer stack in place from ``layer_map``; every new layer is a real deep copy.
-
-    The config's depth and per-layer lists follow the map, so ``save_pretrained`` writes a checkpoint that plain
-    ``transformers`` reloads into the same network. For ALBERT only the depth changes (one shared layer).
-    """
-    layer_map = [int(i) for i in layer_map]
-    check_layer_map(model, layer_map)
-    family = family_for(model)
-    config = _config(model)
-    if family.shared_layers:
-        _set_depth(model, len(layer_map))
-        return model
-    old = list(get_layers(model))
-    new_layers = []
-    for position, source in enumerate(layer_map):
-        layer = copy.deepcopy(old[source])
-        _set_layer_positions(layer, position)
-        new_layers.append(layer)
-    if family.layer_types_key is not None:
-        old_types = list(getattr(config, family.layer_types_key))
-        setattr(config, family.layer_types_key, [old_types[s] for s in layer_map])
-    set_layers(model, nn.ModuleList(new_layers))
-    return model
-
-
-def embed(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    token_type_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The input of the first layer (``hidden_states[0]``), exactly as the family's own forward computes it."""
-    family = family_for(model)
-    base = _base(model)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    given = {"token_type_ids": token_type_ids, "mask": attention_mask}
-    kwargs = {name: given[name] for name in family.embeddings_inputs}
-    hidden: torch.Tensor = _module(base, family.embeddings_path)(input_ids=input_ids, **kwargs)
-    for path in family.embedding_maps:
-        projection = _find(base, path)
-        if projection is not None:  # ELECTRA has its projection only when embedding and hidden sizes differ
-            hidden = projection(hidden)
-    return hidden
-
-
-def can_pack(model: nn.Module) -> bool:
-    """Whether several sequences may share one row of :func:`run_layers` (``segments``): true where positions enter
-    only at the embeddings, so a layer sees nothing but hidden states and which positions may attend to which."""
-    return family_for(model).packable
-
-
-def _packed_attention_mask(config: Any, hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-    """The 4-D mask of packed rows, in the form the configured attention implementation expects."""
-    same = segments[:, None, :, None] == segments[:, None, None, :]
-    implementation = attention_in_use(config)
-    if implementation == "sdpa":
-        return same
-    if implementation == "eager":
-        return torch.zeros(same.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
-            ~same, torch.finfo(hidden.dtype).min)
-    from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
-
-    mask: torch.Tensor = create_bidirectional_mask(
-        config=config, inputs_embeds=hidden, attention_mask=torch.ones_like(segments),
-        and_mask_function=packed_sequence_mask_function(segments))
-    return mask
-
-
-@overload
-def run_layers(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-               layer_indices: Sequence[int], *, start: int = ..., all_states: Literal[False] = ...,
-               segments: torch.Tensor | None = ...) -> torch.Tensor: ...
-@overload
-def run_layers(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-               layer_indices: Sequence[int], *, start: int = ..., all_states: Literal[True],
-               segments: torch.Tensor | None = ...) -> list[torch.Tensor]: ...
-def run_layers(
-    model: nn.Module,
-    hidden: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    layer_indices: Sequence[int],
-    *,
-    start: int = 0,
-    all_states: bool = False,
-    segments: torch.Tensor | None = None,
-) -> torch.Tensor | list[torch.Tensor]:
-    """Apply ``model``'s layers ``layer_indices`` in order to ``hidden`` (the input of stack position ``start``).
-
-    ``attention_mask`` is the usual 2-D 0/1 padding mask; each family's 4-D masks, relative positions or rotary
-    embeddings are built here as its own forward builds them (the entry's ``run_layers``). The result is the raw
-    output of the last layer run (before any final norm, see :func:`finalize_hidden`); with ``all_states`` the list of
-    every layer's output. With ``layer_indices = range(L)`` and ``start = 0`` this reproduces the model's own hidden
-    states; with another list it computes, without building it, the model that :func:`apply_layer_map` would build.
-
-    ``segments`` [B, T] runs packed rows instead (families where :func:`can_pack`; ``attention_mask`` is then
-    ignored): a position attends only to positions with the same segment id (see :mod:`bertscope.models.packing`).
-    """
-    family = family_for(model)
-    if segments is not None:
-        if not family.packable:
-            raise ValueError(f"family {family.name} cannot run packed rows (its layers read positions)")
-        attention_mask = _packed_attention_mask(_config(model), hidden, segments)  # 4-D: used as it is
-    outputs = family.run_layers(model, hidden, attention_mask, layer_indices, start)
-    if all_states:
-        return outputs
-    return outputs[-1] if outputs else hidden

@@ -1,25 +1,30 @@
 """Several short sequences in one row: padding-free batches for layers that never read positions.
 
 A padded batch spends as much compute on padding as the longest sequence forces on every row. Where a family's
-positions enter only at the embeddings (:func:`bertscope.models.families.can_pack`), the embedded sequences can instead be
+positions enter only at the embeddings (:func:`can_pack`), the embedded sequences can instead be
 laid side by side in rows as wide as the longest one (first-fit decreasing) and run with attention confined to each
 sequence (``segments``). Every real token then sees exactly what it sees in the padded batch, so the outputs agree up
 to float rounding, and the rows hold far fewer padding positions when lengths differ.
 
 Pure tensor functions: :func:`plan_rows` decides the layout, :func:`pack` and :func:`unpack` move hidden states.
 :func:`pad_rows` is the ordinary alternative every padded batch is built with: rows of different lengths padded to
-the longest.
+the longest. :func:`can_pack` reads the family table's ``packable`` flag; :func:`packed_attention_mask` is the mask
+:func:`bertscope.models.runners.run_layers` gives the layers of packed rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
-__all__ = ["PackedLayout", "layout_for", "pack", "pad_rows", "plan_rows", "unpack"]
+from bertscope.models.families import attention_in_use, family_for
+
+__all__ = ["PackedLayout", "can_pack", "layout_for", "pack", "packed_attention_mask", "pad_rows", "plan_rows",
+           "unpack"]
 
 
 def pad_rows(
@@ -114,3 +119,27 @@ def pack(hidden: torch.Tensor, attention_mask: torch.Tensor, layout: PackedLayou
 def unpack(packed: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
     """``[rows, width, H]`` packed rows -> ``[n_real, H]``, the real tokens in ``hidden[mask.bool()]`` order."""
     return packed.reshape(layout.positions, packed.shape[-1])[layout.index]
+
+
+def can_pack(model: nn.Module) -> bool:
+    """Whether several sequences may share one row of :func:`bertscope.models.runners.run_layers` (``segments``):
+    true where positions enter only at the embeddings, so a layer sees nothing but hidden states and which positions
+    may attend to which."""
+    return family_for(model).packable
+
+
+def packed_attention_mask(config: Any, hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """The 4-D mask of packed rows, in the form the configured attention implementation expects."""
+    same = segments[:, None, :, None] == segments[:, None, None, :]
+    implementation = attention_in_use(config)
+    if implementation == "sdpa":
+        return same
+    if implementation == "eager":
+        return torch.zeros(same.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
+            ~same, torch.finfo(hidden.dtype).min)
+    from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
+
+    mask: torch.Tensor = create_bidirectional_mask(
+        config=config, inputs_embeds=hidden, attention_mask=torch.ones_like(segments),
+        and_mask_function=packed_sequence_mask_function(segments))
+    return mask

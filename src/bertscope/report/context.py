@@ -19,7 +19,8 @@ from typing import Any
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
 from bertscope.data.baselines import Baseline, describe, dev_provenances, task_baseline
-from bertscope.data.labels import metric_name, model_name, task_name
+from bertscope.data.labels import model_name, task_name
+from bertscope.lens.metrics import metric_label
 from bertscope.models.options import ModelOptions
 from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
@@ -55,8 +56,8 @@ class Context:
             return key
         registry = commands()
         if key == "score" and any(c in registry and registry[c].is_study for c in self.commands):
-            return metric_name("final.score")
-        return metric_name(key, glue=self.glue)
+            return metric_label("final.score")
+        return metric_label(key, glue=self.glue)
 
     def line(self, *, compact: bool = False) -> str:
         """The sentence an experiment starts with; ``compact``: the one-line reminder each of its sections
@@ -109,7 +110,7 @@ def _task_words(task: str) -> str:
         info = glue.get_task(task)
     except BertscopeError:
         return f"`{task}`"
-    metrics = [metric_name(m) for m in info.metrics]
+    metrics = [metric_label(m) for m in info.metrics]
     score = metrics[0] if len(metrics) == 1 else "mean of " + " and ".join(metrics)
     return f"{info.dir_name} ({info.description.split(' (')[0]}; GLUE score = {score})"
 

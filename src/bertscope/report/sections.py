@@ -37,6 +37,7 @@ from bertscope.core.figures import (
 from bertscope.core.options import parse_dims
 from bertscope.data.labels import axis_name, model_name, task_name
 from bertscope.finetune.learning import REMEDY
+from bertscope.lens.metrics import LENS_METRICS
 from bertscope.report.aggregate import (
     REPLICATE_AXIS,
     aggregate,
@@ -275,8 +276,8 @@ def _curve_metric(curves: dict[str, list[dict[str, float]]], preferred: str | No
     return keys[0] if keys else None
 
 
-#: curve metrics whose values span decades (drawn on a log axis)
-_LOG_CURVES = frozenset({"mean_rank"})
+#: curve metrics whose values span decades (drawn on a log axis): the lens declares which of its metrics do
+_LOG_CURVES = frozenset(m.name for m in LENS_METRICS if m.scale == "log")
 
 
 def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots, title: str,

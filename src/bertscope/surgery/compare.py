@@ -2,8 +2,9 @@
 
 ``compare`` runs one saved variant and its original on the same sentences and reports their agreement
 (:mod:`bertscope.lens.agreement`: top-1 agreement of the masked-LM heads, KL(original || variant), cosine of the final
-hidden states) and both models' per-layer reconstruction curves (:mod:`bertscope.lens.metrics`; the curves count hidden-state
-indices, 0 = embedding output). ``layer-scan`` (:mod:`bertscope.surgery.layer_scan`) measures every single-layer variant in
+hidden states) and both models' per-layer reconstruction curves (the lens pass,
+:func:`bertscope.lens.lens_pass.score_layers`, as ``reconstruct`` runs it; the curves count hidden-state indices,
+0 = embedding output). ``layer-scan`` (:mod:`bertscope.surgery.layer_scan`) measures every single-layer variant in
 memory and shares this module's sentence batches and head choice (:func:`sentence_batches`, :func:`choose_heads`).
 """
 
@@ -23,8 +24,10 @@ from bertscope.core.figures import save_figure
 from bertscope.core.options import HIDDEN_STATE, NUMBERING_NOTES
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
-from bertscope.data.labels import metric_name, model_name, texts_name
+from bertscope.data.labels import model_name, texts_name
 from bertscope.lens.agreement import AgreementMetrics, AgreementSums, agreement_stats
+from bertscope.lens.lens_pass import score_layers
+from bertscope.lens.metrics import LayerMetrics, MetricSums, metric_label
 from bertscope.models import families, loading
 from bertscope.models.families import HeadParts
 from bertscope.surgery.config import CompareConfig, LayerScanConfig
@@ -175,19 +178,17 @@ class CompareResult:
         return table
 
 
-def _curve_rows(sums: list[Any]) -> list[dict[str, Any]]:
+def _curve_rows(sums: dict[tuple[int, str], MetricSums]) -> list[dict[str, Any]]:
+    """One row per hidden state: its token count and every lens metric of one token's rank and NLL."""
     rows = []
-    for layer, s in enumerate(sums):
+    for (layer, _), s in sorted(sums.items()):
         r = s.result()
-        rows.append({"layer": layer, "tokens": r.tokens, "top1": r.top1, "top5": r.top5, "mean_rank": r.mean_rank,
-                     "nll": r.nll, "exact": r.exact})
+        rows.append({"layer": layer, "tokens": r.tokens, **{name: r.values[name] for name in LayerMetrics.names()}})
     return rows
 
 
 def run_compare(config: CompareConfig) -> CompareResult:
     """Run ``config.model`` and ``config.variant`` on the same sentences and measure how much they agree."""
-    from bertscope.lens.metrics import MetricSums
-
     device = resolve_device(config.device)
     prepare_out_dir(config.out)
     torch.manual_seed(config.seed)
@@ -201,7 +202,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     heads, head_info = choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
     depths = {n: families.num_layers(lm.model) for n, lm in zip(names, (original, variant))}
-    curve_sums = {n: [MetricSums() for _ in range(depths[n] + 1)] for n in names}
+    curve_sums = {n: {(layer, "all"): MetricSums() for layer in range(depths[n] + 1)} for n in names}
     sums = AgreementSums()
     sentences = list(source.sentences)
     n_batches = math.ceil(len(sentences) / config.batch_size)
@@ -223,21 +224,17 @@ def run_compare(config: CompareConfig) -> CompareResult:
 @torch.no_grad()
 def _compare_batch(ids: torch.Tensor, mask: torch.Tensor, counted: torch.Tensor,
                    models: Sequence[loading.LoadedModel], heads: Sequence[HeadParts], names: Sequence[str],
-                   curve_sums: dict[str, list[Any]], sums: AgreementSums, curves: bool) -> None:
-    from bertscope.lens.metrics import head_token_stats
-
+                   curve_sums: dict[str, dict[tuple[int, str], MetricSums]], sums: AgreementSums,
+                   curves: bool) -> None:
     finals = []
-    sentence_ids = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(ids)[counted]
     targets = ids[counted]
     for name, lm, head in zip(names, models, heads):
         base = lm.model.base_model
         states = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         finals.append(states[-1][counted])
-        if curves:
-            last = len(states) - 1
-            for layer, hidden in enumerate(states):
-                rank, nll = head_token_stats(head, hidden[counted], targets, is_last_layer=layer == last)
-                curve_sums[name][layer].add(rank, nll, sentence_ids, ids.shape[0])
+        if curves:  # the lens pass on this batch: every hidden state scored against the input tokens
+            score_layers(curve_sums[name], head, states, counted, targets, layers=range(len(states)),
+                         final_agreement=False)
     sums.add(*agreement_stats(heads[0], finals[0], heads[1], finals[1]))
 
 
@@ -266,10 +263,10 @@ def _plot_compare(path: Path, result: CompareResult) -> dict[str, str]:
         ax.plot([r["layer"] for r in rs], [r["top1"] for r in rs], marker="o",
                 label=f"{name}: {names.get(name, name)} ({len(rs) - 1} layers)")
     a = result.agreement
-    ax.set(xlabel="hidden state (0 = embeddings, l = output of layer l)", ylabel=metric_name("top1"),
+    ax.set(xlabel="hidden state (0 = embeddings, l = output of layer l)", ylabel=metric_label("top1"),
            ylim=(0, 1.02))
     ax.set_title(f"{names['variant']} vs {names['original']} on {texts_name(result.texts)}\n"
-                 f"{metric_name('top1_agreement')} {a.top1_agreement:.3f}, mean KL {a.mean_kl:.3g} nats, "
+                 f"{metric_label('top1_agreement')} {a.top1_agreement:.3f}, mean KL {a.mean_kl:.3g} nats, "
                  f"mean cosine {a.mean_cosine:.3f} (one run, no error bars)", fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # hidden states are whole numbers
     ax.grid(alpha=0.3)

@@ -32,7 +32,7 @@ from bertscope.core.errors import BertscopeError
 from bertscope.core.options import BLOCK, NUMBERING_NOTES, parse_blocks, parse_layer_map
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, write_json_atomic
-from bertscope.models import families, loading
+from bertscope.models import families, loading, runners
 from bertscope.models.cards import write_model_card
 from bertscope.models.origin import CONFIG_NOTE_KEY, resolvable_source
 from bertscope.models.sentence_transformers_files import (
@@ -40,6 +40,7 @@ from bertscope.models.sentence_transformers_files import (
     find_sentence_transformers_files,
 )
 from bertscope.surgery.config import DeepenConfig
+from bertscope.surgery.layer_map import apply_layer_map, check_layer_map
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -115,8 +116,8 @@ ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 def variant_model(model: ModelT, layer_map: list[int]) -> ModelT:
     """A deep copy of ``model`` whose layer stack follows ``layer_map`` (the original is left untouched)."""
-    families.check_layer_map(model, layer_map)
-    return families.apply_layer_map(copy.deepcopy(model), layer_map)
+    check_layer_map(model, layer_map)
+    return apply_layer_map(copy.deepcopy(model), layer_map)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def verify_checkpoint(
 ) -> Verification:
     """Reload ``folder`` and check it against the in-memory ``variant`` and the ``original``'s layers.
 
-    The composition check runs the original's own layers in map order (:func:`families.run_layers`) without building
+    The composition check runs the original's own layers in map order (:func:`bertscope.models.runners.run_layers`) without building
     anything, an independent reference for what the variant must compute; for the identity map the reloaded model
     must also reproduce the original's outputs.
     """
@@ -220,8 +221,8 @@ def verify_checkpoint(
     dtype = next(variant.parameters()).dtype
     out_variant = _first_output(variant, ids, mask)
     out_reloaded = _first_output(reloaded, ids, mask)
-    hidden = families.embed(original, ids, mask)
-    composed = families.finalize_hidden(original, families.run_layers(original, hidden, mask, layer_map))
+    hidden = runners.embed(original, ids, mask)
+    composed = families.finalize_hidden(original, runners.run_layers(original, hidden, mask, layer_map))
     base_variant = families.base_encoder(variant)(input_ids=ids, attention_mask=mask)[0]
     identity = list(layer_map) == list(range(families.num_layers(original)))
     diff_original = _max_diff(_first_output(original, ids, mask), out_reloaded, mask) if identity else None
@@ -437,7 +438,7 @@ def _run_deepen(config: DeepenConfig) -> DeepenResult:
     model_config = loading.load_config(config.model)  # bad maps fail here, before any weights are read
     depth = families.num_layers(model_config)
     layer_map, operation = layer_map_from_config(config, depth)
-    families.check_layer_map(model_config, layer_map)
+    check_layer_map(model_config, layer_map)
     st_files = find_sentence_transformers_files(config.model, num_layers=len(layer_map))  # refusals come here too
     loaded = loading.load_saved_architecture(config.model, device=resolve_device(config.device))
     original = loaded.model

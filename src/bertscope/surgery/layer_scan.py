@@ -3,11 +3,11 @@
 The claim of paper 1's first version: removing or duplicating most single layers barely changes the outputs. The scan
 builds each variant's layer map (:func:`scan_layer_maps`; layers are transformer-layer (block) indices 0..L-1, 0 = the
 first transformer layer, as ``deepen`` counts them) and measures its agreement with the original
-(:mod:`bertscope.lens.agreement`) without ever saving or reloading a checkpoint. It reuses the shared prefix of the
-computation: the original's layer inputs are computed once per batch, and the variant that edits layer ``i`` only runs
-the layers from ``i`` on (:func:`bertscope.models.families.run_layers`), stacked with the other variants that need the same
-layer next, on packed rows where the family allows (:mod:`bertscope.models.packing`). Sentences and the head are chosen as
-``compare`` chooses them.
+(:func:`bertscope.lens.agreement.agreement_with_variants`) without ever saving or reloading a checkpoint. It reuses
+the shared prefix of the computation: the original's layer inputs are computed once per batch, and the variant that
+edits layer ``i`` only runs the layers from ``i`` on (:func:`bertscope.models.runners.run_layers`), stacked with the
+other variants that need the same layer next, on packed rows where the family allows (:mod:`bertscope.models.packing`).
+Sentences and the head are chosen as ``compare`` chooses them.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from bertscope.core.figures import readable_log_axis, save_figure
 from bertscope.core.options import BLOCK, NUMBERING_NOTES, parse_blocks
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
-from bertscope.data.labels import metric_name, model_name, texts_name
-from bertscope.lens.agreement import CHUNK, AgreementSums, cosine_similarity, kl_from_log_probs
-from bertscope.models import families, loading, packing
+from bertscope.data.labels import model_name, texts_name
+from bertscope.lens.agreement import CHUNK, AgreementSums, agreement_with_variants
+from bertscope.lens.metrics import metric_label
+from bertscope.models import families, loading, packing, runners
 from bertscope.models.families import HeadParts
 from bertscope.surgery.compare import choose_heads, load_sentences, progress_bar, sentence_batches
 from bertscope.surgery.config import LayerScanConfig
+from bertscope.surgery.layer_map import check_layer_map
 
 __all__ = ["LayerScanResult", "run_layer_scan", "scan_batch", "scan_layer_maps"]
 
@@ -107,7 +109,7 @@ def _scan_variants(model: torch.nn.Module, maps: list[tuple[int, list[int]]]) ->
     out = []
     for layer, layer_map in maps:
         try:
-            families.check_layer_map(model, layer_map)
+            check_layer_map(model, layer_map)
             out.append((layer, layer_map, "ok"))
         except BertscopeError as exc:
             out.append((layer, layer_map, f"skipped: {exc}"))
@@ -148,7 +150,7 @@ def _run_suffixes(
             members = group[s:s + variants_per_pass]
             stacked = torch.cat([pending[k][2] for k in members]) if len(members) > 1 else pending[members[0]][2]
             n = len(members)
-            out = families.run_layers(model, stacked, None if mask is None else mask.repeat(n, 1), [layer],
+            out = runners.run_layers(model, stacked, None if mask is None else mask.repeat(n, 1), [layer],
                                       start=position, segments=None if segments is None else segments.repeat(n, 1))
             for k, hidden in zip(members, out.split(batch)):  # all_states=False: one tensor (typed overload)
                 p, left, _ = pending[k]
@@ -170,14 +172,13 @@ def scan_batch(
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None], list[torch.Tensor], torch.Tensor]:
     """Agreement stats of every variant on one batch, reusing the original's layer inputs.
 
-    Returns (per variant: (agree, kl, cosine) or None when skipped; per variant [N] variant-top-1-is-input flags;
-    the original's [N] top-1-is-input flags). Vocabulary logits exist for at most ``chunk`` rows of one model at a
-    time; the original's log-probabilities of a chunk are computed once and shared by every variant. Families that
-    can (:func:`bertscope.models.families.can_pack`) run the layers on packed rows when that saves padding.
+    Returns what :func:`bertscope.lens.agreement.agreement_with_variants` returns for the batch's final hidden
+    states (the original's and every variant's, at the counted positions). Families that
+    can (:func:`bertscope.models.packing.can_pack`) run the layers on packed rows when that saves padding.
     """
     depth = families.num_layers(model)
-    hidden0 = families.embed(model, ids, mask)
-    layout = packing.layout_for(mask) if families.can_pack(model) else None
+    hidden0 = runners.embed(model, ids, mask)
+    layout = packing.layout_for(mask) if packing.can_pack(model) else None
     run_mask: torch.Tensor | None
     segments: torch.Tensor | None
     if layout is None or layout.positions >= mask.numel():  # not packable, or packing saves no padding
@@ -191,45 +192,14 @@ def scan_batch(
 
         def pick(hidden: torch.Tensor) -> torch.Tensor:
             return packing.unpack(hidden, packed_layout)[counted_real]
-    states = families.run_layers(model, hidden0, run_mask, list(range(depth)), all_states=True, segments=segments)
+    states = runners.run_layers(model, hidden0, run_mask, list(range(depth)), all_states=True, segments=segments)
     inputs = [hidden0, *states]  # inputs[p] = input of stack position p (inputs[depth] = raw last output)
     final = pick(families.finalize_hidden(model, states[-1]))
     targets = ids[counted]
     raw = _run_suffixes(model, inputs, run_mask, segments, variants, max(1, variants_per_pass))
     del inputs, states
     v_finals = [None if r is None else pick(families.finalize_hidden(model, r)) for r in raw]
-    feats = head.features(final, is_last_layer=True)
-    v_feats = [None if v is None else head.features(v, is_last_layer=True) for v in v_finals]
-    parts: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in variants]
-    original_top = []
-    for s in range(0, feats.shape[0], chunk):
-        logits = head.decode(feats[s:s + chunk])
-        top = logits.argmax(-1)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        p = logp.exp()
-        original_top.append(top)
-        for k, vf in enumerate(v_feats):
-            if vf is not None:
-                v_logits = head.decode(vf[s:s + chunk])
-                v_top = v_logits.argmax(-1)
-                kl = kl_from_log_probs(logp, torch.log_softmax(v_logits.float(), dim=-1), p)
-                parts[k].append((top == v_top, kl, v_top))
-    original_hits = torch.cat(original_top) == targets if original_top else targets.bool()
-    stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
-    hits: list[torch.Tensor] = []
-    for k, v_final in enumerate(v_finals):
-        if v_final is None:
-            stats.append(None)
-            hits.append(targets.new_zeros(0).bool())
-        elif parts[k]:
-            agree, kl, v_top = (torch.cat(x) for x in zip(*parts[k]))
-            stats.append((agree, kl, cosine_similarity(final, v_final)))
-            hits.append(v_top == targets)
-        else:
-            z = final.new_zeros(0)
-            stats.append((z.bool(), z, z))
-            hits.append(z.bool())
-    return stats, hits, original_hits
+    return agreement_with_variants(head, final, v_finals, targets, chunk=chunk)
 
 
 def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
@@ -304,7 +274,7 @@ def _plot_scan(path: Path, result: LayerScanResult) -> dict[str, str]:
     for ax, key in zip(axes, ("top1_agreement", "mean_kl", "mean_cosine")):
         values = [r[key] for r in done]
         ax.plot(xs, values, marker="o")
-        ax.set(xlabel=f"{edited} layer (0 = first transformer layer)", ylabel=metric_name(key))
+        ax.set(xlabel=f"{edited} layer (0 = first transformer layer)", ylabel=metric_label(key))
         positive = [v for v in values if v is not None and v > 0]
         if key == "mean_kl" and positive and max(positive) / min(positive) > 10:
             readable_log_axis(ax, positive)
