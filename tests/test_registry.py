@@ -14,7 +14,7 @@ import pytest
 
 from bertscope import api
 from bertscope.core.config import Config, opt
-from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo, Registry
+from bertscope.core.registry import LOCATION_OPTIONS, SECTION_KINDS, CommandInfo, Registry, ReportSection
 from bertscope.sweep.commands import ANALYSES
 
 
@@ -39,6 +39,10 @@ def run_ping(config: PingConfig) -> PingResult:
 
 def _points(payload) -> list[tuple[dict, float]]:
     return [({"k": k}, float(v)) for k, v in payload.get("scores", {}).items()]
+
+
+def _study(points=_points) -> ReportSection:
+    return ReportSection("k", "bars", "score by k", points=points)
 
 
 def _info(name: str, **extra) -> CommandInfo:
@@ -69,10 +73,34 @@ def test_identity_leaves_out_location_and_declared_options_in_field_order() -> N
     assert quiet.identity({**options, "count": 3}) != quiet.identity(options)
 
 
-def test_a_command_with_study_points_is_a_study() -> None:
-    study = _info("study", study_points=_points, resumes_in_out=True)
+def test_a_command_whose_report_section_reads_points_is_a_study() -> None:
+    study = _info("study", report=_study(), resumes_in_out=True)
     assert study.is_study and study.study_points is not None
     assert study.study_points({"scores": {"3": 0.5}}) == [({"k": "3"}, 0.5)]
+    sectioned = _info("sectioned", report=_study(points=None))  # a section of its own, no points: no study
+    assert not sectioned.is_study and sectioned.study_points is None
+
+
+def test_a_report_section_is_one_of_the_kinds_and_only_a_matrix_has_two_axes() -> None:
+    assert ReportSection("layer", "line", "score by layer").axes == ("layer",)
+    assert ReportSection("source", "matrix", "m", across="target").axes == ("source", "target")
+    with pytest.raises(ValueError, match="kind 'pie'"):
+        ReportSection("layer", "pie", "score by layer")
+    with pytest.raises(ValueError, match="across"):
+        ReportSection("source", "matrix", "m")
+    with pytest.raises(ValueError, match="across"):
+        ReportSection("layer", "line", "m", across="task")
+
+
+def test_each_study_declares_its_report_section_and_its_points() -> None:
+    declared = {name: api.COMMANDS[name].report for name in STUDIES}
+    assert {n: (s.axis, s.kind) for n, s in declared.items() if s is not None} == {
+        "layers": ("layer", "line"), "tokens": ("token", "bars"), "dims": ("dims", "subsets"),
+        "cross": ("source", "matrix")}
+    assert all(s is not None and s.kind in SECTION_KINDS and s.points is not None for s in declared.values())
+    # the study axes are finetune options: a sweep of finetune over them gets the same sections
+    assert {"layer", "token", "dims", "freeze"} <= set(api.COMMANDS["finetune"].config.field_names())
+    assert api.COMMANDS["finetune"].report is not None and api.COMMANDS["finetune"].report.axis == "freeze"
 
 
 def test_registry_is_an_ordered_read_only_mapping() -> None:
@@ -104,8 +132,8 @@ def test_with_commands_extends_a_copy() -> None:
 
 
 def test_sweepable_and_studies_keep_the_order() -> None:
-    registry = Registry.of([_info("s1", study_points=_points), _info("plain"), _info("driver", sweepable=False),
-                            _info("s2", study_points=_points)])
+    registry = Registry.of([_info("s1", report=_study()), _info("plain"), _info("driver", sweepable=False),
+                            _info("s2", report=_study())])
     assert list(registry.sweepable()) == ["s1", "plain", "s2"]
     assert registry.studies() == ("s1", "s2")
     assert isinstance(registry.sweepable(), Registry) and len(registry) == 4

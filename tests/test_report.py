@@ -557,3 +557,54 @@ def test_reviewer_reading_of_a_real_sweep(tmp_path, glue_dir):
         assert png.with_suffix(".svg").is_file() and png.with_suffix(".pdf").is_file()
     for tex in (tmp_path / "rep" / "tables").glob("*.tex"):
         assert latex_problems(tex.read_text()) == [], tex.name
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+from bertscope.core.config import Config, opt
+from bertscope.core.registry import CommandInfo, ReportSection
+
+
+@dataclass(frozen=True)
+class WobbleConfig(Config):
+    command = "wobble-report"
+    width: int = opt(1, "width")
+    seed: int = opt(0, "seed")
+    out: str | None = opt(None, "output folder")
+
+
+def points(payload):
+    return [({"width": row["width"]}, float(row["score"])) for row in payload.get("table") or []]
+
+
+BERTSCOPE_COMMANDS = [CommandInfo("wobble-report", WobbleConfig, lambda config: None, WobbleConfig, "a study",
+                                  resumes_in_out=True,
+                                  report=ReportSection("width", "line", "score by width", noun="width",
+                                                       stem="widths", points=points))]
+'''
+
+
+def test_a_plugin_study_declares_its_section_and_the_report_draws_it(tmp_path):
+    """The report reads sections from the commands' declarations: a plugin study's points get its axis, and the
+    section it declares (a line over ``width``) is drawn with the numbers of its points, over seeds."""
+    from bertscope.sweep.plugins import load_plugins
+
+    (tmp_path / "wobble.py").write_text(PLUGIN)
+    load_plugins(["wobble.py"], tmp_path)
+    rng = np.random.default_rng(1)
+    runs = []
+    for seed in (1, 2, 3):
+        table = [{"width": w, "score": float(rng.uniform())} for w in (2, 4, 8)]
+        runs.append((FakeRun("wobble-report", {"seed": seed}, "wob"), table))
+    with ResultStore(tmp_path / "r.db") as store:
+        store.register("plug", {}, None, [r for r, _ in runs])
+        for run, table in runs:
+            store.mark_running(run.id)
+            store.mark_done(run.id, metrics={"best": 0.0}, payload={"table": table}, duration=1.0, worker="t",
+                            environment={})
+    api.report(store=str(tmp_path / "r.db"), out=str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### plug/wob: score by width" in md and (tmp_path / "rep" / "plots" / "plug-wob-widths.png").is_file()
+    assert "Study runs are shown point by point" in md
+    for index, width in enumerate((2, 4, 8)):
+        assert f"| {width} | {cell([table[index]['score'] for _, table in runs])} |" in md

@@ -386,9 +386,11 @@ def test_study_points_with_seeds_keep_one_point_per_run():
 
     runs = [{"layer": 1, "seed": s, "score": 0.5 + s / 10, "token_strategy": "cls"} for s in (1, 2)]
     payload = {"config": {"seeds": "1,2"}, "runs": runs, "table": [{"layer": 1, "score": 0.65}]}
-    assert layers.study_points(payload) == [({"layer": 1, "seed": 1}, 0.6), ({"layer": 1, "seed": 2}, 0.7)]
-    assert [p[0]["seed"] for p in tokens.study_points(payload)] == [1, 2]
-    assert layers.study_points({**payload, "config": {}}) == [({"layer": 1}, 0.65)]  # one seed: the table, as before
+    points = layers.COMMAND.study_points
+    assert points is not None and tokens.COMMAND.study_points is not None
+    assert points(payload) == [({"layer": 1, "seed": 1}, 0.6), ({"layer": 1, "seed": 2}, 0.7)]
+    assert [p[0]["seed"] for p in tokens.COMMAND.study_points(payload)] == [1, 2]
+    assert points({**payload, "config": {}}) == [({"layer": 1}, 0.65)]  # one seed: the table, as before
 
 
 def test_find_effective_whose_starts_all_stalled_says_so(small, tiny_checkpoint, tmp_path):
@@ -398,3 +400,28 @@ def test_find_effective_whose_starts_all_stalled_says_so(small, tiny_checkpoint,
     assert result.summary["starts_learned"] == 0
     assert "no starting subset learned" in result.title and "none found" not in result.title
     assert result.metrics()["runs_not_learned"] == len(result.runs)
+
+
+def test_a_new_one_axis_study_is_one_declaration(small, tiny_checkpoint, tmp_path):
+    """An axis declared here (the hidden layer again, under another name) runs through the one generic function:
+    its runs, table and report points are the layers study's, under its own run ids and files."""
+    from bertscope.studies.axis import Axis, run_axis
+    from bertscope.studies.config import LayersConfig
+    from bertscope.studies.layers import LAYERS
+
+    depth = Axis(study="depth", option="layer", column="depth", word="depth",
+                 values=lambda config: [1, 2], reference=lambda values: values[0], versus="vs_first",
+                 tokens=lambda config, values: [config.token], fixed=lambda config: f"token {config.token}",
+                 context=lambda config, records: {"token": config.token}, plot="bars", what="score by depth",
+                 xlabel="depth", label="head at this depth", note="depth", heading="score by depth")
+    options = dict(task="sst2", model=str(tiny_checkpoint("bert", 2)), **small)
+    mine = run_axis(depth, LayersConfig(out=str(tmp_path / "depth"), **options))
+    theirs = run_axis(LAYERS, LayersConfig(out=str(tmp_path / "layers"), layers="1,2", **options))
+    assert [r["depth"] for r in mine.table] == [1, 2] and mine.summary["best_depth"] in (1, 2)
+    assert [r["score"] for r in mine.table] == pytest.approx([r["score"] for r in theirs.table])
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "depth" / "runs").glob("*.json")) == ["depth_1", "depth_2"]
+    assert mine.table[1]["vs_first"] is not None and "vs_last" not in mine.table[0]
+    assert (tmp_path / "depth" / "depth.json").is_file() and (tmp_path / "depth" / "depth.png").is_file()
+    payload = json.loads((tmp_path / "depth" / "depth.json").read_text())
+    assert depth.points(payload) == [({"layer": r["depth"]}, r["score"]) for r in mine.table]
+    assert depth.section().axis == "layer" and depth.section().kind == "bars" and depth.section().points is not None

@@ -18,7 +18,8 @@ from typing import Any
 
 from bertscope.core.config import Config
 
-__all__ = ["LOCATION_OPTIONS", "NEUTRAL_VALUES", "CommandInfo", "Registry", "StudyPoint"]
+__all__ = ["LOCATION_OPTIONS", "NEUTRAL_VALUES", "SECTION_KINDS", "CommandInfo", "Registry", "ReportSection",
+           "StudyPoint"]
 
 #: Options that only say where things are, how a run looks while it runs or which kernel computes it (``attention``:
 #: sdpa and eager give the same numbers up to float rounding, tested in tests/test_attention.py): they never change
@@ -41,6 +42,45 @@ NEUTRAL_VALUES: Mapping[str, Any] = MappingProxyType({
 #: One fine-tuning point inside a study's payload: (extra axes such as ``{"layer": 3}``, score).
 StudyPoint = tuple[dict[str, Any], float]
 
+#: The kinds of report section (each drawn by :mod:`bertscope.report.sections`), in the order a report shows them:
+#: ``line`` (a score per numbered position, e.g. hidden layers; a heatmap when tasks vary too), ``subsets`` (score
+#: vs subset size k of ``strategy:k`` values with a ``random`` control and an ``all`` reference line), ``bars``
+#: (a score per named choice) and ``matrix`` (what was fine-tuned first x what was fine-tuned and evaluated after).
+SECTION_KINDS = ("line", "subsets", "bars", "matrix")
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """How a command's runs look in a report, declared beside the command (``CommandInfo(report=...)``).
+
+    The report draws a section for every declared axis that varies in an experiment (a sweep's grid value or a
+    study's point axis), whichever command declared it: a sweep of ``finetune`` over ``layer`` gets the section the
+    ``layers`` study declares. ``axis``: the axis (``across``: the second one, for a ``matrix``); ``heading``: the
+    section's heading; ``noun``: what the axis is called in titles and captions; ``text``: a paragraph under the
+    heading; ``stem``: the plots' file-name stem (default: the axis). ``points``: for a study, the (axes, score)
+    points inside one stored payload (one per fine-tuning run it holds), which the report and ``replicate`` read.
+    """
+
+    axis: str
+    kind: str
+    heading: str
+    noun: str = ""
+    text: str = ""
+    across: str | None = None
+    stem: str = ""
+    points: Callable[[Mapping[str, Any]], list[StudyPoint]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SECTION_KINDS:
+            raise ValueError(f"report section kind {self.kind!r} is none of {', '.join(SECTION_KINDS)}")
+        if (self.kind == "matrix") != (self.across is not None):
+            raise ValueError("a matrix section, and only a matrix section, names its second axis (across)")
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The axes an experiment must vary for this section to apply."""
+        return (self.axis,) if self.across is None else (self.axis, self.across)
+
 
 @dataclass(frozen=True)
 class CommandInfo:
@@ -50,7 +90,7 @@ class CommandInfo:
     sweep keeps a run's folder when it retries it. ``model_subdir``: where in ``out`` the model it produces lives
     (``""`` = ``out`` itself, ``None`` = it produces none), for sweep pre-steps (``model: {"@run": ...}``).
     ``not_identity``: options that never change its numbers (left out of run ids and hashes).
-    ``study_points``: for studies, the (axes, score) points inside a stored payload, read by the report.
+    ``report``: the section its runs get in a report (:class:`ReportSection`); a study's declares its ``points``.
     ``sweepable``: a sweep may run it (not ``sweep``, ``status``, ``report`` themselves).
     """
 
@@ -62,8 +102,13 @@ class CommandInfo:
     resumes_in_out: bool = False
     model_subdir: str | None = None
     not_identity: frozenset[str] = LOCATION_OPTIONS
-    study_points: Callable[[Mapping[str, Any]], list[StudyPoint]] | None = None
+    report: ReportSection | None = None
     sweepable: bool = True
+
+    @property
+    def study_points(self) -> Callable[[Mapping[str, Any]], list[StudyPoint]] | None:
+        """For a study, the (axes, score) points inside one stored payload (its report section's ``points``)."""
+        return None if self.report is None else self.report.points
 
     @property
     def is_study(self) -> bool:

@@ -25,7 +25,7 @@ from torch import nn
 from bertscope.core import publish
 from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
-from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo
+from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo, ReportSection
 from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
@@ -45,8 +45,8 @@ from bertscope.finetune.tracking import TRACKING_OPTIONS
 from bertscope.finetune.train import Batch, EncoderRepresentation, TrainHistory, encode_split
 from bertscope.models import families, loading
 
-__all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command", "run_finetune",
-           "save_finetuned"]
+__all__ = ["COMMAND", "FREEZE_SECTION", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command",
+           "run_finetune", "save_finetuned"]
 
 
 def _check_out(config: FinetuneConfig) -> Path | None:
@@ -269,6 +269,12 @@ def run_command(config: FinetuneConfig) -> Any:
     return run_finetune(config)
 
 
+#: In a report, a sweep that varies ``--freeze``: frozen vs fine-tuned (the studies declare ``layer``, ``token``,
+#: ``dims``, which a sweep of finetune gets too).
+FREEZE_SECTION = ReportSection("freeze", "bars", "frozen vs fine-tuned",
+                               text="`none` fine-tunes the whole encoder; other values freeze the named parts and "
+                                    "train only the head (and what is left).")
+
 COMMAND = CommandInfo("finetune", FinetuneConfig, run_command, FinetuneResult,
                       "GLUE fine-tuning with a head reading a chosen token, layer and dimensions (paper 2)",
-                      model_subdir="model", not_identity=NOT_IDENTITY)
+                      model_subdir="model", not_identity=NOT_IDENTITY, report=FREEZE_SECTION)

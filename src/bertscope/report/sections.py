@@ -2,10 +2,12 @@
 
 * per-layer curves in the payload (``reconstruct``, ``compare``): reconstruction curves per model (and per
   deepened variant), with a band of ±1 std over seeds;
-* ``task`` and ``layer``/``layers`` axes: a layer x task heatmap;
-* ``dims`` axis (``all``, ``first:K``, ``random:K``): score vs k dimensions, the random choice as the control;
-* ``token`` axis: token-choice tables; ``freeze`` axis: frozen vs fine-tuned tables;
-* the ``cross`` command (or source/target task axes): cross-fine-tuning matrices;
+* the sections the commands declare (``CommandInfo.report``, a :class:`~bertscope.core.registry.ReportSection`:
+  its axis, kind, heading), one for each declared axis the experiment varies, whichever command declared it: the
+  ``layers`` study's ``layer`` (a line, or a layer x task heatmap), ``dims``'s (score vs k dimensions, the random
+  choice as the control), ``tokens``'s ``token`` and finetune's ``freeze`` (bars and tables), ``cross``'s
+  ``source`` x ``target`` (cross-fine-tuning matrices), and a plugin's own; plus the report's own matrix for
+  cross-fine-tuning built from a sweep's finetune pre-steps (``source_task`` x ``task``);
 * a ``model`` axis (e.g. originals and deepened variants made by a pre-step): original vs deepened GLUE tables;
 * always: a summary table of the main metric per condition and a CSV with every metric aggregated.
 
@@ -35,6 +37,7 @@ from bertscope.core.figures import (
     style_words,
 )
 from bertscope.core.options import parse_dims
+from bertscope.core.registry import SECTION_KINDS, ReportSection
 from bertscope.data.labels import axis_name, model_name, task_name
 from bertscope.finetune.learning import REMEDY
 from bertscope.lens.metrics import LENS_METRICS
@@ -55,18 +58,31 @@ from bertscope.report.plots import Plots, figure, grouped_bars, heatmap
 from bertscope.runs.store import STATUSES, ResultStore, RunRecord
 from bertscope.sweep.plugins import commands
 
-__all__ = ["aggregate_rows", "experiment_sections", "is_study", "layer_curves", "overview_section",
-           "summary_metrics", "summary_section"]
+__all__ = ["PRE_STEP_CROSS", "aggregate_rows", "declared_sections", "experiment_sections", "is_study",
+           "layer_curves", "overview_section", "summary_metrics", "summary_section"]
 
-LAYER_AXES = ("layer", "layers")
 TASK_AXES = ("task",)
-SOURCE_AXES = ("source", "source_task", "first", "first_task", "from_task", "task_a", "intermediate",
-               "intermediate_task")
-TARGET_AXES = ("target", "target_task", "second", "second_task", "to_task", "task_b", "task")
-#: axes whose values are GLUE task names (shown as "RTE", "SST-2"...)
-TASK_VALUED = (*TASK_AXES, *SOURCE_AXES, *TARGET_AXES)
 #: the style of the "random" control line in the dims plot
 CONTROL_STYLE = "--"
+#: The report's own section: cross-fine-tuning as a sweep, its models made by finetune pre-steps (the report adds
+#: their task as ``source_task``, :func:`_with_source_task`).
+PRE_STEP_CROSS = ReportSection("source_task", "matrix", "cross-fine-tuning matrix", noun="cross-fine-tuning",
+                               across="task", stem="cross")
+
+
+def declared_sections() -> list[ReportSection]:
+    """The sections the commands of this process declare (studies first, then the others, each in registry order;
+    one per axis), then the report's own, ordered by kind (:data:`~bertscope.core.registry.SECTION_KINDS`)."""
+    infos = sorted(commands().values(), key=lambda info: not info.is_study)
+    found: dict[tuple[str, ...], ReportSection] = {}
+    for section in [*(info.report for info in infos if info.report is not None), PRE_STEP_CROSS]:
+        found.setdefault(section.axes, section)
+    return sorted(found.values(), key=lambda section: SECTION_KINDS.index(section.kind))
+
+
+def _task_valued() -> set[str]:
+    """Axes whose values are GLUE task names (shown as "RTE", "SST-2"...): ``task`` and the matrices' axes."""
+    return {*TASK_AXES, *(a for s in declared_sections() if s.kind == "matrix" for a in s.axes)}
 
 
 def is_study(command: str) -> bool:
@@ -80,16 +96,10 @@ def experiment_sections(store: ResultStore, rows: list[RunRecord], plots: Plots,
                         preferred: str | None, products: dict[str, RunRecord], ctx: Context) -> list[Section]:
     """The paper-shaped sections that apply to one experiment's finished runs (see the module docstring)."""
     rows = _with_source_task(rows, products)
+    draw = {"line": _line_section, "subsets": _subsets_section, "bars": _bars_section, "matrix": _matrix_section}
     candidates = [
         _curves_section(store, rows, plots, name, preferred, ctx),
-        _layer_task_section(rows, plots, name, metric, ctx),
-        _dims_section(rows, plots, name, metric, ctx),
-        _axis_table_section(rows, "token", "token choice", name, metric,
-                            "Which token vector the head reads (e.g. `cls`, `mean`, `max-norm`).", ctx, plots),
-        _axis_table_section(rows, "freeze", "frozen vs fine-tuned", name, metric,
-                            "`none` fine-tunes the whole encoder; other values freeze the named parts and train "
-                            "only the head (and what is left).", ctx, plots),
-        _cross_section(rows, plots, name, metric, ctx),
+        *(draw[declared.kind](declared, rows, plots, name, metric, ctx) for declared in declared_sections()),
         _deepened_section(rows, plots, name, metric, products, ctx),
         _not_learned_section(rows, ctx),
     ]
@@ -118,7 +128,7 @@ def _not_learned_section(rows: Sequence[RunRecord], ctx: Context) -> Section | N
 
 def shown(axis: str | None, value: Any) -> str:
     """A grid value as a reader sees it: task names as papers write them ("RTE", "after SST-2"), others as is."""
-    if axis in TASK_VALUED and value is not None:
+    if axis in _task_valued() and value is not None:
         text = str(value)
         if text.startswith("after "):
             return f"after {task_name(text.removeprefix('after '))}"
@@ -200,11 +210,11 @@ def _pivot(section: Section, rows: Sequence[RunRecord], row_axis: str, col_axis:
             table_rows.append(cells)
         headers = [row_title or axis_name(row_axis), *(shown(col_axis, c) for c in col_values)]
         note = ""
-        if col_axis in TARGET_AXES and (label := _baseline_row_label(ctx, col_values, metric)):
+        if col_axis in TASK_AXES and (label := _baseline_row_label(ctx, col_values, metric)):
             table_rows.append([label, *(f"{b[0]:.3f}" if (b := _baseline_of(ctx, c, metric)) else "–"
                                         for c in col_values)])
             note = " " + ctx.baseline_notes(metric, [task_key(c) for c in col_values])
-        elif row_axis in TARGET_AXES and (label := _baseline_row_label(ctx, row_values, metric)):
+        elif row_axis in TASK_AXES and (label := _baseline_row_label(ctx, row_values, metric)):
             headers.append(label)
             for cells, rv in zip(table_rows, row_values):
                 cells.append(f"{b[0]:.3f}" if (b := _baseline_of(ctx, rv, metric)) else "–")
@@ -351,13 +361,14 @@ def _curves_section(store: ResultStore, rows: Sequence[RunRecord], plots: Plots,
 # -- GLUE-shaped sections -------------------------------------------------------------------------------------------
 
 
-def _layer_task_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
-                        ctx: Context) -> Section | None:
+def _line_section(declared: ReportSection, rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
+                  ctx: Context) -> Section | None:
+    """A score per numbered position (e.g. the hidden layer read): a line, or with several tasks a heatmap."""
     conditions = condition_axes(rows)
-    layer_axis = next((a for a in LAYER_AXES if a in conditions), None)
-    if layer_axis is None:
+    layer_axis, noun = declared.axis, declared.noun or declared.axis
+    if layer_axis not in conditions:
         return None
-    section = _new_section(f"{title}: score by layer", ctx)
+    section = _new_section(f"{title}: {declared.heading}", ctx)
     task_axis = next((a for a in TASK_AXES if a in conditions), None)
     others = [a for a in conditions if a not in (layer_axis, task_axis)]
     human = ctx.metric(metric)
@@ -374,13 +385,13 @@ def _layer_task_section(rows: Sequence[RunRecord], plots: Plots, title: str, met
             columns = [shown(task_axis, t) + (f"\n{references[t][1]} {references[t][0]:.3f}" if t in references
                                               else "") for t in tasks]
             path = heatmap(plots, [[c[0] for c in row] for row in cells], [str(v) for v in layers], columns,
-                           _title(f"{human} by layer and task{suffix}", ctx), axis_name("task"),
-                           axis_name(layer_axis), f"{title}-layer-task{suffix}", value_label=human)
+                           _title(f"{human} by {noun} and task{suffix}", ctx), axis_name("task"),
+                           axis_name(layer_axis), f"{title}-{layer_axis}-task{suffix}", value_label=human)
             under = (" Under each task name: its baseline. " + ctx.baseline_notes(metric, tasks)
                      if references else "")
-            section.image(path, f"Layer x task heatmap of {_metric_words(metric, ctx)}{suffix}: each cell is the "
-                                f"mean over {_n_words(counts)} (no error bars; the table below gives ± std)."
-                                f"{under}")
+            section.image(path, f"{_sentence(noun)} x task heatmap of {_metric_words(metric, ctx)}{suffix}: each "
+                                f"cell is the mean over {_n_words(counts)} (no error bars; the table below gives "
+                                f"± std).{under}")
         else:
             fig, ax = figure()
             numeric = all(str(v).strip().lstrip("-").isdigit() for v in layers)  # one layer each: true positions
@@ -394,16 +405,16 @@ def _layer_task_section(rows: Sequence[RunRecord], plots: Plots, title: str, met
             ax.set_xticks(xs, labels=[str(v) for v in layers])
             ax.set_xlabel(axis_name(layer_axis))
             ax.set_ylabel(human)
-            ax.set_title(_title(f"{human} by layer{suffix}", ctx), fontsize=9)
+            ax.set_title(_title(f"{human} by {noun}{suffix}", ctx), fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
             note = (f" {_reference_words([reference], BASELINE_STYLE)} {ctx.baseline_notes(metric, [task])}"
                     if reference is not None and task else "")
-            section.image(plots.save(fig, f"{title}-layers{suffix}"),
+            section.image(plots.save(fig, f"{title}-{declared.stem or layer_axis}{suffix}"),
                           f"{_sentence(_metric_words(metric, ctx))} by {axis_name(layer_axis)}{suffix}; point = "
                           f"mean, {spread_words(counts)}.{note}")
     if task_axis:
-        _pivot(section, rows, layer_axis, task_axis, metric, ctx, caption="Score by layer and task")
+        _pivot(section, rows, layer_axis, task_axis, metric, ctx, caption=f"Score by {noun} and task")
     else:
         _single_axis_table(section, rows, layer_axis, metric, f"Score by {axis_name(layer_axis)}", ctx)
     return section
@@ -440,21 +451,25 @@ def _dims_k(value: Any) -> tuple[str, int | None]:
         return (kind, None)
 
 
-def _dims_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str, ctx: Context) -> Section | None:
+def _subsets_section(declared: ReportSection, rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
+                     ctx: Context) -> Section | None:
+    """Score vs subset size k for each way of choosing (``strategy:k`` values), ``random`` as the control and
+    ``all`` as the reference line."""
     conditions = condition_axes(rows)
-    if "dims" not in conditions:
+    axis, noun = declared.axis, declared.noun or declared.axis
+    if axis not in conditions:
         return None
-    section = _new_section(f"{title}: score vs number of dimensions", ctx)
+    section = _new_section(f"{title}: {declared.heading}", ctx)
     section.text(f"Each line is a way of choosing k hidden dimensions; `random:k` (the {style_words(CONTROL_STYLE)} "
                  f"line) is the control. The {style_words(REFERENCE_STYLE)} black line is the head that sees all "
                  "dimensions.")
-    others = [a for a in conditions if a != "dims"]
+    others = [a for a in conditions if a != axis]
     human = ctx.metric(metric)
     for fixed, group in split_by(rows, others):
         by_kind: dict[str, dict[int, list[RunRecord]]] = {}
         full: list[RunRecord] = []
         for row in group:
-            kind, k = _dims_k((row.axes or {}).get("dims"))
+            kind, k = _dims_k((row.axes or {}).get(axis))
             if kind == "all":
                 full.append(row)
             elif k is not None:
@@ -489,31 +504,34 @@ def _dims_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: s
         ax.legend(fontsize=7)
         note = (f" {_reference_words([reference], BASELINE_STYLE)} {ctx.baseline_notes(metric, [task])}"
                 if reference is not None and task else "")
-        section.image(plots.save(fig, f"{title}-dims{suffix}"),
+        section.image(plots.save(fig, f"{title}-{declared.stem or axis}{suffix}"),
                       f"{_sentence(_metric_words(metric, ctx))} vs k dimensions{suffix}; point = mean, "
                       f"{spread_words(counts, replicate='runs (seeds and random samples)')}.{note}")
     row_axis = "task" if "task" in conditions else None
     if row_axis:
-        _pivot(section, rows, "dims", row_axis, metric, ctx, caption="Score by dimension choice and task")
+        _pivot(section, rows, axis, row_axis, metric, ctx, caption=f"Score by {noun} and task")
     else:
-        _single_axis_table(section, rows, "dims", metric, "Score by dimension choice", ctx)
+        _single_axis_table(section, rows, axis, metric, f"Score by {noun}", ctx)
     return section
 
 
-def _axis_table_section(rows: Sequence[RunRecord], axis: str, heading: str, title: str, metric: str,
-                        explanation: str, ctx: Context, plots: Plots | None = None) -> Section | None:
+def _bars_section(declared: ReportSection, rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
+                 ctx: Context) -> Section | None:
+    """A score per named choice: grouped bars (tasks as groups) and a table."""
     conditions = condition_axes(rows)
+    axis, heading = declared.axis, declared.heading
     if axis not in conditions:
         return None
     section = _new_section(f"{title}: {heading}", ctx)
-    section.text(explanation)
+    if declared.text:
+        section.text(declared.text)
     task_axis = next((a for a in TASK_AXES if a in conditions and a != axis), None)
     if plots is not None:
         others = [a for a in conditions if a not in (axis, task_axis)]
         for fixed, group in split_by(rows, others):
             suffix = f" ({describe_shown(fixed)})" if fixed else ""
             path, counts, note = _bars(plots, group, task_axis, axis, metric, f"{heading}{suffix}",
-                                       f"{title}-{axis}{suffix}", ctx)
+                                       f"{title}-{declared.stem or axis}{suffix}", ctx)
             section.image(path, f"{_sentence(_metric_words(metric, ctx))} by {axis_name(axis)}{suffix}; bar = "
                                 f"mean, {spread_words(counts)}.{note}")
     if task_axis:
@@ -615,24 +633,19 @@ def _with_source_task(rows: list[RunRecord], products: dict[str, RunRecord]) -> 
             for r in rows]
 
 
-def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
-                   ctx: Context) -> Section | None:
-    """Source x target matrices for cross-fine-tuning (first fine-tune on one task, then on another)."""
+def _matrix_section(declared: ReportSection, rows: Sequence[RunRecord], plots: Plots, title: str, metric: str,
+                    ctx: Context) -> Section | None:
+    """Source x target matrices for cross-fine-tuning (first fine-tune on one task, then on another). Runs of the
+    command that declares the section get it also when its two axes are options of theirs rather than axes."""
     conditions = condition_axes(rows)
-    is_cross = any(r.command == "cross" for r in rows)
-    source = next((a for a in SOURCE_AXES if a in conditions), None)
-    target = next((a for a in TARGET_AXES if a in conditions and a != source), None)
-    if source is None or target is None:
-        if not is_cross:
+    source, target = declared.axes
+    if source not in conditions or target not in conditions:
+        registry = commands()
+        declaring = any((info := registry.get(r.command)) is not None and info.report == declared for r in rows)
+        if not declaring or source not in rows[0].config or target not in rows[0].config:
             return None
-        keys = [k for k in rows[0].config if any(k == a for a in SOURCE_AXES)]
-        if not keys:
-            return None
-        source = keys[0]
-        target = next((a for a in TARGET_AXES if a in rows[0].config and a != source), None)
-        if target is None:
-            return None
-    section = _new_section(f"{title}: cross-fine-tuning matrix", ctx)
+    noun = declared.noun or declared.heading
+    section = _new_section(f"{title}: {declared.heading}", ctx)
     section.text(f"Rows: the task fine-tuned first (`{source}`); columns: the task fine-tuned and evaluated "
                  f"after it (`{target}`).")
 
@@ -657,19 +670,20 @@ def _cross_section(rows: Sequence[RunRecord], plots: Plots, title: str, metric: 
         columns = [shown(target, t) + (f"\n{references[t][1]} {references[t][0]:.3f}" if t in references else "")
                    for t in targets]
         path = heatmap(plots, [[c[0] for c in row] for row in stats], [shown(source, s) for s in sources],
-                       columns, _title(f"{human}: cross-fine-tuning{suffix}", ctx), axis_name(target),
-                       axis_name(source), f"{title}-cross{suffix}", cmap="magma", value_label=human)
+                       columns, _title(f"{human}: {noun}{suffix}", ctx), axis_name(target),
+                       axis_name(source), f"{title}-{declared.stem or source}{suffix}", cmap="magma",
+                       value_label=human)
         counts = [c[2] for row in stats for c in row]
         note = f" {ctx.baseline_notes(metric, targets)}" if references else ""
         under = " Under each task name: its baseline." if references else ""
-        section.image(path, f"Cross-fine-tuning matrix of {_metric_words(metric, ctx)}{suffix}: each cell is the "
+        section.image(path, f"{_sentence(declared.heading)} of {_metric_words(metric, ctx)}{suffix}: each cell is the "
                             f"mean over {_n_words(counts)} (no error bars; the table below gives ± std).{under}{note}")
         table_rows = [[shown(source, s), *(format_cell(c) for c in row)] for s, row in zip(sources, stats)]
         if references:
             label = " / ".join(sorted({b[1] for b in references.values()})) + " (baseline)"
             table_rows.append([label, *(f"{references[t][0]:.3f}" if t in references else "–" for t in targets)])
         section.table([f"{axis_name(source)} \\ {axis_name(target)}", *(shown(target, t) for t in targets)],
-                      table_rows, caption=f"Cross-fine-tuning{suffix}; {_metric_words(metric, ctx)}, mean ± std over "
+                      table_rows, caption=f"{_sentence(noun)}{suffix}; {_metric_words(metric, ctx)}, mean ± std over "
                                           f"seeds (n = runs).{note}")
     return section
 

@@ -7,6 +7,9 @@
 * :func:`run_cross` -- cross-fine-tuning over a sequence of tasks (stage x task matrix).
 
 With a fully frozen encoder the runs share one encoder pass through the feature cache (:mod:`bertscope.finetune.features`).
+``layers`` and ``tokens`` are each a declaration of their axis, run by the one function
+:func:`bertscope.studies.axis.run_axis`; every study declares its report section beside its command
+(``CommandInfo(report=...)``).
 """
 
 from __future__ import annotations

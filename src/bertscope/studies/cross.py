@@ -39,7 +39,7 @@ from bertscope.core import stats
 from bertscope.core.device import resolve_device, resolve_dtype
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import canonical_token, dims_form, parse_dims, parse_name_list
-from bertscope.core.registry import CommandInfo, StudyPoint
+from bertscope.core.registry import CommandInfo, ReportSection, StudyPoint
 from bertscope.core.results import write_json_atomic
 from bertscope.data import glue
 from bertscope.data.baselines import dev_provenances, task_baseline
@@ -75,7 +75,7 @@ from bertscope.studies.store import RunSpec, RunStore, run_checkpoints
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["assign_dims", "run_cross"]
+__all__ = ["SECTION", "assign_dims", "run_cross"]
 
 
 def assign_dims(spec: str, mode: str, n_tasks: int, hidden: int, seed: int) -> list[tuple[int, ...]]:
@@ -441,7 +441,12 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
     return points
 
 
+#: In a report: the stage x task matrix (rows: what was fine-tuned first, columns: the task evaluated after it),
+#: also for any sweep that varies ``source`` and ``target``.
+SECTION = ReportSection("source", "matrix", "cross-fine-tuning matrix", noun="cross-fine-tuning", across="target",
+                        stem="cross", points=study_points)
+
 COMMAND = CommandInfo("cross", CrossConfig, run_cross, StudyResult,
                       "paper 2 study: cross-fine-tuning over a task sequence (stage x task matrix)",
-                      resumes_in_out=True, study_points=study_points,
+                      resumes_in_out=True, report=SECTION,
                       not_identity=NOT_IDENTITY | {"keep_checkpoint"})

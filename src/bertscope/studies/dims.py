@@ -28,9 +28,10 @@ from typing import Any
 from bertscope.core import stats
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_k_list
-from bertscope.core.registry import CommandInfo, StudyPoint
+from bertscope.core.registry import CommandInfo, ReportSection, StudyPoint
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.finetune.learning import REMEDY
+from bertscope.studies.axis import seed_runs
 from bertscope.studies.common import (
     HeadRunner,
     StudyResult,
@@ -52,12 +53,11 @@ from bertscope.studies.seed_points import (
     error_bars,
     point,
     run_seeds,
-    seed_config,
     seed_note,
 )
 from bertscope.studies.store import RunSpec, RunStore
 
-__all__ = ["random_subset", "run_dims"]
+__all__ = ["SECTION", "random_subset", "run_dims"]
 
 
 def random_subset(hidden: int, k: int, seed: int, sample: int, salt: str = "dims") -> tuple[int, ...]:
@@ -81,13 +81,13 @@ def run_dims(config: DimsConfig) -> StudyResult:
     store = RunStore.of(config)
     runner = HeadRunner([config.token], progress=config.progress)
     seeds = run_seeds(config)
-    records: list[dict[str, Any]] = []
     rankings: dict[int, list[int] | None] = {}
-    for seed in seeds:  # a seed's runs are the single-seed study's (same ids, subsets and hashes)
-        per_seed = seed_config(config, seed)
-        seed_records, rankings[seed] = _seed_runs(per_seed, runner, store, ks, hidden,
-                                                  desc="dims" if len(seeds) == 1 else f"dims, seed {seed}")
-        records += seed_records
+
+    def one_seed(per_seed: DimsConfig, desc: str) -> list[dict[str, Any]]:  # same ids, subsets and hashes per seed
+        seed_records, rankings[per_seed.seed] = _seed_runs(per_seed, runner, store, ks, hidden, desc=desc)
+        return seed_records
+
+    records = seed_runs("dims", config, seeds, one_seed)
     full = by_seed(records, seeds, selection="all")
     full_point = point(full)
 
@@ -281,6 +281,11 @@ def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:
     return points
 
 
+#: In a report: score vs k per way of choosing dimensions, random subsets as the control, all dimensions as the
+#: reference line (also for any sweep that varies ``dims``).
+SECTION = ReportSection("dims", "subsets", "score vs number of dimensions", noun="dimension choice", stem="dims",
+                        points=study_points)
+
 COMMAND = CommandInfo("dims", DimsConfig, run_dims, StudyResult,
                       "paper 2 study: score vs number of hidden dimensions (random control, ranked), or "
-                      "--find-effective", resumes_in_out=True, study_points=study_points, not_identity=NOT_IDENTITY)
+                      "--find-effective", resumes_in_out=True, report=SECTION, not_identity=NOT_IDENTITY)
