@@ -419,7 +419,10 @@ def test_a_new_one_axis_study_is_one_declaration(small, tiny_checkpoint, tmp_pat
     theirs = run_axis(LAYERS, LayersConfig(out=str(tmp_path / "layers"), layers="1,2", **options))
     assert [r["depth"] for r in mine.table] == [1, 2] and mine.summary["best_depth"] in (1, 2)
     assert [r["score"] for r in mine.table] == pytest.approx([r["score"] for r in theirs.table])
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "depth" / "runs").glob("*.json")) == ["depth_1", "depth_2"]
+    from bertscope.runs.store import ResultStore, study_store
+
+    with ResultStore(study_store(tmp_path / "depth"), create=False) as store:
+        assert sorted(str(r.label) for r in store.records()) == ["depth 1", "depth 2"]
     assert mine.table[1]["vs_first"] is not None and "vs_last" not in mine.table[0]
     assert (tmp_path / "depth" / "depth.json").is_file() and (tmp_path / "depth" / "depth.png").is_file()
     payload = json.loads((tmp_path / "depth" / "depth.json").read_text())
