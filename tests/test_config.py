@@ -274,7 +274,7 @@ REQUIRED: dict[str, dict[str, object]] = {
     "FinetuneConfig": {"task": "rte"},
     # A base class that inherits finetune's command name, so finetune's rule that --cache-features (on by default
     # in studies) needs a frozen encoder applies to it alone.
-    "StudyOptions": {"task": "rte", "freeze": "encoder"},
+    "StudyConfig": {"task": "rte", "freeze": "encoder"},
     "DimsConfig": {"task": "rte"},
     "LayersConfig": {"task": "rte"},
     "TokensConfig": {"task": "rte"},
@@ -327,11 +327,11 @@ def test_the_required_values_are_required(cls: type[Config], monkeypatch) -> Non
 
 def test_the_glue_folder_comes_from_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("BERTSCOPE_GLUE_DIR", str(tmp_path))
-    assert FinetuneConfig(task="rte").data_dir == str(tmp_path)
-    assert ReconstructConfig().data_dir == str(tmp_path)
-    assert FinetuneConfig(task="rte", data_dir="elsewhere").data_dir == "elsewhere"
+    assert FinetuneConfig(task="rte").data.data_dir == str(tmp_path)
+    assert ReconstructConfig().text.data_dir == str(tmp_path)
+    assert FinetuneConfig(task="rte", data_dir="elsewhere").data.data_dir == "elsewhere"
     monkeypatch.delenv("BERTSCOPE_GLUE_DIR")
-    assert FinetuneConfig(task="rte").data_dir is None
+    assert FinetuneConfig(task="rte").data.data_dir is None
 
 
 @pytest.mark.parametrize(("field", "given"), [("count", True), ("flag", 2)])

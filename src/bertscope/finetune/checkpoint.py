@@ -51,7 +51,7 @@ _NAME = "last"
 
 def identity(config: Any, not_identity: frozenset[str] | set[str]) -> dict[str, Any]:
     """The options of ``config`` that change a run's numbers (every field not in ``not_identity``), as JSON values."""
-    values = {k: getattr(config, k) for k in config.field_names() if k not in not_identity}
+    values = {k: v for k, v in config.to_dict().items() if k not in not_identity}
     normalised: dict[str, Any] = json.loads(json.dumps(values, sort_keys=True, default=str))
     return normalised
 

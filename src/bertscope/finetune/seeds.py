@@ -72,7 +72,7 @@ class SeedsResult:
     def render(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"finetune {self.config.task}: {len(self.seeds)} seeds ({','.join(map(str, self.seeds))})")
+        table = Table(title=f"finetune {self.config.data.task}: {len(self.seeds)} seeds ({','.join(map(str, self.seeds))})")
         for column in ("metric", *(f"seed {s}" for s in self.seeds), "mean ± std", "95% interval", "n"):
             table.add_column(column, justify="right")
         for name, iv in self.intervals.items():
@@ -88,18 +88,18 @@ class SeedsResult:
 
 def _seed_config(config: FinetuneConfig, seed: int) -> FinetuneConfig:
     changes: dict[str, Any] = {"seed": seed, "seeds": None,
-                               "out": None if config.out is None else str(seed_folder(config.out, seed))}
-    if parse_report_to(config.report_to):
-        changes["run_name"] = f"{config.run_name or default_run_name(config)}/seed-{seed}"
+                               "out": None if config.output.out is None else str(seed_folder(config.output.out, seed))}
+    if parse_report_to(config.tracking.report_to):
+        changes["run_name"] = f"{config.tracking.run_name or default_run_name(config)}/seed-{seed}"
     return config.replace(**changes)
 
 
 def _finished(config: FinetuneConfig, identity: Callable[[Mapping[str, Any]], dict[str, Any]]
               ) -> dict[str, Any] | None:
     """The seed's results.json when it is complete and was run with the same options (else None, or an error)."""
-    if config.out is None or config.overwrite:
+    if config.output.out is None or config.output.overwrite:
         return None
-    path = Path(config.out) / "results.json"
+    path = Path(config.output.out) / "results.json"
     if not path.is_file():
         return None
     try:
@@ -131,15 +131,15 @@ def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneC
         one = _seed_config(config, seed)
         payload = _finished(one, identity)
         if payload is None:
-            payload = run_finetune(one.replace(overwrite=config.overwrite)).to_dict()
+            payload = run_finetune(one.replace(overwrite=config.output.overwrite)).to_dict()
         else:
             reused.append(seed)
-        folders[seed] = one.out
+        folders[seed] = one.output.out
         per_seed[seed] = final_metrics(payload)
     names = list(dict.fromkeys(name for seed in seeds for name in per_seed[seed]))
     intervals = {name: stats.summarize([per_seed[s].get(name) for s in seeds]) for name in names}
     result = SeedsResult(config=config, seeds=seeds, folders=folders, per_seed=per_seed, intervals=intervals,
                          reused=tuple(reused))
-    if config.out is not None:
-        write_json_atomic(Path(config.out) / "seeds.json", result.to_dict())
+    if config.output.out is not None:
+        write_json_atomic(Path(config.output.out) / "seeds.json", result.to_dict())
     return result

@@ -47,21 +47,21 @@ __all__ = ["run_layers"]
 def run_layers(config: LayersConfig) -> StudyResult:
     depth, hidden = model_shape(config)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
-    store = RunStore(config.out, fresh=config.overwrite)
-    runner = HeadRunner([config.token], progress=config.progress)
+    store = RunStore(config.output.out, fresh=config.output.overwrite)
+    runner = HeadRunner([config.selection.token], progress=config.output.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []
     for seed in seeds:  # a seed's runs are the single-seed study's (same ids and hashes)
         per_seed = seed_config(config, seed)
         specs = [RunSpec(f"layer {layer}", {"layer": layer}, finetune_config(per_seed, layer=str(layer)))
                  for layer in layers]
-        records += execute(specs, runner, store, progress=config.progress,
+        records += execute(specs, runner, store, progress=config.output.progress,
                            desc="layers" if len(seeds) == 1 else f"layers, seed {seed}")
     last = by_seed(records, seeds, layer=layers[-1])
     table, comparisons = [], []
     for layer in layers:
         runs = by_seed(records, seeds, layer=layer)
-        versus = None if layer == layers[-1] else comparison(config.task, runs, last, "as_good", config.tolerance)
+        versus = None if layer == layers[-1] else comparison(config.data.task, runs, last, "as_good", config.tolerance)
         if versus is not None:
             worse = stats.verdict(stats.Interval(**versus["difference"]), "worse")
             comparisons.append({"layer": layer, "versus": layers[-1], **versus, "verdict_worse": worse})
@@ -71,7 +71,7 @@ def run_layers(config: LayersConfig) -> StudyResult:
                       "vs_last_worse": None if versus is None else comparisons[-1]["verdict_worse"]})
     best = max(table, key=lambda row: row["score"])
     summary = {"best_layer": best["layer"], "best_score": best["score"], "num_layers": depth, "hidden_size": hidden,
-               "dims": records[0]["dims"], "token": config.token, "seeds": list(seeds),
+               "dims": records[0]["dims"], "token": config.selection.token, "seeds": list(seeds),
                "tolerance": config.tolerance, "comparisons": comparisons}
 
     def plot(ax: Any) -> None:
@@ -81,17 +81,17 @@ def run_layers(config: LayersConfig) -> StudyResult:
             ax.plot(xs, ys, marker="o", label="head on this layer")
         else:
             ax.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label="head on this layer (mean, 95% interval)")
-        draw_reference(ax, config.task, records)
+        draw_reference(ax, config.data.task, records)
         ax.set_xticks(xs)
         ax.set_xlabel("hidden layer read (0 = embeddings)")
-        ax.set_ylabel(score_label(config.task))
-        ax.set_title(plot_title(config, f"score per layer (token {config.token}, dims {config.dims})",
+        ax.set_ylabel(score_label(config.data.task))
+        ax.set_title(plot_title(config, f"score per layer (token {config.selection.token}, dims {config.selection.dims})",
                                 seed_note(config, "layer")), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
     return finish_study("layers", config, table, records, summary, plot=plot,
-                        title=f"layers {config.task}: token {config.token}, dims {config.dims}"
+                        title=f"layers {config.data.task}: token {config.selection.token}, dims {config.selection.dims}"
                               + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), row_key="layer")
 
 

@@ -89,7 +89,7 @@ CHANGED_SINCE_0_1 = frozenset({"feature_norm"})
 def _changed_since_0_1(values: Mapping[str, Any]) -> list[str]:
     """Options added since 0.1.0 whose value changes results from what 0.1.0 did (``--fit`` other than sgd: a
     converged probe), so the run cannot have been stored by 0.1.0."""
-    from bertscope.finetune.config import fit_is_sgd
+    from bertscope.finetune.options import fit_is_sgd
 
     return ["fit"] if "fit" in values and not fit_is_sgd(values) else []
 

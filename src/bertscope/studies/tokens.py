@@ -45,14 +45,14 @@ __all__ = ["run_tokens"]
 
 def run_tokens(config: TokensConfig) -> StudyResult:
     tokens = list(parse_token_list(config.tokens, option="--tokens"))
-    store = RunStore(config.out, fresh=config.overwrite)
-    runner = HeadRunner(tokens, progress=config.progress)
+    store = RunStore(config.output.out, fresh=config.output.overwrite)
+    runner = HeadRunner(tokens, progress=config.output.progress)
     seeds = run_seeds(config)
     records: list[dict[str, Any]] = []
     for seed in seeds:  # a seed's runs are the single-seed study's (same ids and hashes)
         per_seed = seed_config(config, seed)
         specs = [RunSpec(f"token {t}", {"token_strategy": t}, finetune_config(per_seed, token=t)) for t in tokens]
-        records += execute(specs, runner, store, progress=config.progress,
+        records += execute(specs, runner, store, progress=config.output.progress,
                            desc="tokens" if len(seeds) == 1 else f"tokens, seed {seed}")
     reference = "cls" if "cls" in tokens else None  # the claim: other tokens are as good as [CLS]
     cls_runs = by_seed(records, seeds, token_strategy=reference) if reference else None
@@ -60,31 +60,31 @@ def run_tokens(config: TokensConfig) -> StudyResult:
     for token in tokens:
         runs = by_seed(records, seeds, token_strategy=token)
         versus = (None if cls_runs is None or token == reference
-                  else comparison(config.task, runs, cls_runs, "as_good", config.tolerance))
+                  else comparison(config.data.task, runs, cls_runs, "as_good", config.tolerance))
         if versus is not None:
             comparisons.append({"token_strategy": token, "versus": reference, **versus})
         table.append({"token_strategy": token, **score_columns(point(runs)),
                       **metric_means([r for group in runs.values() for r in group]),
                       **comparison_columns(versus, "vs_cls")})
     best = max(table, key=lambda row: row["score"])
-    summary = {"best_token": best["token_strategy"], "best_score": best["score"], "layer": config.layer,
+    summary = {"best_token": best["token_strategy"], "best_score": best["score"], "layer": config.selection.layer,
                "dims": records[0]["dims"], "seeds": list(seeds), "tolerance": config.tolerance,
                "comparisons": comparisons}
 
     def plot(ax: Any) -> None:
         ax.bar(range(len(table)), [r["score"] for r in table], yerr=error_bars(table), capsize=3,
                label="head on this token vector" + (" (mean, 95% interval)" if error_bars(table) else ""))
-        draw_reference(ax, config.task, records)
+        draw_reference(ax, config.data.task, records)
         ax.set_xticks(range(len(table)), [r["token_strategy"] for r in table], rotation=20)
         ax.set_xlabel("token vector the head reads")
-        ax.set_ylabel(score_label(config.task))
-        ax.set_title(plot_title(config, f"token strategies (layer {config.layer}, dims {config.dims})",
+        ax.set_ylabel(score_label(config.data.task))
+        ax.set_title(plot_title(config, f"token strategies (layer {config.selection.layer}, dims {config.selection.dims})",
                                 seed_note(config, "token")), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
 
     return finish_study("tokens", config, table, records, summary, plot=plot,
-                        title=f"tokens {config.task}: layer {config.layer}, dims {config.dims}"
+                        title=f"tokens {config.data.task}: layer {config.selection.layer}, dims {config.selection.dims}"
                               + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), row_key="token_strategy")
 
 
