@@ -217,7 +217,7 @@ def test_a_frozen_study_uses_the_probe_by_default_and_records_it(tiny, tmp_path)
 def _old_hash(config: FinetuneConfig) -> str:
     """The study run hash as computed before --fit existed: every option but the result-neutral ones."""
     added = {"fit", "seeds", "feature_norm"}  # options added since (at their neutral values here)
-    values = {k: getattr(config, k) for k in FinetuneConfig.field_names() if k not in NOT_IDENTITY | added}
+    values = {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY | added}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -146,7 +146,7 @@ def config_options(cls: type[Options]) -> tuple[Option, ...]:
         return found
     hints = _type_hints(cls)
     out: list[Option] = []
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         group = _group_class(hints[field.name])
         if group is not None:
             out.extend(dataclasses.replace(o, group=field.name) for o in config_options(group))
@@ -157,9 +157,10 @@ def config_options(cls: type[Options]) -> tuple[Option, ...]:
                           help=meta.get("help", ""), choices=meta.get("choices"), metavar=meta.get("metavar"),
                           positional=bool(meta.get("positional", False)), cli=bool(meta.get("cli", True))))
     names = [o.name for o in out]
-    twice = sorted({n for n in names if names.count(n) > 1} | ({o.group for o in out} & set(names)) - {None})
+    groups = {o.group for o in out if o.group is not None}
+    twice = sorted({n for n in names if names.count(n) > 1} | (groups & set(names)))
     if twice:
-        raise TypeError(f"{cls.__name__}: option name(s) declared twice: {', '.join(map(str, twice))}")
+        raise TypeError(f"{cls.__name__}: option name(s) declared twice: {', '.join(twice)}")
     _OPTIONS[cls] = result = tuple(out)
     return result
 
@@ -220,15 +221,19 @@ class Options:
         return [o.name for o in config_options(cls)]
 
     @classmethod
-    def from_flat(cls: type[Opts], values: Mapping[str, Any]) -> Opts:
-        """Build from flat option names (``_`` spelling); an unknown name is a TypeError (a programming error)."""
+    def from_flat(cls: type[Opts], values: Mapping[str, Any], *, where: str = "config") -> Opts:
+        """Build from flat option names (``_`` spelling); an unknown name is a one-line error naming it."""
         options = config_options(cls)
-        unknown = sorted(set(values) - {o.name for o in options})
+        known = {o.name for o in options}
+        unknown = sorted(set(values) - known)
         if unknown:
-            raise TypeError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
+            raise BertscopeError(
+                f"{where}: unknown option(s) {', '.join(unknown)} for "
+                f"'{getattr(cls, 'command', '') or cls.__name__}'; known: {', '.join(sorted(known))}"
+            )
         hints = _type_hints(cls)
         kwargs: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for field in dataclasses.fields(cls):
             kind = _group_class(hints[field.name])
             if kind is None:
                 if field.name in values:
@@ -289,15 +294,7 @@ class Config(Options):
     @classmethod
     def from_dict(cls: type[C], values: Mapping[str, Any], *, where: str = "config") -> C:
         """Build from a mapping whose keys are flat option names (``-`` or ``_``); unknown keys are an error."""
-        known = set(cls.field_names())
-        normalised = {str(k).replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(normalised) - known)
-        if unknown:
-            raise BertscopeError(
-                f"{where}: unknown option(s) {', '.join(unknown)} for '{cls.command or cls.__name__}'; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        return cls.from_flat(normalised)
+        return cls.from_flat({str(k).replace("-", "_"): v for k, v in values.items()}, where=where)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

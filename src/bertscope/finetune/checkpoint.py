@@ -30,7 +30,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -103,7 +103,7 @@ def _cpu(value: Any) -> Any:
 
 
 def _unwrapped(head: nn.Module) -> nn.Module:
-    inner: nn.Module = getattr(head, "module", head)  # a DDP wrapper under accelerate
+    inner: nn.Module = getattr(head, "module", head)  # a DDP wrapper under torchrun
     return inner
 
 
@@ -145,8 +145,7 @@ def _set_rng_state(state: Mapping[str, Any], head: nn.Module) -> None:
 def capture(loop: LoopState, *, head: nn.Module, encoder_params: Sequence[tuple[str, nn.Parameter]],
             optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> TrainingState:
     """The full state of a training run at a step boundary (tensors copied to the CPU when written)."""
-    loop = LoopState(**{**{k: getattr(loop, k) for k in LoopState.__dataclass_fields__},
-                        "loss_sum": _cpu(loop.loss_sum), "interval_loss": _cpu(loop.interval_loss)})
+    loop = replace(loop, loss_sum=_cpu(loop.loss_sum), interval_loss=_cpu(loop.interval_loss))
     return TrainingState(loop=loop, encoder={n: p.detach() for n, p in encoder_params},
                          head=_unwrapped(head).state_dict(), optimizer=optimizer.state_dict(),
                          scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=_rng_state(head))

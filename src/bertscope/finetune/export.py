@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from bertscope.core import publish
+from bertscope.core.config import config_options
 from bertscope.core.errors import BertscopeError
 from bertscope.core.registry import LOCATION_OPTIONS
 from bertscope.core.results import write_text_atomic
@@ -316,8 +317,9 @@ _NOT_IN_CARD = LOCATION_OPTIONS | {"model", "task", "save_model", "cache_feature
 
 def _changed_options(config: FinetuneConfig) -> dict[str, Any]:
     """The options of ``config`` that differ from finetune's defaults (what makes this run this run)."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.name not in _NOT_IN_CARD and getattr(config, f.name) != f.default}
+    values = config.to_dict()
+    return {o.name: values[o.name] for o in config_options(type(config))
+            if o.name not in _NOT_IN_CARD and values[o.name] != o.default}
 
 
 def _command_line(config: FinetuneConfig) -> str:

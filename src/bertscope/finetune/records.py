@@ -42,7 +42,7 @@ class TrainHistory:
 class TrainCallback(Protocol):
     """What :func:`train_loop` reports while it runs (an experiment tracker, :mod:`bertscope.finetune.tracking`).
 
-    ``on_step`` every ``TrainOptions.log_every`` optimizer steps with the mean loss of those steps (the only device
+    ``on_step`` every ``TrackingOptions.log_every`` optimizer steps with the mean loss of those steps (the only device
     sync it adds) and the learning rate after the step; ``on_epoch`` after each epoch's evaluation with the epoch's
     record and the number of steps so far."""
 

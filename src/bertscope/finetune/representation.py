@@ -42,7 +42,7 @@ class EncoderRepresentation:
                  include_special: bool = False, frozen: bool = False, forward: nn.Module | None = None,
                  fast_top: bool = True) -> None:
         self.model = model
-        self.forward_module = forward if forward is not None else model  # a DDP wrapper under accelerate
+        self.forward_module = forward if forward is not None else model  # a DDP wrapper under torchrun
         self.layers = tuple(layers)
         self.method, self.index = token
         self.include_special = include_special

@@ -96,7 +96,8 @@ def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
 
     With ``--report-to``, its trackers write under the study's folder and its tracker run is named after the
     study's (:func:`tracked` adds the run id)."""
-    values = {k: study.to_dict()[k] for k in FinetuneConfig.field_names()}
+    flat = study.to_dict()
+    values = {k: flat[k] for k in FinetuneConfig.field_names()}
     values.update(out=None, save_model=False, overwrite=False, progress=False, log="off")  # the study reports
     if parse_report_to(study.tracking.report_to):
         values.update(report_dir=study.tracking.report_dir or study.output.out, run_name=study.tracking.run_name or default_run_name(study))
