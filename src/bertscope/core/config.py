@@ -205,10 +205,12 @@ class Options:
                 for o in config_options(type(self))}
 
     def replace(self: Opts, **changes: Any) -> Opts:
-        """A changed copy, built and validated anew from flat option names (or whole groups by attribute)."""
+        """A changed copy, built and validated anew from flat option names (``-`` or ``_``; or whole groups by
+        attribute): the one way to change a config, for sweeps, API keywords, seeds and study runs alike."""
         values = self.to_dict()
         groups = {o.group for o in config_options(type(self))}
-        for name, value in changes.items():
+        for key, value in changes.items():
+            name = key.replace("-", "_")
             if name in groups and isinstance(value, Options):
                 values.update(value.to_dict())
             else:
