@@ -38,9 +38,9 @@ from benchmarks.peak import efficiency, measure_peak, print_efficiency
 from bertscope.core.device import resolve_device
 from bertscope.core.results import environment_info, write_json_atomic
 from bertscope.data import glue
+from bertscope.finetune.batching import encode_split
 from bertscope.finetune.command import run_finetune
 from bertscope.finetune.config import FinetuneConfig
-from bertscope.finetune.train import encode_split
 from bertscope.models import families, flops, loading
 from bertscope.studies.common import HeadRunner
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -164,3 +165,15 @@ def pinned_spec_ids(tmp_path: Path, extra: dict) -> list[str]:
                                      "fit": "sgd", **extra}},
         {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
     return [r.id for r in parse_spec(spec, runs_dir=tmp_path).runs]
+
+
+def loop_options(**options: Any) -> dict[str, Any]:
+    """:func:`bertscope.finetune.train.train_loop`'s keyword arguments from one flat mapping of option names: the
+    optimisation options as an ``OptimOptions``, the logging ones as a ``TrackingOptions``, the rest (batch_size,
+    seed, dtype, progress, checkpoint_every) as they are."""
+    from bertscope.finetune.optim import OptimOptions
+    from bertscope.finetune.tracking import TrackingOptions
+
+    optim = {k: options.pop(k) for k in OptimOptions.field_names() if k in options}
+    tracking = {k: options.pop(k) for k in TrackingOptions.field_names() if k in options}
+    return {"optim": OptimOptions(**optim), "tracking": TrackingOptions(**tracking), **options}

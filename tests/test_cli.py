@@ -6,10 +6,8 @@ No model is downloaded: the commands that load one get a tiny random checkpoint 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import typing
 from collections.abc import Sequence
 
 import pytest
@@ -18,7 +16,7 @@ import transformers
 import bertscope
 from bertscope.api import COMMANDS
 from bertscope.cli import main
-from bertscope.core.config import Config
+from bertscope.core.config import config_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,10 +58,6 @@ def user_error(argv: Sequence[str], capsys) -> str:
     return lines[0]
 
 
-def cli_fields(cls: type[Config]) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
-
-
 def _flag_pattern(flag: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w-]){re.escape(flag)}(?![\w-])")
 
@@ -75,22 +69,21 @@ def test_help_lists_every_option_of_the_command(name: str, capsys) -> None:
     text = " ".join(out.split())
     assert text.startswith(f"usage: bertscope {name}")
     info = COMMANDS[name]
-    hints = typing.get_type_hints(info.config)
-    for field in dataclasses.fields(info.config):
-        flag = "--" + field.name.replace("_", "-")
-        if not field.metadata.get("cli", True):
+    for option in config_options(info.config):  # every flat option, groups included
+        flag = option.flag
+        if not option.cli:
             assert not _flag_pattern(flag).search(text), f"{flag} is API-only but shown"
             continue
-        if field.metadata.get("positional"):
-            assert (field.metadata.get("metavar") or field.name) in text
+        if option.positional:
+            assert (option.metavar or option.name) in text
             continue
         assert _flag_pattern(flag).search(text), f"{flag} missing from {name} --help"
-        if hints[field.name] is bool:
+        if option.type is bool:
             assert _flag_pattern("--no-" + flag[2:]).search(text)
-        help_text = " ".join(field.metadata["help"].split())
-        assert help_text[:40] in text  # the help text is the field's own
-        if field.default is not None and hints[field.name] is not bool:
-            assert f"(default: {field.default})" in text
+        help_text = " ".join(option.help.split())
+        assert help_text[:40] in text  # the help text is the option's own
+        if option.default is not None and option.type is not bool:
+            assert f"(default: {option.default})" in text
 
 
 def test_every_command_is_offered(capsys) -> None:

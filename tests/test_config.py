@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from bertscope.core.config import Config, add_arguments, config_from_args, opt
+from bertscope.core.config import Config, Options, add_arguments, config_from_args, config_options, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune import config as finetune_config
 from bertscope.finetune.config import FinetuneConfig
@@ -274,7 +274,7 @@ REQUIRED: dict[str, dict[str, object]] = {
     "FinetuneConfig": {"task": "rte"},
     # A base class that inherits finetune's command name, so finetune's rule that --cache-features (on by default
     # in studies) needs a frozen encoder applies to it alone.
-    "StudyOptions": {"task": "rte", "freeze": "encoder"},
+    "StudyConfig": {"task": "rte", "freeze": "encoder"},
     "DimsConfig": {"task": "rte"},
     "LayersConfig": {"task": "rte"},
     "TokensConfig": {"task": "rte"},
@@ -327,14 +327,96 @@ def test_the_required_values_are_required(cls: type[Config], monkeypatch) -> Non
 
 def test_the_glue_folder_comes_from_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("BERTSCOPE_GLUE_DIR", str(tmp_path))
-    assert FinetuneConfig(task="rte").data_dir == str(tmp_path)
-    assert ReconstructConfig().data_dir == str(tmp_path)
-    assert FinetuneConfig(task="rte", data_dir="elsewhere").data_dir == "elsewhere"
+    assert FinetuneConfig(task="rte").data.data_dir == str(tmp_path)
+    assert ReconstructConfig().text.data_dir == str(tmp_path)
+    assert FinetuneConfig(task="rte", data_dir="elsewhere").data.data_dir == "elsewhere"
     monkeypatch.delenv("BERTSCOPE_GLUE_DIR")
-    assert FinetuneConfig(task="rte").data_dir is None
+    assert FinetuneConfig(task="rte").data.data_dir is None
 
 
 @pytest.mark.parametrize(("field", "given"), [("count", True), ("flag", 2)])
 def test_bools_and_numbers_are_not_mixed_up(field: str, given) -> None:
     with pytest.raises(BertscopeError, match=f"option '{field}' expects"):
         Sample(**{field: given})
+
+
+# ---- option groups composed into configs: grouped inside, flat outside
+
+
+@dataclass(frozen=True)
+class _Speed(Options):
+    rate: float = opt(0.5, "a rate")
+    steps: int = opt(3, "steps")
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise BertscopeError("--steps must be at least 1")
+
+
+@dataclass(frozen=True, init=False)
+class _Grouped(Config):
+    command = "grouped"
+
+    name: str = opt("x", "a name")
+    speed: _Speed = group(_Speed)
+    last: bool = opt(False, "a flag")
+
+
+def test_a_config_lists_its_groups_options_flat_in_declaration_order() -> None:
+    options = config_options(_Grouped)
+    assert [(o.name, o.group, o.default, o.help) for o in options] == [
+        ("name", None, "x", "a name"), ("rate", "speed", 0.5, "a rate"), ("steps", "speed", 3, "steps"),
+        ("last", None, False, "a flag")]
+    assert _Grouped.field_names() == ["name", "rate", "steps", "last"]
+    assert _Grouped().to_dict() == {"name": "x", "rate": 0.5, "steps": 3, "last": False}
+
+
+def test_a_grouped_config_is_built_from_flat_names_or_groups_and_read_by_group() -> None:
+    config = _Grouped(rate="0.25", last=True)  # flat names, coerced as any option
+    assert config.speed == _Speed(rate=0.25) and config.speed.rate == 0.25 and config.last is True
+    assert _Grouped(speed=_Speed(steps=7), rate=0.1).speed == _Speed(rate=0.1, steps=7)
+    assert _Grouped.from_dict({"steps": 2, "name": "y"}) == _Grouped(name="y", steps=2)
+    with pytest.raises(BertscopeError, match="--steps must be at least 1"):  # a group validates itself
+        _Grouped(steps=0)
+    with pytest.raises(BertscopeError, match="unknown option"):
+        _Grouped.from_dict({"speed": 1})  # the group's attribute is no option name
+
+
+def test_replace_takes_flat_names_and_validates_again() -> None:
+    config = _Grouped(rate=0.25)
+    assert config.replace(steps=5, name="z") == _Grouped(rate=0.25, steps=5, name="z")
+    assert config.replace(speed=_Speed(steps=9)).speed == _Speed(steps=9)
+    with pytest.raises(BertscopeError):
+        config.replace(steps=0)
+    with pytest.raises(BertscopeError, match="unknown option"):
+        config.replace(speed_rate=1.0)
+
+
+def test_the_cli_of_a_grouped_config_is_flat(capsys) -> None:
+    parser = argparse.ArgumentParser(prog="grouped")
+    add_arguments(parser, _Grouped)
+    config = config_from_args(_Grouped, parser.parse_args(["--rate", "0.75", "--last"]))
+    assert config == _Grouped(rate=0.75, last=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--rate RATE a rate (default: 0.5)" in shown and "--speed" not in shown
+
+
+def test_an_option_name_declared_twice_is_refused() -> None:
+    @dataclass(frozen=True, init=False)
+    class Twice(Config):
+        rate: float = opt(1.0, "again")
+        speed: _Speed = group(_Speed)
+
+    with pytest.raises(TypeError, match="declared twice: rate"):
+        config_options(Twice)
+
+
+def test_finetune_reads_grouped_and_writes_flat(monkeypatch) -> None:
+    monkeypatch.delenv("BERTSCOPE_GLUE_DIR", raising=False)
+    config = FinetuneConfig(task="rte", lr=1e-3, freeze="encoder", log_every=5)
+    assert (config.optim.lr, config.selection.freeze, config.tracking.log_every) == (1e-3, "encoder", 5)
+    flat = config.to_dict()
+    assert flat["lr"] == 1e-3 and not any(isinstance(v, Options) for v in flat.values())
+    assert FinetuneConfig.from_dict(flat) == config

@@ -22,14 +22,11 @@ from bertscope.cli import main
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
+from bertscope.finetune.batching import encode_split, length_grouped_batches
 from bertscope.finetune.command import load_finetuned, run_finetune
 from bertscope.finetune.config import FinetuneConfig
-from bertscope.finetune.train import (
-    EncoderRepresentation,
-    encode_split,
-    evaluate_logits,
-    length_grouped_batches,
-)
+from bertscope.finetune.evaluation import evaluate_logits
+from bertscope.finetune.representation import EncoderRepresentation
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT = 300  # seconds: far above a healthy run (~15 s on 2 idle cores), so only a hang reaches it

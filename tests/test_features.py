@@ -14,9 +14,10 @@ from bertscope.core.errors import BertscopeError
 from bertscope.core.options import canonical_token, parse_token
 from bertscope.data import glue
 from bertscope.finetune import features
+from bertscope.finetune.batching import collate, encode_split
 from bertscope.finetune.features import FeatureStore
+from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.selection import select_tokens
-from bertscope.finetune.train import EncoderRepresentation, collate, encode_split
 from conftest import FAMILY_IDS, tiny_model
 
 TOKENS = ["cls", "max-norm", "mean", "max", "index:2", "index:-1"]

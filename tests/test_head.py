@@ -9,8 +9,9 @@ import transformers
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_dims, parse_hidden_states, parse_token
+from bertscope.finetune.batching import Batch
 from bertscope.finetune.head import HeadSpec, SelectingHead
-from bertscope.finetune.train import Batch, EncoderRepresentation
+from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.models import families
 from conftest import tiny_config, tiny_model
 

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from bertscope.finetune.batching import EncodedSplit
+from bertscope.finetune.evaluation import evaluate
 from bertscope.finetune.features import CachedRepresentation, FeatureCollate
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.normalize import feature_moments, fit_standardizer
-from bertscope.finetune.train import EncodedSplit, TrainOptions, evaluate, train_loop
+from bertscope.finetune.train import train_loop
+from conftest import loop_options
 
 HIDDEN = 16
 
@@ -41,8 +44,8 @@ def _train(feature_norm: str, train: tuple[torch.Tensor, list[int]], dev: tuple[
     represent = CachedRepresentation()
     if feature_norm == "standardize":
         fit_standardizer(head, represent, train_split, batch_size=64, device=torch.device("cpu"), collate_fn=collate)
-    options = TrainOptions(epochs=5, batch_size=32, lr=2e-5, head_lr=1e-3, progress=False, log="off")
-    train_loop(represent, head, train_split, {"validation": dev_split}, options, encoder_params=[],
+    options = loop_options(epochs=5, batch_size=32, lr=2e-5, head_lr=1e-3, progress=False, log="off")
+    train_loop(represent, head, train_split, {"validation": dev_split}, **options, encoder_params=[],
                device=torch.device("cpu"), collate_fn=collate)
     predictions = evaluate(represent, head, dev_split, batch_size=64, device=torch.device("cpu"), collate_fn=collate)
     return float(np.mean([int(p) == y for p, y in zip(predictions, dev[1])]))

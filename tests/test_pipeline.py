@@ -47,9 +47,9 @@ def test_pieces_handed_in_give_the_numbers_of_pieces_loaded_here(options, tmp_pa
     config = FinetuneConfig(**{**options, "model": str(folder)}, layer="2", token="mean", dims="random:5")
     alone = prepare(config)
     alone_result = alone.result(alone.train())
-    tokenizer = loading.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.encoder.model)
     data = load_task_data(config, tokenizer)
-    loaded = loading.load_model(config.model, "base", dtype="float32")
+    loaded = loading.load_model(config.encoder.model, "base", dtype="float32")
     torch.manual_seed(12345)  # whatever the global RNG did before: prepare seeds first
     shared = prepare(config, Shared(tokenizer=tokenizer, loaded=loaded, data=data))
     shared_result = shared.result(shared.train())
@@ -75,9 +75,9 @@ def test_cached_and_live_frozen_runs_record_the_same_selection(options):
 
 def test_shared_feature_sets_are_used_not_recomputed(options, monkeypatch):
     config = FinetuneConfig(**options, freeze="encoder", cache_features=True, token="max-norm")
-    tokenizer = loading.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.encoder.model)
     data = load_task_data(config, tokenizer)
-    loaded = loading.load_model(config.model, "base", dtype="float32")
+    loaded = loading.load_model(config.encoder.model, "base", dtype="float32")
     features = compute_features(config, loaded.model, data, source=loaded.source)
     monkeypatch.setattr(pipeline, "compute_features", lambda *a, **k: pytest.fail("features computed again"))
     run = prepare(config, Shared(tokenizer=tokenizer, loaded=loaded, data=data, features=features,
@@ -87,6 +87,6 @@ def test_shared_feature_sets_are_used_not_recomputed(options, monkeypatch):
 
 def test_prepare_refuses_data_of_another_task(options):
     config = FinetuneConfig(**options)
-    data = load_task_data(config, loading.load_tokenizer(config.model))
+    data = load_task_data(config, loading.load_tokenizer(config.encoder.model))
     with pytest.raises(ValueError, match="data of rte"):
         prepare(config.replace(task="mrpc"), Shared(data=data))

@@ -11,6 +11,7 @@ import torch
 
 from bertscope import api, cli
 from bertscope.core.errors import BertscopeError
+from bertscope.finetune.batching import EncodedSplit
 from bertscope.finetune.command import COMMAND as FINETUNE
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.finetune.config import FinetuneConfig
@@ -26,11 +27,12 @@ from bertscope.finetune.probe import (
     holdout_split,
     standardise,
 )
-from bertscope.finetune.train import EncodedSplit, TrainOptions, train_loop
+from bertscope.finetune.train import train_loop
 from bertscope.runs.identity import run_id
 from bertscope.studies import common
 from bertscope.studies.config import LayersConfig
 from bertscope.studies.store import finetune_run_id
+from conftest import loop_options
 
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 
@@ -134,7 +136,7 @@ def test_probe_learns_outlier_dominated_features_where_the_sgd_head_stays_at_the
     from bertscope.finetune.features import CachedRepresentation
 
     history = train_loop(CachedRepresentation(), head, train_data, {"validation": dev_data},
-                         TrainOptions(epochs=5, batch_size=32, lr=2e-5, head_lr=1e-3, progress=False, log="off"),
+                         **loop_options(epochs=5, batch_size=32, lr=2e-5, head_lr=1e-3, progress=False, log="off"),
                          device=torch.device("cpu"), collate_fn=collate)
     sgd_predictions = set(history.predictions["validation"])
     majority = float(max((y[dev] == 1).double().mean(), (y[dev] == 0).double().mean()))
@@ -206,7 +208,7 @@ def test_a_frozen_study_uses_the_probe_by_default_and_records_it(tiny, tmp_path)
     sgd = api.layers(**options, max_train=40, layers="0,2", fit="sgd")
     assert [r["result"]["head"]["fit"]["method"] for r in sgd.runs] == ["sgd", "sgd"]
     live = api.layers(**{**options, "freeze": "none"}, max_train=40, layers="2")
-    assert live.config.fit == "sgd"  # auto where no probe can apply is the training loop, and says so
+    assert live.config.selection.fit == "sgd"  # auto where no probe can apply is the training loop, and says so
     assert live.runs[0]["result"]["head"]["fit"] == {"requested": "sgd", "method": "sgd"}
 
 
@@ -221,14 +223,14 @@ def _old_id(config: FinetuneConfig) -> str:
 
 def test_sgd_runs_keep_their_identity_and_probe_runs_get_another():
     sgd = FinetuneConfig(task="rte", freeze="encoder", feature_norm="none", fit="sgd")  # the plain head of before
-    assert FinetuneConfig(task="rte", freeze="encoder").fit == "auto"  # frozen: the probe by default
-    assert LayersConfig(task="rte", freeze="encoder").fit == "auto"
-    assert LayersConfig(task="rte").fit == "sgd"  # a fine-tuned encoder: the training loop
+    assert FinetuneConfig(task="rte", freeze="encoder").selection.fit == "auto"  # frozen: the probe by default
+    assert LayersConfig(task="rte", freeze="encoder").selection.fit == "auto"
+    assert LayersConfig(task="rte").selection.fit == "sgd"  # a fine-tuned encoder: the training loop
     assert finetune_run_id(sgd) == _old_id(sgd)
     assert "fit" not in FINETUNE.identity(sgd.to_dict())
     unfrozen_auto = FinetuneConfig(task="rte", fit="auto")  # certainly the training loop: sgd, the old identity
-    assert unfrozen_auto.fit == "sgd" and finetune_run_id(unfrozen_auto) == _old_id(unfrozen_auto)
-    assert LayersConfig(task="rte", head="mlp2", freeze="encoder").fit == "sgd"
+    assert unfrozen_auto.selection.fit == "sgd" and finetune_run_id(unfrozen_auto) == _old_id(unfrozen_auto)
+    assert LayersConfig(task="rte", head="mlp2", freeze="encoder").selection.fit == "sgd"
     for fit in ("auto", "converged"):
         probe = sgd.replace(fit=fit)
         assert finetune_run_id(probe) != finetune_run_id(sgd)
@@ -243,7 +245,7 @@ def test_a_frozen_study_does_not_resume_runs_trained_with_sgd(tiny, tmp_path, mo
     api.layers(**options, fit="sgd")
     calls = []
     real = common.HeadRunner.run
-    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.fit)
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.fit)
                         or real(self, config, **kw))
     probe = api.layers(**options)
     assert calls == ["auto", "auto"] and not any(r["resumed"] for r in probe.runs)

@@ -37,7 +37,7 @@ def test_finetune_seeds_writes_a_folder_per_seed_and_intervals(glue_dir, tiny_ch
 
     calls = []
     real = finetune.run_finetune
-    monkeypatch.setattr(finetune, "run_finetune", lambda config: calls.append(config.seed) or real(config))
+    monkeypatch.setattr(finetune, "run_finetune", lambda config: calls.append(config.encoder.seed) or real(config))
     assert cli.main([*argv, "--seeds", "1,2,3"]) == 0
     summary = json.loads((out / "seeds.json").read_text())
     assert calls == [3] and summary["reused"] == [1, 2] and summary["metrics"]["final.score"]["n"] == 3

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bertscope.finetune.batching import Batch
+from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.selection import select_tokens
-from bertscope.finetune.train import Batch, EncoderRepresentation
 from bertscope.models import families
 from conftest import FAMILY_IDS, tiny_model
 

@@ -67,7 +67,7 @@ def test_layers_study_resumes_an_interrupted_scan(small, tiny_checkpoint, tmp_pa
     calls = []
 
     def stop_at_third(self, config, **kw):
-        calls.append(config.layer)
+        calls.append(config.selection.layer)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(self, config, **kw)
@@ -77,7 +77,7 @@ def test_layers_study_resumes_an_interrupted_scan(small, tiny_checkpoint, tmp_pa
         api.layers(**options)
     assert len(study_records(out)) == 2 and not (out / "layers.json").exists()
     calls.clear()
-    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.layer)
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.layer)
                         or real(self, config, **kw))
     result = api.layers(**options)
     assert calls == ["2", "3"] and [r["layer"] for r in result.table] == [0, 1, 2, 3]
@@ -220,7 +220,7 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
     real, calls = PreparedRun.train, []
 
     def interrupt(self):  # the single-task runs train first (rte, mrpc), then stage 1 (rte), then stage 2 (mrpc)
-        calls.append((self.config.task, self.cached))
+        calls.append((self.config.data.task, self.cached))
         if calls.count(("mrpc", False)) == 2:
             raise KeyboardInterrupt
         return real(self)
@@ -230,7 +230,7 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
         api.cross(out=str(tmp_path / "resumed"), **options)
     assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
     calls.clear()
-    monkeypatch.setattr(PreparedRun, "train", lambda self: calls.append((self.config.task, self.cached)) or real(self))
+    monkeypatch.setattr(PreparedRun, "train", lambda self: calls.append((self.config.data.task, self.cached)) or real(self))
     resumed = api.cross(out=str(tmp_path / "resumed"), **options)
     assert calls == [("mrpc", False), ("rte", True)]  # stage 2, then rte's retrained head
     for a, b in zip(resumed.table, full.table):
@@ -347,7 +347,7 @@ def test_tokens_study_over_seeds_intervals_pairs_and_resume(small, tiny_checkpoi
     # one-seed comparison is a bootstrap over the dev examples the records kept.
     trained = []
     real = common.HeadRunner.run
-    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: trained.append(config.seed)
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: trained.append(config.encoder.seed)
                         or real(self, config, **kw))
     single = api.tokens(seed=1, **options)
     assert trained == [] and [r["n"] for r in single.table] == [1, 1]

@@ -6,6 +6,7 @@ import copy
 import io
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,20 +14,14 @@ import torch
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_token
 from bertscope.data import glue
+from bertscope.finetune.batching import Batch, collate, encode_split, length_grouped_batches
 from bertscope.finetune.freezing import apply_freezing
 from bertscope.finetune.head import HeadSpec, SelectingHead
-from bertscope.finetune.train import (
-    Batch,
-    EncoderRepresentation,
-    TrainOptions,
-    collate,
-    encode_split,
-    length_grouped_batches,
-    log_mode,
-    param_groups,
-    train_loop,
-)
-from conftest import tiny_model
+from bertscope.finetune.optim import OptimOptions, param_groups
+from bertscope.finetune.progress import log_mode
+from bertscope.finetune.representation import EncoderRepresentation
+from bertscope.finetune.train import train_loop
+from conftest import loop_options, tiny_model
 
 WORDS = ["good", "bad", "fine", "awful", "great", "terrible", "nice", "poor", "lovely", "dull"]
 
@@ -133,9 +128,9 @@ class _Cached:
 def _run(represent, data, eval_data, seed: int = 5):
     spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=(1, 4, 9, 30), token="max-norm", dropout=0.2)
     head = SelectingHead(spec, seed=seed)
-    options = TrainOptions(epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2, weight_decay=0.01, warmup_ratio=0.1,
+    options = loop_options(epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2, weight_decay=0.01, warmup_ratio=0.1,
                            grad_clip=1.0, seed=seed, progress=False)
-    history = train_loop(represent, head, data, {"validation": eval_data}, options, device=torch.device("cpu"))
+    history = train_loop(represent, head, data, {"validation": eval_data}, **options, device=torch.device("cpu"))
     return history, head
 
 
@@ -182,10 +177,10 @@ def test_unfrozen_training_changes_the_encoder_and_learns_a_separable_task(bert_
     data = encode_split(bert_tokenizer, _split(64, seed=0), 32)
     spec = HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32)), token="mean")
     head = SelectingHead(spec, seed=0)
-    options = TrainOptions(epochs=4, batch_size=16, lr=3e-3, head_lr=3e-3, weight_decay=0.0, warmup_ratio=0.0,
+    options = loop_options(epochs=4, batch_size=16, lr=3e-3, head_lr=3e-3, weight_decay=0.0, warmup_ratio=0.0,
                            grad_clip=1.0, seed=0, progress=False)
     history = train_loop(EncoderRepresentation(model, (2,), parse_token("mean")), head, data, {"validation": data},
-                         options, encoder_params=named, device=torch.device("cpu"))
+                         **options, encoder_params=named, device=torch.device("cpu"))
     after = model.state_dict()
     assert torch.equal(after["embeddings.word_embeddings.weight"], before["embeddings.word_embeddings.weight"])
     assert not torch.equal(after["encoder.layer.1.output.dense.weight"], before["encoder.layer.1.output.dense.weight"])
@@ -193,7 +188,7 @@ def test_unfrozen_training_changes_the_encoder_and_learns_a_separable_task(bert_
     assert history.steps == 4 * 4 and history.train_examples == 4 * 64
 
 
-def _reference_training(model: torch.nn.Module, head: torch.nn.Module, data, options: TrainOptions,
+def _reference_training(model: torch.nn.Module, head: torch.nn.Module, data, options: SimpleNamespace,
                         layer: int) -> list[float]:
     """An independent plain-PyTorch loop: what train_loop must compute (the batch order is the only shared part).
 
@@ -252,11 +247,12 @@ def test_train_loop_equals_an_independent_plain_pytorch_loop(bert_tokenizer, one
     head = SelectingHead(spec, seed=3)
     reference_model, reference_head = copy.deepcopy(model), copy.deepcopy(head)
     data = encode_split(bert_tokenizer, _split(40, seed=2), 32)
-    options = TrainOptions(epochs=2, batch_size=8, lr=2e-3, head_lr=1e-2, weight_decay=0.3, warmup_ratio=0.25,
-                           grad_clip=0.05, seed=4, progress=False)
+    options = SimpleNamespace(epochs=2, batch_size=8, lr=2e-3, head_lr=1e-2, weight_decay=0.3, warmup_ratio=0.25,
+                              grad_clip=0.05, seed=4, progress=False)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     history = train_loop(EncoderRepresentation(model, (2,), parse_token("cls"), fast_top=False), head, data,
-                         {"validation": data}, options, encoder_params=named, device=torch.device("cpu"))
+                         {"validation": data}, **loop_options(**vars(options)), encoder_params=named,
+                         device=torch.device("cpu"))
     losses = _reference_training(reference_model, reference_head, data, options, layer=2)
     assert history.steps == len(losses) == 10
     mean_first = sum(losses[:5] * 8) / 40  # 5 full batches of 8 per epoch: the epoch mean is the batch mean
@@ -272,7 +268,7 @@ def test_train_loop_equals_an_independent_plain_pytorch_loop(bert_tokenizer, one
 def test_param_groups_exempt_biases_and_norms_from_weight_decay() -> None:
     model = tiny_model("bert", "base", num_layers=1)
     head = SelectingHead(HeadSpec(num_labels=2, hidden_size=32, layers=(1,), dims=(0, 1)), seed=0)
-    options = TrainOptions(epochs=1, batch_size=4, lr=1e-3, head_lr=1e-2, weight_decay=0.5)
+    options = OptimOptions(epochs=1, lr=1e-3, head_lr=1e-2, weight_decay=0.5)
     groups = param_groups(list(model.named_parameters()), head, options)
     names = {id(p): n for n, p in [*model.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]}
     for group in groups:
@@ -333,9 +329,9 @@ def _divergence_run(tokenizer, task: str, factor: float, log_every: int, callbac
     vectors = torch.randn(40, 1, 32, generator=torch.Generator().manual_seed(0))
     num_labels = 1 if task == "stsb" else 2
     head = SelectingHead(HeadSpec(num_labels=num_labels, hidden_size=32, layers=(2,), dims=tuple(range(32))), seed=0)
-    options = TrainOptions(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, log_every=log_every, log="off",
+    options = loop_options(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, log_every=log_every, log="off",
                            on_divergence=on_divergence)
-    return train_loop(_Poisoned(vectors, bad, factor), head, data, {"validation": data}, options,
+    return train_loop(_Poisoned(vectors, bad, factor), head, data, {"validation": data}, **options,
                       device=torch.device("cpu"), callback=callback)
 
 
@@ -372,7 +368,7 @@ def _logged_run(tokenizer, capsys, **options):
     head = SelectingHead(HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32))), seed=0)
     capsys.readouterr()
     train_loop(_Cached(vectors), head, data, {"validation": data},
-               TrainOptions(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, **options),
+               **loop_options(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, **options),
                device=torch.device("cpu"))
     return capsys.readouterr()
 

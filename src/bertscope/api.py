@@ -99,8 +99,7 @@ COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMA
 
 def _config(cls: type[C], config: C | None, options: dict[str, Any]) -> C:
     """The config of one call: ``config`` (or the defaults) with ``options`` on top, checked like keywords."""
-    made = cls.from_dict(options) if config is None else (
-        type(config).from_dict({**config.to_dict(), **options}) if options else config)
+    made = cls.from_dict(options) if config is None else (config.replace(**options) if options else config)
     warn_if_emulated(made)
     return made
 

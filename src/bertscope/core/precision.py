@@ -91,7 +91,8 @@ def warn_if_emulated(config: Any) -> None:
     Called where every command's config is made (the CLI and :mod:`bertscope.api`), before anything heavy runs;
     configs without ``dtype``/``device`` fields pass silently. A device string that does not resolve is left to the
     command's own one-line error."""
-    dtype, device = getattr(config, "dtype", None), getattr(config, "device", None)
+    values = config.to_dict()  # flat option names: the groups a config holds do not matter here
+    dtype, device = values.get("dtype"), values.get("device")
     if dtype not in _REDUCED or device is None:
         return
 

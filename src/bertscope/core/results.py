@@ -111,6 +111,10 @@ def to_jsonable(value: Any) -> Any:
     """Convert dataclasses, paths, tuples, numpy and torch scalars into plain JSON values."""
     import dataclasses
 
+    from bertscope.core.config import Options
+
+    if isinstance(value, Options):  # a config or option group: its flat options, as written next to every result
+        return to_jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

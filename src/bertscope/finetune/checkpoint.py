@@ -30,7 +30,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -51,7 +51,7 @@ _NAME = "last"
 
 def identity(config: Any, not_identity: frozenset[str] | set[str]) -> dict[str, Any]:
     """The options of ``config`` that change a run's numbers (every field not in ``not_identity``), as JSON values."""
-    values = {k: getattr(config, k) for k in config.field_names() if k not in not_identity}
+    values = {k: v for k, v in config.to_dict().items() if k not in not_identity}
     normalised: dict[str, Any] = json.loads(json.dumps(values, sort_keys=True, default=str))
     return normalised
 
@@ -103,7 +103,7 @@ def _cpu(value: Any) -> Any:
 
 
 def _unwrapped(head: nn.Module) -> nn.Module:
-    inner: nn.Module = getattr(head, "module", head)  # a DDP wrapper under accelerate
+    inner: nn.Module = getattr(head, "module", head)  # a DDP wrapper under torchrun
     return inner
 
 
@@ -145,8 +145,7 @@ def _set_rng_state(state: Mapping[str, Any], head: nn.Module) -> None:
 def capture(loop: LoopState, *, head: nn.Module, encoder_params: Sequence[tuple[str, nn.Parameter]],
             optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> TrainingState:
     """The full state of a training run at a step boundary (tensors copied to the CPU when written)."""
-    loop = LoopState(**{**{k: getattr(loop, k) for k in LoopState.__dataclass_fields__},
-                        "loss_sum": _cpu(loop.loss_sum), "interval_loss": _cpu(loop.interval_loss)})
+    loop = replace(loop, loss_sum=_cpu(loop.loss_sum), interval_loss=_cpu(loop.interval_loss))
     return TrainingState(loop=loop, encoder={n: p.detach() for n, p in encoder_params},
                          head=_unwrapped(head).state_dict(), optimizer=optimizer.state_dict(),
                          scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=_rng_state(head))

@@ -30,6 +30,7 @@ from bertscope.core.results import environment_info, write_csv_atomic, write_jso
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
 from bertscope.finetune import leaderboard
+from bertscope.finetune.batching import Batch, encode_split
 from bertscope.finetune.checkpoint import Checkpointer, identity
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.export import (
@@ -40,9 +41,10 @@ from bertscope.finetune.export import (
 )
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.pipeline import PreparedRun, prepare
+from bertscope.finetune.records import TrainHistory
+from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.result import FinetuneResult
 from bertscope.finetune.tracking import TRACKING_OPTIONS
-from bertscope.finetune.train import Batch, EncoderRepresentation, TrainHistory, encode_split
 from bertscope.models import families, loading
 
 __all__ = ["COMMAND", "FREEZE_SECTION", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command",
@@ -50,11 +52,11 @@ __all__ = ["COMMAND", "FREEZE_SECTION", "NOT_IDENTITY", "FinetunedModel", "load_
 
 
 def _check_out(config: FinetuneConfig) -> Path | None:
-    if config.out is None:
+    if config.output.out is None:
         return None
-    out = Path(config.out)
+    out = Path(config.output.out)
     publish.check_writable(out)  # a bad --out fails now, not after the training
-    if (out / "results.json").exists() and not config.overwrite:
+    if (out / "results.json").exists() and not config.output.overwrite:
         raise BertscopeError(f"{out / 'results.json'} already exists; choose another --out or pass --overwrite")
     return out
 
@@ -72,17 +74,17 @@ def _checkpoints(config: FinetuneConfig, out: Path | None) -> Checkpointer | Non
     says in one line that there is none and starts fresh; without ``--resume`` a checkpoint there is discarded
     only with ``--overwrite`` (an interrupted run's work is never thrown away silently)."""
     if out is None:
-        if config.resume:
+        if config.checkpoints.resume:
             raise BertscopeError("--resume needs --out DIR (the folder of the run to continue)")
         return None
     checkpoints = Checkpointer(out / "checkpoints", identity(config, NOT_IDENTITY))
     if checkpoints.meta() is None:
-        if config.resume and int(os.environ.get("RANK", "0")) == 0:
+        if config.checkpoints.resume and int(os.environ.get("RANK", "0")) == 0:
             print(f"bertscope finetune: --resume: no checkpoint in {checkpoints.folder}; starting fresh",
                   file=sys.stderr, flush=True)
-    elif config.resume:
+    elif config.checkpoints.resume:
         checkpoints.refuse_changes()
-    elif config.overwrite:
+    elif config.output.overwrite:
         checkpoints.remove()
     else:
         raise BertscopeError(f"{checkpoints.folder} holds the checkpoint of an interrupted run "
@@ -123,19 +125,19 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
         _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__,
                 **kept)
         raise
-    saved = str(Path(out) / "model") if (out is not None and config.save_model) else None
-    submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.predict_test) else {}
+    saved = str(Path(out) / "model") if (out is not None and config.output.save_model) else None
+    submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.output.predict_test) else {}
     result = run.result(history, saved_model=saved, test_predictions=submission)
     failure: BaseException | None = None
     if out is not None and run.is_main_process:
         try:
-            if config.save_model:
-                save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.seed,
-                               max_length=config.max_length, result=result)
+            if config.output.save_model:
+                save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.encoder.seed,
+                               max_length=config.encoder.max_length, result=result)
             write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
             write_json_atomic(Path(out) / "results.json", result.to_dict())
             (Path(out) / "results.previous.json").unlink(missing_ok=True)
-            if checkpoints is not None and not config.keep_checkpoints:
+            if checkpoints is not None and not config.checkpoints.keep_checkpoints:
                 checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
             _status(out, "complete", finished_utc=environment_info()["created_utc"])
         except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
@@ -149,8 +151,8 @@ def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
     task, config = run.data.task, run.config
     written: dict[str, str] = {}
     for split in leaderboard.test_splits(task):
-        data = glue.load_split(task, split, config.data_dir, None, config.seed, bad_rows=config.bad_rows)
-        predictions = run.predict(encode_split(run.tokenizer, data, config.max_length))
+        data = glue.load_split(task, split, config.data.data_dir, None, config.encoder.seed, bad_rows=config.data.bad_rows)
+        predictions = run.predict(encode_split(run.tokenizer, data, config.encoder.max_length))
         if run.is_main_process:
             path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
             written[split] = str(path)

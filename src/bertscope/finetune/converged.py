@@ -3,8 +3,8 @@
 For a fully frozen encoder and a linear head, :func:`fit_converged` reads the selected training vectors the head
 would see (cached or live: the run's own representation step), solves :func:`bertscope.finetune.probe.fit_probe` on them,
 writes the solution into the run's :class:`~bertscope.finetune.head.SelectingHead` (so saving, export and predict work
-unchanged) and scores every dev split through :func:`bertscope.finetune.train.evaluate_logits`, the code the training loop
-evaluates with. It returns a :class:`~bertscope.finetune.train.TrainHistory` of one epoch (train loss = the probe's final
+unchanged) and scores every dev split through :func:`bertscope.finetune.evaluation.evaluate_logits`, the code the training loop
+evaluates with. It returns a :class:`~bertscope.finetune.records.TrainHistory` of one epoch (train loss = the probe's final
 mean training loss, steps = L-BFGS iterations), so a probe run's result has the shape of any other.
 """
 
@@ -19,17 +19,12 @@ from torch import nn
 from bertscope.core.device import resolve_dtype
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
+from bertscope.finetune.batching import collate, length_grouped_batches
 from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.evaluation import evaluate_logits, predictions_from_logits
 from bertscope.finetune.head import SelectingHead
 from bertscope.finetune.probe import ProbeResult, fit_probe
-from bertscope.finetune.train import (
-    EpochRecord,
-    TrainHistory,
-    collate,
-    evaluate_logits,
-    length_grouped_batches,
-    predictions_from_logits,
-)
+from bertscope.finetune.records import EpochRecord, TrainHistory
 
 
 class PreparedRun(Protocol):
@@ -40,7 +35,6 @@ class PreparedRun(Protocol):
     data: Any  # pipeline.TaskData: train_data, eval_data, task
     represent: Any
     device: torch.device
-    accelerator: Any
     collate_fn: Any
 
     @property
@@ -53,16 +47,16 @@ __all__ = ["fit_converged", "resolve_fit", "training_features"]
 
 
 def resolve_fit(config: FinetuneConfig, encoder_fully_frozen: bool) -> str:
-    """``sgd`` or ``converged`` for ``config.fit`` on a run whose encoder is (not) entirely frozen."""
-    linear = config.head == "linear" and not config.pooler
-    if config.fit == "converged":
+    """``sgd`` or ``converged`` for ``config.selection.fit`` on a run whose encoder is (not) entirely frozen."""
+    linear = config.selection.head == "linear" and not config.selection.pooler
+    if config.selection.fit == "converged":
         if not encoder_fully_frozen:
-            raise BertscopeError(f"--fit converged needs a fully frozen encoder; --freeze {config.freeze} leaves "
+            raise BertscopeError(f"--fit converged needs a fully frozen encoder; --freeze {config.selection.freeze} leaves "
                                  "parameters trainable (use --freeze encoder, or --fit sgd)")
         if not linear:
             raise BertscopeError("--fit converged solves a linear head; drop --head mlp2 / --pooler (or use --fit sgd)")
         return "converged"
-    return "converged" if config.fit == "auto" and encoder_fully_frozen and linear else "sgd"
+    return "converged" if config.selection.fit == "auto" and encoder_fully_frozen and linear else "sgd"
 
 
 @torch.no_grad()
@@ -76,7 +70,7 @@ def training_features(run: PreparedRun) -> tuple[torch.Tensor, torch.Tensor]:
     head.eval()
     rows: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
-    for indices in length_grouped_batches(data.lengths, run.config.eval_batch_size or run.config.batch_size, seed=0,
+    for indices in length_grouped_batches(data.lengths, run.config.optim.eval_batch_size or run.config.encoder.batch_size, seed=0,
                                           shuffle=False):
         batch = (run.collate_fn or collate)(data, indices, regression=regression, device=run.device)
         rows.append(head.features(run.represent(batch)).to("cpu", torch.float64))
@@ -101,9 +95,9 @@ def fit_converged(run: PreparedRun, callback: Any = None) -> tuple[TrainHistory,
     start = time.perf_counter()
     features, labels = training_features(run)
     if task.is_regression:
-        probe = fit_probe(features, labels, regression=True, seed=config.seed)
+        probe = fit_probe(features, labels, regression=True, seed=config.encoder.seed)
     else:
-        probe = fit_probe(features, labels, regression=False, num_classes=task.num_labels, seed=config.seed)
+        probe = fit_probe(features, labels, regression=False, num_classes=task.num_labels, seed=config.encoder.seed)
     _write(run, probe)
     train_seconds = time.perf_counter() - start
 
@@ -112,9 +106,9 @@ def fit_converged(run: PreparedRun, callback: Any = None) -> tuple[TrainHistory,
     predictions: dict[str, list[float]] = {}
     logits: dict[str, torch.Tensor] = {}
     for name, data in run.data.eval_data.items():
-        logits[name] = evaluate_logits(run.represent, run.head, data, batch_size=config.eval_batch_size
-                                       or config.batch_size, device=run.device,
-                                       dtype=resolve_dtype(config.dtype), accelerator=run.accelerator,
+        logits[name] = evaluate_logits(run.represent, run.head, data, batch_size=config.optim.eval_batch_size
+                                       or config.encoder.batch_size, device=run.device,
+                                       dtype=resolve_dtype(config.encoder.dtype),
                                        collate_fn=run.collate_fn)
         predictions[name] = predictions_from_logits(logits[name], task.is_regression)
         preds = predictions[name] if task.is_regression else [int(p) for p in predictions[name]]

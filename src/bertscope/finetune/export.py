@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from bertscope.core import publish
+from bertscope.core.config import config_options
 from bertscope.core.errors import BertscopeError
 from bertscope.core.registry import LOCATION_OPTIONS
 from bertscope.core.results import write_text_atomic
@@ -316,14 +317,15 @@ _NOT_IN_CARD = LOCATION_OPTIONS | {"model", "task", "save_model", "cache_feature
 
 def _changed_options(config: FinetuneConfig) -> dict[str, Any]:
     """The options of ``config`` that differ from finetune's defaults (what makes this run this run)."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.name not in _NOT_IN_CARD and getattr(config, f.name) != f.default}
+    values = config.to_dict()
+    return {o.name: values[o.name] for o in config_options(type(config))
+            if o.name not in _NOT_IN_CARD and values[o.name] != o.default}
 
 
 def _command_line(config: FinetuneConfig) -> str:
     """The ``bertscope finetune`` command that trains this model again."""
     parts = ["bertscope", "finetune"]
-    options = {"model": config.model, "task": config.task, **_changed_options(config)}
+    options = {"model": config.encoder.model, "task": config.data.task, **_changed_options(config)}
     for name, value in options.items():
         if value is None:
             continue
@@ -397,8 +399,8 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
     task = glue.get_task(result.task)
     spec = HeadSpec.from_dict(result.head)
     names = label_names(spec)
-    base = config.model or "the embedded default model (all-MiniLM-L6-v2)"
-    title = f"{Path(str(config.model or 'all-MiniLM-L6-v2')).name} fine-tuned on GLUE {task.dir_name}"
+    base = config.encoder.model or "the embedded default model (all-MiniLM-L6-v2)"
+    title = f"{Path(str(config.encoder.model or 'all-MiniLM-L6-v2')).name} fine-tuned on GLUE {task.dir_name}"
     pooler = ", through the pretrained pooler (dense + tanh, trained with it)," if selection["pooler"] else ""
     head_kind = "a linear layer" if spec.head == "linear" else f"an mlp2 head (hidden width {spec.head_hidden})"
     summary = (f"`{base}` fine-tuned with bertscope on GLUE {task.dir_name}: {task.description}. The head reads "
@@ -415,11 +417,11 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
     options = _table(("option", "value"), [(f"`--{k.replace('_', '-')}`", f"`{v}`") for k, v in changed.items()]) \
         if changed else "All options at finetune's defaults."
     fine_tuning = "\n".join([
-        f"- base model: `{result.model_source if config.model is None else config.model}`",
+        f"- base model: `{result.model_source if config.encoder.model is None else config.encoder.model}`",
         f"- token `{selection['token']}`, hidden layer(s) {selection['layers']}, {len(selection['dims'])} "
         f"dimensions (indices in `head_config.json`), pooler: {'yes' if selection['pooler'] else 'no'}, head "
         f"`{spec.head}`", f"- trained on {result.data['train']['num_examples']} {task.name} train examples, "
-        f"{len(result.epochs)} epoch(s), seed {config.seed}", "", options, "", "Reproduce:", "", "```bash",
+        f"{len(result.epochs)} epoch(s), seed {config.encoder.seed}", "", options, "", "Reproduce:", "", "```bash",
         _command_line(config), "```"])
     rows = [(split, name, f"{value:.4f}") for split, values in result.final.items() for name, value in values.items()]
     combined = glue.COMBINED
@@ -430,9 +432,9 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
                 "pipeline_tag": "text-classification", "datasets": [glue.HUB_DATASET],
                 "tags": ["text-classification", "glue", task.name],
                 "model-index": _model_index(result, title, task)}
-    base_model = config.model if config.model and not Path(config.model).expanduser().exists() else None
+    base_model = config.encoder.model if config.encoder.model and not Path(config.encoder.model).expanduser().exists() else None
     return {"title": title, "summary": summary,
-            "sections": {"Labels": labels, "How to use": _usage(saved, task, config.max_length, names),
+            "sections": {"Labels": labels, "How to use": _usage(saved, task, config.encoder.max_length, names),
                          "Fine-tuning": fine_tuning, "Dev results": evaluation},
             "metadata": metadata, "source": result.model_source, "base_model": base_model}
 

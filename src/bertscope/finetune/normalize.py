@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from bertscope.data import glue
+from bertscope.finetune.batching import EncodedSplit, collate, length_grouped_batches
 from bertscope.finetune.head import SelectingHead
-from bertscope.finetune.train import EncodedSplit, Representation, collate, length_grouped_batches
+from bertscope.finetune.representation import Representation
 
 __all__ = ["feature_moments", "fit_standardizer"]
 

@@ -53,9 +53,11 @@ from bertscope.core.precision import precision_info
 from bertscope.core.results import run_environment
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
+from bertscope.finetune.batching import EncodedSplit, encode_split
 from bertscope.finetune.checkpoint import Checkpointer
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.converged import fit_converged, resolve_fit
+from bertscope.finetune.evaluation import evaluate
 from bertscope.finetune.features import (
     DEFAULT_TOKENS,
     CachedRepresentation,
@@ -67,6 +69,8 @@ from bertscope.finetune.freezing import apply_freezing
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.learning import constant_loss, did_not_learn
 from bertscope.finetune.normalize import fit_standardizer
+from bertscope.finetune.records import EpochRecord, TrainHistory
+from bertscope.finetune.representation import EncoderRepresentation, Representation
 from bertscope.finetune.result import FinetuneResult
 from bertscope.finetune.tracking import (
     NullTracker,
@@ -76,18 +80,7 @@ from bertscope.finetune.tracking import (
     make_tracker,
     parse_report_to,
 )
-from bertscope.finetune.train import (
-    EncodedSplit,
-    EncoderRepresentation,
-    EpochRecord,
-    Representation,
-    TrainHistory,
-    TrainOptions,
-    distributed_world_size,
-    encode_split,
-    evaluate,
-    train_loop,
-)
+from bertscope.finetune.train import distributed_world_size, train_loop
 from bertscope.models import families, loading
 
 if TYPE_CHECKING:
@@ -153,25 +146,25 @@ class TaskData:
 
 def data_key(config: FinetuneConfig) -> tuple[Any, ...]:
     """The options that determine a run's :class:`TaskData` (two configs with the same key share it)."""
-    return (config.model, config.task, config.data_dir, config.max_train, config.max_eval, config.seed,
-            config.max_length, config.eval_split, config.bad_rows)
+    return (config.encoder.model, config.data.task, config.data.data_dir, config.data.max_train, config.data.max_eval, config.encoder.seed,
+            config.encoder.max_length, config.data.eval_split, config.data.bad_rows)
 
 
 def load_task_data(config: FinetuneConfig, tokenizer: Any) -> TaskData:
-    """Load the train subset and dev split(s) of ``config.task`` and tokenise them once (no padding)."""
-    task = glue.get_task(config.task or "")
-    eval_splits = resolve_eval_splits(task, config.eval_split)
-    train_split = glue.load_split(task, "train", config.data_dir, config.max_train, config.seed,
-                                  bad_rows=config.bad_rows)
-    eval_sets = {s: glue.load_split(task, s, config.data_dir, config.max_eval, config.seed, bad_rows=config.bad_rows)
+    """Load the train subset and dev split(s) of ``config.data.task`` and tokenise them once (no padding)."""
+    task = glue.get_task(config.data.task or "")
+    eval_splits = resolve_eval_splits(task, config.data.eval_split)
+    train_split = glue.load_split(task, "train", config.data.data_dir, config.data.max_train, config.encoder.seed,
+                                  bad_rows=config.data.bad_rows)
+    eval_sets = {s: glue.load_split(task, s, config.data.data_dir, config.data.max_eval, config.encoder.seed, bad_rows=config.data.bad_rows)
                  for s in eval_splits}
     for split in (train_split, *eval_sets.values()):
         if not split.is_labelled:
             raise BertscopeError(f"GLUE {task.name} {split.split} has no labels (test splits cannot be trained on "
                                  "or scored); use train and a validation split")
     start = time.perf_counter()
-    train_data = encode_split(tokenizer, train_split, config.max_length)
-    eval_data = {name: encode_split(tokenizer, split, config.max_length) for name, split in eval_sets.items()}
+    train_data = encode_split(tokenizer, train_split, config.encoder.max_length)
+    eval_data = {name: encode_split(tokenizer, split, config.encoder.max_length) for name, split in eval_sets.items()}
     return TaskData(task, train_split, eval_sets, train_data, eval_data, time.perf_counter() - start)
 
 
@@ -198,10 +191,10 @@ class Selection:
 def resolve_selection(config: FinetuneConfig, model: nn.Module) -> Selection:
     """Parse ``--token``, ``--layer`` and ``--dims`` against the model's depth and width."""
     depth, hidden = families.num_layers(model), families.hidden_size(model)
-    method, index = parse_token(config.token)
-    return Selection(token=config.token, token_method=method, token_index=index,
-                     layers=parse_hidden_states(config.layer, depth, option="--layer", keep_order=True),
-                     dims=parse_dims(config.dims, hidden, config.seed),
+    method, index = parse_token(config.selection.token)
+    return Selection(token=config.selection.token, token_method=method, token_index=index,
+                     layers=parse_hidden_states(config.selection.layer, depth, option="--layer", keep_order=True),
+                     dims=parse_dims(config.selection.dims, hidden, config.encoder.seed),
                      num_layers=depth, hidden_size=hidden)
 
 
@@ -209,34 +202,34 @@ def check_lengths(config: FinetuneConfig, model_config: Any) -> None:
     """Refuse a ``--max-length`` beyond the model's position embeddings (a long input would crash deep inside the
     forward) and an ``--token index:K`` that no input truncated to ``--max-length`` has."""
     limit = families.max_input_length(model_config)
-    if limit is not None and config.max_length > limit:
-        raise BertscopeError(f"--max-length {config.max_length} exceeds the model's {limit} positions "
+    if limit is not None and config.encoder.max_length > limit:
+        raise BertscopeError(f"--max-length {config.encoder.max_length} exceeds the model's {limit} positions "
                              f"(max_position_embeddings); use --max-length {limit} or less")
-    method, index = parse_token(config.token)
-    if method == "index" and index is not None and not -config.max_length <= index < config.max_length:
-        raise BertscopeError(f"--token {config.token} reads a position no input has: inputs are truncated to "
-                             f"--max-length {config.max_length} tokens (positions 0..{config.max_length - 1})")
+    method, index = parse_token(config.selection.token)
+    if method == "index" and index is not None and not -config.encoder.max_length <= index < config.encoder.max_length:
+        raise BertscopeError(f"--token {config.selection.token} reads a position no input has: inputs are truncated to "
+                             f"--max-length {config.encoder.max_length} tokens (positions 0..{config.encoder.max_length - 1})")
 
 
 def head_learning_rate(config: FinetuneConfig, encoder_fully_frozen: bool) -> float:
     """``--head-lr``, else ``--lr``, else 1e-3 when the encoder is entirely frozen (a head alone learns faster)."""
-    if config.head_lr is not None:
-        return float(config.head_lr)
-    return 1e-3 if encoder_fully_frozen else float(config.lr)
+    if config.optim.head_lr is not None:
+        return float(config.optim.head_lr)
+    return 1e-3 if encoder_fully_frozen else float(config.optim.lr)
 
 
 def build_head(config: FinetuneConfig, task: glue.GlueTask, selection: Selection, loaded: Any,
                device: torch.device) -> SelectingHead:
     """The selecting head of ``config`` on ``loaded``'s model (its pooler copied in with ``--pooler``)."""
     model = loaded.model
-    pooler = families.pooler_parts(model) if config.pooler else None
-    if config.pooler and pooler is None:
+    pooler = families.pooler_parts(model) if config.selection.pooler else None
+    if config.selection.pooler and pooler is None:
         raise BertscopeError(f"--pooler: {loaded.family.name} checkpoints have no pooler; drop --pooler")
     spec = HeadSpec(num_labels=task.num_labels, hidden_size=selection.hidden_size, layers=selection.layers,
-                    dims=selection.dims, token=config.token, include_special=config.include_special,
-                    head=config.head, head_hidden=config.head_hidden, dropout=config.dropout, pooler=config.pooler,
-                    task=task.name, label_names=task.label_names, feature_norm=config.resolved_feature_norm)
-    return SelectingHead(spec, seed=config.seed, pooler=pooler).to(device)
+                    dims=selection.dims, token=config.selection.token, include_special=config.selection.include_special,
+                    head=config.selection.head, head_hidden=config.selection.head_hidden, dropout=config.selection.dropout, pooler=config.selection.pooler,
+                    task=task.name, label_names=task.label_names, feature_norm=config.selection.resolved_feature_norm)
+    return SelectingHead(spec, seed=config.encoder.seed, pooler=pooler).to(device)
 
 
 # ------------------------------------------------------------------------------------------- cached features
@@ -244,7 +237,7 @@ def build_head(config: FinetuneConfig, task: glue.GlueTask, selection: Selection
 
 def is_cached(config: FinetuneConfig) -> bool:
     """Whether a run trains its head on cached token vectors (``--cache-features`` with ``--freeze encoder``)."""
-    return bool(config.cache_features) and config.freeze.strip().lower() == "encoder"
+    return bool(config.cache.cache_features) and config.selection.freeze.strip().lower() == "encoder"
 
 
 def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *, tokens: list[str] | None = None,
@@ -252,17 +245,17 @@ def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *
                      progress: bool | None = None) -> dict[str, FeatureSet]:
     """Token vectors of every layer for every split (from the feature cache, or computed and stored now).
 
-    ``tokens``: the strategies to keep from the one encoder pass (default: ``config.token`` plus the usual ones).
+    ``tokens``: the strategies to keep from the one encoder pass (default: ``config.selection.token`` plus the usual ones).
     """
-    wanted = tokens or list(dict.fromkeys([canonical_token(config.token), *DEFAULT_TOKENS]))
-    store = store or FeatureStore(config.cache_dir)
-    device = resolve_device(config.device)
-    return {name: store.get(model, split, wanted, include_special=config.include_special,
-                            batch_size=config.eval_batch_size or config.batch_size, device=device, dtype=config.dtype,
-                            progress=config.progress if progress is None else progress,
+    wanted = tokens or list(dict.fromkeys([canonical_token(config.selection.token), *DEFAULT_TOKENS]))
+    store = store or FeatureStore(config.cache.cache_dir)
+    device = resolve_device(config.encoder.device)
+    return {name: store.get(model, split, wanted, include_special=config.selection.include_special,
+                            batch_size=config.optim.eval_batch_size or config.encoder.batch_size, device=device, dtype=config.encoder.dtype,
+                            progress=config.output.progress if progress is None else progress,
                             provenance={"task": data.task.name, "split": name, "model_source": source,
-                                        "max_length": config.max_length, "max_train": config.max_train,
-                                        "max_eval": config.max_eval, "seed": config.seed})
+                                        "max_length": config.encoder.max_length, "max_train": config.data.max_train,
+                                        "max_eval": config.data.max_eval, "seed": config.encoder.seed})
             for name, split in data.splits()}
 
 
@@ -331,7 +324,6 @@ class PreparedRun:
     represent: Representation
     encoder_params: list[tuple[str, nn.Parameter]]
     device: torch.device
-    accelerator: Any = None  # unused: data-parallel runs use bertscope.finetune.distributed (kept for callers)
     collate_fn: Any = None
     features: dict[str, Any] | None = None
     history: TrainHistory | None = field(default=None, repr=False)
@@ -372,10 +364,10 @@ class PreparedRun:
     def _tracker(self) -> Tracker:
         """The started tracker(s) of ``--report-to`` (none on the other processes of a multi-GPU run)."""
         config = self.config
-        if not self.is_main_process or not parse_report_to(config.report_to):
+        if not self.is_main_process or not parse_report_to(config.tracking.report_to):
             return NullTracker()
-        tracker = make_tracker(config.report_to, root=config.report_dir or config.out)
-        tracker.start(self.hyperparameters(), config.run_name or default_run_name(config))
+        tracker = make_tracker(config.tracking.report_to, root=config.tracking.report_dir or config.output.out)
+        tracker.start(self.hyperparameters(), config.tracking.run_name or default_run_name(config))
         return tracker
 
     def train(self) -> TrainHistory:
@@ -385,7 +377,7 @@ class PreparedRun:
         With :attr:`checkpoints` set, training continues from its checkpoint when it has one, writes one every epoch
         (and every ``--checkpoint-every`` steps), and Ctrl-C / SIGTERM stop it at the next step boundary after a
         checkpoint there (:mod:`bertscope.finetune.checkpoint`)."""
-        options = TrainOptions.from_config(self.config, head_lr=self.head_lr)
+        config = self.config
         tracker = self._tracker()
         reporter = None if isinstance(tracker, NullTracker) else _Reporter(tracker)
         interrupts = (self.checkpoints.deferring_interrupts() if self.checkpoints is not None
@@ -393,14 +385,17 @@ class PreparedRun:
         status = "failed"
         try:
             with _head_threads(self.device, self.cached), interrupts:
-                if resolve_fit(self.config, bool(self.freezing["encoder_fully_frozen"])) == "converged":
+                if resolve_fit(config, bool(self.freezing["encoder_fully_frozen"])) == "converged":
                     self.history, self.fit = fit_converged(self, reporter)  # a probe solved on the frozen features
                 else:
                     self.fit = {"method": "sgd"}
-                    self.history = train_loop(self.represent, self.head, self.data.train_data, self.data.eval_data,
-                                              options, encoder_params=self.encoder_params, device=self.device,
-                                              accelerator=self.accelerator, collate_fn=self.collate_fn,
-                                              callback=reporter, checkpoints=self.checkpoints)
+                    self.history = train_loop(
+                        self.represent, self.head, self.data.train_data, self.data.eval_data,
+                        config.optim.replace(head_lr=self.head_lr), batch_size=config.encoder.batch_size,
+                        seed=config.encoder.seed, dtype=config.encoder.dtype, tracking=config.tracking,
+                        progress=config.output.progress, checkpoint_every=config.checkpoints.checkpoint_every,
+                        encoder_params=self.encoder_params, device=self.device, collate_fn=self.collate_fn,
+                        callback=reporter, checkpoints=self.checkpoints)
             status = "finished"
         except KeyboardInterrupt:
             status = "killed"
@@ -420,11 +415,12 @@ class PreparedRun:
         represent = self.represent
         if self.cached:
             represent = EncoderRepresentation(self.model, self.selection.layers, self.selection.token_spec,
-                                              include_special=self.config.include_special, frozen=True,
+                                              include_special=self.config.selection.include_special, frozen=True,
                                               fast_top=False)
-        return evaluate(represent, self.head, data, batch_size=self.config.eval_batch_size or self.config.batch_size,
-                        device=self.device, dtype=resolve_dtype(self.config.dtype),
-                        accelerator=self.accelerator)
+        config = self.config
+        return evaluate(represent, self.head, data,
+                        batch_size=config.optim.eval_batch_size or config.encoder.batch_size,
+                        device=self.device, dtype=resolve_dtype(config.encoder.dtype))
 
     def result(self, history: TrainHistory | None = None, *, saved_model: str | None = None,
                test_predictions: dict[str, str] | None = None) -> FinetuneResult:
@@ -439,17 +435,17 @@ class PreparedRun:
             config=config,
             task=self.data.task.name,
             model_source=self.loaded.source,
-            head={**head.spec.to_dict(), "seed": config.seed, "head_lr": self.head_lr,
-                  "fit": {"requested": config.fit, **(self.fit or {"method": "sgd"})},
-                  "feature_norm_requested": config.feature_norm, "feature_stats": self.feature_stats},
+            head={**head.spec.to_dict(), "seed": config.encoder.seed, "head_lr": self.head_lr,
+                  "fit": {"requested": config.selection.fit, **(self.fit or {"method": "sgd"})},
+                  "feature_norm_requested": config.selection.feature_norm, "feature_stats": self.feature_stats},
             selection={"token": sel.token, "token_method": sel.token_method, "token_index": sel.token_index,
-                       "include_special": config.include_special, "layers": list(sel.layers),
+                       "include_special": config.selection.include_special, "layers": list(sel.layers),
                        "layer_numbering": HIDDEN_STATE,
-                       "num_layers": sel.num_layers, "dims_spec": config.dims, "dims": list(sel.dims),
-                       "hidden_size": sel.hidden_size, "pooler": config.pooler, "layers_computed": max(sel.layers),
+                       "num_layers": sel.num_layers, "dims_spec": config.selection.dims, "dims": list(sel.dims),
+                       "hidden_size": sel.hidden_size, "pooler": config.selection.pooler, "layers_computed": max(sel.layers),
                        "top_layer_at_one_position": bool(getattr(self.represent, "fast_top", False))},
             freezing=self.freezing,
-            data=self.data.provenance(config.max_length),
+            data=self.data.provenance(config.encoder.max_length),
             epochs=tuple({"epoch": r.epoch, "train_loss": r.train_loss, "learning_rate": r.learning_rate,
                           "train_seconds": r.train_seconds, "train_examples": r.train_examples,
                           "eval_seconds": r.eval_seconds, "eval": r.eval} for r in history.epochs),
@@ -458,10 +454,10 @@ class PreparedRun:
             timing={"tokenize_seconds": self.data.tokenize_seconds, "train_seconds": history.train_seconds,
                     "eval_seconds": history.eval_seconds, "train_examples": history.train_examples,
                     "train_examples_per_second": history.train_examples_per_second, "steps": history.steps,
-                    "device": str(self.device), "dtype": config.dtype, "attention": self.loaded.attention,
-                    "precision": precision_info(config.dtype, self.device), "world_size": distributed_world_size(),
-                    "per_process_batch_size": config.batch_size,
-                    "global_batch_size": config.batch_size * distributed_world_size()},
+                    "device": str(self.device), "dtype": config.encoder.dtype, "attention": self.loaded.attention,
+                    "precision": precision_info(config.encoder.dtype, self.device), "world_size": distributed_world_size(),
+                    "per_process_batch_size": config.encoder.batch_size,
+                    "global_batch_size": config.encoder.batch_size * distributed_world_size()},
             parameters={"encoder_trainable": sum(p.numel() for _, p in self.encoder_params),
                         "encoder_total": self.freezing["encoder_params"],
                         "head_trainable": sum(p.numel() for p in head.parameters() if p.requires_grad)},
@@ -495,27 +491,27 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     build the head, choose the representation (live encoder or cached vectors).
     """
     shared = shared or Shared()
-    model_config = shared.loaded.model.config if shared.loaded is not None else loading.load_config(config.model)
+    model_config = shared.loaded.model.config if shared.loaded is not None else loading.load_config(config.encoder.model)
     check_lengths(config, model_config)  # a bad --token or --max-length fails before anything heavy is loaded
-    families.attention_implementation(model_config, config.attention)  # and so does --attention the family lacks
-    if config.cache_features and dp.launched_world_size() > 1:
+    families.attention_implementation(model_config, config.encoder.attention)  # and so does --attention the family lacks
+    if config.cache.cache_features and dp.launched_world_size() > 1:
         raise BertscopeError("--cache-features does not run data-parallel: drop it under torchrun (the live frozen "
                              "encoder gives the same numbers)")
-    device = dp.setup(resolve_device(config.device))  # data-parallel: the process group, cuda:LOCAL_RANK
-    seed_everything(config.seed)
+    device = dp.setup(resolve_device(config.encoder.device))  # data-parallel: the process group, cuda:LOCAL_RANK
+    seed_everything(config.encoder.seed)
 
     # ---- data and model
-    tokenizer = shared.tokenizer if shared.tokenizer is not None else loading.load_tokenizer(config.model)
+    tokenizer = shared.tokenizer if shared.tokenizer is not None else loading.load_tokenizer(config.encoder.model)
     data = shared.data if shared.data is not None else load_task_data(config, tokenizer)
-    if data.task.name != glue.get_task(config.task or "").name:
-        raise ValueError(f"prepare: data of {data.task.name} handed in for a {config.task} run")
+    if data.task.name != glue.get_task(config.data.task or "").name:
+        raise ValueError(f"prepare: data of {data.task.name} handed in for a {config.data.task} run")
     loaded = shared.loaded if shared.loaded is not None else loading.load_model(
-        config.model, "base", device=device, dtype="float32", attention=config.attention)
+        config.encoder.model, "base", device=device, dtype="float32", attention=config.encoder.attention)
     model = loaded.model
 
     # ---- selection, freezing, head
     selection = resolve_selection(config, model)
-    freezing = apply_freezing(model, config.freeze, read_layers=selection.layers)
+    freezing = apply_freezing(model, config.selection.freeze, read_layers=selection.layers)
     frozen_entirely = bool(freezing["encoder_fully_frozen"])
     resolve_fit(config, frozen_entirely)  # --fit converged on a trainable encoder fails before anything trains
     head_lr = head_learning_rate(config, frozen_entirely)
@@ -523,14 +519,14 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     encoder_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     # ---- representation: cached vectors of a frozen encoder, or the live encoder
-    if config.cache_features:
+    if config.cache.cache_features:
         if not frozen_entirely:
-            raise BertscopeError(f"--cache-features needs a fully frozen encoder; --freeze {config.freeze} "
+            raise BertscopeError(f"--cache-features needs a fully frozen encoder; --freeze {config.selection.freeze} "
                                  "leaves parameters trainable (use --freeze encoder)")
-        store = None if shared.features is not None else FeatureStore(config.cache_dir)
+        store = None if shared.features is not None else FeatureStore(config.cache.cache_dir)
         features = shared.features if shared.features is not None else compute_features(
             config, model, data, store=store, source=loaded.source)
-        collate_fn = FeatureCollate([(split, features[name].select(config.token, selection.layers))
+        collate_fn = FeatureCollate([(split, features[name].select(config.selection.token, selection.layers))
                                      for name, split in data.splits()])
         root = shared.feature_root if store is None else str(store.root)
         return _fit_feature_norm(PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr,
@@ -548,7 +544,7 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
         head = dp.data_parallel(head, device)
     # A frozen encoder computes whole layers, so live vectors are bit-identical to the feature cache's.
     represent = EncoderRepresentation(model, selection.layers, selection.token_spec,
-                                      include_special=config.include_special, frozen=frozen_entirely,
+                                      include_special=config.selection.include_special, frozen=frozen_entirely,
                                       forward=forward, fast_top=not frozen_entirely)
     return _fit_feature_norm(PreparedRun(config, data, loaded, tokenizer, selection, freezing, head, head_lr,
                                          represent, encoder_params, device))
@@ -560,6 +556,6 @@ def _fit_feature_norm(run: PreparedRun) -> PreparedRun:
     head = run.trained_head
     if head.spec.feature_norm == "standardize":
         run.feature_stats = fit_standardizer(head, run.represent, run.data.train_data,
-                                             batch_size=run.config.eval_batch_size or run.config.batch_size,
+                                             batch_size=run.config.optim.eval_batch_size or run.config.encoder.batch_size,
                                              device=run.device, collate_fn=run.collate_fn)
     return run

@@ -78,7 +78,7 @@ class FinetuneResult:
     @property
     def caveats(self) -> list[str]:
         """Model caveats (native pooling vs the token read, GLUE tasks in its training data): :mod:`bertscope.models.caveats`."""
-        return caveats.notes(self.config.model, self.task, str(self.selection.get("token")), path=self.model_source)
+        return caveats.notes(self.config.encoder.model, self.task, str(self.selection.get("token")), path=self.model_source)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"final.combined_score": self.final_score}

@@ -82,7 +82,7 @@ class SeedsResult:
     def render(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"finetune {self.config.task}: {len(self.seeds)} seeds ({','.join(map(str, self.seeds))})")
+        table = Table(title=f"finetune {self.config.data.task}: {len(self.seeds)} seeds ({','.join(map(str, self.seeds))})")
         for column in ("metric", *(f"seed {s}" for s in self.seeds), "mean ± std", "95% interval", "n"):
             table.add_column(column, justify="right")
         for name, iv in self.intervals.items():
@@ -98,9 +98,9 @@ class SeedsResult:
 
 def _seed_config(config: FinetuneConfig, seed: int) -> FinetuneConfig:
     changes: dict[str, Any] = {"seed": seed, "seeds": None,
-                               "out": None if config.out is None else str(seed_folder(config.out, seed))}
-    if parse_report_to(config.report_to):
-        changes["run_name"] = f"{config.run_name or default_run_name(config)}/seed-{seed}"
+                               "out": None if config.output.out is None else str(seed_folder(config.output.out, seed))}
+    if parse_report_to(config.tracking.report_to):
+        changes["run_name"] = f"{config.tracking.run_name or default_run_name(config)}/seed-{seed}"
     return config.replace(**changes)
 
 
@@ -118,7 +118,7 @@ def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneC
     folders: dict[int, str | None] = {}
     per_seed: dict[int, dict[str, float]] = {}
     reused: list[int] = []
-    path = None if config.out is None else study_store(config.out)
+    path = None if config.output.out is None else study_store(config.output.out)
     with contextlib.ExitStack() as stack:
         store = None
         if path is not None:
@@ -130,20 +130,20 @@ def run_finetune_seeds(config: FinetuneConfig, run_finetune: Callable[[FinetuneC
         for seed in seeds:
             one, rid = configs[seed], runs[seed].id
             payload = None
-            if store is not None and not config.overwrite and store.status_of([rid]).get(rid) == "done":
+            if store is not None and not config.output.overwrite and store.status_of([rid]).get(rid) == "done":
                 payload = store.payload(rid)
             if payload is None:
-                payload = _run_one(store, rid, run_finetune, one.replace(overwrite=config.overwrite))
+                payload = _run_one(store, rid, run_finetune, one.replace(overwrite=config.output.overwrite))
             else:
                 reused.append(seed)
-            folders[seed] = one.out
+            folders[seed] = one.output.out
             per_seed[seed] = final_metrics(payload)
     names = list(dict.fromkeys(name for seed in seeds for name in per_seed[seed]))
     intervals = {name: stats.summarize([per_seed[s].get(name) for s in seeds]) for name in names}
     result = SeedsResult(config=config, seeds=seeds, folders=folders, per_seed=per_seed, intervals=intervals,
                          reused=tuple(reused))
-    if config.out is not None:
-        write_json_atomic(Path(config.out) / "seeds.json", result.to_dict())
+    if config.output.out is not None:
+        write_json_atomic(Path(config.output.out) / "seeds.json", result.to_dict())
     return result
 
 

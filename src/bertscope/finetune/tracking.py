@@ -31,10 +31,12 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from bertscope._version import __version__
+from bertscope.core.config import Options, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_name_list
 
@@ -47,6 +49,7 @@ __all__ = [
     "NullTracker",
     "TensorBoardTracker",
     "Tracker",
+    "TrackingOptions",
     "WandbTracker",
     "default_run_name",
     "epoch_metrics",
@@ -78,6 +81,41 @@ class Tracker(Protocol):
     def log_epoch(self, epoch: int, metrics: Mapping[str, float], *, step: int) -> None: ...
 
     def finish(self, status: str) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class TrackingOptions(Options):
+    """What a run prints while it trains, when it checks its loss, what it does when the loss diverges, and which
+    experiment trackers it reports to. The training loop reads ``log*`` and ``on_divergence``
+    (:mod:`bertscope.finetune.progress`); the pipeline opens the trackers."""
+
+    report_to: str = opt("none", "experiment trackers for the training curves, dev metrics and options: none, "
+                                 "tensorboard, mlflow, wandb, a comma list or all (files under --out; see "
+                                 "docs/finetune.md, Trackers)", metavar="TRACKERS")
+    run_name: str | None = opt(None, "the run's name in the trackers (default: <command>-<task>-<out folder "
+                                     "name>; a sweep names each run by its run id)", metavar="NAME")
+    log_every: int = opt(10, "report the training loss to the trackers (the mean over those steps) and check that "
+                             "it is finite every this many optimizer steps", metavar="STEPS")
+    report_dir: str | None = opt(None, "folder the trackers write under (default: --out; a study's runs: the "
+                                       "study's --out)", cli=False)
+    log: str = opt("auto", "what training prints: auto (progress bars on a terminal, plain timestamped lines when "
+                           "stdout is not one, e.g. a batch job), bar, plain, or off (nothing); --no-progress drops "
+                           "the bars and step lines but keeps one line per epoch", choices=("auto", "bar", "plain", "off"))
+    log_seconds: float = opt(30.0, "with plain logs: at most one step line (step, loss, examples/s, ETA) per this many "
+                                   "seconds, read every --log-every steps", metavar="SECONDS")
+    on_divergence: str = opt("stop", "a NaN or infinite training loss: stop (one-line error naming epoch and step, "
+                                     "no results.json) or continue", choices=("stop", "continue"))
+
+    def validate(self) -> None:
+        """Known trackers whose packages are installed (where they write is the config's check: it knows --out)."""
+        require_installed(parse_report_to(self.report_to))
+        if self.log_every < 1:
+            raise BertscopeError(f"--log-every must be at least 1, got {self.log_every}")
+        if not self.log_seconds >= 0:
+            raise BertscopeError(f"--log-seconds must not be negative, got {self.log_seconds}")
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -114,8 +152,9 @@ def needs_folder(names: Sequence[str]) -> list[str]:
 
 def default_run_name(config: Any) -> str:
     """``<command>-<task(s)>-<out folder name>``: what a run is called in the tracker without ``--run-name``."""
-    task = getattr(config, "task", None) or (getattr(config, "tasks", None) or "").replace(",", "+")
-    out = getattr(config, "out", None)
+    values = config.to_dict()
+    task = values.get("task") or (values.get("tasks") or "").replace(",", "+")
+    out = values.get("out")
     parts = [getattr(config, "command", "") or "run", str(task or ""), Path(out).name if out else ""]
     return "-".join(p for p in parts if p)
 

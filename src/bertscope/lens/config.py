@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertscope.core.config import Config, opt
+from bertscope.core.config import Config, Options, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.data.options import check_task_name, env_glue_dir
-from bertscope.models.options import ModelOptions
+from bertscope.models.options import ModelOptions, OutputOptions
 
 __all__ = ['FitHeadOptions', 'ReconstructConfig', 'TextOptions']
 
 
 @dataclass(frozen=True)
-class TextOptions(Config):
+class TextOptions(Options):
     """Where the sentences come from: the built-in sample, a text file, or a GLUE task split."""
 
     texts: str | None = opt(None, "text file, one sentence per line, or builtin (default: the built-in sample's "
@@ -37,7 +37,7 @@ class TextOptions(Config):
 
 
 @dataclass(frozen=True)
-class FitHeadOptions(Config):
+class FitHeadOptions(Options):
     """How a masked-LM head is fitted for checkpoints that ship none (same options and defaults as reconstruct)."""
 
     fit_corpus: str = opt("auto", "text the fitted head is trained on: auto (GLUE training texts when a GLUE folder "
@@ -70,11 +70,16 @@ class FitHeadOptions(Config):
             raise BertscopeError(f"--fit-mask-prob must be in (0, 1), got {self.fit_mask_prob}")
 
 
-@dataclass(frozen=True)
-class ReconstructConfig(FitHeadOptions, TextOptions, ModelOptions):
+@dataclass(frozen=True, init=False)
+class ReconstructConfig(Config):
     """Apply the masked-LM output head to every hidden layer and measure how well the input is reconstructed."""
 
     command = "reconstruct"
+
+    encoder: ModelOptions = group(ModelOptions)
+    output: OutputOptions = group(OutputOptions)
+    text: TextOptions = group(TextOptions)
+    fit_head: FitHeadOptions = group(FitHeadOptions)
 
     head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer (fit), "
                             "or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
@@ -100,11 +105,8 @@ class ReconstructConfig(FitHeadOptions, TextOptions, ModelOptions):
                                                  "by '|' (e.g. 'The cat sat.|Why?')", metavar="TEXT")
 
     def validate(self) -> None:
-        ModelOptions.validate(self)
-        TextOptions.validate(self)
         if not 0.0 <= self.mask_prob < 1.0:
             raise BertscopeError(f"--mask-prob must be in [0, 1), got {self.mask_prob}")
-        FitHeadOptions.validate(self)
         if self.examples < 0:
             raise BertscopeError(f"--examples must be at least 0, got {self.examples}")
         # ---- the lens closer to paper 1 (issue 11 item 6 a-c)

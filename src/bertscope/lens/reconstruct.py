@@ -117,7 +117,7 @@ class ReconstructResult:
     @property
     def caveats(self) -> list[str]:
         """Model caveats (native pooling, GLUE tasks in its training data: :mod:`bertscope.models.caveats`)."""
-        return caveats.notes(self.config.model, self.config.task, None, path=self.model.get("source"))
+        return caveats.notes(self.config.encoder.model, self.config.text.task, None, path=self.model.get("source"))
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -227,7 +227,7 @@ def _head_owner(config: ReconstructConfig, loaded: loading.LoadedModel,
     else:
         name, kind, why = choice, "path", "--head-from names it"
     try:
-        owner = loading.load_model(name, "masked-lm", device=device, dtype=config.dtype, attention=config.attention)
+        owner = loading.load_model(name, "masked-lm", device=device, dtype=config.encoder.dtype, attention=config.encoder.attention)
     except BertscopeError as exc:
         hint = "; --head-from self decodes with the model's own head" if kind == "original" else ""
         raise BertscopeError(f"--head-from {choice}: cannot load {name} ({exc}){hint}") from None
@@ -274,13 +274,13 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
             parts = dataclasses.replace(parts, pre_norm=families.final_norm(loaded.model))
         return parts, {"mode": "pretrained", "requested": config.head, "part": config.head_part,
                        "head_from": owner_info}
-    options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
-                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length,
-                         curve=FitOptions.curve if config.fit_curve else ())
+    options = FitOptions(steps=config.fit_head.fit_steps, lr=config.fit_head.fit_lr, batch_size=config.fit_head.fit_batch_size,
+                         mask_prob=config.fit_head.fit_mask_prob, tie_decoder=config.fit_head.fit_tie, max_length=config.encoder.max_length,
+                         curve=FitOptions.curve if config.fit_head.fit_curve else ())
     fitted = fit_for_texts(  # fit corpus and measured text are checked for overlap first (issue 11, 6d)
-        owner.model, tokenizer, source, fit_corpus=config.fit_corpus, data_dir=config.data_dir,
-        overlap=config.fit_overlap, options=options, seed=config.seed, dtype=dtype_name,
-        cache_dir=config.head_cache, refit=config.refit, progress=config.progress, model_source=owner.source,
+        owner.model, tokenizer, source, fit_corpus=config.fit_head.fit_corpus, data_dir=config.text.data_dir,
+        overlap=config.fit_head.fit_overlap, options=options, seed=config.encoder.seed, dtype=dtype_name,
+        cache_dir=config.fit_head.head_cache, refit=config.fit_head.refit, progress=config.output.progress, model_source=owner.source,
     )
     info = {"mode": "fit", "requested": config.head, "part": "full (fitted)", "fit": fitted.info,
             "head_from": owner_info}
@@ -290,26 +290,26 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
 
 
 def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
-    """Run the lens as configured; writes reconstruct.json/.csv and the figure (.png/.svg/.pdf) when ``config.out``
+    """Run the lens as configured; writes reconstruct.json/.csv and the figure (.png/.svg/.pdf) when ``config.output.out``
     is set."""
 
     started = time.perf_counter()
-    source = load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
-                        max_examples=config.max_examples, seed=config.seed)
-    out_dir = prepare_out_dir(config.out)
-    device = resolve_device(config.device)
-    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype,  # loads quietly
-                                attention=config.attention)
-    tokenizer = loading.load_tokenizer(config.model)
+    source = load_texts(texts=config.text.texts, task=config.text.task, split=config.text.split, data_dir=config.text.data_dir,
+                        max_examples=config.text.max_examples, seed=config.encoder.seed)
+    out_dir = prepare_out_dir(config.output.out)
+    device = resolve_device(config.encoder.device)
+    loaded = loading.load_model(config.encoder.model, "masked-lm", device=device, dtype=config.encoder.dtype,  # loads quietly
+                                attention=config.encoder.attention)
+    tokenizer = loading.load_tokenizer(config.encoder.model)
     model = loaded.model
     depth = families.num_layers(model)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
     t_loaded = time.perf_counter()
-    head, head_info = _resolve_head(config, loaded, tokenizer, source, config.dtype)
+    head, head_info = _resolve_head(config, loaded, tokenizer, source, config.encoder.dtype)
     t_head = time.perf_counter()
 
-    encoded = encode_sentences(tokenizer, source.sentences, max_length=config.max_length,
-                               include_special=config.include_special, mask_prob=config.mask_prob, seed=config.seed)
+    encoded = encode_sentences(tokenizer, source.sentences, max_length=config.encoder.max_length,
+                               include_special=config.include_special, mask_prob=config.mask_prob, seed=config.encoder.seed)
     groups = ("all",) if config.mask_prob == 0 else ("all", "masked", "unmasked")
     vocab = head.weight.shape[0]
     wanted_examples = set(range(min(config.examples, len(encoded.ids))))
@@ -322,15 +322,15 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                 examples[index] = _example(tokenizer, head, hidden_states, layers, depth, row, index, encoded,
                                            counted[row], attention[row])
 
-    sums = lens_pass(model, head, encoded, layers=layers, batch_size=config.batch_size,
-                     pad_id=tokenizer.pad_token_id, groups=groups, progress=config.progress,
+    sums = lens_pass(model, head, encoded, layers=layers, batch_size=config.encoder.batch_size,
+                     pad_id=tokenizer.pad_token_id, groups=groups, progress=config.output.progress,
                      on_batch=keep_examples if wanted_examples else None)
     t_lens = time.perf_counter()
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
     views = _token_views(config, model, head, tokenizer, encoded, source.sentences, layers)
     config_dict_model = {
-        "name": config.model or loading.DEFAULT_MODEL_NAME,
+        "name": config.encoder.model or loading.DEFAULT_MODEL_NAME,
         "source": loaded.source,
         "family": loaded.family.name,
         "model_type": model.config.model_type,
@@ -339,7 +339,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
         "vocab_size": vocab,
         "has_pretrained_mlm_head": loaded.has_pretrained_mlm_head,
         "device": str(device),
-        "dtype": config.dtype,
+        "dtype": config.encoder.dtype,
         "attention": loaded.attention,
     }
     counting = {
@@ -349,7 +349,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
         "layers": layers,
         "layer_0": "embedding output (hidden_states[0])",
         "truncated_sentences": encoded.truncated,
-        "max_length": config.max_length,
+        "max_length": config.encoder.max_length,
         "masking": None if config.mask_prob == 0 else {
             "prob": config.mask_prob, "scheme": "BERT 80/10/10 over non-special tokens, per-sentence seeded",
             "groups": "masked = selected positions (whatever they were replaced by); unmasked = the rest"},
@@ -374,7 +374,7 @@ def _token_views(config: ReconstructConfig, model: torch.nn.Module, head: famili
     measured ones exactly as they were measured (same masks)."""
     if config.token_view_sentences is not None:
         texts = [t.strip() for t in config.token_view_sentences.split("|") if t.strip()]
-        given = encode_sentences(tokenizer, texts, max_length=config.max_length,
+        given = encode_sentences(tokenizer, texts, max_length=config.encoder.max_length,
                                  include_special=config.include_special)
         return token_views(model, head, tokenizer, given, texts, layers, indices=None)
     count = min(config.token_view, len(encoded.ids))

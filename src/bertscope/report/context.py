@@ -10,12 +10,12 @@ labels the runs were scored on (:mod:`bertscope.data.baselines`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertscope.core.config import config_options
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
 from bertscope.data.baselines import Baseline, describe, dev_provenances, task_baseline
@@ -171,13 +171,7 @@ def _defaults(command: str) -> dict[str, Any]:
     info = commands().get(command)
     if info is None:
         return {}
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(info.config):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # pragma: no cover - configs use plain defaults
-            out[f.name] = f.default_factory()
-    return out
+    return {o.name: o.default for o in config_options(info.config)}
 
 
 def _base_options(rows: Sequence[RunRecord]) -> dict[str, Any]:

@@ -72,13 +72,14 @@ def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
 
     With ``--report-to``, its trackers write under the study's folder and its tracker run is named after the
     study's (:func:`tracked` adds the run id)."""
-    values = {k: getattr(study, k) for k in FinetuneConfig.field_names()}
+    flat = study.to_dict()
+    values = {k: flat[k] for k in FinetuneConfig.field_names()}
     values.update(out=None, save_model=False, overwrite=False, progress=False, log="off")  # the study reports
-    if parse_report_to(study.report_to):
-        values.update(report_dir=study.report_dir or study.out, run_name=study.run_name or default_run_name(study))
+    if parse_report_to(study.tracking.report_to):
+        values.update(report_dir=study.tracking.report_dir or study.output.out, run_name=study.tracking.run_name or default_run_name(study))
     values.update(changes)
     if "progress" in changes and "log" not in changes:  # a run shown as it trains (cross's stages): as --log says
-        values["log"] = study.log
+        values["log"] = study.tracking.log
     if values["freeze"].strip().lower() != "encoder":
         values["cache_features"] = False
     return FinetuneConfig(**values)
@@ -87,14 +88,14 @@ def finetune_config(study: FinetuneConfig, **changes: Any) -> FinetuneConfig:
 def tracked(config: FinetuneConfig, run_id: str) -> FinetuneConfig:
     """``config`` whose tracker run is ``<study run name>/<run id>``: one tracker run per point of the study (the
     name is no identity: hashes and numbers stay)."""
-    if not parse_report_to(config.report_to):
+    if not parse_report_to(config.tracking.report_to):
         return config
-    return config.replace(run_name=f"{config.run_name or default_run_name(config)}/{run_id}")
+    return config.replace(run_name=f"{config.tracking.run_name or default_run_name(config)}/{run_id}")
 
 
 def model_shape(config: FinetuneConfig) -> tuple[int, int]:
-    """(number of layers L, hidden size H) of ``config.model`` from its config file (no weights loaded)."""
-    model_config = loading.load_config(config.model)
+    """(number of layers L, hidden size H) of ``config.encoder.model`` from its config file (no weights loaded)."""
+    model_config = loading.load_config(config.encoder.model)
     return families.num_layers(model_config), families.hidden_size(model_config)
 
 
@@ -119,18 +120,18 @@ class HeadRunner:
 
     def shared(self, config: FinetuneConfig) -> Shared:
         """Model, data and feature sets of ``config``'s data setting (the pretrained encoder, frozen)."""
-        key = (*data_key(config), config.include_special, config.dtype, config.device, config.attention,
-               config.cache_dir)
+        key = (*data_key(config), config.selection.include_special, config.encoder.dtype, config.encoder.device, config.encoder.attention,
+               config.cache.cache_dir)
         if key not in self._shared:
             self._shared.clear()  # one data setting at a time: keeps memory bounded
-            device = resolve_device(config.device)
-            tokenizer = loading.load_tokenizer(config.model)
+            device = resolve_device(config.encoder.device)
+            tokenizer = loading.load_tokenizer(config.encoder.model)
             data = load_task_data(config, tokenizer)
-            loaded = loading.load_model(config.model, "base", device=device, dtype="float32",
-                                        attention=config.attention)
+            loaded = loading.load_model(config.encoder.model, "base", device=device, dtype="float32",
+                                        attention=config.encoder.attention)
             features = compute_features(config, loaded.model, data, tokens=self.tokens, source=loaded.source,
                                         progress=self.progress)
-            root = str(cache_root(config.cache_dir))
+            root = str(cache_root(config.cache.cache_dir))
             self._shared[key] = Shared(tokenizer=tokenizer, loaded=loaded, data=data, features=features,
                                        feature_root=root)
         return self._shared[key]
@@ -140,7 +141,7 @@ class HeadRunner:
         shared = self.shared(config)
         assert shared.features is not None and shared.loaded is not None
         layers = resolve_selection(config, shared.loaded.model).layers
-        return shared.features["train"].select(config.token, layers)
+        return shared.features["train"].select(config.selection.token, layers)
 
     def run(self, config: FinetuneConfig, *, want_head: bool = False,
             checkpoints: Checkpointer | None = None) -> tuple[FinetuneResult, SelectingHead | None]:
@@ -176,7 +177,7 @@ def run_record(spec: RunSpec, result: FinetuneResult, *, cached: bool, seconds: 
     predictions (``dev``, compact: for the single-seed bootstrap), and the full result."""
     payload = result.to_dict()
     dev = dev_record(result, labels) if labels else None
-    return {"complete": True, "run_id": spec.run_id, **spec.params, "seed": result.config.seed,
+    return {"complete": True, "run_id": spec.run_id, **spec.params, "seed": result.config.encoder.seed,
             "score": result.final_score, "final": result.final, "dims": list(result.selection["dims"]),
             "layers": list(result.selection["layers"]), "token": result.selection["token"], "cached": cached,
             "seconds": seconds, "learned": result.learned, **(extra or {}), **({"dev": dev} if dev else {}),
@@ -210,7 +211,7 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
                     record = run_record(spec, result, cached=runner.is_cached(spec.config),
                                         seconds=time.perf_counter() - start, extra=extra, labels=runner.last_labels)
                 store.save(spec, record)
-                if checkpoints is not None and not spec.config.keep_checkpoints:
+                if checkpoints is not None and not spec.config.checkpoints.keep_checkpoints:
                     checkpoints.remove()
                 record["resumed"] = False
             else:
@@ -298,18 +299,18 @@ def not_learned(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def finish_study(study: str, config: Any, table: list[dict[str, Any]], runs: list[dict[str, Any]],
                  summary: dict[str, Any], *, plot: Callable[[Any], None] | None, title: str,
                  row_key: str | tuple[str, ...] = "run_id") -> StudyResult:
-    """Build the result and, with ``config.out``, write ``<study>.json``, ``<study>.csv``, ``runs.csv`` and the plot
+    """Build the result and, with ``config.output.out``, write ``<study>.json``, ``<study>.csv``, ``runs.csv`` and the plot
     (``<study>.png`` at 300 dpi, ``.svg``, ``.pdf``)."""
     files: dict[str, str] = {}
-    if config.out is not None:
-        out = Path(config.out)
+    if config.output.out is not None:
+        out = Path(config.output.out)
         files = {"json": str(out / f"{study}.json"), "csv": str(out / f"{study}.csv"),
                  "runs_csv": str(out / "runs.csv")}
         if plot is not None:
             files.update({fmt: str(p) for fmt, p in figure_paths(out / f"{study}.png").items()})
     result = StudyResult(study=study, config=config, table=tuple(table), runs=tuple(runs), summary=summary,
                          environment=environment_info(), files=files, title=title, row_key=row_key)
-    if config.out is not None:
+    if config.output.out is not None:
         flat = lambda row: {k: (" ".join(map(str, v)) if isinstance(v, list) else v)  # noqa: E731
                             for k, v in row.items() if not isinstance(v, dict)}
         write_csv_atomic(files["csv"], [flat(r) for r in table])
@@ -352,8 +353,8 @@ def score_label(task: str | None) -> str:
 
 def plot_title(config: Any, what: str, note: str = "") -> str:
     """A study plot's title: what it shows for which task, then the model (and ``note``, e.g. the error bars)."""
-    task = task_name(config.task) if getattr(config, "task", None) else ""
-    second = " · ".join(p for p in (model_name(config.model), note) if p)
+    task = task_name(config.data.task) if config.to_dict().get("task") else ""
+    second = " · ".join(p for p in (model_name(config.encoder.model), note) if p)
     return f"{task + ': ' if task else ''}{what}\n{second}"
 
 

@@ -46,6 +46,7 @@ from bertscope.data.baselines import dev_provenances, task_baseline
 from bertscope.data.labels import model_name, task_name
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.finetune.config import FinetuneConfig
+from bertscope.finetune.evaluation import evaluate
 from bertscope.finetune.features import FeatureStore
 from bertscope.finetune.head import SelectingHead
 from bertscope.finetune.pipeline import (
@@ -56,7 +57,7 @@ from bertscope.finetune.pipeline import (
     load_task_data,
     prepare,
 )
-from bertscope.finetune.train import EncoderRepresentation, evaluate
+from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.models import loading
 from bertscope.runs.identity import run_id, run_identity
 from bertscope.studies.common import (
@@ -138,8 +139,8 @@ def _scores(task: _Task, represent: Any, head: SelectingHead, config: CrossConfi
     receives the labels and predictions per split (compact, as study run records keep them: the bootstrap)."""
     out: dict[str, Any] = {}
     for name, data in task.data.eval_data.items():
-        preds = evaluate(represent, head, data, batch_size=config.eval_batch_size or config.batch_size,
-                         device=device, dtype=resolve_dtype(config.dtype))
+        preds = evaluate(represent, head, data, batch_size=config.optim.eval_batch_size or config.encoder.batch_size,
+                         device=device, dtype=resolve_dtype(config.encoder.dtype))
         labels = [ex.label for ex in task.data.eval_sets[name].examples]
         preds = [round(float(p), 5) for p in preds] if task.info.is_regression else [int(p) for p in preds]
         if keep is not None:
@@ -155,7 +156,7 @@ def _probe(config: CrossConfig, task: _Task, run: PreparedRun, run_id: str) -> P
     that encoder's token vectors, computed in memory (the encoder changes every stage: nothing worth caching)."""
     probe_config = tracked(_task_config(config, task.info.name, task.dims, freeze="encoder", cache_features=True),
                            run_id)
-    features = compute_features(probe_config, run.model, task.data, tokens=[canonical_token(config.token)],
+    features = compute_features(probe_config, run.model, task.data, tokens=[canonical_token(config.selection.token)],
                                 store=FeatureStore(use_cache=False), source=run.loaded.source, progress=False)
     probe = prepare(probe_config, Shared(tokenizer=run.tokenizer, loaded=run.loaded, data=task.data,
                                          features=features, feature_root="(in memory)"))
@@ -169,9 +170,9 @@ def run_cross(config: CrossConfig) -> StudyResult:
         raise BertscopeError(f"--tasks lists a task twice: {','.join(names)}")
     depth, hidden = model_shape(config)
     store = RunStore.of(config)
-    out = None if config.out is None else Path(config.out)
+    out = None if config.output.out is None else Path(config.output.out)
     checkpoint = None if out is None else out / "checkpoint"
-    if config.overwrite and checkpoint is not None and checkpoint.exists():
+    if config.output.overwrite and checkpoint is not None and checkpoint.exists():
         shutil.rmtree(checkpoint)
     seeds = run_seeds(config)
     per_seed: dict[int, tuple[list[tuple[int, ...]], dict[str, dict[str, Any]], dict[int, dict[str, Any]]]] = {}
@@ -183,14 +184,14 @@ def run_cross(config: CrossConfig) -> StudyResult:
 def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStore, checkpoint: Path | None
               ) -> tuple[list[tuple[int, ...]], dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
     """One seed's sequence: each task's dims, the single-task references and the stage records (resumable)."""
-    dims = assign_dims(config.dims_per_task, config.dims_mode, len(names), hidden, config.seed)
+    dims = assign_dims(config.dims_per_task, config.dims_mode, len(names), hidden, config.encoder.seed)
 
     # ---- single-task references (independent runs; resumable one by one)
     single: dict[str, dict[str, Any]] = {}
     if config.single_task:
         specs = [RunSpec(f"single {name}", {"kind": "single", "task": name}, _task_config(config, name, d))
                  for name, d in zip(names, dims)]
-        for record in execute(specs, HeadRunner(progress=False), store, progress=config.progress,
+        for record in execute(specs, HeadRunner(progress=False), store, progress=config.output.progress,
                               desc="single-task"):
             single[record["task"]] = record
 
@@ -206,7 +207,7 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
 def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], store: RunStore,
             checkpoint: Path | None, stage_specs: list[RunSpec]) -> dict[int, dict[str, Any]]:
     """The stage records of one seed: loaded where finished, trained from the last checkpoint (or stage 1) on."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.encoder.device)
     stage_records: dict[int, dict[str, Any]] = {}
     for s, spec in enumerate(stage_specs, start=1):
         loaded_record = _load_stage(store, spec)
@@ -217,7 +218,7 @@ def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], 
     stage_records = {s: r for s, r in stage_records.items() if s < resume_at}
 
     tasks: dict[str, _Task] = {}
-    tokenizer = loading.load_tokenizer(config.model)
+    tokenizer = loading.load_tokenizer(config.encoder.model)
 
     def task_data(i: int) -> _Task:
         name = names[i]
@@ -228,7 +229,7 @@ def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], 
     if resume_at <= len(names):
         # The first stage trained here loads its encoder (the pretrained one, or the checkpoint's); later stages
         # carry on with the encoder as the previous stage left it. Each stage runs through the one pipeline.
-        source = str(checkpoint / "encoder") if (checkpoint is not None and resume_at > 1) else config.model
+        source = str(checkpoint / "encoder") if (checkpoint is not None and resume_at > 1) else config.encoder.model
         loaded = None
         heads: dict[str, SelectingHead] = {}
         for i in range(resume_at - 1):
@@ -237,7 +238,7 @@ def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], 
         for s in range(resume_at, len(names) + 1):
             start = time.perf_counter()
             task = task_data(s - 1)
-            stage_config = tracked(_task_config(config, task.info.name, task.dims, progress=config.progress),
+            stage_config = tracked(_task_config(config, task.info.name, task.dims, progress=config.output.progress),
                                    stage_specs[s - 1].run_id)
             run = prepare(stage_config if loaded is not None else stage_config.replace(model=source),
                           Shared(tokenizer=tokenizer, loaded=loaded, data=task.data))
@@ -248,7 +249,7 @@ def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], 
             heads[task.info.name] = run.trained_head
             layers = run.selection.layers
             represent = EncoderRepresentation(run.model, layers, run.selection.token_spec,
-                                              include_special=config.include_special, frozen=True)
+                                              include_special=config.selection.include_special, frozen=True)
             evals: dict[str, Any] = {}
             retrained: dict[str, Any] = {}
             dev: dict[str, dict[str, Any]] = {}
@@ -261,17 +262,17 @@ def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], 
                     probe = _probe(config, earlier, run, f"{stage_specs[s - 1].run_id} probe {earlier.info.name}")
                     retrained[earlier.info.name] = _scores(earlier, represent, probe.trained_head, config, run.device)
             record = {"complete": True, "run_id": stage_specs[s - 1].run_id, "kind": "stage", "stage": s,
-                      "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.token,
+                      "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.selection.token,
                       "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
                       "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
-                      "stage_id": _stage_id(config, s), "cached": False, "seed": config.seed, "dev": dev,
+                      "stage_id": _stage_id(config, s), "cached": False, "seed": config.encoder.seed, "dev": dev,
                       "attention": run.loaded.attention,
                       "data": {"train": task.data.train_split.provenance(),
                                "eval": {k: v.provenance() for k, v in task.data.eval_sets.items()}}}
             if checkpoint is not None and config.keep_checkpoint and s < len(names):
                 _save_checkpoint(checkpoint, run.model, heads, s, _stage_id(config, s))
             store.save(stage_specs[s - 1], record)
-            if run.checkpoints is not None and not config.keep_checkpoints:
+            if run.checkpoints is not None and not config.checkpoints.keep_checkpoints:
                 run.checkpoints.remove()
             record["resumed"] = False
             stage_records[s] = record
@@ -378,7 +379,7 @@ def _matrix(config: CrossConfig, names: list[str], seeds: tuple[int, ...],
         note = (f"mean ± half 95% interval over {len(seeds)} seeds" if len(seeds) > 1
                 else f"one run per cell (seed {seeds[0]}), no error bars")
         ax.set_title(f"Cross-fine-tuning {' -> '.join(task_name(n) for n in names)}: dev GLUE score after each "
-                     f"stage\n{model_name(config.model)} · {note}", fontsize=9)
+                     f"stage\n{model_name(config.encoder.model)} · {note}", fontsize=9)
         ax.figure.colorbar(image, ax=ax, label="dev GLUE score")
 
     return finish_study("cross", config, table, runs, summary, plot=plot,

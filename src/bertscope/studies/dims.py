@@ -79,7 +79,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
     depth, hidden = model_shape(config)
     ks = list(parse_k_list(config.k, hidden))
     store = RunStore.of(config)
-    runner = HeadRunner([config.token], progress=config.progress)
+    runner = HeadRunner([config.selection.token], progress=config.output.progress)
     seeds = run_seeds(config)
     rankings: dict[int, list[int] | None] = {}
 
@@ -99,7 +99,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
             over_seeds = point(runs)
             # the point's 95% interval: over seeds; with one seed over its random subsets (the replicates it has)
             interval = over_seeds if len(seeds) > 1 else stats.summarize(scores)
-            versus = None if selection == "all" else comparison(config.task, runs, full, "as_good", config.tolerance)
+            versus = None if selection == "all" else comparison(config.data.task, runs, full, "as_good", config.tolerance)
             table.append({"selection": selection, "k": k, **summarise(scores), "seeds": over_seeds.n,
                           "low": interval.low, "high": interval.high, "full_score": full_point.mean,
                           **comparison_columns(versus, "vs_all")})
@@ -129,13 +129,13 @@ def run_dims(config: DimsConfig) -> StudyResult:
                 ax.plot([r["k"] for r in rows], [r["mean"] for r in rows], marker="s", label=f"top-K by {selection}")
         ax.axhline(full_point.mean, color="gray", linestyle="--", label=f"all {hidden} dims")
         ax.plot([hidden], [full_point.mean], marker="D", color="gray")
-        draw_reference(ax, config.task, records)
+        draw_reference(ax, config.data.task, records)
         ax.set_xscale("log")
         ticks = sorted({*ks, hidden})
         ax.set_xticks(ticks, [str(k) for k in ticks])
         ax.minorticks_off()
         ax.set_xlabel("dimensions the head sees (K, log scale)")
-        ax.set_ylabel(score_label(config.task))
+        ax.set_ylabel(score_label(config.data.task))
         bars = (seed_note(config) if len(seeds) > 1
                 else f"error bars: ±1 sample std over {config.samples} random subsets per K" if config.samples > 1
                 else "one run per point, no error bars")
@@ -144,7 +144,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
         ax.legend(fontsize=8)
 
     return finish_study("dims", config, table, records, summary, plot=plot,
-                        title=f"dims {config.task}: score vs K (full {full_point.mean:.4f}"
+                        title=f"dims {config.data.task}: score vs K (full {full_point.mean:.4f}"
                               + (f", {len(seeds)} seeds)" if len(seeds) > 1 else ")"),
                         row_key=("selection", "k"))
 
@@ -157,7 +157,7 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
                    want_head=lambda s: config.rank_by == "weights",
                    on_head=lambda s, head: {"dim_importance": dim_importance(head)})[0]
     specs = [RunSpec(f"random k={k} s={s}", {"selection": "random", "k": k, "sample": s},
-                     finetune_config(config, dims=_idx(random_subset(hidden, k, config.seed, s))))
+                     finetune_config(config, dims=_idx(random_subset(hidden, k, config.encoder.seed, s))))
              for k in ks if k < hidden for s in range(config.samples)]
     ranking: list[int] | None = None
     if config.rank_by == "weights":
@@ -173,7 +173,7 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
         specs += [RunSpec(f"{config.rank_by} k={k}", {"selection": config.rank_by, "k": k, "sample": 0},
                           finetune_config(config, dims=_idx(sorted(ranking[:k]))))
                   for k in ks if k < hidden]
-    return [full, *execute(specs, runner, store, progress=config.progress, desc=desc)], ranking
+    return [full, *execute(specs, runner, store, progress=config.output.progress, desc=desc)], ranking
 
 
 def _run_find_effective(config: DimsConfig) -> StudyResult:
@@ -183,8 +183,8 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     if config.start > hidden:
         raise BertscopeError(f"--start {config.start} exceeds the hidden size {hidden}")
     store = RunStore.of(config)
-    runner = HeadRunner([config.token], progress=config.progress)
-    starts = [random_subset(hidden, config.start, config.seed, r, salt="effective") for r in range(config.start_subsets)]
+    runner = HeadRunner([config.selection.token], progress=config.output.progress)
+    starts = [random_subset(hidden, config.start, config.encoder.seed, r, salt="effective") for r in range(config.start_subsets)]
 
     def spec(run_id: str, phase: str, dims: tuple[int, ...], **params: Any) -> RunSpec:
         return RunSpec(run_id, {"phase": phase, "k": len(dims), **params}, finetune_config(config, dims=_idx(dims)))
@@ -198,8 +198,8 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     by_dims: dict[tuple[int, ...], dict[str, Any]] = {}
     unique: dict[str, RunSpec] = {}
     for s in phase1:
-        unique.setdefault(s.config.dims, s)
-    for record in execute(list(unique.values()), runner, store, progress=config.progress, desc="find-effective"):
+        unique.setdefault(s.config.selection.dims, s)
+    for record in execute(list(unique.values()), runner, store, progress=config.output.progress, desc="find-effective"):
         by_dims[tuple(record["dims"])] = record
 
     def score(dims: tuple[int, ...]) -> float:
@@ -214,12 +214,12 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
                                 if score(tuple(x for x in subset if x != d)) < base - config.hurt_threshold])
     marked = sorted({d for m in marked_by_start for d in m})
     pairs = list(itertools.combinations(marked, 2))
-    random.Random(f"pairs|{config.seed}").shuffle(pairs)
+    random.Random(f"pairs|{config.encoder.seed}").shuffle(pairs)
     if config.max_pairs:
         pairs = pairs[:config.max_pairs]
     pairs = sorted(pairs)
     phase2 = [spec(f"pair {a},{b}", "pair", (a, b)) for a, b in pairs if (a, b) not in by_dims]
-    for record in execute(phase2, runner, store, progress=config.progress, desc="verify pairs"):
+    for record in execute(phase2, runner, store, progress=config.output.progress, desc="verify pairs"):
         by_dims[tuple(record["dims"])] = record
     verified = [(a, b) for a, b in pairs if score((a, b)) >= reference - config.hurt_threshold]
     effective = sorted({d for pair in verified for d in pair})
@@ -235,7 +235,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     removal_scores = [r["score"] for dims, r in by_dims.items() if len(dims) == config.start - 1
                       and any(set(dims) < set(s) for s in starts)]
     summary = {
-        "task": config.task, "hidden_size": hidden, "start": config.start, "starts": [list(s) for s in starts],
+        "task": config.data.task, "hidden_size": hidden, "start": config.start, "starts": [list(s) for s in starts],
         "start_scores": start_scores, "reference_score": reference,
         "removal_score_mean": sum(removal_scores) / len(removal_scores) if removal_scores else None,
         "marked_by_start": marked_by_start, "pairs": [list(p) for p in pairs],
@@ -265,7 +265,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
         found = f"effective dims {effective or 'none found'}"
     summary["finding"] = found
     return finish_study("dims", config, table, records, summary, plot=plot,
-                        title=f"find-effective {config.task}: {found}", row_key="dim")
+                        title=f"find-effective {config.data.task}: {found}", row_key="dim")
 
 
 def study_points(payload: Mapping[str, Any]) -> list[StudyPoint]:

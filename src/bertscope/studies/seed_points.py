@@ -50,17 +50,17 @@ BOOTSTRAP_SAMPLES = 1000
 
 def run_seeds(config: Any) -> tuple[int, ...]:
     """The seeds a study runs: ``--seeds``, or its one ``--seed``."""
-    seeds = getattr(config, "seeds", None)
-    return parse_seed_list(seeds, option="--seeds") if seeds is not None else (int(config.seed),)
+    seeds = config.seeds
+    return parse_seed_list(seeds, option="--seeds") if seeds is not None else (int(config.encoder.seed),)
 
 
 def seed_config(config: Any, seed: int) -> Any:
     """The study's options as a single-seed study with ``--seed seed`` (trackers: one run name per seed)."""
-    if getattr(config, "seeds", None) is None:
+    if config.seeds is None:
         return config
     changes: dict[str, Any] = {"seed": seed, "seeds": None}
-    if parse_report_to(config.report_to):
-        changes["run_name"] = f"{config.run_name or default_run_name(config)}/seed-{seed}"
+    if parse_report_to(config.tracking.report_to):
+        changes["run_name"] = f"{config.tracking.run_name or default_run_name(config)}/seed-{seed}"
     return config.replace(**changes)
 
 

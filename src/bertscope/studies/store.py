@@ -93,7 +93,8 @@ class RunStore:
     @classmethod
     def of(cls, config: Any) -> RunStore:
         """The store of a study's config (its ``out``, ``--overwrite``, ``--retry-failed`` and command)."""
-        return cls(config.out, fresh=config.overwrite, retry_failed=getattr(config, "retry_failed", False),
+        return cls(config.output.out, fresh=config.output.overwrite,
+                   retry_failed=getattr(config.output, "retry_failed", False),
                    study=config.command or "study", options=config.to_dict())
 
     def _open(self) -> ResultStore:

@@ -49,8 +49,8 @@ def load_sentences(config: CompareConfig | LayerScanConfig) -> Any:
     """The :class:`bertscope.data.texts.TextSource` the config names (built-in sample, text file or GLUE split)."""
     from bertscope.data.texts import load_texts
 
-    return load_texts(texts=config.texts, task=config.task, split=config.split, data_dir=config.data_dir,
-                      max_examples=config.max_examples, seed=config.seed)
+    return load_texts(texts=config.text.texts, task=config.text.task, split=config.text.split, data_dir=config.text.data_dir,
+                      max_examples=config.text.max_examples, seed=config.encoder.seed)
 
 
 def sentence_batches(tokenizer: Any, sentences: Sequence[str], config: CompareConfig | LayerScanConfig,
@@ -60,12 +60,12 @@ def sentence_batches(tokenizer: Any, sentences: Sequence[str], config: CompareCo
     Sentences are batched longest first, so each batch holds similar lengths and little padding; every metric is a
     sum over positions, so the order changes nothing but the time.
     """
-    encoded = tokenizer(list(sentences), truncation=True, max_length=config.max_length,
+    encoded = tokenizer(list(sentences), truncation=True, max_length=config.encoder.max_length,
                         return_special_tokens_mask=True)  # tokenised once; batches are padded from it
     keys = ("input_ids", "attention_mask", "special_tokens_mask")
     order = sorted(range(len(sentences)), key=lambda i: -len(encoded["input_ids"][i]))
-    for start in range(0, len(order), config.batch_size):
-        rows = [{k: encoded[k][i] for k in keys} for i in order[start:start + config.batch_size]]
+    for start in range(0, len(order), config.encoder.batch_size):
+        rows = [{k: encoded[k][i] for k in keys} for i in order[start:start + config.encoder.batch_size]]
         enc = tokenizer.pad(rows, return_tensors="pt")
         mask = enc["attention_mask"].bool()
         counted = mask if config.include_special else mask & ~enc["special_tokens_mask"].bool()
@@ -102,14 +102,14 @@ def choose_heads(
         return heads, info
     from bertscope.lens.fitted_head import FitOptions, fit_for_texts
 
-    options = FitOptions(steps=config.fit_steps, lr=config.fit_lr, batch_size=config.fit_batch_size,
-                         mask_prob=config.fit_mask_prob, tie_decoder=config.fit_tie, max_length=config.max_length,
-                         curve=FitOptions.curve if config.fit_curve else ())
+    options = FitOptions(steps=config.fit_head.fit_steps, lr=config.fit_head.fit_lr, batch_size=config.fit_head.fit_batch_size,
+                         mask_prob=config.fit_head.fit_mask_prob, tie_decoder=config.fit_head.fit_tie, max_length=config.encoder.max_length,
+                         curve=FitOptions.curve if config.fit_head.fit_curve else ())
     with torch.enable_grad():  # fitting trains the head even when a caller runs under no_grad
-        fitted = fit_for_texts(loaded[0].model, tokenizer, source, fit_corpus=config.fit_corpus,
-                               data_dir=config.data_dir, overlap=config.fit_overlap, options=options,
-                               seed=config.seed, dtype=config.dtype, cache_dir=config.head_cache,
-                               refit=config.refit, progress=config.progress, model_source=loaded[0].source)
+        fitted = fit_for_texts(loaded[0].model, tokenizer, source, fit_corpus=config.fit_head.fit_corpus,
+                               data_dir=config.text.data_dir, overlap=config.fit_head.fit_overlap, options=options,
+                               seed=config.encoder.seed, dtype=config.encoder.dtype, cache_dir=config.fit_head.head_cache,
+                               refit=config.fit_head.refit, progress=config.output.progress, model_source=loaded[0].source)
     info = {"mode": "fit", "requested": config.head, "fitted_on": loaded[0].source,
             "shared_by": [lm.source for lm in loaded], "fit": fitted.info}
     return [fitted.parts(lm.model) for lm in loaded], info
@@ -165,7 +165,7 @@ class CompareResult:
         from rich.table import Table
 
         a = self.agreement
-        table = Table(title=f"compare: {self.config.model or 'default'} vs {self.config.variant} "
+        table = Table(title=f"compare: {self.config.encoder.model or 'default'} vs {self.config.variant} "
                             f"({a.positions} positions, head: {self.head['mode']})")
         for col in ("metric", "value"):
             table.add_column(col)
@@ -188,16 +188,16 @@ def _curve_rows(sums: dict[tuple[int, str], MetricSums]) -> list[dict[str, Any]]
 
 
 def run_compare(config: CompareConfig) -> CompareResult:
-    """Run ``config.model`` and ``config.variant`` on the same sentences and measure how much they agree."""
-    device = resolve_device(config.device)
-    prepare_out_dir(config.out)
-    torch.manual_seed(config.seed)
+    """Run ``config.encoder.model`` and ``config.variant`` on the same sentences and measure how much they agree."""
+    device = resolve_device(config.encoder.device)
+    prepare_out_dir(config.output.out)
+    torch.manual_seed(config.encoder.seed)
     source = load_sentences(config)
-    tokenizer = loading.load_tokenizer(config.model)
-    original = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype,
-                                  attention=config.attention)
-    variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.dtype,
-                                 attention=config.attention)
+    tokenizer = loading.load_tokenizer(config.encoder.model)
+    original = loading.load_model(config.encoder.model, "masked-lm", device=device, dtype=config.encoder.dtype,
+                                  attention=config.encoder.attention)
+    variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.encoder.dtype,
+                                 attention=config.encoder.attention)
     _same_vocab(original.model, variant.model)
     heads, head_info = choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
@@ -205,19 +205,19 @@ def run_compare(config: CompareConfig) -> CompareResult:
     curve_sums = {n: {(layer, "all"): MetricSums() for layer in range(depths[n] + 1)} for n in names}
     sums = AgreementSums()
     sentences = list(source.sentences)
-    n_batches = math.ceil(len(sentences) / config.batch_size)
+    n_batches = math.ceil(len(sentences) / config.encoder.batch_size)
     for ids, mask, counted in progress_bar(sentence_batches(tokenizer, sentences, config, device), n_batches, "compare",
-                                    config.progress):
+                                    config.output.progress):
         _compare_batch(ids, mask, counted, (original, variant), heads, names, curve_sums, sums, config.curves)
     curves = {n: _curve_rows(curve_sums[n]) if config.curves else [] for n in names}
     result = CompareResult(config=config, head=head_info, texts=source.describe(), depths=depths,
                            agreement=sums.result(), curves=curves,
                            environment={**environment_info(),
                                         "attention": {n: lm.attention for n, lm in zip(names, (original, variant))}})
-    if config.out:
-        files = _write_compare(Path(config.out), result)
+    if config.output.out:
+        files = _write_compare(Path(config.output.out), result)
         result = CompareResult(**{**result.__dict__, "files": files})
-        write_json_atomic(Path(config.out) / "compare.json", result.to_dict())
+        write_json_atomic(Path(config.output.out) / "compare.json", result.to_dict())
     return result
 
 
@@ -257,7 +257,7 @@ def _plot_compare(path: Path, result: CompareResult) -> dict[str, str]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    names = {"original": model_name(result.config.model), "variant": model_name(result.config.variant)}
+    names = {"original": model_name(result.config.encoder.model), "variant": model_name(result.config.variant)}
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for name, rs in result.curves.items():
         ax.plot([r["layer"] for r in rs], [r["top1"] for r in rs], marker="o",

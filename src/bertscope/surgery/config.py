@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertscope.core.config import Config, opt
+from bertscope.core.config import Config, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.lens.config import FitHeadOptions, TextOptions
-from bertscope.models.options import ModelOptions
+from bertscope.models.options import ModelOptions, OutputOptions
 
 __all__ = ['CompareConfig', 'DeepenConfig', 'LayerScanConfig']
 
@@ -54,11 +54,16 @@ class DeepenConfig(Config):
             raise BertscopeError("--copies and --placement only apply to --duplicate")
 
 
-@dataclass(frozen=True)
-class CompareConfig(FitHeadOptions, TextOptions, ModelOptions):
+@dataclass(frozen=True, init=False)
+class CompareConfig(Config):
     """Agreement between an original model and a variant (e.g. a deepened one) on real text, layer by layer."""
 
     command = "compare"
+
+    encoder: ModelOptions = group(ModelOptions)
+    output: OutputOptions = group(OutputOptions)
+    text: TextOptions = group(TextOptions)
+    fit_head: FitHeadOptions = group(FitHeadOptions)
 
     variant: str | None = opt(None, "the variant's model folder or hub id (required)", metavar="ID_OR_PATH")
     head: str = opt("auto", "MLM head for the agreement metrics: each checkpoint's own (pretrained), one fitted on "
@@ -68,18 +73,20 @@ class CompareConfig(FitHeadOptions, TextOptions, ModelOptions):
     curves: bool = opt(True, "also compute both models' per-layer reconstruction curves (the lens)")
 
     def validate(self) -> None:
-        ModelOptions.validate(self)
-        TextOptions.validate(self)
-        FitHeadOptions.validate(self)
         if self.variant is None:
             raise BertscopeError("--variant is required: the model to compare against --model")
 
 
-@dataclass(frozen=True)
-class LayerScanConfig(FitHeadOptions, TextOptions, ModelOptions):
+@dataclass(frozen=True, init=False)
+class LayerScanConfig(Config):
     """Build every single-layer variant (one layer duplicated, or removed) in memory and measure its agreement."""
 
     command = "layer-scan"
+
+    encoder: ModelOptions = group(ModelOptions)
+    output: OutputOptions = group(OutputOptions)
+    text: TextOptions = group(TextOptions)
+    fit_head: FitHeadOptions = group(FitHeadOptions)
 
     op: str = opt("duplicate", "edit applied to each layer in turn", choices=("duplicate", "remove"))
     layers: str | None = opt(None, "scan only these transformer layers, counted 0..L-1 as deepen counts them (0 = the "
@@ -92,8 +99,5 @@ class LayerScanConfig(FitHeadOptions, TextOptions, ModelOptions):
                                     "on a GPU), that many times one batch's activation memory")
 
     def validate(self) -> None:
-        ModelOptions.validate(self)
-        TextOptions.validate(self)
-        FitHeadOptions.validate(self)
         if self.variants_per_pass < 1:
             raise BertscopeError(f"--variants-per-pass must be at least 1, got {self.variants_per_pass}")

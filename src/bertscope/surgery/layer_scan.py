@@ -203,14 +203,14 @@ def scan_batch(
 
 
 def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
-    """Every single-layer duplicate (or remove) variant of ``config.model``, measured against the original."""
-    device = resolve_device(config.device)
-    prepare_out_dir(config.out)
-    torch.manual_seed(config.seed)
+    """Every single-layer duplicate (or remove) variant of ``config.encoder.model``, measured against the original."""
+    device = resolve_device(config.encoder.device)
+    prepare_out_dir(config.output.out)
+    torch.manual_seed(config.encoder.seed)
     source = load_sentences(config)
-    tokenizer = loading.load_tokenizer(config.model)
-    loaded = loading.load_model(config.model, "masked-lm", device=device, dtype=config.dtype,
-                                attention=config.attention)
+    tokenizer = loading.load_tokenizer(config.encoder.model)
+    loaded = loading.load_model(config.encoder.model, "masked-lm", device=device, dtype=config.encoder.dtype,
+                                attention=config.encoder.attention)
     model = loaded.model
     depth = families.num_layers(model)
     chosen = list(parse_blocks(config.layers, depth, option="--layers", default_all=True))
@@ -221,9 +221,9 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     variant_hits = [0 for _ in variants]
     original_hits = positions = 0
     sentences = list(source.sentences)
-    n_batches = math.ceil(len(sentences) / config.batch_size)
+    n_batches = math.ceil(len(sentences) / config.encoder.batch_size)
     for ids, mask, counted in progress_bar(sentence_batches(tokenizer, sentences, config, device), n_batches,
-                                    f"layer-scan {config.op}", config.progress):
+                                    f"layer-scan {config.op}", config.output.progress):
         stats, hits, orig = scan_batch(model, head, ids, mask, counted, variants,
                                        variants_per_pass=config.variants_per_pass)
         original_hits += int(orig.sum())
@@ -246,10 +246,10 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     result = LayerScanResult(config=config, head=head_info, texts=source.describe(), depth=depth,
                              original_top1=original_hits / positions if positions else math.nan, rows=rows,
                              environment={**environment_info(), "attention": loaded.attention})
-    if config.out:
-        files = _write_scan(Path(config.out), result)
+    if config.output.out:
+        files = _write_scan(Path(config.output.out), result)
         result = LayerScanResult(**{**result.__dict__, "files": files})
-        write_json_atomic(Path(config.out) / "layer_scan.json", result.to_dict())
+        write_json_atomic(Path(config.output.out) / "layer_scan.json", result.to_dict())
     return result
 
 
@@ -281,7 +281,7 @@ def _plot_scan(path: Path, result: LayerScanResult) -> dict[str, str]:
         if xs:
             ax.set_xticks(xs)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Every single-layer {result.config.op} variant of {model_name(result.config.model)} "
+    fig.suptitle(f"Every single-layer {result.config.op} variant of {model_name(result.config.encoder.model)} "
                  f"({result.depth} layers) vs the original on {texts_name(result.texts)}; one run, no error bars",
                  fontsize=10)
     return save_figure(fig, path, close=True, bbox_inches="tight")
