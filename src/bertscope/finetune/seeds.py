@@ -151,7 +151,7 @@ def _stored_run(info: CommandInfo, one: FinetuneConfig) -> StoredRun:
     """One seed as a run of the store: ``finetune``'s identity and id, the seed as its axis."""
     identity = run_identity(info, one.to_dict())
     return StoredRun(id=run_id(info.name, identity), command=info.name, options=to_jsonable(one.to_dict()),
-                     identity=identity, experiment=SEEDS_STUDY, axes={"seed": one.seed}, label=f"seed-{one.seed}")
+                     identity=identity, experiment=SEEDS_STUDY, axes={"seed": one.encoder.seed}, label=f"seed-{one.encoder.seed}")
 
 
 def _run_one(store: ResultStore | None, rid: str, run: Callable[[FinetuneConfig], Any],

@@ -120,17 +120,17 @@ def run_axis(axis: Axis, config: Any) -> StudyResult:
     """Run the study ``axis`` declares with ``config`` (resuming finished runs) and write its files."""
     values = axis.values(config)
     store = RunStore.of(config)
-    runner = HeadRunner(axis.tokens(config, values), progress=config.progress)
+    runner = HeadRunner(axis.tokens(config, values), progress=config.output.progress)
     seeds = run_seeds(config)
     records = seed_runs(axis.study, config, seeds, lambda per_seed, desc: execute(
-        [axis.spec(per_seed, v) for v in values], runner, store, progress=config.progress, desc=desc))
+        [axis.spec(per_seed, v) for v in values], runner, store, progress=config.output.progress, desc=desc))
     reference = axis.reference(values)
     reference_runs = None if reference is None else by_seed(records, seeds, **{axis.column: reference})
     table, comparisons = [], []
     for value in values:
         runs = by_seed(records, seeds, **{axis.column: value})
         versus = (None if reference_runs is None or value == reference
-                  else comparison(config.task, runs, reference_runs, "as_good", config.tolerance))
+                  else comparison(config.data.task, runs, reference_runs, "as_good", config.tolerance))
         worse: dict[str, Any] = {}
         if versus is not None:
             if axis.also_worse:
@@ -154,19 +154,19 @@ def run_axis(axis: Axis, config: Any) -> StudyResult:
             else:
                 ax.errorbar(xs, [r["score"] for r in table], yerr=bars, marker="o", capsize=3,
                             label=f"{axis.label} (mean, 95% interval)")
-            draw_reference(ax, config.task, records)
+            draw_reference(ax, config.data.task, records)
             ax.set_xticks(xs)
         else:
             ax.bar(range(len(table)), [r["score"] for r in table], yerr=bars, capsize=3,
                    label=axis.label + (" (mean, 95% interval)" if bars else ""))
-            draw_reference(ax, config.task, records)
+            draw_reference(ax, config.data.task, records)
             ax.set_xticks(range(len(table)), [r[axis.column] for r in table], rotation=20)
         ax.set_xlabel(axis.xlabel)
-        ax.set_ylabel(score_label(config.task))
+        ax.set_ylabel(score_label(config.data.task))
         ax.set_title(plot_title(config, f"{axis.what} ({fixed})", seed_note(config, axis.note)), fontsize=9)
         ax.grid(alpha=0.3, **({} if axis.plot == "line" else {"axis": "y"}))
         ax.legend(fontsize=8)
 
     return finish_study(axis.study, config, table, records, summary, plot=plot,
-                        title=f"{axis.study} {config.task}: {fixed}"
+                        title=f"{axis.study} {config.data.task}: {fixed}"
                               + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), row_key=axis.column)

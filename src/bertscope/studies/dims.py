@@ -84,7 +84,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
     rankings: dict[int, list[int] | None] = {}
 
     def one_seed(per_seed: DimsConfig, desc: str) -> list[dict[str, Any]]:  # same ids, subsets and hashes per seed
-        seed_records, rankings[per_seed.seed] = _seed_runs(per_seed, runner, store, ks, hidden, desc=desc)
+        seed_records, rankings[per_seed.encoder.seed] = _seed_runs(per_seed, runner, store, ks, hidden, desc=desc)
         return seed_records
 
     records = seed_runs("dims", config, seeds, one_seed)

@@ -29,15 +29,15 @@ def _layers(config: LayersConfig) -> list[Any]:
 
 def _context(config: LayersConfig, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     depth, hidden = model_shape(config)
-    return {"num_layers": depth, "hidden_size": hidden, "dims": records[0]["dims"], "token": config.token}
+    return {"num_layers": depth, "hidden_size": hidden, "dims": records[0]["dims"], "token": config.selection.token}
 
 
 #: The hidden layer the head reads, 0 (embeddings) .. L; every layer is compared with the last.
 LAYERS = Axis(
     study="layers", option="layer", column="layer", word="layer", values=_layers,
     reference=lambda layers: layers[-1], versus="vs_last", also_worse=True,
-    tokens=lambda config, layers: [config.token],
-    fixed=lambda config: f"token {config.token}, dims {config.dims}", context=_context,
+    tokens=lambda config, layers: [config.selection.token],
+    fixed=lambda config: f"token {config.selection.token}, dims {config.selection.dims}", context=_context,
     plot="line", what="score per layer", xlabel="hidden layer read (0 = embeddings)", label="head on this layer",
     note="layer", heading="score by layer", noun="layer", stem="layers")
 

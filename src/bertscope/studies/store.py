@@ -120,7 +120,7 @@ class RunStore:
         runs, members = [], []
         for spec in specs:
             command, identity, rid = spec.key()
-            axes = {**spec.params, "seed": spec.config.seed}
+            axes = {**spec.params, "seed": spec.config.encoder.seed}
             runs.append(StoredRun(id=rid, command=command, options=to_jsonable(spec.config.to_dict()),
                                   identity=identity, experiment=self.study, axes=axes, label=spec.run_id))
             members.append((rid, self.study, axes, spec.run_id))

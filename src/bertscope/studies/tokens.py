@@ -23,7 +23,7 @@ __all__ = ["TOKENS", "run_tokens"]
 
 
 def _context(config: TokensConfig, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {"layer": config.layer, "dims": records[0]["dims"]}
+    return {"layer": config.selection.layer, "dims": records[0]["dims"]}
 
 
 #: The token vector the head reads; every strategy is compared with [CLS].
@@ -32,7 +32,7 @@ TOKENS = Axis(
     values=lambda config: list(parse_token_list(config.tokens, option="--tokens")),
     reference=lambda tokens: "cls" if "cls" in tokens else None, versus="vs_cls",
     tokens=lambda config, tokens: list(tokens),
-    fixed=lambda config: f"layer {config.layer}, dims {config.dims}", context=_context,
+    fixed=lambda config: f"layer {config.selection.layer}, dims {config.selection.dims}", context=_context,
     plot="bars", what="token strategies", xlabel="token vector the head reads", label="head on this token vector",
     note="token", heading="token choice", text="Which token vector the head reads (e.g. `cls`, `mean`, `max-norm`).",
     stem="token")
