@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
+    "DEFAULT_MODEL_HUB_ID",
     "DEFAULT_MODEL_NAME",
     "LoadedModel",
     "ModelKind",
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_NAME = "embedded:all-MiniLM-L6-v2"
+#: The hub id of the model the embedded default is a copy of (what a model card names as its base model).
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ModelKind = Literal["masked-lm", "base", "sequence-classification"]
 
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from bertscope.models import families, loading
 from bertscope.core.errors import BertscopeError
 from bertscope.core.results import write_text_atomic
+from bertscope.models import families, loading
 
 __all__ = [
     "MODULES_FILE",
