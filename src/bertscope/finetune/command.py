@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.pipeline import PreparedRun, prepare
 from bertscope.finetune.result import FinetuneResult
 from bertscope.finetune.tracking import TRACKING_OPTIONS
-from bertscope.finetune.train import Batch, EncoderRepresentation, TrainHistory, encode_split
+from bertscope.finetune.train import Batch, EncoderRepresentation, TrainHistory, encode_split, log_mode
 from bertscope.models import families, loading
 
 __all__ = ["COMMAND", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command", "run_finetune",
@@ -145,15 +146,26 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
-    """Predict every test split of the run's task and write the GLUE server's submission files (split -> path)."""
+    """Predict every test split of the run's task and write the GLUE server's submission files (split -> path).
+
+    Predicting a large test split takes minutes, so each split is announced and timed in a line (as the training
+    loop's lines: timestamped on stdout, nothing with ``--log off``)."""
     task, config = run.data.task, run.config
+    say = run.is_main_process and log_mode(config.log) != "off"
     written: dict[str, str] = {}
     for split in leaderboard.test_splits(task):
+        start = time.perf_counter()
         data = glue.load_split(task, split, config.data_dir, None, config.seed, bad_rows=config.bad_rows)
+        if say:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicting {task.name} {split}: {len(data)} examples",
+                  flush=True)
         predictions = run.predict(encode_split(run.tokenizer, data, config.max_length))
         if run.is_main_process:
             path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
             written[split] = str(path)
+            if say:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicted {task.name} {split} in "
+                      f"{time.perf_counter() - start:.1f} s -> {path}", flush=True)
     return written
 
 
