@@ -76,7 +76,7 @@ def model_card(title: str, *, summary: str, sections: Mapping[str, str], metadat
     meta = {k: v for k, v in read_card_metadata(source).items() if k not in NOT_INHERITED}
     new = metadata or {}
     dropped: set[str] = set()
-    if new.get("pipeline_tag") and new.get("pipeline_tag") != meta.get("pipeline_tag"):  # a model for another use
+    if meta.get("pipeline_tag") and new.get("pipeline_tag") not in (None, meta["pipeline_tag"]):  # another use
         dropped = ({str(meta.get("pipeline_tag")), str(meta.get("library_name"))} | USE_TAGS) - \
             {str(new.get("pipeline_tag")), str(new.get("library_name"))}
     tags = list(dict.fromkeys([*(t for t in meta.get("tags") or [] if str(t) not in dropped), "bertscope"]))
