@@ -243,6 +243,18 @@ def test_exported_card_keeps_the_source_license_and_shows_the_pipeline(exported)
     assert f"{payload['final']['validation']['accuracy']:.4f}" in card
     head = json.loads((out / "model" / "head_config.json").read_text())
     assert head["label_names"] == ["entailment", "not_entailment"] and head["task"] == "rte"
+    from huggingface_hub import ModelCard
+
+    assert ",," not in card and ModelCard.load(out / "model" / "README.md").data.license == "mit"
+    assert "base_model" not in meta  # the source is a folder on this machine, not a hub id
+
+
+def test_saved_files_follow_the_umask(exported) -> None:
+    from bertscope.core.results import file_mode
+
+    folder = exported["bert-rte"] / "model"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes["model.safetensors"] == file_mode() and set(modes.values()) == {file_mode()}
 
 
 def test_a_head_that_is_not_standard_keeps_label_names_a_card_and_predict_reproduces_it(tmp_path,

@@ -73,3 +73,47 @@ def test_the_report_marks_runs_that_did_not_learn() -> None:
     table = next(b for b in section.blocks if b.kind == "table")
     assert [row[0] for row in table.rows] == ["`stalled`", "`study`"] and "3 run(s)" in table.rows[1][2]
     assert _not_learned_section(rows[:1] + rows[3:], ctx) is None
+
+
+def test_a_loss_far_above_the_constant_predictors_is_never_called_within_2_percent() -> None:
+    constant = math.log(2)
+    check = did_not_learn(1e10, constant, options={"feature_norm": "none", "token": "cls", "lr": 1e3,
+                                                   "head_lr": 1e3})
+    assert not check.learned and "within" not in check.reason
+    assert "1e+10" in check.reason and "times the constant predictor's" in check.reason
+    assert "the default 2e-5" not in check.remedy and "1000" in check.remedy and "lower" in check.remedy
+    just_above = did_not_learn(constant * (1 + LOSS_MARGIN) * 1.001, constant)
+    assert not just_above.learned and "times" in just_above.reason
+    assert "within 2%" in did_not_learn(constant * 1.01, constant).reason  # inside the margin either side
+
+
+@pytest.mark.parametrize("options, absent, present", [
+    ({"feature_norm": "standardize", "token": "cls", "lr": 2e-5, "head_lr": None}, ["--feature-norm"],
+     ["the default 2e-5", "--token mean"]),
+    ({"feature_norm": "none", "token": "mean", "lr": 2e-5, "head_lr": None}, ["--token mean"],
+     ["--feature-norm standardize", "the default 2e-5"]),
+    ({"feature_norm": "none", "token": "cls", "lr": 5e-4, "head_lr": 1e-3}, ["the default 2e-5"],
+     ["than this run's 0.0005 / 0.001", "--feature-norm standardize", "--token mean"]),
+    ({"feature_norm": "standardize", "token": "mean", "lr": None, "head_lr": None},  # a solved probe
+     ["--feature-norm", "--token mean", "--lr"], ["none of the usual remedies"]),
+])
+def test_the_remedy_leaves_out_what_the_run_already_uses(options, absent, present) -> None:
+    check = did_not_learn(0.69, math.log(2), options=options)
+    assert not check.learned
+    for text in absent:
+        assert text not in check.remedy
+    for text in present:
+        assert text in check.remedy
+    assert did_not_learn(0.69, math.log(2)).remedy == REMEDY  # no options: the generic advice
+
+
+def test_a_run_records_its_own_remedy(glue_dir, tiny_checkpoint, tmp_path) -> None:
+    from bertscope import api
+
+    result = api.finetune(task="rte", model=str(tiny_checkpoint("bert", 2)), data_dir=str(glue_dir), max_train=16,
+                          max_eval=8, epochs=1, batch_size=8, max_length=32, progress=False, token="mean",
+                          feature_norm="standardize", freeze="encoder", fit="sgd", lr=1e-9, head_lr=1e-9)
+    learning = result.learning
+    assert learning is not None and not learning["learned"]  # a rate of 1e-9 moves nothing
+    assert "--token mean" not in learning["remedy"] and "--feature-norm" not in learning["remedy"]
+    assert "the default 2e-5" not in learning["remedy"] and "1e-09" in learning["remedy"]

@@ -173,3 +173,25 @@ def test_a_broken_local_folder_offline_is_not_blamed_on_the_hub(damage: str, tmp
     assert ("config.json" in err) if damage == "config" else ("model.safetensors" in err)
     with pytest.raises(HubUnreachableError):  # a hub id offline still reads as the hub being unreachable
         loading.load_config("nobody-has/this-model")
+
+
+@pytest.mark.parametrize("kind", ["masked-lm", "base", "sequence-classification"])
+def test_heads_a_checkpoint_lacks_or_carries_beyond_the_kind_are_no_mismatch(kind: str, tiny_checkpoint) -> None:
+    # a masked-LM checkpoint as a bare encoder (its MLM head unexpected) or a classifier (its classifier missing)
+    loaded = loading.load_model(str(tiny_checkpoint("bert", 2)), kind)
+    assert families.num_layers(loaded.model) == 2
+
+
+def test_weights_that_disagree_with_the_config_are_named(tmp_path, tiny_checkpoint) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_checkpoint("bert", 2), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(BertscopeError, match=r"encoder tensors the weights lack \(layers 2\), e\.g\. "
+                                             r"bert\.encoder\.layer\.2\."):
+        loading.load_model(str(folder), "masked-lm")
+    with pytest.raises(BertscopeError, match="layers 2"):
+        loading.load_saved_architecture(str(folder))

@@ -252,3 +252,70 @@ def test_a_frozen_study_does_not_resume_runs_trained_with_sgd(tiny, tmp_path, mo
     calls.clear()
     again = api.layers(**options, fit="sgd")
     assert calls == [] and all(r["resumed"] for r in again.runs)
+
+
+# ------------------------------------------------------------------------------------------------ the task's metric
+
+
+def test_the_l2_strength_is_chosen_by_the_given_metric() -> None:
+    # three-quarters of the rows are class 0 and the signal is weak: accuracy prefers the strong L2 (the majority
+    # class), MCC a weaker one that predicts both classes
+    x, y = _classes(400, 20, 2, seed=3, outlier=1.0)
+    y = torch.where(torch.rand(400, generator=torch.Generator().manual_seed(1)) < 0.5, torch.zeros_like(y), y)
+    from sklearn.metrics import matthews_corrcoef
+
+    calls: list[int] = []
+
+    def mcc(predictions: list, labels: list) -> float:
+        calls.append(len(predictions))
+        return float(matthews_corrcoef(labels, predictions))
+
+    by_mcc = fit_probe(x, y, regression=False, num_classes=2, metric=mcc, metric_name="matthews_correlation")
+    assert calls and all(n == by_mcc.holdout for n in calls) and len(calls) == len(by_mcc.grid)
+    assert by_mcc.to_dict()["score"] == "matthews_correlation"
+    keep, held = holdout_split(400, 0)
+    for l2, score in by_mcc.grid:
+        refit = fit_logistic(x[keep], y[keep], l2, num_classes=2)
+        assert score == pytest.approx(mcc(refit.predict(x[held]).argmax(1).tolist(), y[held].tolist()), abs=1e-9)
+    assert max(s for _, s in by_mcc.grid) == pytest.approx(dict(by_mcc.grid)[by_mcc.l2])
+    assert fit_probe(x, y, regression=False, num_classes=2).to_dict()["score"] == "accuracy"
+
+
+def test_the_pipeline_chooses_by_the_tasks_official_metric() -> None:
+    from bertscope.data import glue
+    from bertscope.finetune.converged import selection_metric
+
+    assert selection_metric(glue.get_task("cola"))[0] == "matthews_correlation"
+    assert selection_metric(glue.get_task("rte"))[0] == "accuracy"
+    name, metric = selection_metric(glue.get_task("mrpc"))
+    assert name == "combined_score"
+    assert metric([1, 0, 1, 1], [1, 0, 0, 1]) == pytest.approx(
+        (glue.f1_binary([1, 0, 1, 1], [1, 0, 0, 1]) + 0.75) / 2)
+
+
+@pytest.mark.slow
+def test_on_cola_the_probe_is_within_0_05_mcc_of_a_cross_validated_sklearn_probe(glue_dir, tmp_path) -> None:
+    """CoLA, layer 3 of the embedded model, 3,000 training examples, frozen encoder: the converged probe (L2 chosen
+    by held-out MCC) against scikit-learn's LogisticRegression on the same standardised features with C chosen by
+    5-fold cross-validated MCC on the training split; dev MCC within 0.05."""
+    from sklearn.metrics import matthews_corrcoef
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    config = FinetuneConfig(task="cola", layer="3", max_train=3000, freeze="encoder", fit="converged",
+                            data_dir=str(glue_dir), cache_features=True, cache_dir=str(tmp_path / "cache"),
+                            progress=False, log="off")
+    run = prepare(config)
+    result = run.result(run.train())
+    assert result.head["fit"]["score"] == "matthews_correlation"
+    ours = result.final["validation"]["matthews_correlation"]
+    x, y = training_features(run)
+    dev = run.data.eval_data["validation"]
+    x_dev = run.trained_head.features(run.collate_fn(dev, range(len(dev)), regression=False).vectors).double()
+    mean, std = standardise(x)
+    search = GridSearchCV(sklearn_linear.LogisticRegression(max_iter=10000), {"C": np.logspace(-4, 2, 13)},
+                          scoring="matthews_corrcoef", cv=StratifiedKFold(5, shuffle=True, random_state=0))
+    search.fit(((x - mean) / std).numpy(), y.numpy())
+    reference = matthews_corrcoef(np.asarray(dev.labels), search.predict(((x_dev - mean) / std).numpy()))
+    print(f"CoLA layer 3, 3000 examples: probe MCC {ours:.4f}, scikit-learn (C={search.best_params_['C']:.3g}) "
+          f"MCC {reference:.4f}")
+    assert abs(ours - reference) <= 0.05

@@ -257,6 +257,27 @@ def test_config_refuses_bad_options():
         api.ReplicateConfig(paper="paper2", tasks="sst2,nosuchtask")
 
 
+@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_data_dir_reaches_every_run_that_reads_glue_and_keeps_the_run_ids(paper, glue_dir, tmp_path):
+    from bertscope.replicate.runner import protocol_of
+    from bertscope.sweep.commands import ANALYSES
+
+    plain = protocol_of(api.ReplicateConfig(paper=paper))
+    local = protocol_of(api.ReplicateConfig(paper=paper, data_dir=str(glue_dir)))
+    glue_runs = 0
+    for experiment in local.experiments:
+        reads_glue = "data_dir" in ANALYSES[experiment.command].config.field_names()
+        assert (experiment.base.get("data_dir") == str(glue_dir)) == reads_glue
+        glue_runs += reads_glue
+    assert glue_runs > 0
+    spec = parse_spec(local.to_spec(), runs_dir=tmp_path, dry_run=True)
+    assert [r.id for r in spec.runs] == [r.id for r in parse_spec(plain.to_spec(), runs_dir=tmp_path, dry_run=True).runs]
+    assert all(r.options.get("data_dir") == str(glue_dir) for r in spec.runs
+               if "data_dir" in ANALYSES[r.command].config.field_names())
+    with pytest.raises(BertscopeError, match="--data-dir"):
+        api.ReplicateConfig(paper=paper, data_dir=str(tmp_path / "nowhere"))
+
+
 def test_dry_run_lists_runs_and_runs_nothing(tmp_path):
     result = api.replicate(paper="paper2", budget="smoke", out=str(tmp_path / "out"), dry_run=True, progress=False)
     assert result.sweep.dry_run and result.sweep.plan and not result.claims

@@ -89,3 +89,26 @@ def test_without_proc_the_umask_is_read_once_and_kept(monkeypatch, umask) -> Non
     assert os.umask(0o002) == 0o002  # set back after reading
     umask(0o022)
     assert results.file_mode() == 0o664  # read once: the first value is kept
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_a_published_folder_follows_the_umask_whatever_mode_its_writer_chose(tmp_path, umask, mask) -> None:
+    from bertscope.core import publish
+
+    umask(mask)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "plain").write_text("x")  # what mkdir() and open() give under this umask
+    (tmp_path / "outside").write_text("not ours")
+    os.chmod(tmp_path / "outside", 0o640)
+    with publish.building(tmp_path / "model") as tmp:
+        weights = tmp / "sub" / "model.safetensors"
+        weights.parent.mkdir()
+        weights.write_bytes(b"w")
+        os.chmod(weights, 0o600)  # as transformers' save_pretrained leaves its weights
+        os.chmod(weights.parent, 0o700)
+        (tmp / "link").symlink_to(tmp_path / "outside")
+    out = tmp_path / "model"
+    assert _mode(out / "sub" / "model.safetensors") == _mode(reference / "plain")
+    assert _mode(out / "sub") == _mode(out) == _mode(reference)
+    assert (out / "link").is_symlink() and _mode(tmp_path / "outside") == 0o640  # a link is never followed

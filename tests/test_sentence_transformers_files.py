@@ -237,3 +237,38 @@ def test_a_module_that_cannot_follow_the_depth_stops_deepen_before_anything_is_w
     with pytest.raises(BertscopeError, match="tied to 3 layers"):
         surgery.run_deepen(DeepenConfig(model=str(folder), duplicate="1", out=str(tmp_path / "out")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited"]
+
+
+def test_links_inside_the_source_and_a_hub_snapshots_links_into_its_blobs_are_carried(default_model_dir, tmp_path,
+                                                                                       monkeypatch) -> None:
+    source = Path(default_model_dir)
+    local = tmp_path / "local"
+    shutil.copytree(source, local)
+    (local / "1_Pooling" / "config.json").rename(local / "pooling.json")
+    (local / "1_Pooling" / "config.json").symlink_to(local / "pooling.json")  # a link that stays inside
+    assert "1_Pooling/config.json" in find_sentence_transformers_files(str(local)).files
+    # the hub cache's own layout: snapshot files are links into the repository's blobs/
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    repo = tmp_path / "cache" / "models--someone--linked"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    for i, rel in enumerate([MODULES_FILE, "sentence_bert_config.json", "config_sentence_transformers.json",
+                             *_module_files(source)]):
+        blob = repo / "blobs" / f"blob{i}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / rel, blob)
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    copy_sentence_transformers_files("someone/linked", tmp_path / "out")
+    assert (tmp_path / "out" / "1_Pooling" / "config.json").read_bytes() == \
+        (source / "1_Pooling" / "config.json").read_bytes()
+    # but a snapshot link that leaves the repository's folder is refused like any other
+    (snapshot / "1_Pooling" / "leak.txt").symlink_to(tmp_path / "local" / "pooling.json")
+    with pytest.raises(BertscopeError, match="outside the model folder"):
+        find_sentence_transformers_files("someone/linked")

@@ -82,9 +82,10 @@ def test_tensorboard_curves_equal_results_json_and_change_no_number(run, tmp_pat
         assert sum(points) / len(points) == pytest.approx(record["train_loss"], rel=1e-5)
     lr = dict(scalars["train/learning_rate"])
     assert [lr[e * STEPS_PER_EPOCH] for e in (1, 2)] == pytest.approx([r["learning_rate"] for r in payload["epochs"]])
-    accuracy = scalars["eval/validation/accuracy"]
-    assert accuracy == [(r["epoch"], pytest.approx(r["eval"]["validation"]["accuracy"], rel=1e-6))
+    accuracy = scalars["eval/validation/accuracy"]  # at the optimizer step its epoch ended, as the loss
+    assert accuracy == [(r["epoch"] * STEPS_PER_EPOCH, pytest.approx(r["eval"]["validation"]["accuracy"], rel=1e-6))
                         for r in payload["epochs"]]
+    assert scalars["epoch"] == [(r["epoch"] * STEPS_PER_EPOCH, r["epoch"]) for r in payload["epochs"]]
     assert [v for _, v in scalars["train/epoch_loss"]] == pytest.approx([r["train_loss"] for r in payload["epochs"]])
     # the tracker is an observer: every number of the run is the one it has without it
     assert [(r["train_loss"], r["eval"]) for r in payload["epochs"]] == [(r["train_loss"], r["eval"])
@@ -119,7 +120,7 @@ def test_a_tensorboard_run_started_again_under_its_name_replaces_its_curves(tmp_
         tracker.finish("finished")
     scalars = _scalars(tmp_path / "tensorboard" / "again")
     assert scalars["train/loss"] == [(1, 2.0), (2, 2.0), (3, 2.0)]
-    assert scalars["eval/validation/accuracy"] == [(1, 2.0)]
+    assert scalars["eval/validation/accuracy"] == [(3, 2.0)]  # at the optimizer step, the second attempt only
 
 
 # ------------------------------------------------------------------------------------------------ mlflow
@@ -141,7 +142,8 @@ def test_mlflow_local_store_and_a_comma_list_writes_both(run, tmp_path):
     assert params["task"] == "rte" and float(params["lr"]) == payload["config"]["lr"]
     assert params["max_train"] == "32" and params["head_lr"] == "None"
     history = client.get_metric_history(found.info.run_id, "eval/validation/accuracy")
-    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["eval"]["validation"]["accuracy"])
+    assert sorted((m.step, m.value) for m in history) == [(r["epoch"] * STEPS_PER_EPOCH,
+                                                            r["eval"]["validation"]["accuracy"])
                                                            for r in payload["epochs"]]
     steps = sorted(m.step for m in client.get_metric_history(found.info.run_id, "train/loss"))
     assert steps == list(range(3, STEPS_PER_EPOCH * SMALL["epochs"] + 1, 3))
@@ -204,8 +206,9 @@ def test_wandb_offline_run_without_an_account(run, tmp_path):
             for r in records if r.WhichOneof("record_type") == "history"]
     assert [row["_step"] for row in rows if "train/loss" in row] == [4, 8]
     epochs = [row for row in rows if "epoch" in row]
-    assert [(row["epoch"], row["eval/validation/accuracy"]) for row in epochs] == [
-        (r["epoch"], pytest.approx(r["eval"]["validation"]["accuracy"])) for r in payload["epochs"]]
+    assert [(row["_step"], row["epoch"], row["eval/validation/accuracy"]) for row in epochs] == [
+        (r["epoch"] * STEPS_PER_EPOCH, r["epoch"], pytest.approx(r["eval"]["validation"]["accuracy"]))
+        for r in payload["epochs"]]  # the optimizer step, as TensorBoard and MLflow put it
 
 
 # ------------------------------------------------------------------------------------------------ errors

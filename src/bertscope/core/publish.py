@@ -10,7 +10,8 @@ next run can tell a crashed run's leftovers from a live run's work even when pid
 with the same small pids): :func:`remove_stale` deletes a leftover only when it was made on this host by a process
 that is gone. A set-aside folder whose target is missing (a crash between the two renames) is renamed back, so the
 previous result is never lost. Leftovers of other hosts (a shared file system) are left alone: their owner cannot be
-asked. This module imports only ``errors`` of bertscope.
+asked. A published folder's files get the umask's mode (:func:`bertscope.core.results.follow_umask`), whatever mode
+the libraries that wrote them chose. This module imports only ``errors`` and ``results`` of bertscope.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bertscope.core.errors import BertscopeError
+from bertscope.core.results import follow_umask
 
 __all__ = ["building", "check_writable", "is_stale", "owner", "publish", "remove_stale", "temp_path"]
 
@@ -137,6 +139,7 @@ def remove_stale(folder: str | os.PathLike[str], name: str | None = None) -> lis
 def publish(tmp: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
     """Rename the finished folder ``tmp`` to ``out``; an existing ``out`` is set aside first and deleted last."""
     tmp, out = Path(tmp), Path(out)
+    follow_umask(tmp)
     old = None
     if out.exists():
         old = temp_path(out, "old")

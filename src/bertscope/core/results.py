@@ -30,6 +30,7 @@ __all__ = [
     "CommandResult",
     "environment_info",
     "file_mode",
+    "follow_umask",
     "git_info",
     "prepare_out_dir",
     "run_environment",
@@ -173,6 +174,22 @@ def file_mode() -> int:
     """The mode a new result file gets: 0666 minus the umask, as ``open()`` would give it (``tempfile.mkstemp``
     creates 0600 whatever the umask, so collaborators could not read the files of a shared folder)."""
     return 0o666 & ~_umask()
+
+
+def follow_umask(folder: str | os.PathLike[str]) -> None:
+    """Give every file under ``folder`` (and the folder and its subfolders) the umask's mode before it is published.
+
+    Libraries write weights through their own private temporary files (transformers' ``save_pretrained`` leaves
+    ``model.safetensors`` 0600 whatever the umask), and a temporary build folder may be private too; a published
+    result must be readable by whoever the umask lets read it. Links are left alone (never followed)."""
+    umask = _umask()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~umask)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
 
 
 def _publish(tmp: str, target: Path) -> None:

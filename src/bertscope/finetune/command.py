@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from bertscope.finetune.export import (
 )
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.pipeline import PreparedRun, prepare
+from bertscope.finetune.progress import log_mode
 from bertscope.finetune.records import TrainHistory
 from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.result import FinetuneResult
@@ -147,15 +149,26 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
-    """Predict every test split of the run's task and write the GLUE server's submission files (split -> path)."""
+    """Predict every test split of the run's task and write the GLUE server's submission files (split -> path).
+
+    Predicting a large test split takes minutes, so each split is announced and timed in a line (as the training
+    loop's lines: timestamped on stdout, nothing with ``--log off``)."""
     task, config = run.data.task, run.config
+    say = run.is_main_process and log_mode(config.tracking.log) != "off"
     written: dict[str, str] = {}
     for split in leaderboard.test_splits(task):
+        start = time.perf_counter()
         data = glue.load_split(task, split, config.data.data_dir, None, config.encoder.seed, bad_rows=config.data.bad_rows)
+        if say:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicting {task.name} {split}: {len(data)} examples",
+                  flush=True)
         predictions = run.predict(encode_split(run.tokenizer, data, config.encoder.max_length))
         if run.is_main_process:
             path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
             written[split] = str(path)
+            if say:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicted {task.name} {split} in "
+                      f"{time.perf_counter() - start:.1f} s -> {path}", flush=True)
     return written
 
 

@@ -11,6 +11,7 @@ mean training loss, steps = L-BFGS iterations), so a probe run's result has the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -43,7 +44,7 @@ class PreparedRun(Protocol):
     @property
     def trained_head(self) -> SelectingHead: ...
 
-__all__ = ["fit_converged", "resolve_fit", "training_features"]
+__all__ = ["fit_converged", "resolve_fit", "selection_metric", "training_features"]
 
 
 def resolve_fit(config: FinetuneConfig, encoder_fully_frozen: bool) -> str:
@@ -81,6 +82,14 @@ def training_features(run: PreparedRun) -> tuple[torch.Tensor, torch.Tensor]:
     return features, labels
 
 
+def selection_metric(task: glue.GlueTask) -> tuple[str, Callable[[list[Any], list[Any]], float]]:
+    """The held-out score the probe's L2 strength is chosen by: the task's official metric (its mean,
+    ``combined_score``, where a task has two), so a choice is never made by accuracy where the task is scored by
+    MCC (CoLA: accuracy rewards the majority class)."""
+    name = task.metrics[0] if len(task.metrics) == 1 else glue.COMBINED
+    return name, lambda predictions, labels: glue.compute_metrics(task, predictions, labels)[name]
+
+
 def _write(run: PreparedRun, probe: ProbeResult) -> None:
     """The probe's raw-feature weights into the head's linear classifier (same map: dropout is off in evaluation)."""
     classifier = run.trained_head.classifier
@@ -94,10 +103,12 @@ def fit_converged(run: PreparedRun, callback: Any = None) -> tuple[TrainHistory,
     config, task = run.config, run.data.task
     start = time.perf_counter()
     features, labels = training_features(run)
+    name, metric = selection_metric(task)
     if task.is_regression:
-        probe = fit_probe(features, labels, regression=True, seed=config.encoder.seed)
+        probe = fit_probe(features, labels, regression=True, seed=config.encoder.seed, metric=metric, metric_name=name)
     else:
-        probe = fit_probe(features, labels, regression=False, num_classes=task.num_labels, seed=config.encoder.seed)
+        probe = fit_probe(features, labels, regression=False, num_classes=task.num_labels, seed=config.encoder.seed,
+                          metric=metric, metric_name=name)
     _write(run, probe)
     train_seconds = time.perf_counter() - start
 

@@ -47,7 +47,7 @@ from bertscope.data import glue
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.models import families, loading
-from bertscope.models.cards import write_model_card
+from bertscope.models.cards import hub_model_id, write_model_card
 from bertscope.models.sentence_transformers_files import copy_sentence_transformers_files
 
 if TYPE_CHECKING:
@@ -401,7 +401,7 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
     names = label_names(spec)
     base = config.encoder.model or "the embedded default model (all-MiniLM-L6-v2)"
     title = f"{Path(str(config.encoder.model or 'all-MiniLM-L6-v2')).name} fine-tuned on GLUE {task.dir_name}"
-    pooler = ", through the pretrained pooler (dense + tanh, trained with it)," if selection["pooler"] else ""
+    pooler = ", through the pretrained pooler (dense + tanh, trained with it)" if selection["pooler"] else ""
     head_kind = "a linear layer" if spec.head == "linear" else f"an mlp2 head (hidden width {spec.head_hidden})"
     summary = (f"`{base}` fine-tuned with bertscope on GLUE {task.dir_name}: {task.description}. The head reads "
                f"the `{selection['token']}` token vector of hidden layer(s) {selection['layers']} (of "
@@ -417,7 +417,7 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
     options = _table(("option", "value"), [(f"`--{k.replace('_', '-')}`", f"`{v}`") for k, v in changed.items()]) \
         if changed else "All options at finetune's defaults."
     fine_tuning = "\n".join([
-        f"- base model: `{result.model_source if config.encoder.model is None else config.encoder.model}`",
+        f"- base model: `{config.encoder.model or hub_model_id(None)}`",
         f"- token `{selection['token']}`, hidden layer(s) {selection['layers']}, {len(selection['dims'])} "
         f"dimensions (indices in `head_config.json`), pooler: {'yes' if selection['pooler'] else 'no'}, head "
         f"`{spec.head}`", f"- trained on {result.data['train']['num_examples']} {task.name} train examples, "
@@ -432,7 +432,7 @@ def _card(result: FinetuneResult, saved: SavedModel) -> dict[str, Any]:
                 "pipeline_tag": "text-classification", "datasets": [glue.HUB_DATASET],
                 "tags": ["text-classification", "glue", task.name],
                 "model-index": _model_index(result, title, task)}
-    base_model = config.encoder.model if config.encoder.model and not Path(config.encoder.model).expanduser().exists() else None
+    base_model = hub_model_id(config.encoder.model)
     return {"title": title, "summary": summary,
             "sections": {"Labels": labels, "How to use": _usage(saved, task, config.encoder.max_length, names),
                          "Fine-tuning": fine_tuning, "Dev results": evaluation},

@@ -478,8 +478,11 @@ class PreparedRun:
         labels = [v for v in self.data.train_data.labels if v is not None]
         constant = constant_loss(labels, regression=regression) if labels else None
         dev_labels = {k: list(v.labels) for k, v in self.data.eval_data.items()}
+        solved = (self.fit or {}).get("method") == "converged"  # a probe has no learning rate to change
+        options = {"feature_norm": self.trained_head.spec.feature_norm, "token": self.config.selection.token,
+                   "lr": None if solved else self.config.optim.lr, "head_lr": None if solved else self.head_lr}
         check = did_not_learn(history.epochs[-1].train_loss, constant, history.predictions, dev_labels,
-                              regression=regression)
+                              regression=regression, options=options)
         return check.to_dict()
 
 

@@ -12,7 +12,9 @@ majority class while a solved logistic regression on the same vectors reaches fa
 * :func:`fit_ridge`: closed-form ridge regression (STS-B), objective ``mean squared error + l2 * ||w||^2``
   (= scikit-learn's ``Ridge(alpha = n * l2)``);
 * :func:`fit_probe`: the L2 strength chosen on a seeded held-out part of the training rows over :data:`L2_GRID`,
-  then the probe refitted on all training rows.
+  then the probe refitted on all training rows. The choice is scored by the caller's metric (the fine-tuning
+  pipeline passes the task's official GLUE metric: MCC on CoLA, where accuracy would favour the majority class),
+  by accuracy (R^2 for ridge) when none is given.
 
 Features are standardised inside the probe (the fitting rows' mean and standard deviation; a constant dimension
 keeps scale 1) and the solution is folded back into plain weights on the raw features, ``logits = X @ weight.T +
@@ -22,14 +24,17 @@ bias``, so it drops into a linear :class:`bertscope.finetune.head.SelectingHead`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["HOLDOUT_FRACTION", "L2_GRID", "PATIENCE", "ProbeFit", "ProbeResult", "fit_logistic", "fit_probe", "fit_ridge",
-           "holdout_split", "standardise"]
+__all__ = ["HOLDOUT_FRACTION", "L2_GRID", "PATIENCE", "ProbeFit", "ProbeResult", "SelectionMetric", "fit_logistic",
+           "fit_probe", "fit_ridge", "holdout_split", "standardise"]
+
+#: A held-out score, higher is better: ``metric(predictions, labels)`` on class ids (or real values for ridge).
+SelectionMetric = Callable[[list[Any], list[Any]], float]
 
 #: The L2 strengths tried (on standardised features, per training example): 1e-5 .. 10, one per decade.
 L2_GRID: tuple[float, ...] = tuple(10.0 ** k for k in range(-5, 2))
@@ -64,9 +69,10 @@ class ProbeResult:
 
     kind: str  # "logistic" or "ridge"
     fit: ProbeFit  # refitted on every training row with the chosen l2
-    grid: tuple[tuple[float, float], ...]  # (l2, held-out score): accuracy, or R^2 for ridge
+    grid: tuple[tuple[float, float], ...]  # (l2, held-out score): ``score``'s value
     holdout: int  # rows held out for the choice
     seed: int
+    score: str = ""  # the held-out score's name ("" = accuracy, or r2 for ridge)
 
     @property
     def l2(self) -> float:
@@ -77,7 +83,7 @@ class ProbeResult:
         return {"method": "converged", "probe": self.kind, "l2": self.fit.l2,
                 "grid": [{"l2": l2, "holdout_score": score} for l2, score in self.grid],
                 "holdout_examples": self.holdout, "holdout_seed": self.seed,
-                "score": "accuracy" if self.kind == "logistic" else "r2",
+                "score": self.score or ("accuracy" if self.kind == "logistic" else "r2"),
                 "iterations": self.fit.iterations, "converged": self.fit.converged,
                 "gradient": self.fit.gradient, "train_loss": self.fit.train_loss}
 
@@ -164,23 +170,35 @@ def holdout_split(n: int, seed: int, fraction: float = HOLDOUT_FRACTION) -> tupl
     return order[held:].sort().values, order[:held].sort().values
 
 
-def _score(fit: ProbeFit, x: torch.Tensor, y: torch.Tensor, regression: bool) -> tuple[float, float]:
-    """(held-out score, tie-breaker), both higher is better: accuracy and minus the log-loss, or R^2 twice."""
+def _score(fit: ProbeFit, x: torch.Tensor, y: torch.Tensor, regression: bool,
+           metric: SelectionMetric | None = None) -> tuple[float, float]:
+    """(held-out score, tie-breaker), both higher is better: ``metric`` (default accuracy, or R^2 for ridge) and
+    minus the log-loss (R^2 for ridge). A metric that is undefined (a correlation of constant predictions) scores
+    0: such a probe carries no information."""
     out = fit.predict(x)
     if regression:
         pred, target = out.squeeze(-1), y.to(torch.float64)
         total = float((target - target.mean()).pow(2).sum())
         r2 = 1.0 - float((pred - target).pow(2).sum()) / total if total > 0 else -float((pred - target).pow(2).mean())
-        return r2, r2
-    accuracy = float((out.argmax(dim=-1) == y).double().mean())
-    return accuracy, -float(torch.nn.functional.cross_entropy(out, y.to(torch.long)))
+        tie, predicted = r2, pred.tolist()
+    else:
+        tie = -float(torch.nn.functional.cross_entropy(out, y.to(torch.long)))
+        predicted = out.argmax(dim=-1).tolist()
+    if metric is None:
+        score = r2 if regression else float((out.argmax(dim=-1) == y).double().mean())
+    else:
+        score = float(metric(predicted, y.tolist()))
+        score = score if math.isfinite(score) or not math.isfinite(tie) else 0.0
+    return score, tie
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, *, regression: bool, num_classes: int | None = None, seed: int = 0,
               grid: Sequence[float] = L2_GRID, holdout: float = HOLDOUT_FRACTION, tol: float = 1e-6,
-              max_iter: int = 2000, patience: int | None = PATIENCE) -> ProbeResult:
-    """Choose the L2 strength on a seeded held-out part of the training rows (best held-out accuracy, ties by
-    log-loss, then the larger l2; R^2 for ridge), then refit on every training row with it.
+              max_iter: int = 2000, patience: int | None = PATIENCE, metric: SelectionMetric | None = None,
+              metric_name: str = "") -> ProbeResult:
+    """Choose the L2 strength on a seeded held-out part of the training rows (best held-out ``metric``, named
+    ``metric_name``: by default accuracy, R^2 for ridge; ties by log-loss (R^2), then the larger l2), then refit on
+    every training row with it.
 
     The grid is walked from strong to weak L2 (each fit warm-started from the previous one) and the walk stops once
     ``patience`` values in a row scored below the best so far: the weakest L2 values are the slowest to solve
@@ -203,7 +221,7 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, *, regression: bool, num_classes
     previous, worse = None, 0
     for l2 in sorted((float(v) for v in grid), reverse=True):  # strong to weak, each warm-started: a path
         previous = fits[l2] = solve(x[keep], y[keep], l2, previous)
-        score, tie = _score(previous, x[held], y[held], regression)
+        score, tie = _score(previous, x[held], y[held], regression, metric)
         worse = worse + 1 if scored and (score, tie) < max((s, t) for s, t, _ in scored) else 0
         scored.append((score, tie, l2))
         if patience is not None and worse >= patience:
@@ -211,7 +229,8 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, *, regression: bool, num_classes
     scored.reverse()
     best = max(scored, key=lambda s: (round(s[0], 12), round(s[1], 12), s[2]))
     grid_scores = tuple((l2, score) for score, _, l2 in scored)
-    if not all(math.isfinite(s) for s, _, _ in scored):
+    if not all(math.isfinite(s) and math.isfinite(t) for s, t, _ in scored):
         raise ValueError("fit_probe: a held-out score is not finite (are the features finite?)")
     final = solve(x, y, best[2], fits[best[2]])
-    return ProbeResult("ridge" if regression else "logistic", final, grid_scores, int(held.numel()), int(seed))
+    return ProbeResult("ridge" if regression else "logistic", final, grid_scores, int(held.numel()), int(seed),
+                       metric_name if metric is not None else "")

@@ -17,7 +17,9 @@ Where each writes (``root`` is ``--out``; a study's runs write under the study's
 * W&B: ``WANDB_MODE`` when set, else offline (no account needed; ``wandb sync ROOT/wandb/offline-run-*`` uploads
   later), files in ``ROOT/wandb/`` (``WANDB_DIR`` without ``--out``), project ``WANDB_PROJECT`` or ``bertscope``.
 
-Step metrics use the optimizer step as x-axis, epoch metrics the epoch. This module imports no tracker library until
+Every metric uses the optimizer step as x-axis, in every tracker: epoch metrics sit at the step their epoch ended,
+beside an ``epoch`` value at that step (so a tracker's "epoch" axis is one click away, and the eval points never
+fall on another axis than the training loss, nor on another axis in one tracker than in the next). This module imports no tracker library until
 a tracker is made, and nothing of bertscope but ``errors``, ``options`` and ``_version``.
 """
 
@@ -253,8 +255,8 @@ class TensorBoardTracker:
         self.writer.add_scalar("train/learning_rate", lr, step)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float], *, step: int) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, epoch)
+        for key, value in {"epoch": float(epoch), **metrics}.items():
+            self.writer.add_scalar(key, value, step)
         self._last = dict(metrics)
 
     def finish(self, status: str) -> None:
@@ -334,8 +336,8 @@ class MlflowTracker:
             self._flush()
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float], *, step: int) -> None:
-        for key, value in metrics.items():
-            self._add(key, value, epoch)
+        for key, value in {"epoch": float(epoch), **metrics}.items():
+            self._add(key, value, step)
         self._flush()
 
     def finish(self, status: str) -> None:
@@ -372,9 +374,6 @@ class WandbTracker:
         except Exception as exc:  # wandb raises its own errors (no API key online, bad mode, ...)
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BertscopeError(f"--report-to wandb: {message}") from None
-        self.run.define_metric("epoch")
-        self.run.define_metric("eval/*", step_metric="epoch")
-        self.run.define_metric("train/epoch_loss", step_metric="epoch")
 
     def log_step(self, step: int, loss: float, lr: float) -> None:
         self.run.log({"train/loss": loss, "train/learning_rate": lr}, step=step)

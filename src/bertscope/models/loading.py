@@ -8,6 +8,12 @@ come from: the embedded default model, a local folder, or a hub id; how the hub'
 explicitly, so it never depends on a transformers version's default); and :func:`quiet_hugging_face`, the one place
 that silences the Hugging Face libraries' progress bars and log noise. It imports families, never the other way.
 
+A model folder is checked before any work starts, each fault in one line: config sizes that are not positive, a
+folder without tokenizer files (transformers would build an empty tokenizer that reads every word as ``[UNK]``), a
+tokenizer with more tokens than the embeddings have rows, and weights that disagree with config.json (encoder tensors
+missing, unexpected or of another shape, read from transformers' own loading report, so a config that says 8 layers
+over 6 layers of weights is refused rather than topped up with 2 random layers).
+
 Every config, tokenizer and model load passes ``trust_remote_code=False``: bertscope never runs a checkpoint's own
 Python code (nor lets transformers ask about it in a terminal). A local folder whose config needs such code (an
 ``auto_map``, or a ``model_type`` transformers does not know) is refused in one line before anything loads.
@@ -20,6 +26,8 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
+    "DEFAULT_MODEL_HUB_ID",
     "DEFAULT_MODEL_NAME",
     "LoadedModel",
     "ModelKind",
@@ -57,6 +66,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_NAME = "embedded:all-MiniLM-L6-v2"
+#: The hub id of the model the embedded default is a copy of (what a model card names as its base model).
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ModelKind = Literal["masked-lm", "base", "sequence-classification"]
 
 
@@ -164,6 +175,29 @@ def _weights_error(source: str, exc: Exception) -> BertscopeError:
                           "it again)")
 
 
+def _unpickling_error(source: str, exc: Exception) -> BertscopeError:
+    """One line for a ``pytorch_model.bin`` that torch's weights-only load refuses (it holds Python objects)."""
+    detail = next((line.split("error:", 1)[1].split(". ")[0].strip() for line in str(exc).splitlines()
+                   if "WeightsUnpickler error:" in line), type(exc).__name__)
+    return BertscopeError(f"cannot load the weights of {source}: its pickle file holds more than tensors ({detail}); "
+                          "bertscope loads weights only, so save the checkpoint as safetensors where you trust it")
+
+
+#: Config sizes every supported family reads (DistilBERT's own names map onto them); each must be a positive integer.
+_POSITIVE_SIZES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
+
+
+def _check_config_sizes(source: str, config: Any) -> None:
+    """Refuse a config whose sizes are not positive integers, before anything is built from them (a negative layer
+    count would otherwise surface much later as a confusing ``--layer`` range)."""
+    for field in _POSITIVE_SIZES:
+        value = getattr(config, field, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BertscopeError(f"config.json of {source} gives {field} {value!r}; it must be a positive integer")
+
+
 def _source_and_config(name: str | None) -> tuple[str, Any]:
     """The resolved source and its config, with hub and unsupported-family errors raised before any weights load."""
     import transformers
@@ -176,6 +210,7 @@ def _source_and_config(name: str | None) -> tuple[str, Any]:
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
     family_for(config)
+    _check_config_sizes(source, config)
     return source, config
 
 
@@ -185,15 +220,32 @@ def load_config(name: str | None) -> Any:
 
 
 def load_tokenizer(name: str | None) -> Any:
+    """The checkpoint's tokenizer, checked against its folder and config (see the module docstring)."""
     from transformers import AutoTokenizer
 
-    source = resolve_model_source(name)
-    _refuse_remote_code(source)
+    source, config = _source_and_config(name)
     with quiet_hugging_face():
         try:
-            return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise _hub_error(source, exc) from None
+    _check_tokenizer(source, config, tokenizer)
+    return tokenizer
+
+
+def _check_tokenizer(source: str, config: Any, tokenizer: Any) -> None:
+    """A local folder must hold one of the files its tokenizer class reads (transformers' ``vocab_files_names``),
+    and no tokenizer may produce ids past the embeddings' rows."""
+    folder = Path(source)
+    if folder.is_dir():
+        names = set(getattr(tokenizer, "vocab_files_names", {}).values()) | {"tokenizer.json"}
+        if not any((folder / file).is_file() for file in names):
+            raise BertscopeError(f"model folder {source} has no tokenizer files (none of {', '.join(sorted(names))}); "
+                                 "save the tokenizer beside the model (tokenizer.save_pretrained)")
+    rows = getattr(config, "vocab_size", None)
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise BertscopeError(f"the tokenizer of {source} has {len(tokenizer)} tokens but the model's embeddings have "
+                             f"{rows} rows (vocab_size); the tokenizer does not belong to this model")
 
 
 @dataclass
@@ -241,16 +293,9 @@ def load_model(
     family = family_for(config)
     implementation = attention_implementation(config, attention)
     with quiet_hugging_face():
-        try:
-            model, info = auto.from_pretrained(
-                source, config=config, dtype=resolve_dtype(dtype), output_loading_info=True,
-                # never a checkpoint's own code, and the attention bertscope chose, whatever else is asked
-                **{**model_kwargs, "attn_implementation": implementation, "trust_remote_code": False},
-            )
-        except SafetensorError as exc:
-            raise _weights_error(source, exc) from None
-        except (OSError, ValueError) as exc:
-            raise _hub_error(source, exc) from None
+        model, info = _from_pretrained(auto, source, config, dtype=resolve_dtype(dtype),
+                                       # the attention bertscope chose, whatever else is asked
+                                       **{**model_kwargs, "attn_implementation": implementation})
     model.to(resolve_device(device))
     model.eval()
     logging.getLogger("bertscope").debug("loaded %s (%s) from %s", type(model).__name__, family.name, source)
@@ -276,16 +321,56 @@ def load_saved_architecture(name: str | None, *, device: str | torch.device = "c
         if cls is None or getattr(cls, "config_class", None) is None or \
                 getattr(cls.config_class, "model_type", None) != config.model_type:
             cls = transformers.AutoModel
-        try:
-            model, info = cls.from_pretrained(source, config=config, dtype="auto", output_loading_info=True,
-                                              attn_implementation=implementation, trust_remote_code=False)
-        except SafetensorError as exc:
-            raise _weights_error(source, exc) from None
-        except (OSError, ValueError) as exc:
-            raise _hub_error(source, exc) from None
+        model, info = _from_pretrained(cls, source, config, dtype="auto", attn_implementation=implementation)
     model.to(resolve_device(device))
     model.eval()
     return LoadedModel(model=model, family=family, source=source, missing_keys=frozenset(info.get("missing_keys", ())))
+
+
+def _from_pretrained(cls: Any, source: str, config: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """``cls.from_pretrained`` with bertscope's terms (never a checkpoint's own code; mismatched shapes reported,
+    not raised, so :func:`_check_weights_match_config` words them) and every load failure in one line."""
+    try:
+        model, info = cls.from_pretrained(source, config=config, output_loading_info=True,
+                                          **{**kwargs, "ignore_mismatched_sizes": True, "trust_remote_code": False})
+    except SafetensorError as exc:
+        raise _weights_error(source, exc) from None
+    except pickle.UnpicklingError as exc:
+        raise _unpickling_error(source, exc) from None
+    except (OSError, ValueError) as exc:
+        raise _hub_error(source, exc) from None
+    _check_weights_match_config(source, model, info)
+    return model, info
+
+
+def _check_weights_match_config(source: str, model: nn.Module, info: dict[str, Any]) -> None:
+    """Refuse weights that disagree with config.json: encoder tensors missing from the weights (transformers would
+    initialise them at random), encoder tensors the config has no place for (it would drop them) and tensors of
+    another shape. Heads and the pooler may be missing or extra: a checkpoint saved for another task lacks or
+    carries them, and bertscope reports a missing MLM head itself."""
+    prefix = str(getattr(model, "base_model_prefix", "") or "")
+    parts = {key.split(".")[0] for key in base_encoder(model).state_dict()} - {"pooler"}
+
+    def in_encoder(key: str) -> bool:
+        key = key.removeprefix(prefix + ".") if prefix else key
+        return key.split(".")[0] in parts and not key.endswith("position_ids")
+
+    def layers_of(keys: list[str]) -> str:
+        numbers = sorted({int(m.group(1)) for k in keys if (m := re.search(r"\.(\d+)\.", k))})
+        return f" (layers {', '.join(map(str, numbers))})" if numbers else ""
+
+    for kind, verb in (("missing_keys", "asks for"), ("unexpected_keys", "has no place for")):
+        keys = sorted(k for k in info.get(kind, ()) if in_encoder(k))
+        if keys:
+            raise BertscopeError(f"config.json of {source} does not match its weights: it {verb} {len(keys)} encoder "
+                                 f"tensors{' the weights lack' if kind == 'missing_keys' else ' the weights hold'}"
+                                 f"{layers_of(keys)}, e.g. {keys[0]}; check num_hidden_layers and the other sizes")
+    mismatched = sorted(info.get("mismatched_keys", ()))
+    if mismatched:
+        key, saved, wanted = mismatched[0]
+        raise BertscopeError(f"config.json of {source} does not match its weights: {key} is {list(saved)} in the "
+                             f"weights but {list(wanted)} by config.json ({len(mismatched)} tensors differ); check "
+                             "hidden_size, vocab_size and the other sizes")
 
 
 def weights_fingerprint(model: nn.Module) -> str:

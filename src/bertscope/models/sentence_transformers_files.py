@@ -13,6 +13,12 @@ case; where something does (a depth key in the Transformer's ``config_kwargs``, 
 model of their own (a Router, a Transformer in a subfolder) or custom code are refused too: bertscope changed only
 the encoder in the folder's root, so carrying them would describe a model that does not exist.
 
+Every file is carried from inside the source folder only: a file or module folder that is a link leading out of it
+(to a secret elsewhere on the machine, say) is refused in one line before anything is written, never followed and
+never skipped quietly (a skipped module file would leave a folder that loads as another model). A hub snapshot's
+files are links into the same repository's cache (``blobs/``), so for a snapshot the boundary is that repository
+folder.
+
 The file handling needs no ``sentence_transformers`` import: it is an optional dependency for users.
 """
 
@@ -78,6 +84,7 @@ class SentenceTransformersFiles:
     adaptations: tuple[str, ...] = ()
     note: str = ""
     source_read: bool = True
+    boundary: Path | None = None  # the folder no carried file may lie outside (None: ``folder``)
 
     @property
     def found(self) -> bool:
@@ -94,7 +101,7 @@ class SentenceTransformersFiles:
             if rel in self.rewritten:
                 write_text_atomic(dest, self.rewritten[rel])
             else:
-                shutil.copyfile(self.folder / rel, dest)
+                shutil.copyfile(_inside(self.folder, rel, self.boundary), dest)
         return list(self.files)
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +116,17 @@ def is_sentence_transformers_folder(path: str | Path) -> bool:
         return isinstance(json.loads((Path(path) / MODULES_FILE).read_text(encoding="utf-8")), list)
     except (OSError, ValueError):
         return False
+
+
+def _inside(folder: Path, rel: str, boundary: Path | None = None) -> Path:
+    """``folder / rel`` with every link resolved, refused in one line when it leads outside ``boundary`` (default
+    ``folder``): a model's files are copied from the model, never from elsewhere through a link."""
+    limit = (boundary or folder).resolve()
+    real = (folder / rel).resolve()
+    if not real.is_relative_to(limit):
+        raise BertscopeError(f"cannot carry the sentence-transformers files: {rel} in {folder} is a link to {real}, "
+                             "outside the model folder; bertscope copies only files inside the source folder")
+    return real
 
 
 def _relative(path: Any, what: str) -> str:
@@ -146,11 +164,14 @@ def _adapt_transformer_config(config: dict[str, Any], rel: str, num_layers: int 
     return changes
 
 
-def _check_module_folder(folder: Path, rel: str, name: str, num_layers: int | None) -> list[str]:
-    """The files of one module's subfolder; refuses a model of its own and depth-tied settings of another depth."""
+def _check_module_folder(folder: Path, rel: str, name: str, num_layers: int | None,
+                         boundary: Path | None = None) -> list[str]:
+    """The files of one module's subfolder; refuses a model of its own, depth-tied settings of another depth and a
+    link out of ``boundary``."""
     files: list[str] = []
     for path in sorted(p for p in (folder / rel).rglob("*") if p.is_file()):
         inner = path.relative_to(folder).as_posix()
+        _inside(folder, inner, boundary)
         files.append(inner)
         if path.suffix != ".json":
             continue
@@ -168,8 +189,13 @@ def _check_module_folder(folder: Path, rel: str, name: str, num_layers: int | No
     return files
 
 
-def _plan(source: str, folder: Path, num_layers: int | None) -> SentenceTransformersFiles:
-    """Read ``folder``'s modules and decide every file to write (nothing is written here)."""
+def _plan(source: str, folder: Path, num_layers: int | None,
+          boundary: Path | None = None) -> SentenceTransformersFiles:
+    """Read ``folder``'s modules and decide every file to write (nothing is written here); every file read or
+    carried lies inside ``boundary`` (default ``folder``)."""
+    for rel in [MODULES_FILE, MODEL_CONFIG_FILE, *TRANSFORMER_CONFIG_FILES]:
+        if (folder / rel).exists():
+            _inside(folder, rel, boundary)
     entries = _read_json(folder / MODULES_FILE, MODULES_FILE)
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise BertscopeError(f"cannot carry the sentence-transformers files: {MODULES_FILE} is not a list of modules")
@@ -190,7 +216,8 @@ def _plan(source: str, folder: Path, num_layers: int | None) -> SentenceTransfor
                                  "bertscope carries only sentence-transformers' own modules")
         rel = _relative(entry.get("path", ""), f"module {name}")
         if rel:
-            files += _check_module_folder(folder, rel, name, num_layers)
+            _inside(folder, rel, boundary)
+            files += _check_module_folder(folder, rel, name, num_layers, boundary)
             continue
         has_root = True
         for config_name in TRANSFORMER_CONFIG_FILES:
@@ -207,7 +234,8 @@ def _plan(source: str, folder: Path, num_layers: int | None) -> SentenceTransfor
                              "folder's root, where bertscope saves the encoder (an old layout with the Transformer "
                              "in a subfolder); re-save the source with a current sentence-transformers first")
     return SentenceTransformersFiles(source=source, folder=folder, files=tuple(dict.fromkeys(files)),
-                                     modules=tuple(modules), rewritten=rewritten, adaptations=tuple(adaptations))
+                                     modules=tuple(modules), rewritten=rewritten, adaptations=tuple(adaptations),
+                                     boundary=boundary)
 
 
 def _hub_snapshot(repo_id: str) -> tuple[Path | None, bool, str]:
@@ -250,7 +278,9 @@ def find_sentence_transformers_files(source: str | Path | None, *,
         folder, found, note = _hub_snapshot(resolved)
     if folder is None or not found:
         return SentenceTransformersFiles(source=resolved, folder=folder, note=note, source_read=folder is not None)
-    return _plan(resolved, folder, num_layers)
+    # a hub snapshot (<repo>/snapshots/<commit>) links its files into <repo>/blobs
+    boundary = folder.parents[1] if not Path(resolved).is_dir() and folder.parent.name == "snapshots" else None
+    return _plan(resolved, folder, num_layers, boundary)
 
 
 def copy_sentence_transformers_files(source: str | Path | None, target: str | Path, *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from bertscope.core.config import Config, opt
 from bertscope.core.errors import BertscopeError
@@ -34,6 +35,9 @@ class ReplicateConfig(Config):
                             metavar="M[,M...]")
     tasks: str | None = opt(None, "GLUE tasks of the fine-tuning claims (comma list); default: the budget's "
                                   "(sst2 for smoke and small)", metavar="T1,T2,...")
+    data_dir: str | None = opt(None, "local GLUE folder in the original tsv layout, passed to every run that reads "
+                                     "GLUE (env BERTSCOPE_GLUE_DIR, read by each run); default: the hub",
+                               metavar="DIR")
     store: str | None = opt(None, "SQLite result store (re-running resumes it: finished runs are skipped); "
                                   "default: OUT/replicate.db", metavar="DB")
     out: str = opt("replicate", "output folder: claims.md, claims.json, claims.html and the spec it ran",
@@ -53,5 +57,7 @@ class ReplicateConfig(Config):
         if self.tasks is not None:
             for task in parse_name_list(self.tasks, option="--tasks", example="sst2,rte"):
                 check_task_name(task)
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
+            raise BertscopeError(f"--data-dir {self.data_dir} is not a folder")
         if self.workers is not None and self.workers < 1:
             raise BertscopeError(f"--workers must be at least 1, got {self.workers}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +88,19 @@ def protocol_of(config: ReplicateConfig) -> Protocol:
     """The protocol a config asks for (models and tasks parsed from their comma lists)."""
     models: tuple[str | None, ...] = (parse_name_list(config.model, option="--model") if config.model else (None,))
     tasks = parse_name_list(config.tasks, option="--tasks") if config.tasks else None
-    return protocol(config.paper or "", config.budget, models=models, tasks=tasks)
+    plan = protocol(config.paper or "", config.budget, models=models, tasks=tasks)
+    if config.data_dir is None:
+        return plan
+    # every run that reads GLUE gets --data-dir (a location option: the runs' ids do not change)
+    return replace(plan, experiments=tuple(
+        replace(e, base={**e.base, "data_dir": config.data_dir})
+        if "data_dir" in ANALYSES[e.command].config.field_names() else e for e in plan.experiments))
 
 
 def _command_line(config: ReplicateConfig) -> str:
     parts = ["bertscope", "replicate", config.paper or "", "--budget", config.budget]
-    for flag, value in (("--model", config.model), ("--tasks", config.tasks), ("--store", config.store),
-                        ("--out", config.out)):
+    for flag, value in (("--model", config.model), ("--tasks", config.tasks), ("--data-dir", config.data_dir),
+                        ("--store", config.store), ("--out", config.out)):
         if value is not None:
             parts += [flag, value]
     return shlex.join(parts)

@@ -33,7 +33,7 @@ from bertscope.core.options import BLOCK, NUMBERING_NOTES, parse_blocks, parse_l
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, write_json_atomic
 from bertscope.models import families, loading, runners
-from bertscope.models.cards import write_model_card
+from bertscope.models.cards import hub_model_id, write_model_card
 from bertscope.models.origin import CONFIG_NOTE_KEY, resolvable_source
 from bertscope.models.sentence_transformers_files import (
     SentenceTransformersFiles,
@@ -410,7 +410,7 @@ def _write_card(folder: Path, result: DeepenResult, st: SentenceTransformersFile
                f"{result.old_depth} -> {result.new_depth} layers, layer map `{','.join(map(str, result.layer_map))}`.")
     path = write_model_card(folder, f"{shown}: {result.new_depth} layers (bertscope deepen)", summary=summary,
                             sections=sections, metadata=metadata, source=st.folder,
-                            base_model=None if Path(st.source).is_dir() else st.source)  # hub ids only
+                            base_model=hub_model_id(result.source))  # hub ids only
     return path.name
 
 
