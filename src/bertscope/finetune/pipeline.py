@@ -240,7 +240,7 @@ def build_head(config: FinetuneConfig, task: glue.GlueTask, selection: Selection
     if config.pooler and style is None:
         raise BertscopeError(f"--pooler: {loaded.family.name} models have no classification head bertscope "
                              "can reproduce; drop --pooler")
-    pooled = {} if style is None or not config.pooler else {
+    pooled: dict[str, Any] = {} if style is None or not config.pooler else {
         "pooler_activation": style.activation, "pooler_norm_eps": style.norm_eps,
         "pooler_norm_bias": style.norm_bias, "pooler_dropout_before": style.dropout_before}
     spec = HeadSpec(num_labels=task.num_labels, hidden_size=selection.hidden_size, layers=selection.layers,

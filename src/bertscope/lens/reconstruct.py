@@ -479,9 +479,15 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                                 refit=config.refit, progress=config.progress)
         comparison = LensComparison(head, tuned, layers, depth, encoded.targets)
     on_batch = [f for f in (keep_examples if wanted_examples else None, comparison) if f is not None]
+
+    def each_batch(batch: list[int], hidden_states: Sequence[torch.Tensor], counted: torch.Tensor,
+                   attention: torch.Tensor) -> None:
+        for f in on_batch:
+            f(batch, hidden_states, counted, attention)
+
     sums = lens_pass(model, head, encoded, layers=layers, batch_size=config.batch_size,
                      pad_id=tokenizer.pad_token_id, groups=groups, progress=config.progress,
-                     on_batch=(lambda *a: [f(*a) for f in on_batch]) if on_batch else None)
+                     on_batch=each_batch if on_batch else None)
     t_lens = time.perf_counter()
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)

@@ -274,7 +274,7 @@ class SequenceClassifier:
         activation = getattr(config, self.activation_key, None) if self.activation_key else None
         eps = None
         if self.norm is not None:
-            eps = float(getattr(config, "norm_eps", None) or getattr(config, "layer_norm_eps", 1e-5))
+            eps = float(getattr(config, "norm_eps", None) or getattr(config, "layer_norm_eps", None) or 1e-5)
         return PoolerStyle(activation=str(activation or self.activation), norm_eps=eps,
                            norm_bias=bool(getattr(config, "norm_bias", True)) if self.norm else True,
                            dropout_before=self.dropout_before)
