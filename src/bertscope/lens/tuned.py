@@ -6,8 +6,9 @@ is. The tuned lens first maps it with ``T_l(h) = h + h @ weight[l].T + bias[l]``
 with ``T_l`` trained to minimise ``KL(p_final || p_l)``: the KL divergence from the final layer's masked-LM
 distribution (the head on ``hidden_states[L]``) to the head's distribution on ``T_l(hidden_states[l])``. The head and
 the encoder are frozen. Whatever a translator can recover, layer l carries in a rotated or stretched basis; what the
-logit lens then still misses, it lacks. The last hidden state's translator is trained like the others; its target is
-itself, so it stays the identity (``last_layer_deviation`` records how closely).
+logit lens then still misses, it lacks. The last hidden state's translator is held at the identity: its target is
+itself, so its KL is zero there (the global minimum) and its gradient only rounding noise, which Adam would scale up
+to full-size steps (``last_layer_deviation`` records that it stayed there).
 
 Training uses the fit corpus (as the fitted head does: :func:`bertscope.data.texts.resolve_fit_corpus`, checked
 against the measured text for overlap first), never the measured sentences: its unmasked sentences are encoded once,
@@ -211,6 +212,9 @@ def _train(translators: Translators, head: families.HeadParts, states: torch.Ten
             loss = kl_from_final(final, _logits(head, translators(batch[layer], layer), layer, depth)).mean()
             (loss / (depth + 1)).backward()
             step_loss += float(loss.detach()) / (depth + 1)
+        for tensor in (translators.weight, translators.bias):  # the last stays the identity (see the docstring)
+            if tensor.grad is not None:
+                tensor.grad[depth] = 0.0
         optimizer.step()
         scheduler.step()
         since.append(step_loss)
