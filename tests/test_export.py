@@ -30,7 +30,6 @@ from conftest import user_error as _user_error
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXPRESSIBLE = [n for n in FAMILY_IDS if families.sequence_classifier(tiny_config(n)) is not None]
-OTHERS = [n for n in FAMILY_IDS if n not in EXPRESSIBLE]
 SMALL = {"max_train": 32, "max_eval": 24, "batch_size": 8, "max_length": 48, "progress": False, "epochs": 2,
          "lr": 1e-3, "head_lr": 1e-2}
 PAIRS = [("A man is playing a guitar on the street.", "Someone makes music."),
@@ -50,35 +49,52 @@ def _front_matter(card: str) -> dict:
 
 def _standard_head(model: torch.nn.Module, num_labels: int = 3) -> SelectingHead:
     """A head of the standard shape with weights large enough that the logits differ clearly between inputs."""
+    style = families.pooler_style(model)
     spec = HeadSpec(num_labels=num_labels, hidden_size=families.hidden_size(model),
                     layers=(families.num_layers(model),), dims=tuple(range(families.hidden_size(model))),
-                    pooler=True, task=None, label_names=tuple("abc"[:num_labels]))
+                    pooler=True, task=None, label_names=tuple("abc"[:num_labels]),
+                    pooler_activation=style.activation, pooler_norm_eps=style.norm_eps,
+                    pooler_norm_bias=style.norm_bias, pooler_dropout_before=style.dropout_before)
     head = SelectingHead(spec, seed=1, pooler=families.pooler_parts(model))
     with torch.no_grad():
         head.classifier.weight.normal_(0.0, 1.0)
         head.pooler_dense.weight.normal_(0.0, 0.5)
+        if head.pooler_norm is not None:
+            head.pooler_norm.weight.normal_(1.0, 0.3)
     return head.eval()
 
 
 # --- the family table ------------------------------------------------------------------------------------------------
 
 
+def test_every_family_has_its_own_classifier_in_the_table() -> None:
+    assert EXPRESSIBLE == FAMILY_IDS
+
+
 @pytest.mark.parametrize("name", FAMILY_IDS)
 def test_the_table_names_the_class_transformers_builds_and_its_linear_layers(name: str) -> None:
     config = tiny_config(name)
     layout = families.sequence_classifier(config)
-    if layout is None:  # even the head of the standard shape is not that family's classifier
-        spec = HeadSpec(num_labels=2, hidden_size=32, layers=(3,), dims=tuple(range(32)), pooler=True)
-        reason = export.classifier_blocker(spec, tiny_model(name, "base"))
-        assert reason and families.family_for(config).name in reason
-        return
+    assert layout is not None
     config.num_labels = 3
+    setattr(config, layout.dropout_key, 0.37)  # the classifier's dropout reads this key
     reference = transformers.AutoModelForSequenceClassification.from_config(config)
     assert type(reference).__name__ == layout.class_name(config.model_type)
     pooler, classifier = reference.get_submodule(layout.pooler), reference.get_submodule(layout.classifier)
     assert isinstance(pooler, torch.nn.Linear) and pooler.weight.shape == (32, 32)
     assert isinstance(classifier, torch.nn.Linear) and classifier.weight.shape == (3, 32)
-    assert hasattr(config, layout.dropout_key)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.37 for m in reference.modules())
+    if layout.norm is not None:
+        assert isinstance(reference.get_submodule(layout.norm), torch.nn.LayerNorm)
+
+
+@pytest.mark.parametrize("name", ["electra", "distilbert", "deberta-v2", "modernbert"])
+def test_a_head_with_another_family_s_pooler_is_not_that_family_s_classifier(name: str) -> None:
+    model = tiny_model(name, "base")
+    spec = HeadSpec.from_dict({**_standard_head(model).spec.to_dict(), "pooler_activation": "tanh",
+                               "pooler_norm_eps": None, "pooler_dropout_before": False})
+    reason = export.classifier_blocker(spec, model)
+    assert reason and "pooler (tanh) is not" in reason and "\n" not in reason
 
 
 @pytest.mark.parametrize("name", EXPRESSIBLE)
@@ -285,16 +301,19 @@ def test_a_head_that_is_not_standard_keeps_label_names_a_card_and_predict_reprod
 
 
 @pytest.mark.parametrize("name", ["electra", "modernbert"])
-def test_families_without_a_standard_classifier_still_save_label_names(name, tmp_path, tiny_checkpoint,
-                                                                     glue_dir) -> None:
-    assert name in OTHERS
+def test_a_head_without_the_pooler_says_so_before_training_and_still_saves_label_names(name, tmp_path,
+                                                                                     tiny_checkpoint, glue_dir,
+                                                                                     caplog) -> None:
     out = tmp_path / name
-    api.finetune(model=str(tiny_checkpoint(name, 2)), task="rte", data_dir=str(glue_dir), save_model=True,
-                 out=str(out), **SMALL)
+    with caplog.at_level("WARNING", logger="bertscope"):
+        api.finetune(model=str(tiny_checkpoint(name, 2)), task="rte", data_dir=str(glue_dir), save_model=True,
+                     out=str(out), **SMALL)
+    (said,) = [r.getMessage() for r in caplog.records if "--save-model" in r.getMessage()]
+    assert "does not use the pooler" in said and "\n" not in said
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
     card = (out / "model" / "README.md").read_text(encoding="utf-8")
-    assert "has no standard classifier" in card and "load_finetuned" in card
+    assert "does not use the pooler" in card and "load_finetuned" in card
 
 
 def test_a_fine_tuned_sentence_transformers_encoder_stays_one(tmp_path, glue_dir, default_model_dir):

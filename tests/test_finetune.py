@@ -157,7 +157,6 @@ def test_deepened_folder_fine_tunes_like_any_model(tmp_path, tiny_checkpoint, gl
 def test_user_errors_are_one_line_bertscope_errors(tmp_path, tiny_checkpoint, glue_dir) -> None:
     model = str(tiny_checkpoint("distilbert", 2))
     cases = [
-        ({"pooler": True}, "no pooler"),
         ({"layer": "5"}, "out of range"),
         ({"dims": "idx:99"}, "out of range"),
         ({"eval_split": "test"}, "no labels"),

@@ -143,12 +143,17 @@ def classifier_blocker(spec: HeadSpec, model: nn.Module) -> str | None:
     """Why ``spec`` on ``model`` is not the family's standard ``*ForSequenceClassification`` (every reason, joined
     by "; ", for the model card), or None when it is exactly that model."""
     family = families.family_for(model)
-    if families.sequence_classifier(model) is None:
+    style = families.pooler_style(model)
+    if style is None:
         return (f"{family.name} has no standard classifier of the pooler-then-linear shape "
                 "(its own classification head is different)")
     depth, width = families.num_layers(model), families.hidden_size(model)
+    held = families.PoolerStyle(spec.pooler_activation, spec.pooler_norm_eps, spec.pooler_norm_bias,
+                                spec.pooler_dropout_before)
     reasons = [
         None if spec.pooler else "the head does not use the pooler (--pooler)",
+        None if not spec.pooler or held == style else f"its pooler ({_style_words(held)}) is not {family.name}'s "
+                                                      f"own ({_style_words(style)})",
         None if spec.head == "linear" else f"the head is {spec.head}, not linear",
         None if spec.token_method in (("cls", None), ("index", 0))
         else f"it reads the {spec.token} token, not the first ([CLS]) one",
@@ -160,6 +165,11 @@ def classifier_blocker(spec: HeadSpec, model: nn.Module) -> str | None:
     ]
     found = [r for r in reasons if r is not None]
     return "; ".join(found) if found else None
+
+
+def _style_words(style: families.PoolerStyle) -> str:
+    norm = "" if style.norm_eps is None else ", LayerNorm"
+    return f"{style.activation}{norm}{', dropout before' if style.dropout_before else ''}"
 
 
 def to_sequence_classifier(model: PreTrainedModel, head: SelectingHead) -> PreTrainedModel:
@@ -179,7 +189,11 @@ def to_sequence_classifier(model: PreTrainedModel, head: SelectingHead) -> PreTr
     config.architectures = [class_name]
     config.id2label, config.label2id = id2label, label2id
     config.problem_type = "regression" if _is_regression(spec) else "single_label_classification"
-    setattr(config, layout.dropout_key, spec.dropout)
+    for key in (layout.dropout_key, layout.pooler_dropout_key):
+        if key is not None:
+            setattr(config, key, spec.dropout)
+    for key, value in layout.settings:
+        setattr(config, key, value)
     with torch.random.fork_rng(devices=[]):  # a fresh model's initialisation must not move the global RNG
         classifier = getattr(transformers, class_name)(config)
     encoder_state = {k: v.detach().cpu() for k, v in families.base_encoder(model).state_dict().items()}
@@ -189,13 +203,17 @@ def to_sequence_classifier(model: PreTrainedModel, head: SelectingHead) -> PreTr
     if loaded.missing_keys or stray:  # the table entry does not fit this model: a bug, not a user error
         raise RuntimeError(f"{class_name}: encoder weights do not fit (missing {loaded.missing_keys[:3]}, "
                            f"unexpected {stray[:3]})")
+    pairs: list[tuple[str, nn.Module]] = [(layout.pooler, head.pooler_dense),
+                                          (layout.classifier, folded_classifier(head))]
+    if layout.norm is not None and head.pooler_norm is not None:
+        pairs.append((layout.norm, head.pooler_norm))
     with torch.no_grad():
-        for path, source in ((layout.pooler, head.pooler_dense), (layout.classifier, folded_classifier(head))):
+        for path, source in pairs:
             target = classifier.get_submodule(path)
-            if not isinstance(target, nn.Linear) or target.weight.shape != source.weight.shape:
-                raise RuntimeError(f"{class_name}.{path} is not a Linear of shape {tuple(source.weight.shape)}")
-            target.weight.copy_(source.weight.detach().cpu())
-            target.bias.copy_(source.bias.detach().cpu())
+            if type(target) is not type(source) or target.state_dict().keys() != source.state_dict().keys() or any(
+                    target.state_dict()[k].shape != v.shape for k, v in source.state_dict().items()):
+                raise RuntimeError(f"{class_name}.{path} does not take the head's {type(source).__name__}")
+            target.load_state_dict({k: v.detach().cpu() for k, v in source.state_dict().items()})
     result: PreTrainedModel = classifier.eval()
     return result
 

@@ -61,6 +61,12 @@ class HeadSpec:
     task: str | None = None
     label_names: tuple[str, ...] = field(default=())
     feature_norm: str = "none"  # absent from heads saved before the option: they are plain heads
+    # the pooler of the family's own classification head (models.families.PoolerStyle); heads saved before these
+    # fields had BERT's dense + tanh
+    pooler_activation: str = "tanh"
+    pooler_norm_eps: float | None = None
+    pooler_norm_bias: bool = True
+    pooler_dropout_before: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
@@ -76,6 +82,10 @@ class HeadSpec:
         if self.feature_norm not in FEATURE_NORM_KINDS:
             raise BertscopeError(f"unknown feature normalisation {self.feature_norm!r}; use "
                                  f"{', '.join(FEATURE_NORM_KINDS)}")
+        from transformers.activations import ACT2FN
+
+        if self.pooler_activation not in ACT2FN:
+            raise BertscopeError(f"unknown pooler activation {self.pooler_activation!r}")
         if self.feature_norm == "layernorm" and self.in_features < 2:
             raise BertscopeError("--feature-norm layernorm over a single feature makes it 0 for every example; use "
                                  "standardize or none")
@@ -126,8 +136,10 @@ class SelectingHead(nn.Module):
     """Selected token vectors ``[B, n_layers, H]`` -> (pooler) -> fixed dimension mask -> dropout -> logits.
 
     The dimension mask is a buffer of indices: unselected dimensions never reach the head, in training and in
-    evaluation. With ``pooler`` the head owns a copy of the backbone's pretrained pooler (dense + tanh), applied to
-    each selected full vector before the mask. Weights are initialised from a dedicated generator seeded by ``seed``,
+    evaluation. With ``spec.pooler`` the head owns the pooler of the family's own classification head
+    (:class:`bertscope.models.families.PoolerStyle`: dense, activation, optional LayerNorm, optional dropout before
+    the dense), applied to each selected full vector before the mask; its dense starts from the backbone's pretrained
+    pooler when ``pooler`` hands one in, else from the head's generator like the classifier. Weights are initialised from a dedicated generator seeded by ``seed``,
     so the head starts the same whatever happened to the global RNG (BERT's initialiser: N(0, 0.02), zero bias).
     """
 
@@ -144,15 +156,20 @@ class SelectingHead(nn.Module):
             self.register_buffer("feature_std", torch.ones(spec.in_features), persistent=True)
         self.pooler_dense: nn.Linear | None = None
         self.pooler_activation: nn.Module | None = None
+        self.pooler_norm: nn.LayerNorm | None = None
+        self.pooler_dropout: SeededDropout | None = None
+        fresh_pooler = spec.pooler and pooler is None
         if spec.pooler:
-            if pooler is None:
-                self.pooler_dense = nn.Linear(spec.hidden_size, spec.hidden_size)
-                self.pooler_activation = nn.Tanh()
-            else:
-                dense, activation = pooler
-                self.pooler_dense = nn.Linear(dense.in_features, dense.out_features)
-                self.pooler_dense.load_state_dict(dense.state_dict())
-                self.pooler_activation = activation
+            from transformers.activations import ACT2FN
+
+            self.pooler_dense = nn.Linear(spec.hidden_size, spec.hidden_size)
+            if pooler is not None:  # the checkpoint's pretrained pooler
+                self.pooler_dense.load_state_dict(pooler[0].state_dict())
+            self.pooler_activation = ACT2FN[spec.pooler_activation]
+            if spec.pooler_norm_eps is not None:
+                self.pooler_norm = nn.LayerNorm(spec.hidden_size, eps=spec.pooler_norm_eps, bias=spec.pooler_norm_bias)
+            if spec.pooler_dropout_before:
+                self.pooler_dropout = SeededDropout(spec.dropout, seed + 3)
         self.dropout = SeededDropout(spec.dropout, seed + 1)
         initialised: list[nn.Linear] = []  # in the order their weights are drawn
         self.hidden: nn.Sequential | None = None
@@ -164,6 +181,9 @@ class SelectingHead(nn.Module):
             self.classifier = nn.Linear(spec.head_hidden, spec.num_labels)
             initialised.append(first)
         initialised.append(self.classifier)
+        if fresh_pooler:  # no pretrained pooler (or a head being loaded): drawn after the classifier, same init
+            assert self.pooler_dense is not None
+            initialised.append(self.pooler_dense)
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             for module in initialised:
@@ -174,7 +194,11 @@ class SelectingHead(nn.Module):
         """``[B, n_layers, H]`` -> the selected features ``[B, n_layers * len(dims)]`` (before normalisation): what
         the standardisation statistics are computed over."""
         if self.pooler_dense is not None and self.pooler_activation is not None:
+            if self.pooler_dropout is not None:
+                vectors = self.pooler_dropout(vectors)
             vectors = self.pooler_activation(self.pooler_dense(vectors))
+            if self.pooler_norm is not None:
+                vectors = self.pooler_norm(vectors)
         return vectors.index_select(-1, self.dims).flatten(1)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ Choices made once for every caller (where the three earlier copies disagreed):
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -58,6 +59,7 @@ from bertscope.finetune.checkpoint import Checkpointer
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.converged import fit_converged, resolve_fit
 from bertscope.finetune.evaluation import evaluate
+from bertscope.finetune.export import classifier_blocker
 from bertscope.finetune.features import (
     DEFAULT_TOKENS,
     CachedRepresentation,
@@ -103,6 +105,8 @@ __all__ = [
     "resolve_selection",
     "seed_everything",
 ]
+
+_log = logging.getLogger("bertscope")
 
 
 def seed_everything(seed: int) -> None:
@@ -220,15 +224,29 @@ def head_learning_rate(config: FinetuneConfig, encoder_fully_frozen: bool) -> fl
 
 def build_head(config: FinetuneConfig, task: glue.GlueTask, selection: Selection, loaded: Any,
                device: torch.device) -> SelectingHead:
-    """The selecting head of ``config`` on ``loaded``'s model (its pooler copied in with ``--pooler``)."""
+    """The selecting head of ``config`` on ``loaded``'s model. With ``--pooler`` its pooler is the family's own
+    classification head's (:func:`bertscope.models.families.pooler_style`), starting from the checkpoint's
+    pretrained pooler where it has one. With ``--save-model``, a head the family's standard classifier cannot hold
+    is said in one line now, before training."""
     model = loaded.model
-    pooler = families.pooler_parts(model) if config.selection.pooler else None
-    if config.selection.pooler and pooler is None:
-        raise BertscopeError(f"--pooler: {loaded.family.name} checkpoints have no pooler; drop --pooler")
+    style = families.pooler_style(model)
+    if config.selection.pooler and style is None:
+        raise BertscopeError(f"--pooler: {loaded.family.name} models have no classification head bertscope "
+                             "can reproduce; drop --pooler")
+    pooled: dict[str, Any] = {} if style is None or not config.selection.pooler else {
+        "pooler_activation": style.activation, "pooler_norm_eps": style.norm_eps,
+        "pooler_norm_bias": style.norm_bias, "pooler_dropout_before": style.dropout_before}
     spec = HeadSpec(num_labels=task.num_labels, hidden_size=selection.hidden_size, layers=selection.layers,
                     dims=selection.dims, token=config.selection.token, include_special=config.selection.include_special,
                     head=config.selection.head, head_hidden=config.selection.head_hidden, dropout=config.selection.dropout, pooler=config.selection.pooler,
-                    task=task.name, label_names=task.label_names, feature_norm=config.selection.resolved_feature_norm)
+                    task=task.name, label_names=task.label_names, feature_norm=config.selection.resolved_feature_norm,
+                    **pooled)
+    if config.output.save_model:
+        blocker = classifier_blocker(spec, model)
+        if blocker is not None:
+            _log.warning("--save-model: the saved folder will need bertscope to load its head, not plain "
+                         "transformers: %s", blocker)
+    pooler = families.pooler_parts(model) if config.selection.pooler else None
     return SelectingHead(spec, seed=config.encoder.seed, pooler=pooler).to(device)
 
 

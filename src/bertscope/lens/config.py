@@ -4,11 +4,15 @@ fitted, and ``reconstruct`` itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bertscope.core.config import Config, Options, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.data.options import check_task_name, env_glue_dir
 from bertscope.models.options import ModelOptions, OutputOptions
+
+if TYPE_CHECKING:
+    from bertscope.lens.tuned import TunedOptions
 
 __all__ = ['FitHeadOptions', 'ReconstructConfig', 'TextOptions']
 
@@ -103,6 +107,14 @@ class ReconstructConfig(Config):
                              "0 = none")
     token_view_sentences: str | None = opt(None, "sentences for the token view instead of measured ones, separated "
                                                  "by '|' (e.g. 'The cat sat.|Why?')", metavar="TEXT")
+    # ---- the tuned lens (per-layer affine translators; lens.tuned)
+    lens: str = opt("logit", "logit: decode every layer with the head as it is (paper 1); tuned: also train one "
+                             "affine translator per layer on the fit corpus (KL to the final layer's distribution) "
+                             "and report both lenses side by side", choices=("logit", "tuned"))
+    lens_steps: int = opt(250, "optimisation steps when training tuned-lens translators")
+    lens_lr: float = opt(1e-3, "AdamW learning rate of the tuned-lens translators")
+    lens_batch_tokens: int = opt(128, "fit-corpus tokens per tuned-lens training step")
+    lens_sentences: int = opt(512, "fit-corpus sentences the tuned lens is trained on (at most)")
 
     def validate(self) -> None:
         if not 0.0 <= self.mask_prob < 1.0:
@@ -114,6 +126,15 @@ class ReconstructConfig(Config):
             raise BertscopeError("--head-from must be auto, self, original or a model folder / hub id")
         if self.token_view < 0:
             raise BertscopeError(f"--token-view must be at least 0, got {self.token_view}")
+        if self.lens == "tuned":
+            self.tuned_options()  # one-line errors for bad --lens-* values now
         if self.token_view_sentences is not None and not any(
                 s.strip() for s in self.token_view_sentences.split("|")):
             raise BertscopeError("--token-view-sentences holds no sentence (separate sentences by '|')")
+
+    def tuned_options(self) -> TunedOptions:
+        """The tuned-lens training options of this run."""
+        from bertscope.lens.tuned import TunedOptions
+
+        return TunedOptions(steps=self.lens_steps, lr=self.lens_lr, batch_tokens=self.lens_batch_tokens,
+                            max_sentences=self.lens_sentences, max_length=self.encoder.max_length)

@@ -44,6 +44,8 @@ from bertscope.lens.fitted_head import FitOptions, fit_for_texts
 from bertscope.lens.lens_pass import Encoded, encode_sentences, lens_pass
 from bertscope.lens.metrics import LENS_METRIC_NAMES, LENS_METRICS, LayerMetrics, decode_tokens
 from bertscope.lens.token_view import MAX_TOKENS, TokenView, write_token_views
+from bertscope.lens.tuned import LensComparison, TunedLens, tuned_for_texts
+from bertscope.lens.tuned_view import lens_metrics, lens_section, render_lens, write_lens
 from bertscope.models import caveats, families, loading
 from bertscope.models.origin import CONFIG_NOTE_KEY, deepen_origin, origin_source
 
@@ -83,6 +85,7 @@ class ReconstructResult:
     environment: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     token_views: tuple[TokenView, ...] = ()
+    lens: dict[str, Any] = field(default_factory=dict)  # --lens tuned: both lenses side by side (lens.tuned_view)
 
     @property
     def groups(self) -> list[str]:
@@ -112,6 +115,7 @@ class ReconstructResult:
             "timing": self.timing,
             "environment": self.environment,
             "files": self.files,
+            **({"lens": self.lens} if self.lens else {}),
         }
 
     @property
@@ -133,6 +137,8 @@ class ReconstructResult:
         fit = self.head.get("fit") or {}
         if fit.get("heldout_masked_top1") is not None:
             out["head.heldout_masked_top1"] = float(fit["heldout_masked_top1"])
+        if self.lens:
+            out.update(lens_metrics(self.lens))
         return out
 
     def render(self) -> Any:
@@ -164,6 +170,10 @@ class ReconstructResult:
             notes.append("wrote " + ", ".join(sorted(self.files.values())))
         table.caption = "\n".join(notes) if notes else None
         table.caption_justify = "left"
+        if self.lens:
+            from rich.console import Group
+
+            return Group(table, render_lens(self.lens))
         return table
 
 
@@ -322,9 +332,23 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                 examples[index] = _example(tokenizer, head, hidden_states, layers, depth, row, index, encoded,
                                            counted[row], attention[row])
 
+    tuned, comparison = None, None
+    if config.lens == "tuned":  # translators from the fit corpus, then both lenses measured on the same batches
+        tuned = tuned_for_texts(model, head, tokenizer, source, fit_corpus=config.fit_head.fit_corpus,
+                                data_dir=config.text.data_dir, overlap=config.fit_head.fit_overlap, options=config.tuned_options(),
+                                seed=config.encoder.seed, dtype=config.encoder.dtype, cache_dir=config.fit_head.head_cache,
+                                refit=config.fit_head.refit, progress=config.output.progress)
+        comparison = LensComparison(head, tuned, layers, depth, encoded.targets)
+    on_batch = [f for f in (keep_examples if wanted_examples else None, comparison) if f is not None]
+
+    def each_batch(batch: list[int], hidden_states: Sequence[torch.Tensor], counted: torch.Tensor,
+                   attention: torch.Tensor) -> None:
+        for f in on_batch:
+            f(batch, hidden_states, counted, attention)
+
     sums = lens_pass(model, head, encoded, layers=layers, batch_size=config.encoder.batch_size,
                      pad_id=tokenizer.pad_token_id, groups=groups, progress=config.output.progress,
-                     on_batch=keep_examples if wanted_examples else None)
+                     on_batch=each_batch if on_batch else None)
     t_lens = time.perf_counter()
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
@@ -362,9 +386,12 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
         config=config, model=config_dict_model, head=head_info, texts=source.describe(), records=records,
         examples=tuple(examples[i] for i in sorted(examples)), counting=counting, timing=timing,
         environment=environment_info(), token_views=views,
+        lens=lens_section(tuned, comparison, head_info) if tuned is not None and comparison is not None else {},
     )
+    if tuned is not None:
+        _log.info("tuned lens: %s", "reused from cache" if tuned.info.get("reused") else "trained now")
     if out_dir is not None:
-        result = _write(result, out_dir)
+        result = _write(result, out_dir, tuned)
     return result
 
 
@@ -433,7 +460,7 @@ def _example(tokenizer: Any, head: families.HeadParts, hidden_states: Sequence[t
     }
 
 
-def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
+def _write(result: ReconstructResult, folder: Path, tuned_lens: TunedLens | None = None) -> ReconstructResult:
     """Write CSV, the figure (PNG, SVG, PDF), then JSON (each atomically); the JSON, written last, lists the files."""
     files = {"json": str(folder / "reconstruct.json"), "csv": str(folder / "reconstruct.csv")}
     head_from = (result.head.get("head_from") or {}).get("from", "self")
@@ -448,6 +475,8 @@ def _write(result: ReconstructResult, folder: Path) -> ReconstructResult:
                  "tokens; grey headers are special tokens, not counted in the metrics unless --include-special.",
                  f"Measured text: {texts_name(result.texts)}."]
         files.update(write_token_views(result.token_views, folder, title, notes))
+    if result.lens and tuned_lens is not None:
+        files.update(write_lens(result.lens, tuned_lens, folder, result.model["name"], result.texts))
     result = dataclasses.replace(result, files=files)
     write_json_atomic(files["json"], result.to_dict())
     return result

@@ -29,10 +29,10 @@ the base encoder (``model.base_model``) unless a field says otherwise; every fie
   as the reference; DeBERTa-v2 has ``("eager",)``: transformers has no sdpa path for its disentangled attention).
   :func:`attention_implementation` resolves ``--attention`` against it; only implementations tested against the
   plain path (``tests/test_attention.py``) belong here;
-* ``sequence_classifier``: where the family's standard ``*ForSequenceClassification`` keeps the two linear maps of
-  a selecting head that reads the first token of the last layer through the pooler, all dimensions, linearly
-  (:class:`SequenceClassifier`; :mod:`bertscope.finetune.export` writes such heads as that plain transformers model), or None
-  where the family's own classification head has another shape;
+* ``sequence_classifier``: the family's own Hugging Face classification head as data (:class:`SequenceClassifier`:
+  its class per model type, where its pooler dense / norm and classifier sit, its activation and dropout placement,
+  :class:`PoolerStyle`): ``finetune --pooler`` trains exactly that head, and :mod:`bertscope.finetune.export` writes
+  it as that plain transformers model; None where a family's head had another shape;
 * flags: ``shared_layers`` (one set of layers applied on ALBERT's group schedule, ``groups_key``), ``packable``
   (layers see only hidden states and an attention mask, so sequences may share a row), ``bert_layer`` (layers are
   transformers' post-norm ``BertLayer``: the one-position shortcut of
@@ -67,6 +67,7 @@ __all__ = [
     "Family",
     "HeadParts",
     "MlmHead",
+    "PoolerStyle",
     "SequenceClassifier",
     "attention_implementation",
     "attention_in_use",
@@ -81,6 +82,7 @@ __all__ = [
     "mlm_head_parts",
     "num_layers",
     "pooler_parts",
+    "pooler_style",
     "sequence_classifier",
     "set_depth",
     "set_layers",
@@ -213,26 +215,64 @@ _BERT_HEAD = MlmHead("cls.predictions.transform", "cls.predictions.decoder",
 
 
 @dataclass(frozen=True)
-class SequenceClassifier:
-    """Where a family's standard ``*ForSequenceClassification`` keeps a pooler-then-linear head, as data.
+class PoolerStyle:
+    """How a family's own classification head transforms the first token before its classifier, as a selecting head
+    with ``--pooler`` reproduces it: ``norm(activation(dense(dropout?(h))))``.
 
-    Such a model computes ``classifier(dropout(tanh(pooler(h[:, 0]))))`` on the last hidden state (BERT and ALBERT:
-    the encoder's pooler, then dropout and ``classifier``; RoBERTa-style: ``RobertaClassificationHead``'s ``dense``
-    and ``out_proj``, with a second dropout before ``dense``): in eval mode exactly a selecting head reading ``cls``
-    of the last layer, all dimensions, through its pooler copy into a linear layer. ``classes``: the transformers
-    class of each model type; ``pooler`` / ``classifier``: dotted paths, relative to that model, of the ``nn.Linear``
-    that takes the head's pooler dense / classifier weights; ``dropout_key``: the config key of its classifier
-    dropout (set to the head's own dropout).
+    ``activation`` is a transformers ``ACT2FN`` name; ``norm_eps`` is None when no LayerNorm follows (ModernBERT has
+    one, with ``norm_bias``); ``dropout_before``: the head also drops out the token vector before ``dense`` (RoBERTa,
+    ELECTRA, DeBERTa's ContextPooler), as well as the pooled vector before the classifier (every family).
+    """
+
+    activation: str = "tanh"
+    norm_eps: float | None = None
+    norm_bias: bool = True
+    dropout_before: bool = False
+
+
+@dataclass(frozen=True)
+class SequenceClassifier:
+    """Where a family's standard ``*ForSequenceClassification`` keeps its pooler-then-linear head, as data.
+
+    Every family's classifier computes ``classifier(dropout(pooled))`` with ``pooled = norm(act(dense(dropout?(
+    h[:, 0]))))`` on the last hidden state: BERT and ALBERT through the encoder's pooler (tanh), RoBERTa-style and
+    ELECTRA through ``*ClassificationHead`` (tanh / GELU, a dropout before ``dense`` too), DistilBERT through
+    ``pre_classifier`` (ReLU), DeBERTa-v2/v3 through its ``ContextPooler`` (``pooler_hidden_act``, GELU by default),
+    ModernBERT through its prediction head (``classifier_activation``, then a LayerNorm). In eval mode that is exactly
+    a selecting head with ``--pooler`` of the same :class:`PoolerStyle` reading ``cls`` of the last layer, all
+    dimensions, into a linear layer. ``classes``: the transformers class of each model type; ``pooler`` /
+    ``classifier`` / ``norm``: dotted paths, relative to that model, of the ``nn.Linear`` (and ``nn.LayerNorm``)
+    that take the head's pooler dense, classifier (and pooler norm) weights; ``activation`` or ``activation_key`` (a
+    config key naming it, which wins when the config has it); ``dropout_key`` and ``pooler_dropout_key``: the config
+    keys of its dropouts (set to the head's own dropout); ``settings``: config values the exported model needs
+    (ModernBERT: pool the first token, give the dense layer a bias).
     """
 
     classes: tuple[tuple[str, str], ...]
     pooler: str
     classifier: str
     dropout_key: str = "classifier_dropout"
+    activation: str = "tanh"
+    activation_key: str | None = None
+    norm: str | None = None
+    dropout_before: bool = False
+    pooler_dropout_key: str | None = None
+    settings: tuple[tuple[str, Any], ...] = ()
 
     def class_name(self, model_type: str) -> str:
         """The transformers class name of ``model_type``'s classifier."""
         return dict(self.classes)[model_type]
+
+    def style(self, config_or_model: Any) -> PoolerStyle:
+        """The pooler a selecting head needs to be this classifier, for a model of this config."""
+        config = _config(config_or_model)
+        activation = getattr(config, self.activation_key, None) if self.activation_key else None
+        eps = None
+        if self.norm is not None:
+            eps = float(getattr(config, "norm_eps", None) or getattr(config, "layer_norm_eps", None) or 1e-5)
+        return PoolerStyle(activation=str(activation or self.activation), norm_eps=eps,
+                           norm_bias=bool(getattr(config, "norm_bias", True)) if self.norm else True,
+                           dropout_before=self.dropout_before)
 
 
 # --- The table ------------------------------------------------------------------------------------------------------
@@ -288,7 +328,7 @@ FAMILIES: tuple[Family, ...] = (
            sequence_classifier=SequenceClassifier((("roberta", "RobertaForSequenceClassification"),
                                                    ("xlm-roberta", "XLMRobertaForSequenceClassification"),
                                                    ("camembert", "CamembertForSequenceClassification")),
-                                                  "classifier.dense", "classifier.out_proj")),
+                                                  "classifier.dense", "classifier.out_proj", dropout_before=True)),
     Family("albert", ("albert",), "encoder.albert_layer_groups",
            embedding_maps=("encoder.embedding_hidden_mapping_in",),
            mlm_heads=(MlmHead(("predictions.dense", "predictions.activation", "predictions.LayerNorm"),
@@ -302,11 +342,17 @@ FAMILIES: tuple[Family, ...] = (
            depth_paths=("transformer.n_layers",), embeddings_inputs=(),
            mlm_heads=(MlmHead(("vocab_transform", "activation", "vocab_layer_norm"), "vocab_projector",
                               ("vocab_projector.bias",)),),
-           head_prefixes=("vocab_transform", "vocab_layer_norm", "vocab_projector"), packable=True),
+           head_prefixes=("vocab_transform", "vocab_layer_norm", "vocab_projector"), packable=True,
+           sequence_classifier=SequenceClassifier((("distilbert", "DistilBertForSequenceClassification"),),
+                                                  "pre_classifier", "classifier", "seq_classif_dropout",
+                                                  activation="relu")),
     Family("electra", ("electra",), "encoder.layer", embedding_maps=("embeddings_project",),
            mlm_heads=(MlmHead("generator_predictions", "generator_lm_head", ("generator_lm_head.bias",)),),
            head_prefixes=("generator_predictions", "generator_lm_head"), decoder_reads_embedding_size=True,
            packable=True, bert_layer=True,
+           sequence_classifier=SequenceClassifier((("electra", "ElectraForSequenceClassification"),),
+                                                  "classifier.dense", "classifier.out_proj", activation="gelu",
+                                                  dropout_before=True),
            notes="the MLM head is the generator's; discriminator checkpoints have none (use --head fit)"),
     Family("deberta-v2", ("deberta-v2",), "encoder.layer", embeddings_inputs=("token_type_ids", "mask"),
            mlm_heads=(_BERT_HEAD,  # legacy checkpoints; newer ones tie the decoder to the input embeddings
@@ -314,11 +360,19 @@ FAMILIES: tuple[Family, ...] = (
                                "lm_predictions.lm_head.LayerNorm"), "deberta.embeddings.word_embeddings",
                               ("lm_predictions.lm_head.bias",))),
            head_prefixes=("cls.predictions", "lm_predictions"), runner="deberta-v2", attention=("eager",),
+           sequence_classifier=SequenceClassifier((("deberta-v2", "DebertaV2ForSequenceClassification"),),
+                                                  "pooler.dense", "classifier", "cls_dropout", activation="gelu",
+                                                  activation_key="pooler_hidden_act", dropout_before=True,
+                                                  pooler_dropout_key="pooler_dropout"),
            notes="DeBERTa-v3 checkpoints ship no MLM head (use --head fit)"),
     Family("modernbert", ("modernbert",), "layers", embeddings_inputs=(),
            mlm_heads=(MlmHead("head", "decoder", ("decoder.bias",)),), head_prefixes=("head", "decoder"),
            final_norm_path="final_norm", layer_types_key="layer_types",
            pinned_first_layer="ModernBERT's layer 0 has no attention LayerNorm", runner="modernbert",
+           sequence_classifier=SequenceClassifier((("modernbert", "ModernBertForSequenceClassification"),),
+                                                  "head.dense", "classifier", activation="gelu",
+                                                  activation_key="classifier_activation", norm="head.norm",
+                                                  settings=(("classifier_pooling", "cls"), ("classifier_bias", True))),
            notes="pre-norm: the final norm is applied to intermediate layers before the head"),
 )
 
@@ -499,10 +553,15 @@ def pooler_parts(model: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
 
 
 def sequence_classifier(config_or_model: Any) -> SequenceClassifier | None:
-    """Where the family's standard ``*ForSequenceClassification`` keeps a pooler-then-linear head, or None when the
-    family's own classification head has another shape (ELECTRA's GELU, DistilBERT's ReLU, DeBERTa's ContextPooler,
-    ModernBERT's normed head)."""
+    """Where the family's standard ``*ForSequenceClassification`` keeps its pooler-then-linear head (every family in
+    the table has one), or None for a family whose own classification head has another shape."""
     return family_for(config_or_model).sequence_classifier
+
+
+def pooler_style(config_or_model: Any) -> PoolerStyle | None:
+    """The pooler of the family's own classification head (activation, norm, dropout placement), or None."""
+    layout = sequence_classifier(config_or_model)
+    return None if layout is None else layout.style(config_or_model)
 
 
 def uses_token_type_ids(model: nn.Module) -> bool:
