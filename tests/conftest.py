@@ -7,11 +7,14 @@ pad token id 0 so every family agrees with that tokenizer about padding.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
+
+REPO = Path(__file__).resolve().parents[1]
 
 VOCAB = 30522
 HIDDEN = 32
@@ -153,3 +156,42 @@ def pinned_spec_ids(tmp_path: Path, extra: dict) -> list[tuple[str, str | None]]
                                      "fit": "sgd", **extra}},
         {"command": "cross", "base": {"tasks": "rte,mrpc", "epochs": 1, **extra}}]}
     return [(r.id, r.legacy_id) for r in parse_spec(spec, runs_dir=tmp_path).runs]
+
+
+# ---- the suite leaves the working tree as it found it ----------------------------------------------------------
+# A test that writes into the current directory (the repository) leaves a stray file that gets committed by
+# accident. The controller (or the only process without pytest-xdist) compares `git status --porcelain` before and
+# after the whole session and fails the run on anything new. xdist workers have `workerinput` and check nothing.
+
+
+def _porcelain() -> set[str] | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
+                              timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an sdist) or no git: nothing to compare
+    return set(done.stdout.splitlines())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_TREE_BEFORE] = _porcelain()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_TREE_BEFORE, None)
+    if hasattr(session.config, "workerinput") or before is None:
+        return
+    after = _porcelain()
+    new = sorted((after or set()) - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_sep("=", "the test suite changed the working tree: new in git status --porcelain", red=True)
+            for line in new:
+                reporter.write_line(f"    {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_TREE_BEFORE = pytest.StashKey[set[str] | None]()
