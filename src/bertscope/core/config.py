@@ -20,7 +20,7 @@ import yaml
 
 from bertscope.core.errors import BertscopeError
 
-__all__ = ["Config", "add_arguments", "config_from_args", "opt"]
+__all__ = ["Config", "Option", "add_arguments", "config_from_args", "flat_options", "opt"]
 
 C = TypeVar("C", bound="Config")
 
@@ -100,6 +100,25 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Option:
+    """One flat option of a command, as the CLI, the API keywords and the typed API see it.
+
+    ``kind`` is the scalar type (``int``, ``float``, ``bool``, ``str``), ``optional`` whether None is allowed,
+    ``choices`` the enumerated values (or None), ``cli`` False for API-only options.
+    """
+
+    name: str
+    kind: type
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+    metavar: str | None
+    positional: bool
+    cli: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Base class of every command's options: typed, immutable, JSON/YAML round-trip, validated on creation."""
 
@@ -161,31 +180,44 @@ class Config:
         return cls.from_dict(values, where=str(path))
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
-    """Add one ``--option`` per CLI field of ``cls``; defaults stay None so unset options keep the dataclass default."""
-    hints = typing.get_type_hints(cls)
+def flat_options(cls: type[Config]) -> list[Option]:
+    """Every option of ``cls`` in declaration order, flat: what the CLI is generated from (the ``cli`` ones) and
+    what the API's keywords are (all of them, :mod:`bertscope.api_types`). Readers of a command's options use this
+    listing rather than the dataclass fields, so how a config is built stays the machinery's business."""
+    hints = _type_hints(cls)
+    listed = []
     for field in dataclasses.fields(cls):
         meta = field.metadata
-        if not meta.get("cli", True):
+        kind, optional = _base_type(hints[field.name])
+        listed.append(Option(
+            name=field.name, kind=kind, optional=optional,
+            default=field.default if field.default is not dataclasses.MISSING else None,
+            help=meta.get("help", ""), choices=meta.get("choices"), metavar=meta.get("metavar"),
+            positional=bool(meta.get("positional", False)), cli=bool(meta.get("cli", True))))
+    return listed
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
+    """Add one ``--option`` per CLI option of ``cls``; defaults stay None so unset options keep the dataclass default."""
+    for option in flat_options(cls):
+        if not option.cli:
             continue
-        kind, _ = _base_type(hints[field.name])
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = meta.get("help", "")
+        kind, default, help_text = option.kind, option.default, option.help
+        flag = "--" + option.name.replace("_", "-")
         if kind is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(flag, dest=option.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {'on' if default else 'off'})")
             continue
         shown = f"{help_text} (default: {default})" if default is not None else help_text
         kwargs: dict[str, Any] = {"type": kind if kind in (int, float) else str, "default": None, "help": shown}
-        if meta.get("choices"):
-            kwargs["choices"] = list(meta["choices"])
-        if meta.get("metavar"):
-            kwargs["metavar"] = meta["metavar"]
-        if meta.get("positional"):
-            parser.add_argument(field.name, nargs=None if default is None else "?", **kwargs)
+        if option.choices:
+            kwargs["choices"] = list(option.choices)
+        if option.metavar:
+            kwargs["metavar"] = option.metavar
+        if option.positional:
+            parser.add_argument(option.name, nargs=None if default is None else "?", **kwargs)
         else:
-            parser.add_argument(flag, dest=field.name, **kwargs)
+            parser.add_argument(flag, dest=option.name, **kwargs)
 
 
 def config_from_args(cls: type[C], namespace: argparse.Namespace) -> C:
