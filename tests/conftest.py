@@ -102,14 +102,36 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer):
     return make
 
 
-@pytest.fixture(scope="session")
-def glue_dir() -> Path:
-    """The local GLUE copy beside the repository (../shared/data/glue) or $BERTSCOPE_GLUE_DIR."""
-    candidates = [os.environ.get("BERTSCOPE_GLUE_DIR"), Path(__file__).resolve().parents[2] / "shared/data/glue"]
-    for candidate in candidates:
+#: Small synthetic GLUE files in the original tsv layout (tests/data/make_glue.py writes them; no row comes from
+#: GLUE), so tests of loading, training and the studies run on a fresh clone with no data folder beside it.
+SYNTHETIC_GLUE = Path(__file__).resolve().parent / "data" / "glue"
+
+
+def real_glue_path() -> Path | None:
+    """The real local GLUE copy: $BERTSCOPE_GLUE_DIR, else ``shared/data/glue`` beside the repository, where
+    ``shared`` is $BERTSCOPE_TEST_SHARED when set (set it to a missing folder to run the suite as a fresh clone
+    would), else ../shared."""
+    shared = os.environ.get("BERTSCOPE_TEST_SHARED") or REPO.parent / "shared"
+    for candidate in (os.environ.get("BERTSCOPE_GLUE_DIR"), Path(shared) / "data" / "glue"):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
-    pytest.skip("local GLUE copy not found (set BERTSCOPE_GLUE_DIR)")
+    return None
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """GLUE files in the original tsv layout: the synthetic ones under tests/data/glue, the same on every machine
+    (tests that measure against real GLUE rows take :func:`real_glue_dir`)."""
+    return SYNTHETIC_GLUE
+
+
+@pytest.fixture(scope="session")
+def real_glue_dir() -> Path:
+    """The real local GLUE copy (see :func:`real_glue_path`); tests that measure real rows skip without it."""
+    found = real_glue_path()
+    if found is None:
+        pytest.skip("real GLUE rows needed: no local copy (../shared/data/glue or BERTSCOPE_GLUE_DIR)")
+    return found
 
 
 def user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
