@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bertscope-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean api-types
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
+	$(BIN)/python tools/api_types.py --check
+
+# Regenerate src/bertscope/api_types.py (the API's typed keywords) after changing a config's options.
+api-types: setup
+	$(BIN)/python tools/api_types.py
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run_all

@@ -7,12 +7,15 @@ pad token id 0 so every family agrees with that tokenizer about padding.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import transformers
+
+REPO = Path(__file__).resolve().parents[1]
 
 VOCAB = 30522
 HIDDEN = 32
@@ -100,14 +103,36 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer):
     return make
 
 
-@pytest.fixture(scope="session")
-def glue_dir() -> Path:
-    """The local GLUE copy beside the repository (../shared/data/glue) or $BERTSCOPE_GLUE_DIR."""
-    candidates = [os.environ.get("BERTSCOPE_GLUE_DIR"), Path(__file__).resolve().parents[2] / "shared/data/glue"]
-    for candidate in candidates:
+#: Small synthetic GLUE files in the original tsv layout (tests/data/make_glue.py writes them; no row comes from
+#: GLUE), so tests of loading, training and the studies run on a fresh clone with no data folder beside it.
+SYNTHETIC_GLUE = Path(__file__).resolve().parent / "data" / "glue"
+
+
+def real_glue_path() -> Path | None:
+    """The real local GLUE copy: $BERTSCOPE_GLUE_DIR, else ``shared/data/glue`` beside the repository, where
+    ``shared`` is $BERTSCOPE_TEST_SHARED when set (set it to a missing folder to run the suite as a fresh clone
+    would), else ../shared."""
+    shared = os.environ.get("BERTSCOPE_TEST_SHARED") or REPO.parent / "shared"
+    for candidate in (os.environ.get("BERTSCOPE_GLUE_DIR"), Path(shared) / "data" / "glue"):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
-    pytest.skip("local GLUE copy not found (set BERTSCOPE_GLUE_DIR)")
+    return None
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """GLUE files in the original tsv layout: the synthetic ones under tests/data/glue, the same on every machine
+    (tests that measure against real GLUE rows take :func:`real_glue_dir`)."""
+    return SYNTHETIC_GLUE
+
+
+@pytest.fixture(scope="session")
+def real_glue_dir() -> Path:
+    """The real local GLUE copy (see :func:`real_glue_path`); tests that measure real rows skip without it."""
+    found = real_glue_path()
+    if found is None:
+        pytest.skip("real GLUE rows needed: no local copy (../shared/data/glue or BERTSCOPE_GLUE_DIR)")
+    return found
 
 
 def user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -177,3 +202,42 @@ def loop_options(**options: Any) -> dict[str, Any]:
     optim = {k: options.pop(k) for k in OptimOptions.field_names() if k in options}
     tracking = {k: options.pop(k) for k in TrackingOptions.field_names() if k in options}
     return {"optim": OptimOptions(**optim), "tracking": TrackingOptions(**tracking), **options}
+
+
+# ---- the suite leaves the working tree as it found it ----------------------------------------------------------
+# A test that writes into the current directory (the repository) leaves a stray file that gets committed by
+# accident. The controller (or the only process without pytest-xdist) compares `git status --porcelain` before and
+# after the whole session and fails the run on anything new. xdist workers have `workerinput` and check nothing.
+
+
+def _porcelain() -> set[str] | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
+                              timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an sdist) or no git: nothing to compare
+    return set(done.stdout.splitlines())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_TREE_BEFORE] = _porcelain()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_TREE_BEFORE, None)
+    if hasattr(session.config, "workerinput") or before is None:
+        return
+    after = _porcelain()
+    new = sorted((after or set()) - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_sep("=", "the test suite changed the working tree: new in git status --porcelain", red=True)
+            for line in new:
+                reporter.write_line(f"    {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_TREE_BEFORE = pytest.StashKey[set[str] | None]()

@@ -38,13 +38,16 @@ class ToyConfig(Config):
     sleep: float = opt(0.0, "seconds to sleep")
     fail: bool = opt(False, "raise a user error")
     crash: bool = opt(False, "raise a bug")
-    log: str | None = opt(None, "append the run's options to this file")
+    log: str | None = opt(None, "append the run's options to this file (an absolute path: a relative one would land "
+                                "in the working directory, i.e. the repository)")
     out: str | None = opt(None, "output folder")
     progress: bool = opt(True, "progress")
 
     def validate(self) -> None:
         if self.x < -100:
             raise BertscopeError(f"--x must be at least -100, got {self.x}")
+        if self.log is not None and not Path(self.log).is_absolute():
+            raise BertscopeError(f"--log must be an absolute path, got {self.log!r}")
 
 
 @dataclass(frozen=True)

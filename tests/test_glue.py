@@ -54,10 +54,25 @@ def _csv_rows(path: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("task,split", sorted(EXPECTED_ROWS))
-def test_local_copy_row_counts(glue_dir: Path, task: str, split: str) -> None:
-    data = glue.load_split(task, split, glue_dir)
+def test_local_copy_row_counts(real_glue_dir: Path, task: str, split: str) -> None:
+    data = glue.load_split(task, split, real_glue_dir)
     assert len(data) == EXPECTED_ROWS[(task, split)] == data.num_available
     assert data.is_labelled == (split != "test")
+
+
+def test_synthetic_files_are_what_their_script_writes(glue_dir: Path, tmp_path: Path) -> None:
+    """tests/data/glue is made by tests/data/make_glue.py (no GLUE row): the files and the script stay equal."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_glue", glue_dir.parent / "make_glue.py")
+    assert spec is not None and spec.loader is not None
+    make_glue = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_glue)
+    make_glue.main(tmp_path)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.tsv"))
+    assert written == sorted(p.relative_to(glue_dir) for p in glue_dir.rglob("*.tsv")) and written
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (glue_dir / name).read_bytes(), name
 
 
 def test_local_fields_labels_and_bom(glue_dir: Path) -> None:

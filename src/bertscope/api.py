@@ -9,15 +9,36 @@ Each function returns its command's immutable result object and, when ``out`` is
 commands themselves are declared next to their code (``COMMAND = CommandInfo(...)``); :data:`COMMANDS` is the one
 registry the CLI reads: the analyses of :mod:`bertscope.sweep.commands` plus ``sweep``, ``status``, ``report`` and
 ``replicate``.
+
+Keywords are typed: ``**options`` of :func:`finetune` is ``Unpack[FinetuneOptions]`` (:mod:`bertscope.api_types`,
+generated from the configs), so mypy reports ``api.finetune(task="rte", epochs="one")`` and an enumerated option
+given a value outside its choices.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bertscope import replicate as _replicate
 from bertscope import report as _report
 from bertscope import sweep as _sweep
+from bertscope.api_types import (
+    CompareOptions,
+    CrossOptions,
+    DeepenOptions,
+    DimsOptions,
+    FinetuneOptions,
+    LayerScanOptions,
+    LayersOptions,
+    PredictOptions,
+    ReconstructOptions,
+    ReplicateOptions,
+    ReportOptions,
+    StatusOptions,
+    SweepOptions,
+    TokensOptions,
+)
 from bertscope.core.config import Config
 from bertscope.core.errors import BertscopeError
 from bertscope.core.precision import warn_if_emulated
@@ -44,35 +65,52 @@ from bertscope.sweep import StatusResult, SweepResult, run_sweep, sweep_status
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.config import StatusConfig, SweepConfig
 
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; the annotations are never evaluated at run time
+    from typing_extensions import Unpack
+
 __all__ = [
     "COMMANDS",
     "CommandInfo",
     "CompareConfig",
+    "CompareOptions",
     "CompareResult",
     "CrossConfig",
+    "CrossOptions",
     "DeepenConfig",
+    "DeepenOptions",
     "DeepenResult",
     "DimsConfig",
+    "DimsOptions",
     "FinetuneConfig",
+    "FinetuneOptions",
     "FinetuneResult",
     "LayerScanConfig",
+    "LayerScanOptions",
     "LayerScanResult",
     "LayersConfig",
+    "LayersOptions",
     "PredictConfig",
+    "PredictOptions",
     "PredictResult",
     "ReconstructConfig",
+    "ReconstructOptions",
     "ReconstructResult",
     "ReplicateConfig",
+    "ReplicateOptions",
     "ReplicateResult",
     "ReportConfig",
+    "ReportOptions",
     "ReportResult",
     "SeedsResult",
     "StatusConfig",
+    "StatusOptions",
     "StatusResult",
     "StudyResult",
     "SweepConfig",
+    "SweepOptions",
     "SweepResult",
     "TokensConfig",
+    "TokensOptions",
     "compare",
     "cross",
     "deepen",
@@ -97,55 +135,55 @@ COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMA
                                                   _replicate.COMMAND])
 
 
-def _config(cls: type[C], config: C | None, options: dict[str, Any]) -> C:
+def _config(cls: type[C], config: C | None, options: Mapping[str, Any]) -> C:
     """The config of one call: ``config`` (or the defaults) with ``options`` on top, checked like keywords."""
     made = cls.from_dict(options) if config is None else (config.replace(**options) if options else config)
     warn_if_emulated(made)
     return made
 
 
-def reconstruct(config: ReconstructConfig | None = None, /, **options: Any) -> ReconstructResult:
+def reconstruct(config: ReconstructConfig | None = None, /, **options: Unpack[ReconstructOptions]) -> ReconstructResult:
     """Per-layer reconstruction of the input tokens by the masked-LM head."""
     return run_reconstruct(_config(ReconstructConfig, config, options))
 
 
-def deepen(config: DeepenConfig | None = None, /, **options: Any) -> DeepenResult:
+def deepen(config: DeepenConfig | None = None, /, **options: Unpack[DeepenOptions]) -> DeepenResult:
     """Apply a layer map (from ``duplicate``, ``remove`` or ``layer_map``) and save the new model."""
     return run_deepen(_config(DeepenConfig, config, options))
 
 
-def compare(config: CompareConfig | None = None, /, **options: Any) -> CompareResult:
+def compare(config: CompareConfig | None = None, /, **options: Unpack[CompareOptions]) -> CompareResult:
     """Top-1 agreement, KL, cosine and both reconstruction curves of ``model`` vs ``variant``."""
     return run_compare(_config(CompareConfig, config, options))
 
 
-def layer_scan(config: LayerScanConfig | None = None, /, **options: Any) -> LayerScanResult:
+def layer_scan(config: LayerScanConfig | None = None, /, **options: Unpack[LayerScanOptions]) -> LayerScanResult:
     """Agreement with the original of each one-layer-duplicated (or removed) variant."""
     return run_layer_scan(_config(LayerScanConfig, config, options))
 
 
-def sweep(config: SweepConfig | None = None, /, **options: Any) -> SweepResult:
+def sweep(config: SweepConfig | None = None, /, **options: Unpack[SweepOptions]) -> SweepResult:
     """Run every not-yet-done run of a spec and commit each result to the store."""
     return run_sweep(_config(SweepConfig, config, options))
 
 
-def status(config: StatusConfig | None = None, /, **options: Any) -> StatusResult:
+def status(config: StatusConfig | None = None, /, **options: Unpack[StatusOptions]) -> StatusResult:
     """Summarise a result store (read-only)."""
     return sweep_status(_config(StatusConfig, config, options))
 
 
-def report(config: ReportConfig | None = None, /, **options: Any) -> ReportResult:
+def report(config: ReportConfig | None = None, /, **options: Unpack[ReportOptions]) -> ReportResult:
     """Build report.md, report.html (self-contained), plots and tables from a result store."""
     return build_report(_config(ReportConfig, config, options))
 
 
-def replicate(config: ReplicateConfig | None = None, /, **options: Any) -> ReplicateResult:
+def replicate(config: ReplicateConfig | None = None, /, **options: Unpack[ReplicateOptions]) -> ReplicateResult:
     """Run a paper's protocol (``paper="paper1"|"paper2"``, ``budget=...``) into a resumable store and write its
     claims table (claims.md, claims.json, claims.html) to ``out``."""
     return run_replicate(_config(ReplicateConfig, config, options))
 
 
-def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> FinetuneResult:
+def finetune(config: FinetuneConfig | None = None, /, **options: Unpack[FinetuneOptions]) -> FinetuneResult:
     """Fine-tune on a GLUE task with a representation-selecting head (several seeds: :func:`finetune_seeds`)."""
     config = _config(FinetuneConfig, config, options)
     if config.seeds is not None:
@@ -154,32 +192,32 @@ def finetune(config: FinetuneConfig | None = None, /, **options: Any) -> Finetun
     return result
 
 
-def finetune_seeds(config: FinetuneConfig | None = None, /, **options: Any) -> SeedsResult:
+def finetune_seeds(config: FinetuneConfig | None = None, /, **options: Unpack[FinetuneOptions]) -> SeedsResult:
     """``finetune --seeds``: one fine-tuning run per seed of ``seeds`` and each metric's interval over them."""
     return run_finetune_seeds(_config(FinetuneConfig, config, options), run_finetune, FINETUNE_COMMAND)
 
 
-def predict(config: PredictConfig | None = None, /, **options: Any) -> PredictResult:
+def predict(config: PredictConfig | None = None, /, **options: Unpack[PredictOptions]) -> PredictResult:
     """Predictions (label names, probabilities) of a model saved by ``finetune --save-model``, with the official
     metrics where the examples have labels."""
     return run_predict(_config(PredictConfig, config, options))
 
 
-def dims(config: DimsConfig | None = None, /, **options: Any) -> StudyResult:
+def dims(config: DimsConfig | None = None, /, **options: Unpack[DimsOptions]) -> StudyResult:
     """Score vs K dimensions (or the effective-dimension search)."""
     return run_dims(_config(DimsConfig, config, options))
 
 
-def layers(config: LayersConfig | None = None, /, **options: Any) -> StudyResult:
+def layers(config: LayersConfig | None = None, /, **options: Unpack[LayersOptions]) -> StudyResult:
     """Score per hidden layer 0..L."""
     return run_layers(_config(LayersConfig, config, options))
 
 
-def tokens(config: TokensConfig | None = None, /, **options: Any) -> StudyResult:
+def tokens(config: TokensConfig | None = None, /, **options: Unpack[TokensOptions]) -> StudyResult:
     """Score per token strategy."""
     return run_tokens(_config(TokensConfig, config, options))
 
 
-def cross(config: CrossConfig | None = None, /, **options: Any) -> StudyResult:
+def cross(config: CrossConfig | None = None, /, **options: Unpack[CrossOptions]) -> StudyResult:
     """Sequential fine-tuning with per-task heads and dims (stage x task matrix)."""
     return run_cross(_config(CrossConfig, config, options))

@@ -133,6 +133,16 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def kind(self) -> type:
+        """The scalar type (``int`` for ``int | None``)."""
+        return _base_type(self.type)[0]
+
+    @property
+    def optional(self) -> bool:
+        """Whether None is a value of the option."""
+        return _base_type(self.type)[1]
+
 
 _OPTIONS: dict[type, tuple[Option, ...]] = {}
 
