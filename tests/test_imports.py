@@ -310,7 +310,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("sweep",),
     ("report",),
     ("replicate",),
-    ("api", "cli", "__main__", ""),
+    ("api", "api_types", "cli", "__main__", ""),
 )
 
 

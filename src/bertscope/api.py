@@ -17,8 +17,9 @@ given a value outside its choices.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from bertscope import replicate as _replicate
 from bertscope import report as _report
@@ -65,7 +66,9 @@ from bertscope.sweep import StatusResult, SweepResult, run_sweep, sweep_status
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.config import StatusConfig, SweepConfig
 
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; the annotations are never evaluated at run time
+if sys.version_info >= (3, 11):  # imported at run time too: typing.get_type_hints(api.finetune) resolves it
+    from typing import Unpack
+else:
     from typing_extensions import Unpack
 
 __all__ = [
