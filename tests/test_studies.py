@@ -395,7 +395,8 @@ def test_study_points_with_seeds_keep_one_point_per_run():
 
 def test_find_effective_whose_starts_all_stalled_says_so(small, tiny_checkpoint, tmp_path):
     result = api.dims(task="sst2", model=str(tiny_checkpoint("bert", 3)), find_effective=True, start=2,
-                      start_subsets=2, head_lr=1e-9, out=str(tmp_path / "stalled"), **small)  # heads cannot move
+                      start_subsets=2, head_lr=1e-9, fit="sgd", out=str(tmp_path / "stalled"),
+                      **small)  # sgd heads at lr 1e-9 cannot move (a converged probe would learn)
     assert all(r["learned"] is False for r in result.runs)
     assert result.summary["starts_learned"] == 0
     assert "no starting subset learned" in result.title and "none found" not in result.title
