@@ -60,29 +60,29 @@ def head_grid(depth: int, n: int, seed: int) -> list[dict[str, Any]]:
 
 def split_lengths(config: FinetuneConfig) -> tuple[list[int], list[int]]:
     """Real (truncated, unpadded) token counts of the train and the dev examples."""
-    task = glue.get_task(config.task or "")
-    tokenizer = loading.load_tokenizer(config.model)
-    splits = [glue.load_split(task, "train", config.data_dir, config.max_train, config.seed),
-              glue.load_split(task, task.default_eval_split, config.data_dir, config.max_eval, config.seed)]
-    train, dev = (list(map(len, encode_split(tokenizer, split, config.max_length).input_ids)) for split in splits)
+    task = glue.get_task(config.data.task or "")
+    tokenizer = loading.load_tokenizer(config.encoder.model)
+    splits = [glue.load_split(task, "train", config.data.data_dir, config.data.max_train, config.encoder.seed),
+              glue.load_split(task, task.default_eval_split, config.data.data_dir, config.data.max_eval, config.encoder.seed)]
+    train, dev = (list(map(len, encode_split(tokenizer, split, config.encoder.max_length).input_ids)) for split in splits)
     return train, dev
 
 
 def encoder_pass_seconds(config: FinetuneConfig) -> float:
     """One forward pass of the frozen encoder over train + dev (all hidden states), as the study would do it."""
-    task = glue.get_task(config.task or "")
-    tokenizer = loading.load_tokenizer(config.model)
-    device = resolve_device(config.device)
-    model = loading.load_model(config.model, "base", device=device).model.eval()
-    splits = [glue.load_split(task, "train", config.data_dir, config.max_train, config.seed),
-              glue.load_split(task, task.default_eval_split, config.data_dir, config.max_eval, config.seed)]
+    task = glue.get_task(config.data.task or "")
+    tokenizer = loading.load_tokenizer(config.encoder.model)
+    device = resolve_device(config.encoder.device)
+    model = loading.load_model(config.encoder.model, "base", device=device).model.eval()
+    splits = [glue.load_split(task, "train", config.data.data_dir, config.data.max_train, config.encoder.seed),
+              glue.load_split(task, task.default_eval_split, config.data.data_dir, config.data.max_eval, config.encoder.seed)]
     start = time.perf_counter()
     with torch.no_grad():
         for split in splits:
-            data = encode_split(tokenizer, split, config.max_length)
+            data = encode_split(tokenizer, split, config.encoder.max_length)
             order = sorted(range(len(data)), key=lambda i: -len(data.input_ids[i]))
-            for b in range(0, len(order), config.batch_size):
-                rows = [data.input_ids[i] for i in order[b:b + config.batch_size]]
+            for b in range(0, len(order), config.encoder.batch_size):
+                rows = [data.input_ids[i] for i in order[b:b + config.encoder.batch_size]]
                 width = max(map(len, rows))
                 ids = torch.tensor([r + [data.pad_id] * (width - len(r)) for r in rows])
                 mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])

@@ -266,7 +266,7 @@ def test_a_study_folder_is_a_store_that_status_report_and_retry_failed_read(smal
     real = common.HeadRunner.run
 
     def fail_layer_1(self, config, **kw):
-        if config.layer == "1":
+        if config.selection.layer == "1":
             raise RuntimeError("out of memory, say")
         return real(self, config, **kw)
 
@@ -289,7 +289,7 @@ def test_a_study_folder_is_a_store_that_status_report_and_retry_failed_read(smal
                                              "--retry-failed"):
         api.layers(**options)
     calls = []
-    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.layer)
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.layer)
                         or real(self, config, **kw))
     result = api.layers(**options, retry_failed=True)
     assert calls == ["1", "2"] and [r["resumed"] for r in result.runs] == [True, False, False]
@@ -412,8 +412,9 @@ def test_a_new_one_axis_study_is_one_declaration(small, tiny_checkpoint, tmp_pat
 
     depth = Axis(study="depth", option="layer", column="depth", word="depth",
                  values=lambda config: [1, 2], reference=lambda values: values[0], versus="vs_first",
-                 tokens=lambda config, values: [config.token], fixed=lambda config: f"token {config.token}",
-                 context=lambda config, records: {"token": config.token}, plot="bars", what="score by depth",
+                 tokens=lambda config, values: [config.selection.token],
+                 fixed=lambda config: f"token {config.selection.token}",
+                 context=lambda config, records: {"token": config.selection.token}, plot="bars", what="score by depth",
                  xlabel="depth", label="head at this depth", note="depth", heading="score by depth")
     options = dict(task="sst2", model=str(tiny_checkpoint("bert", 2)), **small)
     mine = run_axis(depth, LayersConfig(out=str(tmp_path / "depth"), **options))
