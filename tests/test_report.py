@@ -495,7 +495,7 @@ def test_sections_name_tasks_models_and_captions_say_what_the_error_bars_are(bui
                          r"no error bars", caption), caption
     dims = sections["paper/dims: score vs number of dimensions"]
     from bertscope.core.figures import REFERENCE_STYLE, style_words
-    from bertscope.report.sections import CONTROL_STYLE
+    from bertscope.report.subsets import CONTROL_STYLE
 
     assert f"The {style_words(REFERENCE_STYLE)} black line is the head that sees all dimensions" in dims
     assert f"`random:k` (the {style_words(CONTROL_STYLE)} line)" in dims

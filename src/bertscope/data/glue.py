@@ -11,6 +11,9 @@ dropped silently nor crashed on: it raises :class:`~bertscope.core.errors.DataEr
 Labels are integers in the order of the hub dataset (``label_names``); STS-B labels are floats in 0..5 (regression;
 a score outside that range is a malformed row); test splits are unlabelled (``label=None``). Metric values are
 fractions in [0, 1] (MCC and correlations in [-1, 1]).
+
+Length: one concept, a GLUE task: each row of the table names the task's files, reader quirks and official
+metrics, and the readers and metric functions are what those fields mean; callers reach them as ``glue.<name>``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Choices made once for every caller (where the three earlier copies disagreed):
 * ``selection.top_layer_at_one_position`` is recorded by every run (False on cached features);
 * training on cached features runs with one CPU thread (the head's matrices are tiny; more threads only add
   synchronisation).
+
+Length: the one pipeline all fine-tuning callers share; its steps (data, selection, head, features) are small
+functions beside the :class:`PreparedRun` that orders them, so the order of the RNG draws reads in one file.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ cache folder keyed by a hash of the model's weights, the fit corpus, the seed an
 again. Its masked-token top-1 accuracy on held-out sentences of the fit corpus is measured and recorded. An entry
 that does not load (damaged, truncated) is refitted and replaced, as is one a ``refit`` asks to redo; temp folders
 of crashed fits are cleared by the next fit (:mod:`bertscope.core.publish`).
+
+Length: one concept, the fitted head: its options and cache key, the masking, the module, the cached features,
+the fit, save/load and the one entry point, each used only by this fit.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Sentences are tokenised once and sorted by length so batches carry little paddin
 batch with all hidden states; only counted positions (real, non-special tokens by default) are gathered, and the head
 decodes them chunk by chunk, layer by layer. Masks for ``--mask-prob`` are drawn per sentence from a seeded
 generator, so no number depends on batch size, padding or order.
+
+Length: one command end to end -- its result record with its table, figure and file, whose head decodes
+(``--head-from``), the run and its token views; the lens pass itself lives in :mod:`bertscope.lens.lens_pass`.
 """
 
 from __future__ import annotations

@@ -46,6 +46,9 @@ the base encoder (``model.base_model``) unless a field says otherwise; every fie
 
 Then add the family's tiny config to ``tests/conftest.py``: every family test runs against its Hugging Face model,
 and ``tests/test_families.py`` checks that every path of the entry resolves.
+
+Length: the table itself (one ``Family`` entry per architecture) and the small lookups every other module uses
+instead of touching model attributes; what acts on the table (runners, packing, layer maps) lives elsewhere.
 """
 
 from __future__ import annotations

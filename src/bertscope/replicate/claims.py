@@ -15,6 +15,9 @@ heads. And a comparison whose two sides both sit at the task's majority-class sc
 
 Inputs are :class:`RunRow` records (built by the runner from the result store), so the functions can be tested on
 hand-made rows.
+
+Length: every claim of both papers is one small pure function over the same :class:`RunRow` records, sharing
+the pairing, learned-head and chance guards above them; split by paper, those guards would leave their users.
 """
 
 from __future__ import annotations

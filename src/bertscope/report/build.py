@@ -25,17 +25,12 @@ from bertscope.data.labels import axis_name
 from bertscope.report.aggregate import REPLICATE_AXIS, axis_values, condition_axes, main_metric
 from bertscope.report.config import ReportConfig
 from bertscope.report.context import experiment_context
+from bertscope.report.declared import is_study
 from bertscope.report.document import Block, Section
 from bertscope.report.plots import Plots
 from bertscope.report.render import to_html, to_markdown, write_tables
-from bertscope.report.sections import (
-    aggregate_rows,
-    experiment_sections,
-    is_study,
-    overview_section,
-    summary_metrics,
-    summary_section,
-)
+from bertscope.report.sections import experiment_sections
+from bertscope.report.summary import aggregate_rows, overview_section, summary_metrics, summary_section
 from bertscope.runs.store import STATUSES, ResultStore, RunRecord
 from bertscope.sweep.plugins import commands
 
