@@ -229,6 +229,62 @@ def test_every_layer_row_says_which_text_fitted_the_head_and_the_final_agreement
     assert claim.heads is None and claim.learned_share is None  # a lens claim rests on no trained head
 
 
+def _tuned(seed: int, logit: list[float], tuned: list[float], *, heldout: bool = False,
+           flat: bool = True) -> C.RunRow:
+    """A ``reconstruct --lens tuned`` run: both lenses' KL to the final distribution per hidden state."""
+    metrics = {}
+    if flat:
+        metrics = {f"lens.{kind}.layer{layer}.kl_to_final": value for kind, values in (("logit", logit),
+                                                                                         ("tuned", tuned))
+                   for layer, value in enumerate(values)}
+        metrics["lens.logit.layer0.top1"] = 0.5  # other lens metrics are not KL
+    if heldout:
+        metrics |= {f"lens.heldout.{kind}.layer{layer}.kl": value / 2 for kind, values in (("logit", logit),
+                                                                                            ("tuned", tuned))
+                    for layer, value in enumerate(values)}
+    records = [{"lens": kind, "layer": layer, "kl_to_final": value}
+               for kind, values in (("logit", logit), ("tuned", tuned)) for layer, value in enumerate(values)]
+    payload = {"lens": {"records": records, "tuned": {"corpus": {"kind": "glue-train", "train_sentences": 256},
+                                                      "options": {"steps": 100}, "last_layer_deviation": 0.0}}}
+    return C.RunRow(f"tuned-{seed}", "tuned-lens", {"seed": seed}, metrics, payload, options={"model": "m"})
+
+
+def test_tuned_lens_claim_is_the_weakest_layer_s_paired_difference():
+    from scipy import stats as scipy_stats
+
+    logit = [4.0, 3.0, 1.5, 0.0]
+    seeds = (1, 2, 3)
+    tuned = {s: [1.0 + 0.1 * s, 0.8, 0.9 + 0.05 * s, 0.001] for s in seeds}  # layer 3 is the last: not counted
+    rows = [_tuned(s, logit, tuned[s], heldout=True) for s in seeds]
+    claim = _one(C.paper1_claims(rows), "p1.tuned-lens")
+    # known answer: layer 2 is the weakest in every seed, tuned - logit = -0.6 + 0.05 s
+    expected = [-0.6 + 0.05 * s for s in seeds]
+    assert claim.difference.mean == pytest.approx(-0.5) and claim.difference.n == 3
+    assert claim.difference.std == pytest.approx(0.05)
+    low, high = scipy_stats.t.interval(0.95, df=2, loc=sum(expected) / 3, scale=scipy_stats.sem(expected))
+    assert (claim.difference.low, claim.difference.high) == (pytest.approx(low), pytest.approx(high))
+    assert claim.kind == "worse" and claim.verdict == "supported" and claim.scope == "m"
+    assert claim.details["weakest_layer"] == {"1": 2, "2": 2, "3": 2}
+    # the measurement lists both lenses' mean KL per hidden state, the last one marked
+    assert "0: 4.000/1.200" in claim.measurement and "2: 1.500/1.000" in claim.measurement
+    assert "3 (last): 0.000/0.001" in claim.measurement
+    layer0 = claim.details["per_layer_kl"]["0"]
+    assert layer0["difference"]["mean"] == pytest.approx(-2.8) and layer0["logit"]["n"] == 3
+    assert claim.details["heldout_per_layer_kl"]["1"]["logit"]["mean"] == pytest.approx(1.5)
+    assert "translators trained on glue-train (256 sentences, 100 steps)" in claim.note
+    assert claim.heads is None  # a lens claim rests on no fine-tuned head
+    # the payload's records give the same claim when the flat metrics are missing
+    from_payload = _one(C.paper1_claims([_tuned(s, logit, tuned[s], flat=False) for s in seeds]), "p1.tuned-lens")
+    assert from_payload.difference == claim.difference
+    # one layer where the tuned lens is further away in every seed: not supported
+    behind = {s: [1.0, 3.2 + 0.01 * s, 0.9, 0.0] for s in seeds}
+    worse = _one(C.paper1_claims([_tuned(s, logit, behind[s]) for s in seeds]), "p1.tuned-lens")
+    assert worse.difference == stats.summarize([behind[s][1] - logit[1] for s in seeds])
+    assert worse.verdict == "not supported" and worse.details["weakest_layer"]["1"] == 1
+    one = _one(C.paper1_claims(rows[:1]), "p1.tuned-lens")
+    assert one.verdict == "inconclusive" and "one seed" in one.note
+
+
 def test_missing_runs_still_give_inconclusive_rows():
     for paper in PAPERS:
         claims = C.claims_for(paper, [])
@@ -298,7 +354,8 @@ def test_end_to_end_tiny_budget_writes_claims_and_resumes(tiny_checkpoint, glue_
     payload = json.loads((tmp_path / "out" / "claims.json").read_text())
     ids = {c["id"] for c in payload["claims"]}
     assert ids == {"p1.every-layer", "p1.across-families", "p1.duplicated-layers", "p1.deepen-finetune",
-                   "p1.layer-scan"}
+                   "p1.layer-scan", "p1.tuned-lens"}
+    assert len(payload["claims"]) == 6  # one row each: one model, one task
     assert all(c["verdict"] in stats.VERDICTS for c in payload["claims"])
     assert all(r["options"] for r in payload["runs"])  # each run's effective options are recorded
     by_id = {c["id"]: c for c in payload["claims"]}
@@ -310,6 +367,10 @@ def test_end_to_end_tiny_budget_writes_claims_and_resumes(tiny_checkpoint, glue_
     assert every["heads"] is None and "measured on" in every["note"]
     assert every["details"]["per_layer_final_agreement"]["2"]["mean"] == pytest.approx(1.0)  # the last layer
     assert "the original's" in by_id["p1.duplicated-layers"]["note"]  # decoded with the original's head
+    tuned = by_id["p1.tuned-lens"]  # both lenses per hidden state 0..2, per seed; at the last both are ~0
+    assert tuned["difference"]["n"] == 2 and set(tuned["details"]["per_layer_kl"]) == {"0", "1", "2"}
+    assert tuned["details"]["per_layer_kl"]["2"]["logit"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert "2 (last)" in tuned["measurement"] and "never on the measured text" in tuned["note"]
     assert "<table>" in (tmp_path / "out" / "claims.html").read_text()
     # the same invocation again runs nothing new and gives the same claims
     second = api.replicate(**options)

@@ -33,7 +33,7 @@ import numpy as np
 
 from bertscope.core.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
 from bertscope.finetune.learning import REMEDY
-from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES
+from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES, TUNED_LENS
 
 __all__ = ["CHANCE_MARGIN", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
 
@@ -324,8 +324,101 @@ def _layer_scan(rows: Sequence[RunRow]) -> Claim:
                   details={"agreement_threshold": agreement, "most": most, "variants": variants})
 
 
+#: the two lenses a ``reconstruct --lens tuned`` run measures side by side
+_LENSES = ("logit", "tuned")
+
+
+def _lens_kl(row: RunRow, measured: bool = True) -> dict[str, dict[int, float]]:
+    """Per lens, KL(p_final || p_layer) per hidden state of a ``reconstruct --lens tuned`` run: on the measured text
+    (the flat metrics ``lens.<lens>.layer<l>.kl_to_final``, else the payload's ``lens.records``), or with
+    ``measured=False`` on the fit corpus's held-out part (``lens.heldout.<lens>.layer<l>.kl``)."""
+    out: dict[str, dict[int, float]] = {kind: {} for kind in _LENSES}
+    for key, value in row.metrics.items():
+        parts = key.split(".")
+        if measured and len(parts) == 4 and parts[3] == "kl_to_final":
+            kind, layer = parts[1], parts[2]
+        elif not measured and len(parts) == 5 and parts[1] == "heldout" and parts[4] == "kl":
+            kind, layer = parts[2], parts[3]
+        else:
+            continue
+        number = _finite(value)
+        if parts[0] == "lens" and kind in out and layer.startswith("layer") and number is not None:
+            out[kind][int(layer[5:])] = number
+    if measured and not any(out.values()):  # a run stored without its flat metrics: the result file's records
+        for record in ((row.payload or {}).get("lens") or {}).get("records") or []:
+            number = _finite(record.get("kl_to_final"))
+            if record.get("lens") in out and number is not None:
+                out[str(record["lens"])][int(record["layer"])] = number
+    return out
+
+
+def _per_layer(rows: Sequence[RunRow], measured: bool) -> dict[int, dict[str, Any]]:
+    """Per hidden state: each lens's KL over seeds and the paired difference tuned - logit (``stats`` dicts)."""
+    values: dict[int, dict[str, dict[int, float]]] = defaultdict(lambda: {kind: {} for kind in _LENSES})
+    for row in rows:
+        for kind, layers in _lens_kl(row, measured).items():
+            for layer, value in layers.items():
+                values[layer][kind][row.seed] = value
+    out = {}
+    for layer, sides in sorted(values.items()):
+        difference, _ = _paired(sides["tuned"], sides["logit"])
+        out[layer] = {"logit": summarize(list(sides["logit"].values())).to_dict(),
+                      "tuned": summarize(list(sides["tuned"].values())).to_dict(), "difference": difference.to_dict()}
+    return out
+
+
+def _tuned_lens(rows: Sequence[RunRow]) -> Claim:
+    """The tuned lens is closer to the final distribution than the logit lens at every hidden state below the last:
+    per seed, the largest (least negative) tuned - logit KL over hidden states 0..L-1 (the weakest layer, as the
+    every-layer claim takes the lowest top-1); supported when its whole interval is below 0."""
+    worst: list[float] = []
+    sides: dict[str, list[float]] = {kind: [] for kind in _LENSES}
+    weakest: dict[int, int] = {}
+    for row in sorted(rows, key=lambda r: r.seed):
+        kl = _lens_kl(row)
+        layers = sorted(set(kl["logit"]) & set(kl["tuned"]))
+        below = layers[:-1]  # the last hidden state is the target itself: both lenses are about 0 there
+        if not below:
+            continue
+        gaps = {layer: kl["tuned"][layer] - kl["logit"][layer] for layer in below}
+        weakest[row.seed] = max(gaps, key=lambda layer: gaps[layer])
+        worst.append(gaps[weakest[row.seed]])
+        for kind in _LENSES:
+            sides[kind].append(statistics.fmean(kl[kind][layer] for layer in below))
+    per_layer = _per_layer(rows, measured=True)
+    last = max(per_layer, default=None)
+    listing = ", ".join(f"{layer}{' (last)' if layer == last else ''}: {v['logit']['mean']:.3f}/"
+                        f"{v['tuned']['mean']:.3f}" for layer, v in per_layer.items())
+    measurement = ("max over hidden states 0..L-1 of (tuned - logit) KL to the final layer's distribution, nats, "
+                   "measured text, per seed" + (f"; mean KL logit/tuned by hidden state: {listing}" if listing else ""))
+    notes = []
+    lens_info = next((((r.payload or {}).get("lens") or {}).get("tuned") or {} for r in rows
+                      if ((r.payload or {}).get("lens") or {}).get("tuned")), {})
+    corpus = lens_info.get("corpus") or {}
+    if lens_info:
+        notes.append(f"translators trained on {corpus.get('kind', '?')} ({corpus.get('train_sentences', '?')} "
+                     f"sentences, {(lens_info.get('options') or {}).get('steps', '?')} steps), never on the measured "
+                     "text")
+    if weakest:
+        notes.append("weakest hidden state per seed: " + ", ".join(f"{layer} (seed {seed})"
+                                                                   for seed, layer in sorted(weakest.items())))
+    heads = sorted({head_text(r.payload) for r in rows if r.payload})
+    notes += heads[:1]
+    model = next((r.model for r in rows), "(none)")
+    return _claim("paper1", "p1.tuned-lens", "The tuned lens is closer to the final distribution than the logit lens "
+                  "at every layer below the last", model, "worse", measurement, summarize(worst),
+                  note="; ".join(notes),
+                  sides={f"{kind} KL (mean over hidden states 0..L-1)": summarize(sides[kind]) for kind in _LENSES},
+                  runs=[r.id for r in rows],
+                  details={"per_layer_kl": {str(k): v for k, v in per_layer.items()},
+                           "heldout_per_layer_kl": {str(k): v for k, v in _per_layer(rows, measured=False).items()},
+                           "weakest_layer": {str(k): v for k, v in sorted(weakest.items())},
+                           "last_layer_deviation": lens_info.get("last_layer_deviation"), "head": heads})
+
+
 def paper1_claims(rows: Sequence[RunRow]) -> list[Claim]:
-    """Paper 1's claims from the runs of its protocol (experiments reconstruct, layer-scan, deepen-finetune)."""
+    """Paper 1's claims from the runs of its protocol (experiments reconstruct, layer-scan, deepen-finetune and the
+    logit lens beside the tuned lens)."""
     by_exp: dict[str, list[RunRow]] = defaultdict(list)
     for row in rows:
         by_exp[row.experiment].append(row)
@@ -349,6 +442,7 @@ def paper1_claims(rows: Sequence[RunRow]) -> list[Claim]:
         _claim("paper1", "p1.deepen-finetune", "Deepening then fine-tuning beats the original", "(none)", "better",
                "dev score: deepened - original", summarize([]))]
     claims.append(_layer_scan(by_exp.get("layer-scan", [])))
+    claims.append(_tuned_lens(by_exp.get(TUNED_LENS, [])))
     return claims
 
 

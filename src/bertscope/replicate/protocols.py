@@ -19,13 +19,16 @@ from typing import Any
 
 from bertscope.core.errors import BertscopeError
 
-__all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "PAPERS", "TOLERANCES", "Budget", "Experiment", "Protocol",
-           "protocol"]
+__all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "PAPERS", "TOLERANCES", "TUNED_LENS", "Budget", "Experiment",
+           "Protocol", "protocol"]
 
 PAPERS: dict[str, str] = {
     "paper1": "Kao et al. 2020, arXiv 2001.09309: the MLM output layer reads every layer; duplicating layers",
     "paper2": "Fukuhata & Kano 2025, arXiv 2504.04966: few dimensions, any token, lower layers, frozen, cross",
 }
+
+#: The experiment of paper 1 that measures the logit lens beside the tuned lens (``reconstruct --lens tuned``).
+TUNED_LENS = "tuned-lens"
 
 #: The model-axis label of a deepened variant starts with this (claims tell variants from originals by it).
 DEEPENED_PREFIX = "deepened:"
@@ -46,7 +49,8 @@ TOLERANCES: dict[str, float] = {
 @dataclass(frozen=True)
 class Budget:
     """How large one budget's runs are. ``finetune``: base options of every fine-tuning run (studies included);
-    ``lens``: base options of reconstruct and layer-scan."""
+    ``lens``: base options of reconstruct and layer-scan; ``tuned``: the tuned-lens training options added to
+    ``lens`` for paper 1's logit-vs-tuned-lens run (empty: reconstruct's defaults)."""
 
     name: str
     seeds: tuple[int, ...]
@@ -58,6 +62,7 @@ class Budget:
     cross_single_task: bool = False
     tokens: str | None = None  # the tokens study's strategies (None: its default, every strategy)
     note: str = ""
+    tuned: dict[str, Any] = field(default_factory=dict)
 
 
 # Fine-tuning options measured on the embedded model (SST-2, OMP_NUM_THREADS=1, docs/replicate.md "Budgets"): the
@@ -67,6 +72,12 @@ class Budget:
 _SMOKE_FT = {"max_train": 192, "max_eval": 128, "epochs": 2, "batch_size": 8, "max_length": 64, "lr": 2e-4}
 _SMALL_FT = {"max_train": 256, "max_eval": 200, "epochs": 2, "batch_size": 8, "max_length": 64, "lr": 2e-4}
 _FULL_FT = {"epochs": 3, "batch_size": 32, "max_length": 128, "lr": 2e-5}
+# Tuned-lens translators (reconstruct --lens tuned) measured on the embedded model, seed 1, fit on 256 GLUE training
+# sentences, 128 tokens a step: held-out KL (mean over layers) 0.363 after 15 steps, 0.334 after 30, 0.323 after 60,
+# and below the logit lens's at every layer but the last on held-out and on measured text; each step decodes every
+# layer over the whole vocabulary (about 2 s of one core on MiniLM), so smoke stops at 40. full: reconstruct's
+# defaults (250 steps, 512 sentences).
+_SMOKE_TUNED = {"lens_steps": 40, "lens_sentences": 256}
 
 BUDGETS: dict[str, Budget] = {
     "test": Budget("test", (1, 2), ("rte",),
@@ -74,20 +85,24 @@ BUDGETS: dict[str, Budget] = {
                    {"task": "sst2", "split": "validation", "max_examples": 4, "max_length": 16, "fit_steps": 3,
                     "fit_batch_size": 4, "fit_curve": False},
                    dims_k="2,all", dims_samples=1, tokens="cls,mean", note="tests only: a tiny random checkpoint, "
-                                                                            "seconds"),
+                                                                            "seconds",
+                   tuned={"lens_steps": 3, "lens_sentences": 16, "lens_batch_tokens": 16}),
     "smoke": Budget("smoke", (1, 2), ("sst2",), _SMOKE_FT,
                     {"task": "sst2", "split": "validation", "max_examples": 64, "max_length": 64, "fit_steps": 100,
                      "fit_curve": False},
                     dims_samples=2, tokens="cls,mean,max-norm",
                     note="about 8 minutes per paper on a quiet 2-core CPU: checks the path; 2 seeds, 192 training "
                          "examples x 2 epochs at lr 2e-4 (heads learn on SST-2; few-dimension heads mostly do not), "
-                         "three token strategies, the MLM head fitted in 100 steps"),
+                         "three token strategies, the MLM head fitted in 100 steps, tuned-lens translators in 40",
+                    tuned=_SMOKE_TUNED),
     "small": Budget("small", (1, 2, 3), ("sst2",), _SMALL_FT,
                     {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                      "fit_curve": False},
                     dims_samples=2,
                     note="at most about 25 minutes per paper on a quiet 2-core CPU; 3 seeds, 256 training examples "
-                         "x 2 epochs at lr 2e-4, every default token strategy, the MLM head fitted in 300 steps"),
+                         "x 2 epochs at lr 2e-4, every default token strategy, the MLM head fitted in 300 steps, "
+                         "tuned-lens translators in 100",
+                    tuned={"lens_steps": 100, "lens_sentences": 256}),
     "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
                    {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
                    dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,
@@ -122,6 +137,15 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "so is a comparison of two sides at the majority-class score.",
         "'Barely changes outputs': top-1 agreement with the original model >= 0.9 on the same positions; 'most' = "
         "more than half of the one-layer variants (duplicate and remove pooled).",
+        "Tuned lens (not in paper 1; Belrose et al. 2023, arXiv 2303.08112): reconstruct --lens tuned on the first "
+        "model, per seed, with the same head, measured text and fit corpus as the every-layer row; one affine "
+        "translator per hidden state trained on the fit corpus (never the measured sentences) to minimise "
+        "KL(p_final || p_layer), in the budget's steps (test: 3, smoke: 40, small: 100, full: reconstruct's 250) on "
+        "at most its sentences (16, 256, 256, 512).",
+        "'Closer at every layer below the last': per seed, the largest tuned - logit KL to the final layer's "
+        "distribution (nats, measured text) over hidden states 0..L-1 (the weakest layer), paired within the run; "
+        "supported when its whole 95% interval is below 0. The last hidden state is the target itself (both "
+        "about 0) and is listed, not counted; the fit corpus's held-out KL per layer is in claims.json.",
     ),
     "paper2": (
         "Model: --model (default the embedded MiniLM-L6-H384, trained with mean pooling, so [CLS] was never its "
@@ -197,6 +221,9 @@ def _paper1(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
                    {"model": [*models, _deepened(first)], "seed": seeds}),
         Experiment("layer-scan", "layer-scan", {**budget.lens, "model": first},
                    {"op": ["duplicate", "remove"], "seed": seeds}),
+        # the logit lens next to the tuned lens (translators trained on the fit corpus), on the same measured text
+        Experiment(TUNED_LENS, "reconstruct", {**budget.lens, **budget.tuned, "model": first, "lens": "tuned"},
+                   {"seed": seeds}),
         Experiment("deepen-finetune", "finetune", ft,
                    {"model": [first, _deepened(first)], "task": list(tasks), "seed": seeds}),
     ]
