@@ -502,6 +502,34 @@ def test_sigterm_stops_a_sweep_its_workers_and_notes_their_runs(tmp_path, worker
     assert api.status(store=str(store)).interrupted == workers
 
 
+@linux_only
+def test_two_drivers_through_a_symlinked_store_path_never_both_run_a_run(tmp_path):
+    """The fault trial: one driver reaches the store through a linked folder, others through the real path and a
+    link to the file. While the first holds the store every other is refused in one line; every run runs once."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    (tmp_path / "alias.db").symlink_to(real / "r.db")
+    log = tmp_path / "log.txt"
+    n = 2
+    spec = write_spec(tmp_path, base={"sleep": 10.0, "log": str(log)}, grid={"x": list(range(1, n + 1))})
+    first = subprocess.Popen(_sweep_command(spec, tmp_path / "link" / "r.db", 1), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(executions(log)) >= 1, 120, first)
+    for spelling in (real / "r.db", tmp_path / "alias.db"):
+        second = subprocess.run(_sweep_command(spec, spelling, 1), env=_env(), capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().count("\n") == 0 and "is in use by a running sweep" in second.stderr
+        assert first.poll() is None  # refused while the first was still running
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    per_run = [sum(line.split()[1] == f"x={float(x)}" for line in executions(log)) for x in range(1, n + 1)]
+    assert per_run == [1] * n
+    with ResultStore(real / "r.db", create=False) as s:
+        assert s.counts()["done"] == n
+
+
 def test_a_run_waits_for_a_live_writer_of_its_folder(tmp_path, monkeypatch):
     """A run folder still owned by a live process (a worker of a stopped sweep) is neither cleared nor filled."""
     from filelock import FileLock

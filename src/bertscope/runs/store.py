@@ -41,7 +41,8 @@ from filelock import FileLock, Timeout
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
 
-__all__ = ["STATUSES", "STUDY_STORE", "ResultStore", "RunRecord", "StoreLock", "StoredRun", "remove_store", "study_store"]
+__all__ = ["STATUSES", "STUDY_STORE", "ResultStore", "RunRecord", "StoreLock", "StoredRun", "remove_store", "resolved_store",
+           "study_store"]
 
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 1
@@ -137,12 +138,26 @@ class RunRecord:
     traceback: str | None = None
 
 
+def resolved_store(path: str | os.PathLike[str]) -> Path:
+    """The one spelling of a store path: absolute, ``~`` expanded, every symlink (of the file or a folder above it)
+    followed. Two spellings of one store (``r.db``, ``./x/../r.db``, a link to it or to its folder) give one path,
+    hence one lock file. A hard link to the store file is a second name no path arithmetic can see: don't."""
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
 class StoreLock:
     """An exclusive OS lock on ``<store>.lock`` (:class:`filelock.FileLock`): one sweep per store at a time, released
-    when the process dies. The holder writes ``pid N`` into the file so a refused sweep can say who holds it."""
+    when the process dies. The holder writes ``pid N`` into the file so a refused sweep can say who holds it.
 
-    def __init__(self, store_path: Path) -> None:
-        self.path = Path(f"{store_path}.lock")
+    The lock file sits beside the store's *resolved* path (:func:`resolved_store`), so the lock holds however the
+    store is spelt: two drivers reaching one store through a symlink contend for one lock file."""
+
+    def __init__(self, store_path: str | os.PathLike[str]) -> None:
+        self.store = Path(store_path)
+        try:
+            self.path = Path(f"{resolved_store(store_path)}.lock")
+        except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder on the way
+            raise BertscopeError(f"cannot resolve the store path {store_path}: {exc}") from None
         self._lock: FileLock | None = None
 
     def acquire(self) -> None:
@@ -151,7 +166,7 @@ class StoreLock:
         try:
             lock.acquire()
         except Timeout:
-            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep or study ({self._holder()}); "
+            raise BertscopeError(f"store {self.store} is in use by a running sweep or study ({self._holder()}); "
                                  "wait for it or stop it first") from None
         except OSError as exc:  # a read-only folder: no lock file, so no sweep may write here (Timeout is one too)
             raise BertscopeError(f"cannot create the store's lock file {self.path}: {exc.strerror or exc}") from None
