@@ -123,7 +123,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     store_path = Path(config.store)
     runs_dir = Path(config.runs_dir) if config.runs_dir else default_runs_dir(store_path)
     spec = load_spec(config.spec or "", runs_dir=runs_dir.resolve(), allow_plugins=config.allow_plugins,
-                     plugins_from=config.plugins_from, dry_run=config.dry_run)
+                     plugins_from=config.plugins_from, dry_run=config.dry_run, max_runs=config.max_runs)
     if config.dry_run:
         return _dry_run(config, spec, store_path, runs_dir, start)
     store = ResultStore(store_path)
