@@ -116,3 +116,124 @@ def test_bad_sweep_flags_are_one_line(case, flags, words, tmp_path, capsys) -> N
 
 
 _Damage = Callable[[Path], None]
+
+
+# -- damaged store records -------------------------------------------------------------------------------------
+
+TOY = str(Path(__file__).with_name("sweep_toy.py"))
+
+
+def _filled_store(tmp_path: Path, n: int = 4) -> tuple[Path, list[str]]:
+    from bertscope.runs.store import ResultStore
+    from bertscope.sweep.spec import parse_spec
+
+    runs = parse_spec({"plugins": [TOY], "command": "toy", "grid": {"x": list(range(1, n + 1)), "seed": [7]}},
+                      runs_dir=tmp_path / "runs", default_name="s", allow_plugins=True,
+                      plugins_from=str(Path(TOY).parent)).runs
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        store.register("s", {"command": "toy"}, "s.yaml", runs)
+        for run in runs:
+            store.mark_running(run.id)
+            store.mark_done(run.id, metrics={"score": float(run.options["x"])},
+                            payload={"score": 1.0, "records": [{"layer": 0, "top1": 0.5}]}, duration=0.1,
+                            worker="w", environment={})
+    return path, [r.id for r in runs]
+
+
+def _sql(path: Path, statement: str, *args: object) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute(statement, args)
+    conn.commit()
+    conn.close()
+
+
+def _flip_payload_byte(path: Path, run_id: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    data = bytearray(conn.execute("SELECT data FROM payloads WHERE run_id=?", (run_id,)).fetchone()[0])
+    data[len(data) // 2] ^= 0xFF
+    conn.execute("UPDATE payloads SET data=? WHERE run_id=?", (bytes(data), run_id))
+    conn.commit()
+    conn.close()
+
+
+#: (case, damage of one run's record, words naming why)
+DAMAGES: list[tuple[str, Callable[[Path, str], None], str]] = [
+    ("flipped payload byte", _flip_payload_byte, "payload is damaged"),
+    ("payload not zlib", lambda p, r: _sql(p, "UPDATE payloads SET data=? WHERE run_id=?", b"plain bytes", r),
+     "payload is damaged"),
+    ("metrics not JSON", lambda p, r: _sql(p, "UPDATE runs SET metrics='{score: 1' WHERE id=?", r),
+     "metrics is not JSON"),
+    ("config a JSON list", lambda p, r: _sql(p, "UPDATE runs SET config='[1, 2]' WHERE id=?", r),
+     "config is a JSON list, not a dict"),
+    ("metrics not numbers", lambda p, r: _sql(p, "UPDATE runs SET metrics='{\"score\": \"high\"}' WHERE id=?", r),
+     "metrics are not numbers"),
+]
+
+
+@pytest.mark.parametrize("case, damage, words", DAMAGES, ids=[c for c, _, _ in DAMAGES])
+def test_a_damaged_record_is_named_and_skipped_by_status_and_report(case, damage, words, tmp_path, capsys) -> None:
+    from bertscope.cli import main
+
+    path, ids = _filled_store(tmp_path)
+    damage(path, ids[1])
+    capsys.readouterr()
+    assert main(["status", "--store", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    if "payload" not in words:  # status reads no payload (it stays quick on any store)
+        assert "skipped 1 damaged record(s)" in " ".join(out.out.split()) and ids[1] in out.out.replace("\n", "")
+    report = tmp_path / "rep"
+    assert main(["report", "--store", str(path), "--out", str(report)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    text = (report / "report.md").read_text()
+    assert "Skipped 1 damaged record(s)" in text and ids[1] in text and words in text
+    assert json.loads((report / "report.json").read_text())["damaged"].startswith("skipped 1 damaged")
+
+
+def test_a_store_of_damaged_records_only_is_one_line(tmp_path, capsys) -> None:
+    path, ids = _filled_store(tmp_path, 2)
+    for rid in ids:
+        _sql(path, "UPDATE runs SET config='[1]' WHERE id=?", rid)
+    for argv in (["status", "--store", str(path)], ["report", "--store", str(path), "--out", str(tmp_path / "rep")]):
+        assert "skipped 2 damaged record(s)" in user_error(argv, capsys)
+    assert not (tmp_path / "rep" / "report.md").exists()
+
+
+def test_store_and_runs_dir_paths_that_cross_a_file_are_one_line(tmp_path, capsys) -> None:
+    blocker = _write(tmp_path / "plain.txt", "a file, not a folder")
+    spec = _write(tmp_path / "spec.yaml", "command: reconstruct\ngrid: {seed: [1]}\n")
+    err = user_error(["sweep", str(spec), "--store", str(blocker / "r.db"), "--no-progress"], capsys)
+    assert "cannot create the folder of --store" in err
+    err = user_error(["sweep", str(spec), "--store", str(tmp_path / "r.db"), "--runs-dir", str(blocker / "runs"),
+                      "--no-progress"], capsys)
+    assert "cannot create --runs-dir" in err
+    for argv in (["status", "--store", str(blocker / "r.db")],
+                 ["report", "--store", str(blocker / "r.db"), "--out", str(tmp_path / "rep")]):
+        assert "no result store at" in user_error(argv, capsys)
+
+
+def test_a_store_in_a_folder_that_cannot_be_written_says_so(tmp_path, capsys, monkeypatch) -> None:
+    """A read-only filesystem (simulated: tests may run as root): SQLite cannot open the WAL store, and the line
+    says where the trouble is, not that the file is no result store."""
+    import sqlite3
+
+    from bertscope.runs import store as store_module
+
+    path, _ = _filled_store(tmp_path, 1)
+    connect = sqlite3.connect
+
+    def refuse(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.close()
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    monkeypatch.setattr(store_module.os, "access", lambda where, mode: False)
+    err = user_error(["status", "--store", str(path)], capsys)
+    assert "read-only filesystem" in err and "not a bertscope result store" not in err

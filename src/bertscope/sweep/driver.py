@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.core.errors import Terminated
+from bertscope.core.errors import BertscopeError, Terminated
 from bertscope.core.registry import CommandInfo
 from bertscope.runs.store import STATUSES, ResultStore
 from bertscope.sweep.config import SweepConfig
@@ -169,7 +169,10 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
         status[r.id] = "pending"
     executed = {"done": 0, "failed": 0}
     failures: list[dict[str, str]] = []
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a path that crosses a file, a folder we may not create
+        raise BertscopeError(f"cannot create --runs-dir {runs_dir}: {exc.strerror or exc}") from None
     bar = _progress(len(todo), spec.name, enabled=config.progress)
 
     def settle(run_id: str, ok: bool, error: str | None) -> None:
