@@ -206,7 +206,7 @@ def _pivot(section: Section, rows: Sequence[RunRecord], row_axis: str, col_axis:
             for cv in col_values:
                 members = [r for r in group if (r.axes or {}).get(row_axis) == rv
                            and (r.axes or {}).get(col_axis) == cv]
-                cells.append(format_cell(metric_stats(members, metric)))
+                cells.append(format_cell(metric_stats(members, metric), metric=metric))
             table_rows.append(cells)
         headers = [row_title or axis_name(row_axis), *(shown(col_axis, c) for c in col_values)]
         note = ""
@@ -229,7 +229,8 @@ def _single_axis_table(section: Section, rows: Sequence[RunRecord], axis: str, m
     others = [a for a in condition_axes(rows) if a != axis]
     for fixed, group in split_by(rows, others):
         table_rows = [[shown(axis, v), format_cell(metric_stats([r for r in group if (r.axes or {}).get(axis) == v],
-                                                                metric))] for v in axis_values(group, axis)]
+                                                                metric), metric=metric)]
+                      for v in axis_values(group, axis)]
         note = ""
         task = _single_task(group, ctx)
         if task is not None and (reference := _baseline_of(ctx, task, metric)):
@@ -697,7 +698,7 @@ def summary_section(rows: Sequence[RunRecord], title: str, metrics: list[str], c
     table_rows = []
     for fixed, group in split_by(rows, conditions):
         table_rows.append([describe_shown(fixed) or "(all runs)",
-                           *(format_cell(metric_stats(group, m)) for m in metrics)])
+                           *(format_cell(metric_stats(group, m), metric=m) for m in metrics)])
     keys = ", ".join(f"`{m}`" for m in metrics)
     section.table(["condition", *(ctx.metric(m) for m in metrics)], table_rows,
                   caption=f"Mean ± std over seeds (n = runs); the columns' metric keys: {keys}")
