@@ -587,3 +587,43 @@ def test_retrying_a_failed_study_run_retries_the_failed_runs_inside_it(tmp_path)
     assert "retry_failed" not in study.identity and study.options["retry_failed"] is False
     assert _retrying(study) == {**study.options, "retry_failed": True}
     assert _retrying(plain) is plain.options
+
+
+def test_sweep_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_pipe(tmp_path):
+    import io
+
+    from bertscope.sweep.driver import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    pipe = io.StringIO()
+    plain = _progress(2, "s", enabled=True, stream=pipe)
+    for done in (1, 2):
+        plain.update(1)
+        plain.set_postfix(done=done, failed=0, refresh=False)
+    plain.close()
+    lines = pipe.getvalue().splitlines()
+    assert "\r" not in pipe.getvalue() and len(lines) == 2 and lines[1].endswith("sweep s: 2/2 runs (done 2, failed 0)")
+    bar = _progress(2, "s", enabled=True, stream=Terminal())
+    assert type(bar).__name__ != "_PlainProgress" and not bar.disable
+    bar.close()
+    assert _progress(2, "s", enabled=False, stream=Terminal()).disable
+    assert _progress(2, "s", enabled=False, stream=pipe).disable
+
+
+def test_a_piped_sweep_writes_timestamped_lines_not_bars(tmp_path, capsys):
+    import re
+
+    spec = write_spec(tmp_path, grid={"x": [1, 2]})
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "r.db"), *ALLOW_FLAGS]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if "sweep toy:" in line]
+    assert len(lines) == 2 and all(re.match(r"\d\d:\d\d:\d\d sweep toy: [12]/2 runs \(done [12], failed 0\)", x)
+                                   for x in lines), err
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "r2.db"), "--no-progress", *ALLOW_FLAGS]) == 0
+    assert "sweep toy:" not in capsys.readouterr().err

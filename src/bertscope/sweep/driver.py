@@ -271,10 +271,41 @@ def _retrying(run: Run) -> dict[str, Any]:
     return run.options
 
 
-def _progress(total: int, name: str, *, enabled: bool) -> Any:
+class _PlainProgress:
+    """The sweep's progress where stderr is no terminal (a pipe, a batch job's log file): one timestamped line per
+    finished run instead of a bar redrawn with carriage returns; the subset of tqdm's interface the driver uses."""
+
+    def __init__(self, total: int, name: str, stream: Any) -> None:
+        self.total, self.name, self.n, self.stream = total, name, 0, stream
+        self.postfix: dict[str, Any] = {}
+
+    def write(self, text: str, file: Any = None) -> None:
+        print(text, file=file or self.stream, flush=True)
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+
+    def set_postfix(self, refresh: bool = False, **values: Any) -> None:
+        self.postfix = values
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        self.write(f"{time.strftime('%H:%M:%S')} sweep {self.name}: {self.n}/{self.total} runs ({shown})", self.stream)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, name: str, *, enabled: bool, stream: Any = None) -> Any:
+    """A tqdm bar on a terminal; plain timestamped lines elsewhere; nothing with ``--no-progress``."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"sweep {name}", unit="run", disable=not enabled, file=sys.stderr,
+    stream = sys.stderr if stream is None else stream
+    try:
+        terminal = bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):  # a closed or detached stream is no terminal
+        terminal = False
+    if enabled and not terminal:
+        return _PlainProgress(total, name, stream)
+    return tqdm(total=total, desc=f"sweep {name}", unit="run", disable=not enabled, file=stream,
                 dynamic_ncols=True)
 
 
