@@ -608,3 +608,19 @@ def test_a_plugin_study_declares_its_section_and_the_report_draws_it(tmp_path):
     assert "Study runs are shown point by point" in md
     for index, width in enumerate((2, 4, 8)):
         assert f"| {width} | {cell([table[index]['score'] for _, table in runs])} |" in md
+
+
+def test_bounded_metrics_keep_their_interval_in_range_and_flags_are_shares():
+    from bertscope.core.stats import t_interval
+    from bertscope.report.aggregate import aggregate, format_cell, metric_bounds
+
+    values = [0.2, 1.0, 1.0]  # a wide spread near the top of [0, 1]
+    stats = aggregate(values)
+    low, high = t_interval(*stats)
+    assert high > 1.0 and low < 0.2  # the raw t interval leaves the range
+    cell = format_cell(stats, metric="eval.accuracy")
+    assert cell.endswith(f"[{max(low, 0.0):.3f}, 1.000] (n=3)")
+    assert format_cell(aggregate([-0.9, 0.9, -0.9]), metric="matthews_correlation").split("[")[1].startswith("-1.000")
+    assert metric_bounds("eval.pearson") == (-1.0, 1.0) and metric_bounds("loss") is None
+    assert format_cell(stats) == format_cell(stats, metric="loss")  # unbounded: unchanged
+    assert format_cell(aggregate([1.0, 0.0, 1.0, 1.0]), metric="learned") == "3/4 learned"

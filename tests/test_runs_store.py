@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -139,6 +140,39 @@ def test_the_lock_admits_one_sweep_and_dies_with_its_process(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=False)
     with StoreLock(store_path):
         pass
+
+
+@pytest.mark.parametrize("spelling", ["folder link", "file link", "relative", "dotted"])
+def test_the_lock_holds_however_the_store_path_is_spelt(tmp_path, monkeypatch, spelling):
+    real = tmp_path / "real"
+    real.mkdir()
+    store_path = real / "r.db"
+    ResultStore(store_path).close()
+    if spelling == "folder link":
+        (tmp_path / "link").symlink_to(real, target_is_directory=True)
+        other = tmp_path / "link" / "r.db"
+    elif spelling == "file link":
+        other = tmp_path / "alias.db"
+        other.symlink_to(store_path)
+    elif spelling == "relative":
+        monkeypatch.chdir(real)
+        other = Path("r.db")
+    else:
+        other = tmp_path / "real" / ".." / "real" / "." / "r.db"
+    assert StoreLock(other).path == StoreLock(store_path).path == store_path.resolve().with_name("r.db.lock")
+    with StoreLock(store_path):
+        assert StoreLock(other).held_elsewhere()
+        with pytest.raises(BertscopeError, match=f"store {re.escape(str(other))} is in use"):
+            StoreLock(other).acquire()
+    with StoreLock(other), pytest.raises(BertscopeError, match="is in use"):  # and the other way round
+        StoreLock(store_path).acquire()
+
+
+def test_a_store_path_in_a_symlink_loop_is_one_line(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(BertscopeError, match="cannot resolve the store path"):
+        StoreLock(tmp_path / "a" / "r.db")
 
 
 def _filled_store(tmp_path, n=40):

@@ -502,6 +502,34 @@ def test_sigterm_stops_a_sweep_its_workers_and_notes_their_runs(tmp_path, worker
     assert api.status(store=str(store)).interrupted == workers
 
 
+@linux_only
+def test_two_drivers_through_a_symlinked_store_path_never_both_run_a_run(tmp_path):
+    """The fault trial: one driver reaches the store through a linked folder, others through the real path and a
+    link to the file. While the first holds the store every other is refused in one line; every run runs once."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    (tmp_path / "alias.db").symlink_to(real / "r.db")
+    log = tmp_path / "log.txt"
+    n = 2
+    spec = write_spec(tmp_path, base={"sleep": 10.0, "log": str(log)}, grid={"x": list(range(1, n + 1))})
+    first = subprocess.Popen(_sweep_command(spec, tmp_path / "link" / "r.db", 1), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(executions(log)) >= 1, 120, first)
+    for spelling in (real / "r.db", tmp_path / "alias.db"):
+        second = subprocess.run(_sweep_command(spec, spelling, 1), env=_env(), capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().count("\n") == 0 and "is in use by a running sweep" in second.stderr
+        assert first.poll() is None  # refused while the first was still running
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    per_run = [sum(line.split()[1] == f"x={float(x)}" for line in executions(log)) for x in range(1, n + 1)]
+    assert per_run == [1] * n
+    with ResultStore(real / "r.db", create=False) as s:
+        assert s.counts()["done"] == n
+
+
 def test_a_run_waits_for_a_live_writer_of_its_folder(tmp_path, monkeypatch):
     """A run folder still owned by a live process (a worker of a stopped sweep) is neither cleared nor filled."""
     from filelock import FileLock
@@ -559,3 +587,43 @@ def test_retrying_a_failed_study_run_retries_the_failed_runs_inside_it(tmp_path)
     assert "retry_failed" not in study.identity and study.options["retry_failed"] is False
     assert _retrying(study) == {**study.options, "retry_failed": True}
     assert _retrying(plain) is plain.options
+
+
+def test_sweep_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_pipe(tmp_path):
+    import io
+
+    from bertscope.sweep.driver import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    pipe = io.StringIO()
+    plain = _progress(2, "s", enabled=True, stream=pipe)
+    for done in (1, 2):
+        plain.update(1)
+        plain.set_postfix(done=done, failed=0, refresh=False)
+    plain.close()
+    lines = pipe.getvalue().splitlines()
+    assert "\r" not in pipe.getvalue() and len(lines) == 2 and lines[1].endswith("sweep s: 2/2 runs (done 2, failed 0)")
+    bar = _progress(2, "s", enabled=True, stream=Terminal())
+    assert type(bar).__name__ != "_PlainProgress" and not bar.disable
+    bar.close()
+    assert _progress(2, "s", enabled=False, stream=Terminal()).disable
+    assert _progress(2, "s", enabled=False, stream=pipe).disable
+
+
+def test_a_piped_sweep_writes_timestamped_lines_not_bars(tmp_path, capsys):
+    import re
+
+    spec = write_spec(tmp_path, grid={"x": [1, 2]})
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "r.db"), *ALLOW_FLAGS]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if "sweep toy:" in line]
+    assert len(lines) == 2 and all(re.match(r"\d\d:\d\d:\d\d sweep toy: [12]/2 runs \(done [12], failed 0\)", x)
+                                   for x in lines), err
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "r2.db"), "--no-progress", *ALLOW_FLAGS]) == 0
+    assert "sweep toy:" not in capsys.readouterr().err

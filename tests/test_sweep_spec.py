@@ -94,6 +94,14 @@ def test_sweep_and_report_never_import_the_api_or_the_cli():
         ({"plugins": ["no_such_module_xyz"], "command": "toy"}, "plugin module 'no_such_module_xyz'"),
         ({"plugins": ["/nope/plugin.py"], "command": "toy"}, "plugin file not found"),
         ([1, 2], "a spec is a mapping"),
+        (spec(grid={"model": [{"toy-mak": {"offset": 1}}]}),
+         "model: no option takes a mapping and toy-mak names no command a pre-step can run"),
+        (spec(grid={"model": [{"toy-make": {"offset": 1}, "lable": "one"}]}),
+         "model: unknown pre-step key(s) lable beside 'toy-make' (allowed: label, resources)"),
+        (spec(grid={"model": [{"toy-make": {}, "toy": {}}]}), "a pre-step names one command, not toy-make, toy"),
+        (spec(base={"model": {"label": "x"}}), "no option takes a mapping and it names no command"),
+        (spec(grid={"x": list(range(100)), "seed": list(range(100)), "sleep": list(range(11))}),
+         "its grids hold 110,000 runs, more than the limit of 100,000"),
     ],
 )
 def test_validation_errors_name_the_bad_key(tmp_path, raw, message):
@@ -374,3 +382,36 @@ def test_expansion_is_linear_in_the_runs(tmp_path, monkeypatch):
         assert len(loaded.runs) == n and len(loaded.members) == n
     assert work[2000][0] <= 8 * work[250][0] + 50  # the same few conversions per run
     assert work[2000][1] <= 8 * 4 * max(work[250][1], 0.05)  # generous: quadratic would be 8x more again
+
+
+def test_the_grid_is_counted_before_it_is_expanded(tmp_path, monkeypatch):
+    """A grid past the limit is refused before a single run is built (so a 10^12-point typo costs nothing), the
+    count spans every block, and --max-runs moves the limit."""
+    from bertscope.sweep import spec as spec_module
+
+    built = []
+    monkeypatch.setattr(spec_module._Expander, "add", lambda self, *a, **k: built.append(a))
+    huge = spec(grid={"x": list(range(10_000)), "seed": list(range(10_000)), "sleep": list(range(10_000))})
+    with pytest.raises(BertscopeError, match=r"1\.0e\+12 runs, more than the limit of 100,000"):
+        parse(huge, runs_dir=tmp_path)
+    blocks = {"plugins": [TOY], "command": "toy",
+              "experiments": [{"grid": {"x": list(range(1, 7))}}, {"grid": {"seed": list(range(1, 6))}}]}
+    with pytest.raises(BertscopeError, match="its grids hold 11 runs, more than the limit of 10"):
+        parse(blocks, runs_dir=tmp_path, max_runs=10)
+    assert built == []
+    monkeypatch.undo()
+    assert len(parse(blocks, runs_dir=tmp_path, max_runs=11).runs) == 11
+
+
+def test_a_misspelled_pre_step_is_caught_by_a_dry_run(tmp_path):
+    """A dry run of a spec with plugins imports none, yet a mapping that is no pre-step of a known shape still
+    fails there (a plugin command's pre-step, one key holding options, is counted as not loaded)."""
+    raw = {"plugins": [TOY], "command": "reconstruct",
+           "grid": {"model": [{"deepen": {"model": "m", "layer_map": "0,1"}, "lable": "2L"}]}}
+    with pytest.raises(BertscopeError, match="unknown pre-step key.s. lable beside 'deepen'"):
+        parse_spec(raw, runs_dir=tmp_path, dry_run=True)
+    raw["grid"] = {"model": [{"deepen": {"model": "m", "layer_mapp": "0,1"}}]}
+    with pytest.raises(BertscopeError, match="unknown option.s. layer_mapp for 'deepen'"):
+        parse_spec(raw, runs_dir=tmp_path, dry_run=True)
+    raw["grid"] = {"model": [{"toy-make": {"offset": 1}}]}  # a plugin's pre-step: not loaded, not an error
+    assert parse_spec(raw, runs_dir=tmp_path, dry_run=True).not_loaded == ("toy-make",)

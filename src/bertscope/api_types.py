@@ -835,6 +835,8 @@ class SweepOptions(TypedDict, total=False):
     allow_plugins: bool
     #: with --allow-plugins, where plugin files may come from: spec (the spec's folder or below), a folder (in it or below), or any (also module names) (default: 'spec')
     plugins_from: str
+    #: refuse a spec whose grids hold more runs than this (counted before any run is built, so a runaway grid is one line) (default: 100000)
+    max_runs: int
     #: show overall progress (default: True)
     progress: bool
 

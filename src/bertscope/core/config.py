@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import yaml
 
 from bertscope.core.errors import BertscopeError
+from bertscope.core.safe_yaml import load_yaml_file
 
 __all__ = ["Config", "Option", "Options", "add_arguments", "config_from_args", "config_options", "group", "opt"]
 
@@ -313,10 +314,9 @@ class Config(Options):
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path) -> C:
-        try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BertscopeError(f"cannot read config {path}: {exc}") from None
+        values = load_yaml_file(path, what="config") or {}
+        if not isinstance(values, Mapping):
+            raise BertscopeError(f"config {path} must be a mapping of option: value")
         return cls.from_dict(values, where=str(path))
 
 

@@ -14,8 +14,8 @@ from typing import Any
 from bertscope.core.stats import t_interval
 from bertscope.runs.store import RunRecord
 
-__all__ = ["REPLICATE_AXES", "REPLICATE_AXIS", "aggregate", "axis_values", "condition_axes", "describe",
-           "format_cell", "main_metric", "metric_stats", "split_by"]
+__all__ = ["FLAGS", "REPLICATE_AXES", "REPLICATE_AXIS", "aggregate", "axis_values", "condition_axes", "describe",
+           "format_cell", "main_metric", "metric_bounds", "metric_stats", "split_by"]
 
 REPLICATE_AXIS = "seed"
 #: replicate axes: seeds, and the random samples a `dims` study draws per K
@@ -31,15 +31,39 @@ def aggregate(values: Iterable[float | None]) -> tuple[float, float | None, int]
     return (statistics.fmean(clean), std, len(clean))
 
 
-def format_cell(stats: tuple[float, float | None, int], digits: int = 3) -> str:
+#: the last part of a metric's name -> the range its values live in (intervals are clipped to it)
+_BOUNDS: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("accuracy", "f1", "top1", "top5", "top10", "precision", "recall", "agreement",
+                     "top1_agreement", "exact_match"), (0.0, 1.0)),
+    **dict.fromkeys(("matthews_correlation", "mcc", "pearson", "spearmanr", "spearman"), (-1.0, 1.0)),
+}
+#: yes/no flags: reported as a share ("3/4 learned"), never as a mean with an interval
+FLAGS = ("learned",)
+
+
+def metric_bounds(metric: str | None) -> tuple[float, float] | None:
+    """The range of a bounded metric (accuracy, F1, top-k in [0, 1]; MCC, Pearson, Spearman in [-1, 1]), by the
+    last part of its name (``eval.accuracy``); None for unbounded or unknown ones."""
+    return None if metric is None else _BOUNDS.get(metric.rsplit(".", 1)[-1].lower())
+
+
+def format_cell(stats: tuple[float, float | None, int], digits: int = 3, metric: str | None = None) -> str:
     """``mean ± std [low, high] (n=k)``: the sample std and the 95% Student-t interval of the mean
-    (:func:`bertscope.core.stats.t_interval`, the rule of docs/statistics.md); one replicate shows its value only."""
+    (:func:`bertscope.core.stats.t_interval`, the rule of docs/statistics.md); one replicate shows its value only.
+    For a bounded ``metric`` the interval is clipped to its range (:func:`metric_bounds`; docs/statistics.md); a
+    yes/no flag (:data:`FLAGS`) is the share of runs for which it holds, ``3/4 learned``."""
     mean, std, n = stats
     if n == 0:
         return "–"
+    name = None if metric is None else metric.rsplit(".", 1)[-1]
+    if name in FLAGS:
+        return f"{round(mean * n)}/{n} {name}"
     if std is None:
         return f"{mean:.{digits}f} (n={n})"
     interval = t_interval(mean, std, n)
+    bounds = metric_bounds(metric)
+    if interval is not None and bounds is not None:
+        interval = (max(interval[0], bounds[0]), min(interval[1], bounds[1]))
     shown = "" if interval is None else f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
     return f"{mean:.{digits}f} ± {std:.{digits}f}{shown} (n={n})"
 

@@ -47,13 +47,14 @@ class ReportResult:
     experiments: tuple[str, ...]
     counts: dict[str, int]
     plots: int
+    damaged: str | None = None  # the line naming damaged records that were skipped
 
     def to_dict(self) -> dict[str, Any]:
         from bertscope.core.results import environment_info
 
         return {"command": "report", "config": self.config.to_dict(), "environment": environment_info(),
                 "out": self.out, "files": list(self.files), "experiments": list(self.experiments),
-                "counts": self.counts, "plots": self.plots}
+                "counts": self.counts, "plots": self.plots, "damaged": self.damaged}
 
     def metrics(self) -> dict[str, float]:
         return {"experiments": float(len(self.experiments)), "plots": float(self.plots),
@@ -72,6 +73,8 @@ class ReportResult:
                 table.add_row(name)
         table.add_row(f"{self.plots} figure(s) under plots/ (PNG 300 dpi, SVG, PDF)")
         table.add_row(f"{tables} table(s) under tables/ (CSV, LaTeX booktabs)")
+        if self.damaged:
+            table.add_row(self.damaged)
         return table
 
 
@@ -115,7 +118,7 @@ def build_report(config: ReportConfig) -> ReportResult:
     with ResultStore(config.store, create=False) as store:
         records = store.records(sweep=config.sweep, memberships=True)
         if not records:
-            raise BertscopeError(f"store {config.store} holds no runs"
+            raise BertscopeError(store.damaged_line() or f"store {config.store} holds no runs"
                                  + (f" for sweep {config.sweep!r}" if config.sweep else ""))
         counts = dict.fromkeys(STATUSES, 0)
         for r in {r.id: r for r in records}.values():  # a run serving several experiments counts once
@@ -159,6 +162,9 @@ def build_report(config: ReportConfig) -> ReportResult:
         if not experiments:
             sections.append(Section("No finished runs yet", blocks=[Block("text", text="Nothing to plot yet: "
                                                                           "no run of the store is done.")]))
+        damaged = store.damaged_line()
+        if damaged:
+            sections.insert(1, Section("Damaged records", blocks=[Block("text", text=damaged[:1].upper() + damaged[1:] + ".")]))
     files: list[Path] = []
     if csv_rows:
         files.append(write_csv_atomic(out / "tables" / "aggregated.csv", csv_rows))
@@ -168,7 +174,7 @@ def build_report(config: ReportConfig) -> ReportResult:
     files.append(write_text_atomic(out / "report.html", to_html(title, markdown, out)))
     names = (*(str(p.relative_to(out)) for p in [*files, *plots.files]), "report.json")
     result = ReportResult(config=config, out=str(out), files=names, experiments=tuple(experiments),
-                          counts=counts, plots=len(plots.figures))
+                          counts=counts, plots=len(plots.figures), damaged=damaged)
     write_json_atomic(out / "report.json", result.to_dict())
     return result
 

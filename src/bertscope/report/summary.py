@@ -25,7 +25,7 @@ def summary_section(rows: Sequence[RunRecord], title: str, metrics: list[str], c
     table_rows = []
     for fixed, group in split_by(rows, conditions):
         table_rows.append([describe_shown(fixed) or "(all runs)",
-                           *(format_cell(metric_stats(group, m)) for m in metrics)])
+                           *(format_cell(metric_stats(group, m), metric=m) for m in metrics)])
     keys = ", ".join(f"`{m}`" for m in metrics)
     section.table(["condition", *(ctx.metric(m) for m in metrics)], table_rows,
                   caption=f"Mean ± std over seeds (n = runs); the columns' metric keys: {keys}")

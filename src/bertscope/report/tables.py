@@ -39,7 +39,7 @@ def pivot(section: Section, rows: Sequence[RunRecord], row_axis: str, col_axis: 
             for cv in col_values:
                 members = [r for r in group if (r.axes or {}).get(row_axis) == rv
                            and (r.axes or {}).get(col_axis) == cv]
-                cells.append(format_cell(metric_stats(members, metric)))
+                cells.append(format_cell(metric_stats(members, metric), metric=metric))
             table_rows.append(cells)
         headers = [row_title or axis_name(row_axis), *(shown(col_axis, c) for c in col_values)]
         note = ""
@@ -62,7 +62,8 @@ def single_axis_table(section: Section, rows: Sequence[RunRecord], axis: str, me
     others = [a for a in condition_axes(rows) if a != axis]
     for fixed, group in split_by(rows, others):
         table_rows = [[shown(axis, v), format_cell(metric_stats([r for r in group if (r.axes or {}).get(axis) == v],
-                                                                metric))] for v in axis_values(group, axis)]
+                                                                metric), metric=metric)]
+                      for v in axis_values(group, axis)]
         note = ""
         task = single_task(group, ctx)
         if task is not None and (reference := baseline_of(ctx, task, metric)):

@@ -41,7 +41,8 @@ from filelock import FileLock, Timeout
 from bertscope.core.errors import BertscopeError
 from bertscope.data import glue
 
-__all__ = ["STATUSES", "STUDY_STORE", "ResultStore", "RunRecord", "StoreLock", "StoredRun", "remove_store", "study_store"]
+__all__ = ["STATUSES", "STUDY_STORE", "ResultStore", "RunRecord", "StoreLock", "StoredRun", "remove_store", "resolved_store",
+           "study_store"]
 
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 1
@@ -137,12 +138,26 @@ class RunRecord:
     traceback: str | None = None
 
 
+def resolved_store(path: str | os.PathLike[str]) -> Path:
+    """The one spelling of a store path: absolute, ``~`` expanded, every symlink (of the file or a folder above it)
+    followed. Two spellings of one store (``r.db``, ``./x/../r.db``, a link to it or to its folder) give one path,
+    hence one lock file. A hard link to the store file is a second name no path arithmetic can see: don't."""
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
 class StoreLock:
     """An exclusive OS lock on ``<store>.lock`` (:class:`filelock.FileLock`): one sweep per store at a time, released
-    when the process dies. The holder writes ``pid N`` into the file so a refused sweep can say who holds it."""
+    when the process dies. The holder writes ``pid N`` into the file so a refused sweep can say who holds it.
 
-    def __init__(self, store_path: Path) -> None:
-        self.path = Path(f"{store_path}.lock")
+    The lock file sits beside the store's *resolved* path (:func:`resolved_store`), so the lock holds however the
+    store is spelt: two drivers reaching one store through a symlink contend for one lock file."""
+
+    def __init__(self, store_path: str | os.PathLike[str]) -> None:
+        self.store = Path(store_path)
+        try:
+            self.path = Path(f"{resolved_store(store_path)}.lock")
+        except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder on the way
+            raise BertscopeError(f"cannot resolve the store path {store_path}: {exc}") from None
         self._lock: FileLock | None = None
 
     def acquire(self) -> None:
@@ -151,7 +166,7 @@ class StoreLock:
         try:
             lock.acquire()
         except Timeout:
-            raise BertscopeError(f"store {self.path.with_suffix('')} is in use by a running sweep or study ({self._holder()}); "
+            raise BertscopeError(f"store {self.store} is in use by a running sweep or study ({self._holder()}); "
                                  "wait for it or stop it first") from None
         except OSError as exc:  # a read-only folder: no lock file, so no sweep may write here (Timeout is one too)
             raise BertscopeError(f"cannot create the store's lock file {self.path}: {exc.strerror or exc}") from None
@@ -190,6 +205,10 @@ class StoreLock:
         self.release()
 
 
+class _Damaged(Exception):
+    """A stored record that cannot be decoded (why, in words): its run is skipped and named, never a traceback."""
+
+
 def _dumps(value: Any) -> str:
     from bertscope.core.results import to_jsonable
 
@@ -205,6 +224,17 @@ def _clean_metrics(metrics: Any) -> dict[str, float | None]:
             continue
         out[str(key)] = None if number != number or number in (float("inf"), float("-inf")) else number
     return out
+
+
+def _read_only_place(path: Path) -> bool:
+    """True when the store's folder is on a read-only filesystem or may not be written by this process."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):  # no statvfs (Windows): ask access() alone
+        pass
+    return not os.access(folder, os.W_OK)
 
 
 def _store_error(path: Path, exc: sqlite3.DatabaseError) -> BertscopeError:
@@ -274,7 +304,10 @@ class ResultStore:
                                  f"OUT/{STUDY_STORE})")
         if self.path.exists() and self.path.is_dir():
             raise BertscopeError(f"--store {self.path} is a folder; give a file such as results.db")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a path that crosses a file, a folder we may not create
+            raise BertscopeError(f"cannot create the folder of --store {self.path}: {exc.strerror or exc}") from None
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, factory=_Connection)
             self.conn.path = self.path
@@ -300,8 +333,13 @@ class ResultStore:
         except sqlite3.DatabaseError as exc:
             if "malformed" in str(exc) or "readonly" in str(exc):
                 raise _store_error(self.path, exc) from None
+            if _read_only_place(self.path):  # SQLite cannot even open a WAL store where it may not write
+                raise BertscopeError(f"result store {self.path} is on a read-only filesystem or in a folder that "
+                                     f"cannot be written ({exc}); copy it somewhere writable") from None
             raise BertscopeError(f"{self.path} is not a bertscope result store: {exc}") from None
         self.conn.translate_errors = True
+        #: run id -> why its row or payload could not be read: such runs are skipped by every reader, who says so
+        self.damaged: dict[str, str] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -451,7 +489,13 @@ class ResultStore:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY s.sweep, s.position, r.created"
         rows = self.conn.execute(query, {"sweep": sweep, "status": status, "command": command}).fetchall()
-        return [self._record(r) for r in rows]
+        records = []
+        for row in rows:
+            try:
+                records.append(self._record(row))
+            except _Damaged as exc:
+                self.damaged[str(row["id"])] = str(exc)
+        return records
 
     def record(self, run_id: str) -> RunRecord:
         rows = [r for r in self.records() if r.id == run_id]
@@ -465,8 +509,28 @@ class ResultStore:
         return None if row is None else row[0]
 
     def payload(self, run_id: str) -> dict[str, Any] | None:
+        """A done run's full result; None when it has none, or when its stored bytes are damaged (then the run is
+        noted in :attr:`damaged`, and its readers skip what it would have added)."""
         row = self.conn.execute("SELECT data FROM payloads WHERE run_id=?", (run_id,)).fetchone()
-        return None if row is None else json.loads(zlib.decompress(row[0]).decode("utf-8"))
+        if row is None:
+            return None
+        try:
+            value = json.loads(zlib.decompress(row[0]).decode("utf-8"))
+        except (zlib.error, TypeError, UnicodeDecodeError, ValueError) as exc:
+            self.damaged[run_id] = f"payload is damaged ({type(exc).__name__})"
+            return None
+        if not isinstance(value, dict):
+            self.damaged[run_id] = "payload is not a JSON object"
+            return None
+        return value
+
+    def damaged_line(self) -> str | None:
+        """One line naming the damaged records readers skipped so far, or None."""
+        if not self.damaged:
+            return None
+        shown = "; ".join(f"{rid}: {why}" for rid, why in sorted(self.damaged.items())[:5])
+        more = f"; and {len(self.damaged) - 5} more" if len(self.damaged) > 5 else ""
+        return f"skipped {len(self.damaged)} damaged record(s) of {self.path}: {shown}{more}"
 
     def counts(self, *, sweep: str | None = None) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -481,16 +545,32 @@ class ResultStore:
 
     @staticmethod
     def _record(row: sqlite3.Row) -> RunRecord:
-        def load(text: str | None, default: Any) -> Any:
-            return default if text is None else json.loads(text)
+        def load(text: str | None, default: Any, column: str = "") -> Any:
+            if text is None:
+                return default
+            try:
+                value = json.loads(text)
+            except (TypeError, ValueError):
+                raise _Damaged(f"{column} is not JSON") from None
+            expected = dict if default is None else type(default)  # None: an object or null
+            if (value is not None and not isinstance(value, expected)) or (value is None and default is not None):
+                raise _Damaged(f"{column} is a JSON {type(value).__name__}, not a {expected.__name__}")
+            return value
 
+        if row["status"] not in STATUSES:
+            raise _Damaged(f"status {row['status']!r} is none of {', '.join(STATUSES)}")
+        metrics = load(row["metrics"], {}, "metrics")
+        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values()):
+            raise _Damaged("metrics are not numbers")
         return RunRecord(
-            id=row["id"], command=row["command"], config=load(row["config"], {}),
-            identity=load(row["identity"], {}), depends_on=tuple(load(row["depends_on"], [])),
-            status=row["status"], error=row["error"], metrics={glue.canonical_metric_key(k): v for k, v in load(row["metrics"], {}).items()},
+            id=row["id"], command=row["command"], config=load(row["config"], {}, "config"),
+            identity=load(row["identity"], {}, "identity"), depends_on=tuple(load(row["depends_on"], [], "depends_on")),
+            status=row["status"], error=row["error"],
+            metrics={glue.canonical_metric_key(k): v for k, v in metrics.items()},
             attempts=row["attempts"],
             created=row["created"], started=row["started"], finished=row["finished"], duration=row["duration"],
-            worker=row["worker"], environment=load(row["environment"], None), git_commit=row["git_commit"],
-            sweep=row["sweep"], experiment=row["experiment"], axes=load(row["axes"], None), label=row["label"],
+            worker=row["worker"], environment=load(row["environment"], None, "environment"),
+            git_commit=row["git_commit"], sweep=row["sweep"], experiment=row["experiment"],
+            axes=load(row["axes"], None, "axes"), label=row["label"],
             traceback=row["traceback"],
         )

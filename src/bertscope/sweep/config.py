@@ -9,7 +9,11 @@ from bertscope.core.config import Config, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune.distributed import refuse_data_parallel
 
-__all__ = ['StatusConfig', 'SweepConfig']
+__all__ = ["MAX_RUNS", "StatusConfig", "SweepConfig"]
+
+#: the most grid points a spec may hold unless ``--max-runs`` says otherwise: counted before any run is built, so
+#: a typo that makes 10^8 runs is one line, not gigabytes (a listed run takes a few kB of memory)
+MAX_RUNS = 100_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class SweepConfig(Config):
     plugins_from: str = opt("spec", "with --allow-plugins, where plugin files may come from: spec (the spec's "
                                     "folder or below), a folder (in it or below), or any (also module names)",
                             metavar="spec|any|DIR")
+    max_runs: int = opt(MAX_RUNS, "refuse a spec whose grids hold more runs than this (counted before any run is "
+                                 "built, so a runaway grid is one line)", metavar="N")
     progress: bool = opt(True, "show overall progress")
 
     def validate(self) -> None:
@@ -52,6 +58,8 @@ class SweepConfig(Config):
         for name, value in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
             if value is not None and value < 0:
                 raise BertscopeError(f"{name} must not be negative, got {value}")
+        if self.max_runs < 1:
+            raise BertscopeError(f"--max-runs must be at least 1, got {self.max_runs}")
         if self.threads is not None and self.threads < 1:
             raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
         if self.plugins_from != "spec" and not self.allow_plugins:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertscope.core.errors import Terminated
+from bertscope.core.errors import BertscopeError, Terminated
 from bertscope.core.registry import CommandInfo
 from bertscope.runs.store import STATUSES, ResultStore
 from bertscope.sweep.config import SweepConfig
@@ -123,7 +123,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     store_path = Path(config.store)
     runs_dir = Path(config.runs_dir) if config.runs_dir else default_runs_dir(store_path)
     spec = load_spec(config.spec or "", runs_dir=runs_dir.resolve(), allow_plugins=config.allow_plugins,
-                     plugins_from=config.plugins_from, dry_run=config.dry_run)
+                     plugins_from=config.plugins_from, dry_run=config.dry_run, max_runs=config.max_runs)
     if config.dry_run:
         return _dry_run(config, spec, store_path, runs_dir, start)
     store = ResultStore(store_path)
@@ -169,7 +169,10 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
         status[r.id] = "pending"
     executed = {"done": 0, "failed": 0}
     failures: list[dict[str, str]] = []
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a path that crosses a file, a folder we may not create
+        raise BertscopeError(f"cannot create --runs-dir {runs_dir}: {exc.strerror or exc}") from None
     bar = _progress(len(todo), spec.name, enabled=config.progress)
 
     def settle(run_id: str, ok: bool, error: str | None) -> None:
@@ -268,10 +271,41 @@ def _retrying(run: Run) -> dict[str, Any]:
     return run.options
 
 
-def _progress(total: int, name: str, *, enabled: bool) -> Any:
+class _PlainProgress:
+    """The sweep's progress where stderr is no terminal (a pipe, a batch job's log file): one timestamped line per
+    finished run instead of a bar redrawn with carriage returns; the subset of tqdm's interface the driver uses."""
+
+    def __init__(self, total: int, name: str, stream: Any) -> None:
+        self.total, self.name, self.n, self.stream = total, name, 0, stream
+        self.postfix: dict[str, Any] = {}
+
+    def write(self, text: str, file: Any = None) -> None:
+        print(text, file=file or self.stream, flush=True)
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+
+    def set_postfix(self, refresh: bool = False, **values: Any) -> None:
+        self.postfix = values
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        self.write(f"{time.strftime('%H:%M:%S')} sweep {self.name}: {self.n}/{self.total} runs ({shown})", self.stream)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, name: str, *, enabled: bool, stream: Any = None) -> Any:
+    """A tqdm bar on a terminal; plain timestamped lines elsewhere; nothing with ``--no-progress``."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"sweep {name}", unit="run", disable=not enabled, file=sys.stderr,
+    stream = sys.stderr if stream is None else stream
+    try:
+        terminal = bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):  # a closed or detached stream is no terminal
+        terminal = False
+    if enabled and not terminal:
+        return _PlainProgress(total, name, stream)
+    return tqdm(total=total, desc=f"sweep {name}", unit="run", disable=not enabled, file=stream,
                 dynamic_ncols=True)
 
 

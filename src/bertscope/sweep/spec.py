@@ -37,17 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bertscope.core.config import Config
 from bertscope.core.errors import BertscopeError
 from bertscope.core.registry import CommandInfo, Registry
+from bertscope.core.safe_yaml import load_yaml_file
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.runs.identity import canonical_json, dumps_plain, identity_id, plain, run_id, run_identity
 from bertscope.sweep.commands import ANALYSES
+from bertscope.sweep.config import MAX_RUNS
 from bertscope.sweep.plugins import check_plugin_sources, commands, load_plugins
 
 __all__ = [
+    "MAX_RUNS",
     "Run",
     "SweepSpec",
     "canonical_json",
@@ -105,31 +106,26 @@ class SweepSpec:
 
 
 def load_spec(path: str | Path, *, runs_dir: str | Path, allow_plugins: bool = False, plugins_from: str = "spec",
-              dry_run: bool = False) -> SweepSpec:
-    """Read and expand a YAML spec; every error names the file and the offending key. Its plugins are imported only
-    with ``allow_plugins`` and never with ``dry_run`` (see :func:`parse_spec`)."""
+              dry_run: bool = False, max_runs: int = MAX_RUNS) -> SweepSpec:
+    """Read and expand a YAML spec (read by :mod:`bertscope.core.safe_yaml`: UTF-8, bounded size and aliases); every
+    error names the file and the offending key. Its plugins are imported only with ``allow_plugins`` and never with
+    ``dry_run`` (see :func:`parse_spec`)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BertscopeError(f"cannot read spec {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise BertscopeError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    raw = load_yaml_file(path, what="spec")
     return parse_spec(raw, runs_dir=runs_dir, where=str(path), default_name=path.stem, base_dir=path.parent,
-                      allow_plugins=allow_plugins, plugins_from=plugins_from, dry_run=dry_run)
+                      allow_plugins=allow_plugins, plugins_from=plugins_from, dry_run=dry_run, max_runs=max_runs)
 
 
 def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_name: str = "sweep",
                base_dir: str | Path | None = None, allow_plugins: bool = False, plugins_from: str = "spec",
-               dry_run: bool = False) -> SweepSpec:
+               dry_run: bool = False, max_runs: int = MAX_RUNS) -> SweepSpec:
     """Validate a spec mapping and expand it into runs (see the module docstring for the format).
 
     A spec with ``plugins`` is code: without ``allow_plugins`` it is refused (one line naming the flag); with it, each
     plugin must come from where ``plugins_from`` permits (:func:`~bertscope.sweep.plugins.check_plugin_sources`;
     the spec's folder is ``base_dir``, or the current folder for a mapping). ``dry_run`` imports nothing: the
     points of the plugins' commands are counted in :attr:`SweepSpec.not_loaded_runs`, the rest expand as usual.
+    The grid points of all blocks are counted before any is expanded; more than ``max_runs`` is refused.
     """
     if not isinstance(raw, Mapping):
         raise BertscopeError(f"{where}: a spec is a mapping with at least 'command' and 'base' or 'grid'")
@@ -171,7 +167,7 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
         if "grid" in raw:
             raise BertscopeError(f"{where}: 'grid' goes inside each block of 'experiments', not at the top level")
         inherited_base = top_base
-    expander = _Expander(Path(runs_dir), where, registry, skip_unknown=bool(plugins) and dry_run)
+    parsed = []
     for index, block in enumerate(blocks):
         block_where = f"{where}: experiments[{index}]" if "experiments" in raw else where
         if not isinstance(block, Mapping):
@@ -186,7 +182,14 @@ def parse_spec(raw: Any, *, runs_dir: str | Path, where: str = "spec", default_n
                 **_mapping(block.get("base"), block_where, "base")}
         resources = {**top_resources, **_resources(block.get("resources"), block_where, "resources")}
         experiment = str(block.get("name") or (f"{name}[{index}]" if "experiments" in raw else name))
-        expander.block(str(command), base, grid, resources, experiment, block_where)
+        parsed.append((str(command), base, grid, resources, experiment, block_where))
+    points = sum(math.prod(len(values) for values in grid.values()) for _, _, grid, *_ in parsed)
+    if points > max_runs:
+        raise BertscopeError(f"{where}: its grids hold {_count(points)} runs, more than the limit of {max_runs:,}; "
+                             "split the spec, or raise the limit with --max-runs")
+    expander = _Expander(Path(runs_dir), where, registry, skip_unknown=bool(plugins) and dry_run)
+    for block_args in parsed:
+        expander.block(*block_args)
     return SweepSpec(name=name, path=where, raw=dict(raw), runs=tuple(expander.runs.values()),
                      plugins=tuple(plugins), members=tuple(expander.members.values()),
                      not_loaded=tuple(sorted(expander.not_loaded)), not_loaded_runs=expander.not_loaded_runs)
@@ -252,6 +255,26 @@ def _ref_command(value: Any, known: Registry) -> str | None:
     """The command of a pre-step mapping ``{<command>: {...}, label: ...}``, else None."""
     key = _ref_key(value)
     return key if key is not None and key in known else None
+
+
+def _not_a_pre_step(value: Mapping[Any, Any], known: Registry, where: str) -> BertscopeError:
+    """Why a mapping option value is no pre-step ``{<command>: {options}, label: ..., resources: ...}``: a
+    misspelled command or key is caught here, by ``--dry-run``, not later as a model name nobody can find."""
+    shape = "a pre-step is {<command>: {options}, label: ..., resources: ...}"
+    named = [str(k) for k in value if k in known]
+    others = sorted(str(k) for k in value if k not in known and k not in _REF_KEYS)
+    if len(named) > 1:
+        return BertscopeError(f"{where}: a pre-step names one command, not {', '.join(named)}; {shape}")
+    if named:
+        return BertscopeError(f"{where}: unknown pre-step key(s) {', '.join(others)} beside '{named[0]}' "
+                              f"(allowed: {', '.join(sorted(_REF_KEYS))}); {shape}")
+    return BertscopeError(f"{where}: no option takes a mapping and {', '.join(others) or 'it'} names no command a "
+                          f"pre-step can run (known: {', '.join(sorted(known))}); {shape}")
+
+
+def _count(n: int) -> str:
+    """A count people can read: 100,000 or 1.0e+08."""
+    return f"{n:,}" if n < 10**9 else f"{n:.1e}"
 
 
 def _display(value: Any, known: Registry) -> Any:
@@ -343,6 +366,8 @@ class _Expander:
                 missing = _ref_key(value)
                 if self.skip_unknown and missing is not None and isinstance(value[missing], Mapping):
                     raise _NotLoaded(missing)  # a pre-step of a plugin's command
+                if isinstance(value, Mapping):  # no option takes a mapping: it was meant as a pre-step
+                    raise _not_a_pre_step(value, self.registry, f"{where}: {key}")
                 resolved[key] = value
                 continue
             inner = value[ref]

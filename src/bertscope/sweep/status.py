@@ -31,6 +31,7 @@ class StatusResult:
     active: bool = False  # a sweep holds the store right now
     running: tuple[dict[str, Any], ...] = ()  # runs in flight (while a sweep is active), with seconds so far
     extra: dict[str, Any] = field(default_factory=dict)
+    damaged: str | None = None  # the line naming damaged records that were skipped
 
     def to_dict(self) -> dict[str, Any]:
         from bertscope.core.results import environment_info
@@ -38,7 +39,7 @@ class StatusResult:
         return {"command": "status", "config": self.config.to_dict(), "environment": environment_info(),
                 "counts": self.counts, "by_sweep": self.by_sweep, "slowest": list(self.slowest),
                 "failed": list(self.failed), "interrupted": self.interrupted, "active": self.active,
-                "running": list(self.running)}
+                "running": list(self.running), "damaged": self.damaged}
 
     def metrics(self) -> dict[str, float]:
         return {f"runs.{k}": float(v) for k, v in self.counts.items()}
@@ -56,6 +57,8 @@ class StatusResult:
             counts.add_row(name, *(str(by_status.get(s, 0)) for s in STATUSES))
         counts.add_row("all", *(str(self.counts.get(s, 0)) for s in STATUSES), style="bold")
         parts: list[Any] = [counts]
+        if self.damaged:
+            parts.append(self.damaged)
         if self.interrupted:
             parts.append(f"{self.interrupted} run(s) were interrupted (no sweep is running); the next "
                          "`bertscope sweep` starts them again")
@@ -100,6 +103,7 @@ def sweep_status(config: StatusConfig) -> StatusResult:
         counts = dict.fromkeys(STATUSES, 0)
         for record in records:
             counts[record.status] += 1
+        damaged = store.damaged_line()
     done = sorted((r for r in records if r.status == "done" and r.duration is not None),
                   key=lambda r: r.duration or 0.0, reverse=True)
     slowest = tuple({"id": r.id, "duration": r.duration, "axes": r.axes, "worker": r.worker}
@@ -111,9 +115,9 @@ def sweep_status(config: StatusConfig) -> StatusResult:
     running = tuple({"id": r.id, "seconds": time.time() - (r.started or time.time()), "axes": r.axes}
                     for r in records if r.status == "running") if active else ()
     if not records and config.sweep is None:
-        raise BertscopeError(f"store {config.store} holds no runs yet")
+        raise BertscopeError(damaged or f"store {config.store} holds no runs yet")
     return StatusResult(config=config, counts=counts, by_sweep=by_sweep, slowest=slowest, failed=failed,
-                        interrupted=interrupted, active=active, running=running)
+                        interrupted=interrupted, active=active, running=running, damaged=damaged)
 
 
 STATUS_COMMAND = CommandInfo("status", StatusConfig, sweep_status, StatusResult,
