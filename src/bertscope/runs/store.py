@@ -21,6 +21,9 @@ that takes the lock knows every ``running`` run belongs to a dead sweep and make
 (:meth:`ResultStore.reset_interrupted`), whatever files its folder holds. A sweep stopped by SIGTERM or Ctrl-C
 also notes why in each stopped run's error (:meth:`ResultStore.mark_interrupted`); a killed one cannot, and its
 runs read the same once its lock is gone.
+
+Length: the schema, each transaction that changes a run's state, the decoding that names and skips damaged records
+and the lock on the store's resolved path are one contract (what a finished run is); they change together.
 """
 
 from __future__ import annotations
