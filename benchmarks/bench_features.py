@@ -12,7 +12,7 @@ Side by side in one process (same data, seeds, threads, moment):
   ``--baseline-configs`` run and the total for all ``--configs`` is projected from their mean (stated as such). Their
   scores are compared with the cached runs' (they must agree: same seed, same numbers).
 
-Goal (issue 5): cached >= 20x faster than the baseline, and the head training of all configurations together costs at
+Goal: cached >= 20x faster than the baseline, and the head training of all configurations together costs at
 most 2 encoder passes.
 
     python -m benchmarks.bench_features                                  # sst2, 1000 train / 500 dev, 100 configs
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--fit", default="auto", choices=("auto", "sgd", "converged"),
                         help="how the heads are fitted (finetune --fit; auto: linear heads on the frozen encoder are "
-                             "converged probes, an L2 grid of L-BFGS solves, since issue 11)")
+                             "converged probes, an L2 grid of L-BFGS solves)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/bench_features[-<task>].json")
     args = parser.parse_args(argv)
     if args.threads:

@@ -100,7 +100,7 @@ def run_bertscope(args: argparse.Namespace, seed: int, *, layer: str = "-1", max
 
 
 def _score(dev: dict[str, float]) -> float:
-    """The task's headline dev metric (``combined_score`` since issue 13; ``score`` in older metric dicts)."""
+    """The task's headline dev metric (``combined_score``; ``score`` in older metric dicts)."""
     return dev["combined_score"] if "combined_score" in dev else dev["score"]
 
 

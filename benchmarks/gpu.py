@@ -6,7 +6,7 @@
 It runs the existing benchmarks (``bench_finetune``, ``bench_lens``, ``bench_features``: their own code, their own
 peaks and FLOP counts) on one model and device, measures the device's GEMM peak once more at the model's shapes,
 and writes one JSON holding every part's summary, each side's achieved model FLOP/s as a fraction of the device's
-**bf16** peak (``mfu_bf16``), and the goals of issue 14 (fine-tuning >= 2x the Trainer, >= 40% MFU).
+**bf16** peak (``mfu_bf16``), and the goals set for it (fine-tuning >= 2x the Trainer, >= 40% MFU).
 
 * finetune: bertscope (its defaults: dynamic padding, length-grouped batches) against the Trainer with dynamic
   padding and ``group_by_length``, both in bf16 on the GPU (fp32 on CPU), same subset, hyper-parameters and seed;

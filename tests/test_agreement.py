@@ -53,7 +53,7 @@ def test_chunked_agreement_equals_unchunked() -> None:
         torch.testing.assert_close(s, b)
 
 
-# --- agreement with the final layer (the lens, issue 11 item 6b) ------------------------------------------------
+# --- agreement with the final layer (the lens) ------------------------------------------------
 
 
 def test_final_agreement_by_hand() -> None:

@@ -431,7 +431,7 @@ def test_load_finetuned_refuses_a_head_and_an_encoder_of_different_saves(tmp_pat
     assert load_finetuned(legacy).spec.num_labels == 3
 
 
-# --- feature normalisation (issue 11) --------------------------------------------------------------------------------
+# --- feature normalisation -----------------------------------------------------------------------------------------
 
 
 def test_a_standardizing_head_is_exported_folded_with_the_same_logits(bert_tokenizer) -> None:

@@ -97,7 +97,7 @@ def test_a_truncated_head_file_is_one_line_naming_it(tmp_path):
     assert "\n" not in str(info.value)
 
 
-# --- feature normalisation (issue 11) --------------------------------------------------------------------------------
+# --- feature normalisation -----------------------------------------------------------------------------------------
 
 
 def _norm_spec(feature_norm: str, **changes) -> HeadSpec:

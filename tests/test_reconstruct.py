@@ -276,7 +276,7 @@ def test_glue_source_end_to_end(tiny_checkpoint, glue_dir) -> None:
     assert math.isfinite(result.record(3).nll)
 
 
-# --- the lens closer to paper 1: the original's head for deepened variants, the token view (issue 11 item 6) -----
+# --- the lens closer to paper 1: the original's head for deepened variants, the token view ----------------------
 
 
 def _deepen(source: Path, out: Path, **op) -> Path:

@@ -1,4 +1,4 @@
-"""Layer surgery: layer maps, in-memory variants, run_layers, and verified Hugging Face checkpoints (issue 3).
+"""Layer surgery: layer maps, in-memory variants, run_layers, and verified Hugging Face checkpoints.
 
 References are independent of bertscope's surgery code: the Hugging Face model's own hidden states, and a fresh
 model of the new depth built by ``transformers`` from a config whose weights are loaded from a re-keyed state dict.

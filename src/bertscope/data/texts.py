@@ -4,7 +4,7 @@ Every source returns a :class:`TextSource`: the sentences plus a description (ki
 SHA-256 of the sentences) that is written into result files and keys the fitted-head cache. A subset asked for with
 ``max_examples`` is a seeded random choice that keeps the source order, so the same seed gives the same sentences.
 
-A fitted head must never be measured on its own fit text (issue 11, 6d), so the built-in sample is split once, by a
+A fitted head must never be measured on its own fit text, so the built-in sample is split once, by a
 hash of each normalised sentence, into two fixed halves: ``builtin`` (the *measure* half, the default decode text)
 and ``builtin-fit`` (the half a head may be fitted on when nothing larger is at hand). The default fit corpus is the
 GLUE training texts (:func:`glue_fit_corpus`), from which every GLUE dev/test sentence and every built-in sentence is

@@ -25,7 +25,7 @@ from typing import Any
 __all__ = ["DEFAULT_LR", "LOSS_MARGIN", "REMEDY", "LearningCheck", "constant_loss", "did_not_learn", "remedy_for"]
 
 #: A final training loss above ``(1 - LOSS_MARGIN)`` times the constant predictor's loss counts as not learned: on a
-#: balanced binary task (ln 2 = 0.693) that is a loss above 0.679. The stalled head of issue 11 ends at 0.686.
+#: balanced binary task (ln 2 = 0.693) that is a loss above 0.679. A stalled [CLS] head of MiniLM on SST-2 ended at 0.686.
 LOSS_MARGIN = 0.02
 
 #: ``--lr``'s default (``FinetuneConfig.lr``), the rate the generic remedy calls too small for a small encoder.

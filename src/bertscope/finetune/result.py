@@ -38,7 +38,7 @@ class FinetuneResult:
     features: dict[str, Any] | None = None
     test_predictions: dict[str, str] = field(default_factory=dict)  # test split -> GLUE submission file
     predictions: dict[str, list[float]] = field(default_factory=dict, repr=False)
-    # ---- resume (issue 12): where a resumed run continued from (0 and 0: it ran from the start)
+    # ---- resume: where a resumed run continued from (0 and 0: it ran from the start)
     resumed_from_epoch: int = 0  # epochs the checkpoint had finished
     resumed_from_step: int = 0  # optimizer steps it had taken (past resumed_from_epoch when written mid-epoch)
     learning: dict[str, Any] | None = None  # bertscope.finetune.learning.LearningCheck.to_dict(): did the head learn?

@@ -56,7 +56,7 @@ class FitHeadOptions(Options):
     head_cache: str | None = opt(None, "folder of cached fitted heads (env BERTSCOPE_CACHE; default "
                                        "~/.cache/bertscope)", metavar="DIR")
     refit: bool = opt(False, "fit the head again even if a cached one matches")
-    # ---- fit corpus vs measured text (issue 11, 6d/6e; engineer L2)
+    # ---- fit corpus vs measured text
     fit_overlap: str = opt("refuse", "measured sentences found in the fit corpus (exact match after normalisation): "
                                      "refuse (one-line error) or allow (measure, and flag the result)",
                            choices=("refuse", "allow"))
@@ -96,7 +96,7 @@ class ReconstructConfig(Config):
                                    "of transformer layer l): e.g. 0,6,12, 0-3, -1 or all; default: all of 0..L",
                              metavar="HIDDEN_STATES")
     examples: int = opt(3, "decode this many sentences token by token at every layer into reconstruct.json")
-    # ---- the lens closer to paper 1 (issue 11 item 6 a-c)
+    # ---- the lens closer to paper 1
     head_from: str = opt("auto", "whose head decodes the layers: auto (the original's when the model folder records "
                                  "a deepen origin, else the model's own), self, original (the recorded deepen "
                                  "origin; an error when none is recorded) or a model folder / hub id; --head then "
@@ -121,7 +121,7 @@ class ReconstructConfig(Config):
             raise BertscopeError(f"--mask-prob must be in [0, 1), got {self.mask_prob}")
         if self.examples < 0:
             raise BertscopeError(f"--examples must be at least 0, got {self.examples}")
-        # ---- the lens closer to paper 1 (issue 11 item 6 a-c)
+        # ---- the lens closer to paper 1
         if not self.head_from.strip():
             raise BertscopeError("--head-from must be auto, self, original or a model folder / hub id")
         if self.token_view < 0:

@@ -196,7 +196,7 @@ def _head_words(head: dict[str, Any]) -> str:
 
 
 def _fit_notes(fit: dict[str, Any]) -> list[str]:
-    """Which text fitted the head and which was measured, the overlap, and the growth curve (issue 11, 6d/6e)."""
+    """Which text fitted the head and which was measured, the overlap, and the growth curve."""
     corpus, measured, overlap = fit.get("corpus") or {}, fit.get("measured_texts") or {}, fit.get("fit_overlap") or {}
     notes = [f"fit on {corpus.get('kind')} ({corpus.get('train_sentences')} of {corpus.get('available_sentences')} "
              f"sentences, sha256 {str(corpus.get('sha256'))[:12]}); measured on {measured.get('kind')} "
@@ -290,7 +290,7 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
     options = FitOptions(steps=config.fit_head.fit_steps, lr=config.fit_head.fit_lr, batch_size=config.fit_head.fit_batch_size,
                          mask_prob=config.fit_head.fit_mask_prob, tie_decoder=config.fit_head.fit_tie, max_length=config.encoder.max_length,
                          curve=FitOptions.curve if config.fit_head.fit_curve else ())
-    fitted = fit_for_texts(  # fit corpus and measured text are checked for overlap first (issue 11, 6d)
+    fitted = fit_for_texts(  # fit corpus and measured text are checked for overlap first
         owner.model, tokenizer, source, fit_corpus=config.fit_head.fit_corpus, data_dir=config.text.data_dir,
         overlap=config.fit_head.fit_overlap, options=options, seed=config.encoder.seed, dtype=dtype_name,
         cache_dir=config.fit_head.head_cache, refit=config.fit_head.refit, progress=config.output.progress, model_source=owner.source,

@@ -3,7 +3,7 @@
 A number is easy to misread when the model was never trained for what is measured: a sentence-transformers model
 trained with mean pooling never had its ``[CLS]`` vector as a training target, and a model whose training pairs
 include MultiNLI or Quora duplicates has seen (a version of) MNLI or QQP, so a GLUE score there is not a transfer
-result (issue 11, item 7). The knowledge lives here as data, one :class:`ModelCaveat` per known checkpoint in
+result. The knowledge lives here as data, one :class:`ModelCaveat` per known checkpoint in
 :data:`KNOWN_MODELS`, each naming its source; any sentence-transformers folder (``modules.json`` with a Pooling
 module, ``1_Pooling/config.json``) also gives its native pooling, known or not. :func:`notes` turns both into short
 lines for result files and console tables.

@@ -6,7 +6,7 @@ difference *claimed side minus reference side* (docs/statistics.md). Where a cla
 layer-scan claim bootstraps over its variants (:func:`~bertscope.core.stats.bootstrap_difference`); the others stay
 ``inconclusive`` (one number cannot tell a difference from seed noise), as the rule says.
 
-Two guards keep a claim off heads that measured their optimiser rather than their features (issue 11): every
+Two guards keep a claim off heads that measured their optimiser rather than their features: every
 fine-tuning head a comparison rests on (either side) is read for its ``learned`` flag (:mod:`bertscope.finetune.learning`:
 finetune results' ``learning``, study run records' ``learned``), and a claim with any head that did not learn is
 ``inconclusive``, its note naming how many of how many and the likely remedy; each row records the share of learned

@@ -83,7 +83,7 @@ class StudyConfig(FinetuneConfig):
                                  "interval of the paired difference lies within +-this (in GLUE score, 0..1)")
 
     def validate(self) -> None:
-        refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
+        refuse_data_parallel(self.command)  # under torchrun: one line before any work
         FinetuneConfig.validate(self)
         if self.output.save_model:
             raise BertscopeError(f"{self.command} does not save models; use finetune --save-model for one run")
@@ -190,7 +190,7 @@ class CrossConfig(StudyConfig):
                                       "resumes at the next stage")
 
     def validate(self) -> None:
-        refuse_data_parallel(self.command)  # under torchrun: one line before any work (issue 12)
+        refuse_data_parallel(self.command)  # under torchrun: one line before any work
         if self.data.task is not None:
             raise BertscopeError("cross takes --tasks (comma list in training order), not --task")
         names = parse_name_list(self.tasks, option="--tasks", at_least=2, example="sst2,rte,cola (training order)")
