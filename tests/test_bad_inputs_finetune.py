@@ -5,6 +5,7 @@ for every failure a user can cause; the model-folder cases are in tests/test_bad
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,159 @@ def test_a_loss_far_above_the_constant_predictors_ends_the_run_in_one_line(tiny_
     assert sorted(p.name for p in out.iterdir()) == ["status.json"]
     assert json.loads((out / "status.json").read_text())["state"] == "failed"
 
+
+
+# ------------------------------------------------------------------------------- checkpoints, overwrite, full disk
+
+
+def _args(model: str, glue_dir, out, *extra: str) -> list[str]:
+    return ["finetune", "--model", model, "--task", "rte", "--data-dir", str(glue_dir), "--max-train", "16",
+            "--max-eval", "8", "--batch-size", "8", "--epochs", "2", "--out", str(out), "--no-progress",
+            "--log", "off", *extra]
+
+
+def _interrupted_run(args: list[str], monkeypatch, capsys) -> None:
+    """Run ``args`` and stop it (as Ctrl-C would) right after its first checkpoint is written."""
+    from bertscope.cli import main
+    from bertscope.finetune.checkpoint import Checkpointer
+
+    real = Checkpointer.save
+
+    def save(self, state) -> None:
+        real(self, state)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save)
+        assert main(args) == 130
+    capsys.readouterr()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_checkpoint_that_fails_to_load_for_another_reason_is_kept(tiny_checkpoint, glue_dir, tmp_path,
+                                                                   monkeypatch, capsys) -> None:
+    """Too little memory while loading a healthy checkpoint: one line, exit 2, the checkpoint untouched; the same
+    --resume then continues from it."""
+    import torch
+
+    out = tmp_path / "out"
+    args = _args(str(tiny_checkpoint("bert", 2)), glue_dir, out)
+    _interrupted_run(args, monkeypatch, capsys)
+    last = out / "checkpoints" / "last"
+    before = _files(last)
+    real = torch.load
+
+    def load(path, *a, **k):
+        if Path(str(path)).name == "state.pt":
+            raise MemoryError("cannot allocate 1.2 GiB")
+        return real(path, *a, **k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "load", load)
+        err = user_error([*args, "--resume"], capsys)
+    assert "cannot load checkpoint" in err and "MemoryError" in err and "it is kept" in err
+    assert _files(last) == before
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+    from bertscope.cli import main
+
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["resumed_from_epoch"] == 1
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_a_checkpoint_proven_damaged_by_its_checksum_is_removed_in_one_line(damage, tiny_checkpoint, glue_dir,
+                                                                          tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "out"
+    args = _args(str(tiny_checkpoint("bert", 2)), glue_dir, out)
+    _interrupted_run(args, monkeypatch, capsys)
+    state = out / "checkpoints" / "last" / "state.pt"
+    data = bytearray(state.read_bytes())
+    if damage == "flipped byte":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) // 2:]
+    state.write_bytes(bytes(data))
+    err = user_error([*args, "--resume"], capsys)
+    assert "is damaged (state.pt does not match its checksum) and was removed" in err
+    assert not (out / "checkpoints").exists()
+    assert not (out / "results.json").exists()
+
+
+def test_unreadable_checkpoint_metadata_is_one_line_and_overwrite_still_starts_over(tiny_checkpoint, glue_dir,
+                                                                                  tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    out = tmp_path / "out"
+    args = _args(str(tiny_checkpoint("bert", 2)), glue_dir, out)
+    _interrupted_run(args, monkeypatch, capsys)
+    (out / "checkpoints" / "last" / "meta.json").write_bytes(b"\xff{not json")
+    err = user_error([*args, "--resume"], capsys)
+    assert "cannot read checkpoint" in err and "it is kept" in err
+    assert (out / "checkpoints" / "last" / "state.pt").exists()
+    from bertscope.cli import main
+
+    assert main([*args, "--overwrite"]) == 0
+
+
+def _full_disk(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_checkpointing_ends_the_run_failed_in_one_line(tiny_checkpoint, glue_dir, tmp_path,
+                                                                        monkeypatch, capsys) -> None:
+    import torch
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(torch, "save", _full_disk)
+    err = user_error(_args(str(tiny_checkpoint("bert", 2)), glue_dir, out), capsys)
+    assert "cannot write checkpoint" in err and "No space left on device" in err
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+    _no_result(out / "model")
+    assert not (out / "results.json").exists() and not (out / "predictions.csv").exists()
+
+
+def test_a_full_disk_while_saving_the_model_ends_the_run_failed_in_one_line(tiny_checkpoint, glue_dir, tmp_path,
+                                                                           monkeypatch, capsys) -> None:
+    from bertscope.finetune import command
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(command, "save_finetuned", _full_disk)
+    err = user_error(_args(str(tiny_checkpoint("bert", 2)), glue_dir, out, "--save-model"), capsys)
+    assert "cannot write the results" in err and "No space left on device" in err and "--resume" in err
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and "checkpoint" in status
+    assert not (out / "results.json").exists()
+    monkeypatch.undo()
+    from bertscope.cli import main
+
+    assert main([*_args(str(tiny_checkpoint("bert", 2)), glue_dir, out, "--save-model"), "--resume"]) == 0
+    assert (out / "model").is_dir() and json.loads((out / "status.json").read_text())["state"] == "complete"
+
+
+def test_an_interrupted_overwrite_leaves_no_file_of_the_previous_run_under_a_current_name(tiny_checkpoint, glue_dir,
+                                                                                         tmp_path, monkeypatch,
+                                                                                         capsys) -> None:
+    from bertscope.cli import main
+    from bertscope.finetune import pipeline
+
+    out = tmp_path / "out"
+    args = _args(str(tiny_checkpoint("bert", 2)), glue_dir, out, "--save-model")
+    assert main(args) == 0
+    old = {name: (out / name).exists() for name in ("results.json", "predictions.csv", "model")}
+    assert all(old.values())
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train_loop", interrupt)
+    assert main([*args, "--overwrite"]) == 130
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["model.previous", "predictions.previous.csv", "results.previous.json", "status.json"], names
+    assert json.loads((out / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.undo()
+    assert main([*args, "--overwrite"]) == 0  # a complete new run: the set-aside files go
+    assert sorted(p.name for p in out.iterdir()) == ["model", "predictions.csv", "results.json", "status.json"]
