@@ -114,6 +114,30 @@ def test_damaged_entry_is_recomputed(bert_tokenizer, rte_split, tmp_path):
     assert third.computed == () and third.reused == ("cls",)
 
 
+@pytest.mark.parametrize("change", ["altered value", "nan", "no checksum", "manifest a list"])
+def test_altered_cache_contents_behind_a_valid_header_are_recomputed(change, bert_tokenizer, rte_split, tmp_path):
+    """The manifest records each file's SHA-256: a changed value (valid .npy header), a NaN, an entry without a
+    checksum or a manifest of another shape is never reused; the vectors are computed again."""
+    model = tiny_model("bert", kind="base", num_layers=2)
+    data = encode_split(bert_tokenizer, rte_split, 48)
+    first = FeatureStore(tmp_path).get(model, data, ["cls"])
+    reference = np.array(first.arrays["cls"])
+    assert first.manifest["tokens"]["cls"]["sha256"]
+    path, manifest_path = first.path / "cls.npy", first.path / "manifest.json"
+    del first
+    if change in ("altered value", "nan"):
+        array = np.load(path)
+        array[0, 0, 0] = np.nan if change == "nan" else array[0, 0, 0] + 1.0
+        np.save(path, array)
+    else:
+        manifest = json.loads(manifest_path.read_text())
+        del manifest["tokens"]["cls"]["sha256"]
+        manifest_path.write_text(json.dumps([manifest] if change == "manifest a list" else manifest))
+    again = FeatureStore(tmp_path).get(model, data, ["cls"])
+    assert again.computed == ("cls",)
+    np.testing.assert_allclose(again.arrays["cls"], reference, atol=1e-6)
+
+
 def test_temp_files_of_crashed_runs_are_removed_and_live_ones_kept(bert_tokenizer, rte_split, tmp_path):
     """A run SIGKILLed while writing leaves ``.NAME.tmp-OWNER-TAG`` files (a big split: gigabytes); the next run
     that opens the cache removes those whose owner is gone, in every entry, and leaves a live run's alone."""

@@ -210,8 +210,9 @@ def test_a_diverging_run_stops_in_one_line_and_leaves_no_complete_result(tmp_pat
     assert main([*args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert re.fullmatch(r"bertscope finetune: error: training diverged: loss is (nan|inf|-inf) at epoch \d+, "
-                        r"step \d+ \(lower --lr, or --on-divergence continue\)", err[0])
+    assert re.fullmatch(r"bertscope finetune: error: training diverged: (loss is (nan|inf|-inf) at epoch \d+, "
+                        r"step \d+|epoch \d+'s mean loss \S+ is over 10 times \S+ \(the larger of the constant "
+                        r"predictor's loss and epoch 1's\)) \(lower --lr, or --on-divergence continue\)", err[0])
     assert sorted(p.name for p in out.iterdir()) == ["status.json"]  # nothing complete-looking
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and status["error"] == "BertscopeError"

@@ -123,6 +123,29 @@ def test_corrupt_cache_is_fitted_again(bert_tokenizer, tmp_path) -> None:
         torch.testing.assert_close(third.module.state_dict()[name], tensor)
 
 
+@pytest.mark.parametrize("change", ["altered weight", "no checksums"])
+def test_altered_cache_contents_behind_a_valid_header_are_fitted_again(change, bert_tokenizer, tmp_path) -> None:
+    """A cached head whose safetensors file still loads but holds other values (or whose checksums are gone) does
+    not match the SHA-256 recorded when it was written: it is fitted again, never reused."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model("bert")
+    corpus = builtin_sentences()[:40]
+    first = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    folder = tmp_path / "cache" / "fitted-heads" / first.info["key"]
+    if change == "altered weight":
+        tensors = load_file(str(folder / "head.safetensors"))
+        name = next(iter(tensors))
+        tensors[name] = tensors[name] + 1.0
+        save_file(tensors, str(folder / "head.safetensors"), metadata={"format": "2"})
+    else:
+        (folder / "checksums.json").unlink()
+    again = get_fitted_head(model, bert_tokenizer, corpus, {}, options=FAST, progress=False)
+    assert not again.info["reused"]
+    for key, tensor in first.module.state_dict().items():
+        torch.testing.assert_close(again.module.state_dict()[key], tensor)
+
+
 def dead_owner_name(target) -> str:
     """The temp name a process that has exited would have left beside ``target``."""
     import subprocess

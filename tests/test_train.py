@@ -18,7 +18,7 @@ from bertscope.finetune.batching import Batch, collate, encode_split, length_gro
 from bertscope.finetune.freezing import apply_freezing
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.optim import OptimOptions, param_groups
-from bertscope.finetune.progress import log_mode
+from bertscope.finetune.progress import DivergenceWatch, log_mode
 from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.train import train_loop
 from conftest import loop_options, tiny_model
@@ -355,6 +355,50 @@ def test_on_divergence_continue_finishes_with_one_warning(bert_tokenizer, capsys
     assert math.isnan(history.epochs[1].train_loss)  # NaN from step 7 on
     err = capsys.readouterr().err
     assert err.count("training diverged") == 1 and "epoch 2, step 7" in err and "continuing" in err
+
+
+def test_an_epoch_loss_far_above_the_constant_predictors_stops_training() -> None:
+    """From epoch 2: a finite mean loss over 10 times the larger of the constant predictor's and epoch 1's stops
+    (or warns once under continue); epoch 1 and a loss at the bound pass."""
+    watch = DivergenceWatch(True, torch.device("cpu"))
+    watch.check_epoch_loss(1, 1e9, None, 0.69)  # epoch 1 has no reference of its own
+    watch.check_epoch_loss(2, 6.5, 0.5, 0.69)  # under 10 times
+    watch.check_epoch_loss(2, 40.0, 5.0, 0.69)  # a high first epoch (a regression head's start) raises the bar
+    watch.check_epoch_loss(2, float("nan"), 0.7, 0.69)  # non-finite losses are check()'s
+    with pytest.raises(BertscopeError) as info:
+        watch.check_epoch_loss(3, 6.012e8, 0.7317, 0.6531)
+    assert str(info.value) == ("training diverged: epoch 3's mean loss 6.012e+08 is over 10 times 0.7317 (the larger "
+                               "of the constant predictor's loss and epoch 1's) (lower --lr, or --on-divergence "
+                               "continue)")
+    warn = DivergenceWatch(False, torch.device("cpu"))
+    warn.check_epoch_loss(2, 1e3, 0.7, 0.69)
+    warn.check_epoch_loss(3, 1e3, 0.7, 0.69)
+    assert warn.warned
+
+
+def test_an_exploding_but_finite_loss_stops_the_loop(bert_tokenizer) -> None:
+    """Every training call from step 6 on sees its vectors times 1e3: the loss stays finite but epoch 2's mean is
+    far above the constant predictor's, so the loop stops before evaluating epoch 2."""
+
+    class Exploding(_Poisoned):
+        def __call__(self, batch: Batch) -> torch.Tensor:
+            vectors = self.vectors[batch.example_index]
+            if self.training:
+                self.calls += 1
+                if self.calls >= self.bad:
+                    return vectors * self.factor
+            return vectors
+
+    split = _split(40, seed=0)
+    data = encode_split(bert_tokenizer, split, 32)
+    vectors = torch.randn(40, 1, 32, generator=torch.Generator().manual_seed(0))
+    head = SelectingHead(HeadSpec(num_labels=2, hidden_size=32, layers=(2,), dims=tuple(range(32))), seed=0)
+    options = loop_options(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, log_every=1, log="off")
+    callback = _Epochs()
+    with pytest.raises(BertscopeError, match=r"^training diverged: epoch 2's mean loss .* is over 10 times"):
+        train_loop(Exploding(vectors, 6, 1e3), head, data, {"validation": data}, **options,
+                   device=torch.device("cpu"), callback=callback)
+    assert callback.epochs == [1]
 
 
 def test_a_finite_run_is_not_stopped(bert_tokenizer) -> None:

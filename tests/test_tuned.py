@@ -118,6 +118,13 @@ def test_the_cache_returns_the_same_translators_and_refit_trains_again(bert_toke
     other = get_tuned_lens(*args, options=opts, seed=1, progress=False)
     assert other.info["key"] != first.info["key"]
     assert not get_tuned_lens(*args, options=opts, refit=True, progress=False).info["reused"]
+    # contents altered behind a valid header no longer match the recorded checksum: trained again
+    from safetensors.torch import load_file, save_file
+
+    path = Path(first.info["path"]) / "translators.safetensors"
+    tensors = load_file(str(path))
+    save_file({k: v + 1.0 for k, v in tensors.items()}, str(path))
+    assert not get_tuned_lens(*args, options=opts, progress=False).info["reused"]
 
 
 PLAIN_SCRIPT = """

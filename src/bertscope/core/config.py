@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -27,7 +28,19 @@ import yaml
 from bertscope.core.errors import BertscopeError
 from bertscope.core.safe_yaml import load_yaml_file
 
-__all__ = ["Config", "Option", "Options", "add_arguments", "config_from_args", "config_options", "group", "opt"]
+__all__ = ["SEED_LIMIT", "Config", "Option", "Options", "add_arguments", "check_seed", "config_from_args",
+           "config_options", "group", "opt"]
+
+#: Seeds run from 0 to ``SEED_LIMIT - 1``: NumPy's seed range, and small enough that the per-epoch and per-text
+#: seeds derived from one (``seed * 1_000_003 + i``) stay inside torch's 64-bit generator seeds.
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Refuse a seed outside ``0 .. SEED_LIMIT - 1`` in one line (a larger one overflows a generator deep inside a
+    run; a negative one is no seed NumPy takes)."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise BertscopeError(f"{flag} must be between 0 and {SEED_LIMIT - 1}, got {seed}")
 
 C = TypeVar("C", bound="Config")
 
@@ -84,7 +97,10 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError(value)
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # one rule for every float option: NaN and infinity mean nothing
+                raise BertscopeError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+            return number
         if kind is str:
             if isinstance(value, (list, tuple)):  # YAML lists for list-like string options, e.g. layers: [3, 5]
                 return ",".join(str(v) for v in value)

@@ -24,13 +24,14 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.results import follow_umask
 
-__all__ = ["building", "check_writable", "is_stale", "owner", "publish", "remove_stale", "temp_path"]
+__all__ = ["building", "check_writable", "drop_retired", "is_stale", "owner", "previous_name", "publish", "remove_stale",
+           "retire", "temp_path"]
 
 _log = logging.getLogger("bertscope")
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<start>\d+)"
@@ -169,3 +170,37 @@ def building(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def previous_name(name: str) -> str:
+    """Where :func:`retire` puts ``name``: ``results.json`` -> ``results.previous.json``, ``model`` ->
+    ``model.previous``."""
+    path = Path(name)
+    return f"{path.stem}.previous{path.suffix}" if path.suffix else f"{name}.previous"
+
+
+def retire(folder: str | os.PathLike[str], names: Sequence[str]) -> list[Path]:
+    """Move each of ``names`` in ``folder`` to its :func:`previous_name` (replacing an older one), in the order
+    given: a run that replaces another's output (``--overwrite``) and is then interrupted leaves no file of the
+    previous run under a current name. Name the file that makes a folder look complete first. Returns the moved."""
+    folder = Path(folder)
+    moved: list[Path] = []
+    for name in names:
+        source = folder / name
+        if not source.exists() and not source.is_symlink():
+            continue
+        target = folder / previous_name(name)
+        if target.exists() or target.is_symlink():
+            _remove(target)
+        os.replace(source, target)
+        moved.append(target)
+    return moved
+
+
+def drop_retired(folder: str | os.PathLike[str], names: Sequence[str]) -> None:
+    """Delete what :func:`retire` set aside for ``names`` (the new run is complete)."""
+    for name in names:
+        target = Path(folder) / previous_name(name)
+        if target.exists() or target.is_symlink():
+            _remove(target)
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import functools
+import hashlib
 import io
 import json
 import os
@@ -30,12 +31,15 @@ __all__ = [
     "CommandResult",
     "environment_info",
     "file_mode",
+    "file_sha256",
+    "files_match_checksums",
     "follow_umask",
     "git_info",
     "prepare_out_dir",
     "run_environment",
     "save_figure_atomic",
     "to_jsonable",
+    "write_checksums",
     "write_csv_atomic",
     "write_json_atomic",
     "write_text_atomic",
@@ -260,3 +264,36 @@ class CommandResult(Protocol):
     def metrics(self) -> dict[str, float]: ...
 
     def render(self) -> Any: ...
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks (a checkpoint or a cache file may be gigabytes): what a
+    checkpoint or a cache entry records of its files when written and checks before trusting them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: The file beside a cache entry's files that records their SHA-256s (:func:`write_checksums`).
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Record the SHA-256 of each of ``names`` in ``folder`` (in ``checksums.json``), after they are written."""
+    folder = Path(folder)
+    write_json_atomic(folder / CHECKSUMS, {name: file_sha256(folder / name) for name in names})
+
+
+def files_match_checksums(folder: str | os.PathLike[str], names: Iterable[str]) -> bool:
+    """Whether each of ``names`` in ``folder`` still has the SHA-256 :func:`write_checksums` recorded (False when
+    one was never recorded, or the record is unreadable): a cache entry whose contents changed is refitted."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))
+        return isinstance(recorded, dict) and all(
+            isinstance(recorded.get(name), str) and file_sha256(folder / name) == recorded[name] for name in names)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+

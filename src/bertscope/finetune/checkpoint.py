@@ -9,8 +9,13 @@ A checkpoint is one folder, ``last/`` in the run's checkpoint folder (``OUT/chec
   torch CPU and CUDA, and the generators of the head's :class:`~bertscope.finetune.head.SeededDropout` modules), the position
   in the seeded batch order (:class:`LoopState`: epoch in progress, batches of it trained, optimizer steps) and the
   loop's running totals (loss sums, examples seen, finished epoch records, times, the last dev predictions);
-* ``meta.json``: the position and the run's identity (its result-affecting options, :func:`identity`), readable
-  without loading any tensor, so a changed option is refused in a second.
+* ``meta.json``: the position, the run's identity (its result-affecting options, :func:`identity`), readable
+  without loading any tensor, so a changed option is refused in a second, and the SHA-256 of ``state.pt``.
+
+A checkpoint is deleted only when it is proven damaged: ``state.pt`` no longer matches its checksum
+(:class:`DamagedCheckpoint`, one line; the checkpoint is removed). Any other failure to read it (too little memory,
+an I/O error, a file of another torch version) or to write the next one (a full disk) is one line too
+(:class:`CheckpointKept`), and the checkpoint stays where it is for a later ``--resume``.
 
 Batch order depends only on the seed and the epoch, so a run restored at a step boundary draws the same batches,
 dropout masks and updates as one that never stopped: same losses and metrics (the same floats on the CPU).
@@ -40,13 +45,28 @@ from torch import nn
 
 from bertscope.core import publish
 from bertscope.core.errors import BertscopeError, Terminated
-from bertscope.core.results import write_json_atomic
+from bertscope.core.results import file_sha256, write_json_atomic
 from bertscope.finetune.head import SeededDropout
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "LoopState", "TrainingState", "capture", "identity", "restore"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointKept", "Checkpointer", "DamagedCheckpoint", "LoopState", "TrainingState",
+           "capture", "identity", "restore"]
 
 CHECKPOINT_FORMAT = "bertscope-checkpoint/1"
 _NAME = "last"
+
+
+class CheckpointKept(BertscopeError):
+    """A checkpoint could not be read or written for a reason that does not prove it damaged: the run stops in one
+    line and the checkpoint is kept (the run that stops must not delete it)."""
+
+
+class DamagedCheckpoint(BertscopeError):
+    """The checkpoint's ``state.pt`` does not match the checksum written with it: proven damaged (and removed)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def identity(config: Any, not_identity: frozenset[str] | set[str]) -> dict[str, Any]:
@@ -199,8 +219,12 @@ class Checkpointer:
             meta: dict[str, Any] = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BertscopeError(f"checkpoint {self.path} is damaged ({exc}); start over with --overwrite") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointKept(f"cannot read checkpoint {self.path} ({_one_line(exc)}); it is kept: fix the cause "
+                                 "and --resume, or start over with --overwrite") from None
+        if not isinstance(meta, dict):
+            raise CheckpointKept(f"cannot read checkpoint {self.path} (its meta.json is not an object); it is kept: "
+                                 "start over with --overwrite")
         return meta
 
     def changed(self) -> list[str]:
@@ -230,33 +254,51 @@ class Checkpointer:
         return f"after epoch {meta.get('epochs_done')} (step {meta.get('steps')})"
 
     def save(self, state: TrainingState) -> None:
-        """Write ``state`` as the checkpoint, replacing the previous one whole."""
+        """Write ``state`` as the checkpoint, replacing the previous one whole; a write that fails (a full disk)
+        leaves the previous one and stops the run in one line (:class:`CheckpointKept`)."""
         loop = state.loop
         meta = {"format": CHECKPOINT_FORMAT, "epoch": loop.epoch, "batch": loop.batch, "steps": loop.steps,
                 "epochs_done": loop.epochs_done, "identity": self.identity}
         payload = {"loop": asdict(loop), "encoder": state.encoder, "head": state.head, "optimizer": state.optimizer,
                    "scheduler": state.scheduler, "scaler": state.scaler, "rng": state.rng}
-        with publish.building(self.path) as tmp:
-            with open(tmp / "state.pt", "wb") as handle:
-                torch.save(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            write_json_atomic(tmp / "meta.json", meta)
+        try:
+            with publish.building(self.path) as tmp:
+                with open(tmp / "state.pt", "wb") as handle:
+                    torch.save(payload, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                write_json_atomic(tmp / "meta.json", {**meta, "sha256": {"state.pt": file_sha256(tmp / "state.pt")}})
+        except OSError as exc:
+            kept = "the previous checkpoint is kept" if self.path.is_dir() else "no checkpoint was written"
+            raise CheckpointKept(f"cannot write checkpoint {self.path} ({_one_line(exc)}); {kept}") from None
 
     def load(self) -> TrainingState | None:
-        """The checkpoint's full state (tensors on the CPU), or None when there is none."""
-        if self.meta() is None:
+        """The checkpoint's full state (tensors on the CPU), or None when there is none.
+
+        ``state.pt`` is checked against the checksum in ``meta.json`` first (checkpoints written before checksums
+        are read unchecked): a mismatch proves it damaged, and it is removed (:class:`DamagedCheckpoint`). Any other
+        failure to read it raises :class:`CheckpointKept` and leaves it in place."""
+        meta = self.meta()
+        if meta is None:
             return None
+        state_file = self.path / "state.pt"
         try:
-            payload = torch.load(self.path / "state.pt", map_location="cpu", weights_only=True)
+            expected = (meta.get("sha256") or {}).get("state.pt")
+            if expected is not None and file_sha256(state_file) != expected:
+                self.remove()
+                raise DamagedCheckpoint(f"checkpoint {self.path} is damaged (state.pt does not match its checksum) "
+                                        "and was removed; run again to start over")
+            payload = torch.load(state_file, map_location="cpu", weights_only=True)
+            loop = LoopState(**payload["loop"])
+            return TrainingState(loop=loop, **{k: payload[k] for k in ("encoder", "head", "optimizer", "scheduler",
+                                                                        "scaler", "rng")})
         except FileNotFoundError:
             return None
-        except Exception as exc:  # a truncated or foreign file: torch raises several kinds
-            raise BertscopeError(f"checkpoint {self.path} is damaged ({type(exc).__name__}); start over with "
-                                 "--overwrite") from None
-        loop = LoopState(**payload["loop"])
-        return TrainingState(loop=loop, **{k: payload[k] for k in ("encoder", "head", "optimizer", "scheduler",
-                                                                    "scaler", "rng")})
+        except BertscopeError:
+            raise
+        except Exception as exc:  # too little memory, an I/O error, a format torch cannot read: not proof of damage
+            raise CheckpointKept(f"cannot load checkpoint {self.path} ({_one_line(exc)}); it is kept: fix the cause "
+                                 "and --resume, or start over with --overwrite") from None
 
     def remove(self) -> None:
         """Delete the checkpoint folder (the run is complete)."""

@@ -12,6 +12,7 @@ label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.finetune.e
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ from bertscope.data import glue
 from bertscope.finetune import distributed as dp
 from bertscope.finetune import leaderboard
 from bertscope.finetune.batching import Batch, encode_split
-from bertscope.finetune.checkpoint import Checkpointer, identity
+from bertscope.finetune.checkpoint import Checkpointer, CheckpointKept, identity
 from bertscope.finetune.config import FinetuneConfig
 from bertscope.finetune.export import (
     check_saved_together,
@@ -49,7 +50,7 @@ from bertscope.finetune.result import FinetuneResult
 from bertscope.finetune.tracking import TRACKING_OPTIONS
 from bertscope.models import families, loading
 
-__all__ = ["COMMAND", "FREEZE_SECTION", "NOT_IDENTITY", "FinetunedModel", "load_finetuned", "run_command",
+__all__ = ["COMMAND", "FREEZE_SECTION", "NOT_IDENTITY", "RUN_FILES", "FinetunedModel", "load_finetuned", "run_command",
            "run_finetune", "save_finetuned"]
 
 
@@ -63,11 +64,16 @@ def _check_out(config: FinetuneConfig) -> Path | None:
     return out
 
 
+#: What a finished run leaves in ``OUT``, the file that makes it look complete first: ``--overwrite`` sets all of it
+#: aside (``results.previous.json``, ``model.previous``, ...) before the new run starts and deletes it once the new
+#: one is complete, so an interrupted new run never sits beside the previous run's files under their current names.
+RUN_FILES = ("results.json", "predictions.csv", "model", "glue_submission")
+
+
 def _retire_old_results(out: Path | None) -> None:
-    """With --overwrite, move an old results.json aside first: a new run that is interrupted must not leave a
-    complete-looking file from before (the old one is kept as results.previous.json until the new one is written)."""
-    if out is not None and dp.is_main() and (out / "results.json").exists():
-        (out / "results.json").replace(out / "results.previous.json")
+    """With --overwrite, move the previous run's files aside (:data:`RUN_FILES`, :func:`bertscope.core.publish.retire`)."""
+    if out is not None and dp.is_main():
+        publish.retire(out, RUN_FILES)
 
 
 def _checkpoints(config: FinetuneConfig, out: Path | None) -> Checkpointer | None:
@@ -80,14 +86,15 @@ def _checkpoints(config: FinetuneConfig, out: Path | None) -> Checkpointer | Non
             raise BertscopeError("--resume needs --out DIR (the folder of the run to continue)")
         return None
     checkpoints = Checkpointer(out / "checkpoints", identity(config, NOT_IDENTITY))
+    if config.output.overwrite and not config.checkpoints.resume:
+        checkpoints.remove()  # unread: even a checkpoint that cannot be read is discarded when asked to
+        return checkpoints
     if checkpoints.meta() is None:
         if config.checkpoints.resume and int(os.environ.get("RANK", "0")) == 0:
             print(f"bertscope finetune: --resume: no checkpoint in {checkpoints.folder}; starting fresh",
                   file=sys.stderr, flush=True)
     elif config.checkpoints.resume:
         checkpoints.refuse_changes()
-    elif config.output.overwrite:
-        checkpoints.remove()
     else:
         raise BertscopeError(f"{checkpoints.folder} holds the checkpoint of an interrupted run "
                              f"({checkpoints.describe()}); pass --resume to continue it, or --overwrite to start over")
@@ -97,6 +104,31 @@ def _checkpoints(config: FinetuneConfig, out: Path | None) -> Checkpointer | Non
 def _status(out: Path | None, state: str, **extra: Any) -> None:
     if out is not None and dp.is_main():  # data-parallel: rank 0 writes
         write_json_atomic(out / "status.json", {"command": "finetune", "state": state, **extra})
+
+
+def _final_status(out: Path | None, exc: BaseException, checkpoints: Checkpointer | None) -> None:
+    """``status.json`` of a run that stopped on ``exc``: ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``, with the
+    checkpoint it keeps. Never left ``running``: when even this small write fails (a full disk), the old status
+    is deleted instead."""
+    try:
+        kept = {} if checkpoints is None or checkpoints.meta() is None else {
+            "checkpoint": str(checkpoints.path), "checkpoint_at": checkpoints.describe()}
+    except BertscopeError:
+        kept = {}
+    try:
+        _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__,
+                **kept)
+    except OSError:
+        if out is not None and dp.is_main():
+            (out / "status.json").unlink(missing_ok=True)
+
+
+def _write_error(exc: OSError, out: Path) -> BertscopeError:
+    """A failed write of the results (a full disk, a quota, a read-only folder) in one line."""
+    where = f" {exc.filename}" if exc.filename else ""
+    full = " (free some space and --resume: the last checkpoint is kept)" if exc.errno in (
+        errno.ENOSPC, errno.EDQUOT) else ""
+    return BertscopeError(f"cannot write the results in {out}:{where} {exc.strerror or exc}{full}")
 
 
 def run_finetune(config: FinetuneConfig) -> FinetuneResult:
@@ -120,15 +152,19 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
     try:
         history = run.train()
     except BaseException as exc:
-        if checkpoints is not None and isinstance(exc, BertscopeError):
+        if checkpoints is not None and isinstance(exc, BertscopeError) and not isinstance(exc, CheckpointKept):
             checkpoints.remove()  # e.g. diverged: the same options fail the same way again (kept after a crash)
-        kept = {} if checkpoints is None or checkpoints.meta() is None else {
-            "checkpoint": str(checkpoints.path), "checkpoint_at": checkpoints.describe()}
-        _status(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=type(exc).__name__,
-                **kept)
+        _final_status(out, exc, checkpoints)
         raise
     saved = str(Path(out) / "model") if (out is not None and config.output.save_model) else None
-    submission = _predict_test(run, Path(out) / "glue_submission") if (out is not None and config.output.predict_test) else {}
+    submission: dict[str, str] = {}
+    if out is not None and config.output.predict_test:
+        try:
+            submission = _predict_test(run, Path(out) / "glue_submission")
+        except OSError as exc:
+            error = _write_error(exc, out)
+            _final_status(out, error, checkpoints)
+            raise error from None
     result = run.result(history, saved_model=saved, test_predictions=submission)
     failure: BaseException | None = None
     if out is not None and run.is_main_process:
@@ -138,12 +174,13 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
                                max_length=config.encoder.max_length, result=result)
             write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
             write_json_atomic(Path(out) / "results.json", result.to_dict())
-            (Path(out) / "results.previous.json").unlink(missing_ok=True)
+            publish.drop_retired(out, RUN_FILES)
             if checkpoints is not None and not config.checkpoints.keep_checkpoints:
                 checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
             _status(out, "complete", finished_utc=environment_info()["created_utc"])
         except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
-            failure = exc
+            failure = _write_error(exc, out) if isinstance(exc, OSError) else exc
+            _final_status(out, failure, checkpoints)
     dp.raise_if_any_failed(failure, "the main process (rank 0) failed to write the results; its error is above")
     return result
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bertscope.core.config import Config, group, opt
+from bertscope.core.config import Config, check_seed, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_seed_list
 from bertscope.data.options import DataOptions, env_glue_dir
@@ -124,6 +124,7 @@ class PredictConfig(Config):
                                  "own task gives the labels")
         if self.max_examples is not None and self.max_examples < 1:
             raise BertscopeError(f"--max-examples must be at least 1, got {self.max_examples}")
+        check_seed(self.seed)
         if self.max_length is not None and self.max_length < 4:
             raise BertscopeError(f"--max-length must be at least 4, got {self.max_length}")
         if self.batch_size < 1:

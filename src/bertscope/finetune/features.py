@@ -27,7 +27,9 @@ hits the cache, and a fine-tuned one does not), the tokenised split itself (toke
 masks, which pins task, split, subset, seed, max length and tokenizer), ``include_special`` (pooling candidates), the
 compute dtype and the format version. Every file is written to a temporary name and renamed; the manifest is rewritten
 atomically after each strategy file is complete, so an interrupted run leaves either a usable entry or a strategy
-that is computed again (a damaged or truncated strategy file is computed again and replaced). Temporary files are
+that is computed again (a damaged or truncated strategy file is computed again and replaced). The manifest records
+the SHA-256 of each strategy file; a file whose bytes no longer match it (or that has none, or holds a NaN or an
+infinity) is computed again, so altered contents behind a valid header are never reused. Temporary files are
 named after their owner (host, pid, start time: :mod:`bertscope.core.publish`), so the next run removes those of crashed
 runs and never a live run's. Concurrent writers of one entry are serialised with a lock file (``filelock``).
 
@@ -59,7 +61,7 @@ from bertscope.core import publish
 from bertscope.core.device import resolve_dtype
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import canonical_token, parse_token
-from bertscope.core.results import write_json_atomic
+from bertscope.core.results import file_sha256, write_json_atomic
 from bertscope.finetune.selection import select_tokens
 from bertscope.models import families, loading
 from bertscope.models.packing import pad_rows
@@ -237,7 +239,8 @@ class FeatureStore:
                                 "tokens": dict(stored.get("tokens", {}))}
                 arrays = {}
                 for token in list(manifest["tokens"]):
-                    array = _open(folder / manifest["tokens"][token]["file"], shape)
+                    entry = manifest["tokens"][token]
+                    array = _open(folder / str(entry.get("file")), shape, entry.get("sha256"))
                     if array is None:
                         del manifest["tokens"][token]  # damaged or missing: computed again below if wanted
                     elif token in wanted:
@@ -263,11 +266,15 @@ class FeatureStore:
                         raise
                     for token in missing:
                         name = _file_name(token)
+                        checksum = file_sha256(targets[token])
                         os.replace(targets[token], folder / name)
-                        manifest["tokens"][token] = {"file": name,
+                        manifest["tokens"][token] = {"file": name, "sha256": checksum,
                                                      "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                   time.gmtime())}
-                        arrays[token] = _open(folder / name, shape)  # type: ignore[assignment]
+                        arrays[token] = _open(folder / name, shape, checksum)  # type: ignore[assignment]
+                        if arrays[token] is None:
+                            raise BertscopeError(f"the frozen encoder gave non-finite vectors ({token}) for "
+                                                 f"{folder}; try --dtype float32")
                     write_json_atomic(folder / "manifest.json", manifest)
         except OSError as exc:
             raise BertscopeError(f"feature cache {folder} is not usable ({exc}); choose another --cache-dir") from None
@@ -282,22 +289,33 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         _log.warning("ignoring unreadable feature cache manifest %s (%s)", path, exc)
         return None
-    if values.get("format") != FORMAT_VERSION:
+    if not isinstance(values, dict) or values.get("format") != FORMAT_VERSION or not isinstance(
+            values.get("tokens", {}), dict) or not all(isinstance(v, dict) for v in values.get("tokens", {}).values()):
+        _log.warning("ignoring feature cache manifest %s of another format", path)
         return None
     return values
 
 
-def _open(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+def _open(path: Path, shape: tuple[int, int, int], checksum: str | None) -> np.ndarray | None:
+    """The strategy file at ``path`` memory-mapped, or None (computed again) when it is missing, of another shape,
+    does not match ``checksum`` (the SHA-256 written with it; a file without one is not trusted) or holds a
+    non-finite value."""
     try:
+        if checksum is None or file_sha256(path) != checksum:
+            _log.warning("ignoring feature file %s: its contents do not match the checksum written with it", path)
+            return None
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         _log.warning("ignoring damaged feature file %s (%s)", path, exc)
         return None
     if array.shape != shape or array.dtype != np.float32:
         _log.warning("ignoring feature file %s of shape %s (expected %s)", path, array.shape, shape)
+        return None
+    if not all(np.isfinite(array[i:i + 1024]).all() for i in range(0, shape[0], 1024)):
+        _log.warning("ignoring feature file %s: it holds non-finite values", path)
         return None
     return array
 

@@ -18,7 +18,13 @@ from bertscope.core.errors import BertscopeError
 from bertscope.finetune import distributed as dp
 from bertscope.finetune.tracking import TrackingOptions
 
-__all__ = ["DivergenceWatch", "ProgressLog", "log_mode"]
+__all__ = ["EXPLODED_FACTOR", "DivergenceWatch", "ProgressLog", "log_mode"]
+
+#: An epoch (the second or later) whose mean training loss is above this many times the larger of the constant
+#: predictor's loss and the first epoch's mean loss has diverged, though every step's loss is finite. A head that is
+#: learning stays near or below both (a fresh head starts within a few times the constant predictor's loss, and the
+#: first epoch's mean already includes that start); ``--lr 1e3`` reaches 1e8 times it in its second epoch.
+EXPLODED_FACTOR = 10.0
 
 
 def log_mode(log: str, stream: Any = None) -> str:
@@ -128,7 +134,22 @@ class DivergenceWatch:
         if first == math.inf:
             return
         step, value_name = int(first) // 4, ("nan", "inf", "-inf")[int(first) % 4]
-        where = f"loss is {value_name} at epoch {self.epoch}, step {step}"
+        self._diverged(f"loss is {value_name} at epoch {self.epoch}, step {step}")
+
+    def check_epoch_loss(self, epoch: int, loss: float, first_epoch_loss: float | None,
+                         constant: float | None) -> None:
+        """Stop (or warn once) when epoch ``epoch`` (2 or later) ended with a finite mean training ``loss`` above
+        :data:`EXPLODED_FACTOR` times the larger of ``constant`` (the constant predictor's loss on the training
+        labels) and ``first_epoch_loss``. ``loss`` is the mean over every process, so all processes agree."""
+        if epoch < 2 or first_epoch_loss is None or not math.isfinite(loss) or (not self.stop and self.warned):
+            return
+        reference = max(constant or 0.0, first_epoch_loss)
+        if not math.isfinite(reference) or reference <= 0 or loss <= EXPLODED_FACTOR * reference:
+            return
+        self._diverged(f"epoch {epoch}'s mean loss {loss:.4g} is over {EXPLODED_FACTOR:g} times {reference:.4g} "
+                       f"(the larger of the constant predictor's loss and epoch 1's)")
+
+    def _diverged(self, where: str) -> None:
         if self.stop:
             raise BertscopeError(f"training diverged: {where} (lower --lr, or --on-divergence continue)")
         self.warned = True

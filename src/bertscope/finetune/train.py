@@ -42,6 +42,7 @@ from bertscope.finetune.batching import collate, length_grouped_batches
 from bertscope.finetune.checkpoint import Checkpointer, LoopState, capture, restore
 from bertscope.finetune.evaluation import autocast, evaluate_logits, predictions_from_logits, score
 from bertscope.finetune.freezing import trainable_parameters
+from bertscope.finetune.learning import constant_loss
 from bertscope.finetune.optim import OptimOptions, param_groups
 from bertscope.finetune.progress import DivergenceWatch, ProgressLog
 from bertscope.finetune.records import EpochRecord, TrainCallback, TrainHistory
@@ -78,7 +79,9 @@ def train_loop(
     options' (:class:`bertscope.models.options.ModelOptions`).
     ``callback`` (optional) is told the loss every ``tracking.log_every`` steps and every epoch's record.
     A NaN or infinite training loss raises :class:`BertscopeError` naming epoch and step (checked every
-    ``log_every`` steps and at each epoch's end), unless ``tracking.on_divergence`` is ``continue``.
+    ``log_every`` steps and at each epoch's end), and so does an epoch's mean loss far above the constant
+    predictor's and the first epoch's (:meth:`DivergenceWatch.check_epoch_loss`), unless
+    ``tracking.on_divergence`` is ``continue``.
     ``checkpoints`` (optional): continue from its checkpoint when it has one, write one at the end of every epoch
     (and every ``checkpoint_every`` steps), and, when a stop was requested while training
     (:meth:`Checkpointer.deferring_interrupts`), write one at the next step boundary and stop.
@@ -143,6 +146,8 @@ def train_loop(
 
     log = ProgressLog(tracking, progress=progress, epochs=optim.epochs, rank=rank, total_steps=total_steps)
     watch = DivergenceWatch(tracking.on_divergence != "continue", device)
+    labels = [v for v in getattr(train_data, "labels", ()) if v is not None]
+    constant = constant_loss(labels, regression=regression) if labels else None
     for epoch in range(at.epoch, optim.epochs + 1):
         # ---- train one epoch (a resumed one from the batch it stopped at)
         batches = length_grouped_batches(train_data.lengths, batch_size * world, seed=seed,
@@ -200,6 +205,8 @@ def train_loop(
         watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated
         loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
         loss_sum, loss_count = dp.sum_across(loss_sum, loss_count)  # data-parallel: over every process
+        watch.check_epoch_loss(epoch, loss_sum / max(loss_count, 1), records[0].train_loss if records else None,
+                               constant)
         epoch_train = time.perf_counter() - start
         train_seconds += epoch_train
         seen += epoch_examples

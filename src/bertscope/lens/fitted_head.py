@@ -43,7 +43,7 @@ from torch import nn
 
 from bertscope.core import publish
 from bertscope.core.errors import BertscopeError
-from bertscope.core.results import to_jsonable
+from bertscope.core.results import files_match_checksums, to_jsonable, write_checksums
 from bertscope.data import texts
 from bertscope.data.texts import TextSource
 from bertscope.models import families, loading
@@ -423,6 +423,10 @@ def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[st
     return head, stats
 
 
+#: The files of a cached head, whose SHA-256s are recorded beside them and checked before it is reused.
+_FILES = ("head.safetensors", "head.json")
+
+
 def _save(folder: Path, head: HeadModule, info: dict[str, Any], *, replace: bool) -> None:
     """Write the head into ``folder`` atomically (a temporary folder renamed into place). With ``replace`` an
     entry already there (damaged, or asked to be refitted) is replaced; without, a concurrent run's entry is kept."""
@@ -436,6 +440,7 @@ def _save(folder: Path, head: HeadModule, info: dict[str, Any], *, replace: bool
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
         save_file(tensors, str(tmp / "head.safetensors"), metadata={"format": str(FORMAT_VERSION)})
         (tmp / "head.json").write_text(json.dumps(to_jsonable(info), indent=2) + "\n", encoding="utf-8")
+        write_checksums(tmp, _FILES)
         if replace:
             publish.publish(tmp, folder)
         else:
@@ -455,6 +460,9 @@ def _load(folder: Path, model: PreTrainedModel, key: str, opts: FitOptions) -> t
     try:
         info = json.loads((folder / "head.json").read_text(encoding="utf-8"))
         if info.get("key") != key or info.get("format") != FORMAT_VERSION:
+            return None
+        if not files_match_checksums(folder, _FILES):
+            _log.warning("ignoring cached head in %s: its files do not match their checksums; fitting again", folder)
             return None
         embedding = _token_embeddings(model)
         head = HeadModule(families.hidden_size(model), embedding, tie_decoder=opts.tie_decoder,

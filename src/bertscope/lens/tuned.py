@@ -41,7 +41,7 @@ from torch import nn
 
 from bertscope.core import publish
 from bertscope.core.errors import BertscopeError
-from bertscope.core.results import to_jsonable
+from bertscope.core.results import files_match_checksums, to_jsonable, write_checksums
 from bertscope.data import texts
 from bertscope.data.texts import TextSource
 from bertscope.lens.fitted_head import cache_root, split_heldout
@@ -245,7 +245,12 @@ class TunedLens:
         save_file(tensors, files["translators"], metadata={"format": FORMAT})
         config = {k: v for k, v in self.info.items() if k not in ("reused", "path")}
         Path(files["lens_config"]).write_text(json.dumps(to_jsonable(config), indent=2) + "\n", encoding="utf-8")
+        write_checksums(folder, _FILES)  # the cache trusts an entry only while they match
         return files
+
+
+#: The files of a saved tuned lens, whose SHA-256s are recorded beside them (``checksums.json``).
+_FILES = ("translators.safetensors", "lens.json")
 
 
 def _load(folder: Path, key: str) -> TunedLens | None:
@@ -254,6 +259,10 @@ def _load(folder: Path, key: str) -> TunedLens | None:
     try:
         info = json.loads((folder / "lens.json").read_text(encoding="utf-8"))
         if info.get("key") != key or info.get("format") != FORMAT:
+            return None
+        if not files_match_checksums(folder, _FILES):
+            _log.warning("ignoring cached tuned lens in %s: its files do not match their checksums; training again",
+                         folder)
             return None
         state = load_file(str(folder / "translators.safetensors"))
         translators = Translators(state["weight"].shape[0], state["weight"].shape[1])

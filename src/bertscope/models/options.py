@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertscope.core.config import Options, opt
+from bertscope.core.config import Options, check_seed, opt
 from bertscope.core.errors import BertscopeError
 
 __all__ = ['ATTENTION_CHOICES', 'ATTENTION_HELP', 'ModelOptions', 'OutputOptions']
@@ -34,7 +34,9 @@ class ModelOptions(Options):
     seed: int = opt(0, "random seed (data subsets, masking, initialisation)")
     batch_size: int = opt(32, "examples per batch")
     max_length: int = opt(128, "maximum tokens per example (longer inputs are truncated)")
+
     def validate(self) -> None:
+        check_seed(self.seed)
         if self.batch_size < 1:
             raise BertscopeError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.max_length < 4:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertscope.core.config import Config, group, opt
+from bertscope.core.config import Config, check_seed, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.lens.config import FitHeadOptions, TextOptions
 from bertscope.models.options import ModelOptions, OutputOptions
@@ -50,6 +50,7 @@ class DeepenConfig(Config):
             raise BertscopeError("--out is required: the folder the new checkpoint is written to")
         if self.copies < 1:
             raise BertscopeError(f"--copies must be at least 1, got {self.copies}")
+        check_seed(self.seed)
         if self.duplicate is None and (self.copies != 1 or self.placement != "adjacent"):
             raise BertscopeError("--copies and --placement only apply to --duplicate")
 
