@@ -9,7 +9,7 @@ The encoder is frozen, so each (sentence, mask draw) the fit uses is encoded onc
 the selected positions are cached in memory: the fit sees ``steps * batch_size`` such rows, one epoch (one draw
 per sentence on a large corpus; on a small one, as many draws per sentence as that takes, which is what drawing
 fresh masks at every step did). The cached features make the growth curve cheap: the same head is refitted on
-1/8, 1/4 and 1/2 of the fit sentences and each is scored on the same held-out sentences (issue 11, 6e).
+1/8, 1/4 and 1/2 of the fit sentences and each is scored on the same held-out sentences.
 
 Fitting is seeded and deterministic on one device. The result is saved as ``head.safetensors`` + ``head.json`` in a
 cache folder keyed by a hash of the model's weights, the fit corpus, the seed and every fit option
@@ -553,7 +553,7 @@ def fit_for_texts(
 ) -> FittedHead:
     """The fitted head a command decodes ``measured`` with: its fit corpus resolved per ``--fit-corpus`` and checked
     against the measured sentences first (refused, or flagged, per ``--fit-overlap``: a head scored on its own fit
-    text measures memory, issue 11 6d). ``info`` then names both texts (source, size, SHA-256) and the overlap."""
+    text measures memory). ``info`` then names both texts (source, size, SHA-256) and the overlap."""
     corpus = texts.resolve_fit_corpus(fit_corpus, measured, data_dir)
     report = texts.check_overlap(corpus, measured, overlap)  # before fitting: a refusal costs nothing
     described = corpus.describe()
