@@ -202,6 +202,25 @@ def test_reconstruct_lens_tuned_reports_both_lenses_and_leaves_the_logit_lens_un
     assert "lens.tuned.layer1.kl_to_final" in tuned.metrics()
 
 
+def test_the_token_view_shows_both_lenses_and_agrees_at_the_last_layer(tmp_path, tiny_checkpoint) -> None:
+    """--lens tuned draws each token-view sentence twice in one figure: through the head as it is and through the
+    translators; at the last hidden state (an identity translator) both decode alike."""
+    texts = tmp_path / "sentences.txt"
+    texts.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    result = run_reconstruct(ReconstructConfig(model=str(tiny_checkpoint("bert")), texts=str(texts), progress=False,
+                                               device="cpu", token_view=2, lens="tuned", lens_steps=10,
+                                               lens_sentences=40, out=str(tmp_path / "out")))
+    logit = [v for v in result.token_views if v.lens == "logit"]
+    tuned = [v for v in result.token_views if v.lens == "tuned"]
+    assert len(logit) == len(tuned) == 2
+    for a, b in zip(logit, tuned):
+        assert a.text == b.text and a.layers == b.layers
+        assert a.top1[-1] == b.top1[-1] and a.prob[-1] == pytest.approx(b.prob[-1], abs=1e-5)
+        assert b.where.endswith("tuned lens") and b.to_dict()["lens"] == "tuned"
+    html = Path(result.files["token_view_html"]).read_text(encoding="utf-8")
+    assert "tuned lens" in html and Path(result.files["token_view_png"]).is_file()
+
+
 def test_a_model_without_an_mlm_head_uses_the_fitted_head_and_says_so(tmp_path, default_model_dir) -> None:
     texts = tmp_path / "sentences.txt"
     texts.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")

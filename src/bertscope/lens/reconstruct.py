@@ -356,6 +356,8 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
 
     records = tuple(LayerRecord.of(layer, g, sums[layer, g].result()) for layer in layers for g in groups)
     views = _token_views(config, model, head, tokenizer, encoded, source.sentences, layers)
+    if tuned is not None:  # the same sentences through the tuned lens, drawn beside the logit lens's
+        views += _token_views(config, model, head, tokenizer, encoded, source.sentences, layers, tuned=tuned)
     config_dict_model = {
         "name": config.encoder.model or loading.DEFAULT_MODEL_NAME,
         "source": loaded.source,
@@ -399,26 +401,28 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
 
 
 def _token_views(config: ReconstructConfig, model: torch.nn.Module, head: families.HeadParts, tokenizer: Any,
-                 encoded: Encoded, sentences: Sequence[str], layers: list[int]) -> tuple[TokenView, ...]:
+                 encoded: Encoded, sentences: Sequence[str], layers: list[int],
+                 tuned: TunedLens | None = None) -> tuple[TokenView, ...]:
     """The token views --token-view / --token-view-sentences ask for: given sentences (unmasked), else the first N
-    measured ones exactly as they were measured (same masks)."""
+    measured ones exactly as they were measured (same masks); with ``tuned``, decoded through its translators."""
     if config.token_view_sentences is not None:
         texts = [t.strip() for t in config.token_view_sentences.split("|") if t.strip()]
         given = encode_sentences(tokenizer, texts, max_length=config.encoder.max_length,
                                  include_special=config.include_special)
-        return token_views(model, head, tokenizer, given, texts, layers, indices=None)
+        return token_views(model, head, tokenizer, given, texts, layers, indices=None, tuned=tuned)
     count = min(config.token_view, len(encoded.ids))
     if count == 0:
         return ()
-    return token_views(model, head, tokenizer, encoded, sentences, layers, indices=list(range(count)))
+    return token_views(model, head, tokenizer, encoded, sentences, layers, indices=list(range(count)), tuned=tuned)
 
 
 def token_views(model: torch.nn.Module, head: families.HeadParts, tokenizer: Any, encoded: Encoded,
                 texts: Sequence[str], layers: Sequence[int], *, indices: Sequence[int] | None = None,
-                max_tokens: int = MAX_TOKENS) -> tuple[TokenView, ...]:
+                max_tokens: int = MAX_TOKENS, tuned: TunedLens | None = None) -> tuple[TokenView, ...]:
     """Decode sentences of ``encoded`` (``indices``, default all) at every layer in ``layers``, one sentence at a
     time with no padding: the top-1 token and the input token's probability at each of the first ``max_tokens``
-    real positions (special tokens included, marked as not counted unless they are)."""
+    real positions (special tokens included, marked as not counted unless they are). With ``tuned``, each hidden
+    state first goes through its layer's translator (the tuned lens's view of the same sentence)."""
     depth = families.num_layers(model)
     device = next(model.parameters()).device
     encoder = families.base_encoder(model)
@@ -432,7 +436,10 @@ def token_views(model: torch.nn.Module, head: families.HeadParts, tokenizer: Any
                              output_hidden_states=True).hidden_states
             top1, prob = [], []
             for layer in layers:
-                best, p = decode_tokens(head, states[layer][0], targets, is_last_layer=layer == depth)
+                hidden = states[layer][0]
+                if tuned is not None:
+                    hidden = tuned.translators(hidden.float(), layer).to(hidden.dtype)
+                best, p = decode_tokens(head, hidden, targets, is_last_layer=layer == depth)
                 top1.append(tuple(tokenizer.convert_ids_to_tokens(best[:max_tokens].tolist())))
                 prob.append(tuple(float(x) for x in p[:max_tokens].tolist()))
             n = int(targets.shape[0])
@@ -441,7 +448,7 @@ def token_views(model: torch.nn.Module, head: families.HeadParts, tokenizer: Any
                 fed=tuple(tokenizer.convert_ids_to_tokens(encoded.ids[i][:max_tokens].tolist())),
                 counted=tuple(bool(c) for c in encoded.counted[i][:max_tokens].tolist()), layers=tuple(layers),
                 top1=tuple(top1), prob=tuple(prob), index=None if indices is None else i,
-                cut=max(0, n - max_tokens)))
+                cut=max(0, n - max_tokens), lens="logit" if tuned is None else "tuned"))
     return tuple(views)
 
 

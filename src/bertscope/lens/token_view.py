@@ -39,6 +39,7 @@ class TokenView:
     prob: tuple[tuple[float, ...], ...]
     index: int | None = None         # the sentence's index among the measured ones; None for given sentences
     cut: int = 0                     # positions left out beyond MAX_TOKENS
+    lens: str = "logit"              # which lens decoded it: the head as it is, or after the tuned-lens translators
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
@@ -51,7 +52,13 @@ class TokenView:
                 "counted": list(self.counted), "layers": list(self.layers),
                 "top1": {str(layer): list(row) for layer, row in zip(self.layers, self.top1)},
                 "input_prob": {str(layer): [round(p, 6) for p in row] for layer, row in zip(self.layers, self.prob)},
-                "positions_cut": self.cut}
+                "positions_cut": self.cut, "lens": self.lens}
+
+    @property
+    def where(self) -> str:
+        """How a panel names its sentence and lens: "sentence 3, tuned lens"."""
+        where = f"sentence {self.index}" if self.index is not None else "given sentence"
+        return where if self.lens == "logit" else f"{where}, {self.lens} lens"
 
 
 def probability_colour(p: float) -> str:
@@ -98,7 +105,7 @@ def token_view_figure(views: Sequence[TokenView], title: str) -> Any:
         ax.set_yticks(range(len(view.layers)))
         ax.set_yticklabels([str(layer) for layer in view.layers], fontsize=7)
         ax.set_ylabel("hidden state", fontsize=7)
-        where = f"sentence {view.index}" if view.index is not None else "given sentence"
+        where = view.where
         cut = f" (first {len(view.tokens)} positions; {view.cut} more cut)" if view.cut else ""
         ax.set_title(f"{where}: {_shorten(view.text, 110)}{cut}", fontsize=7, loc="left")
     if image is not None:
@@ -121,8 +128,8 @@ def token_view_html(views: Sequence[TokenView], title: str, notes: Sequence[str]
              "th.special{color:#888}th.layer{text-align:right}</style></head><body>", f"<h1>{e(title)}</h1>"]
     parts += [f"<p>{e(note)}</p>" for note in notes]
     for view in views:
-        where = f"Sentence {view.index}" if view.index is not None else "Given sentence"
-        parts.append(f"<h2>{e(where)}: {e(view.text)}</h2>")
+        where = view.where
+        parts.append(f"<h2>{e(where[:1].upper() + where[1:])}: {e(view.text)}</h2>")
         if view.cut:
             parts.append(f"<p>First {len(view.tokens)} positions shown; {view.cut} more cut.</p>")
         header = "".join(
