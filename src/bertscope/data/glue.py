@@ -32,7 +32,7 @@ from bertscope.core.errors import BertscopeError, DataError, HubUnreachableError
 __all__ = [
     "COMBINED",
     "HUB_DATASET",
-    "LEGACY_METRIC_NAMES",
+    "METRIC_ALIASES",
     "TASKS",
     "GlueExample",
     "GlueSplit",
@@ -463,14 +463,14 @@ _METRIC_FUNCTIONS = {"accuracy": accuracy, "f1": f1_binary, "matthews_correlatio
 #: The task score's name (the mean of a task's official metrics), as Hugging Face's run_glue / `evaluate` write it.
 COMBINED = "combined_score"
 
-#: Metric names bertscope 0.1.0 wrote, and the `evaluate` names they are read as (old result files and stores).
-LEGACY_METRIC_NAMES = {"mcc": "matthews_correlation", "matthews": "matthews_correlation", "spearman": "spearmanr",
+#: Short metric names a user may write (``report --metric mcc``, a spec's metric), and the `evaluate` names they mean.
+METRIC_ALIASES = {"mcc": "matthews_correlation", "matthews": "matthews_correlation", "spearman": "spearmanr",
                        "score": COMBINED}
 
 
 def canonical_metric_name(name: str) -> str:
     """A metric name as `evaluate` writes it: ``mcc`` -> ``matthews_correlation``, ``score`` -> ``combined_score``."""
-    return LEGACY_METRIC_NAMES.get(name, name)
+    return METRIC_ALIASES.get(name, name)
 
 
 def canonical_metric_key(key: str) -> str:

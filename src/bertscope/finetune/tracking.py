@@ -68,8 +68,7 @@ TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "mlflow": "mlflow", "w
 #: How a tracker run ends (MLflow's own names, lower case).
 STATUSES = ("finished", "failed", "killed")
 
-#: The options that only say where a run's curves are reported: never part of a run's identity (run ids, study
-#: hashes). They were added after the legacy id rules were frozen, so legacy ids leave them out too.
+#: The options that only say where a run's curves are reported: never part of a run's identity.
 TRACKING_OPTIONS: frozenset[str] = frozenset({"report_to", "run_name", "log_every", "report_dir"})
 
 
