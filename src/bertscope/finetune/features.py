@@ -304,7 +304,10 @@ def _open(path: Path, shape: tuple[int, int, int], checksum: str | None) -> np.n
     does not match ``checksum`` (the SHA-256 written with it; a file without one is not trusted) or holds a
     non-finite value."""
     try:
-        if checksum is None or file_sha256(path) != checksum:
+        if checksum is None:
+            _log.warning("ignoring feature file %s: no checksum was written with it (an older cache)", path)
+            return None
+        if file_sha256(path) != checksum:
             _log.warning("ignoring feature file %s: its contents do not match the checksum written with it", path)
             return None
         array = np.load(path, mmap_mode="r")
