@@ -22,7 +22,7 @@ import functools
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -50,9 +50,14 @@ class Interval:
     high: float | None
     method: str = "t"
     level: float = 0.95
+    #: the finite values summarised, in the order given (seed order for paired differences): what a sequential
+    #: verdict reads look by look. Not part of ``to_dict`` (claims write them beside the interval).
+    values: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("values")
+        return out
 
     def format(self, digits: int = 3) -> str:
         if self.n == 0 or not math.isfinite(self.mean):
@@ -90,10 +95,10 @@ def summarize(values: Sequence[float | None], level: float = 0.95) -> Interval:
         return Interval(math.nan, None, 0, None, None, "none", level)
     mean = statistics.fmean(clean)
     if n < 2:
-        return Interval(mean, None, 1, None, None, "none", level)
+        return Interval(mean, None, 1, None, None, "none", level, tuple(clean))
     std = statistics.stdev(clean)
     low, high = t_interval(mean, std, n, level) or (math.nan, math.nan)
-    return Interval(mean, std, n, low, high, "t", level)
+    return Interval(mean, std, n, low, high, "t", level, tuple(clean))
 
 
 def paired_difference(a: Sequence[float | None], b: Sequence[float | None], level: float = 0.95) -> Interval:

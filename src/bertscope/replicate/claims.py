@@ -26,11 +26,13 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from bertscope.core.sequential import LookPlan, sequential_verdict
 from bertscope.core.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
 from bertscope.finetune.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES, TUNED_LENS
@@ -39,6 +41,10 @@ __all__ = ["CHANCE_MARGIN", "Claim", "RunRow", "claims_for", "head_flags", "head
 
 #: A side whose mean score is at most the majority-class score plus this sits "at chance" (the score scale, 0..1).
 CHANCE_MARGIN = 0.02
+
+#: The looks of an adaptive replication (``replicate --seeds auto``) while :func:`claims_for` judges with them: a
+#: context variable rather than an argument of every claim function, because only :func:`_claim` reads it.
+_LOOKS: ContextVar[LookPlan | None] = ContextVar("bertscope_replicate_looks", default=None)
 
 StudyPoint = tuple[dict[str, Any], float]
 
@@ -96,6 +102,12 @@ class Claim:
     runs: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     heads: tuple[int, int] | None = None  # (learned, total) fine-tuning heads the claim rests on; None: no heads
+    #: seeds the verdict read (an adaptive look may read fewer than were run) and, while a claim is still open
+    #: under adaptive seeds, how many seeds its next look needs (0: final, more seeds would not be read)
+    seeds_used: int = 0
+    needs_seeds: int = 0
+    #: the per-seed values the difference summarises, in seed order (every seed run, read or not)
+    per_seed: tuple[float, ...] = ()
 
     @property
     def learned_share(self) -> float | None:
@@ -109,15 +121,28 @@ class Claim:
                 "sides": {k: v.to_dict() for k, v in self.sides.items()}, "runs": list(self.runs),
                 "details": dict(self.details),
                 "heads": None if self.heads is None else {"learned": self.heads[0], "total": self.heads[1]},
-                "learned_share": self.learned_share}
+                "learned_share": self.learned_share, "seeds_used": self.seeds_used,
+                "needs_seeds": self.needs_seeds, "per_seed": list(self.per_seed)}
 
 
-def _rule(kind: str, tolerance: float | None) -> str:
+def _rule(kind: str, tolerance: float | None, looks: LookPlan | None = None) -> str:
+    which = ("95% interval" if looks is None else
+             f"interval of the first decisive look (seeds {', '.join(map(str, looks.looks))}; alpha 0.05 spent over "
+             "the looks, docs/statistics.md)")
     if kind == "better":
-        return "supported if the whole 95% interval of the difference is > 0"
+        return f"supported if the whole {which} of the difference is > 0"
     if kind == "worse":
-        return "supported if the whole 95% interval of the difference is < 0"
-    return f"supported if the whole 95% interval of the difference lies within ±{tolerance:g}"
+        return f"supported if the whole {which} of the difference is < 0"
+    return f"supported if the whole {which} of the difference lies within ±{tolerance:g}"
+
+
+def _open_note(kind: str, tolerance: float | None, interval: Interval, looks: LookPlan) -> str:
+    """Why a claim is still undecided at the last look, and what would decide it."""
+    edges = [0.0] if kind != "as_good" else [-(tolerance or 0.0), tolerance or 0.0]
+    near = min(edges, key=lambda e: abs(interval.mean - e))
+    return (f"undecided at the last look ({looks.max_seeds} seeds): the mean difference {interval.mean:+.3f} is "
+            f"within the interval's half-width of the boundary {near:+g}; more seeds (--max-seeds), or less noise "
+            "per seed (more training or dev examples, docs/power.md), would decide it")
 
 
 def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurement: str, difference: Interval, *,
@@ -125,27 +150,47 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
            runs: Iterable[str] = (), details: Mapping[str, Any] | None = None,
            heads: Sequence[bool] | None = None, chance: float | None = None) -> Claim:
     """One row; ``heads``: the learned flag of every head it rests on (None: it rests on no trained head);
-    ``chance``: the majority-class score both ``sides`` are checked against (see the module)."""
+    ``chance``: the majority-class score both ``sides`` are checked against (see the module).
+
+    Under adaptive seeds (:data:`_LOOKS` set) a difference over seeds is read look by look
+    (:func:`bertscope.core.sequential.sequential_verdict`): the row shows the interval of the look that decided it
+    (or of the last look its seeds reached), and ``needs_seeds`` says what the next look wants."""
+    looks = _LOOKS.get()
+    per_seed = difference.values
     judged = verdict(difference, kind, tolerance or 0.0)
+    seeds_used, needs = difference.n, 0
     notes = [note] if note else []
+    extra: dict[str, Any] = {}
+    if looks is not None and difference.method in ("t", "none"):
+        reading = sequential_verdict(per_seed, looks, kind, tolerance or 0.0)
+        judged, seeds_used, needs = reading.verdict, reading.seeds_used, reading.needs_seeds
+        difference = reading.interval or difference
+        extra["sequential"] = {k: v for k, v in reading.to_dict().items() if k != "interval"} | {
+            "looks": looks.to_dict()}
+        if needs:
+            notes.append(f"open after {len(per_seed)} seed(s): the next look reads {needs}")
+        elif not reading.decided and reading.interval is not None:
+            notes.append(_open_note(kind, tolerance, reading.interval, looks))
     if difference.n == 0:
         notes.append("no finished runs")
     elif difference.low is None:
         notes.append("one seed: no interval")
     counted = None if heads is None else (sum(1 for h in heads if h), len(heads))
     if counted is not None and counted[0] < counted[1]:
-        judged = "inconclusive"
+        judged, needs = "inconclusive", 0  # more seeds do not make a head learn
         notes.append(f"inconclusive: {counted[1] - counted[0]} of {counted[1]} heads did not learn (training loss at "
                      f"the constant predictor's, or one predicted class); likely remedy: {REMEDY}")
     means = [v.mean for v in (sides or {}).values() if v.n]
     if chance is not None and len(means) == 2 and all(m <= chance + CHANCE_MARGIN for m in means):
         if judged == "supported":
-            judged = "inconclusive"
+            judged, needs = "inconclusive", 0
         notes.append(f"both sides at chance level (majority-class score {chance:.3f} + {CHANCE_MARGIN:g})")
-    extra = {} if chance is None else {"majority_class_score": chance}
+    if chance is not None:
+        extra["majority_class_score"] = chance
     return Claim(paper, cid, statement, scope, kind, measurement, difference, judged, tolerance,
-                 _rule(kind, tolerance), "; ".join(notes), dict(sides or {}), tuple(sorted(set(runs))),
-                 {**(details or {}), **extra}, counted)
+                 _rule(kind, tolerance, looks if "sequential" in extra else None), "; ".join(notes),
+                 dict(sides or {}), tuple(sorted(set(runs))), {**(details or {}), **extra}, counted, seeds_used,
+                 needs, per_seed)
 
 
 def _run_learned(row: RunRow) -> bool:
@@ -464,9 +509,9 @@ def _across_families(per_model: Sequence[Claim]) -> Claim:
         judged, note = "not supported", "at least one family's claim is not supported"
     else:
         judged, note = "inconclusive", "some family's claim is inconclusive"
-    return Claim(base.paper, base.id, base.statement, base.scope, base.kind, base.measurement, base.difference, judged,
-                 None, "supported if there are >= 2 families and every family's every-layer claim is supported", note,
-                 base.sides, base.runs, base.details)
+    open_families = max((c.needs_seeds for c in per_model), default=0)
+    return replace(base, verdict=judged, tolerance=None, note=note, needs_seeds=open_families,
+                   rule="supported if there are >= 2 families and every family's every-layer claim is supported")
 
 
 # ------------------------------------------------------------------------------------------------------- paper 2
@@ -634,5 +679,11 @@ def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
     return claims
 
 
-def claims_for(paper: str, rows: Sequence[RunRow]) -> list[Claim]:
-    return paper1_claims(rows) if paper == "paper1" else paper2_claims(rows)
+def claims_for(paper: str, rows: Sequence[RunRow], looks: LookPlan | None = None) -> list[Claim]:
+    """The paper's claims from its runs; with ``looks`` (adaptive seeds) every difference over seeds is read at
+    those looks, with alpha spent over them, instead of as one 95% interval."""
+    token = _LOOKS.set(looks)
+    try:
+        return paper1_claims(rows) if paper == "paper1" else paper2_claims(rows)
+    finally:
+        _LOOKS.reset(token)

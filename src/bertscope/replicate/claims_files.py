@@ -14,10 +14,10 @@ from bertscope.core.results import write_json_atomic, write_text_atomic
 from bertscope.replicate.claims import Claim
 from bertscope.report.render import to_html
 
-__all__ = ["claims_markdown", "claims_payload", "claims_table", "learned_cell", "write_claims"]
+__all__ = ["claims_markdown", "claims_payload", "claims_table", "learned_cell", "seeds_cell", "write_claims"]
 
 TABLE_HEADERS = ("claim", "scope", "measurement", "difference (mean ± std [95% CI] (n))", "kind", "tolerance",
-                 "verdict", "learned heads", "note")
+                 "verdict", "seeds", "learned heads", "note")
 
 
 def _cell(text: Any) -> str:
@@ -29,6 +29,13 @@ def learned_cell(claim: Claim) -> str:
     return "" if claim.heads is None else f"{claim.heads[0]}/{claim.heads[1]}"
 
 
+def seeds_cell(claim: Claim) -> str:
+    """``4``: the seeds the verdict read; ``4 of 8`` when more were run (for other claims of the same runs)."""
+    run = len(claim.per_seed)
+    return "" if not claim.seeds_used else (f"{claim.seeds_used} of {run}" if run > claim.seeds_used
+                                            else str(claim.seeds_used))
+
+
 def claims_table(claims: Sequence[Claim]) -> list[str]:
     """The Markdown table: one row per claim (per task / model / comparison where a claim has several)."""
     lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "|".join("---" for _ in TABLE_HEADERS) + "|"]
@@ -36,8 +43,15 @@ def claims_table(claims: Sequence[Claim]) -> list[str]:
         tolerance = "" if c.tolerance is None else f"±{c.tolerance:g}"
         lines.append("| " + " | ".join(_cell(x) for x in (
             c.statement, c.scope, c.measurement, c.difference.format(3), c.kind, tolerance, f"**{c.verdict}**",
-            learned_cell(c), c.note)) + " |")
+            seeds_cell(c), learned_cell(c), c.note)) + " |")
     return lines
+
+
+_ADAPTIVE = ("Seeds were adaptive (`--seeds auto`): the seeds ran in rounds, and each claim was read at fixed looks "
+             "(cumulative seed counts) with alpha 0.05 spent over them (power-family spending, Bonferroni over the "
+             "looks: bertscope.core.sequential, docs/statistics.md), so stopping at the first decisive look keeps "
+             "wrong decisions at or below 5%. The interval shown is the deciding look's (its level in claims.json); "
+             "`seeds` is how many seeds that look read, of how many ran.")
 
 
 def claims_markdown(title: str, claims: Sequence[Claim], *, command: str, assumptions: Sequence[str],
@@ -55,6 +69,7 @@ def claims_markdown(title: str, claims: Sequence[Claim], *, command: str, assump
              "loss at the constant predictor's, or one predicted class) is inconclusive, and so is a comparison "
              "whose two sides both sit at the majority-class score: a head that learned nothing measured its "
              "optimiser, not its features.",
+             *(["", _ADAPTIVE] if any("sequential" in c.details for c in claims) else []),
              "", "## Assumptions", "", "Neither paper's full text is available; every unknown detail is this choice:",
              "", *[f"- {a}" for a in assumptions], "", "## Runs", ""]
     lines += [f"- {k}: {v}" for k, v in context.items()]

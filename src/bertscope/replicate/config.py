@@ -7,14 +7,14 @@ from pathlib import Path
 
 from bertscope.core.config import Config, opt
 from bertscope.core.errors import BertscopeError
-from bertscope.core.options import parse_name_list
+from bertscope.core.options import parse_name_list, parse_seed_list
 from bertscope.data.options import check_task_name
 
 __all__ = ['REPLICATE_BUDGETS', 'ReplicateConfig']
 
 
 #: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
-REPLICATE_BUDGETS = ("smoke", "small", "full")
+REPLICATE_BUDGETS = ("smoke", "small", "decide", "full")
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,16 @@ class ReplicateConfig(Config):
     paper: str | None = opt(None, "which paper's claims: paper1 (Kao et al., the MLM head reads every layer; "
                                   "duplicated layers) or paper2 (Fukuhata & Kano, few dimensions, tokens, layers, "
                                   "frozen, cross)", positional=True, choices=("paper1", "paper2"), metavar="PAPER")
-    budget: str = opt("smoke", "size of the protocol: smoke (minutes on a laptop CPU), small (about an hour, 3 "
-                               "seeds) or full (the papers' scale, a GPU box); see docs/replicate.md",
-                      metavar="smoke|small|full")
+    budget: str = opt("smoke", "size of the protocol: smoke (minutes on a laptop CPU: checks the path), small (3 "
+                               "seeds), decide (decides most claims on a laptop: adaptive seeds, sized by "
+                               "docs/power.md) or full (the papers' scale, a GPU box); see docs/replicate.md",
+                      metavar="smoke|small|decide|full")
+    seeds: str | None = opt(None, "seeds: 'auto' (run seeds in rounds and stop adding runs to a claim once it is "
+                                  "decided; alpha is spent over the looks, docs/statistics.md), or a list such as "
+                                  "1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)",
+                            metavar="auto|LIST")
+    max_seeds: int | None = opt(None, "with --seeds auto: the most seeds any claim gets (the last look); default: "
+                                      "the budget's (16 for decide)", metavar="N")
     model: str | None = opt(None, "model(s): hub id or local folder, a comma list for several (paper 1's 'across "
                                   "families' needs two families or more); default: the embedded MiniLM-L6-H384",
                             metavar="M[,M...]")
@@ -59,5 +66,12 @@ class ReplicateConfig(Config):
                 check_task_name(task)
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
             raise BertscopeError(f"--data-dir {self.data_dir} is not a folder")
+        if self.seeds is not None and self.seeds != "auto":
+            parse_seed_list(self.seeds, option="--seeds")
+        if self.max_seeds is not None:
+            if self.max_seeds < 2:
+                raise BertscopeError(f"--max-seeds must be at least 2, got {self.max_seeds}")
+            if self.seeds is not None and self.seeds != "auto":
+                raise BertscopeError("--max-seeds goes with --seeds auto (a seed list fixes the seeds)")
         if self.workers is not None and self.workers < 1:
             raise BertscopeError(f"--workers must be at least 1, got {self.workers}")

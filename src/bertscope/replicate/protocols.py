@@ -14,10 +14,12 @@ seconds). The fine-tuning options of smoke and small were chosen from measuremen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bertscope.core.errors import BertscopeError
+from bertscope.core.sequential import LookPlan
 
 __all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "PAPERS", "TOLERANCES", "TUNED_LENS", "Budget", "Experiment",
            "Protocol", "protocol"]
@@ -63,6 +65,19 @@ class Budget:
     tokens: str | None = None  # the tokens study's strategies (None: its default, every strategy)
     note: str = ""
     tuned: dict[str, Any] = field(default_factory=dict)
+    #: adaptive seeds by default (``--seeds auto``): the seed counts at which claims are read (the last is the
+    #: most any claim gets); None: the fixed ``seeds``
+    looks: tuple[int, ...] | None = None
+
+    def look_plan(self, max_seeds: int | None = None) -> LookPlan:
+        """The looks of ``--seeds auto``: the budget's, cut (or stretched) to ``max_seeds`` when given."""
+        looks = self.looks or (len(self.seeds), 2 * len(self.seeds), 4 * len(self.seeds))
+        if max_seeds is None:
+            return LookPlan(tuple(looks))
+        if max_seeds < 2:
+            raise BertscopeError(f"--max-seeds must be at least 2, got {max_seeds}")
+        kept = [n for n in looks if n < max_seeds]
+        return LookPlan((*kept, max_seeds))
 
 
 # Fine-tuning options measured on the embedded model (SST-2, OMP_NUM_THREADS=1, docs/replicate.md "Budgets"): the
@@ -72,6 +87,10 @@ class Budget:
 _SMOKE_FT = {"max_train": 192, "max_eval": 128, "epochs": 2, "batch_size": 8, "max_length": 64, "lr": 2e-4}
 _SMALL_FT = {"max_train": 256, "max_eval": 200, "epochs": 2, "batch_size": 8, "max_length": 64, "lr": 2e-4}
 _FULL_FT = {"epochs": 3, "batch_size": 32, "max_length": 128, "lr": 2e-5}
+# decide: chosen from the power study (docs/power.md): on the embedded model, 2000 SST-2 training examples x 1 epoch
+# at lr 1e-4, batch 32, scored on the whole dev set, make most claims' paired seed differences small enough that
+# a few seeds decide them; adaptive seeds spend the rest where an effect is small.
+_DECIDE_FT = {"max_train": 2000, "epochs": 1, "batch_size": 32, "max_length": 128, "lr": 1e-4}
 # Tuned-lens translators (reconstruct --lens tuned) measured on the embedded model, seed 1, fit on 256 GLUE training
 # sentences, 128 tokens a step: held-out KL (mean over layers) 0.363 after 15 steps, 0.334 after 30, 0.323 after 60,
 # and below the logit lens's at every layer but the last on held-out and on measured text; each step decodes every
@@ -103,6 +122,13 @@ BUDGETS: dict[str, Budget] = {
                          "x 2 epochs at lr 2e-4, every default token strategy, the MLM head fitted in 300 steps, "
                          "tuned-lens translators in 100",
                     tuned={"lens_steps": 100, "lens_sentences": 256}),
+    "decide": Budget("decide", (1, 2, 3, 4), ("sst2",), _DECIDE_FT,
+                     {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
+                      "fit_curve": False},
+                     dims_samples=1, looks=(4, 8, 16), tuned={"lens_steps": 100, "lens_sentences": 256},
+                     note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds (looks at 4, 8 "
+                          "and 16 seeds, alpha spent over them), 2000 SST-2 training examples x 1 epoch at lr 1e-4, "
+                          "batch 32, the whole dev set; lens rows as in small"),
     "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
                    {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
                    dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,
@@ -251,15 +277,20 @@ def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
 
 
 def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,),
-             tasks: tuple[str, ...] | None = None) -> Protocol:
+             tasks: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
+             rounds: Mapping[str, int] | None = None) -> Protocol:
     """The protocol of ``paper`` at ``budget`` for these models (None = the embedded default) and tasks (default:
-    the budget's)."""
+    the budget's). ``seeds``: the seeds of every experiment instead of the budget's; ``rounds``: experiment name ->
+    how many seeds it runs now (seeds 1..n; adaptive seeds grow it round by round, experiment by experiment)."""
     if paper not in PAPERS:
         raise BertscopeError(f"unknown paper {paper!r}; one of {', '.join(PAPERS)}")
     if budget not in BUDGETS:
-        raise BertscopeError(f"unknown budget {budget!r}; one of smoke, small, full")
-    b = BUDGETS[budget]
+        raise BertscopeError(f"unknown budget {budget!r}; one of {', '.join(b for b in BUDGETS if b != 'test')}")
+    b = BUDGETS[budget] if seeds is None else replace(BUDGETS[budget], seeds=tuple(seeds))
     chosen = tuple(tasks) if tasks else b.tasks
     models = tuple(models) or (None,)
     experiments = _paper1(b, models, chosen) if paper == "paper1" else _paper2(b, models, chosen)
+    if rounds:
+        experiments = [replace(e, grid={**e.grid, "seed": list(range(1, rounds[e.name] + 1))})
+                       if e.name in rounds else e for e in experiments]
     return Protocol(paper, b, models, chosen, tuple(experiments), ASSUMPTIONS[paper])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,27 @@ from typing import Any
 import yaml
 
 from bertscope.core.errors import BertscopeError
-from bertscope.core.options import parse_name_list
+from bertscope.core.options import parse_name_list, parse_seed_list
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import write_text_atomic
+from bertscope.core.sequential import LookPlan
 from bertscope.data.baselines import dev_provenances, task_baseline
 from bertscope.replicate.claims import Claim, RunRow, claims_for
-from bertscope.replicate.claims_files import claims_markdown, claims_payload, learned_cell, write_claims
+from bertscope.replicate.claims_files import (
+    claims_markdown,
+    claims_payload,
+    learned_cell,
+    seeds_cell,
+    write_claims,
+)
 from bertscope.replicate.config import ReplicateConfig
-from bertscope.replicate.protocols import PAPERS, Protocol, protocol
+from bertscope.replicate.protocols import BUDGETS, PAPERS, Protocol, protocol
 from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.config import SweepConfig
 from bertscope.sweep.driver import SweepResult, run_sweep
 
-__all__ = ["COMMAND", "ReplicateResult", "protocol_of", "rows_from_store", "run_replicate"]
+__all__ = ["COMMAND", "ReplicateResult", "look_plan", "protocol_of", "rows_from_store", "run_replicate"]
 
 
 @dataclass(frozen=True)
@@ -75,20 +83,31 @@ class ReplicateResult:
         if self.sweep.dry_run:
             return Group(self.sweep.render(), f"spec written to {self.files.get('spec')}; nothing ran")
         table = Table(title=f"replicate {self.protocol.paper} --budget {self.protocol.budget.name}")
-        for column in ("claim", "scope", "difference", "verdict", "learned heads"):
+        for column in ("claim", "scope", "difference", "verdict", "seeds", "learned heads"):
             table.add_column(column)
         for c in self.claims:
-            table.add_row(c.statement, c.scope, c.difference.format(3), c.verdict, learned_cell(c))
+            table.add_row(c.statement, c.scope, c.difference.format(3), c.verdict, seeds_cell(c), learned_cell(c))
         runs = (f"{self.sweep.executed.get('done', 0)} run(s) done now, {self.sweep.executed.get('failed', 0)} "
                 f"failed, {self.sweep.skipped} already done and skipped; {self.wall_seconds:.0f} s")
         return Group(table, runs, f"claims: {self.files.get('markdown')} · {self.files.get('html')}")
 
 
-def protocol_of(config: ReplicateConfig) -> Protocol:
-    """The protocol a config asks for (models and tasks parsed from their comma lists)."""
+def look_plan(config: ReplicateConfig) -> LookPlan | None:
+    """The looks of adaptive seeds (``--seeds auto``, the default of a budget with looks), or None for fixed
+    seeds."""
+    budget = BUDGETS[config.budget]
+    adaptive = config.seeds == "auto" or (config.seeds is None and (budget.looks is not None
+                                                                    or config.max_seeds is not None))
+    return budget.look_plan(config.max_seeds) if adaptive else None
+
+
+def protocol_of(config: ReplicateConfig, rounds: Mapping[str, int] | None = None) -> Protocol:
+    """The protocol a config asks for (models and tasks parsed from their comma lists); ``rounds``: the seed count
+    of each experiment in this round of adaptive seeds."""
     models: tuple[str | None, ...] = (parse_name_list(config.model, option="--model") if config.model else (None,))
     tasks = parse_name_list(config.tasks, option="--tasks") if config.tasks else None
-    plan = protocol(config.paper or "", config.budget, models=models, tasks=tasks)
+    seeds = parse_seed_list(config.seeds) if config.seeds not in (None, "auto") else None
+    plan = protocol(config.paper or "", config.budget, models=models, tasks=tasks, seeds=seeds, rounds=rounds)
     if config.data_dir is None:
         return plan
     # every run that reads GLUE gets --data-dir (a location option: the runs' ids do not change)
@@ -99,10 +118,11 @@ def protocol_of(config: ReplicateConfig) -> Protocol:
 
 def _command_line(config: ReplicateConfig) -> str:
     parts = ["bertscope", "replicate", config.paper or "", "--budget", config.budget]
-    for flag, value in (("--model", config.model), ("--tasks", config.tasks), ("--data-dir", config.data_dir),
-                        ("--store", config.store), ("--out", config.out)):
+    for flag, value in (("--seeds", config.seeds), ("--max-seeds", config.max_seeds), ("--model", config.model),
+                        ("--tasks", config.tasks), ("--data-dir", config.data_dir), ("--store", config.store),
+                        ("--out", config.out)):
         if value is not None:
-            parts += [flag, value]
+            parts += [flag, str(value)]
     return shlex.join(parts)
 
 
@@ -147,30 +167,74 @@ def _run_entry(record: RunRecord) -> dict[str, Any]:
             "options": record.config}
 
 
+def _next_round(claims: Sequence[Claim], rows: Sequence[RunRow], rounds: Mapping[str, int]) -> dict[str, int]:
+    """Each experiment's seed count for the next round: as many as the most any of its open claims' next look
+    reads (an experiment serves every claim that rests on one of its runs); decided claims add nothing."""
+    experiment_of = {row.id: row.experiment for row in rows}
+    grown = dict(rounds)
+    for claim in claims:
+        if claim.needs_seeds:
+            for name in {experiment_of[run] for run in claim.runs if run in experiment_of} & set(grown):
+                grown[name] = max(grown[name], claim.needs_seeds)
+    return grown
+
+
+def _write_spec(path: Path, plan: Protocol, config: ReplicateConfig) -> None:
+    write_text_atomic(path, f"# {PAPERS[plan.paper]}\n# written by: {_command_line(config)}\n"
+                      + yaml.safe_dump(plan.to_spec(), sort_keys=False))
+
+
+def _combined(rounds: Sequence[SweepResult]) -> SweepResult:
+    """One sweep result for the rounds of an adaptive replication: runs executed in any round, skipped in the
+    first (later rounds skip what earlier rounds ran), the store's final counts."""
+    executed = {key: sum(r.executed.get(key, 0) for r in rounds) for key in ("done", "failed")}
+    return replace(rounds[-1], executed=executed, skipped=rounds[0].skipped,
+                   wall_seconds=sum(r.wall_seconds for r in rounds),
+                   failures=tuple(f for r in rounds for f in r.failures))
+
+
 def run_replicate(config: ReplicateConfig) -> ReplicateResult:
-    """Run (or resume) the protocol, then write the claims; see the module docstring."""
+    """Run (or resume) the protocol, then write the claims; see the module docstring.
+
+    With adaptive seeds the protocol runs in rounds: every experiment starts at the first look's seeds; after each
+    round the claims are read at their looks, and only the experiments of claims still open get more seeds (up to
+    what their next look reads). A round that adds no run ends it, so failed runs cannot make it loop."""
     start = time.perf_counter()
+    looks = look_plan(config)
     plan = protocol_of(config)
+    rounds = None if looks is None else {e.name: looks.looks[0] for e in plan.experiments}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = Path(config.store) if config.store else out / "replicate.db"
     spec_path = out / "spec.yaml"
-    write_text_atomic(spec_path, f"# {PAPERS[plan.paper]}\n# written by: {_command_line(config)}\n"
-                      + yaml.safe_dump(plan.to_spec(), sort_keys=False))
-    sweep = run_sweep(SweepConfig(spec=str(spec_path), store=str(store_path), workers=config.workers,
-                                  retry_failed=config.retry_failed, dry_run=config.dry_run,
-                                  progress=config.progress))
     files = {"spec": str(spec_path)}
-    if config.dry_run:
-        return ReplicateResult(config, plan, sweep, (), files, time.perf_counter() - start)
-    with ResultStore(store_path, create=False) as store:
-        rows, runs = rows_from_store(store, plan.name)
-    claims = tuple(claims_for(plan.paper, rows))
+    sweeps: list[SweepResult] = []
+    while True:
+        plan = protocol_of(config, rounds)
+        _write_spec(spec_path, plan, config)
+        sweeps.append(run_sweep(SweepConfig(spec=str(spec_path), store=str(store_path), workers=config.workers,
+                                            retry_failed=config.retry_failed and len(sweeps) == 0,
+                                            dry_run=config.dry_run, progress=config.progress)))
+        if config.dry_run:
+            return ReplicateResult(config, plan, sweeps[-1], (), files, time.perf_counter() - start)
+        with ResultStore(store_path, create=False) as store:
+            rows, runs = rows_from_store(store, plan.name)
+        claims = tuple(claims_for(plan.paper, rows, looks))
+        if rounds is None:
+            break
+        grown = _next_round(claims, rows, rounds)
+        if grown == rounds:
+            break
+        rounds = grown
+    sweep = _combined(sweeps)
     title = f"bertscope replicate {plan.paper} --budget {plan.budget.name}: claims"
     context = {"paper": plan.paper, "reference": PAPERS[plan.paper], "budget": plan.budget.name,
                "budget_note": plan.budget.note, "models": [m or "default (embedded MiniLM-L6-H384)"
                                                            for m in plan.models],
-               "tasks": list(plan.tasks), "seeds": list(plan.budget.seeds), "store": str(store_path),
+               "tasks": list(plan.tasks),
+               "seeds": list(plan.budget.seeds) if rounds is None else {"auto": looks.to_dict() if looks else None,
+                                                                          "per_experiment": dict(rounds)},
+               "store": str(store_path),
                "sweep": plan.name, "spec": str(spec_path), "command": _command_line(config),
                "runs_done": sum(1 for r in runs if r["status"] == "done"),
                "runs_failed": sum(1 for r in runs if r["status"] == "failed")}

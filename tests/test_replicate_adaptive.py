@@ -1,0 +1,121 @@
+"""`replicate --seeds auto`: claims read at fixed looks (alpha spent over them) agree with scipy's t interval at the
+look's level, open claims ask for the next look's seeds, guards stop asking, and a tiny end-to-end run grows only
+the experiments of open claims."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy import stats as scipy_stats
+
+from bertscope import api
+from bertscope.core import stats
+from bertscope.core.sequential import LookPlan
+from bertscope.replicate import claims as C
+from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, protocol
+from bertscope.replicate.runner import _next_round, look_plan
+
+
+def _ft(seed: int, score: float, *, deepened: bool, learned: bool = True) -> C.RunRow:
+    model = f"{DEEPENED_PREFIX}m" if deepened else "m"
+    return C.RunRow(f"ft-{model}-{seed}", "deepen-finetune", {"model": model, "task": "rte", "seed": seed},
+                    {"final.combined_score": score, "learned": 1.0 if learned else 0.0})
+
+
+def _pairs(diffs: list[float], *, learned: bool = True) -> list[C.RunRow]:
+    rows = [_ft(s + 1, 0.7 + d, deepened=True) for s, d in enumerate(diffs)]
+    return rows + [_ft(s + 1, 0.7, deepened=False, learned=learned) for s in range(len(diffs))]
+
+
+def _scipy_interval(values: list[float], level: float) -> tuple[float, float]:
+    mean, sem = sum(values) / len(values), scipy_stats.sem(values)
+    if sem == 0:  # scipy gives nan for a zero scale; the interval of equal values is the point
+        return mean, mean
+    return scipy_stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
+
+
+def test_a_decided_claim_agrees_with_scipy_at_its_look_and_reads_no_later_seed():
+    looks = LookPlan((3, 6))
+    diffs = [0.05, 0.06, 0.055, -0.5, -0.5, -0.5]  # decided at the first look; later seeds must not count
+    claim = next(c for c in C.claims_for("paper1", _pairs(diffs), looks) if c.id == "p1.deepen-finetune")
+    assert claim.verdict == "supported" and claim.seeds_used == 3 and claim.needs_seeds == 0
+    low, high = _scipy_interval(diffs[:3], looks.level(0))
+    assert claim.difference.low == pytest.approx(low) and claim.difference.high == pytest.approx(high)
+    assert claim.difference.level == pytest.approx(looks.level(0)) and looks.level(0) > 0.95  # stricter
+    assert list(claim.per_seed) == pytest.approx(diffs)
+    assert claim.details["sequential"]["looks"]["looks"] == [3, 6] and "first decisive look" in claim.rule
+
+
+def test_an_open_claim_asks_for_the_next_look_and_a_plain_interval_would_have_decided_it():
+    looks = LookPlan((3, 6))
+    diffs = [0.023, 0.035, 0.047]
+    claim = next(c for c in C.claims_for("paper1", _pairs(diffs), looks) if c.id == "p1.deepen-finetune")
+    plain = next(c for c in C.claims_for("paper1", _pairs(diffs)) if c.id == "p1.deepen-finetune")
+    assert plain.verdict == "supported"  # the 95% interval excludes 0 ...
+    assert claim.verdict == "inconclusive" and claim.needs_seeds == 6  # ... the look's stricter one does not
+    assert "next look reads 6" in claim.note
+    last = next(c for c in C.claims_for("paper1", _pairs([*diffs, 0.0, 0.06, -0.03]), looks)
+                if c.id == "p1.deepen-finetune")
+    assert last.needs_seeds == 0 and last.seeds_used == 6  # the last look: final either way
+    if last.verdict == "inconclusive":
+        assert "undecided at the last look" in last.note and "--max-seeds" in last.note
+
+
+def test_a_head_that_did_not_learn_stops_the_claim_asking_for_seeds():
+    claim = next(c for c in C.claims_for("paper1", _pairs([0.023, 0.035, 0.047], learned=False), LookPlan((3, 6)))
+                 if c.id == "p1.deepen-finetune")
+    assert claim.verdict == "inconclusive" and claim.needs_seeds == 0 and "did not learn" in claim.note
+
+
+def test_next_round_grows_only_the_experiments_of_open_claims():
+    rows = _pairs([0.023, 0.035, 0.047]) + [C.RunRow("scan-1", "layer-scan", {"seed": 1})]
+    claims = C.claims_for("paper1", rows, LookPlan((3, 6)))
+    grown = _next_round(claims, rows, {"deepen-finetune": 3, "layer-scan": 3, "reconstruct": 3})
+    assert grown == {"deepen-finetune": 6, "layer-scan": 3, "reconstruct": 3}
+
+
+def test_budgets_and_options_choose_the_looks():
+    assert look_plan(api.ReplicateConfig(paper="paper2", budget="small")) is None  # fixed seeds
+    decide = look_plan(api.ReplicateConfig(paper="paper2", budget="decide"))
+    assert decide is not None and decide.looks == BUDGETS["decide"].looks
+    capped = look_plan(api.ReplicateConfig(paper="paper2", budget="decide", max_seeds=6))
+    assert capped is not None and capped.looks == (4, 6)
+    assert look_plan(api.ReplicateConfig(paper="paper2", budget="decide", seeds="1-3")) is None
+    plan = protocol("paper2", "small", seeds=(1, 2, 3, 4, 5), rounds={"dims": 2})
+    seeds = {e.name: e.grid["seed"] for e in plan.experiments}
+    assert seeds["dims"] == [1, 2] and seeds["tokens"] == [1, 2, 3, 4, 5]
+    with pytest.raises(api.BertscopeError, match="--max-seeds"):
+        api.ReplicateConfig(paper="paper2", budget="decide", seeds="1-3", max_seeds=5)
+
+
+@pytest.mark.slow  # about two minutes on a quiet 2-core CPU: several rounds of the tiny protocol
+def test_adaptive_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BERTSCOPE_GLUE_DIR", str(glue_dir))
+    model = str(tiny_checkpoint("bert", num_layers=2))
+    result = api.replicate(paper="paper1", budget="test", model=model, tasks="rte", seeds="auto", max_seeds=4,
+                           out=str(tmp_path / "out"), progress=False)
+    payload = json.loads((tmp_path / "out" / "claims.json").read_text())
+    rounds = payload["seeds"]["per_experiment"]
+    assert payload["seeds"]["auto"]["looks"] == [2, 4]
+    exp_of = {r["id"]: r["experiment"] for r in payload["runs"]}
+    for claim in payload["claims"]:
+        experiments = {exp_of[r] for r in claim["runs"] if r in exp_of}
+        assert claim["needs_seeds"] == 0  # every claim final when the rounds end
+        if "sequential" not in claim["details"]:
+            continue
+        # every experiment ran as many seeds as the most its claims read (2 unless some claim was open at 2)
+        assert all(rounds[e] >= claim["seeds_used"] for e in experiments)
+        if claim["details"]["sequential"]["decided"]:
+            used = claim["per_seed"][:claim["seeds_used"]]
+            level = claim["difference"]["level"]
+            low, high = _scipy_interval(used, level)
+            assert claim["difference"]["low"] == pytest.approx(low) and claim["difference"]["high"] == pytest.approx(high)
+            assert claim["verdict"] == stats.verdict(stats.Interval(**claim["difference"]), claim["kind"],
+                                                     claim["tolerance"] or 0.0)
+    assert set(rounds.values()) <= {2, 4}
+    done = {e: {r["axes"]["seed"] for r in payload["runs"] if r["experiment"] == e and r["axes"]} for e in rounds}
+    assert {e: len(s) for e, s in done.items()} == rounds  # exactly the seeds each round asked for
+    assert "adaptive" in (tmp_path / "out" / "claims.md").read_text()
+    assert result.sweep.executed["failed"] == 0
