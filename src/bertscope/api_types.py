@@ -771,8 +771,22 @@ class ReplicateOptions(TypedDict, total=False):
     store: str | None
     #: output folder: claims.md, claims.json, claims.html and the spec it ran (default: 'replicate')
     out: str
-    #: local worker processes of the sweep (default 1: runs in this process)
+    #: where runs execute: local processes or a Ray cluster (default: 'local')
+    executor: Literal["local", "ray"]
+    #: local: worker processes (default 1: runs in this process); ray without --address: CPUs of the local Ray instance (default: all)
     workers: int | None
+    #: Ray cluster address (auto, host:port or ray://host:port); default: start a local Ray instance
+    address: str | None
+    #: Ray: CPUs each run reserves (overrides the spec's resources; default 1)
+    cpus_per_run: float | None
+    #: Ray: GPUs each run reserves (overrides the spec's resources; default 0)
+    gpus_per_run: float | None
+    #: torch threads per local worker (default: CPU count / workers)
+    threads: int | None
+    #: GPU peak (TFLOP/s) of the GPU-hours estimate printed before full and by --dry-run (default: an A100's dense bf16 peak)
+    gpu_tflops: float
+    #: share of --gpu-tflops the estimate assumes a run sustains (model FLOPs utilisation) (default: 0.4)
+    gpu_utilisation: float
     #: run failed runs again (default: False)
     retry_failed: bool
     #: write the spec and list its runs with their stored status; run nothing (default: False)
