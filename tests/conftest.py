@@ -74,6 +74,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance of two CPUs for the tests of a module (the sweeps' ``--executor ray`` without
+    ``--address`` use it), shut down after them."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def default_model_dir() -> str:
     from bertscope.models.loading import default_model_path

@@ -69,7 +69,7 @@ def test_a_head_that_did_not_learn_stops_the_claim_asking_for_seeds():
 
 
 def test_next_round_grows_only_the_experiments_of_open_claims():
-    rows = _pairs([0.023, 0.035, 0.047]) + [C.RunRow("scan-1", "layer-scan", {"seed": 1})]
+    rows = [*_pairs([0.023, 0.035, 0.047]), C.RunRow("scan-1", "layer-scan", {"seed": 1})]
     claims = C.claims_for("paper1", rows, LookPlan((3, 6)))
     grown = _next_round(claims, rows, {"deepen-finetune": 3, "layer-scan": 3, "reconstruct": 3})
     assert grown == {"deepen-finetune": 6, "layer-scan": 3, "reconstruct": 3}

@@ -215,15 +215,6 @@ def test_sigkill_mid_sweep_loses_nothing_and_duplicates_nothing(tmp_path, worker
     assert n <= len(ran) <= n + workers  # only runs in flight at the kill ran twice
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_executor_gives_the_same_results_as_local(tmp_path, local_ray):
     made = {"toy-make": {"offset": 0.25}, "label": "made"}
     spec = write_spec(tmp_path, grid={"model": [None, made], "x": [1, 2, 3], "seed": [1, 2]},

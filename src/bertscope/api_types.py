@@ -759,8 +759,12 @@ class ReplicateOptions(TypedDict, total=False):
 
     #: which paper's claims: paper1 (Kao et al., the MLM head reads every layer; duplicated layers) or paper2 (Fukuhata & Kano, few dimensions, tokens, layers, frozen, cross) (default: None)
     paper: Literal["paper1", "paper2"] | None
-    #: size of the protocol: smoke (minutes on a laptop CPU), small (about an hour, 3 seeds) or full (the papers' scale, a GPU box); see docs/replicate.md (default: 'smoke')
+    #: size of the protocol: smoke (minutes on a laptop CPU: checks the path), small (3 seeds), decide (decides most claims on a laptop: adaptive seeds, sized by docs/power.md) or full (the papers' scale, a GPU box); see docs/replicate.md (default: 'smoke')
     budget: str
+    #: seeds: 'auto' (run seeds in rounds and stop adding runs to a claim once it is decided; alpha is spent over the looks, docs/statistics.md), or a list such as 1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)
+    seeds: str | None
+    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (16 for decide)
+    max_seeds: int | None
     #: model(s): hub id or local folder, a comma list for several (paper 1's 'across families' needs two families or more); default: the embedded MiniLM-L6-H384
     model: str | None
     #: GLUE tasks of the fine-tuning claims (comma list); default: the budget's (sst2 for smoke and small)
@@ -771,8 +775,22 @@ class ReplicateOptions(TypedDict, total=False):
     store: str | None
     #: output folder: claims.md, claims.json, claims.html and the spec it ran (default: 'replicate')
     out: str
-    #: local worker processes of the sweep (default 1: runs in this process)
+    #: where runs execute: local processes or a Ray cluster (default: 'local')
+    executor: Literal["local", "ray"]
+    #: local: worker processes (default 1: runs in this process); ray without --address: CPUs of the local Ray instance (default: all)
     workers: int | None
+    #: Ray cluster address (auto, host:port or ray://host:port); default: start a local Ray instance
+    address: str | None
+    #: Ray: CPUs each run reserves (overrides the spec's resources; default 1)
+    cpus_per_run: float | None
+    #: Ray: GPUs each run reserves (overrides the spec's resources; default 0)
+    gpus_per_run: float | None
+    #: torch threads per local worker (default: CPU count / workers)
+    threads: int | None
+    #: GPU peak (TFLOP/s) of the GPU-hours estimate printed before full and by --dry-run (default: an A100's dense bf16 peak)
+    gpu_tflops: float
+    #: share of --gpu-tflops the estimate assumes a run sustains (model FLOPs utilisation) (default: 0.4)
+    gpu_utilisation: float
     #: run failed runs again (default: False)
     retry_failed: bool
     #: write the spec and list its runs with their stored status; run nothing (default: False)

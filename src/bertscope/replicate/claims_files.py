@@ -55,10 +55,11 @@ _ADAPTIVE = ("Seeds were adaptive (`--seeds auto`): the seeds ran in rounds, and
 
 
 def claims_markdown(title: str, claims: Sequence[Claim], *, command: str, assumptions: Sequence[str],
-                    context: Mapping[str, Any]) -> str:
+                    context: Mapping[str, Any], header: Sequence[str] = ()) -> str:
     counts = {v: sum(1 for c in claims if c.verdict == v) for v in ("supported", "not supported", "inconclusive")}
     lines = [f"# {title}", "", f"Regenerate: `{command}`", "",
              ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (of {len(claims)} rows).", "",
+             *[line for text in header for line in (text, "")],
              *claims_table(claims), "",
              "## Verdict rule", "",
              "The difference is claimed side minus reference side (or the measured value minus a stated threshold), "

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertscope.core.config import Config, opt
+from bertscope.core.config import Config, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_name_list, parse_seed_list
 from bertscope.data.options import check_task_name
+from bertscope.replicate.cost import DEFAULT_GPU_TFLOPS, DEFAULT_GPU_UTILISATION
+from bertscope.sweep.config import ExecutorOptions
 
 __all__ = ['REPLICATE_BUDGETS', 'ReplicateConfig']
 
@@ -17,7 +19,7 @@ __all__ = ['REPLICATE_BUDGETS', 'ReplicateConfig']
 REPLICATE_BUDGETS = ("smoke", "small", "decide", "full")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ReplicateConfig(Config):
     """Run a paper's protocol through the sweep machinery (resumable) and write its claims table: claims.md,
     claims.json and claims.html (one row per claim: measurement, 95% interval over seeds, verdict, assumptions)."""
@@ -49,7 +51,11 @@ class ReplicateConfig(Config):
                                   "default: OUT/replicate.db", metavar="DB")
     out: str = opt("replicate", "output folder: claims.md, claims.json, claims.html and the spec it ran",
                    metavar="DIR")
-    workers: int | None = opt(None, "local worker processes of the sweep (default 1: runs in this process)")
+    execution: ExecutorOptions = group(ExecutorOptions)
+    gpu_tflops: float = opt(DEFAULT_GPU_TFLOPS, "GPU peak (TFLOP/s) of the GPU-hours estimate printed before full "
+                                                "and by --dry-run (default: an A100's dense bf16 peak)", metavar="T")
+    gpu_utilisation: float = opt(DEFAULT_GPU_UTILISATION, "share of --gpu-tflops the estimate assumes a run "
+                                                          "sustains (model FLOPs utilisation)", metavar="U")
     retry_failed: bool = opt(False, "run failed runs again")
     dry_run: bool = opt(False, "write the spec and list its runs with their stored status; run nothing")
     progress: bool = opt(True, "show overall progress")
@@ -64,6 +70,9 @@ class ReplicateConfig(Config):
         if self.tasks is not None:
             for task in parse_name_list(self.tasks, option="--tasks", example="sst2,rte"):
                 check_task_name(task)
+        if self.gpu_tflops <= 0 or not 0 < self.gpu_utilisation <= 1:
+            raise BertscopeError(f"--gpu-tflops must be positive and --gpu-utilisation in (0, 1]; got "
+                                 f"{self.gpu_tflops} and {self.gpu_utilisation}")
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
             raise BertscopeError(f"--data-dir {self.data_dir} is not a folder")
         if self.seeds is not None and self.seeds != "auto":
@@ -73,5 +82,3 @@ class ReplicateConfig(Config):
                 raise BertscopeError(f"--max-seeds must be at least 2, got {self.max_seeds}")
             if self.seeds is not None and self.seeds != "auto":
                 raise BertscopeError("--max-seeds goes with --seeds auto (a seed list fixes the seeds)")
-        if self.workers is not None and self.workers < 1:
-            raise BertscopeError(f"--workers must be at least 1, got {self.workers}")

@@ -33,10 +33,11 @@ from bertscope.replicate.claims_files import (
     write_claims,
 )
 from bertscope.replicate.config import ReplicateConfig
+from bertscope.replicate.cost import Estimate, compute_fractions, estimate_spec, fraction_line
 from bertscope.replicate.protocols import BUDGETS, PAPERS, Protocol, protocol
 from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
-from bertscope.sweep.config import SweepConfig
+from bertscope.sweep.config import SweepConfig, executor_flags
 from bertscope.sweep.driver import SweepResult, run_sweep
 
 __all__ = ["COMMAND", "ReplicateResult", "look_plan", "protocol_of", "rows_from_store", "run_replicate"]
@@ -52,6 +53,8 @@ class ReplicateResult:
     claims: tuple[Claim, ...]
     files: dict[str, str]
     wall_seconds: float
+    estimate: Estimate | None = None
+    compute: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -65,7 +68,8 @@ class ReplicateResult:
                           "executed": self.sweep.executed, "skipped": self.sweep.skipped,
                           "dry_run": self.sweep.dry_run},
                 "claims": [c.to_dict() for c in self.claims], "files": self.files,
-                "wall_seconds": self.wall_seconds}
+                "wall_seconds": self.wall_seconds, "estimate": self.estimate.to_dict() if self.estimate else None,
+                "compute": self.compute}
 
     def metrics(self) -> dict[str, float]:
         out = {f"verdict.{v}": float(sum(1 for c in self.claims if c.verdict == v))
@@ -81,7 +85,8 @@ class ReplicateResult:
         from rich.table import Table
 
         if self.sweep.dry_run:
-            return Group(self.sweep.render(), f"spec written to {self.files.get('spec')}; nothing ran")
+            return Group(self.sweep.render(), self.estimate.line() if self.estimate else "",
+                         f"spec written to {self.files.get('spec')}; nothing ran")
         table = Table(title=f"replicate {self.protocol.paper} --budget {self.protocol.budget.name}")
         for column in ("claim", "scope", "difference", "verdict", "seeds", "learned heads"):
             table.add_column(column)
@@ -89,6 +94,8 @@ class ReplicateResult:
             table.add_row(c.statement, c.scope, c.difference.format(3), c.verdict, seeds_cell(c), learned_cell(c))
         runs = (f"{self.sweep.executed.get('done', 0)} run(s) done now, {self.sweep.executed.get('failed', 0)} "
                 f"failed, {self.sweep.skipped} already done and skipped; {self.wall_seconds:.0f} s")
+        if self.compute:
+            runs += f"; {fraction_line(self.compute)}"
         return Group(table, runs, f"claims: {self.files.get('markdown')} · {self.files.get('html')}")
 
 
@@ -123,7 +130,7 @@ def _command_line(config: ReplicateConfig) -> str:
                         ("--out", config.out)):
         if value is not None:
             parts += [flag, str(value)]
-    return shlex.join(parts)
+    return shlex.join(parts + executor_flags(config.execution))
 
 
 def rows_from_store(store: ResultStore, sweep: str) -> tuple[list[RunRow], list[dict[str, Any]]]:
@@ -208,15 +215,21 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
     store_path = Path(config.store) if config.store else out / "replicate.db"
     spec_path = out / "spec.yaml"
     files = {"spec": str(spec_path)}
+    # the most it can cost: adaptive seeds may stop sooner
+    largest = plan if looks is None else protocol_of(config, {e.name: looks.max_seeds for e in plan.experiments})
+    estimate = estimate_spec(largest.to_spec(), store_path.parent, gpu_tflops=config.gpu_tflops,
+                             utilisation=config.gpu_utilisation,
+                             announce=plan.budget.name == "full" and not config.dry_run)
     sweeps: list[SweepResult] = []
     while True:
         plan = protocol_of(config, rounds)
         _write_spec(spec_path, plan, config)
-        sweeps.append(run_sweep(SweepConfig(spec=str(spec_path), store=str(store_path), workers=config.workers,
+        sweeps.append(run_sweep(SweepConfig(spec=str(spec_path), store=str(store_path),
+                                            execution=config.execution,
                                             retry_failed=config.retry_failed and len(sweeps) == 0,
                                             dry_run=config.dry_run, progress=config.progress)))
         if config.dry_run:
-            return ReplicateResult(config, plan, sweeps[-1], (), files, time.perf_counter() - start)
+            return ReplicateResult(config, plan, sweeps[-1], (), files, time.perf_counter() - start, estimate)
         with ResultStore(store_path, create=False) as store:
             rows, runs = rows_from_store(store, plan.name)
         claims = tuple(claims_for(plan.paper, rows, looks))
@@ -227,6 +240,7 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
             break
         rounds = grown
     sweep = _combined(sweeps)
+    compute = compute_fractions(runs)  # adds each done run's model FLOPs and compute fraction to its entry
     title = f"bertscope replicate {plan.paper} --budget {plan.budget.name}: claims"
     context = {"paper": plan.paper, "reference": PAPERS[plan.paper], "budget": plan.budget.name,
                "budget_note": plan.budget.note, "models": [m or "default (embedded MiniLM-L6-H384)"
@@ -237,12 +251,16 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
                "store": str(store_path),
                "sweep": plan.name, "spec": str(spec_path), "command": _command_line(config),
                "runs_done": sum(1 for r in runs if r["status"] == "done"),
-               "runs_failed": sum(1 for r in runs if r["status"] == "failed")}
+               "runs_failed": sum(1 for r in runs if r["status"] == "failed"),
+               "estimate": estimate.to_dict(), "compute": compute}
     markdown = claims_markdown(title, claims, command=_command_line(config), assumptions=plan.assumptions,
-                               context={k: v for k, v in context.items() if k not in ("command", "reference")})
+                               context={k: v for k, v in context.items()
+                                        if k not in ("command", "reference", "estimate", "compute")},
+                               header=(fraction_line(compute), f"Estimate: {estimate.line()}"))
     payload = claims_payload(claims, context=context, assumptions=plan.assumptions, runs=runs)
     files.update(write_claims(out, title, markdown, payload))
-    return ReplicateResult(config, plan, sweep, claims, files, time.perf_counter() - start)
+    return ReplicateResult(config, plan, sweep, claims, files, time.perf_counter() - start, estimate,
+                           compute)
 
 
 COMMAND = CommandInfo("replicate", ReplicateConfig, run_replicate, ReplicateResult,

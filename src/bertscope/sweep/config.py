@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from bertscope.core.config import Config, opt
+from bertscope.core.config import Config, Options, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune.distributed import refuse_data_parallel
 
-__all__ = ["MAX_RUNS", "StatusConfig", "SweepConfig"]
+__all__ = ["MAX_RUNS", "ExecutorOptions", "StatusConfig", "SweepConfig", "executor_flags"]
 
 #: the most grid points a spec may hold unless ``--max-runs`` says otherwise: counted before any run is built, so
 #: a typo that makes 10^8 runs is one line, not gigabytes (a listed run takes a few kB of memory)
@@ -17,14 +17,10 @@ MAX_RUNS = 100_000
 
 
 @dataclass(frozen=True)
-class SweepConfig(Config):
-    """Run every configuration of an experiment spec (YAML) into a resumable SQLite result store."""
+class ExecutorOptions(Options):
+    """Where a sweep's runs execute: local worker processes or a Ray cluster, and what each run reserves. One group
+    for every command that drives a sweep (``sweep``, ``replicate``), so their options and help never drift."""
 
-    command = "sweep"
-
-    spec: str | None = opt(None, "experiment spec (YAML): command, base options, grid axes", positional=True,
-                           metavar="SPEC")
-    store: str = opt("results.db", "SQLite result store (created if missing; re-running resumes it)", metavar="DB")
     executor: str = opt("local", "where runs execute: local processes or a Ray cluster", choices=("local", "ray"))
     workers: int | None = opt(None, "local: worker processes (default 1: runs in this process); ray without "
                                     "--address: CPUs of the local Ray instance (default: all)")
@@ -33,6 +29,40 @@ class SweepConfig(Config):
     cpus_per_run: float | None = opt(None, "Ray: CPUs each run reserves (overrides the spec's resources; default 1)")
     gpus_per_run: float | None = opt(None, "Ray: GPUs each run reserves (overrides the spec's resources; default 0)")
     threads: int | None = opt(None, "torch threads per local worker (default: CPU count / workers)")
+
+    def validate(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise BertscopeError(f"--workers must be at least 1, got {self.workers}")
+        if self.address is not None and self.executor != "ray":
+            raise BertscopeError("--address needs --executor ray")
+        for name, value in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
+            if value is not None and value < 0:
+                raise BertscopeError(f"{name} must not be negative, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
+
+
+def executor_flags(options: ExecutorOptions) -> list[str]:
+    """The command-line flags that give ``options`` (those that differ from the defaults), for a command line written
+    into a result so that it re-runs on the same executor."""
+    defaults = ExecutorOptions()
+    flags: list[str] = []
+    for name, value in options.to_dict().items():
+        if value != getattr(defaults, name):
+            flags += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return flags
+
+
+@dataclass(frozen=True, init=False)
+class SweepConfig(Config):
+    """Run every configuration of an experiment spec (YAML) into a resumable SQLite result store."""
+
+    command = "sweep"
+
+    spec: str | None = opt(None, "experiment spec (YAML): command, base options, grid axes", positional=True,
+                           metavar="SPEC")
+    store: str = opt("results.db", "SQLite result store (created if missing; re-running resumes it)", metavar="DB")
+    execution: ExecutorOptions = group(ExecutorOptions)
     runs_dir: str | None = opt(None, "folder for each run's own output folder (named by run id); default: "
                                      "<store>-runs/ beside the store", metavar="DIR")
     retry_failed: bool = opt(False, "run failed runs again (done runs are always kept)")
@@ -51,17 +81,8 @@ class SweepConfig(Config):
         refuse_data_parallel(self.command)  # a sweep parallelises runs itself; under torchrun it would run n times
         if not self.spec:
             raise BertscopeError("give the experiment spec: bertscope sweep SPEC.yaml --store results.db")
-        if self.workers is not None and self.workers < 1:
-            raise BertscopeError(f"--workers must be at least 1, got {self.workers}")
-        if self.address is not None and self.executor != "ray":
-            raise BertscopeError("--address needs --executor ray")
-        for name, value in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
-            if value is not None and value < 0:
-                raise BertscopeError(f"{name} must not be negative, got {value}")
         if self.max_runs < 1:
             raise BertscopeError(f"--max-runs must be at least 1, got {self.max_runs}")
-        if self.threads is not None and self.threads < 1:
-            raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
         if self.plugins_from != "spec" and not self.allow_plugins:
             raise BertscopeError("--plugins-from says where plugins may come from; add --allow-plugins to import them")
         if self.plugins_from not in ("spec", "any") and not os.path.isdir(os.path.expanduser(self.plugins_from)):

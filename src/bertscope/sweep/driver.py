@@ -189,8 +189,9 @@ def _drive(config: SweepConfig, spec: SweepSpec, store: ResultStore, runs_dir: P
     in_flight: set[str] = set()
     try:
         if todo:
-            executor = make_executor(config.executor, workers=config.workers, address=config.address,
-                                     threads=config.threads, cpus=config.cpus_per_run, gpus=config.gpus_per_run)
+            run_on = config.execution
+            executor = make_executor(run_on.executor, workers=run_on.workers, address=run_on.address,
+                                     threads=run_on.threads, cpus=run_on.cpus_per_run, gpus=run_on.gpus_per_run)
         while queue or in_flight:
             # start every run whose pre-steps are done, as long as the executor has free slots
             for run in list(queue):
