@@ -32,6 +32,7 @@ from bertscope.api_types import (
     FinetuneOptions,
     LayerScanOptions,
     LayersOptions,
+    PowerOptions,
     PredictOptions,
     ReconstructOptions,
     ReplicateOptions,
@@ -52,8 +53,8 @@ from bertscope.finetune.result import FinetuneResult
 from bertscope.finetune.seeds import SeedsResult, run_finetune_seeds
 from bertscope.lens.config import ReconstructConfig
 from bertscope.lens.reconstruct import ReconstructResult, run_reconstruct
-from bertscope.replicate import ReplicateResult, run_replicate
-from bertscope.replicate.config import ReplicateConfig
+from bertscope.replicate import PowerResult, ReplicateResult, run_power, run_replicate
+from bertscope.replicate.config import PowerConfig, ReplicateConfig
 from bertscope.report import ReportResult, build_report
 from bertscope.report.config import ReportConfig
 from bertscope.studies import StudyResult, run_cross, run_dims, run_layers, run_tokens
@@ -92,6 +93,9 @@ __all__ = [
     "LayerScanResult",
     "LayersConfig",
     "LayersOptions",
+    "PowerConfig",
+    "PowerOptions",
+    "PowerResult",
     "PredictConfig",
     "PredictOptions",
     "PredictResult",
@@ -122,6 +126,7 @@ __all__ = [
     "finetune_seeds",
     "layer_scan",
     "layers",
+    "power",
     "predict",
     "reconstruct",
     "replicate",
@@ -135,7 +140,7 @@ C = TypeVar("C", bound=Config)
 
 #: Every command of the CLI and the API, in CLI order.
 COMMANDS: Registry = ANALYSES.with_commands([_sweep.COMMAND, _sweep.STATUS_COMMAND, _report.COMMAND,
-                                                  _replicate.COMMAND])
+                                                  _replicate.COMMAND, _replicate.POWER_COMMAND])
 
 
 def _config(cls: type[C], config: C | None, options: Mapping[str, Any]) -> C:
@@ -184,6 +189,12 @@ def replicate(config: ReplicateConfig | None = None, /, **options: Unpack[Replic
     """Run a paper's protocol (``paper="paper1"|"paper2"``, ``budget=...``) into a resumable store and write its
     claims table (claims.md, claims.json, claims.html) to ``out``."""
     return run_replicate(_config(ReplicateConfig, config, options))
+
+
+def power(config: PowerConfig | None = None, /, **options: Unpack[PowerOptions]) -> PowerResult:
+    """The power study of ``paper="paper2"``: the noise of each claim's paired difference per setting and the seeds
+    it needs, written to ``out`` (power.md, power.json)."""
+    return run_power(_config(PowerConfig, config, options))
 
 
 def finetune(config: FinetuneConfig | None = None, /, **options: Unpack[FinetuneOptions]) -> FinetuneResult:

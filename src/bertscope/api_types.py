@@ -20,6 +20,7 @@ __all__ = [
     "FinetuneOptions",
     "LayerScanOptions",
     "LayersOptions",
+    "PowerOptions",
     "PredictOptions",
     "ReconstructOptions",
     "ReplicateOptions",
@@ -635,6 +636,48 @@ class LayersOptions(TypedDict, total=False):
     tolerance: float
     #: hidden states to scan, counted 0..L (0 = embedding output, l = output of transformer layer l): e.g. 0-6, 0,3,6, -3--1 or all; default: all of 0..L
     layers: str | None
+
+class PowerOptions(TypedDict, total=False):
+    """The keywords of :func:`~bertscope.api.power` (:class:`~bertscope.api.PowerConfig`)."""
+
+    #: the paper whose fine-tuning claims to measure (paper2) (default: None)
+    paper: Literal["paper2"] | None
+    #: the replicate budget whose protocol and adaptive looks the study measures, with its fine-tuning options changed by --max-train and --epochs (default: 'decide')
+    budget: str
+    #: GLUE tasks of the fine-tuning claims, one setting each (comma list) (default: 'sst2')
+    tasks: str
+    #: training examples per setting (comma list; all = the whole training set) (default: '500,2000')
+    max_train: str
+    #: epochs per setting (comma list) (default: '1')
+    epochs: str
+    #: the seeds every setting runs (a list such as 1-4) (default: '1-4')
+    seeds: str
+    #: dev sizes at which study runs are rescored (comma list; all = every dev example) (default: '100,200,400,all')
+    dev_sizes: str
+    #: only these experiments of the protocol (comma list of tokens, dims, layers, fine-tuned, frozen, cross); default: all
+    experiments: str | None
+    #: model: hub id or local folder; default: the embedded MiniLM-L6-H384
+    model: str | None
+    #: local GLUE folder in the original tsv layout; default: the hub
+    data_dir: str | None
+    #: SQLite result store (resumable; share replicate's to reuse its runs); default: OUT/power.db
+    store: str | None
+    #: output folder: power.md, power.json and each setting's spec (default: 'power')
+    out: str
+    #: where runs execute: local processes or a Ray cluster (default: 'local')
+    executor: Literal["local", "ray"]
+    #: local: worker processes (default 1: runs in this process); ray without --address: CPUs of the local Ray instance (default: all)
+    workers: int | None
+    #: Ray cluster address (auto, host:port or ray://host:port); default: start a local Ray instance
+    address: str | None
+    #: Ray: CPUs each run reserves (overrides the spec's resources; default 1)
+    cpus_per_run: float | None
+    #: Ray: GPUs each run reserves (overrides the spec's resources; default 0)
+    gpus_per_run: float | None
+    #: torch threads per local worker (default: CPU count / workers)
+    threads: int | None
+    #: show overall progress (default: True)
+    progress: bool
 
 class PredictOptions(TypedDict, total=False):
     """The keywords of :func:`~bertscope.api.predict` (:class:`~bertscope.api.PredictConfig`)."""

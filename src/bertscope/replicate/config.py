@@ -12,7 +12,7 @@ from bertscope.data.options import check_task_name
 from bertscope.replicate.cost import DEFAULT_GPU_TFLOPS, DEFAULT_GPU_UTILISATION
 from bertscope.sweep.config import ExecutorOptions
 
-__all__ = ['REPLICATE_BUDGETS', 'ReplicateConfig']
+__all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig']
 
 
 #: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
@@ -82,3 +82,56 @@ class ReplicateConfig(Config):
                 raise BertscopeError(f"--max-seeds must be at least 2, got {self.max_seeds}")
             if self.seeds is not None and self.seeds != "auto":
                 raise BertscopeError("--max-seeds goes with --seeds auto (a seed list fixes the seeds)")
+
+
+@dataclass(frozen=True, init=False)
+class PowerConfig(Config):
+    """Measure how noisy each of paper 2's claim rows is per task, training size and epochs (and dev size, by
+    rescoring the runs' dev predictions), and the seeds each row needs: power.md and power.json, which size the
+    replicate budgets (docs/power.md)."""
+
+    command = "power"
+
+    paper: str | None = opt(None, "the paper whose fine-tuning claims to measure (paper2)", positional=True,
+                            choices=("paper2",), metavar="PAPER")
+    budget: str = opt("decide", "the replicate budget whose protocol and adaptive looks the study measures, with "
+                                "its fine-tuning options changed by --max-train and --epochs",
+                      metavar="|".join(REPLICATE_BUDGETS))
+    tasks: str = opt("sst2", "GLUE tasks of the fine-tuning claims, one setting each (comma list)",
+                     metavar="T1,T2,...")
+    max_train: str = opt("500,2000", "training examples per setting (comma list; all = the whole training set)",
+                         metavar="N[,N...]")
+    epochs: str = opt("1", "epochs per setting (comma list)", metavar="E[,E...]")
+    seeds: str = opt("1-4", "the seeds every setting runs (a list such as 1-4)", metavar="LIST")
+    dev_sizes: str = opt("100,200,400,all", "dev sizes at which study runs are rescored (comma list; all = every "
+                                            "dev example)", metavar="M[,M...]")
+    experiments: str | None = opt(None, "only these experiments of the protocol (comma list of tokens, dims, "
+                                        "layers, fine-tuned, frozen, cross); default: all", metavar="E[,E...]")
+    model: str | None = opt(None, "model: hub id or local folder; default: the embedded MiniLM-L6-H384")
+    data_dir: str | None = opt(None, "local GLUE folder in the original tsv layout; default: the hub",
+                               metavar="DIR")
+    store: str | None = opt(None, "SQLite result store (resumable; share replicate's to reuse its runs); default: "
+                                  "OUT/power.db", metavar="DB")
+    out: str = opt("power", "output folder: power.md, power.json and each setting's spec", metavar="DIR")
+    execution: ExecutorOptions = group(ExecutorOptions)
+    progress: bool = opt(True, "show overall progress")
+
+    def validate(self) -> None:
+        if self.paper is None:
+            raise BertscopeError("give the paper: bertscope power paper2")
+        if self.budget not in (*REPLICATE_BUDGETS, "test"):
+            raise BertscopeError(f"--budget must be one of {', '.join(REPLICATE_BUDGETS)}; got {self.budget!r}")
+        for task in parse_name_list(self.tasks, option="--tasks", example="sst2,mrpc"):
+            check_task_name(task)
+        for option, value, floor in (("--max-train", self.max_train, 2), ("--epochs", self.epochs, 1),
+                                     ("--dev-sizes", self.dev_sizes, 2)):
+            for item in parse_name_list(value, option=option):
+                if item == "all" and option != "--epochs":
+                    continue
+                if not item.isdigit() or int(item) < floor:
+                    raise BertscopeError(f"{option}: {item!r} is not a whole number >= {floor}"
+                                         + ("" if option == "--epochs" else " or all"))
+        if len(parse_seed_list(self.seeds, option="--seeds")) < 2:
+            raise BertscopeError("--seeds: the noise of a paired difference needs at least 2 seeds")
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
+            raise BertscopeError(f"--data-dir {self.data_dir} is not a folder")

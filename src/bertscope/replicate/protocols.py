@@ -63,6 +63,7 @@ class Budget:
     dims_samples: int = 3
     cross_single_task: bool = False
     tokens: str | None = None  # the tokens study's strategies (None: its default, every strategy)
+    layers: str | None = None  # the layers study's hidden states (None: its default, 0..L)
     note: str = ""
     tuned: dict[str, Any] = field(default_factory=dict)
     #: adaptive seeds by default (``--seeds auto``): the seed counts at which claims are read (the last is the
@@ -125,7 +126,7 @@ BUDGETS: dict[str, Budget] = {
     "decide": Budget("decide", (1, 2, 3, 4), ("sst2",), _DECIDE_FT,
                      {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                       "fit_curve": False},
-                     dims_samples=1, looks=(4, 8, 16), tuned={"lens_steps": 100, "lens_sentences": 256},
+                     dims_samples=1, layers="1--1", looks=(4, 8, 16), tuned={"lens_steps": 100, "lens_sentences": 256},
                      note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds (looks at 4, 8 "
                           "and 16 seeds, alpha spent over them), 2000 SST-2 training examples x 1 epoch at lr 1e-4, "
                           "batch 32, the whole dev set; lens rows as in small"),
@@ -219,11 +220,12 @@ class Protocol:
     tasks: tuple[str, ...]
     experiments: tuple[Experiment, ...]
     assumptions: tuple[str, ...] = field(default=())
+    sweep_name: str | None = None  # another name in the store (the power study names one per setting)
 
     @property
     def name(self) -> str:
         """The sweep's name in the store: one per paper and budget (re-running replaces its membership)."""
-        return f"replicate-{self.paper}-{self.budget.name}"
+        return self.sweep_name or f"replicate-{self.paper}-{self.budget.name}"
 
     def to_spec(self) -> dict[str, Any]:
         return {"name": self.name, "description": f"bertscope replicate {self.paper} --budget {self.budget.name}",
@@ -263,7 +265,8 @@ def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
                    {"task": list(tasks), "seed": seeds}),
         Experiment("dims", "dims", {**ft, "k": budget.dims_k, "samples": budget.dims_samples},
                    {"task": list(tasks), "seed": seeds}),
-        Experiment("layers", "layers", dict(ft), {"task": list(tasks), "seed": seeds}),
+        Experiment("layers", "layers", {**ft, **({"layers": budget.layers} if budget.layers else {})},
+                   {"task": list(tasks), "seed": seeds}),
         Experiment("fine-tuned", "finetune", {**ft, "freeze": "none"}, {"task": list(tasks), "seed": seeds}),
         # the frozen side: a converged probe on cached (standardised) features, a property of the features
         Experiment("frozen", "finetune", {**ft, "freeze": "encoder", "cache_features": True, "fit": "converged"},
@@ -278,15 +281,18 @@ def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
 
 def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,),
              tasks: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
-             rounds: Mapping[str, int] | None = None) -> Protocol:
+             rounds: Mapping[str, int] | None = None, finetune: Mapping[str, Any] | None = None) -> Protocol:
     """The protocol of ``paper`` at ``budget`` for these models (None = the embedded default) and tasks (default:
     the budget's). ``seeds``: the seeds of every experiment instead of the budget's; ``rounds``: experiment name ->
-    how many seeds it runs now (seeds 1..n; adaptive seeds grow it round by round, experiment by experiment)."""
+    how many seeds it runs now (seeds 1..n; adaptive seeds grow it round by round, experiment by experiment);
+    ``finetune``: fine-tuning options over the budget's (the power study's settings)."""
     if paper not in PAPERS:
         raise BertscopeError(f"unknown paper {paper!r}; one of {', '.join(PAPERS)}")
     if budget not in BUDGETS:
         raise BertscopeError(f"unknown budget {budget!r}; one of {', '.join(b for b in BUDGETS if b != 'test')}")
     b = BUDGETS[budget] if seeds is None else replace(BUDGETS[budget], seeds=tuple(seeds))
+    if finetune:
+        b = replace(b, finetune={**b.finetune, **finetune})
     chosen = tuple(tasks) if tasks else b.tasks
     models = tuple(models) or (None,)
     experiments = _paper1(b, models, chosen) if paper == "paper1" else _paper2(b, models, chosen)

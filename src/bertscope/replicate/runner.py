@@ -40,7 +40,7 @@ from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.config import SweepConfig, executor_flags
 from bertscope.sweep.driver import SweepResult, run_sweep
 
-__all__ = ["COMMAND", "ReplicateResult", "look_plan", "protocol_of", "rows_from_store", "run_replicate"]
+__all__ = ["COMMAND", "ReplicateResult", "located", "look_plan", "protocol_of", "rows_from_store", "run_replicate"]
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,16 @@ def protocol_of(config: ReplicateConfig, rounds: Mapping[str, int] | None = None
     tasks = parse_name_list(config.tasks, option="--tasks") if config.tasks else None
     seeds = parse_seed_list(config.seeds) if config.seeds not in (None, "auto") else None
     plan = protocol(config.paper or "", config.budget, models=models, tasks=tasks, seeds=seeds, rounds=rounds)
-    if config.data_dir is None:
+    return located(plan, config.data_dir)
+
+
+def located(plan: Protocol, data_dir: str | None) -> Protocol:
+    """Every run of ``plan`` that reads GLUE gets ``--data-dir`` (a location option: the runs' ids do not
+    change)."""
+    if data_dir is None:
         return plan
-    # every run that reads GLUE gets --data-dir (a location option: the runs' ids do not change)
     return replace(plan, experiments=tuple(
-        replace(e, base={**e.base, "data_dir": config.data_dir})
+        replace(e, base={**e.base, "data_dir": data_dir})
         if "data_dir" in ANALYSES[e.command].config.field_names() else e for e in plan.experiments))
 
 
