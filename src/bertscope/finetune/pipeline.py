@@ -208,10 +208,7 @@ def resolve_selection(config: FinetuneConfig, model: nn.Module) -> Selection:
 def check_lengths(config: FinetuneConfig, model_config: Any) -> None:
     """Refuse a ``--max-length`` beyond the model's position embeddings (a long input would crash deep inside the
     forward) and an ``--token index:K`` that no input truncated to ``--max-length`` has."""
-    limit = families.max_input_length(model_config)
-    if limit is not None and config.encoder.max_length > limit:
-        raise BertscopeError(f"--max-length {config.encoder.max_length} exceeds the model's {limit} positions "
-                             f"(max_position_embeddings); use --max-length {limit} or less")
+    families.check_max_length(config.encoder.max_length, model_config)
     method, index = parse_token(config.selection.token)
     if method == "index" and index is not None and not -config.encoder.max_length <= index < config.encoder.max_length:
         raise BertscopeError(f"--token {config.selection.token} reads a position no input has: inputs are truncated to "

@@ -315,6 +315,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                                 attention=config.encoder.attention)
     tokenizer = loading.load_tokenizer(config.encoder.model)
     model = loaded.model
+    families.check_max_length(config.encoder.max_length, model)
     depth = families.num_layers(model)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
     t_loaded = time.perf_counter()

@@ -199,6 +199,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
     variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.encoder.dtype,
                                  attention=config.encoder.attention)
     _same_vocab(original.model, variant.model)
+    for lm in (original, variant):
+        families.check_max_length(config.encoder.max_length, lm.model)
     heads, head_info = choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
     depths = {n: families.num_layers(lm.model) for n, lm in zip(names, (original, variant))}

@@ -212,6 +212,7 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     loaded = loading.load_model(config.encoder.model, "masked-lm", device=device, dtype=config.encoder.dtype,
                                 attention=config.encoder.attention)
     model = loaded.model
+    families.check_max_length(config.encoder.max_length, model)
     depth = families.num_layers(model)
     chosen = list(parse_blocks(config.layers, depth, option="--layers", default_all=True))
     variants = _scan_variants(model, scan_layer_maps(depth, config.op, chosen))
