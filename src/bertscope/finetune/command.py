@@ -27,6 +27,7 @@ from torch import nn
 from bertscope.core import publish
 from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import log_mode
 from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo, ReportSection
 from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.data import glue
@@ -43,7 +44,6 @@ from bertscope.finetune.export import (
 )
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.pipeline import PreparedRun, prepare
-from bertscope.finetune.progress import log_mode
 from bertscope.finetune.records import TrainHistory
 from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.result import FinetuneResult

@@ -54,6 +54,7 @@ from bertscope.core.options import (
     parse_token,
 )
 from bertscope.core.precision import precision_info
+from bertscope.core.progress import progress_setting
 from bertscope.core.results import run_environment
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
@@ -270,7 +271,7 @@ def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *
     device = resolve_device(config.encoder.device)
     return {name: store.get(model, split, wanted, include_special=config.selection.include_special,
                             batch_size=config.optim.eval_batch_size or config.encoder.batch_size, device=device, dtype=config.encoder.dtype,
-                            progress=config.output.progress if progress is None else progress,
+                            progress=progress_setting(config.output.progress if progress is None else progress, config.tracking.log),
                             provenance={"task": data.task.name, "split": name, "model_source": source,
                                         "max_length": config.encoder.max_length, "max_train": config.data.max_train,
                                         "max_eval": config.data.max_eval, "seed": config.encoder.seed})
