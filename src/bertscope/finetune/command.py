@@ -13,6 +13,7 @@ label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.finetune.e
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 import time
@@ -147,8 +148,8 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
     checkpoints = _checkpoints(config, out)
     run = prepare(config)
     run.checkpoints = checkpoints
-    _retire_old_results(out)
-    _status(out, "running", started_utc=environment_info()["created_utc"])
+    if out is not None:
+        dp.main_writes(lambda: _start(out), _MAIN_FAILED)
     try:
         history = run.train()
     except BaseException as exc:
@@ -166,23 +167,43 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
             _final_status(out, error, checkpoints)
             raise error from None
     result = run.result(history, saved_model=saved, test_predictions=submission)
-    failure: BaseException | None = None
-    if out is not None and run.is_main_process:
-        try:
-            if config.output.save_model:
-                save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.encoder.seed,
-                               max_length=config.encoder.max_length, result=result)
-            write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
-            write_json_atomic(Path(out) / "results.json", result.to_dict())
-            publish.drop_retired(out, RUN_FILES)
-            if checkpoints is not None and not config.checkpoints.keep_checkpoints:
-                checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
-            _status(out, "complete", finished_utc=environment_info()["created_utc"])
-        except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
-            failure = _write_error(exc, out) if isinstance(exc, OSError) else exc
-            _final_status(out, failure, checkpoints)
-    dp.raise_if_any_failed(failure, "the main process (rank 0) failed to write the results; its error is above")
+    if out is not None:
+        dp.main_writes(lambda: _write_results(run, history, result, out, checkpoints), _MAIN_FAILED)
     return result
+
+
+#: What every other process of a data-parallel run says when rank 0 (the one that writes) failed to write.
+_MAIN_FAILED = "the main process (rank 0) failed to write the results; its error is above"
+
+
+def _start(out: Path) -> None:
+    """Rank 0's writes before training: the previous run set aside (--overwrite), ``status.json`` "running"."""
+    try:
+        _retire_old_results(out)
+        _status(out, "running", started_utc=environment_info()["created_utc"])
+    except OSError as exc:
+        raise _write_error(exc, out) from None
+
+
+def _write_results(run: PreparedRun, history: TrainHistory, result: FinetuneResult, out: Path,
+                   checkpoints: Checkpointer | None) -> None:
+    """Rank 0's writes of a finished run, ``results.json`` (what makes it look complete) last; a failure leaves
+    status "failed" (:func:`_final_status`) and is raised in one line."""
+    config = run.config
+    try:
+        if config.output.save_model:
+            save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.encoder.seed,
+                           max_length=config.encoder.max_length, result=result)
+        write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
+        write_json_atomic(Path(out) / "results.json", result.to_dict())
+        publish.drop_retired(out, RUN_FILES)
+        if checkpoints is not None and not config.checkpoints.keep_checkpoints:
+            checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
+        _status(out, "complete", finished_utc=environment_info()["created_utc"])
+    except BaseException as exc:
+        failure = _write_error(exc, out) if isinstance(exc, OSError) else exc
+        _final_status(out, failure, checkpoints)
+        raise failure from None
 
 
 def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
@@ -200,8 +221,10 @@ def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicting {task.name} {split}: {len(data)} examples",
                   flush=True)
         predictions = run.predict(encode_split(run.tokenizer, data, config.encoder.max_length))
-        if run.is_main_process:
-            path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
+        ids = [ex.idx for ex in data.examples]
+        path = dp.main_writes(functools.partial(leaderboard.write_submission, folder, task, split, ids, predictions),
+                              _MAIN_FAILED)
+        if path is not None:
             written[split] = str(path)
             if say:
                 print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicted {task.name} {split} in "
