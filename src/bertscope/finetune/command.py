@@ -28,7 +28,7 @@ from torch import nn
 from bertscope.core import publish
 from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
-from bertscope.core.progress import log_mode
+from bertscope.core.progress import Progress, log_mode, progress_bar
 from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo, ReportSection
 from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.data import glue
@@ -282,11 +282,9 @@ class FinetunedModel:
 
     @torch.no_grad()
     def logits(self, texts: Sequence[str] | Sequence[tuple[str, ...]], *, max_length: int = 128,
-               batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+               batch_size: int = 32, progress: Progress = False) -> torch.Tensor:
         """Logits ``[N, num_labels]`` for single sentences or sentence pairs, in the order given (the head's
         selection applied as in training; examples are batched by length, truncated longest-first)."""
-        from tqdm.auto import tqdm
-
         items = [t if isinstance(t, tuple) else (t,) for t in texts]
         if len({len(t) for t in items}) > 1:
             raise BertscopeError("give all examples as single texts or all as pairs, not a mix")
@@ -298,7 +296,7 @@ class FinetunedModel:
         order = sorted(range(len(items)), key=lambda i: -sum(len(t) for t in items[i]))  # little padding
         out = torch.empty(len(items), self.spec.num_labels)
         starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+        for start in progress_bar(starts, progress=progress, desc="predict", unit="batch"):
             chunk = order[start:start + batch_size]
             columns = [list(column) for column in zip(*(items[i] for i in chunk))]
             enc = self.tokenizer(*columns[:2], truncation=True, max_length=max_length, padding=True,
