@@ -226,3 +226,25 @@ def test_an_interrupted_overwrite_leaves_no_file_of_the_previous_run_under_a_cur
     monkeypatch.undo()
     assert main([*args, "--overwrite"]) == 0  # a complete new run: the set-aside files go
     assert sorted(p.name for p in out.iterdir()) == ["model", "predictions.csv", "results.json", "status.json"]
+
+
+#: (case, command line, words the one line must hold): what argparse itself refuses, or used to take for an option.
+COMMAND_LINES: list[tuple[str, list[str], str]] = [
+    ("negative infinity after a space", ["finetune", "--head-lr", "-inf"], "--head-lr must be a finite number"),
+    ("negative exponent after a space", ["finetune", "--lr", "-1e-3"], "--lr and --head-lr must be positive"),
+    ("a word for a float", ["finetune", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    ("a word for an int", ["finetune", "--epochs", "two"], "argument --epochs: invalid int value"),
+    ("a missing value", ["finetune", "--epochs"], "argument --epochs: expected one argument"),
+    ("an unknown choice", ["finetune", "--log", "loud"], "argument --log: invalid choice: 'loud'"),
+    ("an unknown option", ["finetune", "--bogus", "1"], "bertscope finetune: error: unrecognized arguments: --bogus 1"),
+    ("an unknown option of the lens", ["reconstruct", "--head-lr", "1"], "bertscope reconstruct: error: unrecognized"),
+    ("an unknown command", ["finetuen"], "bertscope: error: argument COMMAND: invalid choice: 'finetuen'"),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", COMMAND_LINES, ids=[c for c, _, _ in COMMAND_LINES])
+def test_a_command_line_argparse_refuses_is_one_line(case, argv, words, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    err = user_error([*argv, "--out", str(out)] if argv[0] != "finetuen" else argv, capsys)
+    assert words in err and "usage:" not in err, err
+    _no_result(out)

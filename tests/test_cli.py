@@ -153,10 +153,9 @@ def test_a_value_of_the_wrong_type_exits_2(argv: list[str], capsys) -> None:
     assert err.strip().splitlines()[-1].startswith(f"bertscope {argv[0]}: error: argument")
 
 
-def test_a_missing_positional_exits_2(capsys) -> None:
-    code, _, err = run(["sweep"], capsys)
-    assert code == 2
-    assert err.strip().splitlines()[-1] == "bertscope sweep: error: the following arguments are required: SPEC"
+def test_a_missing_positional_is_one_line(capsys) -> None:
+    assert user_error(["sweep"], capsys) == ("bertscope sweep: error: the following arguments are required: SPEC "
+                                             "(see bertscope sweep --help)")
 
 
 def test_range_checks_are_one_line(capsys) -> None:

@@ -164,3 +164,38 @@ def test_a_dev_set_smaller_than_one_batch_per_process_finishes_and_equals_one_pr
                                                                           rel=1e-5)
     assert parallel["final"] == alone.final
     assert parallel["timing"]["steps"] == alone.timing["steps"]
+
+
+_FULL_DISK_ON_RANK_0 = '''
+import errno, os
+if os.environ.get("RANK") == "0":
+    from bertscope.finetune import checkpoint
+
+    def save(self, state):
+        raise checkpoint.CheckpointKept(f"cannot write checkpoint {self.path} ({os.strerror(errno.ENOSPC)}); "
+                                        "no checkpoint was written")
+
+    checkpoint.Checkpointer.save = save
+'''
+
+
+def test_a_write_that_fails_on_rank_0_stops_every_process_in_one_line(tmp_path, tiny_checkpoint, glue_dir,
+                                                                     monkeypatch) -> None:
+    """Rank 0 alone writes; when its checkpoint write fails (a full disk) after epoch 1, rank 1 must not go on into
+    epoch 2 and wait in a gradient all-reduce for the group's 30-minute timeout: both processes end with one line
+    and exit 2, and the run is "failed" with no results.json."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_FULL_DISK_ON_RANK_0)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "run"
+    frozen = ["--freeze", "encoder", "--fit", "sgd"]  # the SGD loop: it checkpoints every epoch
+    done = _torchrun([*_common(tiny_checkpoint("bert", 2), glue_dir), *frozen, "--out", str(out)], tmp_path)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("bertscope finetune: error: ")]
+    assert len(errors) == 2, done.stderr[-3000:]
+    assert any("No space left on device" in line for line in errors), errors
+    assert any("rank 0) failed to write the checkpoint" in line for line in errors), errors
+    assert "bertscope/finetune" not in done.stderr  # no traceback through bertscope's code
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+    assert not (out / "results.json").exists()

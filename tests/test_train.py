@@ -13,12 +13,13 @@ import torch
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_token
+from bertscope.core.progress import log_mode
 from bertscope.data import glue
 from bertscope.finetune.batching import Batch, collate, encode_split, length_grouped_batches
 from bertscope.finetune.freezing import apply_freezing
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.optim import OptimOptions, param_groups
-from bertscope.finetune.progress import DivergenceWatch, log_mode
+from bertscope.finetune.progress import DivergenceWatch
 from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.train import train_loop
 from conftest import loop_options, tiny_model

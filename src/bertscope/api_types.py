@@ -768,6 +768,8 @@ class ReconstructOptions(TypedDict, total=False):
     fit_overlap: Literal["refuse", "allow"]
     #: also refit on 1/8, 1/4, 1/2 of the fit sentences (cached features) and report how the held-out masked-token accuracy grows with the fit corpus (default: True)
     fit_curve: bool
+    #: what the command prints while it works: auto (progress bars on a terminal, plain timestamped lines when stderr is not one, e.g. a batch job), bar, plain, or off (nothing, as --no-progress) (default: 'auto')
+    log: Literal["auto", "bar", "plain", "off"]
     #: MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer (fit), or pretrained when present else fit (auto) (default: 'auto')
     head: Literal["auto", "pretrained", "fit"]
     #: with a pretrained head: full (transform+LayerNorm+decoder+bias) or decoder only (default: 'full')

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import NoReturn
 
 from bertscope._version import __version__
 from bertscope.api import COMMANDS
@@ -18,11 +20,35 @@ from bertscope.core.errors import BertscopeError, Terminated
 from bertscope.core.precision import warn_if_emulated
 from bertscope.finetune.distributed import is_main
 
-__all__ = ["build_parser", "main"]
+__all__ = ["UsageError", "build_parser", "main"]
+
+
+#: What argparse may take as an option's value although it starts with a dash: any float spelling, so
+#: ``--lr -1e-3`` and ``--head-lr -inf`` reach the option's own check instead of "expected one argument".
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    """A command line argparse refuses (unknown option, a value of the wrong type, a missing value)."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: error: {message} (see {prog} --help)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused command line is one line like every other user error (argparse prints the whole usage
+    block first) and negative numbers of every float spelling are values, not options."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bertscope",
         description="Look inside BERT-family encoders: layers, token vectors, hidden dimensions.",
     )
@@ -54,7 +80,14 @@ def _sigterm_like_ctrl_c() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the command they were given to, as its other errors are
+            prog = f"{parser.prog} {args.command}" if args.command else parser.prog
+            raise UsageError(prog, f"unrecognized arguments: {' '.join(unknown)}")
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2

@@ -13,6 +13,7 @@ label), and with ``save_model`` a folder ``model/`` (:func:`bertscope.finetune.e
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from torch import nn
 from bertscope.core import publish
 from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import Progress, log_mode, progress_bar
 from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo, ReportSection
 from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.data import glue
@@ -43,7 +45,6 @@ from bertscope.finetune.export import (
 )
 from bertscope.finetune.head import HeadSpec, SelectingHead
 from bertscope.finetune.pipeline import PreparedRun, prepare
-from bertscope.finetune.progress import log_mode
 from bertscope.finetune.records import TrainHistory
 from bertscope.finetune.representation import EncoderRepresentation
 from bertscope.finetune.result import FinetuneResult
@@ -147,8 +148,8 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
     checkpoints = _checkpoints(config, out)
     run = prepare(config)
     run.checkpoints = checkpoints
-    _retire_old_results(out)
-    _status(out, "running", started_utc=environment_info()["created_utc"])
+    if out is not None:
+        dp.main_writes(lambda: _start(out), _MAIN_FAILED)
     try:
         history = run.train()
     except BaseException as exc:
@@ -166,23 +167,43 @@ def _run_finetune(config: FinetuneConfig) -> FinetuneResult:
             _final_status(out, error, checkpoints)
             raise error from None
     result = run.result(history, saved_model=saved, test_predictions=submission)
-    failure: BaseException | None = None
-    if out is not None and run.is_main_process:
-        try:
-            if config.output.save_model:
-                save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.encoder.seed,
-                               max_length=config.encoder.max_length, result=result)
-            write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
-            write_json_atomic(Path(out) / "results.json", result.to_dict())
-            publish.drop_retired(out, RUN_FILES)
-            if checkpoints is not None and not config.checkpoints.keep_checkpoints:
-                checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
-            _status(out, "complete", finished_utc=environment_info()["created_utc"])
-        except BaseException as exc:  # told to the other processes first, so none waits for rank 0 forever
-            failure = _write_error(exc, out) if isinstance(exc, OSError) else exc
-            _final_status(out, failure, checkpoints)
-    dp.raise_if_any_failed(failure, "the main process (rank 0) failed to write the results; its error is above")
+    if out is not None:
+        dp.main_writes(lambda: _write_results(run, history, result, out, checkpoints), _MAIN_FAILED)
     return result
+
+
+#: What every other process of a data-parallel run says when rank 0 (the one that writes) failed to write.
+_MAIN_FAILED = "the main process (rank 0) failed to write the results; its error is above"
+
+
+def _start(out: Path) -> None:
+    """Rank 0's writes before training: the previous run set aside (--overwrite), ``status.json`` "running"."""
+    try:
+        _retire_old_results(out)
+        _status(out, "running", started_utc=environment_info()["created_utc"])
+    except OSError as exc:
+        raise _write_error(exc, out) from None
+
+
+def _write_results(run: PreparedRun, history: TrainHistory, result: FinetuneResult, out: Path,
+                   checkpoints: Checkpointer | None) -> None:
+    """Rank 0's writes of a finished run, ``results.json`` (what makes it look complete) last; a failure leaves
+    status "failed" (:func:`_final_status`) and is raised in one line."""
+    config = run.config
+    try:
+        if config.output.save_model:
+            save_finetuned(Path(out) / "model", run.model, run.trained_head, run.tokenizer, seed=config.encoder.seed,
+                           max_length=config.encoder.max_length, result=result)
+        write_csv_atomic(Path(out) / "predictions.csv", _prediction_rows(run, history))
+        write_json_atomic(Path(out) / "results.json", result.to_dict())
+        publish.drop_retired(out, RUN_FILES)
+        if checkpoints is not None and not config.checkpoints.keep_checkpoints:
+            checkpoints.remove()  # the run is complete: results.json holds what the checkpoint would give
+        _status(out, "complete", finished_utc=environment_info()["created_utc"])
+    except BaseException as exc:
+        failure = _write_error(exc, out) if isinstance(exc, OSError) else exc
+        _final_status(out, failure, checkpoints)
+        raise failure from None
 
 
 def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
@@ -200,8 +221,10 @@ def _predict_test(run: PreparedRun, folder: Path) -> dict[str, str]:
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicting {task.name} {split}: {len(data)} examples",
                   flush=True)
         predictions = run.predict(encode_split(run.tokenizer, data, config.encoder.max_length))
-        if run.is_main_process:
-            path = leaderboard.write_submission(folder, task, split, [ex.idx for ex in data.examples], predictions)
+        ids = [ex.idx for ex in data.examples]
+        path = dp.main_writes(functools.partial(leaderboard.write_submission, folder, task, split, ids, predictions),
+                              _MAIN_FAILED)
+        if path is not None:
             written[split] = str(path)
             if say:
                 print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} predicted {task.name} {split} in "
@@ -259,11 +282,9 @@ class FinetunedModel:
 
     @torch.no_grad()
     def logits(self, texts: Sequence[str] | Sequence[tuple[str, ...]], *, max_length: int = 128,
-               batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+               batch_size: int = 32, progress: Progress = False) -> torch.Tensor:
         """Logits ``[N, num_labels]`` for single sentences or sentence pairs, in the order given (the head's
         selection applied as in training; examples are batched by length, truncated longest-first)."""
-        from tqdm.auto import tqdm
-
         items = [t if isinstance(t, tuple) else (t,) for t in texts]
         if len({len(t) for t in items}) > 1:
             raise BertscopeError("give all examples as single texts or all as pairs, not a mix")
@@ -275,7 +296,7 @@ class FinetunedModel:
         order = sorted(range(len(items)), key=lambda i: -sum(len(t) for t in items[i]))  # little padding
         out = torch.empty(len(items), self.spec.num_labels)
         starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+        for start in progress_bar(starts, progress=progress, desc="predict", unit="batch"):
             chunk = order[start:start + batch_size]
             columns = [list(column) for column in zip(*(items[i] for i in chunk))]
             enc = self.tokenizer(*columns[:2], truncation=True, max_length=max_length, padding=True,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -44,6 +44,7 @@ __all__ = [
     "is_main",
     "launched",
     "launched_world_size",
+    "main_writes",
     "raise_if_any_failed",
     "rank",
     "refuse_data_parallel",
@@ -181,15 +182,38 @@ def sum_across(total: float, count: int) -> tuple[float, int]:
     return float(both[0]), round(float(both[1]))
 
 
-def raise_if_any_failed(failure: BaseException | None, message: str) -> None:
-    """Re-raise this process's ``failure``, or raise ``message`` as one line where another process failed, so
-    every process of the run ends with the same exit code. Every process must call it at the same point: only
-    where all of them are known to arrive (not inside training, where a failed process would wait here while the
-    others wait in a gradient all-reduce)."""
+def raise_if_any_failed(failure: BaseException | None, message: str,
+                        error: type[BertscopeError] = BertscopeError) -> None:
+    """Re-raise this process's ``failure``, or raise ``message`` as one line (an ``error``) where another process
+    failed, so every process of the run ends with the same exit code. Every process must call it at the same point:
+    only where all of them are known to arrive (not inside training, where a failed process would wait here while
+    the others wait in a gradient all-reduce)."""
     if any_failed(failure is not None):
         if failure is not None:
             raise failure
-        raise BertscopeError(message)
+        raise error(message)
+
+
+def main_writes(write: Callable[[], T], message: str, *, together: bool = True,
+                error: type[BertscopeError] = BertscopeError) -> T | None:
+    """Run ``write`` on the main process only (rank 0 writes every file of a data-parallel run) and return what it
+    returns there (None elsewhere). ``together``: every process calls this at the same point, so a failure of the
+    write is told to all of them (:func:`raise_if_any_failed`, ``message`` / ``error`` on the others) and every
+    process stops, instead of the others waiting for rank 0 in their next collective until the group's timeout.
+    Without ``together`` (a point only some processes reach, e.g. a stop one of them was asked for) rank 0's
+    failure is raised on rank 0 alone."""
+    failure: BaseException | None = None
+    value: T | None = None
+    if is_main():
+        try:
+            value = write()
+        except BaseException as exc:  # told to the others first, re-raised below
+            failure = exc
+    if together:
+        raise_if_any_failed(failure, message, error)
+    elif failure is not None:
+        raise failure
+    return value
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,7 @@ from bertscope.core import publish
 from bertscope.core.device import resolve_dtype
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import canonical_token, parse_token
+from bertscope.core.progress import Progress, progress_bar
 from bertscope.core.results import file_sha256, write_json_atomic
 from bertscope.finetune.selection import select_tokens
 from bertscope.models import families, loading
@@ -202,7 +203,7 @@ class FeatureStore:
         device: torch.device | str = "cpu",
         dtype: str = "float32",
         provenance: Mapping[str, Any] | None = None,
-        progress: bool = False,
+        progress: Progress = False,
     ) -> FeatureSet:
         """The feature set of ``data`` (an :class:`~bertscope.finetune.train.EncodedSplit`-like object) for ``tokens``.
 
@@ -325,11 +326,10 @@ def _open(path: Path, shape: tuple[int, int, int], checksum: str | None) -> np.n
 
 @torch.no_grad()
 def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_special: bool, batch_size: int,
-             device: torch.device | str, dtype: str, progress: bool,
+             device: torch.device | str, dtype: str, progress: Progress,
              targets: Mapping[str, Path] | None = None) -> dict[str, np.ndarray]:
     """One pass of the frozen encoder (eval mode) over ``data``; every strategy of every layer, float32 arrays
     (in memory, or memory-mapped ``.npy`` files at ``targets[token]``)."""
-    from tqdm.auto import tqdm
 
     device = torch.device(device)
     compute_dtype = resolve_dtype(dtype)
@@ -348,8 +348,8 @@ def _compute(model: nn.Module, data: Any, tokens: Sequence[str], *, include_spec
     autocast = (contextlib.nullcontext() if compute_dtype == torch.float32
                 else torch.autocast(device_type=device.type, dtype=compute_dtype))
     try:
-        for start in tqdm(range(0, n, batch_size), desc="encoding (feature cache)", unit="batch",
-                          disable=not progress, leave=False, dynamic_ncols=True):
+        for start in progress_bar(range(0, n, batch_size), progress=progress, desc="encoding (feature cache)",
+                                  unit="batch"):
             indices = order[start:start + batch_size]
             ids, mask = pad_rows([data.input_ids[i] for i in indices], int(data.pad_id))
             ids, mask = ids.to(device), mask.to(device)

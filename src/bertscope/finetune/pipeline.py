@@ -54,6 +54,7 @@ from bertscope.core.options import (
     parse_token,
 )
 from bertscope.core.precision import precision_info
+from bertscope.core.progress import Progress, progress_setting
 from bertscope.core.results import run_environment
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
@@ -208,10 +209,7 @@ def resolve_selection(config: FinetuneConfig, model: nn.Module) -> Selection:
 def check_lengths(config: FinetuneConfig, model_config: Any) -> None:
     """Refuse a ``--max-length`` beyond the model's position embeddings (a long input would crash deep inside the
     forward) and an ``--token index:K`` that no input truncated to ``--max-length`` has."""
-    limit = families.max_input_length(model_config)
-    if limit is not None and config.encoder.max_length > limit:
-        raise BertscopeError(f"--max-length {config.encoder.max_length} exceeds the model's {limit} positions "
-                             f"(max_position_embeddings); use --max-length {limit} or less")
+    families.check_max_length(config.encoder.max_length, model_config)
     method, index = parse_token(config.selection.token)
     if method == "index" and index is not None and not -config.encoder.max_length <= index < config.encoder.max_length:
         raise BertscopeError(f"--token {config.selection.token} reads a position no input has: inputs are truncated to "
@@ -263,7 +261,7 @@ def is_cached(config: FinetuneConfig) -> bool:
 
 def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *, tokens: list[str] | None = None,
                      store: FeatureStore | None = None, source: str = "",
-                     progress: bool | None = None) -> dict[str, FeatureSet]:
+                     progress: Progress | None = None) -> dict[str, FeatureSet]:
     """Token vectors of every layer for every split (from the feature cache, or computed and stored now).
 
     ``tokens``: the strategies to keep from the one encoder pass (default: ``config.selection.token`` plus the usual ones).
@@ -273,7 +271,7 @@ def compute_features(config: FinetuneConfig, model: nn.Module, data: TaskData, *
     device = resolve_device(config.encoder.device)
     return {name: store.get(model, split, wanted, include_special=config.selection.include_special,
                             batch_size=config.optim.eval_batch_size or config.encoder.batch_size, device=device, dtype=config.encoder.dtype,
-                            progress=config.output.progress if progress is None else progress,
+                            progress=progress_setting(config.output.progress, config.tracking.log) if progress is None else progress,
                             provenance={"task": data.task.name, "split": name, "model_source": source,
                                         "max_length": config.encoder.max_length, "max_train": config.data.max_train,
                                         "max_eval": config.data.max_eval, "seed": config.encoder.seed})

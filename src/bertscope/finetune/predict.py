@@ -26,6 +26,7 @@ from bertscope.data import glue
 from bertscope.finetune.command import FinetunedModel, load_finetuned
 from bertscope.finetune.config import PredictConfig
 from bertscope.finetune.export import REGRESSION_LABEL, prediction_rows
+from bertscope.models import families
 
 __all__ = ["COMMAND", "Examples", "PredictResult", "read_text_examples", "read_tsv_examples", "run_predict"]
 
@@ -264,6 +265,7 @@ def run_predict(config: PredictConfig) -> PredictResult:
     else:
         task, examples = _glue_examples(config, own)
     max_length = _max_length(config, model)
+    families.check_max_length(max_length, model.encoder)
     logits = model.logits(examples.texts, max_length=max_length, batch_size=config.batch_size,
                           progress=config.progress)
     columns = prediction_rows(logits, model.label_names, regression=regression, labels=examples.labels)

@@ -15,29 +15,17 @@ from typing import Any
 import torch
 
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import log_mode
 from bertscope.finetune import distributed as dp
 from bertscope.finetune.tracking import TrackingOptions
 
-__all__ = ["EXPLODED_FACTOR", "DivergenceWatch", "ProgressLog", "log_mode"]
+__all__ = ["EXPLODED_FACTOR", "DivergenceWatch", "ProgressLog"]
 
 #: An epoch (the second or later) whose mean training loss is above this many times the larger of the constant
 #: predictor's loss and the first epoch's mean loss has diverged, though every step's loss is finite. A head that is
 #: learning stays near or below both (a fresh head starts within a few times the constant predictor's loss, and the
 #: first epoch's mean already includes that start); ``--lr 1e3`` reaches 1e8 times it in its second epoch.
 EXPLODED_FACTOR = 10.0
-
-
-def log_mode(log: str, stream: Any = None) -> str:
-    """What ``--log`` means here: ``auto`` is tqdm bars when ``stream`` (default stdout) is a terminal and plain
-    timestamped lines otherwise (a batch job's log file gets no ``\\r``-joined bars); ``bar``, ``plain`` and ``off``
-    (print nothing, as each run inside a study) are taken as they are."""
-    if log != "auto":
-        return log
-    isatty = getattr(sys.stdout if stream is None else stream, "isatty", None)
-    try:
-        return "bar" if callable(isatty) and isatty() else "plain"
-    except (OSError, ValueError):  # a closed or detached stream is no terminal
-        return "plain"
 
 
 def _clock(seconds: float) -> str:

@@ -41,6 +41,7 @@ from bertscope._version import __version__
 from bertscope.core.config import Options, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_name_list
+from bertscope.core.progress import LOG_CHOICES
 
 __all__ = [
     "STATUSES",
@@ -104,7 +105,7 @@ class TrackingOptions(Options):
                                        "study's --out)", cli=False)
     log: str = opt("auto", "what training prints: auto (progress bars on a terminal, plain timestamped lines when "
                            "stdout is not one, e.g. a batch job), bar, plain, or off (nothing); --no-progress drops "
-                           "the bars and step lines but keeps one line per epoch", choices=("auto", "bar", "plain", "off"))
+                           "the bars and step lines but keeps one line per epoch", choices=LOG_CHOICES)
     log_seconds: float = opt(30.0, "with plain logs: at most one step line (step, loss, examples/s, ETA) per this many "
                                    "seconds, read every --log-every steps", metavar="SECONDS")
     on_divergence: str = opt("stop", "a NaN or infinite training loss: stop (one-line error naming epoch and step, "

@@ -39,7 +39,7 @@ from bertscope.core.device import resolve_dtype
 from bertscope.data import glue
 from bertscope.finetune import distributed as dp
 from bertscope.finetune.batching import collate, length_grouped_batches
-from bertscope.finetune.checkpoint import Checkpointer, LoopState, capture, restore
+from bertscope.finetune.checkpoint import Checkpointer, CheckpointKept, LoopState, capture, restore
 from bertscope.finetune.evaluation import autocast, evaluate_logits, predictions_from_logits, score
 from bertscope.finetune.freezing import trainable_parameters
 from bertscope.finetune.learning import constant_loss
@@ -132,10 +132,17 @@ def train_loop(
         interval_loss, interval_steps = _on(at.interval_loss, device), at.interval_steps
 
     def save_checkpoint(epoch: int, done: int, loss_sum: Any = 0.0, loss_count: int = 0, epoch_seen: int = 0,
-                        epoch_seconds: float = 0.0) -> None:
-        """Checkpoint the run with ``done`` batches of ``epoch`` trained (the main process writes it)."""
-        if checkpoints is None or rank != 0:
-            return
+                        epoch_seconds: float = 0.0, *, together: bool = True) -> None:
+        """Checkpoint the run with ``done`` batches of ``epoch`` trained (the main process writes it; ``together``:
+        every process is here, so a failed write stops every process, not rank 0 alone)."""
+        if checkpoints is not None:
+            dp.main_writes(lambda: write_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, epoch_seconds),
+                           "the main process (rank 0) failed to write the checkpoint; its error is above",
+                           together=together, error=CheckpointKept)
+
+    def write_checkpoint(epoch: int, done: int, loss_sum: Any, loss_count: int, epoch_seen: int,
+                         epoch_seconds: float) -> None:
+        assert checkpoints is not None
         loop = LoopState(epoch=epoch, batch=done, steps=steps, seen=seen, train_seconds=train_seconds,
                          eval_seconds=eval_seconds, loss_sum=loss_sum, loss_count=loss_count, epoch_seen=epoch_seen,
                          epoch_seconds=epoch_seconds, interval_loss=interval_loss, interval_steps=interval_steps,
@@ -199,7 +206,8 @@ def train_loop(
             if checkpoints is not None and (due or checkpoints.stop_requested):
                 if due:
                     watch.check()  # every process at the same steps; a diverged state is never saved
-                save_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, time.perf_counter() - start)
+                save_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, time.perf_counter() - start,
+                                together=due)  # a stop is asked of each process alone
                 checkpoints.stop_if_requested()
         bar.close()
         watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated

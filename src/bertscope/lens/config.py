@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from bertscope.core.config import Config, Options, group, opt
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import LOG_CHOICES
 from bertscope.data.options import check_task_name, env_glue_dir
 from bertscope.models.options import ModelOptions, OutputOptions
 
@@ -85,6 +86,9 @@ class ReconstructConfig(Config):
     text: TextOptions = group(TextOptions)
     fit_head: FitHeadOptions = group(FitHeadOptions)
 
+    log: str = opt("auto", "what the command prints while it works: auto (progress bars on a terminal, plain "
+                           "timestamped lines when stderr is not one, e.g. a batch job), bar, plain, or off (nothing, "
+                           "as --no-progress)", choices=LOG_CHOICES)
     head: str = opt("auto", "MLM head: the checkpoint's own (pretrained), one fitted on the frozen final layer (fit), "
                             "or pretrained when present else fit (auto)", choices=("auto", "pretrained", "fit"))
     head_part: str = opt("full", "with a pretrained head: full (transform+LayerNorm+decoder+bias) or decoder only",

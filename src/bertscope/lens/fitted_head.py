@@ -43,6 +43,7 @@ from torch import nn
 
 from bertscope.core import publish
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import Progress, progress_bar
 from bertscope.core.results import files_match_checksums, to_jsonable, write_checksums
 from bertscope.data import texts
 from bertscope.data.texts import TextSource
@@ -272,16 +273,14 @@ class _Features:
 
 def _features(model: nn.Module, items: list[tuple[torch.Tensor, torch.Tensor]], draws: int, seed: int, stream: int,
               opts: FitOptions, mask_id: int, vocab: int, pad_id: int, device: torch.device,
-              progress: bool, desc: str) -> _Features:
+              progress: Progress, desc: str) -> _Features:
     """One encoder pass over every (sentence, draw): row ``i * draws + d`` holds sentence ``i`` under mask draw ``d``
     (seeded per row by :func:`mask_seed`, so nothing depends on batching)."""
-    from tqdm.auto import tqdm
-
     rows = [(i, d) for i in range(len(items)) for d in range(draws)]
     order = sorted(range(len(rows)), key=lambda r: -items[rows[r][0]][0].shape[0])  # little padding
     chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     step = max(opts.batch_size, 64)
-    for start in tqdm(range(0, len(order), step), desc=desc, disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(order), step), progress=progress, desc=desc):
         picked = order[start:start + step]
         seeds = [mask_seed(seed, stream, rows[r][0], rows[r][1]) for r in picked]
         masked, attention, selected, original = _masked_batch(
@@ -324,10 +323,9 @@ def _new_head(model: PreTrainedModel, opts: FitOptions, seed: int, device: torch
 
 
 def _train(head: HeadModule, feats: _Features, n_sentences: int, items: list[tuple[torch.Tensor, torch.Tensor]],
-           opts: FitOptions, seed: int, progress: bool, desc: str) -> float | None:
+           opts: FitOptions, seed: int, progress: Progress, desc: str) -> float | None:
     """AdamW over ``opts.steps`` steps of ``opts.batch_size`` rows drawn by epoch from the first ``n_sentences``
     sentences' rows; returns the mean loss of the last tenth of the steps."""
-    from tqdm.auto import tqdm
 
     vocab = head.bias.shape[0]
     with torch.no_grad():  # start the bias at the fit sentences' smoothed log unigram frequencies
@@ -351,7 +349,7 @@ def _train(head: HeadModule, feats: _Features, n_sentences: int, items: list[tup
     order: list[int] = []
     losses: list[float] = []
     head.train()
-    bar = tqdm(range(opts.steps), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(opts.steps), progress=progress, desc=desc)
     for step in bar:
         if len(order) < opts.batch_size:  # reshuffle by epoch
             epoch = list(range(n_rows))
@@ -377,7 +375,7 @@ def _train(head: HeadModule, feats: _Features, n_sentences: int, items: list[tup
 
 
 def _fit(model: PreTrainedModel, tokenizer: Any, train: list[str], held: list[str], opts: FitOptions, seed: int,
-         device: torch.device, progress: bool) -> tuple[HeadModule, dict[str, Any]]:
+         device: torch.device, progress: Progress) -> tuple[HeadModule, dict[str, Any]]:
     """Fit on cached final-layer features (the encoder is frozen, so each masked sentence is encoded once).
 
     The fit sees ``steps * batch_size`` (sentence, mask draw) rows, one epoch: the first ``steps * batch_size``
@@ -486,7 +484,7 @@ def get_fitted_head(
     cache_dir: str | os.PathLike[str] | None = None,
     refit: bool = False,
     use_cache: bool = True,
-    progress: bool = True,
+    progress: Progress = True,
     model_source: str | None = None,
 ) -> FittedHead:
     """The head fitted on ``model``'s frozen final layer over ``corpus``: from the cache, or fitted now and cached.

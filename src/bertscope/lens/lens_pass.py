@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import Progress, progress_bar
 from bertscope.lens.agreement import agrees_with_final
 from bertscope.lens.fitted_head import bert_mask
 from bertscope.lens.metrics import (
@@ -143,7 +144,7 @@ def lens_pass(
     batch_size: int = 32,
     pad_id: int | None = 0,
     groups: Sequence[str] = ("all",),
-    progress: bool = False,
+    progress: Progress = False,
     on_batch: Callable[[list[int], Sequence[torch.Tensor], torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[tuple[int, str], MetricSums]:
     """Score every layer in ``layers``: one encoder forward per length-sorted batch, head on counted tokens only.
@@ -152,15 +153,13 @@ def lens_pass(
     ``all``, ``masked`` and ``unmasked``. ``on_batch`` sees each batch's sentence indices, hidden states,
     counted-position mask and attention mask (e.g. to keep examples).
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     pad_id = 0 if pad_id is None else pad_id
     sums = {(layer, g): MetricSums() for layer in layers for g in groups}
     chunk = chunk_size(head.weight.shape[0])
     order = sorted(range(len(encoded.ids)), key=lambda i: (-encoded.ids[i].shape[0], i))
     encoder = families.base_encoder(model)
-    bar = tqdm(total=len(order), desc="reconstructing", unit="sent", disable=not progress, leave=False)
+    bar = progress_bar(progress=progress, total=len(order), desc="reconstructing", unit="sent")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]

@@ -38,6 +38,7 @@ from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
 from bertscope.core.figures import readable_log_axis, save_figure, style_words
 from bertscope.core.options import HIDDEN_STATE, NUMBERING_NOTES, parse_hidden_states
+from bertscope.core.progress import progress_setting
 from bertscope.core.registry import LOCATION_OPTIONS, CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
 from bertscope.data.labels import model_name, texts_name
@@ -293,7 +294,7 @@ def _resolve_head(config: ReconstructConfig, loaded: loading.LoadedModel, tokeni
     fitted = fit_for_texts(  # fit corpus and measured text are checked for overlap first
         owner.model, tokenizer, source, fit_corpus=config.fit_head.fit_corpus, data_dir=config.text.data_dir,
         overlap=config.fit_head.fit_overlap, options=options, seed=config.encoder.seed, dtype=dtype_name,
-        cache_dir=config.fit_head.head_cache, refit=config.fit_head.refit, progress=config.output.progress, model_source=owner.source,
+        cache_dir=config.fit_head.head_cache, refit=config.fit_head.refit, progress=progress_setting(config.output.progress, config.log), model_source=owner.source,
     )
     info = {"mode": "fit", "requested": config.head, "part": "full (fitted)", "fit": fitted.info,
             "head_from": owner_info}
@@ -315,6 +316,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
                                 attention=config.encoder.attention)
     tokenizer = loading.load_tokenizer(config.encoder.model)
     model = loaded.model
+    families.check_max_length(config.encoder.max_length, model)
     depth = families.num_layers(model)
     layers = list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
     t_loaded = time.perf_counter()
@@ -340,7 +342,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
         tuned = tuned_for_texts(model, head, tokenizer, source, fit_corpus=config.fit_head.fit_corpus,
                                 data_dir=config.text.data_dir, overlap=config.fit_head.fit_overlap, options=config.tuned_options(),
                                 seed=config.encoder.seed, dtype=config.encoder.dtype, cache_dir=config.fit_head.head_cache,
-                                refit=config.fit_head.refit, progress=config.output.progress)
+                                refit=config.fit_head.refit, progress=progress_setting(config.output.progress, config.log))
         comparison = LensComparison(head, tuned, layers, depth, encoded.targets)
     on_batch = [f for f in (keep_examples if wanted_examples else None, comparison) if f is not None]
 
@@ -350,7 +352,7 @@ def run_reconstruct(config: ReconstructConfig) -> ReconstructResult:
             f(batch, hidden_states, counted, attention)
 
     sums = lens_pass(model, head, encoded, layers=layers, batch_size=config.encoder.batch_size,
-                     pad_id=tokenizer.pad_token_id, groups=groups, progress=config.output.progress,
+                     pad_id=tokenizer.pad_token_id, groups=groups, progress=progress_setting(config.output.progress, config.log),
                      on_batch=each_batch if on_batch else None)
     t_lens = time.perf_counter()
 
@@ -537,7 +539,7 @@ def _plot(result: ReconstructResult, path: Path) -> dict[str, str]:
 
 
 #: The token view adds pictures of chosen sentences; it never changes a number of the run.
-NOT_IDENTITY = LOCATION_OPTIONS | {"token_view", "token_view_sentences"}
+NOT_IDENTITY = LOCATION_OPTIONS | {"token_view", "token_view_sentences", "log"}
 
 COMMAND = CommandInfo("reconstruct", ReconstructConfig, run_reconstruct, ReconstructResult,
                       "decode every hidden layer with the MLM head (paper 1)", not_identity=NOT_IDENTITY)

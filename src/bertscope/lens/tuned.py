@@ -41,6 +41,7 @@ from torch import nn
 
 from bertscope.core import publish
 from bertscope.core.errors import BertscopeError
+from bertscope.core.progress import Progress, progress_bar
 from bertscope.core.results import files_match_checksums, to_jsonable, write_checksums
 from bertscope.data import texts
 from bertscope.data.texts import TextSource
@@ -183,10 +184,9 @@ def _heldout_stats(translators: Translators | None, head: families.HeadParts, st
 
 
 def _train(translators: Translators, head: families.HeadParts, states: torch.Tensor, held: torch.Tensor,
-           opts: TunedOptions, seed: int, progress: bool) -> list[dict[str, Any]]:
+           opts: TunedOptions, seed: int, progress: Progress) -> list[dict[str, Any]]:
     """AdamW on the mean over layers of ``KL(p_final || p_l)``, on seeded random token batches; returns the curve
     (mean training loss since the last point, and the held-out KL averaged over layers at each point)."""
-    from tqdm.auto import tqdm
 
     depth = states.shape[0] - 1
     total = states.shape[1]
@@ -200,7 +200,7 @@ def _train(translators: Translators, head: families.HeadParts, states: torch.Ten
     curve: list[dict[str, Any]] = []
     probe = held[:, :opts.curve_max_tokens]
     since: list[float] = []
-    bar = tqdm(range(1, opts.steps + 1), desc="training tuned-lens translators", disable=not progress, leave=False)
+    bar = progress_bar(range(1, opts.steps + 1), progress=progress, desc="training tuned-lens translators")
     for step in bar:
         picked = torch.randint(total, (min(opts.batch_tokens, total),), generator=generator)
         batch = states[:, picked].to(translators.weight.device)
@@ -276,7 +276,7 @@ def _load(folder: Path, key: str) -> TunedLens | None:
 def get_tuned_lens(model: nn.Module, head: families.HeadParts, tokenizer: Any, corpus: Sequence[str],
                    corpus_info: dict[str, Any], *, options: TunedOptions | None = None, seed: int = 0,
                    dtype: str = "float32", cache_dir: str | os.PathLike[str] | None = None, refit: bool = False,
-                   use_cache: bool = True, progress: bool = True) -> TunedLens:
+                   use_cache: bool = True, progress: Progress = True) -> TunedLens:
     """Translators for ``model`` decoded by ``head``, trained on ``corpus``: from the cache, or trained now and
     cached (``refit`` trains again and replaces the entry; ``use_cache=False`` neither reads nor writes it)."""
     opts = options or TunedOptions()

@@ -75,6 +75,7 @@ __all__ = [
     "attention_implementation",
     "attention_in_use",
     "base_encoder",
+    "check_max_length",
     "embeddings_module",
     "family_for",
     "final_norm",
@@ -446,6 +447,16 @@ def max_input_length(config_or_model: Any) -> int | None:
     if family_for(config).positions_after_pad:
         positions -= int(getattr(config, "pad_token_id", None) or 0) + 1
     return positions
+
+
+def check_max_length(max_length: int, config_or_model: Any, *, option: str = "--max-length") -> None:
+    """Refuse a ``--max-length`` beyond the model's position embeddings (:func:`max_input_length`): an input that
+    long would crash deep inside the forward pass, or worse, index past the table. Every command that truncates to
+    ``--max-length`` calls this once the model's config is known, before any work, so all refuse it the same way."""
+    limit = max_input_length(config_or_model)
+    if limit is not None and max_length > limit:
+        raise BertscopeError(f"{option} {max_length} exceeds the model's {limit} positions "
+                             f"(max_position_embeddings); use {option} {limit} or less")
 
 
 def base_encoder(model: nn.Module) -> nn.Module:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bertscope.core import stats
+from bertscope.core.progress import progress_setting
 from bertscope.core.registry import ReportSection, StudyPoint
 from bertscope.studies.common import (
     HeadRunner,
@@ -120,10 +121,10 @@ def run_axis(axis: Axis, config: Any) -> StudyResult:
     """Run the study ``axis`` declares with ``config`` (resuming finished runs) and write its files."""
     values = axis.values(config)
     store = RunStore.of(config)
-    runner = HeadRunner(axis.tokens(config, values), progress=config.output.progress)
+    runner = HeadRunner(axis.tokens(config, values), progress=progress_setting(config.output.progress, config.tracking.log))
     seeds = run_seeds(config)
     records = seed_runs(axis.study, config, seeds, lambda per_seed, desc: execute(
-        [axis.spec(per_seed, v) for v in values], runner, store, progress=config.output.progress, desc=desc))
+        [axis.spec(per_seed, v) for v in values], runner, store, progress=progress_setting(config.output.progress, config.tracking.log), desc=desc))
     reference = axis.reference(values)
     reference_runs = None if reference is None else by_seed(records, seeds, **{axis.column: reference})
     table, comparisons = [], []

@@ -28,6 +28,7 @@ import torch
 
 from bertscope.core.device import resolve_device
 from bertscope.core.figures import draw_baseline, figure_paths, save_figure
+from bertscope.core.progress import Progress, progress_bar
 from bertscope.core.results import environment_info, write_csv_atomic, write_json_atomic
 from bertscope.data import glue
 from bertscope.data.baselines import Baseline, dev_provenances, task_baseline
@@ -110,7 +111,7 @@ class HeadRunner:
     ``tokens``: the token strategies to keep from that pass (the union of what the study needs).
     """
 
-    def __init__(self, tokens: Sequence[str] = DEFAULT_TOKENS, *, progress: bool = False) -> None:
+    def __init__(self, tokens: Sequence[str] = DEFAULT_TOKENS, *, progress: Progress = False) -> None:
         self.tokens = list(tokens)
         self.progress = progress
         self._shared: dict[tuple[Any, ...], Shared] = {}
@@ -184,19 +185,17 @@ def run_record(spec: RunSpec, result: FinetuneResult, *, cached: bool, seconds: 
             "result": payload}
 
 
-def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, progress: bool = True,
+def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, progress: Progress = True,
             want_head: Callable[[RunSpec], bool] | None = None,
             on_head: Callable[[RunSpec, SelectingHead], dict[str, Any]] | None = None,
             desc: str = "runs") -> list[dict[str, Any]]:
     """Run every spec not finished yet (saving each record as it finishes); return all records in spec order."""
-    from tqdm.auto import tqdm
-
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
         raise ValueError("run ids of a study must be unique")
     records = []
     store.register(specs)
-    bar = tqdm(specs, desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(specs, progress=progress, desc=desc, unit="run", seconds=0)  # plain: a line per run
     with store.held():
         for spec in bar:
             record = store.load(spec)

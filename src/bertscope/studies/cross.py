@@ -39,6 +39,7 @@ from bertscope.core import stats
 from bertscope.core.device import resolve_device, resolve_dtype
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import canonical_token, dims_form, parse_dims, parse_name_list
+from bertscope.core.progress import progress_setting
 from bertscope.core.registry import CommandInfo, ReportSection, StudyPoint
 from bertscope.core.results import write_json_atomic
 from bertscope.data import glue
@@ -191,7 +192,8 @@ def _one_seed(config: CrossConfig, names: list[str], hidden: int, store: RunStor
     if config.single_task:
         specs = [RunSpec(f"single {name}", {"kind": "single", "task": name}, _task_config(config, name, d))
                  for name, d in zip(names, dims)]
-        for record in execute(specs, HeadRunner(progress=False), store, progress=config.output.progress,
+        for record in execute(specs, HeadRunner(progress=False), store,
+                              progress=progress_setting(config.output.progress, config.tracking.log),
                               desc="single-task"):
             single[record["task"]] = record
 

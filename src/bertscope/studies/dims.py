@@ -28,6 +28,7 @@ from typing import Any
 from bertscope.core import stats
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_k_list
+from bertscope.core.progress import progress_setting
 from bertscope.core.registry import CommandInfo, ReportSection, StudyPoint
 from bertscope.finetune.command import NOT_IDENTITY
 from bertscope.finetune.learning import REMEDY
@@ -79,7 +80,7 @@ def run_dims(config: DimsConfig) -> StudyResult:
     depth, hidden = model_shape(config)
     ks = list(parse_k_list(config.k, hidden))
     store = RunStore.of(config)
-    runner = HeadRunner([config.selection.token], progress=config.output.progress)
+    runner = HeadRunner([config.selection.token], progress=progress_setting(config.output.progress, config.tracking.log))
     seeds = run_seeds(config)
     rankings: dict[int, list[int] | None] = {}
 
@@ -173,7 +174,7 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
         specs += [RunSpec(f"{config.rank_by} k={k}", {"selection": config.rank_by, "k": k, "sample": 0},
                           finetune_config(config, dims=_idx(sorted(ranking[:k]))))
                   for k in ks if k < hidden]
-    return [full, *execute(specs, runner, store, progress=config.output.progress, desc=desc)], ranking
+    return [full, *execute(specs, runner, store, progress=progress_setting(config.output.progress, config.tracking.log), desc=desc)], ranking
 
 
 def _run_find_effective(config: DimsConfig) -> StudyResult:
@@ -183,7 +184,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     if config.start > hidden:
         raise BertscopeError(f"--start {config.start} exceeds the hidden size {hidden}")
     store = RunStore.of(config)
-    runner = HeadRunner([config.selection.token], progress=config.output.progress)
+    runner = HeadRunner([config.selection.token], progress=progress_setting(config.output.progress, config.tracking.log))
     starts = [random_subset(hidden, config.start, config.encoder.seed, r, salt="effective") for r in range(config.start_subsets)]
 
     def spec(run_id: str, phase: str, dims: tuple[int, ...], **params: Any) -> RunSpec:
@@ -199,7 +200,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
     unique: dict[str, RunSpec] = {}
     for s in phase1:
         unique.setdefault(s.config.selection.dims, s)
-    for record in execute(list(unique.values()), runner, store, progress=config.output.progress, desc="find-effective"):
+    for record in execute(list(unique.values()), runner, store, progress=progress_setting(config.output.progress, config.tracking.log), desc="find-effective"):
         by_dims[tuple(record["dims"])] = record
 
     def score(dims: tuple[int, ...]) -> float:
@@ -219,7 +220,7 @@ def _run_find_effective(config: DimsConfig) -> StudyResult:
         pairs = pairs[:config.max_pairs]
     pairs = sorted(pairs)
     phase2 = [spec(f"pair {a},{b}", "pair", (a, b)) for a, b in pairs if (a, b) not in by_dims]
-    for record in execute(phase2, runner, store, progress=config.output.progress, desc="verify pairs"):
+    for record in execute(phase2, runner, store, progress=progress_setting(config.output.progress, config.tracking.log), desc="verify pairs"):
         by_dims[tuple(record["dims"])] = record
     verified = [(a, b) for a, b in pairs if score((a, b)) >= reference - config.hurt_threshold]
     effective = sorted({d for pair in verified for d in pair})

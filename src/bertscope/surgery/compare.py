@@ -22,6 +22,7 @@ from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
 from bertscope.core.figures import save_figure
 from bertscope.core.options import HIDDEN_STATE, NUMBERING_NOTES
+from bertscope.core.progress import progress_bar
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
 from bertscope.data.labels import model_name, texts_name
@@ -36,7 +37,6 @@ __all__ = [
     "CompareResult",
     "choose_heads",
     "load_sentences",
-    "progress_bar",
     "run_compare",
     "sentence_batches",
 ]
@@ -113,13 +113,6 @@ def choose_heads(
     info = {"mode": "fit", "requested": config.head, "fitted_on": loaded[0].source,
             "shared_by": [lm.source for lm in loaded], "fit": fitted.info}
     return [fitted.parts(lm.model) for lm in loaded], info
-
-
-def progress_bar(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
-    """A transient tqdm bar over ``iterable`` (off when not ``enabled``)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False)
 
 
 def _same_vocab(a: Any, b: Any) -> None:
@@ -199,6 +192,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
     variant = loading.load_model(config.variant, "masked-lm", device=device, dtype=config.encoder.dtype,
                                  attention=config.encoder.attention)
     _same_vocab(original.model, variant.model)
+    for lm in (original, variant):
+        families.check_max_length(config.encoder.max_length, lm.model)
     heads, head_info = choose_heads(config, [original, variant], tokenizer, source)
     names = ("original", "variant")
     depths = {n: families.num_layers(lm.model) for n, lm in zip(names, (original, variant))}
@@ -206,8 +201,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
     sums = AgreementSums()
     sentences = list(source.sentences)
     n_batches = math.ceil(len(sentences) / config.encoder.batch_size)
-    for ids, mask, counted in progress_bar(sentence_batches(tokenizer, sentences, config, device), n_batches, "compare",
-                                    config.output.progress):
+    for ids, mask, counted in progress_bar(sentence_batches(tokenizer, sentences, config, device), total=n_batches,
+                                           desc="compare", progress=config.output.progress):
         _compare_batch(ids, mask, counted, (original, variant), heads, names, curve_sums, sums, config.curves)
     curves = {n: _curve_rows(curve_sums[n]) if config.curves else [] for n in names}
     result = CompareResult(config=config, head=head_info, texts=source.describe(), depths=depths,

@@ -24,6 +24,7 @@ from bertscope.core.device import resolve_device
 from bertscope.core.errors import BertscopeError
 from bertscope.core.figures import readable_log_axis, save_figure
 from bertscope.core.options import BLOCK, NUMBERING_NOTES, parse_blocks
+from bertscope.core.progress import progress_bar
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import environment_info, prepare_out_dir, write_csv_atomic, write_json_atomic
 from bertscope.data.labels import model_name, texts_name
@@ -31,7 +32,7 @@ from bertscope.lens.agreement import CHUNK, AgreementSums, agreement_with_varian
 from bertscope.lens.metrics import metric_label
 from bertscope.models import families, loading, packing, runners
 from bertscope.models.families import HeadParts
-from bertscope.surgery.compare import choose_heads, load_sentences, progress_bar, sentence_batches
+from bertscope.surgery.compare import choose_heads, load_sentences, sentence_batches
 from bertscope.surgery.config import LayerScanConfig
 from bertscope.surgery.layer_map import check_layer_map
 
@@ -212,6 +213,7 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     loaded = loading.load_model(config.encoder.model, "masked-lm", device=device, dtype=config.encoder.dtype,
                                 attention=config.encoder.attention)
     model = loaded.model
+    families.check_max_length(config.encoder.max_length, model)
     depth = families.num_layers(model)
     chosen = list(parse_blocks(config.layers, depth, option="--layers", default_all=True))
     variants = _scan_variants(model, scan_layer_maps(depth, config.op, chosen))
@@ -222,8 +224,8 @@ def run_layer_scan(config: LayerScanConfig) -> LayerScanResult:
     original_hits = positions = 0
     sentences = list(source.sentences)
     n_batches = math.ceil(len(sentences) / config.encoder.batch_size)
-    for ids, mask, counted in progress_bar(sentence_batches(tokenizer, sentences, config, device), n_batches,
-                                    f"layer-scan {config.op}", config.output.progress):
+    for ids, mask, counted in progress_bar(sentence_batches(tokenizer, sentences, config, device), total=n_batches,
+                                           desc=f"layer-scan {config.op}", progress=config.output.progress):
         stats, hits, orig = scan_batch(model, head, ids, mask, counted, variants,
                                        variants_per_pass=config.variants_per_pass)
         original_hits += int(orig.sum())
