@@ -430,3 +430,23 @@ def test_a_new_one_axis_study_is_one_declaration(small, tiny_checkpoint, tmp_pat
     payload = json.loads((tmp_path / "depth" / "depth.json").read_text())
     assert depth.points(payload) == [({"layer": r["depth"]}, r["score"]) for r in mine.table]
     assert depth.section().axis == "layer" and depth.section().kind == "bars" and depth.section().points is not None
+
+
+def test_a_sibling_study_s_finished_run_of_the_same_identity_is_reused_not_run_again(small, tiny_checkpoint,
+                                                                                   tmp_path, monkeypatch):
+    model = str(tiny_checkpoint("bert", 3))
+    options = dict(task="sst2", model=model, **{**small, "freeze": "none"})
+    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens"), **options)
+    calls = []
+    real = common.HeadRunner.run
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.dims)
+                        or real(self, config, **kw))
+    dims = api.dims(k="2,all", samples=1, out=str(tmp_path / "sweep-runs" / "dims"), **options)
+    assert len(calls) == 1 and calls[0] != "all"  # "all" is the tokens study's [CLS] run: same options, same identity
+    reused = next(r for r in dims.runs if r["selection"] == "all")
+    cls = next(r for r in tokens.runs if r["token"] == "cls")
+    assert reused["score"] == cls["score"] and reused["reused_from"].endswith("tokens")
+    assert reused["k"] == 32 and reused["run_id"] != cls["run_id"]  # this study's own columns
+    calls.clear()
+    other = api.dims(k="all", samples=1, out=str(tmp_path / "elsewhere" / "dims"), **{**options, "seed": 7})
+    assert calls == ["all"] and "reused_from" not in other.runs[0]  # another seed is another run

@@ -35,7 +35,7 @@ import numpy as np
 from bertscope.core.sequential import LookPlan, sequential_verdict
 from bertscope.core.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
 from bertscope.finetune.learning import REMEDY
-from bertscope.replicate.protocols import DEEPENED_PREFIX, TOLERANCES, TUNED_LENS
+from bertscope.replicate.protocols import DEEPENED_PREFIX, NATIVE_LAYERS, TOLERANCES, TUNED_LENS
 
 __all__ = ["CHANCE_MARGIN", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
 
@@ -591,8 +591,11 @@ def _dims(rows: Sequence[RunRow]) -> list[Claim]:
     return claims
 
 
-def _layers(rows: Sequence[RunRow]) -> list[Claim]:
+def _layers(rows: Sequence[RunRow], token: str | None = None) -> list[Claim]:
+    """The lower/higher layers rows of one layers study (``token``: the token it read, when not the paper's
+    [CLS], named in each row's scope)."""
     tolerance = TOLERANCES["p2.layers.higher"]
+    read = f", token {token}" if token else ""
     claims = []
     for task, seeds in sorted(_points(rows).items()):
         task_rows = _task_rows(rows, task)
@@ -609,7 +612,7 @@ def _layers(rows: Sequence[RunRow]) -> list[Claim]:
             diffs = [statistics.fmean(per_seed[s][layer] - per_seed[s][depth] for layer in group) for s in used]
             sides = {"claimed": summarize([statistics.fmean(per_seed[s][layer] for layer in group) for s in used]),
                      "reference": summarize([per_seed[s][depth] for s in used])}
-            claims.append(_claim("paper2", cid, statement, f"layers {_span(group)} vs {depth}, {task}", kind,
+            claims.append(_claim("paper2", cid, statement, f"layers {_span(group)} vs {depth}, {task}{read}", kind,
                                  f"mean over layers {_span(group)} of (score - last layer's score), per seed",
                                  summarize(diffs), tolerance=tolerance if kind == "as_good" else None, sides=sides,
                                  runs=[r.id for r in task_rows], details={"layers": group, "last": depth,
@@ -659,6 +662,12 @@ def _cross(rows: Sequence[RunRow]) -> list[Claim]:
                    heads=head_flags(rows) if rows else None, chance=_chance(rows, a))]
 
 
+def _token_of(by_exp: Mapping[str, Sequence[RunRow]]) -> str:
+    """The token the native layers study read (from its runs' options)."""
+    return next((str(r.options.get("token")) for r in by_exp.get(NATIVE_LAYERS, []) if r.options.get("token")),
+                "native")
+
+
 def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
     """Paper 2's claims from the runs of its protocol (tokens, dims, layers, fine-tuned/frozen, cross)."""
     by_exp: dict[str, list[RunRow]] = defaultdict(list)
@@ -667,7 +676,8 @@ def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
     groups = [
         (_tokens(by_exp.get("tokens", [])), "p2.tokens", "A non-[CLS] token vector is as good as [CLS]", "as_good"),
         (_dims(by_exp.get("dims", [])), "p2.dims", "2-3 hidden dimensions suffice (as good as all)", "as_good"),
-        (_layers(by_exp.get("layers", [])), "p2.layers", "Lower layers weaker, higher layers similar", "worse"),
+        (_layers(by_exp.get("layers", [])) + _layers(by_exp.get(NATIVE_LAYERS, []), _token_of(by_exp)),
+         "p2.layers", "Lower layers weaker, higher layers similar", "worse"),
         (_freezing(by_exp.get("frozen", []), by_exp.get("fine-tuned", [])), "p2.freezing",
          "Freezing the encoder hurts", "worse"),
         (_cross(by_exp.get("cross", [])), "p2.cross", "Cross-fine-tuning forgets little", "as_good"),

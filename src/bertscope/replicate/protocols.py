@@ -21,7 +21,7 @@ from typing import Any
 from bertscope.core.errors import BertscopeError
 from bertscope.core.sequential import LookPlan
 
-__all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "PAPERS", "TOLERANCES", "TUNED_LENS", "Budget", "Experiment",
+__all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "NATIVE_LAYERS", "PAPERS", "TOLERANCES", "TUNED_LENS", "Budget", "Experiment",
            "Protocol", "protocol"]
 
 PAPERS: dict[str, str] = {
@@ -31,6 +31,9 @@ PAPERS: dict[str, str] = {
 
 #: The experiment of paper 1 that measures the logit lens beside the tuned lens (``reconstruct --lens tuned``).
 TUNED_LENS = "tuned-lens"
+
+#: The experiment of paper 2 that scans the layers with the budget's native token beside [CLS].
+NATIVE_LAYERS = "layers-native"
 
 #: The model-axis label of a deepened variant starts with this (claims tell variants from originals by it).
 DEEPENED_PREFIX = "deepened:"
@@ -64,6 +67,9 @@ class Budget:
     cross_single_task: bool = False
     tokens: str | None = None  # the tokens study's strategies (None: its default, every strategy)
     layers: str | None = None  # the layers study's hidden states (None: its default, 0..L)
+    #: a second layers study reading this token beside the paper's [CLS] (experiment ``layers-native``): the
+    #: embedded model was trained with mean pooling, and its lower layers' [CLS] heads do not learn
+    native_token: str | None = None
     note: str = ""
     tuned: dict[str, Any] = field(default_factory=dict)
     #: adaptive seeds by default (``--seeds auto``): the seed counts at which claims are read (the last is the
@@ -126,7 +132,7 @@ BUDGETS: dict[str, Budget] = {
     "decide": Budget("decide", (1, 2, 3, 4), ("sst2",), _DECIDE_FT,
                      {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                       "fit_curve": False},
-                     dims_samples=1, layers="1--1", looks=(4, 8, 16), tuned={"lens_steps": 100, "lens_sentences": 256},
+                     dims_samples=1, layers="1--1", native_token="mean", looks=(4, 8, 16), tuned={"lens_steps": 100, "lens_sentences": 256},
                      note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds (looks at 4, 8 "
                           "and 16 seeds, alpha spent over them), 2000 SST-2 training examples x 1 epoch at lr 1e-4, "
                           "batch 32, the whole dev set; lens rows as in small"),
@@ -187,7 +193,9 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "Dimensions: random subsets of K = 2 and 3 (the mean over the budget's subsets per seed) vs all "
         "dimensions, paired by seed.",
         "Layers: 'lower' = hidden states 1..L/2, 'higher' = L/2+1..L-1 (embedding output 0 shown, not counted); "
-        "each group's mean difference to the last layer, paired by seed.",
+        "each group's mean difference to the last layer, paired by seed. The paper reads [CLS]; the decide budget "
+        "also scans the layers reading the mean over tokens (the embedded model's own pooling: its lower layers' "
+        "[CLS] heads do not learn), each token its own rows.",
         "Freezing: --freeze encoder with a converged probe on cached, standardised features (--fit converged, "
         "--feature-norm auto = standardize), so the frozen side is a property of the features, vs the whole "
         "encoder fine-tuned with the budget's options.",
@@ -267,6 +275,9 @@ def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
                    {"task": list(tasks), "seed": seeds}),
         Experiment("layers", "layers", {**ft, **({"layers": budget.layers} if budget.layers else {})},
                    {"task": list(tasks), "seed": seeds}),
+        *([Experiment(NATIVE_LAYERS, "layers", {**ft, "token": budget.native_token,
+                                                **({"layers": budget.layers} if budget.layers else {})},
+                      {"task": list(tasks), "seed": seeds})] if budget.native_token else []),
         Experiment("fine-tuned", "finetune", {**ft, "freeze": "none"}, {"task": list(tasks), "seed": seeds}),
         # the frozen side: a converged probe on cached (standardised) features, a property of the features
         Experiment("frozen", "finetune", {**ft, "freeze": "encoder", "cache_features": True, "fit": "converged"},

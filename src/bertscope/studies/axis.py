@@ -124,7 +124,8 @@ def run_axis(axis: Axis, config: Any) -> StudyResult:
     runner = HeadRunner(axis.tokens(config, values), progress=progress_setting(config.output.progress, config.tracking.log))
     seeds = run_seeds(config)
     records = seed_runs(axis.study, config, seeds, lambda per_seed, desc: execute(
-        [axis.spec(per_seed, v) for v in values], runner, store, progress=progress_setting(config.output.progress, config.tracking.log), desc=desc))
+        [axis.spec(per_seed, v) for v in values], runner, store,
+        progress=progress_setting(config.output.progress, config.tracking.log), desc=desc, reuse_siblings=True))
     reference = axis.reference(values)
     reference_runs = None if reference is None else by_seed(records, seeds, **{axis.column: reference})
     table, comparisons = [], []

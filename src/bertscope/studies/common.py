@@ -188,7 +188,7 @@ def run_record(spec: RunSpec, result: FinetuneResult, *, cached: bool, seconds: 
 def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, progress: Progress = True,
             want_head: Callable[[RunSpec], bool] | None = None,
             on_head: Callable[[RunSpec, SelectingHead], dict[str, Any]] | None = None,
-            desc: str = "runs") -> list[dict[str, Any]]:
+            desc: str = "runs", reuse_siblings: bool = False) -> list[dict[str, Any]]:
     """Run every spec not finished yet (saving each record as it finishes); return all records in spec order."""
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
@@ -198,10 +198,13 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
     bar = progress_bar(specs, progress=progress, desc=desc, unit="run", seconds=0)  # plain: a line per run
     with store.held():
         for spec in bar:
+            needs_head = want_head is not None and want_head(spec)
             record = store.load(spec)
+            resumed = record is not None
+            if record is None and reuse_siblings and not needs_head:  # a sibling study's same run: not run twice
+                record = store.reuse(spec)
             if record is None:
                 start = time.perf_counter()
-                needs_head = want_head is not None and want_head(spec)
                 checkpoints = run_checkpoints(store, spec)
                 with store.running(spec):
                     result, head = runner.run(tracked(spec.config, spec.run_id), want_head=needs_head,
@@ -212,9 +215,7 @@ def execute(specs: Sequence[RunSpec], runner: HeadRunner, store: RunStore, *, pr
                 store.save(spec, record)
                 if checkpoints is not None and not spec.config.checkpoints.keep_checkpoints:
                     checkpoints.remove()
-                record["resumed"] = False
-            else:
-                record["resumed"] = True
+            record["resumed"] = resumed
             bar.set_postfix(score=f"{record['score']:.4f}")
             records.append(record)
     bar.close()

@@ -154,7 +154,7 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
                desc: str) -> tuple[list[dict[str, Any]], list[int] | None]:
     """One seed's runs of the K sweep (the full-dimension run first) and its ranking (None for random only)."""
     # The full-dimension run first: the reference, and the source of the weight ranking.
-    full = execute([_full_spec(config, hidden)], runner, store, progress=False,
+    full = execute([_full_spec(config, hidden)], runner, store, progress=False, reuse_siblings=True,
                    want_head=lambda s: config.rank_by == "weights",
                    on_head=lambda s, head: {"dim_importance": dim_importance(head)})[0]
     specs = [RunSpec(f"random k={k} s={s}", {"selection": "random", "k": k, "sample": s},
@@ -174,7 +174,8 @@ def _seed_runs(config: DimsConfig, runner: HeadRunner, store: RunStore, ks: list
         specs += [RunSpec(f"{config.rank_by} k={k}", {"selection": config.rank_by, "k": k, "sample": 0},
                           finetune_config(config, dims=_idx(sorted(ranking[:k]))))
                   for k in ks if k < hidden]
-    return [full, *execute(specs, runner, store, progress=progress_setting(config.output.progress, config.tracking.log), desc=desc)], ranking
+    return [full, *execute(specs, runner, store, progress=progress_setting(config.output.progress, config.tracking.log),
+                           desc=desc, reuse_siblings=True)], ranking
 
 
 def _run_find_effective(config: DimsConfig) -> StudyResult:

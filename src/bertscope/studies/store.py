@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,30 @@ class RunStore:
         if payload is None:
             return None
         return {**payload, "run_id": spec.run_id, **spec.params}  # a run two points share: this point's columns
+
+    def reuse(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The record of the same run finished by a sibling study (another ``runs.db`` one folder over, as the
+        studies of one sweep or replication keep them), saved into this store; None when none has it.
+
+        A run's id is its identity (command and every option that changes its numbers), so a sibling's finished
+        run with this id is this run: ``[CLS]`` of the last layer with all dimensions is the tokens study's
+        reference and the dims study's, and it runs once. Stores that cannot be read are passed over."""
+        if self.path is None:
+            return None
+        rid = spec.key()[2]
+        for sibling in sorted(self.path.parent.parent.glob(f"*/{self.path.name}")):
+            if sibling == self.path:
+                continue
+            try:
+                with ResultStore(sibling, create=False) as store:
+                    payload = store.payload(rid) if store.status_of([rid]).get(rid) == "done" else None
+            except (BertscopeError, sqlite3.Error, OSError):
+                continue
+            if payload is not None:
+                record = {**payload, "run_id": spec.run_id, **spec.params, "reused_from": str(sibling.parent)}
+                self.save(spec, record)
+                return record
+        return None
 
     @contextlib.contextmanager
     def running(self, spec: RunSpec) -> Iterator[None]:
