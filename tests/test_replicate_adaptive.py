@@ -80,7 +80,7 @@ def test_budgets_and_options_choose_the_looks():
     decide = look_plan(api.ReplicateConfig(paper="paper2", budget="decide"))
     assert decide is not None and decide.looks == BUDGETS["decide"].looks
     capped = look_plan(api.ReplicateConfig(paper="paper2", budget="decide", max_seeds=6))
-    assert capped is not None and capped.looks == (4, 6)
+    assert capped is not None and capped.looks == (3, 6)
     assert look_plan(api.ReplicateConfig(paper="paper2", budget="decide", seeds="1-3")) is None
     plan = protocol("paper2", "small", seeds=(1, 2, 3, 4, 5), rounds={"dims": 2})
     seeds = {e.name: e.grid["seed"] for e in plan.experiments}

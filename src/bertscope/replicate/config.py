@@ -38,7 +38,7 @@ class ReplicateConfig(Config):
                                   "1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)",
                             metavar="auto|LIST")
     max_seeds: int | None = opt(None, "with --seeds auto: the most seeds any claim gets (the last look); default: "
-                                      "the budget's (16 for decide)", metavar="N")
+                                      "the budget's (12 for decide)", metavar="N")
     model: str | None = opt(None, "model(s): hub id or local folder, a comma list for several (paper 1's 'across "
                                   "families' needs two families or more); default: the embedded MiniLM-L6-H384",
                             metavar="M[,M...]")

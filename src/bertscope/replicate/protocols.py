@@ -132,10 +132,11 @@ BUDGETS: dict[str, Budget] = {
     "decide": Budget("decide", (1, 2, 3, 4), ("sst2",), _DECIDE_FT,
                      {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                       "fit_curve": False},
-                     dims_samples=1, layers="1--1", native_token="mean", looks=(4, 8, 16), tuned={"lens_steps": 100, "lens_sentences": 256},
-                     note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds (looks at 4, 8 "
-                          "and 16 seeds, alpha spent over them), 2000 SST-2 training examples x 1 epoch at lr 1e-4, "
-                          "batch 32, the whole dev set; lens rows as in small"),
+                     dims_samples=1, layers="1--1", native_token="mean", looks=(3, 6, 12), tuned={"lens_steps": 100, "lens_sentences": 256},
+                     note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds (looks at 3, 6 "
+                          "and 12 seeds, alpha spent over them), 2000 SST-2 training examples x 1 epoch at lr 1e-4, "
+                          "batch 32, the whole dev set, layers 1..L read through [CLS] and through the mean over "
+                          "tokens; lens rows as in small"),
     "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
                    {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
                    dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,
