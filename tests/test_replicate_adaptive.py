@@ -78,9 +78,9 @@ def test_next_round_grows_only_the_experiments_of_open_claims():
 def test_budgets_and_options_choose_the_looks():
     assert look_plan(api.ReplicateConfig(paper="paper2", budget="small")) is None  # fixed seeds
     decide = look_plan(api.ReplicateConfig(paper="paper2", budget="decide"))
-    assert decide is not None and decide.looks == BUDGETS["decide"].looks
-    capped = look_plan(api.ReplicateConfig(paper="paper2", budget="decide", max_seeds=6))
-    assert capped is not None and capped.looks == (3, 6)
+    assert decide is not None and decide.looks == BUDGETS["decide"].looks["paper2"]
+    capped = look_plan(api.ReplicateConfig(paper="paper1", budget="decide", max_seeds=10))
+    assert capped is not None and capped.looks == (3, 8, 10)
     assert look_plan(api.ReplicateConfig(paper="paper2", budget="decide", seeds="1-3")) is None
     plan = protocol("paper2", "small", seeds=(1, 2, 3, 4, 5), rounds={"dims": 2})
     seeds = {e.name: e.grid["seed"] for e in plan.experiments}

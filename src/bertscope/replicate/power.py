@@ -272,7 +272,7 @@ def run_power(config: PowerConfig) -> PowerResult:
     """Run (or resume) every setting's protocol, then write power.md and power.json; see the module docstring."""
     start = time.perf_counter()
     seeds = parse_seed_list(config.seeds)
-    looks = BUDGETS[config.budget].look_plan()
+    looks = BUDGETS[config.budget].look_plan(config.paper or "paper2")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = Path(config.store) if config.store else out / "power.db"

@@ -72,13 +72,15 @@ class Budget:
     native_token: str | None = None
     note: str = ""
     tuned: dict[str, Any] = field(default_factory=dict)
-    #: adaptive seeds by default (``--seeds auto``): the seed counts at which claims are read (the last is the
-    #: most any claim gets); None: the fixed ``seeds``
-    looks: tuple[int, ...] | None = None
+    #: adaptive seeds by default (``--seeds auto``), per paper: the seed counts at which claims are read (the last
+    #: is the most any claim gets); empty: the fixed ``seeds``
+    looks: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: per paper, fine-tuning options over ``finetune`` (a paper whose protocol has many runs per seed trains less)
+    paper_finetune: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def look_plan(self, max_seeds: int | None = None) -> LookPlan:
-        """The looks of ``--seeds auto``: the budget's, cut (or stretched) to ``max_seeds`` when given."""
-        looks = self.looks or (len(self.seeds), 2 * len(self.seeds), 4 * len(self.seeds))
+    def look_plan(self, paper: str, max_seeds: int | None = None) -> LookPlan:
+        """The looks of ``--seeds auto`` for ``paper``: the budget's, cut (or stretched) to ``max_seeds``."""
+        looks = self.looks.get(paper) or (len(self.seeds), 2 * len(self.seeds), 4 * len(self.seeds))
         if max_seeds is None:
             return LookPlan(tuple(looks))
         if max_seeds < 2:
@@ -132,11 +134,14 @@ BUDGETS: dict[str, Budget] = {
     "decide": Budget("decide", (1, 2, 3, 4), ("sst2",), _DECIDE_FT,
                      {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                       "fit_curve": False},
-                     dims_samples=1, layers="1--1", native_token="mean", looks=(3, 6, 12), tuned={"lens_steps": 100, "lens_sentences": 256},
-                     note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds (looks at 3, 6 "
-                          "and 12 seeds, alpha spent over them), 2000 SST-2 training examples x 1 epoch at lr 1e-4, "
-                          "batch 32, the whole dev set, layers 1..L read through [CLS] and through the mean over "
-                          "tokens; lens rows as in small"),
+                     dims_samples=1, layers="1--1", native_token="mean",
+                     looks={"paper1": (3, 8, 16), "paper2": (3, 6)},
+                     paper_finetune={"paper2": {"max_train": 1000, "batch_size": 16}}, tuned={"lens_steps": 100, "lens_sentences": 256},
+                     note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds, alpha spent "
+                          "over fixed looks (paper 1 at 3, 8 and 16 seeds, paper 2 at 3 and 6), lr 1e-4 for 1 epoch "
+                          "(paper 1: 2000 SST-2 training examples, batch 32; paper 2, with some 20 runs per seed: "
+                          "1000, batch 16), the whole dev set, layers 1..L read through [CLS] and through the mean "
+                          "over tokens; lens rows as in small"),
     "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
                    {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
                    dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,
@@ -303,8 +308,7 @@ def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,
     if budget not in BUDGETS:
         raise BertscopeError(f"unknown budget {budget!r}; one of {', '.join(b for b in BUDGETS if b != 'test')}")
     b = BUDGETS[budget] if seeds is None else replace(BUDGETS[budget], seeds=tuple(seeds))
-    if finetune:
-        b = replace(b, finetune={**b.finetune, **finetune})
+    b = replace(b, finetune={**b.finetune, **b.paper_finetune.get(paper, {}), **(finetune or {})})
     chosen = tuple(tasks) if tasks else b.tasks
     models = tuple(models) or (None,)
     experiments = _paper1(b, models, chosen) if paper == "paper1" else _paper2(b, models, chosen)

@@ -103,9 +103,9 @@ def look_plan(config: ReplicateConfig) -> LookPlan | None:
     """The looks of adaptive seeds (``--seeds auto``, the default of a budget with looks), or None for fixed
     seeds."""
     budget = BUDGETS[config.budget]
-    adaptive = config.seeds == "auto" or (config.seeds is None and (budget.looks is not None
+    adaptive = config.seeds == "auto" or (config.seeds is None and (bool(budget.looks.get(config.paper or ""))
                                                                     or config.max_seeds is not None))
-    return budget.look_plan(config.max_seeds) if adaptive else None
+    return budget.look_plan(config.paper or "", config.max_seeds) if adaptive else None
 
 
 def protocol_of(config: ReplicateConfig, rounds: Mapping[str, int] | None = None) -> Protocol:
