@@ -63,8 +63,7 @@ def test_resampled_rows_rescore_every_study_run_on_one_subset():
 def test_power_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
     model = str(tiny_checkpoint("bert", num_layers=2))
-    result = api.power(paper="paper2", budget="test", model=model, tasks="rte", max_train="8", epochs="1",
-                       seeds="1-2", dev_sizes="4,all", experiments="tokens,fine-tuned,frozen",
+    result = api.power(paper="paper2", budget="test", model=model, settings="rte:8:1", seeds="1-2", dev_sizes="4,all", experiments="tokens,fine-tuned,frozen",
                        data_dir=str(glue_dir), out=str(tmp_path / "out"), progress=False)
     assert result.exit_code == 0
     payload = json.loads((tmp_path / "out" / "power.json").read_text())
@@ -78,3 +77,9 @@ def test_power_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path, m
             assert r["seeds_fixed"] == seeds_needed(r["mean"], r["std"], r["kind"], r["tolerance"])
     assert payload["seconds_per_seed"]["rte, 8 train x 1 epoch"] > 0
     assert "bertscope power paper2" in (tmp_path / "out" / "power.md").read_text()
+
+
+@pytest.mark.parametrize("bad", ["sst2:1000", "sst2:x:1", "sst2:1000:0", "nope:100:1", "sst2:1:1"])
+def test_settings_are_checked_in_one_line(bad):
+    with pytest.raises(api.BertscopeError, match="--settings|task"):
+        api.PowerConfig(paper="paper2", settings=bad)

@@ -642,14 +642,10 @@ class PowerOptions(TypedDict, total=False):
 
     #: the paper whose fine-tuning claims to measure (paper2) (default: None)
     paper: Literal["paper2"] | None
-    #: the replicate budget whose protocol and adaptive looks the study measures, with its fine-tuning options changed by --max-train and --epochs (default: 'decide')
+    #: the replicate budget whose protocol and adaptive looks the study measures, with its fine-tuning options changed by each setting's training size and epochs (default: 'decide')
     budget: str
-    #: GLUE tasks of the fine-tuning claims, one setting each (comma list) (default: 'sst2')
-    tasks: str
-    #: training examples per setting (comma list; all = the whole training set) (default: '500,2000')
-    max_train: str
-    #: epochs per setting (comma list) (default: '1')
-    epochs: str
+    #: the settings to measure, a comma list of TASK:TRAIN:EPOCHS (GLUE task of the fine-tuning claims, training examples or all, epochs), e.g. sst2:250:2,mrpc:500:1 (default: 'sst2:500:1,sst2:1000:1')
+    settings: str
     #: the seeds every setting runs (a list such as 1-4) (default: '1-4')
     seeds: str
     #: dev sizes at which study runs are rescored (comma list; all = every dev example) (default: '100,200,400,all')
@@ -808,7 +804,7 @@ class ReplicateOptions(TypedDict, total=False):
     budget: str
     #: seeds: 'auto' (run seeds in rounds and stop adding runs to a claim once it is decided; alpha is spent over the looks, docs/statistics.md), or a list such as 1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)
     seeds: str | None
-    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (16 for decide)
+    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (12 for decide)
     max_seeds: int | None
     #: model(s): hub id or local folder, a comma list for several (paper 1's 'across families' needs two families or more); default: the embedded MiniLM-L6-H384
     model: str | None

@@ -12,7 +12,7 @@ from bertscope.data.options import check_task_name
 from bertscope.replicate.cost import DEFAULT_GPU_TFLOPS, DEFAULT_GPU_UTILISATION
 from bertscope.sweep.config import ExecutorOptions
 
-__all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig']
+__all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig', 'parse_settings']
 
 
 #: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
@@ -84,6 +84,20 @@ class ReplicateConfig(Config):
                 raise BertscopeError("--max-seeds goes with --seeds auto (a seed list fixes the seeds)")
 
 
+def parse_settings(spec: str, *, option: str = "--settings") -> list[tuple[str, int | None, int]]:
+    """``sst2:1000:1,mrpc:500:2`` -> [(task, training examples or None for all, epochs), ...]."""
+    out: list[tuple[str, int | None, int]] = []
+    for item in parse_name_list(spec, option=option, example="sst2:1000:1,mrpc:500:1"):
+        parts = item.split(":")
+        if len(parts) != 3 or not (parts[1] == "all" or parts[1].isdigit()) or not parts[2].isdigit():
+            raise BertscopeError(f"{option}: {item!r} is not TASK:TRAIN:EPOCHS (e.g. sst2:1000:1; TRAIN may be all)")
+        train = None if parts[1] == "all" else int(parts[1])
+        if (train is not None and train < 2) or int(parts[2]) < 1:
+            raise BertscopeError(f"{option}: {item!r} needs at least 2 training examples and 1 epoch")
+        out.append((parts[0], train, int(parts[2])))
+    return out
+
+
 @dataclass(frozen=True, init=False)
 class PowerConfig(Config):
     """Measure how noisy each of paper 2's claim rows is per task, training size and epochs (and dev size, by
@@ -95,13 +109,12 @@ class PowerConfig(Config):
     paper: str | None = opt(None, "the paper whose fine-tuning claims to measure (paper2)", positional=True,
                             choices=("paper2",), metavar="PAPER")
     budget: str = opt("decide", "the replicate budget whose protocol and adaptive looks the study measures, with "
-                                "its fine-tuning options changed by --max-train and --epochs",
+                                "its fine-tuning options changed by each setting's training size and epochs",
                       metavar="|".join(REPLICATE_BUDGETS))
-    tasks: str = opt("sst2", "GLUE tasks of the fine-tuning claims, one setting each (comma list)",
-                     metavar="T1,T2,...")
-    max_train: str = opt("500,2000", "training examples per setting (comma list; all = the whole training set)",
-                         metavar="N[,N...]")
-    epochs: str = opt("1", "epochs per setting (comma list)", metavar="E[,E...]")
+    settings: str = opt("sst2:500:1,sst2:1000:1", "the settings to measure, a comma list of TASK:TRAIN:EPOCHS (GLUE "
+                                                  "task of the fine-tuning claims, training examples or all, "
+                                                  "epochs), e.g. sst2:250:2,mrpc:500:1",
+                        metavar="T:N:E[,...]")
     seeds: str = opt("1-4", "the seeds every setting runs (a list such as 1-4)", metavar="LIST")
     dev_sizes: str = opt("100,200,400,all", "dev sizes at which study runs are rescored (comma list; all = every "
                                             "dev example)", metavar="M[,M...]")
@@ -121,16 +134,11 @@ class PowerConfig(Config):
             raise BertscopeError("give the paper: bertscope power paper2")
         if self.budget not in (*REPLICATE_BUDGETS, "test"):
             raise BertscopeError(f"--budget must be one of {', '.join(REPLICATE_BUDGETS)}; got {self.budget!r}")
-        for task in parse_name_list(self.tasks, option="--tasks", example="sst2,mrpc"):
+        for task, _, _ in parse_settings(self.settings):
             check_task_name(task)
-        for option, value, floor in (("--max-train", self.max_train, 2), ("--epochs", self.epochs, 1),
-                                     ("--dev-sizes", self.dev_sizes, 2)):
-            for item in parse_name_list(value, option=option):
-                if item == "all" and option != "--epochs":
-                    continue
-                if not item.isdigit() or int(item) < floor:
-                    raise BertscopeError(f"{option}: {item!r} is not a whole number >= {floor}"
-                                         + ("" if option == "--epochs" else " or all"))
+        for item in parse_name_list(self.dev_sizes, option="--dev-sizes"):
+            if item != "all" and (not item.isdigit() or int(item) < 2):
+                raise BertscopeError(f"--dev-sizes: {item!r} is not a whole number >= 2 or all")
         if len(parse_seed_list(self.seeds, option="--seeds")) < 2:
             raise BertscopeError("--seeds: the noise of a paired difference needs at least 2 seeds")
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():

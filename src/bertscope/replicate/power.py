@@ -20,7 +20,6 @@ reads every claim row as replicate does (:func:`bertscope.replicate.claims.claim
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ from bertscope.core.sequential import LookPlan
 from bertscope.core.stats import t_interval
 from bertscope.data.glue import compute_metrics
 from bertscope.replicate.claims import Claim, RunRow, claims_for
-from bertscope.replicate.config import PowerConfig
+from bertscope.replicate.config import PowerConfig, parse_settings
 from bertscope.replicate.protocols import BUDGETS, TOLERANCES, Protocol, protocol
 from bertscope.replicate.runner import located, rows_from_store
 from bertscope.runs.store import ResultStore
@@ -96,10 +95,7 @@ class PowerRow:
 
 def settings_of(config: PowerConfig) -> list[Setting]:
     """Every (task, training examples, epochs) the config names, in that order."""
-    tasks = parse_name_list(config.tasks, option="--tasks")
-    trains = [None if t == "all" else int(t) for t in parse_name_list(config.max_train, option="--max-train")]
-    epochs = [int(e) for e in parse_name_list(config.epochs, option="--epochs")]
-    return [Setting(t, n, e) for t, n, e in itertools.product(tasks, trains, epochs)]
+    return [Setting(t, n, e) for t, n, e in parse_settings(config.settings)]
 
 
 def _margin(mean: float, kind: str, tolerance: float | None) -> float:
@@ -258,9 +254,8 @@ def _plan(config: PowerConfig, setting: Setting, seeds: tuple[int, ...]) -> Prot
 def _command_line(config: PowerConfig) -> str:
     import shlex
 
-    parts = ["bertscope", "power", config.paper or "", "--budget", config.budget, "--tasks", config.tasks,
-             "--max-train", config.max_train, "--epochs", config.epochs, "--seeds", config.seeds,
-             "--dev-sizes", config.dev_sizes]
+    parts = ["bertscope", "power", config.paper or "", "--budget", config.budget, "--settings", config.settings,
+             "--seeds", config.seeds, "--dev-sizes", config.dev_sizes]
     for flag, value in (("--experiments", config.experiments), ("--model", config.model),
                         ("--data-dir", config.data_dir), ("--store", config.store), ("--out", config.out)):
         if value is not None:

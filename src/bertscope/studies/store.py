@@ -163,7 +163,8 @@ class RunStore:
             except (BertscopeError, sqlite3.Error, OSError):
                 continue
             if payload is not None:
-                record = {**payload, "run_id": spec.run_id, **spec.params, "reused_from": str(sibling.parent)}
+                record = {**payload, "run_id": spec.run_id, **spec.params, "reused_from": str(sibling.parent),
+                          "seconds": 0.0, "seconds_in_source": payload.get("seconds")}
                 self.save(spec, record)
                 return record
         return None
