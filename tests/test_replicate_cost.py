@@ -74,8 +74,7 @@ def cache_env(tmp_path_factory):
     patch.undo()
 
 
-def test_compute_fractions_and_ray_gives_the_local_claims(cache_env, local_ray, tiny_checkpoint, glue_dir, tmp_path,
-                                                          one_thread):
+def test_compute_fractions_of_every_run_and_in_total(cache_env, tiny_checkpoint, glue_dir, tmp_path, one_thread):
     model = str(tiny_checkpoint("bert", num_layers=2))
     options = {"paper": "paper2", "budget": "test", "model": model, "data_dir": str(glue_dir), "progress": False}
     local = api.replicate(**options, out=str(tmp_path / "local"))
@@ -97,6 +96,12 @@ def test_compute_fractions_and_ray_gives_the_local_claims(cache_env, local_ray, 
     assert f"model compute {compute['fraction']:.1%} of the runs' wall time" in markdown
     assert local.compute == compute and "model compute" in str(local.render().renderables[1])
 
+
+@pytest.mark.slow  # about two minutes: a local Ray instance runs the whole tiny protocol again
+def test_ray_gives_the_local_claims(cache_env, local_ray, tiny_checkpoint, glue_dir, tmp_path, one_thread):
+    model = str(tiny_checkpoint("bert", num_layers=2))
+    options = {"paper": "paper2", "budget": "test", "model": model, "data_dir": str(glue_dir), "progress": False}
+    local = api.replicate(**options, out=str(tmp_path / "local"))
     ray = api.replicate(**options, out=str(tmp_path / "ray"), executor="ray")
     assert ray.sweep.executed == local.sweep.executed
     assert "--executor ray" in json.loads((tmp_path / "ray" / "claims.json").read_text())["command"]
