@@ -14,8 +14,8 @@ from bertscope.models.flops import EncoderShape, encoder_forward_flops
 from bertscope.replicate.cost import model_shape
 
 
-def _forward(shape: EncoderShape, length: int = 16) -> int:
-    return encoder_forward_flops(shape, [length])
+def _forward(shape: EncoderShape, length: int = 16, layers: int | None = None) -> int:
+    return encoder_forward_flops(shape, [length], layers)
 
 
 def test_estimate_of_the_test_budget_is_the_hand_count_and_lists_the_dry_run_s_runs(tiny_checkpoint, tmp_path):
@@ -28,9 +28,12 @@ def test_estimate_of_the_test_budget_is_the_hand_count_and_lists_the_dry_run_s_r
     forward = _forward(shape)
     # the test budget: 8 training examples x 1 epoch (3 forwards each) and 8 dev examples per head, 2 seeds
     head = 1 * 8 * 3 * forward + 8 * forward
+    # layers: a head on hidden state h runs the encoder up to h (h = 0: the embeddings only, no encoder layer)
+    layers = sum(1 * 8 * 3 * _forward(shape, layers=h) + 8 * _forward(shape, layers=h)
+                 for h in range(1, shape.layers + 1))
     per_seed = (2 * head  # tokens: cls, mean
                 + 2 * head  # dims: all + one random subset of K=2
-                + (shape.layers + 1) * head  # layers: hidden states 0..L
+                + layers  # layers: hidden states 0..L
                 + head  # fine-tuned
                 + (8 + 8) * forward  # frozen: one forward of train and dev
                 + 2 * head)  # cross: rte then mrpc
@@ -109,3 +112,22 @@ def test_ray_gives_the_local_claims(cache_env, local_ray, tiny_checkpoint, glue_
     for a, b in zip(ray.claims, local.claims, strict=True):
         assert a.statement == b.statement
         assert a.difference.to_dict() == pytest.approx(b.difference.to_dict(), nan_ok=True)
+
+
+def test_real_lengths_count_the_tokens_a_run_reads_not_its_max_length(tiny_checkpoint, glue_dir):
+    from transformers import AutoTokenizer
+
+    from bertscope.data.glue import load_split
+    from bertscope.replicate.cost import RealLengths, run_flops
+
+    model = str(tiny_checkpoint("bert", num_layers=2))
+    lengths = RealLengths(model, 32, str(glue_dir))
+    examples = load_split("rte", "validation", str(glue_dir), max_examples=2000, seed=0).examples
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    expected = [len(tokenizer(*ex.texts, truncation=True, max_length=32)["input_ids"]) for ex in examples]
+    assert lengths("rte", 1) == pytest.approx(sum(expected) / len(expected)) and lengths("rte", 1) <= 32
+    shape = model_shape(model)
+    options = {"task": "rte", "max_train": 8, "max_eval": 8, "epochs": 1, "max_length": 32}
+    real = run_flops("finetune", options, shape, lengths)
+    assert real == 8 * 3 * _forward(shape, round(lengths("rte", 0))) + 8 * _forward(shape, round(lengths("rte", 1)))
+    assert real <= run_flops("finetune", options, shape)  # the estimate's --max-length count is an upper bound

@@ -167,9 +167,7 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
         difference = reading.interval or difference
         extra["sequential"] = {k: v for k, v in reading.to_dict().items() if k != "interval"} | {
             "looks": looks.to_dict()}
-        if needs:
-            notes.append(f"open after {len(per_seed)} seed(s): the next look reads {needs}")
-        elif not reading.decided and reading.interval is not None:
+        if not needs and not reading.decided and reading.interval is not None:
             notes.append(_open_note(kind, tolerance, reading.interval, looks))
     if difference.n == 0:
         notes.append("no finished runs")
@@ -187,6 +185,8 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
         notes.append(f"both sides at chance level (majority-class score {chance:.3f} + {CHANCE_MARGIN:g})")
     if chance is not None:
         extra["majority_class_score"] = chance
+    if needs:  # still open (no guard stopped it): what the next round runs for it
+        notes.append(f"open after {len(per_seed)} seed(s): the next look reads {needs}")
     return Claim(paper, cid, statement, scope, kind, measurement, difference, judged, tolerance,
                  _rule(kind, tolerance, looks if "sequential" in extra else None), "; ".join(notes),
                  dict(sides or {}), tuple(sorted(set(runs))), {**(details or {}), **extra}, counted, seeds_used,

@@ -6,28 +6,31 @@ Why: ``full`` is written for a GPU box; a user deciding whether to start it need
 user waiting on a CPU needs to know whether the time goes into the model or around it (process start, loading,
 tokenisation, evaluation, store writes).
 
-The count (:func:`run_flops`) uses :mod:`bertscope.models.flops` on each run's effective options, with every
-example taken at the run's ``--max-length`` tokens (an upper bound: the FLOP count excludes padding and most GLUE
-sentences are shorter), ``--max-train``/``--max-eval`` or else the GLUE split sizes (:data:`GLUE_SIZES`):
+The count (:func:`run_flops`) uses :mod:`bertscope.models.flops` on each run's effective options,
+``--max-train``/``--max-eval`` or else the GLUE split sizes (:data:`GLUE_SIZES`). Before the runs (the estimate)
+every example is taken at the run's ``--max-length`` tokens, an upper bound; for the compute fraction of done runs
+each example is taken at the mean real length of its split (:class:`RealLengths`: the split tokenised with the run's
+tokenizer, truncated at ``--max-length``), so padding and truncated tails are never counted as model compute:
 
 * fine-tuning (``finetune`` and the studies): per head, ``epochs x train`` examples at three forwards (forward and
   backward) plus one forward of the dev examples; a frozen encoder (``--freeze encoder``) is one forward of train and
   dev (its features are cached). Heads per run: tokens: one per strategy; dims: the all-dimension head plus
-  ``--samples`` per K below the hidden size; layers: one per scanned hidden state; cross: one per stage (its task's
-  data). The head's own matmuls are left out (a linear head is under 0.1% of an encoder's FLOPs).
+  ``--samples`` per K below the hidden size; layers: one per scanned hidden state, through the layers up to it
+  (the encoder above the layer a head reads is not run); cross: one per stage (its task's data). The head's own matmuls are left out (a linear head is under 0.1% of an encoder's FLOPs).
 * ``reconstruct``: one forward of the measured sentences (plus the tuned lens's training sentences); ``layer-scan``:
   the original and one variant per layer; ``deepen`` copies weights (0).
 
-The compute fraction of a done run is its FLOP count over (a measured GEMM peak of this device at the runs' dtype
-and the model's shapes, :mod:`bertscope.core.peak`, times the run's wall seconds); the total is the sum of the FLOPs
-over the peak times the sum of the seconds (each run weighted by its wall time).
+The compute fraction of a done run is its FLOP count over (a measured GEMM peak of this device at the runs' dtype,
+the model's shapes and the torch threads each worker ran with, :mod:`bertscope.core.peak`, times the run's wall
+seconds); the total is the sum of the FLOPs over the peak times the sum of the seconds (each run weighted by its
+wall time).
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +39,20 @@ from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_hidden_states, parse_k_list
 from bertscope.models.flops import EncoderShape, encoder_forward_flops, training_flops
 
-__all__ = ["DEFAULT_GPU_TFLOPS", "DEFAULT_GPU_UTILISATION", "GLUE_SIZES", "Estimate", "compute_fractions",
-           "estimate_runs", "estimate_spec", "fraction_line", "measured_peak", "model_shape", "run_flops"]
+__all__ = [
+    "DEFAULT_GPU_TFLOPS",
+    "DEFAULT_GPU_UTILISATION",
+    "GLUE_SIZES",
+    "Estimate",
+    "RealLengths",
+    "compute_fractions",
+    "estimate_runs",
+    "estimate_spec",
+    "fraction_line",
+    "measured_peak",
+    "model_shape",
+    "run_flops",
+]
 
 #: the stated GPU peak (TFLOP/s): an NVIDIA A100's dense bf16/fp16 tensor-core peak
 DEFAULT_GPU_TFLOPS = 312.0
@@ -88,28 +103,66 @@ def _heads(command: str, options: Mapping[str, Any], shape: EncoderShape) -> int
     return 1
 
 
-def run_flops(command: str, options: Mapping[str, Any], shape: EncoderShape) -> int:
-    """Model FLOPs of one run from its command, effective options and encoder shape (see the module docstring)."""
-    length = int(options.get("max_length") or 128)
-    forward = encoder_forward_flops(shape, [length])  # one example
+#: (task, split index 0 train / 1 dev) -> tokens per example; None: the run's --max-length (an upper bound)
+Lengths = Callable[[str, int], float]
+
+
+class RealLengths:
+    """The mean real token count of a GLUE split's examples, tokenised with a model's tokenizer and truncated at a
+    maximum length; computed once per (model, task, split, max length) of one count (a few seconds per split)."""
+
+    def __init__(self, model: str | None, max_length: int, data_dir: str | None) -> None:
+        self.model, self.max_length, self.data_dir = model, max_length, data_dir
+        self._cache: dict[tuple[str, int], float] = {}
+
+    def __call__(self, task: str, split: int) -> float:
+        if (task, split) not in self._cache:
+            from bertscope.data.glue import load_split
+            from bertscope.models.loading import load_tokenizer
+
+            tokenizer = load_tokenizer(self.model)
+            name = "train" if split == 0 else ("validation_matched" if task == "mnli" else "validation")
+            examples = load_split(task, name, self.data_dir, max_examples=2000, seed=0).examples
+            texts = [ex.texts for ex in examples]
+            encoded = tokenizer([t[0] for t in texts], *([[t[1] for t in texts]] if len(texts[0]) > 1 else []),
+                                truncation=True, max_length=self.max_length)
+            self._cache[(task, split)] = sum(len(ids) for ids in encoded["input_ids"]) / max(1, len(texts))
+        return self._cache[(task, split)]
+
+
+def run_flops(command: str, options: Mapping[str, Any], shape: EncoderShape, lengths: Lengths | None = None) -> int:
+    """Model FLOPs of one run from its command, effective options and encoder shape (see the module docstring);
+    ``lengths``: tokens per example of each split (default: every example at ``--max-length``)."""
+    max_length = int(options.get("max_length") or 128)
+
+    def forward(task: str, split: int, layers: int | None = None) -> int:  # one example
+        length = max_length if lengths is None else round(lengths(task, split))
+        return encoder_forward_flops(shape, [length], layers) if length and layers != 0 else 0
+
     if command in ("reconstruct", "layer-scan"):
-        texts = _count(options, "max_examples", str(options.get("task") or "sst2"), 1)
+        task = str(options.get("task") or "sst2")
+        texts = _count(options, "max_examples", task, 1)
         if options.get("lens") == "tuned":
             texts += int(options.get("lens_sentences") or 0)
         passes = 1 + shape.layers if command == "layer-scan" else 1
-        return passes * texts * forward
+        return passes * texts * encoder_forward_flops(shape, [max_length])
     if command not in _FINETUNING:
         return 0  # deepen copies weights; a plugin's command is not counted
     tasks = str(options.get("tasks") if command == "cross" else options.get("task") or "").split(",")
+    depths: list[int | None] = [None] * _heads(command, options, shape)
+    if command == "layers":  # a head on hidden state h runs the encoder up to h only
+        depths = list(parse_hidden_states(options.get("layers"), shape.layers, option="--layers", default_all=True))
     total = 0
     for task in (t.strip() for t in tasks if t.strip()):
         train = _count(options, "max_train", task, 0)
         dev = _count(options, "max_eval", task, 1)
-        if options.get("freeze") == "encoder":
-            total += (train + dev) * forward
-        else:
-            total += int(options.get("epochs") or 1) * train * training_flops(forward) + dev * forward
-    return _heads(command, options, shape) * total
+        for depth in depths:
+            if options.get("freeze") == "encoder":
+                total += train * forward(task, 0, depth) + dev * forward(task, 1, depth)
+            else:
+                total += (int(options.get("epochs") or 1) * train * training_flops(forward(task, 0, depth))
+                          + dev * forward(task, 1, depth))
+    return total
 
 
 def _deepened(options: Mapping[str, Any]) -> int:
@@ -193,37 +246,47 @@ def _peak(device: str, dtype: str, threads: int, hidden: int, intermediate: int)
                         min_seconds=0.03)
 
 
-def measured_peak(device: str, dtype: str, shape: EncoderShape) -> dict[str, Any]:
-    """The GEMM peak of ``device`` at ``dtype`` and the model's shapes, measured once per process and device,
-    dtype, torch threads and shape (about a third of a second on a CPU)."""
+def measured_peak(device: str, dtype: str, shape: EncoderShape, threads: int | None = None) -> dict[str, Any]:
+    """The GEMM peak of ``device`` at ``dtype`` and the model's shapes with ``threads`` torch threads (default:
+    this process's), measured once per process and device, dtype, threads and shape (about a third of a second on
+    a CPU)."""
     import torch
 
     from bertscope.core.device import resolve_device
 
     resolved = str(resolve_device(device))
-    return _peak(resolved, dtype, torch.get_num_threads(), shape.hidden, shape.intermediate)
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        return _peak(resolved, dtype, torch.get_num_threads(), shape.hidden, shape.intermediate)
+    finally:
+        torch.set_num_threads(before)
 
 
-def compute_fractions(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def compute_fractions(runs: Iterable[Mapping[str, Any]], *, threads: int | None = None) -> dict[str, Any]:
     """For claims.json's run entries (``id``, ``command``, ``status``, ``duration``, ``options``): the model FLOPs
     of each done run and its fraction of wall time in model compute, and the total (see the module docstring).
-    Adds ``model_flops`` and ``compute_fraction`` to each done entry in place; returns the total and the peak."""
+    ``threads``: the torch threads each worker ran with (the peak is measured with as many). Adds ``model_flops``
+    and ``compute_fraction`` to each done entry in place; returns the total and the peak."""
     counted: list[tuple[Mapping[str, Any], int, float]] = []
     peak: dict[str, Any] | None = None
     seen: dict[str | None, EncoderShape] = {}
+    lengths: dict[tuple[Any, ...], RealLengths] = {}
     for run in runs:
         options = run.get("options") or {}
         if run.get("status") != "done" or not run.get("duration"):
             continue
+        key = (options.get("model"), int(options.get("max_length") or 128), options.get("data_dir"))
         try:
             shape = model_shape(options.get("model"), seen)
-            flops = run_flops(str(run.get("command")), options, shape)
+            flops = run_flops(str(run.get("command")), options, shape, lengths.setdefault(key, RealLengths(*key)))
         except (BertscopeError, OSError, ValueError):
             continue
         if peak is None:
             dtype = str(options.get("dtype") or "float32")
             peak = measured_peak(str(options.get("device") or "auto"), dtype if dtype != "auto" else "float32",
-                                 shape)
+                                 shape, threads)
         counted.append((run, flops, float(run["duration"])))
     if peak is None or not peak["best"]:
         return {"fraction": None, "peak": None, "note": "no done run could be counted"}

@@ -37,7 +37,7 @@ from bertscope.replicate.cost import Estimate, compute_fractions, estimate_spec,
 from bertscope.replicate.protocols import BUDGETS, PAPERS, Protocol, protocol
 from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
-from bertscope.sweep.config import SweepConfig, executor_flags
+from bertscope.sweep.config import SweepConfig, executor_flags, worker_threads
 from bertscope.sweep.driver import SweepResult, run_sweep
 
 __all__ = ["COMMAND", "ReplicateResult", "located", "look_plan", "protocol_of", "rows_from_store", "run_replicate"]
@@ -245,7 +245,8 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
             break
         rounds = grown
     sweep = _combined(sweeps)
-    compute = compute_fractions(runs)  # adds each done run's model FLOPs and compute fraction to its entry
+    # adds each done run's model FLOPs and compute fraction to its entry; the peak at a worker's threads
+    compute = compute_fractions(runs, threads=worker_threads(config.execution))
     title = f"bertscope replicate {plan.paper} --budget {plan.budget.name}: claims"
     context = {"paper": plan.paper, "reference": PAPERS[plan.paper], "budget": plan.budget.name,
                "budget_note": plan.budget.note, "models": [m or "default (embedded MiniLM-L6-H384)"

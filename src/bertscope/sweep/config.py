@@ -9,7 +9,7 @@ from bertscope.core.config import Config, Options, group, opt
 from bertscope.core.errors import BertscopeError
 from bertscope.finetune.distributed import refuse_data_parallel
 
-__all__ = ["MAX_RUNS", "ExecutorOptions", "StatusConfig", "SweepConfig", "executor_flags"]
+__all__ = ["MAX_RUNS", "ExecutorOptions", "StatusConfig", "SweepConfig", "executor_flags", "worker_threads"]
 
 #: the most grid points a spec may hold unless ``--max-runs`` says otherwise: counted before any run is built, so
 #: a typo that makes 10^8 runs is one line, not gigabytes (a listed run takes a few kB of memory)
@@ -40,6 +40,19 @@ class ExecutorOptions(Options):
                 raise BertscopeError(f"{name} must not be negative, got {value}")
         if self.threads is not None and self.threads < 1:
             raise BertscopeError(f"--threads must be at least 1, got {self.threads}")
+
+
+def worker_threads(options: ExecutorOptions) -> int | None:
+    """The torch threads one local worker runs with: ``--threads``, else with several worker processes the CPU
+    count shared among them (what :class:`~bertscope.sweep.executors.ProcessExecutor` gives each), else None (the
+    process's own setting; on Ray, what the cluster's worker has)."""
+    import os
+
+    if options.threads:
+        return options.threads
+    if options.executor == "local" and (options.workers or 1) > 1:
+        return max(1, (os.cpu_count() or 1) // (options.workers or 1))
+    return None
 
 
 def executor_flags(options: ExecutorOptions) -> list[str]:
