@@ -61,10 +61,7 @@ class ReplicateConfig(Config):
     progress: bool = opt(True, "show overall progress")
 
     def validate(self) -> None:
-        if self.paper is None:
-            raise BertscopeError("give the paper: bertscope replicate paper1|paper2 --budget smoke")
-        if self.budget not in (*REPLICATE_BUDGETS, "test"):
-            raise BertscopeError(f"--budget must be one of {', '.join(REPLICATE_BUDGETS)}; got {self.budget!r}")
+        _check_paper_and_budget(self.paper, self.budget, "bertscope replicate paper1|paper2 --budget smoke")
         if self.model is not None:
             parse_name_list(self.model, option="--model", example="bert-base-uncased,roberta-base")
         if self.tasks is not None:
@@ -82,6 +79,13 @@ class ReplicateConfig(Config):
                 raise BertscopeError(f"--max-seeds must be at least 2, got {self.max_seeds}")
             if self.seeds is not None and self.seeds != "auto":
                 raise BertscopeError("--max-seeds goes with --seeds auto (a seed list fixes the seeds)")
+
+
+def _check_paper_and_budget(paper: str | None, budget: str, example: str) -> None:
+    if paper is None:
+        raise BertscopeError(f"give the paper: {example}")
+    if budget not in (*REPLICATE_BUDGETS, "test"):  # test: the hidden budget of the test suite
+        raise BertscopeError(f"--budget must be one of {', '.join(REPLICATE_BUDGETS)}; got {budget!r}")
 
 
 def parse_settings(spec: str, *, option: str = "--settings") -> list[tuple[str, int | None, int]]:
@@ -130,10 +134,7 @@ class PowerConfig(Config):
     progress: bool = opt(True, "show overall progress")
 
     def validate(self) -> None:
-        if self.paper is None:
-            raise BertscopeError("give the paper: bertscope power paper2")
-        if self.budget not in (*REPLICATE_BUDGETS, "test"):
-            raise BertscopeError(f"--budget must be one of {', '.join(REPLICATE_BUDGETS)}; got {self.budget!r}")
+        _check_paper_and_budget(self.paper, self.budget, "bertscope power paper2")
         for task, _, _ in parse_settings(self.settings):
             check_task_name(task)
         for item in parse_name_list(self.dev_sizes, option="--dev-sizes"):
