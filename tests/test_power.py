@@ -49,8 +49,8 @@ def test_resampled_rows_rescore_every_study_run_on_one_subset():
         for s in (1, 2)]
     row = C.RunRow("dims-1", "dims", {"task": "rte", "seed": 1}, {}, {"runs": records, "config": {}},
                    ((({"dims": "all", "sample": 0}, 0.5)),))
-    out, complete = resampled([row], 8, seed=3)
-    assert complete
+    out, rescored = resampled([row], 8, seed=3)
+    assert rescored == {"dims-1"}
     scores = [r["score"] for r in out[0].payload["runs"]]
     import numpy as np
     chosen = np.random.default_rng(3).choice(20, 8, replace=False)
@@ -58,6 +58,8 @@ def test_resampled_rows_rescore_every_study_run_on_one_subset():
         preds = record["dev"]["predictions"]["validation"]
         assert score == compute_metrics("rte", [preds[i] for i in chosen], [labels[i] for i in chosen])["combined_score"]
     assert out[0].points[0][1] == scores[0]
+    short, none = resampled([row], 40)  # more examples than the dev set has: left as it was, and said so
+    assert none == set() and short[0].payload["runs"][0]["score"] == 0.5
 
 
 def test_power_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path, monkeypatch, one_thread):
@@ -71,6 +73,9 @@ def test_power_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path, m
     claims = {(r["claim"], r["dev_examples"]) for r in rows}
     assert ("p2.freezing", None) in claims and ("p2.tokens", None) in claims
     assert ("p2.tokens", 4) in claims and ("p2.freezing", 4) not in claims  # finetune runs are not rescored
+    at_all = {(r["scope"]): r["std"] for r in rows if r["claim"] == "p2.tokens" and r["dev_examples"] is None}
+    at_4 = {(r["scope"]): r["std"] for r in rows if r["claim"] == "p2.tokens" and r["dev_examples"] == 4}
+    assert at_4.keys() == at_all.keys()  # every token row also at 4 dev examples (values: the unit test above)
     for r in rows:
         assert r["seeds"] == 2 and r["setting"] == "rte, 8 train x 1 epoch"
         if r["std"] is not None and r["mean"] is not None:

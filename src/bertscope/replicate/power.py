@@ -122,20 +122,19 @@ def seeds_needed(mean: float | None, std: float | None, kind: str, tolerance: fl
     return None
 
 
-def resampled(rows: Sequence[RunRow], size: int, *, seed: int = 0) -> tuple[list[RunRow], bool]:
+def resampled(rows: Sequence[RunRow], size: int, *, seed: int = 0) -> tuple[list[RunRow], set[str]]:
     """``rows`` with every study run rescored on ``size`` dev examples drawn once (seeded; the same examples for
-    every run, as a smaller dev set would be), and whether every fine-tuning score could be rescored (runs whose
-    records keep no dev predictions cannot)."""
+    every run, as a smaller dev set would be), and the ids of the rows whose every run was rescored (runs whose
+    records keep no dev predictions, and ``finetune`` runs, cannot be)."""
     out: list[RunRow] = []
-    complete = True
+    rescored_ids: set[str] = set()
     for row in rows:
         command = ANALYSES.get(row.experiment)  # the protocol names a study's experiment after its command
         records = (row.payload or {}).get("runs")
         if not row.points or not isinstance(records, list) or command is None or command.study_points is None:
-            complete = complete and not _trains(row)
             out.append(row)
             continue
-        rescored = []
+        rescored, complete = [], True
         for record in records:
             dev = record.get("dev") or {}
             labels, predictions = dev.get("labels") or {}, dev.get("predictions") or {}
@@ -149,13 +148,13 @@ def resampled(rows: Sequence[RunRow], size: int, *, seed: int = 0) -> tuple[list
             score = compute_metrics(task, [predictions[split][i] for i in chosen],
                                     [labels[split][i] for i in chosen])["combined_score"]
             rescored.append({**record, "score": score})
-        payload = {**(row.payload or {}), "runs": rescored}
+        # the points are read from the runs (a single-seed study's points otherwise come from its table)
+        config = {**((row.payload or {}).get("config") or {}), "seeds": str(row.seed)}
+        payload = {**(row.payload or {}), "runs": rescored, "config": config}
         out.append(replace(row, payload=payload, points=tuple(command.study_points(payload))))
-    return out, complete
-
-
-def _trains(row: RunRow) -> bool:
-    return row.experiment in ("fine-tuned", "frozen", "deepen-finetune") or bool(row.points)
+        if complete:
+            rescored_ids.add(row.id)
+    return out, rescored_ids
 
 
 def _row(claim: Claim, setting: Setting, dev: int | None, looks: LookPlan) -> PowerRow:
@@ -287,9 +286,9 @@ def run_power(config: PowerConfig) -> PowerResult:
             durations = [r.duration for r in store.records(sweep=plan.name) if r.status == "done" and r.duration]
         per_seed[setting.label] = sum(durations) / len(seeds)
         for size in sizes:
-            chosen = runs[0] if size is None else resampled(runs[0], size)[0]
+            chosen, rescored = (runs[0], set()) if size is None else resampled(runs[0], size)
             rows += [_row(claim, setting, size, looks) for claim in claims_for(plan.paper, chosen)
-                     if claim.difference.n and (size is None or _rescored(claim, chosen))]
+                     if claim.difference.n and (size is None or (claim.runs and set(claim.runs) <= rescored))]
     command = _command_line(config)
     markdown = _markdown(rows, per_seed, config, looks, command)
     files = {"markdown": str(out / "power.md"), "json": str(out / "power.json")}
@@ -297,13 +296,6 @@ def run_power(config: PowerConfig) -> PowerResult:
     write_text_atomic(Path(files["markdown"]), markdown)
     write_json_atomic(Path(files["json"]), result.to_dict())
     return result
-
-
-def _rescored(claim: Claim, rows: Sequence[RunRow]) -> bool:
-    """Whether every run a claim rests on is a study run (whose dev predictions were rescored)."""
-    by_id = {r.id: r for r in rows}
-    return bool(claim.runs) and all(by_id[r].points and (by_id[r].payload or {}).get("runs") for r in claim.runs
-                                    if r in by_id) and claim.id not in ("p2.freezing", "p2.cross")
 
 
 COMMAND = CommandInfo("power", PowerConfig, run_power, PowerResult,
