@@ -45,6 +45,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "status": {},
     "report": {},
     "replicate": {"paper": "paper1"},
+    "power": {"paper": "paper2"},
 }
 OVERRIDE: dict[str, dict[str, Any]] = {
     "reconstruct": {"seed": 7, "layers": "0,-1"},
@@ -61,6 +62,7 @@ OVERRIDE: dict[str, dict[str, Any]] = {
     "status": {"slowest": 2},
     "report": {"title": "T"},
     "replicate": {"budget": "small"},
+    "power": {"seeds": "1-3"},
 }
 NAMES = list(api.COMMANDS)
 

@@ -280,6 +280,7 @@ REQUIRED: dict[str, dict[str, object]] = {
     "TokensConfig": {"task": "rte"},
     "CrossConfig": {"tasks": "sst2,rte"},
     "ReplicateConfig": {"paper": "paper2"},
+    "PowerConfig": {"paper": "paper2"},
     "DeepenConfig": {"out": "deepened", "duplicate": "1"},
     "CompareConfig": {"variant": "variant-folder"},
     "SweepConfig": {"spec": "spec.yaml"},

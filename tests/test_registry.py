@@ -145,7 +145,7 @@ STUDIES = {"dims", "layers", "tokens", "cross"}
 
 
 def test_api_commands_are_the_analyses_then_sweep_status_report() -> None:
-    assert list(api.COMMANDS) == [*ANALYSES, "sweep", "status", "report", "replicate"]
+    assert list(api.COMMANDS) == [*ANALYSES, "sweep", "status", "report", "replicate", "power"]
     assert {"reconstruct", "deepen", "compare", "layer-scan", "finetune", "predict", *STUDIES} == set(ANALYSES)
     assert list(api.COMMANDS.sweepable()) == list(ANALYSES)
     assert set(api.COMMANDS.studies()) == STUDIES == set(ANALYSES.studies())

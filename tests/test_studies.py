@@ -436,17 +436,21 @@ def test_a_sibling_study_s_finished_run_of_the_same_identity_is_reused_not_run_a
                                                                                    tmp_path, monkeypatch):
     model = str(tiny_checkpoint("bert", 3))
     options = dict(task="sst2", model=model, **{**small, "freeze": "none"})
-    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens"), **options)
+    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens-0123456789ab"), **options)
     calls = []
     real = common.HeadRunner.run
     monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.dims)
                         or real(self, config, **kw))
-    dims = api.dims(k="2,all", samples=1, out=str(tmp_path / "sweep-runs" / "dims"), **options)
+    dims = api.dims(k="2,all", samples=1, out=str(tmp_path / "sweep-runs" / "dims-0123456789ab"), **options)
     assert len(calls) == 1 and calls[0] != "all"  # "all" is the tokens study's [CLS] run: same options, same identity
     reused = next(r for r in dims.runs if r["selection"] == "all")
     cls = next(r for r in tokens.runs if r["token"] == "cls")
-    assert reused["score"] == cls["score"] and reused["reused_from"].endswith("tokens")
+    assert reused["score"] == cls["score"] and reused["reused_from"].endswith("tokens-0123456789ab")
     assert reused["k"] == 32 and reused["run_id"] != cls["run_id"]  # this study's own columns
     calls.clear()
-    other = api.dims(k="all", samples=1, out=str(tmp_path / "elsewhere" / "dims"), **{**options, "seed": 7})
+    other = api.dims(k="all", samples=1, out=str(tmp_path / "sweep-runs" / "dims-ba9876543210"),
+                     **{**options, "seed": 7})
     assert calls == ["all"] and "reused_from" not in other.runs[0]  # another seed is another run
+    calls.clear()
+    mine = api.dims(k="all", samples=1, out=str(tmp_path / "sweep-runs" / "my-dims"), **options)
+    assert calls == ["all"] and "reused_from" not in mine.runs[0]  # a user's own folder: never mixed with others

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -27,6 +28,9 @@ from bertscope.runs.identity import run_id, run_identity
 from bertscope.runs.store import ResultStore, StoredRun, StoreLock, remove_store, study_store
 
 __all__ = ["RunSpec", "RunStore", "finetune_identity", "finetune_run_id", "run_checkpoints"]
+
+#: A sweep run's folder, named by its run id (``<command>-<12 hex>``, :func:`bertscope.runs.identity.run_id`).
+_RUN_FOLDER = re.compile(r"[a-z0-9][a-z0-9-]*-[0-9a-f]{12}")
 
 #: Options that drive several runs and are never set on one run (so never part of a run's identity).
 _DRIVER_OPTIONS = frozenset({"seeds"})
@@ -145,17 +149,18 @@ class RunStore:
         return {**payload, "run_id": spec.run_id, **spec.params}  # a run two points share: this point's columns
 
     def reuse(self, spec: RunSpec) -> dict[str, Any] | None:
-        """The record of the same run finished by a sibling study (another ``runs.db`` one folder over, as the
-        studies of one sweep or replication keep them), saved into this store; None when none has it.
+        """The record of the same run finished by a sibling study of the same sweep (another ``runs.db`` one folder
+        over, in a folder named by its run id as a sweep or replication keeps them), saved into this store; None
+        when none has it, or when this study is not one of a sweep's runs (a user's own folders are never mixed).
 
         A run's id is its identity (command and every option that changes its numbers), so a sibling's finished
         run with this id is this run: ``[CLS]`` of the last layer with all dimensions is the tokens study's
         reference and the dims study's, and it runs once. Stores that cannot be read are passed over."""
-        if self.path is None:
+        if self.path is None or not _RUN_FOLDER.fullmatch(self.path.parent.name):
             return None
         rid = spec.key()[2]
         for sibling in sorted(self.path.parent.parent.glob(f"*/{self.path.name}")):
-            if sibling == self.path:
+            if sibling == self.path or not _RUN_FOLDER.fullmatch(sibling.parent.name):
                 continue
             try:
                 with ResultStore(sibling, create=False) as store:
