@@ -107,13 +107,17 @@ def test_adaptive_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path
             continue
         # every experiment ran as many seeds as the most its claims read (2 unless some claim was open at 2)
         assert all(rounds[e] >= claim["seeds_used"] for e in experiments)
-        if claim["details"]["sequential"]["decided"]:
+        if claim["details"]["sequential"]["decided"] and claim["id"] != "p1.across-families":  # its own rule
             used = claim["per_seed"][:claim["seeds_used"]]
             level = claim["difference"]["level"]
             low, high = _scipy_interval(used, level)
             assert claim["difference"]["low"] == pytest.approx(low) and claim["difference"]["high"] == pytest.approx(high)
-            assert claim["verdict"] == stats.verdict(stats.Interval(**claim["difference"]), claim["kind"],
-                                                     claim["tolerance"] or 0.0)
+            expected = stats.verdict(stats.Interval(**claim["difference"]), claim["kind"], claim["tolerance"] or 0.0)
+            if claim["heads"] and claim["heads"]["learned"] < claim["heads"]["total"]:
+                expected = "inconclusive"  # the learned-head guard
+            elif "at chance level" in claim["note"] and expected == "supported":
+                expected = "inconclusive"  # the chance guard
+            assert claim["verdict"] == expected
     assert set(rounds.values()) <= {2, 4}
     done = {e: {r["axes"]["seed"] for r in payload["runs"] if r["experiment"] == e and r["axes"]} for e in rounds}
     assert {e: len(s) for e, s in done.items()} == rounds  # exactly the seeds each round asked for
