@@ -3,6 +3,8 @@ wrong decisions at or below alpha (while the unadjusted design, read the same wa
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -60,6 +62,26 @@ def test_a_clear_effect_stops_early_and_an_open_one_asks_for_the_next_look() -> 
     assert done.final and not done.decided and done.verdict == "inconclusive" and done.seeds_used == 12
 
 
+def test_futility_stops_a_claim_on_its_boundary_and_keeps_one_that_can_still_be_decided() -> None:
+    plan = LookPlan((3, 6), futility=True)
+    # a mean on the tolerance's edge: no affordable look decides it, so it stops at the first, undecided
+    edge = sequential_verdict([-0.014, -0.022, -0.017, -0.02, -0.018, -0.019], plan, "as_good", 0.02)
+    assert edge.futile and edge.verdict == "inconclusive" and edge.seeds_used == 3 and edge.needs_seeds == 0
+    # bimodal pairs, as wide as the tolerance many times over
+    wide = sequential_verdict([0.007, -0.233, -0.014], plan, "as_good", 0.02)
+    assert wide.futile and wide.needs_seeds == 0
+    # near zero with a small spread: the last look may decide it, so it asks for it
+    hopeful = sequential_verdict([0.001, 0.021, 0.013], plan, "as_good", 0.02)
+    assert not hopeful.futile and hopeful.needs_seeds == 6
+    assert not sequential_verdict([0.03, 0.05, 0.01], plan, "better").futile  # worth 6 seeds
+    assert sequential_verdict([0.03, 0.05, 0.01], plan, "better").needs_seeds == 6
+    assert sequential_verdict([0.02, 0.05, -0.01], plan, "better").futile  # half-width over the mean at 6 too
+    off = sequential_verdict([-0.014, -0.022, -0.017], LookPlan((3, 6)), "as_good", 0.02)
+    assert not off.futile and off.needs_seeds == 6
+    # the last look never stops "for futility": it is the end either way
+    assert not sequential_verdict([0.007, -0.233, -0.014], LookPlan((3,), futility=True), "as_good", 0.02).futile
+
+
 def _wrong(decision: str, truth_holds: bool) -> bool:
     return (decision == "supported" and not truth_holds) or (decision == "not supported" and truth_holds)
 
@@ -81,13 +103,18 @@ TRUTHS = [("better", 0.0, 0.0, False), ("worse", 0.0, 0.0, False), ("as_good", 0
           ("as_good", 0.52, 0.5, False)]
 
 
+@pytest.mark.parametrize("futility", [True, False])
 @pytest.mark.parametrize(("kind", "mean", "tolerance", "truth_holds"), TRUTHS)
-def test_optional_stopping_keeps_wrong_decisions_at_or_below_alpha(kind, mean, tolerance, truth_holds) -> None:
-    plan = LookPlan((2, 3, 4, 6, 9, 13, 20))
+def test_optional_stopping_keeps_wrong_decisions_at_or_below_alpha(kind, mean, tolerance, truth_holds,
+                                                                   futility) -> None:
+    plan = LookPlan((2, 3, 4, 6, 9, 13, 20), futility=futility)
     repetitions = 3000
     rate = _error_rate(plan, kind, mean, tolerance, truth_holds, repetitions=repetitions, seed=7)
     # at or below the nominal 5%, allowing Monte Carlo error of three standard errors at 5%
     assert rate <= 0.05 + 3 * (0.05 * 0.95 / repetitions) ** 0.5, rate
+    if futility:  # stopping for futility only ends claims undecided: never more wrong decisions than without
+        assert rate <= _error_rate(replace(plan, futility=False), kind, mean, tolerance, truth_holds,
+                                   repetitions=repetitions, seed=7)
 
 
 def test_the_simulation_detects_the_inflation_of_unadjusted_looks() -> None:

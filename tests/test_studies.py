@@ -454,3 +454,25 @@ def test_a_sibling_study_s_finished_run_of_the_same_identity_is_reused_not_run_a
     calls.clear()
     mine = api.dims(k="all", samples=1, out=str(tmp_path / "sweep-runs" / "my-dims"), **options)
     assert calls == ["all"] and "reused_from" not in mine.runs[0]  # a user's own folder: never mixed with others
+
+
+def test_the_layers_study_s_last_layer_is_the_tokens_study_s_run(small, tiny_checkpoint, tmp_path, monkeypatch):
+    from bertscope.replicate.cost import computed_share, model_shape
+
+    model = str(tiny_checkpoint("bert", 3))
+    options = dict(task="sst2", model=model, **{**small, "freeze": "none"})
+    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens-0123456789ab"), **options)
+    calls = []
+    real = common.HeadRunner.run
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.layer)
+                        or real(self, config, **kw))
+    out = tmp_path / "sweep-runs" / "layers-0123456789ab"
+    layers = api.layers(layers="2,3", token="mean", out=str(out), **options)
+    assert calls == ["2"]  # layer 3 of 3 is the tokens study's "mean" run (spelt -1 there): one identity, reused
+    last = next(r for r in layers.runs if r["layer"] == 3)
+    assert last["score"] == next(r for r in tokens.runs if r["token"] == "mean")["score"]
+    assert last["reused_from"].endswith("tokens-0123456789ab")
+    # the compute the layers run did itself: layer 2's head (through 2 of 3 layers), not the reused last layer's
+    assert computed_share("layers", {"out": str(out)}, model_shape(model)) == pytest.approx(2 / 5)
+    assert computed_share("tokens", {"out": str(tmp_path / "sweep-runs" / "tokens-0123456789ab")},
+                          model_shape(model)) == 1.0

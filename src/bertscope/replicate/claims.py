@@ -136,10 +136,17 @@ def _rule(kind: str, tolerance: float | None, looks: LookPlan | None = None) -> 
     return f"supported if the whole {which} of the difference lies within ±{tolerance:g}"
 
 
-def _open_note(kind: str, tolerance: float | None, interval: Interval, looks: LookPlan) -> str:
-    """Why a claim is still undecided at the last look, and what would decide it."""
+def _open_note(kind: str, tolerance: float | None, interval: Interval, looks: LookPlan, *,
+               futile: bool = False) -> str:
+    """Why a claim is still undecided at the last look (or stopped early for futility), and what would decide it."""
     edges = [0.0] if kind != "as_good" else [-(tolerance or 0.0), tolerance or 0.0]
     near = min(edges, key=lambda e: abs(interval.mean - e))
+    if futile:
+        return (f"stopped for futility after {interval.n} seeds: even the last look ({looks.max_seeds} seeds) could "
+                f"not decide it, the mean difference {interval.mean:+.3f} lying within that look's half-width (at "
+                f"an optimistic spread) of the boundary {near:+g}; the true difference is near the boundary or "
+                "too noisy per seed: many more seeds, or less noise per seed (more training, docs/power.md), "
+                "would decide it")
     return (f"undecided at the last look ({looks.max_seeds} seeds): the mean difference {interval.mean:+.3f} is "
             f"within the interval's half-width of the boundary {near:+g}; more seeds (--max-seeds), or less noise "
             "per seed (more training or dev examples, docs/power.md), would decide it")
@@ -168,7 +175,7 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
         extra["sequential"] = {k: v for k, v in reading.to_dict().items() if k != "interval"} | {
             "looks": looks.to_dict()}
         if not needs and not reading.decided and reading.interval is not None:
-            notes.append(_open_note(kind, tolerance, reading.interval, looks))
+            notes.append(_open_note(kind, tolerance, reading.interval, looks, futile=reading.futile))
     if difference.n == 0:
         notes.append("no finished runs")
     elif difference.low is None:

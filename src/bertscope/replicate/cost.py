@@ -20,6 +20,10 @@ tokenizer, truncated at ``--max-length``), so padding and truncated tails are ne
 * ``reconstruct``: one forward of the measured sentences (plus the tuned lens's training sentences); ``layer-scan``:
   the original and one variant per layer; ``deepen`` copies weights (0).
 
+A done run counts only the compute it did itself (:func:`computed_share`): a study's sub-runs loaded from an earlier
+run or taken from a sibling run folder, and a frozen encoder's features read from the feature cache, were computed
+elsewhere, so their FLOPs are left out of this run's count (they would otherwise push its fraction over 1).
+
 The compute fraction of a done run is its FLOP count over (a measured GEMM peak of this device at the runs' dtype,
 the model's shapes and the torch threads each worker ran with, :mod:`bertscope.core.peak`, times the run's wall
 seconds); the total is the sum of the FLOPs over the peak times the sum of the seconds (each run weighted by its
@@ -29,6 +33,7 @@ wall time).
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +51,7 @@ __all__ = [
     "Estimate",
     "RealLengths",
     "compute_fractions",
+    "computed_share",
     "estimate_runs",
     "estimate_spec",
     "fraction_line",
@@ -165,6 +171,39 @@ def run_flops(command: str, options: Mapping[str, Any], shape: EncoderShape, len
     return total
 
 
+def computed_share(command: str, options: Mapping[str, Any], shape: EncoderShape) -> float:
+    """The share of :func:`run_flops`'s count that a done run computed itself, read from its result file in
+    ``options["out"]``: a study's sub-runs marked ``resumed`` (loaded from an earlier run, or reused from a sibling
+    run folder) are left out, weighted by the layers each runs through; a frozen-encoder ``finetune`` counts the
+    examples its encoder actually ran (``features``' ``encoder_examples``; cached ones ran elsewhere). 1.0 when the
+    file is missing or says nothing (the count stands as it is)."""
+    out = options.get("out")
+    if not out:
+        return 1.0
+    name = "results.json" if command == "finetune" else f"{command}.json"
+    try:
+        payload = json.loads((Path(str(out)) / name).read_text())
+    except (OSError, ValueError):
+        return 1.0
+    if command == "finetune":
+        splits = (payload.get("features") or {}).get("splits") or {}
+        if options.get("freeze") != "encoder" or not splits:
+            return 1.0
+        ran = sum(int(s.get("encoder_examples") or 0) for s in splits.values())
+        total = sum(int(s.get("num_examples") or 0) for s in splits.values())
+        return ran / total if total else 1.0
+    runs = [r for r in payload.get("runs") or [] if isinstance(r, Mapping)]
+    if not runs:
+        return 1.0
+
+    def depth(run: Mapping[str, Any]) -> int:
+        layers = run.get("layers") if command == "layers" else None
+        return max(int(x) for x in layers) if isinstance(layers, list) and layers else shape.layers
+
+    total = sum(depth(r) for r in runs)
+    return sum(depth(r) for r in runs if not (r.get("resumed") or r.get("reused_from"))) / total if total else 1.0
+
+
 def _deepened(options: Mapping[str, Any]) -> int:
     """Layers a deepen run adds (duplicates minus removals)."""
     return sum(len([p for p in str(options.get(k) or "").split(",") if p.strip()]) * sign
@@ -280,7 +319,9 @@ def compute_fractions(runs: Iterable[Mapping[str, Any]], *, threads: int | None 
         key = (options.get("model"), int(options.get("max_length") or 128), options.get("data_dir"))
         try:
             shape = model_shape(options.get("model"), seen)
-            flops = run_flops(str(run.get("command")), options, shape, lengths.setdefault(key, RealLengths(*key)))
+            command = str(run.get("command"))
+            flops = run_flops(command, options, shape, lengths.setdefault(key, RealLengths(*key)))
+            flops = round(flops * computed_share(command, options, shape))
         except (BertscopeError, OSError, ValueError):
             continue
         if peak is None:

@@ -77,16 +77,20 @@ class Budget:
     looks: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     #: per paper, fine-tuning options over ``finetune`` (a paper whose protocol has many runs per seed trains less)
     paper_finetune: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the papers whose adaptive seeds stop a claim for futility (:func:`bertscope.core.sequential.futile`): with two
+    #: looks it costs no measurable power; before three looks from 3 seeds it does (docs/statistics.md)
+    futility: tuple[str, ...] = ()
 
     def look_plan(self, paper: str, max_seeds: int | None = None) -> LookPlan:
         """The looks of ``--seeds auto`` for ``paper``: the budget's, cut (or stretched) to ``max_seeds``."""
         looks = self.looks.get(paper) or (len(self.seeds), 2 * len(self.seeds), 4 * len(self.seeds))
+        futility = paper in self.futility
         if max_seeds is None:
-            return LookPlan(tuple(looks))
+            return LookPlan(tuple(looks), futility=futility)
         if max_seeds < 2:
             raise BertscopeError(f"--max-seeds must be at least 2, got {max_seeds}")
         kept = [n for n in looks if n < max_seeds]
-        return LookPlan((*kept, max_seeds))
+        return LookPlan((*kept, max_seeds), futility=futility)
 
 
 # Fine-tuning options measured on the embedded model (SST-2, OMP_NUM_THREADS=1, docs/replicate.md "Budgets"): the
@@ -135,13 +139,13 @@ BUDGETS: dict[str, Budget] = {
                      {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                       "fit_curve": False},
                      dims_samples=1, layers="1--1", native_token="mean",
-                     looks={"paper1": (3, 8, 16), "paper2": (3, 6)},
-                     paper_finetune={"paper2": {"max_train": 1000, "batch_size": 16}}, tuned={"lens_steps": 100, "lens_sentences": 256},
+                     looks={"paper1": (3, 8, 16), "paper2": (3, 6)}, futility=("paper2",),
+                     paper_finetune={"paper2": {"lr": 2e-4}}, tuned={"lens_steps": 100, "lens_sentences": 256},
                      note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds, alpha spent "
-                          "over fixed looks (paper 1 at 3, 8 and 16 seeds, paper 2 at 3 and 6), lr 1e-4 for 1 epoch "
-                          "(paper 1: 2000 SST-2 training examples, batch 32; paper 2, with some 20 runs per seed: "
-                          "1000, batch 16), the whole dev set, layers 1..L read through [CLS] and through the mean "
-                          "over tokens; lens rows as in small"),
+                          "over fixed looks (paper 1 at 3, 8 and 16 seeds, paper 2 at 3 and 6; paper 2 stops a claim "
+                          "no look could decide for futility), 2000 training examples x 1 epoch, batch 32, at lr "
+                          "1e-4 (paper 2: 2e-4), the whole dev set, layers 1..L read through [CLS] and through the "
+                          "mean over tokens; lens rows as in small"),
     "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
                    {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
                    dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,

@@ -83,10 +83,14 @@ class Axis:
     text: str = ""
     stem: str = ""
     also_worse: bool = False
+    #: the option's text for a value, when one run has two spellings (the last layer, ``6`` or ``-1``): one spelling
+    #: gives the run one identity, so another study's run of the same configuration is reused, not run again
+    canonical: Callable[[Any, Any], str] | None = None
 
     def spec(self, config: Any, value: Any) -> RunSpec:
         """The run of one value: the study's fine-tuning options with this option set."""
-        return RunSpec(f"{self.word} {value}", {self.column: value}, finetune_config(config, **{self.option: str(value)}))
+        text = self.canonical(config, value) if self.canonical else str(value)
+        return RunSpec(f"{self.word} {value}", {self.column: value}, finetune_config(config, **{self.option: text}))
 
     def points(self, payload: Mapping[str, Any]) -> list[StudyPoint]:
         """One point per value (``({option: value}, score)``); with several seeds one per run, seed as replicate."""

@@ -27,6 +27,13 @@ def _layers(config: LayersConfig) -> list[Any]:
     return list(parse_hidden_states(config.layers, depth, option="--layers", default_all=True))
 
 
+def _canonical(config: LayersConfig, layer: Any) -> str:
+    """The last hidden state as ``-1``, finetune's default: the layers study's last-layer run is then the same run
+    (one identity) as the tokens study's and the dims study's reference, and a sibling's finished one is reused."""
+    depth, _ = model_shape(config)
+    return "-1" if layer == depth else str(layer)
+
+
 def _context(config: LayersConfig, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     depth, hidden = model_shape(config)
     return {"num_layers": depth, "hidden_size": hidden, "dims": records[0]["dims"], "token": config.selection.token}
@@ -39,7 +46,7 @@ LAYERS = Axis(
     tokens=lambda config, layers: [config.selection.token],
     fixed=lambda config: f"token {config.selection.token}, dims {config.selection.dims}", context=_context,
     plot="line", what="score per layer", xlabel="hidden layer read (0 = embeddings)", label="head on this layer",
-    note="layer", heading="score by layer", noun="layer", stem="layers")
+    note="layer", heading="score by layer", noun="layer", stem="layers", canonical=_canonical)
 
 
 def run_layers(config: LayersConfig) -> StudyResult:
