@@ -68,6 +68,21 @@ def test_a_head_that_did_not_learn_stops_the_claim_asking_for_seeds():
     assert claim.verdict == "inconclusive" and claim.needs_seeds == 0 and "did not learn" in claim.note
 
 
+def test_a_claim_no_look_could_decide_stops_for_futility_where_the_plan_says_so():
+    diffs = [0.007, -0.233, -0.014]  # bimodal, many tolerances wide: six seeds could not decide it
+    rows = [_ft(s + 1, 0.7 + d, deepened=True) for s, d in enumerate(diffs)]
+    rows += [_ft(s + 1, 0.7, deepened=False) for s in range(3)]
+    stopped = next(c for c in C.claims_for("paper1", rows, LookPlan((3, 6), futility=True))
+                   if c.id == "p1.deepen-finetune")
+    assert stopped.verdict == "inconclusive" and stopped.needs_seeds == 0 and stopped.seeds_used == 3
+    assert "stopped for futility after 3 seeds" in stopped.note and stopped.details["sequential"]["futile"]
+    going = next(c for c in C.claims_for("paper1", rows, LookPlan((3, 6))) if c.id == "p1.deepen-finetune")
+    assert going.needs_seeds == 6 and "futility" not in going.note
+    # decide: paper 2 (two looks: no measurable power lost) stops for futility, paper 1 (a look at 3 of 16) does not
+    assert BUDGETS["decide"].look_plan("paper2").futility and BUDGETS["decide"].look_plan("paper2", 12).futility
+    assert not BUDGETS["decide"].look_plan("paper1").futility
+
+
 def test_next_round_grows_only_the_experiments_of_open_claims():
     rows = [*_pairs([0.023, 0.035, 0.047]), C.RunRow("scan-1", "layer-scan", {"seed": 1})]
     claims = C.claims_for("paper1", rows, LookPlan((3, 6)))

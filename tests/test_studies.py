@@ -80,7 +80,8 @@ def test_layers_study_resumes_an_interrupted_scan(small, tiny_checkpoint, tmp_pa
     monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.layer)
                         or real(self, config, **kw))
     result = api.layers(**options)
-    assert calls == ["2", "3"] and [r["layer"] for r in result.table] == [0, 1, 2, 3]
+    # the last layer is spelt -1 (finetune's default), so it is one run with the tokens study's reference
+    assert calls == ["2", "-1"] and [r["layer"] for r in result.table] == [0, 1, 2, 3]
 
 
 def test_dims_study_rows_and_variance_ranking(small, tiny_checkpoint, glue_dir, tmp_path):
@@ -292,7 +293,7 @@ def test_a_study_folder_is_a_store_that_status_report_and_retry_failed_read(smal
     monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.layer)
                         or real(self, config, **kw))
     result = api.layers(**options, retry_failed=True)
-    assert calls == ["1", "2"] and [r["resumed"] for r in result.runs] == [True, False, False]
+    assert calls == ["1", "-1"] and [r["resumed"] for r in result.runs] == [True, False, False]
     assert api.status(store=str(study_store(out))).counts == {"pending": 0, "running": 0, "done": 3, "failed": 0}
     report = api.report(store=str(study_store(out)), out=str(tmp_path / "report"))
     assert report.experiments == ("layers",) and report.counts["done"] == 3
@@ -301,7 +302,7 @@ def test_a_study_folder_is_a_store_that_status_report_and_retry_failed_read(smal
     # --overwrite starts over: a fresh store, every run trained again
     calls.clear()
     api.layers(**options, overwrite=True)
-    assert calls == ["0", "1", "2"]
+    assert calls == ["0", "1", "-1"]
 
 
 # ------------------------------------------------------------------------------------------------ seeds
