@@ -433,15 +433,21 @@ def test_a_new_one_axis_study_is_one_declaration(small, tiny_checkpoint, tmp_pat
     assert depth.section().axis == "layer" and depth.section().kind == "bars" and depth.section().points is not None
 
 
+def _tokens_then_count(small, tiny_checkpoint, tmp_path, monkeypatch, field):
+    """A sweep's tokens study (cls, mean) on a 3-layer model, then every head trained afterwards recorded by the
+    selection ``field`` it was given: (options, the tokens result, the calls)."""
+    options = dict(task="sst2", model=str(tiny_checkpoint("bert", 3)), **{**small, "freeze": "none"})
+    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens-0123456789ab"), **options)
+    calls: list[str] = []
+    real = common.HeadRunner.run
+    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(
+        getattr(config.selection, field)) or real(self, config, **kw))
+    return options, tokens, calls
+
+
 def test_a_sibling_study_s_finished_run_of_the_same_identity_is_reused_not_run_again(small, tiny_checkpoint,
                                                                                    tmp_path, monkeypatch):
-    model = str(tiny_checkpoint("bert", 3))
-    options = dict(task="sst2", model=model, **{**small, "freeze": "none"})
-    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens-0123456789ab"), **options)
-    calls = []
-    real = common.HeadRunner.run
-    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.dims)
-                        or real(self, config, **kw))
+    options, tokens, calls = _tokens_then_count(small, tiny_checkpoint, tmp_path, monkeypatch, "dims")
     dims = api.dims(k="2,all", samples=1, out=str(tmp_path / "sweep-runs" / "dims-0123456789ab"), **options)
     assert len(calls) == 1 and calls[0] != "all"  # "all" is the tokens study's [CLS] run: same options, same identity
     reused = next(r for r in dims.runs if r["selection"] == "all")
@@ -460,13 +466,7 @@ def test_a_sibling_study_s_finished_run_of_the_same_identity_is_reused_not_run_a
 def test_the_layers_study_s_last_layer_is_the_tokens_study_s_run(small, tiny_checkpoint, tmp_path, monkeypatch):
     from bertscope.replicate.cost import computed_share, model_shape
 
-    model = str(tiny_checkpoint("bert", 3))
-    options = dict(task="sst2", model=model, **{**small, "freeze": "none"})
-    tokens = api.tokens(tokens="cls,mean", out=str(tmp_path / "sweep-runs" / "tokens-0123456789ab"), **options)
-    calls = []
-    real = common.HeadRunner.run
-    monkeypatch.setattr(common.HeadRunner, "run", lambda self, config, **kw: calls.append(config.selection.layer)
-                        or real(self, config, **kw))
+    options, tokens, calls = _tokens_then_count(small, tiny_checkpoint, tmp_path, monkeypatch, "layer")
     out = tmp_path / "sweep-runs" / "layers-0123456789ab"
     layers = api.layers(layers="2,3", token="mean", out=str(out), **options)
     assert calls == ["2"]  # layer 3 of 3 is the tokens study's "mean" run (spelt -1 there): one identity, reused
@@ -474,6 +474,6 @@ def test_the_layers_study_s_last_layer_is_the_tokens_study_s_run(small, tiny_che
     assert last["score"] == next(r for r in tokens.runs if r["token"] == "mean")["score"]
     assert last["reused_from"].endswith("tokens-0123456789ab")
     # the compute the layers run did itself: layer 2's head (through 2 of 3 layers), not the reused last layer's
-    assert computed_share("layers", {"out": str(out)}, model_shape(model)) == pytest.approx(2 / 5)
+    assert computed_share("layers", {"out": str(out)}, model_shape(options["model"])) == pytest.approx(2 / 5)
     assert computed_share("tokens", {"out": str(tmp_path / "sweep-runs" / "tokens-0123456789ab")},
-                          model_shape(model)) == 1.0
+                          model_shape(options["model"])) == 1.0
