@@ -12,6 +12,7 @@ from bertscope.core import stats
 from bertscope.core.errors import BertscopeError
 from bertscope.replicate import claims as C
 from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, PAPERS, TOLERANCES, protocol
+from bertscope.replicate.runner import protocol_of
 from bertscope.sweep.spec import parse_spec
 
 
@@ -100,7 +101,8 @@ def test_paper2_claims_follow_the_rule():
              for s, d in dims.items()]
     layer_scores = {s: [0.5, 0.55 + 0.01 * s, 0.6, 0.79, 0.80] for s in seeds}
     rows += [_study("layers", s, [({"layer": i}, v) for i, v in enumerate(sc)]) for s, sc in layer_scores.items()]
-    rows += [_ft("frozen", s, 0.6 + 0.01 * s) for s in seeds] + [_ft("fine-tuned", s, 0.8) for s in seeds]
+    # a "fine-tuned" experiment (a separate finetune of the same options) is not read: the tokens [CLS] run is it
+    rows += [_ft("frozen", s, 0.6 + 0.01 * s) for s in seeds] + [_ft("fine-tuned", s, 0.1) for s in seeds]
     cross_payload = {"summary": {"tasks": ["rte", "mrpc"]}}
     rows += [_study("cross", s, [({"source": "after rte", "target": "rte"}, 0.70),
                                  ({"source": "after mrpc", "target": "rte"}, 0.70 - 0.001 * s),
@@ -126,8 +128,10 @@ def test_paper2_claims_follow_the_rule():
     assert higher.verdict == stats.verdict(higher.difference, "as_good", TOLERANCES["p2.layers.higher"])
 
     frozen = _one(claims, "p2.freezing")
-    assert frozen.difference == stats.paired_difference([0.61, 0.62, 0.63], [0.8, 0.8, 0.8])
+    assert frozen.difference == stats.paired_difference([0.61, 0.62, 0.63], cls)
     assert frozen.verdict == "supported"
+    # its fine-tuned side is the tokens study's [CLS] run: adaptive seeds grow the tokens study for it
+    assert set(frozen.runs) == {f"frozen-m-rte-{s}" for s in seeds} | {f"tokens-rte-{s}" for s in seeds}
 
     cross = _one(claims, "p2.cross")
     assert cross.difference == stats.paired_difference([0.70 - 0.001 * s for s in seeds], [0.70] * 3)
@@ -155,6 +159,7 @@ def test_a_head_that_did_not_learn_makes_the_claim_inconclusive():
     assert flagged.difference == learned.difference  # the measurement stays; only the verdict changes
     assert flagged.verdict == "inconclusive" and flagged.heads == (5, 6)
     assert "1 of 6 heads did not learn" in flagged.note and "--feature-norm standardize" in flagged.note
+    assert C.TRAIN_LONGER in flagged.note  # what replicate itself can change: more training steps
     assert flagged.to_dict()["learned_share"] == pytest.approx(5 / 6)
     # the flat metric `learned` (1/0) of a run without a payload counts as well
     flat = [C.RunRow(r.id, r.experiment, r.axes, {**r.metrics, "learned": 0.0 if r.id == "o1" else 1.0})
@@ -315,7 +320,6 @@ def test_config_refuses_bad_options():
 
 @pytest.mark.parametrize("paper", sorted(PAPERS))
 def test_data_dir_reaches_every_run_that_reads_glue_and_keeps_the_run_ids(paper, glue_dir, tmp_path):
-    from bertscope.replicate.runner import protocol_of
     from bertscope.sweep.commands import ANALYSES
 
     plain = protocol_of(api.ReplicateConfig(paper=paper))
@@ -332,6 +336,35 @@ def test_data_dir_reaches_every_run_that_reads_glue_and_keeps_the_run_ids(paper,
                if "data_dir" in ANALYSES[r.command].config.field_names())
     with pytest.raises(BertscopeError, match="--data-dir"):
         api.ReplicateConfig(paper=paper, data_dir=str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("paper", ["paper1", "paper2"])
+def test_training_size_overrides_every_fine_tuning_run_and_is_in_the_command(paper, tmp_path):
+    budget = protocol_of(api.ReplicateConfig(paper=paper, budget="decide"))
+    config = api.ReplicateConfig(paper=paper, budget="decide", max_train="all", epochs=3, out=str(tmp_path / "o"))
+    sized = protocol_of(config)
+    tuned = [e for e in sized.experiments if "max_train" in e.base]
+    assert tuned and all(e.base["max_train"] is None and e.base["epochs"] == 3 for e in tuned)
+    assert [e.name for e in tuned] == [e.name for e in budget.experiments if "max_train" in e.base]
+    assert all(e.base["max_train"] == 2000 and e.base["epochs"] == 1 for e in budget.experiments if "max_train" in e.base)
+    # other runs are untouched, and a changed size is a different run (its own id), not a resumed one
+    assert [e.base for e in sized.experiments if "max_train" not in e.base] == \
+        [e.base for e in budget.experiments if "max_train" not in e.base]
+    old = {r.id for r in parse_spec(budget.to_spec(), runs_dir=tmp_path, dry_run=True).runs}
+    new = {r.id for r in parse_spec(sized.to_spec(), runs_dir=tmp_path, dry_run=True).runs
+           if "max_train" in r.options}
+    assert new and not new & old
+    result = api.replicate(paper=paper, budget="decide", max_train="all", epochs=3, out=str(tmp_path / "o"),
+                           dry_run=True, progress=False)
+    assert result.exit_code == 0
+    assert "--max-train all --epochs 3" in (tmp_path / "o" / "spec.yaml").read_text().splitlines()[1]
+
+
+@pytest.mark.parametrize(("options", "message"), [({"max_train": "1"}, "--max-train"), ({"max_train": "x"}, "--max-train"),
+                                                  ({"epochs": 0}, "--epochs")])
+def test_training_size_is_checked_in_one_line(options, message):
+    with pytest.raises(BertscopeError, match=message):
+        api.ReplicateConfig(paper="paper2", budget="decide", **options)
 
 
 def test_dry_run_lists_runs_and_runs_nothing(tmp_path):

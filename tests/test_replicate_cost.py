@@ -34,7 +34,6 @@ def test_estimate_of_the_test_budget_is_the_hand_count_and_lists_the_dry_run_s_r
     per_seed = (2 * head  # tokens: cls, mean
                 + 2 * head  # dims: all + one random subset of K=2
                 + layers  # layers: hidden states 0..L
-                + head  # fine-tuned
                 + (8 + 8) * forward  # frozen: one forward of train and dev
                 + 2 * head)  # cross: rte then mrpc
     assert estimate.flops == 2 * per_seed

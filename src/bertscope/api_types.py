@@ -650,7 +650,7 @@ class PowerOptions(TypedDict, total=False):
     seeds: str
     #: dev sizes at which study runs are rescored (comma list; all = every dev example) (default: '100,200,400,all')
     dev_sizes: str
-    #: only these experiments of the protocol (comma list of tokens, dims, layers, fine-tuned, frozen, cross); default: all
+    #: only these experiments of the protocol (comma list of tokens, dims, layers, layers-native, frozen, cross; freezing reads tokens' [CLS] runs); default: all
     experiments: str | None
     #: model: hub id or local folder; default: the embedded MiniLM-L6-H384
     model: str | None
@@ -812,6 +812,10 @@ class ReplicateOptions(TypedDict, total=False):
     tasks: str | None
     #: local GLUE folder in the original tsv layout, passed to every run that reads GLUE (env BERTSCOPE_GLUE_DIR, read by each run); default: the hub
     data_dir: str | None
+    #: training examples of every fine-tuning run, a number or all (a harder task than the budget's needs more: docs/power.md); default: the budget's
+    max_train: str | None
+    #: epochs of every fine-tuning run; default: the budget's
+    epochs: int | None
     #: SQLite result store (re-running resumes it: finished runs are skipped); default: OUT/replicate.db
     store: str | None
     #: output folder: claims.md, claims.json, claims.html and the spec it ran (default: 'replicate')

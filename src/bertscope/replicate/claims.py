@@ -37,7 +37,11 @@ from bertscope.core.stats import Interval, bootstrap_difference, paired_differen
 from bertscope.finetune.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, NATIVE_LAYERS, TOLERANCES, TUNED_LENS
 
-__all__ = ["CHANCE_MARGIN", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
+__all__ = ["CHANCE_MARGIN", "TRAIN_LONGER", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
+
+#: What decides a claim whose heads did not learn: more seeds do not, more training steps often do (a pair task such
+#: as MRPC needs several times the steps SST-2 does; docs/power.md measures it).
+TRAIN_LONGER = "more training steps (replicate --max-train N|all --epochs E; docs/power.md)"
 
 #: A side whose mean score is at most the majority-class score plus this sits "at chance" (the score scale, 0..1).
 CHANCE_MARGIN = 0.02
@@ -184,7 +188,7 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
     if counted is not None and counted[0] < counted[1]:
         judged, needs = "inconclusive", 0  # more seeds do not make a head learn
         notes.append(f"inconclusive: {counted[1] - counted[0]} of {counted[1]} heads did not learn (training loss at "
-                     f"the constant predictor's, or one predicted class); likely remedy: {REMEDY}")
+                     f"the constant predictor's, or one predicted class); likely remedy: {TRAIN_LONGER}, or {REMEDY}")
     means = [v.mean for v in (sides or {}).values() if v.n]
     if chance is not None and len(means) == 2 and all(m <= chance + CHANCE_MARGIN for m in means):
         if judged == "supported":
@@ -633,16 +637,23 @@ def _span(layers: Sequence[int]) -> str:
     return "-" if not layers else str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
 
 
-def _freezing(frozen: Sequence[RunRow], tuned: Sequence[RunRow]) -> list[Claim]:
+def _freezing(frozen: Sequence[RunRow], tokens: Sequence[RunRow]) -> list[Claim]:
+    """Frozen encoder vs fine-tuned encoder. The fine-tuned side is the tokens study's [CLS] run of the last layer
+    with all dimensions: the very run (one identity) a separate ``finetune --freeze none`` would be, so it runs once."""
     claims = []
-    for task in sorted({r.task or "?" for r in (*frozen, *tuned)}):
-        both = _task_rows((*frozen, *tuned), task)
-        a = {r.seed: v for r in frozen if (r.task or "?") == task and (v := _score(r)) is not None}
-        b = {r.seed: v for r in tuned if (r.task or "?") == task and (v := _score(r)) is not None}
+    tuned_points = _points(tokens)
+    for task in sorted({r.task or "?" for r in frozen}):
+        frozen_rows, tuned_rows = _task_rows(frozen, task), _task_rows(tokens, task)
+        a = {r.seed: v for r in frozen_rows if (v := _score(r)) is not None}
+        b = {seed: score for seed, points in tuned_points.get(task, {}).items()
+             for axes, score in points if str(axes.get("token")) == "cls"}
         difference, sides = _paired(a, b)
         claims.append(_claim("paper2", "p2.freezing", "Freezing the encoder hurts", task, "worse",
-                             "dev score: frozen encoder - fine-tuned encoder, paired by seed", difference, sides=sides,
-                             runs=[r.id for r in both], heads=head_flags(both), chance=_chance(both, task)))
+                             "dev score: frozen encoder - fine-tuned encoder (the tokens study's [CLS] run), "
+                             "paired by seed", difference, sides=sides,
+                             runs=[r.id for r in (*frozen_rows, *tuned_rows)],
+                             heads=[*head_flags(frozen_rows), *head_flags(tuned_rows, _where("token_strategy", {"cls"}))],
+                             chance=_chance((*frozen_rows, *tuned_rows), task)))
     return claims
 
 
@@ -676,7 +687,7 @@ def _token_of(by_exp: Mapping[str, Sequence[RunRow]]) -> str:
 
 
 def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
-    """Paper 2's claims from the runs of its protocol (tokens, dims, layers, fine-tuned/frozen, cross)."""
+    """Paper 2's claims from the runs of its protocol (tokens, dims, layers, frozen, cross)."""
     by_exp: dict[str, list[RunRow]] = defaultdict(list)
     for row in rows:
         by_exp[row.experiment].append(row)
@@ -685,7 +696,7 @@ def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
         (_dims(by_exp.get("dims", [])), "p2.dims", "2-3 hidden dimensions suffice (as good as all)", "as_good"),
         (_layers(by_exp.get("layers", [])) + _layers(by_exp.get(NATIVE_LAYERS, []), _token_of(by_exp)),
          "p2.layers", "Lower layers weaker, higher layers similar", "worse"),
-        (_freezing(by_exp.get("frozen", []), by_exp.get("fine-tuned", [])), "p2.freezing",
+        (_freezing(by_exp.get("frozen", []), by_exp.get("tokens", [])), "p2.freezing",
          "Freezing the encoder hurts", "worse"),
         (_cross(by_exp.get("cross", [])), "p2.cross", "Cross-fine-tuning forgets little", "as_good"),
     ]

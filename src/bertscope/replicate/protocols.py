@@ -209,7 +209,7 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "[CLS] heads do not learn), each token its own rows.",
         "Freezing: --freeze encoder with a converged probe on cached, standardised features (--fit converged, "
         "--feature-norm auto = standardize), so the frozen side is a property of the features, vs the whole "
-        "encoder fine-tuned with the budget's options.",
+        "encoder fine-tuned with the budget's options: the tokens study's [CLS] run (the same run, run once).",
         "Cross: the cross study over the first two --tasks (A then B), disjoint random dimensions per task; the "
         "task-A score after stage B vs after stage A, paired by seed.",
     ),
@@ -289,7 +289,6 @@ def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
         *([Experiment(NATIVE_LAYERS, "layers", {**ft, "token": budget.native_token,
                                                 **({"layers": budget.layers} if budget.layers else {})},
                       {"task": list(tasks), "seed": seeds})] if budget.native_token else []),
-        Experiment("fine-tuned", "finetune", {**ft, "freeze": "none"}, {"task": list(tasks), "seed": seeds}),
         # the frozen side: a converged probe on cached (standardised) features, a property of the features
         Experiment("frozen", "finetune", {**ft, "freeze": "encoder", "cache_features": True, "fit": "converged"},
                    {"task": list(tasks), "seed": seeds}),

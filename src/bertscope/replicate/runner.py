@@ -32,7 +32,7 @@ from bertscope.replicate.claims_files import (
     seeds_cell,
     write_claims,
 )
-from bertscope.replicate.config import ReplicateConfig
+from bertscope.replicate.config import ReplicateConfig, training_size
 from bertscope.replicate.cost import Estimate, compute_fractions, estimate_spec, fraction_line
 from bertscope.replicate.protocols import BUDGETS, PAPERS, Protocol, protocol
 from bertscope.runs.store import ResultStore, RunRecord
@@ -114,7 +114,8 @@ def protocol_of(config: ReplicateConfig, rounds: Mapping[str, int] | None = None
     models: tuple[str | None, ...] = (parse_name_list(config.model, option="--model") if config.model else (None,))
     tasks = parse_name_list(config.tasks, option="--tasks") if config.tasks else None
     seeds = parse_seed_list(config.seeds) if config.seeds not in (None, "auto") else None
-    plan = protocol(config.paper or "", config.budget, models=models, tasks=tasks, seeds=seeds, rounds=rounds)
+    plan = protocol(config.paper or "", config.budget, models=models, tasks=tasks, seeds=seeds, rounds=rounds,
+                    finetune=training_size(config))
     return located(plan, config.data_dir)
 
 
@@ -131,7 +132,8 @@ def located(plan: Protocol, data_dir: str | None) -> Protocol:
 def _command_line(config: ReplicateConfig) -> str:
     parts = ["bertscope", "replicate", config.paper or "", "--budget", config.budget]
     for flag, value in (("--seeds", config.seeds), ("--max-seeds", config.max_seeds), ("--model", config.model),
-                        ("--tasks", config.tasks), ("--data-dir", config.data_dir), ("--store", config.store),
+                        ("--tasks", config.tasks), ("--data-dir", config.data_dir),
+                        ("--max-train", config.max_train), ("--epochs", config.epochs), ("--store", config.store),
                         ("--out", config.out)):
         if value is not None:
             parts += [flag, str(value)]
