@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from bertscope.core.config import Config, group, opt
 from bertscope.core.errors import BertscopeError
@@ -12,7 +13,7 @@ from bertscope.data.options import check_task_name
 from bertscope.replicate.cost import DEFAULT_GPU_TFLOPS, DEFAULT_GPU_UTILISATION
 from bertscope.sweep.config import ExecutorOptions
 
-__all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig', 'parse_settings', 'training_size']
+__all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig', 'parse_settings', 'train_examples', 'training_size']
 
 
 #: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
@@ -86,14 +87,23 @@ class ReplicateConfig(Config):
                 raise BertscopeError("--max-seeds goes with --seeds auto (a seed list fixes the seeds)")
 
 
+def train_examples(text: str) -> int | Literal[False] | None:
+    """A training size as the options spell it: a number of at least 2, or ``all`` (None: every example); False when
+    it is neither (each option words its own error)."""
+    value = text.strip().lower()
+    if value == "all":
+        return None
+    return int(value) if value.isdigit() and int(value) >= 2 else False
+
+
 def training_size(config: ReplicateConfig) -> dict[str, int | None]:
     """The fine-tuning options ``--max-train``/``--epochs`` set over the budget's (None: all examples)."""
     out: dict[str, int | None] = {}
     if config.max_train is not None:
-        value = config.max_train.strip().lower()
-        if value != "all" and not (value.isdigit() and int(value) >= 2):
+        train = train_examples(config.max_train)
+        if train is False:
             raise BertscopeError(f"--max-train must be a number of at least 2 or all; got {config.max_train!r}")
-        out["max_train"] = None if value == "all" else int(value)
+        out["max_train"] = train
     if config.epochs is not None:
         if config.epochs < 1:
             raise BertscopeError(f"--epochs must be at least 1; got {config.epochs}")
@@ -115,8 +125,8 @@ def parse_settings(spec: str, *, option: str = "--settings") -> list[tuple[str, 
         parts = item.split(":")
         if len(parts) != 3 or not (parts[1] == "all" or parts[1].isdigit()) or not parts[2].isdigit():
             raise BertscopeError(f"{option}: {item!r} is not TASK:TRAIN:EPOCHS (e.g. sst2:1000:1; TRAIN may be all)")
-        train = None if parts[1] == "all" else int(parts[1])
-        if (train is not None and train < 2) or int(parts[2]) < 1:
+        train = train_examples(parts[1])
+        if train is False or int(parts[2]) < 1:
             raise BertscopeError(f"{option}: {item!r} needs at least 2 training examples and 1 epoch")
         out.append((parts[0], train, int(parts[2])))
     return out
