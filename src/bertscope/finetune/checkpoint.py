@@ -82,7 +82,8 @@ class LoopState:
 
     ``epoch`` is the epoch in progress (1-based; ``epochs + 1`` once all are done) and ``batch`` the number of its
     batches already trained (0 at its start); ``loss_sum`` / ``loss_count`` / ``epoch_seen`` / ``epoch_seconds`` are
-    that epoch's totals so far, ``records`` the finished epochs (as dicts)."""
+    that epoch's totals so far (``late_sum`` / ``late_count``: over its second half of batches), ``records`` the
+    finished epochs (as dicts)."""
 
     epoch: int
     batch: int
@@ -92,6 +93,8 @@ class LoopState:
     eval_seconds: float
     loss_sum: Any = 0.0  # a float, or the loop's float32 tensor (kept as a tensor: the same sums after resuming)
     loss_count: int = 0
+    late_sum: Any = 0.0
+    late_count: int = 0
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
     interval_loss: Any = 0.0
@@ -165,7 +168,8 @@ def _set_rng_state(state: Mapping[str, Any], head: nn.Module) -> None:
 def capture(loop: LoopState, *, head: nn.Module, encoder_params: Sequence[tuple[str, nn.Parameter]],
             optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> TrainingState:
     """The full state of a training run at a step boundary (tensors copied to the CPU when written)."""
-    loop = replace(loop, loss_sum=_cpu(loop.loss_sum), interval_loss=_cpu(loop.interval_loss))
+    loop = replace(loop, loss_sum=_cpu(loop.loss_sum), late_sum=_cpu(loop.late_sum),
+                   interval_loss=_cpu(loop.interval_loss))
     return TrainingState(loop=loop, encoder={n: p.detach() for n, p in encoder_params},
                          head=_unwrapped(head).state_dict(), optimizer=optimizer.state_dict(),
                          scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=_rng_state(head))

@@ -465,7 +465,8 @@ class PreparedRun:
                        "top_layer_at_one_position": bool(getattr(self.represent, "fast_top", False))},
             freezing=self.freezing,
             data=self.data.provenance(config.encoder.max_length),
-            epochs=tuple({"epoch": r.epoch, "train_loss": r.train_loss, "learning_rate": r.learning_rate,
+            epochs=tuple({"epoch": r.epoch, "train_loss": r.train_loss, "late_train_loss": r.late_train_loss,
+                          "learning_rate": r.learning_rate,
                           "train_seconds": r.train_seconds, "train_examples": r.train_examples,
                           "eval_seconds": r.eval_seconds, "eval": r.eval} for r in history.epochs),
             final=final,
@@ -491,8 +492,9 @@ class PreparedRun:
         )
 
     def _learning_check(self, history: TrainHistory) -> dict[str, Any]:
-        """Did the head learn (:func:`bertscope.finetune.learning.did_not_learn`): final training loss against the constant
-        predictor's on the training labels, and the dev predictions."""
+        """Did the head learn (:func:`bertscope.finetune.learning.did_not_learn`): the training loss where training
+        ended (the final epoch's second half of batches) against the constant predictor's on the training labels,
+        and the dev predictions."""
         regression = self.data.task.is_regression
         labels = [v for v in self.data.train_data.labels if v is not None]
         constant = constant_loss(labels, regression=regression) if labels else None
@@ -500,7 +502,9 @@ class PreparedRun:
         solved = (self.fit or {}).get("method") == "converged"  # a probe has no learning rate to change
         options = {"feature_norm": self.trained_head.spec.feature_norm, "token": self.config.selection.token,
                    "lr": None if solved else self.config.optim.lr, "head_lr": None if solved else self.head_lr}
-        check = did_not_learn(history.epochs[-1].train_loss, constant, history.predictions, dev_labels,
+        final = history.epochs[-1]
+        loss = final.late_train_loss if final.late_train_loss is not None else final.train_loss
+        check = did_not_learn(loss, constant, history.predictions, dev_labels,
                               regression=regression, options=options)
         return check.to_dict()
 

@@ -20,6 +20,10 @@ class EpochRecord:
     train_examples: int
     eval: dict[str, dict[str, float]]
     eval_seconds: float
+    #: the mean training loss over the epoch's second half of batches: where the head ended, not where it started.
+    #: In a one-epoch run the whole epoch's mean (``train_loss``) still holds the untrained steps (a regression head
+    #: starts far above the constant predictor), so the learning check reads this one (None: not recorded).
+    late_train_loss: float | None = None
 
 
 @dataclass(frozen=True)

@@ -132,19 +132,22 @@ def train_loop(
         interval_loss, interval_steps = _on(at.interval_loss, device), at.interval_steps
 
     def save_checkpoint(epoch: int, done: int, loss_sum: Any = 0.0, loss_count: int = 0, epoch_seen: int = 0,
-                        epoch_seconds: float = 0.0, *, together: bool = True) -> None:
+                        epoch_seconds: float = 0.0, late: tuple[Any, int] = (0.0, 0), *,
+                        together: bool = True) -> None:
         """Checkpoint the run with ``done`` batches of ``epoch`` trained (the main process writes it; ``together``:
         every process is here, so a failed write stops every process, not rank 0 alone)."""
         if checkpoints is not None:
-            dp.main_writes(lambda: write_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, epoch_seconds),
+            dp.main_writes(lambda: write_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, epoch_seconds,
+                                                    late),
                            "the main process (rank 0) failed to write the checkpoint; its error is above",
                            together=together, error=CheckpointKept)
 
     def write_checkpoint(epoch: int, done: int, loss_sum: Any, loss_count: int, epoch_seen: int,
-                         epoch_seconds: float) -> None:
+                         epoch_seconds: float, late: tuple[Any, int]) -> None:
         assert checkpoints is not None
         loop = LoopState(epoch=epoch, batch=done, steps=steps, seen=seen, train_seconds=train_seconds,
-                         eval_seconds=eval_seconds, loss_sum=loss_sum, loss_count=loss_count, epoch_seen=epoch_seen,
+                         eval_seconds=eval_seconds, loss_sum=loss_sum, loss_count=loss_count, late_sum=late[0],
+                         late_count=late[1], epoch_seen=epoch_seen,
                          epoch_seconds=epoch_seconds, interval_loss=interval_loss, interval_steps=interval_steps,
                          records=[asdict(r) for r in records], predictions=predictions,
                          logits=final_logits)
@@ -166,6 +169,10 @@ def train_loop(
         done = at.batch if epoch == at.epoch else 0
         loss_sum: Any = _on(at.loss_sum, device) if done else 0.0
         loss_count, epoch_seen = (at.loss_count, at.epoch_seen) if done else (0, 0)
+        # the second half of the epoch's batches: the loss where the head ended (the learning check reads it)
+        late_sum: Any = _on(at.late_sum, device) if done else 0.0
+        late_count = at.late_count if done else 0
+        late_from = len(batches) // 2
         bar = log.bar(batches[done:], epoch)
         watch.start_epoch(epoch, len(batches), steps - done, done)
         start = time.perf_counter() - (at.epoch_seconds if done else 0.0)
@@ -188,6 +195,9 @@ def train_loop(
             watch.record(loss)
             loss_sum = loss_sum + loss.detach().float() * len(batch)  # a tensor: no device sync per step
             loss_count += len(batch)
+            if done >= late_from:
+                late_sum = late_sum + loss.detach().float() * len(batch)
+                late_count += len(batch)
             epoch_seen += len(batch)
             checkpoint = steps % max(1, tracking.log_every) == 0  # one device sync per log_every steps
             if checkpoint:
@@ -207,12 +217,14 @@ def train_loop(
                 if due:
                     watch.check()  # every process at the same steps; a diverged state is never saved
                 save_checkpoint(epoch, done, loss_sum, loss_count, epoch_seen, time.perf_counter() - start,
+                                (late_sum, late_count),
                                 together=due)  # a stop is asked of each process alone
                 checkpoints.stop_if_requested()
         bar.close()
         watch.check(epoch_end=True)  # before the dev sets: a diverged run is not evaluated
         loss_sum = float(loss_sum)  # waits for the device, so the time below is the real one
         loss_sum, loss_count = dp.sum_across(loss_sum, loss_count)  # data-parallel: over every process
+        late_sum, late_count = dp.sum_across(float(late_sum), late_count)
         watch.check_epoch_loss(epoch, loss_sum / max(loss_count, 1), records[0].train_loss if records else None,
                                constant)
         epoch_train = time.perf_counter() - start
@@ -230,6 +242,7 @@ def train_loop(
         epoch_eval = time.perf_counter() - start
         eval_seconds += epoch_eval
         records.append(EpochRecord(epoch=epoch, train_loss=loss_sum / max(loss_count, 1),
+                                   late_train_loss=late_sum / late_count if late_count else None,
                                    learning_rate=float(scheduler.get_last_lr()[0]), train_seconds=epoch_train,
                                    train_examples=epoch_examples, eval=scores, eval_seconds=epoch_eval))
         if callback is not None:
