@@ -33,7 +33,8 @@ def _numbers(out: Path) -> dict:
     payload = json.loads((out / "results.json").read_text())
     with open(out / "predictions.csv", encoding="utf-8") as handle:
         predictions = list(csv.DictReader(handle))
-    return {"epochs": [{k: e[k] for k in ("epoch", "train_loss", "learning_rate", "train_examples", "eval")}
+    return {"epochs": [{k: e[k] for k in ("epoch", "train_loss", "late_train_loss", "learning_rate", "train_examples",
+                                          "eval")}
                        for e in payload["epochs"]],
             "final": payload["final"], "steps": payload["timing"]["steps"],
             "train_examples": payload["timing"]["train_examples"], "predictions": predictions}

@@ -146,10 +146,11 @@ def test_a_dev_set_smaller_than_one_batch_per_process_finishes_and_equals_one_pr
                                                                                       glue_dir) -> None:
     """One dev example in batches of 2: rank 1 has no dev batch at all. Frozen encoder (no encoder dropout), head
     dropout 0: with the same global batch (2 x 4 = 1 x 8) the gradient is the mean over the same examples, so the
-    epochs' losses and metrics equal those of a single-process run with --batch-size 8."""
+    epochs' losses and metrics equal those of a single-process run with --batch-size 8 (the SGD loop: a solved probe
+    has no batches)."""
     model = tiny_checkpoint("bert", 2)
     out = tmp_path / "run"
-    same = ["--freeze", "encoder", "--dropout", "0", "--max-eval", "1", "--eval-batch-size", "2"]
+    same = ["--freeze", "encoder", "--fit", "sgd", "--dropout", "0", "--max-eval", "1", "--eval-batch-size", "2"]
     done = _torchrun([*_common(model, glue_dir), *same, "--out", str(out)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = json.loads((out / "results.json").read_text())
@@ -157,11 +158,14 @@ def test_a_dev_set_smaller_than_one_batch_per_process_finishes_and_equals_one_pr
 
     alone = run_finetune(FinetuneConfig(model=str(model), task="rte", data_dir=str(glue_dir), max_train=18,
                                         batch_size=8, epochs=2, seed=3, device="cpu", progress=False, log="off",
-                                        freeze="encoder", dropout=0.0, max_eval=1, eval_batch_size=2))
+                                        freeze="encoder", fit="sgd", dropout=0.0, max_eval=1, eval_batch_size=2))
     assert alone.timing["world_size"] == 1 and alone.timing["global_batch_size"] == 8
     assert [e["train_examples"] for e in parallel["epochs"]] == [e["train_examples"] for e in alone.epochs]
     assert [e["train_loss"] for e in parallel["epochs"]] == pytest.approx([e["train_loss"] for e in alone.epochs],
                                                                           rel=1e-5)
+    # where each epoch ended (its second half of batches, which the learning check reads): the same examples
+    assert [e["late_train_loss"] for e in parallel["epochs"]] == pytest.approx(
+        [e["late_train_loss"] for e in alone.epochs], rel=1e-5)
     assert parallel["final"] == alone.final
     assert parallel["timing"]["steps"] == alone.timing["steps"]
 

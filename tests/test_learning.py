@@ -55,6 +55,24 @@ def test_one_class_dev_predictions_are_flagged() -> None:
     assert record["learned"] is False and "; " in record["reason"] and record["constant_loss"] == math.log(2)
 
 
+def test_a_one_epoch_run_is_judged_where_it_ended_not_by_its_first_steps() -> None:
+    """A regression head starts at the squared label mean, so a one-epoch run's whole-epoch loss can sit above the
+    label variance although it learned (measured: STS-B, 2000 examples x 1 epoch, dev Pearson 0.75, epoch loss 2.42
+    against a variance of 2.23); the learning check reads the epoch's second half."""
+    from bertscope.finetune.records import EpochRecord
+
+    record = EpochRecord(epoch=1, train_loss=2.42, learning_rate=0.0, train_seconds=1.0, train_examples=2000,
+                         eval={}, eval_seconds=0.0, late_train_loss=1.1)
+    assert not did_not_learn(record.train_loss, 2.23, regression=True).learned
+    assert did_not_learn(record.ended_loss, 2.23, regression=True).learned
+    stalled = EpochRecord(epoch=1, train_loss=0.70, learning_rate=0.0, train_seconds=1.0, train_examples=2000,
+                          eval={}, eval_seconds=0.0, late_train_loss=0.69)
+    assert not did_not_learn(stalled.ended_loss, math.log(2)).learned
+    probe = EpochRecord(epoch=1, train_loss=0.4, learning_rate=0.0, train_seconds=1.0, train_examples=10, eval={},
+                        eval_seconds=0.0)  # a solved probe records only its final loss
+    assert probe.ended_loss == 0.4
+
+
 def test_the_report_marks_runs_that_did_not_learn() -> None:
     from bertscope.report.context import Context
     from bertscope.report.sections import _not_learned_section
@@ -110,8 +128,9 @@ def test_the_remedy_leaves_out_what_the_run_already_uses(options, absent, presen
 def test_a_run_records_its_own_remedy(glue_dir, tiny_checkpoint, tmp_path) -> None:
     from bertscope import api
 
+    # one batch of 16: its second half is the whole epoch (a single batch of 8 is too few to judge a head by)
     result = api.finetune(task="rte", model=str(tiny_checkpoint("bert", 2)), data_dir=str(glue_dir), max_train=16,
-                          max_eval=8, epochs=1, batch_size=8, max_length=32, progress=False, token="mean",
+                          max_eval=8, epochs=1, batch_size=16, max_length=32, progress=False, token="mean",
                           feature_norm="standardize", freeze="encoder", fit="sgd", lr=1e-9, head_lr=1e-9)
     learning = result.learning
     assert learning is not None and not learning["learned"]  # a rate of 1e-9 moves nothing

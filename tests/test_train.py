@@ -258,6 +258,11 @@ def test_train_loop_equals_an_independent_plain_pytorch_loop(bert_tokenizer, one
     assert history.steps == len(losses) == 10
     mean_first = sum(losses[:5] * 8) / 40  # 5 full batches of 8 per epoch: the epoch mean is the batch mean
     assert history.epochs[0].train_loss == pytest.approx(mean_first, rel=1e-5)
+    # where each epoch ended: its second half of batches (batches 3-5 of 5), read by the learning check
+    for epoch, record in enumerate(history.epochs):
+        late = losses[5 * epoch + 2:5 * epoch + 5]
+        assert record.late_train_loss == pytest.approx(sum(late) / 3, rel=1e-5)
+        assert record.ended_loss == record.late_train_loss != record.train_loss
     for (name, got), want in zip(model.state_dict().items(), reference_model.state_dict().values()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
     for (name, got), want in zip(head.state_dict().items(), reference_head.state_dict().values()):

@@ -502,9 +502,7 @@ class PreparedRun:
         solved = (self.fit or {}).get("method") == "converged"  # a probe has no learning rate to change
         options = {"feature_norm": self.trained_head.spec.feature_norm, "token": self.config.selection.token,
                    "lr": None if solved else self.config.optim.lr, "head_lr": None if solved else self.head_lr}
-        final = history.epochs[-1]
-        loss = final.late_train_loss if final.late_train_loss is not None else final.train_loss
-        check = did_not_learn(loss, constant, history.predictions, dev_labels,
+        check = did_not_learn(history.epochs[-1].ended_loss, constant, history.predictions, dev_labels,
                               regression=regression, options=options)
         return check.to_dict()
 

@@ -25,6 +25,12 @@ class EpochRecord:
     #: starts far above the constant predictor), so the learning check reads this one (None: not recorded).
     late_train_loss: float | None = None
 
+    @property
+    def ended_loss(self) -> float:
+        """The training loss where the epoch ended: the second half's mean when recorded (a solved probe records
+        only its final loss, which is already where it ended), else the whole epoch's."""
+        return self.late_train_loss if self.late_train_loss is not None else self.train_loss
+
 
 @dataclass(frozen=True)
 class TrainHistory:
