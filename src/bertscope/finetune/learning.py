@@ -7,12 +7,12 @@ the console table, a marker in studies and the report) with the likely remedy, i
 
 The rule (:func:`did_not_learn`): the training loss where training ended (the mean over the final epoch's second
 half of batches, so a one-epoch run is not judged by its untrained first steps) is within :data:`LOSS_MARGIN`
-(relative) of the best constant predictor's loss on the training labels (:func:`constant_loss`), or every prediction on a dev split
-is one class (classification with more than one class present in that split's labels). The reason states the loss
-as it is (within the margin of the constant predictor's, or that many times above it), and :func:`remedy_for` names
-only the remedies the run has not already used (no ``--feature-norm standardize`` to a standardised run, no
-``--token mean`` to a mean run, a learning rate named as the run's own; where the loss ended above the constant
-predictor's, a rate too high and one too low are both possible, and the remedy says so).
+(relative) of the best constant predictor's loss on the training labels (:func:`constant_loss`), or every
+prediction on a dev split is one class (classification with more than one class present in that split's labels).
+The reason states the loss as it is (within the margin of the constant predictor's, or that many times above it),
+and :func:`remedy_for` names only the remedies the run has not already used (no ``--feature-norm standardize`` to
+a standardised run, no ``--token mean`` to a mean run, a learning rate named as the run's own; where the loss ended
+above the constant predictor's, a rate too high and one too low are both possible, and the remedy says so).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from bertscope.core.stats import Interval, bootstrap_difference, paired_differen
 from bertscope.finetune.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, NATIVE_LAYERS, TOLERANCES, TUNED_LENS
 
-__all__ = ["CHANCE_MARGIN", "TRAIN_LONGER", "Claim", "RunRow", "claims_for", "head_flags", "head_text", "paper1_claims", "paper2_claims"]
+__all__ = ["CHANCE_MARGIN", "TRAIN_LONGER", "Claim", "RunRow", "claims_for", "head_flags", "head_text",
+           "paper1_claims", "paper2_claims"]
 
 #: What decides a claim whose heads did not learn: more seeds do not, more training steps often do (a pair task such
 #: as MRPC needs several times the steps SST-2 does; docs/power.md measures it).
@@ -652,7 +653,8 @@ def _freezing(frozen: Sequence[RunRow], tokens: Sequence[RunRow]) -> list[Claim]
                              "dev score: frozen encoder - fine-tuned encoder (the tokens study's [CLS] run), "
                              "paired by seed", difference, sides=sides,
                              runs=[r.id for r in (*frozen_rows, *tuned_rows)],
-                             heads=[*head_flags(frozen_rows), *head_flags(tuned_rows, _where("token_strategy", {"cls"}))],
+                             heads=[*head_flags(frozen_rows),
+                                    *head_flags(tuned_rows, _where("token_strategy", {"cls"}))],
                              chance=_chance((*frozen_rows, *tuned_rows), task)))
     return claims
 
