@@ -4,12 +4,14 @@ spec, and a tiny end-to-end run writes claims.md/json/html and resumes without r
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from bertscope import api
 from bertscope.core import stats
 from bertscope.core.errors import BertscopeError
+from bertscope.data.glue import GLUE_SIZES
 from bertscope.replicate import claims as C
 from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, PAPERS, TOLERANCES, protocol
 from bertscope.replicate.runner import protocol_of
@@ -358,6 +360,60 @@ def test_training_size_overrides_every_fine_tuning_run_and_is_in_the_command(pap
                            dry_run=True, progress=False)
     assert result.exit_code == 0
     assert "--max-train all --epochs 3" in (tmp_path / "o" / "spec.yaml").read_text().splitlines()[1]
+
+
+@pytest.mark.parametrize("paper", ["paper1", "paper2"])
+def test_decide_trains_a_small_task_on_its_whole_training_set(paper, tmp_path):
+    """A task with fewer than ``train_all_below`` official training examples trains on all of them, in its own block
+    under the same experiment name; a large task keeps the budget's size and its run ids; --max-train wins."""
+    budget = BUDGETS["decide"]
+    assert budget.train_all_below is not None and GLUE_SIZES["sst2"][0] >= budget.train_all_below
+    sst2 = protocol(paper, "decide", tasks=("sst2",))
+    mixed = protocol(paper, "decide", tasks=("sst2", "stsb", "mrpc"))
+    tuned = [e for e in mixed.experiments if "max_train" in e.base and e.name != "cross"]
+    size_of = {task: e.base["max_train"] for e in tuned for task in e.grid["task"]}
+    assert size_of == {"sst2": 2000, "stsb": GLUE_SIZES["stsb"][0], "mrpc": GLUE_SIZES["mrpc"][0]}
+    # one block for sst2 and one per small task (their sizes differ), each experiment name kept
+    names = [e.name for e in sst2.experiments if "max_train" in e.base and e.name != "cross"]
+    assert sorted({e.name for e in tuned}) == sorted(names)
+    assert all(sum(e.name == name for e in tuned) == 3 for name in names)
+
+    def ids(plan, task):
+        runs = parse_spec(plan.to_spec(), runs_dir=tmp_path, dry_run=True).runs
+        return {r.id for r in runs if r.options.get("task") == task}
+
+    assert ids(sst2, "sst2") <= ids(mixed, "sst2")  # the SST-2 runs measured before are the same runs
+    # the caller's --max-train is every task's size, and no task is split off
+    fixed = protocol(paper, "decide", tasks=("sst2", "stsb"), finetune={"max_train": 500})
+    assert all(e.base["max_train"] == 500 for e in fixed.experiments if "max_train" in e.base)
+    assert len(fixed.experiments) == len(sst2.experiments)
+    if paper == "paper2":  # cross trains with its first task's size
+        cross = next(e for e in protocol(paper, "decide", tasks=("stsb", "sst2")).experiments if e.name == "cross")
+        assert cross.base["max_train"] == GLUE_SIZES["stsb"][0] and cross.base["tasks"] == "stsb,sst2"
+
+
+def test_a_task_trained_on_its_whole_set_is_read_by_the_same_claims(tiny_checkpoint, glue_dir, tmp_path,
+                                                                    monkeypatch, one_thread):
+    """End to end: with RTE at the budget's size and WNLI (635 examples) on all of it, the deepen-finetune claim has
+    a row per task, each resting on runs of its own size."""
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BERTSCOPE_GLUE_DIR", str(glue_dir))
+    monkeypatch.setitem(BUDGETS, "test", replace(BUDGETS["test"], train_all_below=1000))
+    model = str(tiny_checkpoint("bert", num_layers=2))
+    result = api.replicate(paper="paper1", budget="test", model=model, tasks="rte,wnli", out=str(tmp_path / "out"),
+                           progress=False)
+    assert result.exit_code == 0 and result.sweep.executed["failed"] == 0
+    payload = json.loads((tmp_path / "out" / "claims.json").read_text())
+    runs = {r["id"]: r for r in payload["runs"]}
+    rows = [c for c in payload["claims"] if c["id"] == "p1.deepen-finetune"]
+    assert len(rows) == 2
+    sizes = {}
+    for row in rows:
+        assert row["heads"]["total"] == 4  # 2 models x 2 seeds, both blocks' runs found
+        tasks = {runs[r]["axes"]["task"] for r in row["runs"]}
+        assert len(tasks) == 1
+        sizes[tasks.pop()] = {runs[r]["options"]["max_train"] for r in row["runs"]}
+    assert sizes == {"rte": {BUDGETS["test"].finetune["max_train"]}, "wnli": {GLUE_SIZES["wnli"][0]}}
 
 
 @pytest.mark.parametrize(("options", "message"), [({"max_train": "1"}, "--max-train"), ({"max_train": "x"}, "--max-train"),

@@ -812,7 +812,7 @@ class ReplicateOptions(TypedDict, total=False):
     tasks: str | None
     #: local GLUE folder in the original tsv layout, passed to every run that reads GLUE (env BERTSCOPE_GLUE_DIR, read by each run); default: the hub
     data_dir: str | None
-    #: training examples of every fine-tuning run, a number or all (a harder task than the budget's needs more: docs/power.md); default: the budget's
+    #: training examples of every fine-tuning run, a number or all (a harder task than the budget's needs more: docs/power.md); default: the budget's (decide: 2000, or all of a task with fewer than 10,000)
     max_train: str | None
     #: epochs of every fine-tuning run; default: the budget's
     epochs: int | None

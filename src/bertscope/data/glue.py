@@ -31,6 +31,7 @@ from bertscope.core.errors import BertscopeError, DataError, HubUnreachableError
 
 __all__ = [
     "COMBINED",
+    "GLUE_SIZES",
     "HUB_DATASET",
     "METRIC_ALIASES",
     "TASKS",
@@ -163,6 +164,13 @@ TASKS: dict[str, GlueTask] = {
     )
 }
 
+
+#: Each task's (train, dev) example counts in the official GLUE release (MNLI's dev: matched + mismatched): what a
+#: run without --max-train/--max-eval reads, for estimates made before any data is loaded.
+GLUE_SIZES: dict[str, tuple[int, int]] = {
+    "cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408), "stsb": (5749, 1500), "qqp": (363846, 40430),
+    "mnli": (392702, 19647), "qnli": (104743, 5463), "rte": (2490, 277), "wnli": (635, 71),
+}
 
 def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())

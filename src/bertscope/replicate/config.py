@@ -11,10 +11,13 @@ from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_name_list, parse_seed_list
 from bertscope.data.options import check_task_name
 from bertscope.replicate.cost import DEFAULT_GPU_TFLOPS, DEFAULT_GPU_UTILISATION
+from bertscope.replicate.protocols import BUDGETS
 from bertscope.sweep.config import ExecutorOptions
 
 __all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig', 'parse_settings', 'train_examples', 'training_size']
 
+
+_DECIDE, _DECIDE_ALL = BUDGETS["decide"].finetune, BUDGETS["decide"].train_all_below
 
 #: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
 REPLICATE_BUDGETS = ("smoke", "small", "decide", "full")
@@ -49,8 +52,9 @@ class ReplicateConfig(Config):
                                      "GLUE (env BERTSCOPE_GLUE_DIR, read by each run); default: the hub",
                                metavar="DIR")
     max_train: str | None = opt(None, "training examples of every fine-tuning run, a number or all (a harder task "
-                                      "than the budget's needs more: docs/power.md); default: the budget's",
-                                metavar="N|all")
+                                      "than the budget's needs more: docs/power.md); default: the budget's (decide: "
+                                      f"{_DECIDE['max_train']}, or all of a task with fewer than "
+                                      f"{_DECIDE_ALL:,})", metavar="N|all")
     epochs: int | None = opt(None, "epochs of every fine-tuning run; default: the budget's", metavar="E")
     store: str | None = opt(None, "SQLite result store (re-running resumes it: finished runs are skipped); "
                                   "default: OUT/replicate.db", metavar="DB")

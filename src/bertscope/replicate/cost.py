@@ -7,10 +7,10 @@ user waiting on a CPU needs to know whether the time goes into the model or arou
 tokenisation, evaluation, store writes).
 
 The count (:func:`run_flops`) uses :mod:`bertscope.models.flops` on each run's effective options,
-``--max-train``/``--max-eval`` or else the GLUE split sizes (:data:`GLUE_SIZES`). Before the runs (the estimate)
-every example is taken at the run's ``--max-length`` tokens, an upper bound; for the compute fraction of done runs
-each example is taken at the mean real length of its split (:class:`RealLengths`: the split tokenised with the run's
-tokenizer, truncated at ``--max-length``), so padding and truncated tails are never counted as model compute:
+``--max-train``/``--max-eval`` or else the GLUE split sizes (:data:`bertscope.data.glue.GLUE_SIZES`). Before the
+runs (the estimate) every example is taken at the run's ``--max-length`` tokens, an upper bound; for the compute
+fraction of done runs each example is taken at the mean real length of its split (:class:`RealLengths`: the split
+tokenised with the run's tokenizer, truncated at ``--max-length``), so padding and truncated tails are never counted as model compute:
 
 * fine-tuning (``finetune`` and the studies): per head, ``epochs x train`` examples at three forwards (forward and
   backward) plus one forward of the dev examples; a frozen encoder (``--freeze encoder``) is one forward of train and
@@ -42,12 +42,12 @@ from typing import Any
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.options import parse_hidden_states, parse_k_list
+from bertscope.data.glue import GLUE_SIZES
 from bertscope.models.flops import EncoderShape, encoder_forward_flops, training_flops
 
 __all__ = [
     "DEFAULT_GPU_TFLOPS",
     "DEFAULT_GPU_UTILISATION",
-    "GLUE_SIZES",
     "Estimate",
     "RealLengths",
     "compute_fractions",
@@ -65,11 +65,6 @@ DEFAULT_GPU_TFLOPS = 312.0
 #: the share of that peak a fine-tuning run is assumed to sustain (model FLOPs utilisation)
 DEFAULT_GPU_UTILISATION = 0.4
 
-#: GLUE (train, dev) sizes, for runs without --max-train/--max-eval (MNLI's dev: matched + mismatched)
-GLUE_SIZES: dict[str, tuple[int, int]] = {
-    "cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408), "stsb": (5749, 1500), "qqp": (363846, 40430),
-    "mnli": (392702, 19647), "qnli": (104743, 5463), "rte": (2490, 277), "wnli": (635, 71),
-}
 
 _FINETUNING = ("finetune", "tokens", "dims", "layers", "cross")
 

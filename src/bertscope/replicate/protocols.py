@@ -14,12 +14,14 @@ seconds). The fine-tuning options of smoke and small were chosen from measuremen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bertscope.core.errors import BertscopeError
 from bertscope.core.sequential import LookPlan
+from bertscope.data.glue import GLUE_SIZES, get_task
 
 __all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "NATIVE_LAYERS", "PAPERS", "TOLERANCES", "TUNED_LENS", "Budget", "Experiment",
            "Protocol", "protocol"]
@@ -80,6 +82,19 @@ class Budget:
     #: the papers whose adaptive seeds stop a claim for futility (:func:`bertscope.core.sequential.futile`): with two
     #: looks it costs no measurable power; before three looks from 3 seeds it does (docs/statistics.md)
     futility: tuple[str, ...] = ()
+    #: a task whose official training set has fewer examples than this trains on all of them (its count, from
+    #: :data:`bertscope.data.glue.GLUE_SIZES`) instead of ``finetune``'s ``max_train``: a size that teaches a
+    #: single-sentence task in a few dozen steps leaves a small pair task's heads untrained or unstable
+    #: (docs/power.md); ``--max-train`` overrides it for every task. None: every task takes ``max_train``
+    train_all_below: int | None = None
+
+    def task_finetune(self, task: str) -> dict[str, Any]:
+        """The fine-tuning options of ``task``'s runs: ``finetune``, with its whole training set where
+        ``train_all_below`` says so."""
+        size = GLUE_SIZES.get(get_task(task).name, (0, 0))[0]
+        if self.train_all_below is not None and 0 < size < self.train_all_below and "max_train" in self.finetune:
+            return {**self.finetune, "max_train": size}
+        return dict(self.finetune)
 
     def look_plan(self, paper: str, max_seeds: int | None = None) -> LookPlan:
         """The looks of ``--seeds auto`` for ``paper``: the budget's, cut (or stretched) to ``max_seeds``."""
@@ -142,11 +157,12 @@ BUDGETS: dict[str, Budget] = {
                      dims_samples=1, layers="1--1", native_token="mean",
                      looks={"paper1": (3, 8, 16), "paper2": (3, 8)}, futility=("paper2",),
                      paper_finetune={"paper2": {"lr": 2e-4}}, tuned={"lens_steps": 100, "lens_sentences": 256},
+                     train_all_below=10_000,
                      note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds, alpha spent "
                           "over fixed looks (paper 1 at 3, 8 and 16 seeds, paper 2 at 3 and 8; paper 2 stops a claim "
-                          "no look could decide for futility), 2000 training examples x 1 epoch, batch 32, at lr "
-                          "1e-4 (paper 2: 2e-4), the whole dev set, layers 1..L read through [CLS] and through the "
-                          "mean over tokens; lens rows as in small"),
+                          "no look could decide for futility), 2000 training examples x 1 epoch (a task with fewer "
+                          "than 10,000: all of them), batch 32, at lr 1e-4 (paper 2: 2e-4), the whole dev set, "
+                          "layers 1..L read through [CLS] and through the mean over tokens; lens rows as in small"),
     "full": Budget("full", (1, 2, 3, 4, 5), ("cola", "sst2", "mrpc", "stsb", "rte"), _FULL_FT,
                    {"task": "sst2", "split": "validation", "max_examples": 872, "max_length": 128},
                    dims_k="1,2,3,5,10,all", dims_samples=5, cross_single_task=True,
@@ -259,10 +275,23 @@ def _deepened(model: str | None) -> dict[str, Any]:
     return {"deepen": options, "label": f"{DEEPENED_PREFIX}{model or 'default'}+dup-1"}
 
 
+def _task_blocks(budget: Budget, tasks: tuple[str, ...], name: str, command: str, options: dict[str, Any],
+                 axes: dict[str, list[Any]] | None = None) -> list[Experiment]:
+    """The blocks of one fine-tuning experiment: one per group of tasks that share their fine-tuning options (a
+    single block unless the budget sizes some tasks apart), all under the experiment's name, so claims read them as
+    one. ``options`` go over each task's fine-tuning options; ``axes`` are grid axes ahead of ``task``."""
+    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for task in tasks:
+        finetune = budget.task_finetune(task)
+        groups.setdefault(json.dumps(finetune, sort_keys=True, default=str), (finetune, []))[1].append(task)
+    return [Experiment(name, command, {**finetune, **options}, {**(axes or {}), "task": group,
+                                                                "seed": list(budget.seeds)})
+            for finetune, group in groups.values()]
+
+
 def _paper1(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ...]) -> list[Experiment]:
     seeds = list(budget.seeds)
     first = models[0]
-    ft = {**budget.finetune, "token": "cls", "layer": "-1"}
     return [
         Experiment("reconstruct", "reconstruct", dict(budget.lens),
                    {"model": [*models, _deepened(first)], "seed": seeds}),
@@ -271,32 +300,31 @@ def _paper1(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
         # the logit lens next to the tuned lens (translators trained on the fit corpus), on the same measured text
         Experiment(TUNED_LENS, "reconstruct", {**budget.lens, **budget.tuned, "model": first, "lens": "tuned"},
                    {"seed": seeds}),
-        Experiment("deepen-finetune", "finetune", ft,
-                   {"model": [first, _deepened(first)], "task": list(tasks), "seed": seeds}),
+        *_task_blocks(budget, tasks, "deepen-finetune", "finetune", {"token": "cls", "layer": "-1"},
+                      {"model": [first, _deepened(first)]}),
     ]
 
 
 def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ...]) -> list[Experiment]:
-    seeds = list(budget.seeds)
-    ft = {**budget.finetune, "model": models[0]}
+    model = {"model": models[0]}
+    layers = {"layers": budget.layers} if budget.layers else {}
     experiments = [
-        Experiment("tokens", "tokens", {**ft, "layer": "-1", **({"tokens": budget.tokens} if budget.tokens else {})},
-                   {"task": list(tasks), "seed": seeds}),
-        Experiment("dims", "dims", {**ft, "k": budget.dims_k, "samples": budget.dims_samples},
-                   {"task": list(tasks), "seed": seeds}),
-        Experiment("layers", "layers", {**ft, **({"layers": budget.layers} if budget.layers else {})},
-                   {"task": list(tasks), "seed": seeds}),
-        *([Experiment(NATIVE_LAYERS, "layers", {**ft, "token": budget.native_token,
-                                                **({"layers": budget.layers} if budget.layers else {})},
-                      {"task": list(tasks), "seed": seeds})] if budget.native_token else []),
+        *_task_blocks(budget, tasks, "tokens", "tokens",
+                      {**model, "layer": "-1", **({"tokens": budget.tokens} if budget.tokens else {})}),
+        *_task_blocks(budget, tasks, "dims", "dims", {**model, "k": budget.dims_k, "samples": budget.dims_samples}),
+        *_task_blocks(budget, tasks, "layers", "layers", {**model, **layers}),
+        *(_task_blocks(budget, tasks, NATIVE_LAYERS, "layers", {**model, "token": budget.native_token, **layers})
+          if budget.native_token else []),
         # the frozen side: a converged probe on cached (standardised) features, a property of the features
-        Experiment("frozen", "finetune", {**ft, "freeze": "encoder", "cache_features": True, "fit": "converged"},
-                   {"task": list(tasks), "seed": seeds}),
+        *_task_blocks(budget, tasks, "frozen", "finetune",
+                      {**model, "freeze": "encoder", "cache_features": True, "fit": "converged"}),
     ]
+    # cross trains on both tasks with the first task's options: the claim reads the first task's score
     pair = list(tasks[:2]) if len(tasks) >= 2 else [tasks[0], "rte" if tasks[0] != "rte" else "mrpc"]
-    experiments.append(Experiment("cross", "cross", {**ft, "tasks": ",".join(pair),
+    experiments.append(Experiment("cross", "cross", {**budget.task_finetune(pair[0]), **model,
+                                                     "tasks": ",".join(pair),
                                                      "single_task": budget.cross_single_task},
-                                  {"seed": seeds}))
+                                  {"seed": list(budget.seeds)}))
     return experiments
 
 
@@ -313,6 +341,8 @@ def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,
         raise BertscopeError(f"unknown budget {budget!r}; one of {', '.join(b for b in BUDGETS if b != 'test')}")
     b = BUDGETS[budget] if seeds is None else replace(BUDGETS[budget], seeds=tuple(seeds))
     b = replace(b, finetune={**b.finetune, **b.paper_finetune.get(paper, {}), **(finetune or {})})
+    if finetune and "max_train" in finetune:  # the caller's size is every task's
+        b = replace(b, train_all_below=None)
     chosen = tuple(tasks) if tasks else b.tasks
     models = tuple(models) or (None,)
     experiments = _paper1(b, models, chosen) if paper == "paper1" else _paper2(b, models, chosen)
