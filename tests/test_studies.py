@@ -213,6 +213,9 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
     stage1 = next(r for r in full.runs if r.get("stage") == 1)
     assert stage1["score"] == pytest.approx(single["rte"]["score"], abs=1e-6)
     assert stage1["train_loss"] == pytest.approx([e["train_loss"] for e in single["rte"]["result"]["epochs"]])
+    # each stage's head is checked as a fine-tuning run's is: the same training, the same verdict
+    assert stage1["learned"] == single["rte"]["learned"]
+    assert stage1["learning"] == pytest.approx(single["rte"]["result"]["learning"])
     assert full.summary["matrix_retrained_heads"][1]["rte"] is not None
 
     # Interrupt during stage 2, then resume from the stage-1 checkpoint: the same matrix, stage 1 not retrained.
@@ -240,6 +243,18 @@ def test_cross_stage_one_equals_single_task_and_resumes(glue_dir, tiny_checkpoin
             if isinstance(value, float):
                 assert value == pytest.approx(b[key], abs=1e-6)
     assert not (tmp_path / "resumed" / "checkpoint").exists()
+
+
+def test_a_cross_stage_whose_head_did_not_learn_is_flagged(glue_dir, tiny_checkpoint, tmp_path):
+    """A stage trained at a rate that moves nothing is a head that did not learn: its record says so, and the
+    study's count of such runs (what replicate's cross claim reads) includes it."""
+    result = api.cross(tasks="rte,mrpc", model=str(tiny_checkpoint("bert", 2)), dims_per_task="random:4",
+                       single_task=False, data_dir=str(glue_dir), out=str(tmp_path / "c"),
+                       **{**CROSS, "max_train": 16, "batch_size": 16, "lr": 1e-9, "head_lr": 1e-9})
+    stages = [r for r in result.runs if r.get("kind") == "stage"]
+    assert len(stages) == 2 and not any(r["learned"] for r in stages)
+    assert all(r["learning"]["reason"] for r in stages)
+    assert result.metrics()["runs_not_learned"] == 2
 
 
 def test_data_dir_is_not_identity(small, tiny_checkpoint, glue_dir, tmp_path, monkeypatch):

@@ -488,13 +488,13 @@ class PreparedRun:
             features=self.features,
             resumed_from_epoch=history.resumed_from_epoch,
             resumed_from_step=history.resumed_from_step,
-            learning=self._learning_check(history),
+            learning=self.learning_check(history),
         )
 
-    def _learning_check(self, history: TrainHistory) -> dict[str, Any]:
+    def learning_check(self, history: TrainHistory) -> dict[str, Any]:
         """Did the head learn (:func:`bertscope.finetune.learning.did_not_learn`): the training loss where training
         ended (the final epoch's second half of batches) against the constant predictor's on the training labels,
-        and the dev predictions."""
+        and the dev predictions. Public for studies that train a run without making its result (cross's stages)."""
         regression = self.data.task.is_regression
         labels = [v for v in self.data.train_data.labels if v is not None]
         constant = constant_loss(labels, regression=regression) if labels else None

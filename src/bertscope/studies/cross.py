@@ -263,9 +263,11 @@ def _stages(config: CrossConfig, names: list[str], dims: list[tuple[int, ...]], 
                 if config.earlier_heads == "retrain" and i < s - 1:
                     probe = _probe(config, earlier, run, f"{stage_specs[s - 1].run_id} probe {earlier.info.name}")
                     retrained[earlier.info.name] = _scores(earlier, represent, probe.trained_head, config, run.device)
+            learning = run.learning_check(history)  # the stage's own head, as a study run record flags it
             record = {"complete": True, "run_id": stage_specs[s - 1].run_id, "kind": "stage", "stage": s,
                       "task": task.info.name, "dims": list(task.dims), "layers": list(layers), "token": config.selection.token,
                       "score": evals[task.info.name]["score"], "evals": evals, "retrained": retrained,
+                      "learned": learning["learned"], "learning": learning,
                       "train_loss": [r.train_loss for r in history.epochs], "seconds": time.perf_counter() - start,
                       "stage_id": _stage_id(config, s), "cached": False, "seed": config.encoder.seed, "dev": dev,
                       "attention": run.loaded.attention,
