@@ -37,6 +37,21 @@ def test_head_learning_rate_one_rule():
     assert head_learning_rate(config.replace(head_lr=0.2), encoder_fully_frozen=True) == 0.2
 
 
+def test_a_regression_head_starts_at_the_training_labels_mean(options):
+    """STS-B's head starts as the constant predictor (bias = the training scores' mean), so training fits the
+    similarity, not the scale; a classifier's bias starts at zero, as BERT's initialiser has it."""
+    stsb = prepare(FinetuneConfig(**{**options, "task": "stsb"}))
+    scores = [float(v) for v in stsb.data.train_data.labels]
+    assert 1.0 < sum(scores) / len(scores) < 4.0  # a real STS-B mean, not a zero
+    assert stsb.trained_head.classifier.bias.item() == pytest.approx(sum(scores) / len(scores), rel=1e-6)
+    rte = prepare(FinetuneConfig(**options))
+    assert torch.count_nonzero(rte.trained_head.classifier.bias) == 0
+    # before any step the regression head's training loss is about the label variance, not mean^2 + variance
+    first = stsb.result(stsb.train()).epochs[0]
+    variance = sum((v - sum(scores) / len(scores)) ** 2 for v in scores) / len(scores)
+    assert first["train_loss"] < 2 * variance
+
+
 def test_pieces_handed_in_give_the_numbers_of_pieces_loaded_here(options, tmp_path, bert_tokenizer):
     """A study or cross hands in its tokenizer, data and model: the run must not notice (same seed order). The
     checkpoint holds every weight of the base model, so loading it draws nothing from the global RNG (a checkpoint

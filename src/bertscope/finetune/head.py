@@ -190,6 +190,14 @@ class SelectingHead(nn.Module):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.02)
                 module.bias.zero_()
 
+    def start_at(self, value: float) -> None:
+        """Start the output at ``value`` (the classifier's bias; its weights stay as drawn). A regression head starts
+        at its training labels' mean, the constant predictor: from a zero bias its first steps would only move the
+        output to the labels' scale (about 2.7 on STS-B), which a head reading two or three dimensions never
+        reaches in a short run, and whose large gradients shake a fine-tuned encoder."""
+        with torch.no_grad():
+            self.classifier.bias.fill_(float(value))
+
     def selected(self, vectors: torch.Tensor) -> torch.Tensor:
         """``[B, n_layers, H]`` -> the selected features ``[B, n_layers * len(dims)]`` (before normalisation): what
         the standardisation statistics are computed over."""

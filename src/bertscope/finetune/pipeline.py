@@ -540,6 +540,10 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     resolve_fit(config, frozen_entirely)  # --fit converged on a trainable encoder fails before anything trains
     head_lr = head_learning_rate(config, frozen_entirely)
     head = build_head(config, data.task, selection, loaded, device)
+    if data.task.is_regression:
+        scores = [float(v) for v in data.train_data.labels if v is not None]
+        if scores:
+            head.start_at(sum(scores) / len(scores))
     encoder_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     # ---- representation: cached vectors of a frozen encoder, or the live encoder
