@@ -169,6 +169,22 @@ def test_a_head_that_did_not_learn_makes_the_claim_inconclusive():
     assert _one(C.paper1_claims(flat), "p1.deepen-finetune").heads == (5, 6)
 
 
+def test_the_cross_claim_reads_the_heads_of_task_a_only():
+    """Both scores come from task A's head (trained at stage A, frozen after it): a flagged A head makes the row
+    inconclusive, a flagged B head does not (its stage moves the encoder either way)."""
+    def cross(seed: int, a_learned: bool, b_learned: bool) -> C.RunRow:
+        runs = [{"kind": "stage", "stage": 1, "task": "rte", "learned": a_learned},
+                {"kind": "stage", "stage": 2, "task": "mrpc", "learned": b_learned}]
+        return _study("cross", seed, [({"source": "after rte", "target": "rte"}, 0.70),
+                                      ({"source": "after mrpc", "target": "rte"}, 0.70 - 0.001 * seed)],
+                      payload={"summary": {"tasks": ["rte", "mrpc"]}, "runs": runs})
+
+    b_flagged = _one(C.paper2_claims([cross(s, True, False) for s in (1, 2, 3)]), "p2.cross")
+    assert b_flagged.heads == (3, 3) and b_flagged.verdict == "supported"
+    a_flagged = _one(C.paper2_claims([cross(s, s != 2, True) for s in (1, 2, 3)]), "p2.cross")
+    assert a_flagged.heads == (2, 3) and a_flagged.verdict == "inconclusive" and "1 of 3 heads" in a_flagged.note
+
+
 def test_study_heads_are_read_per_comparison_from_the_run_records():
     def tokens(seed: int, flags: dict[str, bool]) -> C.RunRow:
         scores = {"cls": 0.80, "mean": 0.805 + 0.001 * seed, "max": 0.801}

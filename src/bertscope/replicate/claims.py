@@ -679,7 +679,10 @@ def _cross(rows: Sequence[RunRow]) -> list[Claim]:
     return [_claim("paper2", "p2.cross", "Cross-fine-tuning forgets little (task A after B as good as after A)",
                    f"{a} after {b} vs after {a}", "as_good", f"{a} dev score: after stage {b} - after stage {a}, "
                    "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows],
-                   heads=head_flags(rows) if rows else None, chance=_chance(rows, a))]
+                   # the heads both scores come from: task A's (trained at stage A, then frozen); B's head is not
+                   # read, and B's stage moves the encoder whether or not its own head learns
+                   heads=head_flags(rows, lambda r: r.get("task") == a) if rows else None,
+                   chance=_chance(rows, a))]
 
 
 def _token_of(by_exp: Mapping[str, Sequence[RunRow]]) -> str:
