@@ -172,6 +172,7 @@ GLUE_SIZES: dict[str, tuple[int, int]] = {
     "mnli": (392702, 19647), "qnli": (104743, 5463), "rte": (2490, 277), "wnli": (635, 71),
 }
 
+
 def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 

@@ -10,7 +10,8 @@ The count (:func:`run_flops`) uses :mod:`bertscope.models.flops` on each run's e
 ``--max-train``/``--max-eval`` or else the GLUE split sizes (:data:`bertscope.data.glue.GLUE_SIZES`). Before the
 runs (the estimate) every example is taken at the run's ``--max-length`` tokens, an upper bound; for the compute
 fraction of done runs each example is taken at the mean real length of its split (:class:`RealLengths`: the split
-tokenised with the run's tokenizer, truncated at ``--max-length``), so padding and truncated tails are never counted as model compute:
+tokenised with the run's tokenizer, truncated at ``--max-length``), so padding and truncated tails are never counted
+as model compute:
 
 * fine-tuning (``finetune`` and the studies): per head, ``epochs x train`` examples at three forwards (forward and
   backward) plus one forward of the dev examples; a frozen encoder (``--freeze encoder``) is one forward of train and
