@@ -27,6 +27,8 @@ def _plain_seeds(mean: float, std: float, margin: float) -> int | None:
     (-0.13, 0.05, "worse", None, 0.13),        # freezing hurts
     (0.010, 0.014, "better", None, 0.010),     # deepen then fine-tune: small against its noise
     (-0.04, 0.01, "as_good", 0.02, 0.02),      # outside the band: "not supported" needs the same clearance
+    (0.024, 0.014, "no_worse", 0.02, 0.044),   # above the reference: only the one bound at -0.02 counts
+    (-0.011, 0.012, "no_worse", 0.02, 0.009),  # below it: the same clearance as the band's lower edge
 ])
 def test_seeds_needed_is_the_first_n_whose_interval_clears_the_nearest_boundary(mean, std, kind, tolerance, margin):
     assert seeds_needed(mean, std, kind, tolerance) == _plain_seeds(mean, std, margin)

@@ -115,11 +115,11 @@ def test_paper2_claims_follow_the_rule():
     token = _one(claims, "p2.tokens")
     expected = stats.paired_difference(mean, cls)
     assert token.difference == expected and token.tolerance == TOLERANCES["p2.tokens"]
-    assert token.verdict == stats.verdict(expected, "as_good", TOLERANCES["p2.tokens"])
+    assert token.verdict == stats.verdict(expected, "no_worse", TOLERANCES["p2.tokens"])
 
     k2 = _one(claims, "p2.dims", "k=2 vs all, rte")
     assert k2.difference == stats.summarize([(d[0] + d[1]) / 2 - 0.81 for d in dims.values()])
-    assert k2.verdict == stats.verdict(k2.difference, "as_good", TOLERANCES["p2.dims"])
+    assert k2.verdict == stats.verdict(k2.difference, "no_worse", TOLERANCES["p2.dims"])
 
     lower = _one(claims, "p2.layers.lower")  # depth 4: lower = 1-2, higher = 3
     assert lower.difference == stats.summarize([((sc[1] - sc[4]) + (sc[2] - sc[4])) / 2
@@ -127,7 +127,7 @@ def test_paper2_claims_follow_the_rule():
     assert lower.verdict == "supported"
     higher = _one(claims, "p2.layers.higher")
     assert higher.difference == stats.summarize([sc[3] - sc[4] for sc in layer_scores.values()])
-    assert higher.verdict == stats.verdict(higher.difference, "as_good", TOLERANCES["p2.layers.higher"])
+    assert higher.verdict == stats.verdict(higher.difference, "no_worse", TOLERANCES["p2.layers.higher"])
 
     frozen = _one(claims, "p2.freezing")
     assert frozen.difference == stats.paired_difference([0.61, 0.62, 0.63], cls)
@@ -195,8 +195,29 @@ def test_study_heads_are_read_per_comparison_from_the_run_records():
     claims = C.paper2_claims([tokens(s, {"mean": s != 2}) for s in (1, 2, 3)])
     mean, best = _one(claims, "p2.tokens", "mean vs cls, rte"), _one(claims, "p2.tokens", "max vs cls, rte")
     assert mean.verdict == "inconclusive" and mean.heads == (5, 6) and "1 of 6 heads" in mean.note
-    assert best.heads == (6, 6) and best.verdict == stats.verdict(best.difference, "as_good", TOLERANCES["p2.tokens"])
+    assert best.heads == (6, 6) and best.verdict == stats.verdict(best.difference, "no_worse", TOLERANCES["p2.tokens"])
     assert best.verdict == "supported"
+
+
+def test_a_token_or_layer_that_does_better_supports_as_good_as():
+    """"As good as" is non-inferiority: a token well above [CLS] (or a layer above the last) supports the claim;
+    the two-sided equivalence rule would call it "not supported"."""
+    seeds = (1, 2, 3)
+    rows = [_study("tokens", s, [({"token": "cls"}, 0.78 + 0.001 * s), ({"token": "max"}, 0.83 + 0.002 * s)])
+            for s in seeds]
+    rows += [_study("layers", s, [({"layer": i}, v) for i, v in enumerate([0.5, 0.52, 0.55, 0.84 + 0.001 * s, 0.80])])
+             for s in seeds]
+    claims = C.paper2_claims(rows)
+    token, higher = _one(claims, "p2.tokens"), _one(claims, "p2.layers.higher")
+    for claim in (token, higher):
+        assert claim.kind == "no_worse" and claim.difference.low > claim.tolerance
+        assert claim.verdict == "supported"
+        assert stats.verdict(claim.difference, "as_good", claim.tolerance) == "not supported"
+    assert "better counts" in token.rule
+    # losing more than the tolerance is still "not supported"
+    worse = [_study("tokens", s, [({"token": "cls"}, 0.80 + 0.001 * s), ({"token": "max"}, 0.74 + 0.002 * s)])
+             for s in seeds]
+    assert _one(C.paper2_claims(worse), "p2.tokens").verdict == "not supported"
 
 
 def test_two_sides_at_chance_are_never_as_good_as_each_other():

@@ -78,6 +78,13 @@ def test_futility_stops_a_claim_on_its_boundary_and_keeps_one_that_can_still_be_
     assert sequential_verdict([0.02, 0.05, -0.01], plan, "better").futile  # half-width over the mean at 6 too
     off = sequential_verdict([-0.014, -0.022, -0.017], LookPlan((3, 6)), "as_good", 0.02)
     assert not off.futile and off.needs_seeds == 6
+    # a head doing better than the reference by about the tolerance: on the edge of "equivalent", far from the
+    # one bound of "no worse", so only the equivalence reading gives up on it
+    better = [0.010, 0.024, 0.038]
+    assert sequential_verdict(better, plan, "as_good", 0.02).futile
+    above = sequential_verdict(better, plan, "no_worse", 0.02)
+    assert not above.futile and above.needs_seeds == 6
+    assert sequential_verdict([-0.014, -0.022, -0.017], plan, "no_worse", 0.02).futile  # on its one bound
     # the last look never stops "for futility": it is the end either way
     assert not sequential_verdict([0.007, -0.233, -0.014], LookPlan((3,), futility=True), "as_good", 0.02).futile
 
@@ -98,9 +105,10 @@ def _error_rate(plan: LookPlan, kind: str, mean: float, tolerance: float, truth_
 # - better, mean 0: the claim is false, so "supported" is wrong;
 # - worse, mean 0: likewise for "supported";
 # - as_good, mean just inside the tolerance: true, so "not supported" is wrong;
-# - as_good, mean just outside: false, so "supported" is wrong.
+# - as_good, mean just outside: false, so "supported" is wrong;
+# - no_worse, mean on its bound (-tolerance): true, so "not supported" is wrong; just below it: "supported" is.
 TRUTHS = [("better", 0.0, 0.0, False), ("worse", 0.0, 0.0, False), ("as_good", 0.5, 0.5, True),
-          ("as_good", 0.52, 0.5, False)]
+          ("as_good", 0.52, 0.5, False), ("no_worse", -0.5, 0.5, True), ("no_worse", -0.52, 0.5, False)]
 
 
 @pytest.mark.parametrize("futility", [True, False])

@@ -44,10 +44,23 @@ def test_paired_difference_is_the_interval_of_the_differences():
     (-0.01, 0.01, "as_good", 0.02, "supported"),
     (-0.05, -0.03, "as_good", 0.02, "not supported"),
     (-0.03, 0.01, "as_good", 0.02, "inconclusive"),
+    (0.03, 0.05, "as_good", 0.02, "not supported"),  # equivalence: clearly better is not "equal"
+    (-0.01, 0.01, "no_worse", 0.02, "supported"),
+    (0.03, 0.05, "no_worse", 0.02, "supported"),  # non-inferiority: doing better supports "as good as"
+    (-0.02, 0.05, "no_worse", 0.02, "supported"),  # the bound itself is inside
+    (-0.05, -0.03, "no_worse", 0.02, "not supported"),
+    (-0.03, 0.01, "no_worse", 0.02, "inconclusive"),
+    (-0.03, -0.01, "no_worse", 0.02, "inconclusive"),
 ])
 def test_verdict_rule(low, high, kind, tol, expected):
     interval = stats.Interval((low + high) / 2, 0.01, 3, low, high)
     assert stats.verdict(interval, kind, tol) == expected
+
+
+@pytest.mark.parametrize(("kind", "tol", "expected"), [("no_worse", 0.02, ">= -0.02"), ("as_good", 0.05, "±0.05"),
+                                                       ("better", None, "")])
+def test_tolerance_label_names_the_bound_the_rule_reads(kind, tol, expected):
+    assert stats.tolerance_label(kind, tol) == expected
 
 
 def test_no_interval_is_inconclusive():

@@ -354,7 +354,7 @@ def test_tokens_study_over_seeds_intervals_pairs_and_resume(small, tiny_checkpoi
     paired = stats.summarize(differences)
     assert mean_row["vs_cls"] == pytest.approx(paired.mean)
     assert (mean_row["vs_cls_low"], mean_row["vs_cls_high"]) == (pytest.approx(paired.low), pytest.approx(paired.high))
-    assert mean_row["vs_cls_verdict"] == stats.verdict(paired, "as_good", 0.01)
+    assert mean_row["vs_cls_verdict"] == stats.verdict(paired, "no_worse", 0.01)
     assert result.summary["comparisons"][0]["verdict"] in stats.VERDICTS
     assert next(r for r in result.table if r["token_strategy"] == "cls")["vs_cls"] is None  # the reference itself
     assert "low" in (out / "tokens.csv").read_text().splitlines()[0]
@@ -393,7 +393,7 @@ def test_dims_study_over_seeds_pairs_k_with_all(small, tiny_checkpoint, tmp_path
     assert row["seeds"] == 2 and (row["low"], row["high"]) == (pytest.approx(expected.low), pytest.approx(expected.high))
     paired = stats.summarize([per_seed[s] - full[s] for s in (0, 1)])
     assert row["vs_all"] == pytest.approx(paired.mean) and row["vs_all_low"] == pytest.approx(paired.low)
-    assert row["vs_all_verdict"] == stats.verdict(paired, "as_good", 0.01)
+    assert row["vs_all_verdict"] == stats.verdict(paired, "no_worse", 0.01)
     assert result.summary["full_score"] == pytest.approx(np.mean(list(full.values())))
 
 

@@ -19,9 +19,10 @@ from bertscope.core.sequential import LookPlan, sequential_verdict
 
 #: (kind, true mean, tolerance, whether the claim holds): the truths nearest the verdict rule's boundaries
 BOUNDARY_TRUTHS = [("better", 0.0, 0.0, False), ("worse", 0.0, 0.0, False), ("as_good", 0.5, 0.5, True),
-                   ("as_good", 0.52, 0.5, False)]
+                   ("as_good", 0.52, 0.5, False), ("no_worse", -0.5, 0.5, True), ("no_worse", -0.52, 0.5, False)]
 #: (kind, true mean, tolerance): true claims, to measure how often each plan decides them
-TRUE_CLAIMS = [("better", 1.0, 0.0), ("better", 1.5, 0.0), ("as_good", 0.0, 1.0), ("as_good", 0.0, 1.5)]
+TRUE_CLAIMS = [("better", 1.0, 0.0), ("better", 1.5, 0.0), ("as_good", 0.0, 1.0), ("as_good", 0.0, 1.5),
+               ("no_worse", 0.0, 1.0), ("no_worse", 0.0, 1.5)]
 
 
 def _readings(plan: LookPlan, kind: str, mean: float, tolerance: float, reps: int, seed: int) -> list:
@@ -51,7 +52,7 @@ def main() -> None:
                 readings = _readings(LookPlan(looks, futility=futility), kind, mean, tolerance, reps, 3)
                 cells.append((sum(r.verdict == "supported" for r in readings) / reps,
                               float(np.mean([r.seeds_used for r in readings]))))
-            claim = f"`{kind}`, mean {mean:g}" + (f", tolerance {tolerance:g}" if kind == "as_good" else "")
+            claim = f"`{kind}`, mean {mean:g}" + (f", tolerance {tolerance:g}" if kind in ("as_good", "no_worse") else "")
             print(f"| {', '.join(map(str, looks))} | {claim} | {cells[0][0]:.3f} | {cells[1][0]:.3f} | "
                   f"{cells[0][1]:.2f} | {cells[1][1]:.2f} |")
 

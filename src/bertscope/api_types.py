@@ -196,7 +196,7 @@ class CrossOptions(TypedDict, total=False):
     checkpoint_every: int
     #: run once per seed of this list (e.g. 1,2,3 or 1-5; replaces --seed) and report each metric's mean, std, n and 95 percent interval over them (finetune: OUT/seed-<s>/ per seed and OUT/seeds.json; studies: every point and comparison) (default: None)
     seeds: str | None
-    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies within +-this (in GLUE score, 0..1) (default: 0.01)
+    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies at or above -this (it loses at most this; doing better counts) (in GLUE score, 0..1) (default: 0.01)
     tolerance: float
     #: tasks in training order, e.g. sst2,rte,cola (required) (default: None)
     tasks: str | None
@@ -342,7 +342,7 @@ class DimsOptions(TypedDict, total=False):
     checkpoint_every: int
     #: run once per seed of this list (e.g. 1,2,3 or 1-5; replaces --seed) and report each metric's mean, std, n and 95 percent interval over them (finetune: OUT/seed-<s>/ per seed and OUT/seeds.json; studies: every point and comparison) (default: None)
     seeds: str | None
-    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies within +-this (in GLUE score, 0..1) (default: 0.01)
+    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies at or above -this (it loses at most this; doing better counts) (in GLUE score, 0..1) (default: 0.01)
     tolerance: float
     #: numbers of dimensions to try: a comma list of K in 1..H, ranges A-B, and all (= every dimension) (default: '1,2,3,5,10,50,all')
     k: str
@@ -632,7 +632,7 @@ class LayersOptions(TypedDict, total=False):
     checkpoint_every: int
     #: run once per seed of this list (e.g. 1,2,3 or 1-5; replaces --seed) and report each metric's mean, std, n and 95 percent interval over them (finetune: OUT/seed-<s>/ per seed and OUT/seeds.json; studies: every point and comparison) (default: None)
     seeds: str | None
-    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies within +-this (in GLUE score, 0..1) (default: 0.01)
+    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies at or above -this (it loses at most this; doing better counts) (in GLUE score, 0..1) (default: 0.01)
     tolerance: float
     #: hidden states to scan, counted 0..L (0 = embedding output, l = output of transformer layer l): e.g. 0-6, 0,3,6, -3--1 or all; default: all of 0..L
     layers: str | None
@@ -804,7 +804,7 @@ class ReplicateOptions(TypedDict, total=False):
     budget: str
     #: seeds: 'auto' (run seeds in rounds and stop adding runs to a claim once it is decided; alpha is spent over the looks, docs/statistics.md), or a list such as 1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)
     seeds: str | None
-    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (12 for decide)
+    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (decide: 16 for paper1, 8 for paper2)
     max_seeds: int | None
     #: model(s): hub id or local folder, a comma list for several (paper 1's 'across families' needs two families or more); default: the embedded MiniLM-L6-H384
     model: str | None
@@ -1008,7 +1008,7 @@ class TokensOptions(TypedDict, total=False):
     checkpoint_every: int
     #: run once per seed of this list (e.g. 1,2,3 or 1-5; replaces --seed) and report each metric's mean, std, n and 95 percent interval over them (finetune: OUT/seed-<s>/ per seed and OUT/seeds.json; studies: every point and comparison) (default: None)
     seeds: str | None
-    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies within +-this (in GLUE score, 0..1) (default: 0.01)
+    #: an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a task after later stages vs after its own) is supported when the 95 percent interval of the paired difference lies at or above -this (it loses at most this; doing better counts) (in GLUE score, 0..1) (default: 0.01)
     tolerance: float
     #: token strategies to compare (comma list of cls, max-norm, mean, max, index:K) (default: 'cls,max-norm,mean,max,index:1,index:-1')
     tokens: str

@@ -129,7 +129,8 @@ def futile(interval: Interval, plan: LookPlan, kind: ClaimKind | str, tolerance:
     the mean stayed where it is and the standard deviation were at its optimistic end (the lower bound of its
     :data:`FUTILITY_LEVEL` chi-square interval): the last look's half-width at that spread still leaves the mean
     on a boundary of ``kind``'s rule (as_good: inside neither ``[-tol, tol]`` nor outside it by the half-width;
-    better/worse: within the half-width of 0). Needs at least 2 differences (else False: nothing to judge by)."""
+    no_worse: within the half-width of ``-tol``; better/worse: within the half-width of 0). Needs at least 2
+    differences (else False: nothing to judge by)."""
     if interval.std is None or interval.n < 2 or not math.isfinite(interval.mean):
         return False
     from scipy import stats as scipy_stats
@@ -144,6 +145,8 @@ def futile(interval: Interval, plan: LookPlan, kind: ClaimKind | str, tolerance:
     if str(kind) == "as_good":
         tol = abs(tolerance)
         decidable = abs(mean) + half < tol or mean - half > tol or mean + half < -tol
+    elif str(kind) == "no_worse":
+        decidable = abs(mean + abs(tolerance)) > half
     else:
         decidable = abs(mean) > half
     return not decidable

@@ -7,9 +7,14 @@ and in ``docs/statistics.md``:
 - ``better`` claims ("deepened beats the original"): ``supported`` when the whole interval of the difference lies
   above 0; ``not supported`` when the whole interval lies at or below 0; otherwise
   ``inconclusive``.
-- ``as_good`` claims ("k dimensions are as good as all", "token X is equivalent to [CLS]"): ``supported`` when the
-  interval lies inside ``[-tolerance, +tolerance]``; ``not supported`` when it lies wholly outside it
-  (entirely below ``-tolerance`` or entirely above ``+tolerance``); otherwise ``inconclusive``.
+- ``no_worse`` claims ("k dimensions suffice", "a token is as good as [CLS]", "forgets little"): non-inferiority.
+  ``supported`` when the whole interval lies at or above ``-tolerance`` (A loses at most ``tolerance`` against B;
+  A doing better supports it too); ``not supported`` when the whole interval lies below ``-tolerance``; otherwise
+  ``inconclusive``. Every "as good as" of the two papers reads this way: a token that beats [CLS], or a layer
+  that beats the last, does not contradict "as good as".
+- ``as_good`` claims ("A is equivalent to B"): two-sided equivalence. ``supported`` when the interval lies inside
+  ``[-tolerance, +tolerance]``; ``not supported`` when it lies wholly outside it (entirely below ``-tolerance`` or
+  entirely above ``+tolerance``); otherwise ``inconclusive``. For a claim of equality, not of "at least as good".
 - ``worse`` claims ("freezing hurts", "lower layers are weaker"): the mirror of ``better``.
 
 An interval needs n >= 2 seeds (Student t) or a bootstrap; with n = 1 and no bootstrap the verdict is
@@ -27,11 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["CLAIM_KINDS", "VERDICTS", "Interval", "bootstrap_difference", "paired_difference", "summarize",
-           "t_interval", "verdict"]
+__all__ = ["CLAIM_KINDS", "TOLERANCE_KINDS", "VERDICTS", "Interval", "bootstrap_difference", "paired_difference", "summarize",
+           "t_interval", "tolerance_label", "verdict"]
 
-ClaimKind = Literal["better", "as_good", "worse"]
-CLAIM_KINDS: tuple[str, ...] = ("better", "as_good", "worse")
+ClaimKind = Literal["better", "no_worse", "as_good", "worse"]
+CLAIM_KINDS: tuple[str, ...] = ("better", "no_worse", "as_good", "worse")
+#: the claim kinds bounded by a tolerance (the others compare with 0)
+TOLERANCE_KINDS: tuple[str, ...] = ("no_worse", "as_good")
 VERDICTS: tuple[str, ...] = ("supported", "not supported", "inconclusive")
 
 
@@ -152,8 +159,18 @@ def verdict(difference: Interval, kind: ClaimKind | str, tolerance: float = 0.0)
         return "supported" if low > 0 else "not supported" if high <= 0 else "inconclusive"
     if kind == "worse":
         return "supported" if high < 0 else "not supported" if low >= 0 else "inconclusive"
+    if kind == "no_worse":
+        return "supported" if low >= -tolerance else "not supported" if high < -tolerance else "inconclusive"
     if -tolerance <= low and high <= tolerance:
         return "supported"
     if high < -tolerance or low > tolerance:
         return "not supported"
     return "inconclusive"
+
+
+def tolerance_label(kind: str, tolerance: float | None) -> str:
+    """How a table shows a claim's tolerance: ``>= -0.02`` (no_worse: the one bound), ``±0.02`` (as_good), or
+    empty (no tolerance)."""
+    if tolerance is None:
+        return ""
+    return f">= -{tolerance:g}" if kind == "no_worse" else f"±{tolerance:g}"

@@ -138,13 +138,17 @@ def _rule(kind: str, tolerance: float | None, looks: LookPlan | None = None) -> 
         return f"supported if the whole {which} of the difference is > 0"
     if kind == "worse":
         return f"supported if the whole {which} of the difference is < 0"
+    if kind == "no_worse":
+        return (f"supported if the whole {which} of the difference is >= -{tolerance:g} (no worse by more than "
+                f"{tolerance:g}; better counts); not supported if it is wholly below -{tolerance:g}")
     return f"supported if the whole {which} of the difference lies within ±{tolerance:g}"
 
 
 def _open_note(kind: str, tolerance: float | None, interval: Interval, looks: LookPlan, *,
                futile: bool = False) -> str:
     """Why a claim is still undecided at the last look (or stopped early for futility), and what would decide it."""
-    edges = [0.0] if kind != "as_good" else [-(tolerance or 0.0), tolerance or 0.0]
+    tol = tolerance or 0.0
+    edges = {"no_worse": [-tol], "as_good": [-tol, tol]}.get(kind, [0.0])
     near = min(edges, key=lambda e: abs(interval.mean - e))
     if futile:
         return (f"stopped for futility after {interval.n} seeds: even the last look ({looks.max_seeds} seeds) could "
@@ -549,7 +553,7 @@ def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
         for token in [t for t in scores if t != "cls"]:
             difference, sides = _paired(scores[token], scores.get("cls", {}))
             claims.append(_claim("paper2", "p2.tokens", "A non-[CLS] token vector is as good as [CLS]",
-                                 f"{token} vs cls, {task}", "as_good", f"dev score: {token} - cls, paired by seed",
+                                 f"{token} vs cls, {task}", "no_worse", f"dev score: {token} - cls, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
                                  heads=head_flags(task_rows, _where("token_strategy", {token, "cls"})),
                                  chance=_chance(task_rows, task)))
@@ -595,7 +599,7 @@ def _dims(rows: Sequence[RunRow]) -> list[Claim]:
         for k in (2, 3):
             difference, sides = _paired(by_k.get(f"random:{k}", {}), by_k.get("all", {}))
             claims.append(_claim("paper2", "p2.dims", "2-3 hidden dimensions suffice (as good as all)",
-                                 f"k={k} vs all, {task}", "as_good",
+                                 f"k={k} vs all, {task}", "no_worse",
                                  f"dev score: random {k} dims (mean over subsets) - all dims, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
                                  heads=head_flags(task_rows, _dims_of(k)),
@@ -618,7 +622,7 @@ def _layers(rows: Sequence[RunRow], token: str | None = None) -> list[Claim]:
         higher = [layer for layer in range(depth // 2 + 1, depth)]
         for group, layers, kind, cid, statement in (
                 (lower, "lower", "worse", "p2.layers.lower", "Lower layers are weaker than the last"),
-                (higher, "higher", "as_good", "p2.layers.higher", "Higher layers are as good as the last")):
+                (higher, "higher", "no_worse", "p2.layers.higher", "Higher layers are as good as the last")):
             used = sorted(seed for seed, s in per_seed.items()
                           if depth in s and group and all(layer in s for layer in group))
             diffs = [statistics.fmean(per_seed[s][layer] - per_seed[s][depth] for layer in group) for s in used]
@@ -626,7 +630,7 @@ def _layers(rows: Sequence[RunRow], token: str | None = None) -> list[Claim]:
                      "reference": summarize([per_seed[s][depth] for s in used])}
             claims.append(_claim("paper2", cid, statement, f"layers {_span(group)} vs {depth}, {task}{read}", kind,
                                  f"mean over layers {_span(group)} of (score - last layer's score), per seed",
-                                 summarize(diffs), tolerance=tolerance if kind == "as_good" else None, sides=sides,
+                                 summarize(diffs), tolerance=tolerance if kind == "no_worse" else None, sides=sides,
                                  runs=[r.id for r in task_rows], details={"layers": group, "last": depth,
                                                                           "group": layers},
                                  heads=head_flags(task_rows, _where("layer", {*group, depth}, int)),
@@ -677,7 +681,7 @@ def _cross(rows: Sequence[RunRow]) -> list[Claim]:
     difference, sides = _paired(after_b, after_a)
     a, b = tasks if len(tasks) == 2 else ["A", "B"]
     return [_claim("paper2", "p2.cross", "Cross-fine-tuning forgets little (task A after B as good as after A)",
-                   f"{a} after {b} vs after {a}", "as_good", f"{a} dev score: after stage {b} - after stage {a}, "
+                   f"{a} after {b} vs after {a}", "no_worse", f"{a} dev score: after stage {b} - after stage {a}, "
                    "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows],
                    # the heads both scores come from: task A's (trained at stage A, then frozen); B's head is not
                    # read, and B's stage moves the encoder whether or not its own head learns
@@ -697,13 +701,13 @@ def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
     for row in rows:
         by_exp[row.experiment].append(row)
     groups = [
-        (_tokens(by_exp.get("tokens", [])), "p2.tokens", "A non-[CLS] token vector is as good as [CLS]", "as_good"),
-        (_dims(by_exp.get("dims", [])), "p2.dims", "2-3 hidden dimensions suffice (as good as all)", "as_good"),
+        (_tokens(by_exp.get("tokens", [])), "p2.tokens", "A non-[CLS] token vector is as good as [CLS]", "no_worse"),
+        (_dims(by_exp.get("dims", [])), "p2.dims", "2-3 hidden dimensions suffice (as good as all)", "no_worse"),
         (_layers(by_exp.get("layers", [])) + _layers(by_exp.get(NATIVE_LAYERS, []), _token_of(by_exp)),
          "p2.layers", "Lower layers weaker, higher layers similar", "worse"),
         (_freezing(by_exp.get("frozen", []), by_exp.get("tokens", [])), "p2.freezing",
          "Freezing the encoder hurts", "worse"),
-        (_cross(by_exp.get("cross", [])), "p2.cross", "Cross-fine-tuning forgets little", "as_good"),
+        (_cross(by_exp.get("cross", [])), "p2.cross", "Cross-fine-tuning forgets little", "no_worse"),
     ]
     claims: list[Claim] = []
     for found, cid, statement, kind in groups:  # a claim without finished runs still gets its (inconclusive) row

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bertscope.core.results import write_json_atomic, write_text_atomic
+from bertscope.core.stats import tolerance_label
 from bertscope.replicate.claims import Claim
 from bertscope.report.render import to_html
 
@@ -40,9 +41,9 @@ def claims_table(claims: Sequence[Claim]) -> list[str]:
     """The Markdown table: one row per claim (per task / model / comparison where a claim has several)."""
     lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "|".join("---" for _ in TABLE_HEADERS) + "|"]
     for c in claims:
-        tolerance = "" if c.tolerance is None else f"±{c.tolerance:g}"
         lines.append("| " + " | ".join(_cell(x) for x in (
-            c.statement, c.scope, c.measurement, c.difference.format(3), c.kind, tolerance, f"**{c.verdict}**",
+            c.statement, c.scope, c.measurement, c.difference.format(3), c.kind,
+            tolerance_label(c.kind, c.tolerance), f"**{c.verdict}**",
             seeds_cell(c), learned_cell(c), c.note)) + " |")
     return lines
 
@@ -64,7 +65,8 @@ def claims_markdown(title: str, claims: Sequence[Claim], *, command: str, assump
              "## Verdict rule", "",
              "The difference is claimed side minus reference side (or the measured value minus a stated threshold), "
              "over seeds: mean ± sample std, 95% Student-t interval, n (bertscope.core.stats, docs/statistics.md). "
-             "`better`: supported when the whole interval is > 0; `worse`: < 0; `as_good`: inside ± the tolerance; "
+             "`better`: supported when the whole interval is > 0; `worse`: < 0; `no_worse` (an \"as good as\" "
+             "claim): at or above minus the tolerance (doing better counts); `as_good`: inside ± the tolerance; "
              "the mirror cases are not supported, anything else (and one seed without a bootstrap) is inconclusive. "
              "A claim resting on any fine-tuning head that did not learn (`learned heads` below its total: training "
              "loss at the constant predictor's, or one predicted class) is inconclusive, and so is a comparison "

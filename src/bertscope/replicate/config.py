@@ -18,6 +18,7 @@ __all__ = ['REPLICATE_BUDGETS', 'PowerConfig', 'ReplicateConfig', 'parse_setting
 
 
 _DECIDE, _DECIDE_ALL = BUDGETS["decide"].finetune, BUDGETS["decide"].train_all_below
+_DECIDE_MAX_SEEDS = ", ".join(f"{looks[-1]} for {paper}" for paper, looks in sorted(BUDGETS["decide"].looks.items()))
 
 #: The budgets a user may name (``test`` is a hidden one for the test suite: a tiny checkpoint, seconds).
 REPLICATE_BUDGETS = ("smoke", "small", "decide", "full")
@@ -42,7 +43,7 @@ class ReplicateConfig(Config):
                                   "1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)",
                             metavar="auto|LIST")
     max_seeds: int | None = opt(None, "with --seeds auto: the most seeds any claim gets (the last look); default: "
-                                      "the budget's (12 for decide)", metavar="N")
+                                      f"the budget's (decide: {_DECIDE_MAX_SEEDS})", metavar="N")
     model: str | None = opt(None, "model(s): hub id or local folder, a comma list for several (paper 1's 'across "
                                   "families' needs two families or more); default: the embedded MiniLM-L6-H384",
                             metavar="M[,M...]")

@@ -34,7 +34,7 @@ from bertscope.core.options import parse_name_list, parse_seed_list
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import write_json_atomic, write_text_atomic
 from bertscope.core.sequential import LookPlan
-from bertscope.core.stats import t_interval
+from bertscope.core.stats import t_interval, tolerance_label
 from bertscope.data.glue import compute_metrics
 from bertscope.replicate.claims import Claim, RunRow, claims_for
 from bertscope.replicate.config import PowerConfig, parse_settings
@@ -102,6 +102,8 @@ def _margin(mean: float, kind: str, tolerance: float | None) -> float:
     """How far the mean sits from the boundary its verdict would cross (0: on it)."""
     if kind == "as_good":
         return abs(abs(mean) - (tolerance or 0.0))
+    if kind == "no_worse":
+        return abs(mean + (tolerance or 0.0))
     return abs(mean)
 
 
@@ -232,7 +234,7 @@ def _markdown(result_rows: Sequence[PowerRow], per_seed: Mapping[str, float], co
     lines += ["", "## Rows", "", "| claim | scope | kind | setting | dev | n | mean | paired sd | seeds (95%) | "
               "seeds (looks) | learned heads |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result_rows:
-        kind = r.kind + (f" ±{r.tolerance:g}" if r.tolerance is not None else "")
+        kind = f"{r.kind} {tolerance_label(r.kind, r.tolerance)}".rstrip()
         lines.append(f"| {r.claim} | {r.scope} | {kind} | {r.setting} | {_dev(r.dev_examples)} | {r.seeds} | "
                      f"{_num(r.mean)} | {_num(r.std)} | {_seeds(r.seeds_fixed)} | {_seeds(r.seeds_looks)} | "
                      f"{r.learned} |")

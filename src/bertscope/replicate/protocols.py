@@ -40,7 +40,7 @@ NATIVE_LAYERS = "layers-native"
 #: The model-axis label of a deepened variant starts with this (claims tell variants from originals by it).
 DEEPENED_PREFIX = "deepened:"
 
-#: The tolerance of each ``as_good`` claim (the score scale of the task's main metric, 0..1) and the thresholds of
+#: The tolerance of each ``no_worse`` claim (the score scale of the task's main metric, 0..1) and the thresholds of
 #: paper 1's "above chance" and "barely changes" claims. One place, cited in every claim row.
 TOLERANCES: dict[str, float] = {
     "p2.tokens": 0.02,  # two points: about twice the published 5-seed std of BERT-base on RTE/MRPC
@@ -216,6 +216,9 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "A claim resting on any head flagged as not learned (bertscope.finetune.learning: finetune's learning.learned, "
         "study run records' learned) is inconclusive, with the count in its note and the share in 'learned "
         "heads'; a comparison of two sides both at the majority-class score is never supported.",
+        "'As good as' (a token vs [CLS], K dimensions vs all, higher layers vs the last, task A after B vs after "
+        "A) is read as non-inferiority (kind no_worse): supported when the interval lies at or above minus the "
+        "tolerance, so doing better than the reference supports it; not a two-sided equivalence.",
         "Tokens: the tokens study's default strategies, each compared with [CLS], paired by seed.",
         "Dimensions: random subsets of K = 2 and 3 (the mean over the budget's subsets per seed) vs all "
         "dimensions, paired by seed.",

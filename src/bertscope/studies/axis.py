@@ -136,7 +136,7 @@ def run_axis(axis: Axis, config: Any) -> StudyResult:
     for value in values:
         runs = by_seed(records, seeds, **{axis.column: value})
         versus = (None if reference_runs is None or value == reference
-                  else comparison(config.data.task, runs, reference_runs, "as_good", config.tolerance))
+                  else comparison(config.data.task, runs, reference_runs, "no_worse", config.tolerance))
         worse: dict[str, Any] = {}
         if versus is not None:
             if axis.also_worse:

@@ -80,7 +80,8 @@ class StudyConfig(FinetuneConfig):
     cache: StudyCache = group(StudyCache)
     tolerance: float = opt(0.01, "an 'as good as' claim (k dims vs all, a token vs [CLS], a layer vs the last, a "
                                  "task after later stages vs after its own) is supported when the 95 percent "
-                                 "interval of the paired difference lies within +-this (in GLUE score, 0..1)")
+                                 "interval of the paired difference lies at or above -this (it loses at most this; "
+                                 "doing better counts) (in GLUE score, 0..1)")
 
     def validate(self) -> None:
         refuse_data_parallel(self.command)  # under torchrun: one line before any work

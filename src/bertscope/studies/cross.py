@@ -339,7 +339,7 @@ def _matrix(config: CrossConfig, names: list[str], seeds: tuple[int, ...],
         for s in range(i + 2, len(names) + 1):
             after = cells(lambda seed, n=name, s=s: _cell(stage[seed][s], n))
             comparisons.append({"task": name, "after": names[s - 1], "versus": f"after {name}",
-                                **comparison(name, after, own[name], "as_good", config.tolerance)})
+                                **comparison(name, after, own[name], "no_worse", config.tolerance)})
     own_mean = {n: point(own[n]).mean for n in names}
     final_mean = {n: point(last[n]).mean for n in names}
     forgetting = {n: own_mean[n] - final_mean[n] for n in names}

@@ -100,11 +100,11 @@ def run_dims(config: DimsConfig) -> StudyResult:
             over_seeds = point(runs)
             # the point's 95% interval: over seeds; with one seed over its random subsets (the replicates it has)
             interval = over_seeds if len(seeds) > 1 else stats.summarize(scores)
-            versus = None if selection == "all" else comparison(config.data.task, runs, full, "as_good", config.tolerance)
+            versus = None if selection == "all" else comparison(config.data.task, runs, full, "no_worse", config.tolerance)
             table.append({"selection": selection, "k": k, **summarise(scores), "seeds": over_seeds.n,
                           "low": interval.low, "high": interval.high, "full_score": full_point.mean,
                           **comparison_columns(versus, "vs_all")})
-    comparisons = [{"selection": row["selection"], "k": row["k"], "versus": "all", "kind": "as_good",
+    comparisons = [{"selection": row["selection"], "k": row["k"], "versus": "all", "kind": "no_worse",
                     "tolerance": config.tolerance, "difference": {"mean": row["vs_all"], "low": row["vs_all_low"],
                                                                  "high": row["vs_all_high"]},
                     "verdict": row["vs_all_verdict"]} for row in table if row["selection"] != "all"]
