@@ -47,6 +47,26 @@ def test_a_decided_claim_agrees_with_scipy_at_its_look_and_reads_no_later_seed()
     assert claim.details["sequential"]["looks"]["looks"] == [3, 6] and "first decisive look" in claim.rule
 
 
+def test_a_decided_claim_rests_on_the_heads_of_the_seeds_it_read():
+    """A row decided at the first look keeps its verdict when a later seed, run for another row of the same
+    experiment, has a head that did not learn; a row still reading that seed is made inconclusive by it."""
+    looks = LookPlan((3, 6))
+    decided = [0.05, 0.06, 0.055, 0.05, 0.06, 0.055]
+    rows = _pairs(decided[:3]) + [_ft(s, 0.75, deepened=True) for s in (4, 5, 6)]
+    rows += [_ft(s, 0.7, deepened=False, learned=s != 5) for s in (4, 5, 6)]
+    claim = next(c for c in C.claims_for("paper1", rows, looks) if c.id == "p1.deepen-finetune")
+    assert claim.verdict == "supported" and claim.seeds_used == 3 and claim.heads == (6, 6)
+    # read at one 95% interval, the same runs rest on every seed's heads, seed 5's among them
+    plain = next(c for c in C.claims_for("paper1", rows) if c.id == "p1.deepen-finetune")
+    assert plain.seeds_used == 6 and plain.heads == (11, 12) and plain.verdict == "inconclusive"
+    # an open claim that reaches seed 5 at its next look counts its head
+    noisy = [0.023, 0.035, 0.047, 0.0, 0.06, -0.03]
+    rows = [_ft(s + 1, 0.7 + d, deepened=True) for s, d in enumerate(noisy)]
+    rows += [_ft(s + 1, 0.7, deepened=False, learned=s + 1 != 5) for s in range(6)]
+    late = next(c for c in C.claims_for("paper1", rows, looks) if c.id == "p1.deepen-finetune")
+    assert late.seeds_used == 6 and late.heads == (11, 12) and late.verdict == "inconclusive"
+
+
 def test_an_open_claim_asks_for_the_next_look_and_a_plain_interval_would_have_decided_it():
     looks = LookPlan((3, 6))
     diffs = [0.023, 0.035, 0.047]

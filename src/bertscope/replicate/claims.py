@@ -37,7 +37,7 @@ from bertscope.core.stats import Interval, bootstrap_difference, paired_differen
 from bertscope.finetune.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, NATIVE_LAYERS, TOLERANCES, TUNED_LENS
 
-__all__ = ["CHANCE_MARGIN", "TRAIN_LONGER", "Claim", "RunRow", "claims_for", "head_flags", "head_text",
+__all__ = ["CHANCE_MARGIN", "TRAIN_LONGER", "Claim", "Head", "RunRow", "claims_for", "head_flags", "head_text",
            "paper1_claims", "paper2_claims"]
 
 #: What decides a claim whose heads did not learn: more seeds do not, more training steps often do (a pair task such
@@ -164,9 +164,11 @@ def _open_note(kind: str, tolerance: float | None, interval: Interval, looks: Lo
 def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurement: str, difference: Interval, *,
            tolerance: float | None = None, note: str = "", sides: Mapping[str, Interval] | None = None,
            runs: Iterable[str] = (), details: Mapping[str, Any] | None = None,
-           heads: Sequence[bool] | None = None, chance: float | None = None) -> Claim:
-    """One row; ``heads``: the learned flag of every head it rests on (None: it rests on no trained head);
-    ``chance``: the majority-class score both ``sides`` are checked against (see the module).
+           heads: Sequence[Head] | None = None, seeds: Sequence[int] | None = None,
+           chance: float | None = None) -> Claim:
+    """One row; ``heads``: (seed, learned) of every head it rests on (None: it rests on no trained head);
+    ``seeds``: the seed of each per-seed difference, in order; ``chance``: the majority-class score both ``sides``
+    are checked against (see the module).
 
     Under adaptive seeds (:data:`_LOOKS` set) a difference over seeds is read look by look
     (:func:`bertscope.core.sequential.sequential_verdict`): the row shows the interval of the look that decided it
@@ -189,7 +191,10 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
         notes.append("no finished runs")
     elif difference.low is None:
         notes.append("one seed: no interval")
-    counted = None if heads is None else (sum(1 for h in heads if h), len(heads))
+    if heads is not None and seeds is not None and len(seeds) == len(per_seed) and seeds_used > 0:
+        read = set(seeds[:seeds_used])  # the verdict rests on the heads of the seeds it read, not on later ones
+        heads = [h for h in heads if h[0] in read]
+    counted = None if heads is None else (sum(1 for _, learned in heads if learned), len(heads))
     if counted is not None and counted[0] < counted[1]:
         judged, needs = "inconclusive", 0  # more seeds do not make a head learn
         notes.append(f"inconclusive: {counted[1] - counted[0]} of {counted[1]} heads did not learn (training loss at "
@@ -219,17 +224,22 @@ def _run_learned(row: RunRow) -> bool:
     return value is None or float(value) >= 0.5
 
 
-def head_flags(rows: Iterable[RunRow], keep: Callable[[Mapping[str, Any]], bool] | None = None) -> list[bool]:
-    """The learned flag of every head in ``rows``: a study's run records (``payload["runs"]``, those ``keep``
-    accepts when given), a fine-tuning run's own flag otherwise."""
-    flags: list[bool] = []
+#: one fine-tuning head a claim rests on: the seed it trained with, and whether it learned
+Head = tuple[int, bool]
+
+
+def head_flags(rows: Iterable[RunRow], keep: Callable[[Mapping[str, Any]], bool] | None = None) -> list[Head]:
+    """Every head in ``rows`` as (seed, learned): a study's run records (``payload["runs"]``, those ``keep``
+    accepts when given), a fine-tuning run's own flag otherwise. The seed lets a verdict read at an early look
+    count only the heads of the seeds it read."""
+    flags: list[Head] = []
     for row in rows:
         records = (row.payload or {}).get("runs")
         if isinstance(records, list) and (row.points or records):
-            flags += [r.get("learned") is not False for r in records
-                      if isinstance(r, Mapping) and (keep is None or keep(r))]
+            flags += [(row.seed if r.get("seed") is None else int(r["seed"]), r.get("learned") is not False)
+                      for r in records if isinstance(r, Mapping) and (keep is None or keep(r))]
         else:
-            flags.append(_run_learned(row))
+            flags.append((row.seed, _run_learned(row)))
     return flags
 
 
@@ -239,11 +249,19 @@ def _chance(rows: Iterable[RunRow], task: str | None) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _paired(claimed: Mapping[int, float], reference: Mapping[int, float]) -> tuple[Interval, dict[str, Interval]]:
-    """The paired difference over the seeds both sides have, and each side's own summary."""
+def _paired(claimed: Mapping[int, float],
+            reference: Mapping[int, float]) -> tuple[Interval, dict[str, Interval], list[int]]:
+    """The paired difference over the seeds both sides have, each side's own summary, and the seed of each
+    difference the interval summarises (its finite ones, in order)."""
     seeds = sorted(set(claimed) & set(reference))
     a, b = [claimed[s] for s in seeds], [reference[s] for s in seeds]
-    return paired_difference(a, b), {"claimed": summarize(a), "reference": summarize(b)}
+    return (paired_difference(a, b), {"claimed": summarize(a), "reference": summarize(b)},
+            _finite_seeds(seeds, [x - y for x, y in zip(a, b, strict=True)]))
+
+
+def _finite_seeds(seeds: Sequence[int], differences: Sequence[float]) -> list[int]:
+    """The seeds whose difference is finite: the seed of each value an :class:`Interval` summarises."""
+    return [s for s, d in zip(seeds, differences, strict=True) if math.isfinite(d)]
 
 
 def _shifted(values: Sequence[float], threshold: float) -> Interval:
@@ -346,11 +364,11 @@ def _deepen_finetune(rows: Sequence[RunRow]) -> list[Claim]:
     for task, task_rows in sorted(by_task.items()):
         deep = {r.seed: v for r in task_rows if r.deepened and (v := _score(r)) is not None}
         orig = {r.seed: v for r in task_rows if not r.deepened and (v := _score(r)) is not None}
-        difference, sides = _paired(deep, orig)
+        difference, sides, seeds = _paired(deep, orig)
         claims.append(_claim("paper1", "p1.deepen-finetune", "Deepening (a duplicated layer) then fine-tuning beats "
                              "fine-tuning the original", task, "better", "dev score: deepened - original, paired by "
                              "seed", difference, sides=sides, runs=[r.id for r in task_rows],
-                             heads=head_flags(task_rows), chance=_chance(task_rows, task)))
+                             heads=head_flags(task_rows), seeds=seeds, chance=_chance(task_rows, task)))
     return claims
 
 
@@ -422,7 +440,7 @@ def _per_layer(rows: Sequence[RunRow], measured: bool) -> dict[int, dict[str, An
                 values[layer][kind][row.seed] = value
     out = {}
     for layer, sides in sorted(values.items()):
-        difference, _ = _paired(sides["tuned"], sides["logit"])
+        difference = _paired(sides["tuned"], sides["logit"])[0]
         out[layer] = {"logit": summarize(list(sides["logit"].values())).to_dict(),
                       "tuned": summarize(list(sides["tuned"].values())).to_dict(), "difference": difference.to_dict()}
     return out
@@ -551,11 +569,11 @@ def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
             for axes, score in points:
                 scores[str(axes.get("token"))][seed] = score
         for token in [t for t in scores if t != "cls"]:
-            difference, sides = _paired(scores[token], scores.get("cls", {}))
+            difference, sides, paired = _paired(scores[token], scores.get("cls", {}))
             claims.append(_claim("paper2", "p2.tokens", "A non-[CLS] token vector is as good as [CLS]",
                                  f"{token} vs cls, {task}", "no_worse", f"dev score: {token} - cls, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
-                                 heads=head_flags(task_rows, _where("token_strategy", {token, "cls"})),
+                                 heads=head_flags(task_rows, _where("token_strategy", {token, "cls"})), seeds=paired,
                                  chance=_chance(task_rows, task)))
     return claims
 
@@ -597,12 +615,12 @@ def _dims(rows: Sequence[RunRow]) -> list[Claim]:
             for dims, values in groups.items():
                 by_k[dims][seed] = statistics.fmean(values)  # the mean over the random subsets of one seed
         for k in (2, 3):
-            difference, sides = _paired(by_k.get(f"random:{k}", {}), by_k.get("all", {}))
+            difference, sides, paired = _paired(by_k.get(f"random:{k}", {}), by_k.get("all", {}))
             claims.append(_claim("paper2", "p2.dims", "2-3 hidden dimensions suffice (as good as all)",
                                  f"k={k} vs all, {task}", "no_worse",
                                  f"dev score: random {k} dims (mean over subsets) - all dims, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
-                                 heads=head_flags(task_rows, _dims_of(k)),
+                                 heads=head_flags(task_rows, _dims_of(k)), seeds=paired,
                                  chance=_chance(task_rows, task)))
     return claims
 
@@ -634,6 +652,7 @@ def _layers(rows: Sequence[RunRow], token: str | None = None) -> list[Claim]:
                                  runs=[r.id for r in task_rows], details={"layers": group, "last": depth,
                                                                           "group": layers},
                                  heads=head_flags(task_rows, _where("layer", {*group, depth}, int)),
+                                 seeds=_finite_seeds(used, diffs),
                                  chance=_chance(task_rows, task)))
     return claims
 
@@ -652,13 +671,13 @@ def _freezing(frozen: Sequence[RunRow], tokens: Sequence[RunRow]) -> list[Claim]
         a = {r.seed: v for r in frozen_rows if (v := _score(r)) is not None}
         b = {seed: score for seed, points in tuned_points.get(task, {}).items()
              for axes, score in points if str(axes.get("token")) == "cls"}
-        difference, sides = _paired(a, b)
+        difference, sides, paired = _paired(a, b)
         claims.append(_claim("paper2", "p2.freezing", "Freezing the encoder hurts", task, "worse",
                              "dev score: frozen encoder - fine-tuned encoder (the tokens study's [CLS] run), "
                              "paired by seed", difference, sides=sides,
                              runs=[r.id for r in (*frozen_rows, *tuned_rows)],
                              heads=[*head_flags(frozen_rows),
-                                    *head_flags(tuned_rows, _where("token_strategy", {"cls"}))],
+                                    *head_flags(tuned_rows, _where("token_strategy", {"cls"}))], seeds=paired,
                              chance=_chance((*frozen_rows, *tuned_rows), task)))
     return claims
 
@@ -678,14 +697,14 @@ def _cross(rows: Sequence[RunRow]) -> list[Claim]:
                 after_a[row.seed] = score
             if axes.get("target") == tasks[0] and axes.get("source") == f"after {tasks[1]}":
                 after_b[row.seed] = score
-    difference, sides = _paired(after_b, after_a)
+    difference, sides, paired = _paired(after_b, after_a)
     a, b = tasks if len(tasks) == 2 else ["A", "B"]
     return [_claim("paper2", "p2.cross", "Cross-fine-tuning forgets little (task A after B as good as after A)",
                    f"{a} after {b} vs after {a}", "no_worse", f"{a} dev score: after stage {b} - after stage {a}, "
                    "paired by seed", difference, tolerance=tolerance, sides=sides, runs=[r.id for r in rows],
                    # the heads both scores come from: task A's (trained at stage A, then frozen); B's head is not
                    # read, and B's stage moves the encoder whether or not its own head learns
-                   heads=head_flags(rows, lambda r: r.get("task") == a) if rows else None,
+                   heads=head_flags(rows, lambda r: r.get("task") == a) if rows else None, seeds=paired,
                    chance=_chance(rows, a))]
 
 
