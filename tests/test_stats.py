@@ -63,6 +63,19 @@ def test_tolerance_label_names_the_bound_the_rule_reads(kind, tol, expected):
     assert stats.tolerance_label(kind, tol) == expected
 
 
+@pytest.mark.parametrize(("mean", "kind", "tol", "edges", "expected"), [
+    (0.007, "as_good", 0.02, (-0.02, 0.02), 0.013), (-0.04, "as_good", 0.02, (-0.02, 0.02), 0.02),
+    (0.03, "no_worse", 0.02, (-0.02,), 0.05), (-0.011, "no_worse", 0.02, (-0.02,), 0.009),
+    (-0.3, "worse", None, (0.0,), 0.3)])
+def test_margin_is_the_distance_to_the_nearest_boundary_of_the_rule(mean, kind, tol, edges, expected):
+    assert stats.boundaries(kind, tol) == edges
+    assert stats.margin(mean, kind, tol) == pytest.approx(expected)
+    # an interval centred on the mean decides exactly when its half-width is below the margin
+    for half, decides in ((expected * 0.9, True), (expected * 1.1, False)):
+        interval = stats.Interval(mean, 0.01, 3, mean - half, mean + half)
+        assert (stats.verdict(interval, kind, tol or 0.0) != "inconclusive") == decides
+
+
 def test_no_interval_is_inconclusive():
     assert stats.verdict(stats.summarize([0.9]), "better") == "inconclusive"
     with pytest.raises(ValueError):

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bertscope.core.stats import ClaimKind, Interval, summarize, t_interval, verdict
+from bertscope.core.stats import ClaimKind, Interval, margin, summarize, t_interval, verdict
 
 __all__ = ["FUTILITY_LEVEL", "METHOD", "LookPlan", "SequentialVerdict", "futile", "sequential_verdict"]
 
@@ -128,8 +128,7 @@ def futile(interval: Interval, plan: LookPlan, kind: ClaimKind | str, tolerance:
     """Whether the plan's last look could not decide a claim whose differences so far gave ``interval``, even if
     the mean stayed where it is and the standard deviation were at its optimistic end (the lower bound of its
     :data:`FUTILITY_LEVEL` chi-square interval): the last look's half-width at that spread still leaves the mean
-    on a boundary of ``kind``'s rule (as_good: inside neither ``[-tol, tol]`` nor outside it by the half-width;
-    no_worse: within the half-width of ``-tol``; better/worse: within the half-width of 0). Needs at least 2
+    within that half-width of a boundary of ``kind``'s rule (:func:`bertscope.core.stats.margin`). Needs at least 2
     differences (else False: nothing to judge by)."""
     if interval.std is None or interval.n < 2 or not math.isfinite(interval.mean):
         return False
@@ -140,16 +139,7 @@ def futile(interval: Interval, plan: LookPlan, kind: ClaimKind | str, tolerance:
     bounds = t_interval(0.0, optimistic, plan.max_seeds, plan.level(len(plan.looks) - 1))
     if bounds is None:
         return False
-    half = bounds[1]
-    mean = interval.mean
-    if str(kind) == "as_good":
-        tol = abs(tolerance)
-        decidable = abs(mean) + half < tol or mean - half > tol or mean + half < -tol
-    elif str(kind) == "no_worse":
-        decidable = abs(mean + abs(tolerance)) > half
-    else:
-        decidable = abs(mean) > half
-    return not decidable
+    return not margin(interval.mean, str(kind), tolerance) > bounds[1]
 
 
 def sequential_verdict(differences: Sequence[float], plan: LookPlan, kind: ClaimKind | str,

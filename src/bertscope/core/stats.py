@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["CLAIM_KINDS", "TOLERANCE_KINDS", "VERDICTS", "Interval", "bootstrap_difference", "paired_difference", "summarize",
-           "t_interval", "tolerance_label", "verdict"]
+__all__ = ["CLAIM_KINDS", "TOLERANCE_KINDS", "VERDICTS", "Interval", "bootstrap_difference", "boundaries", "margin",
+           "paired_difference", "summarize", "t_interval", "tolerance_label", "verdict"]
 
 ClaimKind = Literal["better", "no_worse", "as_good", "worse"]
 CLAIM_KINDS: tuple[str, ...] = ("better", "no_worse", "as_good", "worse")
@@ -174,3 +174,16 @@ def tolerance_label(kind: str, tolerance: float | None) -> str:
     if tolerance is None:
         return ""
     return f">= -{tolerance:g}" if kind == "no_worse" else f"±{tolerance:g}"
+
+
+def boundaries(kind: str, tolerance: float | None) -> tuple[float, ...]:
+    """The values a difference's interval must clear for ``kind``'s rule to decide: 0 (better, worse), ``-t``
+    (no_worse), ``-t`` and ``+t`` (as_good)."""
+    tol = abs(tolerance or 0.0)
+    return {"no_worse": (-tol,), "as_good": (-tol, tol)}.get(str(kind), (0.0,))
+
+
+def margin(mean: float, kind: str, tolerance: float | None) -> float:
+    """How far ``mean`` sits from the nearest of :func:`boundaries` (0: on one): an interval centred on it decides
+    the claim exactly when its half-width is below this."""
+    return min(abs(mean - edge) for edge in boundaries(kind, tolerance))

@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_LR", "LOSS_MARGIN", "REMEDY", "LearningCheck", "constant_loss", "did_not_learn", "remedy_for"]
+__all__ = ["DEFAULT_LR", "LOSS_MARGIN", "REMEDY", "LearningCheck", "constant_loss", "constant_score", "did_not_learn",
+           "remedy_for"]
 
 #: A final training loss above ``(1 - LOSS_MARGIN)`` times the constant predictor's loss counts as not learned: on a
 #: balanced binary task (ln 2 = 0.693) that is a loss above 0.679. A stalled [CLS] head of MiniLM on SST-2 ended at 0.686.
@@ -53,6 +54,15 @@ class LearningCheck:
         return asdict(self)
 
 
+def constant_score(labels: Sequence[float]) -> float:
+    """The best constant prediction of a regression target under squared error: the labels' mean (the output a
+    regression head starts at, and the predictor :func:`constant_loss` scores)."""
+    values = [float(v) for v in labels]
+    if not values:
+        raise ValueError("constant_score: no labels")
+    return sum(values) / len(values)
+
+
 def constant_loss(labels: Sequence[float], *, regression: bool) -> float:
     """The training loss of the best constant prediction: the entropy (nats) of the label distribution for
     classification (cross-entropy of predicting the label frequencies), the label variance for regression (MSE of
@@ -62,7 +72,7 @@ def constant_loss(labels: Sequence[float], *, regression: bool) -> float:
         raise ValueError("constant_loss: no labels")
     n = len(values)
     if regression:
-        mean = sum(values) / n
+        mean = constant_score(values)
         return sum((v - mean) ** 2 for v in values) / n
     counts = Counter(values)
     return -sum(c / n * math.log(c / n) for c in counts.values())

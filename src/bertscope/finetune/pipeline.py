@@ -73,7 +73,7 @@ from bertscope.finetune.features import (
 )
 from bertscope.finetune.freezing import apply_freezing
 from bertscope.finetune.head import HeadSpec, SelectingHead
-from bertscope.finetune.learning import constant_loss, did_not_learn
+from bertscope.finetune.learning import constant_loss, constant_score, did_not_learn
 from bertscope.finetune.normalize import fit_standardizer
 from bertscope.finetune.records import EpochRecord, TrainHistory
 from bertscope.finetune.representation import EncoderRepresentation, Representation
@@ -540,10 +540,8 @@ def prepare(config: FinetuneConfig, shared: Shared | None = None) -> PreparedRun
     resolve_fit(config, frozen_entirely)  # --fit converged on a trainable encoder fails before anything trains
     head_lr = head_learning_rate(config, frozen_entirely)
     head = build_head(config, data.task, selection, loaded, device)
-    if data.task.is_regression:
-        scores = [float(v) for v in data.train_data.labels if v is not None]
-        if scores:
-            head.start_at(sum(scores) / len(scores))
+    if data.task.is_regression and (scores := [v for v in data.train_data.labels if v is not None]):
+        head.start_at(constant_score(scores))  # the constant predictor: the head only has to learn the rest
     encoder_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     # ---- representation: cached vectors of a frozen encoder, or the live encoder

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from bertscope.core.sequential import LookPlan, sequential_verdict
-from bertscope.core.stats import Interval, bootstrap_difference, paired_difference, summarize, verdict
+from bertscope.core.stats import (
+    Interval,
+    bootstrap_difference,
+    boundaries,
+    paired_difference,
+    summarize,
+    verdict,
+)
 from bertscope.finetune.learning import REMEDY
 from bertscope.replicate.protocols import DEEPENED_PREFIX, NATIVE_LAYERS, TOLERANCES, TUNED_LENS
 
@@ -147,9 +154,7 @@ def _rule(kind: str, tolerance: float | None, looks: LookPlan | None = None) -> 
 def _open_note(kind: str, tolerance: float | None, interval: Interval, looks: LookPlan, *,
                futile: bool = False) -> str:
     """Why a claim is still undecided at the last look (or stopped early for futility), and what would decide it."""
-    tol = tolerance or 0.0
-    edges = {"no_worse": [-tol], "as_good": [-tol, tol]}.get(kind, [0.0])
-    near = min(edges, key=lambda e: abs(interval.mean - e))
+    near = min(boundaries(kind, tolerance), key=lambda e: abs(interval.mean - e))
     if futile:
         return (f"stopped for futility after {interval.n} seeds: even the last look ({looks.max_seeds} seeds) could "
                 f"not decide it, the mean difference {interval.mean:+.3f} lying within that look's half-width (at "

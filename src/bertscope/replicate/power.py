@@ -34,7 +34,7 @@ from bertscope.core.options import parse_name_list, parse_seed_list
 from bertscope.core.registry import CommandInfo
 from bertscope.core.results import write_json_atomic, write_text_atomic
 from bertscope.core.sequential import LookPlan
-from bertscope.core.stats import t_interval, tolerance_label
+from bertscope.core.stats import margin, t_interval, tolerance_label
 from bertscope.data.glue import compute_metrics
 from bertscope.replicate.claims import Claim, RunRow, claims_for
 from bertscope.replicate.config import PowerConfig, parse_settings
@@ -98,15 +98,6 @@ def settings_of(config: PowerConfig) -> list[Setting]:
     return [Setting(t, n, e) for t, n, e in parse_settings(config.settings)]
 
 
-def _margin(mean: float, kind: str, tolerance: float | None) -> float:
-    """How far the mean sits from the boundary its verdict would cross (0: on it)."""
-    if kind == "as_good":
-        return abs(abs(mean) - (tolerance or 0.0))
-    if kind == "no_worse":
-        return abs(mean + (tolerance or 0.0))
-    return abs(mean)
-
-
 def seeds_needed(mean: float | None, std: float | None, kind: str, tolerance: float | None,
                  looks: LookPlan | None = None) -> int | None:
     """The fewest seeds whose interval, centred on ``mean`` with ``std``, lies wholly on one side of the nearest
@@ -114,12 +105,12 @@ def seeds_needed(mean: float | None, std: float | None, kind: str, tolerance: fl
     counts). None when no n up to :data:`MAX_SEEDS` (or the last look) does it."""
     if mean is None or std is None or not (math.isfinite(mean) and math.isfinite(std)):
         return None
-    margin = _margin(mean, kind, tolerance)
+    clearance = margin(mean, kind, tolerance)
     candidates = (range(2, MAX_SEEDS + 1) if looks is None else looks.looks)
     for index, n in enumerate(candidates):
         level = 0.95 if looks is None else looks.level(index)
         bounds = t_interval(0.0, std, n, level)
-        if bounds is not None and bounds[1] < margin:
+        if bounds is not None and bounds[1] < clearance:
             return n
     return None
 
