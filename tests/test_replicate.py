@@ -138,6 +138,10 @@ def test_paper2_claims_follow_the_rule():
     cross = _one(claims, "p2.cross")
     assert cross.difference == stats.paired_difference([0.70 - 0.001 * s for s in seeds], [0.70] * 3)
     assert cross.verdict == "supported" and cross.scope == "rte after mrpc vs after rte"
+    # the arms each row reads, in its study's option language: what a later round of adaptive seeds trains
+    assert token.arms == {"tokens": ("cls", "mean")} and k2.arms == {"dims": ("2", "all")}
+    assert lower.arms == {"layers": ("1", "2", "4")} and higher.arms == {"layers": ("3", "4")}
+    assert frozen.arms == {"tokens": ("cls",)} and cross.arms == {}
 
 
 def _learning(learned: bool) -> dict:

@@ -13,8 +13,9 @@ from bertscope import api
 from bertscope.core import stats
 from bertscope.core.sequential import LookPlan
 from bertscope.replicate import claims as C
-from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, protocol
+from bertscope.replicate.protocols import BUDGETS, DEEPENED_PREFIX, Stage, arm_options, protocol
 from bertscope.replicate.runner import _next_round, look_plan
+from bertscope.sweep.spec import parse_spec
 
 
 def _ft(seed: int, score: float, *, deepened: bool, learned: bool = True) -> C.RunRow:
@@ -106,8 +107,53 @@ def test_a_claim_no_look_could_decide_stops_for_futility_where_the_plan_says_so(
 def test_next_round_grows_only_the_experiments_of_open_claims():
     rows = [*_pairs([0.023, 0.035, 0.047]), C.RunRow("scan-1", "layer-scan", {"seed": 1})]
     claims = C.claims_for("paper1", rows, LookPlan((3, 6)))
-    grown = _next_round(claims, rows, {"deepen-finetune": 3, "layer-scan": 3, "reconstruct": 3})
-    assert grown == {"deepen-finetune": 6, "layer-scan": 3, "reconstruct": 3}
+    first = {name: (Stage(3),) for name in ("deepen-finetune", "layer-scan", "reconstruct")}
+    grown = _next_round(claims, rows, first, {"deepen-finetune": "finetune"})
+    assert grown == {**first, "deepen-finetune": (Stage(3), Stage(6))}  # a fine-tuning run has no arms: whole
+
+
+def _open(cid: str, runs: list[str], arms: dict[str, tuple[str, ...]], needs: int = 8) -> C.Claim:
+    return C.Claim("paper2", cid, "", "", "no_worse", "", stats.summarize([0.0, 0.01, -0.01]), "inconclusive",
+                   runs=tuple(runs), needs_seeds=needs, arms=arms)
+
+
+def test_next_round_trains_only_the_arms_of_open_claims():
+    rows = [C.RunRow(f"{e}-{s}", e, {"seed": s}) for e in ("tokens", "layers", "frozen", "cross") for s in (1, 2, 3)]
+    runs = {e: [f"{e}-{s}" for s in (1, 2, 3)] for e in ("tokens", "layers", "frozen", "cross")}
+    commands = {"tokens": "tokens", "layers": "layers", "frozen": "finetune", "cross": "cross"}
+    first = {name: (Stage(3),) for name in commands}
+    claims = [_open("p2.tokens", runs["tokens"], {"tokens": ("cls", "index:1")}),
+              _open("p2.tokens", runs["tokens"], {"tokens": ("cls", "max-norm")}, needs=0),  # decided: not trained
+              _open("p2.tokens", runs["tokens"], {"tokens": ("cls", "mean")}),
+              _open("p2.layers.higher", runs["layers"], {"layers": ("4", "5", "6")}),
+              _open("p2.layers.lower", runs["layers"], {"layers": ("1", "2", "3", "6")}, needs=0),
+              # freezing reads the frozen runs whole and the tokens study's [CLS] arm
+              _open("p2.freezing", runs["frozen"] + runs["tokens"], {"tokens": ("cls",)})]
+    grown = _next_round(claims, rows, first, commands)
+    assert grown["tokens"] == (Stage(3), Stage(8, {"tokens": "cls,index:1,mean"}))  # [CLS] first: the reference
+    assert grown["layers"] == (Stage(3), Stage(8, {"layers": "4,5,6"}))
+    assert grown["frozen"] == (Stage(3), Stage(8)) and grown["cross"] == (Stage(3),)
+    # an open claim that reads an experiment whole keeps its runs whole, and a later round adds a stage
+    whole = _next_round([*claims, _open("p2.other", runs["tokens"], {}, needs=16)], rows, grown, commands)
+    assert whole["tokens"] == (Stage(3), Stage(8, {"tokens": "cls,index:1,mean"}), Stage(16))
+
+
+def test_stages_split_an_experiment_s_seeds_and_keep_the_first_stage_s_run_ids(tmp_path):
+    stages = {"tokens": (Stage(3), Stage(8, {"tokens": "cls,mean"})), "dims": (Stage(3), Stage(5, {"k": "2,all"}))}
+    plan = protocol("paper2", "decide", rounds=stages)
+    tokens = [e for e in plan.experiments if e.name == "tokens"]
+    assert [e.grid["seed"] for e in tokens] == [[1, 2, 3], [4, 5, 6, 7, 8]]
+    whole = next(e for e in protocol("paper2", "decide", rounds={"tokens": 3}).experiments if e.name == "tokens")
+    assert tokens[0] == whole  # the first stage's runs are the runs of an unstaged round: same options, same ids
+    assert "tokens" not in tokens[0].base and tokens[1].base == {**whole.base, "tokens": "cls,mean"}
+    assert [e.base.get("k") for e in plan.experiments if e.name == "dims"] == ["2,3,all", "2,all"]
+    # a staged protocol is a valid sweep spec (blocks sharing the experiment name), each run once
+    spec = parse_spec(plan.to_spec(), runs_dir=tmp_path, dry_run=True)
+    tokens_runs = [r for r in spec.runs if r.experiment == "tokens"]
+    assert len(tokens_runs) == 8 and len({r.id for r in spec.runs}) == len(spec.runs)
+    assert arm_options("tokens", ["mean", "cls"]) == {"tokens": "cls,mean"}
+    assert arm_options("layers", ["10", "4"]) == {"layers": "4,10"} and arm_options("dims", ["3"]) == {"k": "3,all"}
+    assert arm_options("finetune", ["cls"]) == {} and arm_options("tokens", None) == {}
 
 
 def test_budgets_and_options_choose_the_looks():
@@ -154,6 +200,9 @@ def test_adaptive_end_to_end_on_a_tiny_model(tiny_checkpoint, glue_dir, tmp_path
                 expected = "inconclusive"  # the chance guard
             assert claim["verdict"] == expected
     assert set(rounds.values()) <= {2, 4}
+    stages = payload["seeds"]["stages"]  # paper 1's runs have no arms: every round runs them whole
+    assert {e: st[-1]["seeds"] for e, st in stages.items()} == rounds
+    assert all(stage["options"] == {} for st in stages.values() for stage in st)
     done = {e: {r["axes"]["seed"] for r in payload["runs"] if r["experiment"] == e and r["axes"]} for e in rounds}
     assert {e: len(s) for e, s in done.items()} == rounds  # exactly the seeds each round asked for
     assert "adaptive" in (tmp_path / "out" / "claims.md").read_text()

@@ -492,3 +492,22 @@ def test_the_layers_study_s_last_layer_is_the_tokens_study_s_run(small, tiny_che
     assert computed_share("layers", {"out": str(out)}, model_shape(options["model"])) == pytest.approx(2 / 5)
     assert computed_share("tokens", {"out": str(tmp_path / "sweep-runs" / "tokens-0123456789ab")},
                           model_shape(options["model"])) == 1.0
+
+
+def test_a_narrowed_study_run_scores_its_arms_as_the_whole_run_does(small, tiny_checkpoint, tmp_path):
+    """Adaptive seeds narrow a later round's study runs to the arms still open (--tokens, --layers): each arm is
+    its own seeded run, so it keeps its id and its score."""
+    model = str(tiny_checkpoint("bert", 2))
+    options = {**small, "freeze": "none", "cache_dir": None}  # the encoder fine-tuned, as in replicate
+
+    def arms(result, key):
+        return {str(r[key]): (r["run_id"], r["score"]) for r in result.runs}
+
+    whole = arms(api.tokens(task="rte", model=model, tokens="cls,mean,index:1", out=str(tmp_path / "t1"),
+                            **options), "token_strategy")
+    narrow = arms(api.tokens(task="rte", model=model, tokens="cls,index:1", out=str(tmp_path / "t2"), **options),
+                  "token_strategy")
+    assert narrow == {k: whole[k] for k in ("cls", "index:1")}
+    whole = arms(api.layers(task="rte", model=model, out=str(tmp_path / "l1"), **options), "layer")
+    narrow = arms(api.layers(task="rte", model=model, layers="1,2", out=str(tmp_path / "l2"), **options), "layer")
+    assert narrow == {k: whole[k] for k in ("1", "2")} and len(whole) == 3

@@ -804,7 +804,7 @@ class ReplicateOptions(TypedDict, total=False):
     budget: str
     #: seeds: 'auto' (run seeds in rounds and stop adding runs to a claim once it is decided; alpha is spent over the looks, docs/statistics.md), or a list such as 1-5 (read once, as one 95 percent interval); default: the budget's (auto for decide)
     seeds: str | None
-    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (decide: 16 for paper1, 8 for paper2)
+    #: with --seeds auto: the most seeds any claim gets (the last look); default: the budget's (decide: 16 for paper1, 16 for paper2)
     max_seeds: int | None
     #: model(s): hub id or local folder, a comma list for several (paper 1's 'across families' needs two families or more); default: the embedded MiniLM-L6-H384
     model: str | None

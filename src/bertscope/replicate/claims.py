@@ -120,6 +120,10 @@ class Claim:
     needs_seeds: int = 0
     #: the per-seed values the difference summarises, in seed order (every seed run, read or not)
     per_seed: tuple[float, ...] = ()
+    #: experiment -> the arms of its runs the claim reads (token strategies, hidden states, K; in the study's option
+    #: language, :data:`bertscope.replicate.protocols.ARM_OPTIONS`); an experiment it rests on but does not list is
+    #: read whole. A later round of adaptive seeds trains only the arms of open claims.
+    arms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def learned_share(self) -> float | None:
@@ -134,7 +138,8 @@ class Claim:
                 "details": dict(self.details),
                 "heads": None if self.heads is None else {"learned": self.heads[0], "total": self.heads[1]},
                 "learned_share": self.learned_share, "seeds_used": self.seeds_used,
-                "needs_seeds": self.needs_seeds, "per_seed": list(self.per_seed)}
+                "needs_seeds": self.needs_seeds, "per_seed": list(self.per_seed),
+                "arms": {k: list(v) for k, v in self.arms.items()}}
 
 
 def _rule(kind: str, tolerance: float | None, looks: LookPlan | None = None) -> str:
@@ -170,10 +175,10 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
            tolerance: float | None = None, note: str = "", sides: Mapping[str, Interval] | None = None,
            runs: Iterable[str] = (), details: Mapping[str, Any] | None = None,
            heads: Sequence[Head] | None = None, seeds: Sequence[int] | None = None,
-           chance: float | None = None) -> Claim:
+           chance: float | None = None, arms: Mapping[str, Iterable[str]] | None = None) -> Claim:
     """One row; ``heads``: (seed, learned) of every head it rests on (None: it rests on no trained head);
     ``seeds``: the seed of each per-seed difference, in order; ``chance``: the majority-class score both ``sides``
-    are checked against (see the module).
+    are checked against (see the module); ``arms``: experiment -> the arms of its runs the row reads.
 
     Under adaptive seeds (:data:`_LOOKS` set) a difference over seeds is read look by look
     (:func:`bertscope.core.sequential.sequential_verdict`): the row shows the interval of the look that decided it
@@ -216,7 +221,7 @@ def _claim(paper: str, cid: str, statement: str, scope: str, kind: str, measurem
     return Claim(paper, cid, statement, scope, kind, measurement, difference, judged, tolerance,
                  _rule(kind, tolerance, looks if "sequential" in extra else None), "; ".join(notes),
                  dict(sides or {}), tuple(sorted(set(runs))), {**(details or {}), **extra}, counted, seeds_used,
-                 needs, per_seed)
+                 needs, per_seed, {k: tuple(str(a) for a in v) for k, v in (arms or {}).items()})
 
 
 def _run_learned(row: RunRow) -> bool:
@@ -579,7 +584,7 @@ def _tokens(rows: Sequence[RunRow]) -> list[Claim]:
                                  f"{token} vs cls, {task}", "no_worse", f"dev score: {token} - cls, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
                                  heads=head_flags(task_rows, _where("token_strategy", {token, "cls"})), seeds=paired,
-                                 chance=_chance(task_rows, task)))
+                                 chance=_chance(task_rows, task), arms={"tokens": ("cls", token)}))
     return claims
 
 
@@ -626,13 +631,13 @@ def _dims(rows: Sequence[RunRow]) -> list[Claim]:
                                  f"dev score: random {k} dims (mean over subsets) - all dims, paired by seed",
                                  difference, tolerance=tolerance, sides=sides, runs=[r.id for r in task_rows],
                                  heads=head_flags(task_rows, _dims_of(k)), seeds=paired,
-                                 chance=_chance(task_rows, task)))
+                                 chance=_chance(task_rows, task), arms={"dims": (str(k), "all")}))
     return claims
 
 
-def _layers(rows: Sequence[RunRow], token: str | None = None) -> list[Claim]:
+def _layers(rows: Sequence[RunRow], token: str | None = None, experiment: str = "layers") -> list[Claim]:
     """The lower/higher layers rows of one layers study (``token``: the token it read, when not the paper's
-    [CLS], named in each row's scope)."""
+    [CLS], named in each row's scope; ``experiment``: the study's experiment name)."""
     tolerance = TOLERANCES["p2.layers.higher"]
     read = f", token {token}" if token else ""
     claims = []
@@ -658,7 +663,7 @@ def _layers(rows: Sequence[RunRow], token: str | None = None) -> list[Claim]:
                                                                           "group": layers},
                                  heads=head_flags(task_rows, _where("layer", {*group, depth}, int)),
                                  seeds=_finite_seeds(used, diffs),
-                                 chance=_chance(task_rows, task)))
+                                 chance=_chance(task_rows, task), arms={experiment: tuple(map(str, (*group, depth)))}))
     return claims
 
 
@@ -683,7 +688,7 @@ def _freezing(frozen: Sequence[RunRow], tokens: Sequence[RunRow]) -> list[Claim]
                              runs=[r.id for r in (*frozen_rows, *tuned_rows)],
                              heads=[*head_flags(frozen_rows),
                                     *head_flags(tuned_rows, _where("token_strategy", {"cls"}))], seeds=paired,
-                             chance=_chance((*frozen_rows, *tuned_rows), task)))
+                             chance=_chance((*frozen_rows, *tuned_rows), task), arms={"tokens": ("cls",)}))
     return claims
 
 
@@ -727,7 +732,7 @@ def paper2_claims(rows: Sequence[RunRow]) -> list[Claim]:
     groups = [
         (_tokens(by_exp.get("tokens", [])), "p2.tokens", "A non-[CLS] token vector is as good as [CLS]", "no_worse"),
         (_dims(by_exp.get("dims", [])), "p2.dims", "2-3 hidden dimensions suffice (as good as all)", "no_worse"),
-        (_layers(by_exp.get("layers", [])) + _layers(by_exp.get(NATIVE_LAYERS, []), _token_of(by_exp)),
+        (_layers(by_exp.get("layers", [])) + _layers(by_exp.get(NATIVE_LAYERS, []), _token_of(by_exp), NATIVE_LAYERS),
          "p2.layers", "Lower layers weaker, higher layers similar", "worse"),
         (_freezing(by_exp.get("frozen", []), by_exp.get("tokens", [])), "p2.freezing",
          "Freezing the encoder hurts", "worse"),

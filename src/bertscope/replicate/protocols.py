@@ -15,7 +15,7 @@ seconds). The fine-tuning options of smoke and small were chosen from measuremen
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,8 +23,8 @@ from bertscope.core.errors import BertscopeError
 from bertscope.core.sequential import LookPlan
 from bertscope.data.glue import GLUE_SIZES, get_task
 
-__all__ = ["ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "NATIVE_LAYERS", "PAPERS", "TOLERANCES", "TUNED_LENS", "Budget", "Experiment",
-           "Protocol", "protocol"]
+__all__ = ["ARM_OPTIONS", "ASSUMPTIONS", "BUDGETS", "DEEPENED_PREFIX", "NATIVE_LAYERS", "PAPERS", "TOLERANCES",
+           "TUNED_LENS", "Budget", "Experiment", "Protocol", "Stage", "arm_options", "protocol"]
 
 PAPERS: dict[str, str] = {
     "paper1": "Kao et al. 2020, arXiv 2001.09309: the MLM output layer reads every layer; duplicating layers",
@@ -155,11 +155,11 @@ BUDGETS: dict[str, Budget] = {
                      {"task": "sst2", "split": "validation", "max_examples": 200, "max_length": 64, "fit_steps": 300,
                       "fit_curve": False},
                      dims_samples=1, layers="1--1", native_token="mean",
-                     looks={"paper1": (3, 8, 16), "paper2": (3, 8)}, futility=("paper2",),
+                     looks={"paper1": (3, 8, 16), "paper2": (3, 8, 16)}, futility=("paper2",),
                      paper_finetune={"paper2": {"lr": 2e-4}}, tuned={"lens_steps": 100, "lens_sentences": 256},
                      train_all_below=10_000,
                      note="decides claims on a laptop (docs/replicate.md, 'decide'): seeds in rounds, alpha spent "
-                          "over fixed looks (paper 1 at 3, 8 and 16 seeds, paper 2 at 3 and 8; paper 2 stops a claim "
+                          "over fixed looks at 3, 8 and 16 seeds (paper 2 stops a claim "
                           "no look could decide for futility), 2000 training examples x 1 epoch (a task with fewer "
                           "than 10,000: all of them), batch 32, at lr 1e-4 (paper 2: 2e-4), the whole dev set, "
                           "layers 1..L read through [CLS] and through the mean over tokens; lens rows as in small"),
@@ -233,6 +233,46 @@ ASSUMPTIONS: dict[str, tuple[str, ...]] = {
         "task-A score after stage B vs after stage A, paired by seed.",
     ),
 }
+
+
+def _tokens_option(arms: set[str]) -> dict[str, Any]:
+    return {"tokens": ",".join(sorted(arms, key=lambda t: (t != "cls", t)))}
+
+
+def _layers_option(arms: set[str]) -> dict[str, Any]:
+    return {"layers": ",".join(sorted(arms, key=int))}
+
+
+def _dims_option(arms: set[str]) -> dict[str, Any]:
+    return {"k": ",".join([*sorted(arms - {"all"}, key=int), "all"])}
+
+
+#: A study whose runs train several heads (its arms) and the option that narrows a run to some of them, in the
+#: study's own option language. A claim names the arms it reads (:attr:`bertscope.replicate.claims.Claim.arms`), so a
+#: later round of adaptive seeds trains only the arms of claims still open. A command not listed runs whole.
+ARM_OPTIONS: dict[str, Callable[[set[str]], dict[str, Any]]] = {
+    "tokens": _tokens_option,  # token strategies ([CLS] first)
+    "layers": _layers_option,  # hidden states
+    "dims": _dims_option,  # K of the random subsets; the all-dimension reference always runs
+}
+
+
+def arm_options(command: str, arms: Iterable[str] | None) -> dict[str, Any]:
+    """The options that narrow a run of ``command`` to ``arms`` (None, or a command without arms: the whole run)."""
+    narrow = ARM_OPTIONS.get(command)
+    return {} if arms is None or narrow is None else narrow({str(a) for a in arms})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Seeds up to ``seeds`` of one experiment (from the previous stage's end), run with ``options`` over the
+    experiment's own: a later round of adaptive seeds narrows its runs to the arms still needed."""
+
+    seeds: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": self.seeds, "options": dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -331,13 +371,27 @@ def _paper2(budget: Budget, models: tuple[str | None, ...], tasks: tuple[str, ..
     return experiments
 
 
+def _staged(experiment: Experiment, stages: int | Sequence[Stage]) -> list[Experiment]:
+    """``experiment``'s blocks for its stages: seeds 1..n split where the stages end, each block with its stage's
+    options. A stage without options keeps the block as it was, so its runs keep their ids."""
+    blocks, start = [], 1
+    for stage in ((Stage(stages),) if isinstance(stages, int) else stages):
+        if stage.seeds >= start:
+            blocks.append(replace(experiment, base={**experiment.base, **stage.options},
+                                  grid={**experiment.grid, "seed": list(range(start, stage.seeds + 1))}))
+            start = stage.seeds + 1
+    return blocks
+
+
 def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,),
              tasks: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
-             rounds: Mapping[str, int] | None = None, finetune: Mapping[str, Any] | None = None) -> Protocol:
+             rounds: Mapping[str, int | Sequence[Stage]] | None = None,
+             finetune: Mapping[str, Any] | None = None) -> Protocol:
     """The protocol of ``paper`` at ``budget`` for these models (None = the embedded default) and tasks (default:
     the budget's). ``seeds``: the seeds of every experiment instead of the budget's; ``rounds``: experiment name ->
-    how many seeds it runs now (seeds 1..n; adaptive seeds grow it round by round, experiment by experiment);
-    ``finetune``: fine-tuning options over the budget's (the power study's settings)."""
+    how many seeds it runs now (seeds 1..n; adaptive seeds grow it round by round, experiment by experiment), or its
+    :class:`Stage` list (seeds 1..n in stages, each with its own narrowing options; one block per stage, under the
+    experiment's name); ``finetune``: fine-tuning options over the budget's (the power study's settings)."""
     if paper not in PAPERS:
         raise BertscopeError(f"unknown paper {paper!r}; one of {', '.join(PAPERS)}")
     if budget not in BUDGETS:
@@ -350,6 +404,6 @@ def protocol(paper: str, budget: str, *, models: tuple[str | None, ...] = (None,
     models = tuple(models) or (None,)
     experiments = _paper1(b, models, chosen) if paper == "paper1" else _paper2(b, models, chosen)
     if rounds:
-        experiments = [replace(e, grid={**e.grid, "seed": list(range(1, rounds[e.name] + 1))})
-                       if e.name in rounds else e for e in experiments]
+        experiments = [staged for e in experiments
+                       for staged in (_staged(e, rounds[e.name]) if e.name in rounds else [e])]
     return Protocol(paper, b, models, chosen, tuple(experiments), ASSUMPTIONS[paper])

@@ -34,7 +34,7 @@ from bertscope.replicate.claims_files import (
 )
 from bertscope.replicate.config import ReplicateConfig, training_size
 from bertscope.replicate.cost import Estimate, compute_fractions, estimate_spec, fraction_line
-from bertscope.replicate.protocols import BUDGETS, PAPERS, Protocol, protocol
+from bertscope.replicate.protocols import BUDGETS, PAPERS, Protocol, Stage, arm_options, protocol
 from bertscope.runs.store import ResultStore, RunRecord
 from bertscope.sweep.commands import ANALYSES
 from bertscope.sweep.config import SweepConfig, executor_flags, worker_threads
@@ -108,9 +108,9 @@ def look_plan(config: ReplicateConfig) -> LookPlan | None:
     return budget.look_plan(config.paper or "", config.max_seeds) if adaptive else None
 
 
-def protocol_of(config: ReplicateConfig, rounds: Mapping[str, int] | None = None) -> Protocol:
+def protocol_of(config: ReplicateConfig, rounds: Mapping[str, int | Sequence[Stage]] | None = None) -> Protocol:
     """The protocol a config asks for (models and tasks parsed from their comma lists); ``rounds``: the seed count
-    of each experiment in this round of adaptive seeds."""
+    (or stages) of each experiment in this round of adaptive seeds."""
     models: tuple[str | None, ...] = (parse_name_list(config.model, option="--model") if config.model else (None,))
     tasks = parse_name_list(config.tasks, option="--tasks") if config.tasks else None
     seeds = parse_seed_list(config.seeds) if config.seeds not in (None, "auto") else None
@@ -181,15 +181,33 @@ def _run_entry(record: RunRecord) -> dict[str, Any]:
             "options": record.config}
 
 
-def _next_round(claims: Sequence[Claim], rows: Sequence[RunRow], rounds: Mapping[str, int]) -> dict[str, int]:
-    """Each experiment's seed count for the next round: as many as the most any of its open claims' next look
-    reads (an experiment serves every claim that rests on one of its runs); decided claims add nothing."""
+Rounds = dict[str, tuple[Stage, ...]]
+
+
+def _next_round(claims: Sequence[Claim], rows: Sequence[RunRow], rounds: Mapping[str, Sequence[Stage]],
+                commands: Mapping[str, str]) -> Rounds:
+    """Each experiment's stages for the next round. An experiment grows to as many seeds as the most any of its
+    open claims' next look reads (it serves every claim that rests on one of its runs); decided claims add
+    nothing. The new seeds train only the arms open claims read (``commands``: experiment -> its command, which
+    says how a run is narrowed, :data:`~bertscope.replicate.protocols.ARM_OPTIONS`); an open claim that reads an
+    experiment whole keeps its runs whole."""
     experiment_of = {row.id: row.experiment for row in rows}
-    grown = dict(rounds)
+    seeds = {name: stages[-1].seeds for name, stages in rounds.items()}
+    arms: dict[str, set[str]] = {}
+    whole: set[str] = set()
     for claim in claims:
         if claim.needs_seeds:
-            for name in {experiment_of[run] for run in claim.runs if run in experiment_of} & set(grown):
-                grown[name] = max(grown[name], claim.needs_seeds)
+            for name in {experiment_of[run] for run in claim.runs if run in experiment_of} & set(rounds):
+                seeds[name] = max(seeds[name], claim.needs_seeds)
+                if name in claim.arms:
+                    arms.setdefault(name, set()).update(claim.arms[name])
+                else:
+                    whole.add(name)
+    grown = {name: tuple(stages) for name, stages in rounds.items()}
+    for name, count in seeds.items():
+        if count > grown[name][-1].seeds:
+            narrow = None if name in whole else arms.get(name)
+            grown[name] += (Stage(count, arm_options(commands.get(name, ""), narrow)),)
     return grown
 
 
@@ -216,7 +234,7 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
     start = time.perf_counter()
     looks = look_plan(config)
     plan = protocol_of(config)
-    rounds = None if looks is None else {e.name: looks.looks[0] for e in plan.experiments}
+    rounds: Rounds | None = None if looks is None else {e.name: (Stage(looks.looks[0]),) for e in plan.experiments}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = Path(config.store) if config.store else out / "replicate.db"
@@ -242,7 +260,7 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
         claims = tuple(claims_for(plan.paper, rows, looks))
         if rounds is None:
             break
-        grown = _next_round(claims, rows, rounds)
+        grown = _next_round(claims, rows, rounds, {e.name: e.command for e in plan.experiments})
         if grown == rounds:
             break
         rounds = grown
@@ -254,8 +272,11 @@ def run_replicate(config: ReplicateConfig) -> ReplicateResult:
                "budget_note": plan.budget.note, "models": [m or "default (embedded MiniLM-L6-H384)"
                                                            for m in plan.models],
                "tasks": list(plan.tasks),
-               "seeds": list(plan.budget.seeds) if rounds is None else {"auto": looks.to_dict() if looks else None,
-                                                                          "per_experiment": dict(rounds)},
+               "seeds": list(plan.budget.seeds) if rounds is None else {
+                   "auto": looks.to_dict() if looks else None,
+                   "per_experiment": {name: stages[-1].seeds for name, stages in rounds.items()},
+                   # the seeds each round added and the options narrowing them to the arms still open
+                   "stages": {name: [s.to_dict() for s in stages] for name, stages in rounds.items()}},
                "store": str(store_path),
                "sweep": plan.name, "spec": str(spec_path), "command": _command_line(config),
                "runs_done": sum(1 for r in runs if r["status"] == "done"),
